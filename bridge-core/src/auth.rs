@@ -1,0 +1,142 @@
+//! Access tokens: HMAC-SHA256 over (space, rights, expiry).
+//!
+//! Format: `sb1.<hex of the JSON claims>.<hex of the HMAC over that hex>`. The claims are
+//! `{"space": "...", "rights": "read"|"write"|"admin", "exp": <ms since the epoch>}`. A token
+//! names exactly one space and opens nothing in another. Pure functions: the host passes the
+//! secret and the current time.
+
+use crate::{Error, Result};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rights {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Rights {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rights::Read => "read",
+            Rights::Write => "write",
+            Rights::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Rights {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "read" => Ok(Rights::Read),
+            "write" => Ok(Rights::Write),
+            "admin" => Ok(Rights::Admin),
+            _ => Err(Error::Unauthorized(format!(
+                "`{s}` is not a right; use read, write or admin"
+            ))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub space: String,
+    pub rights: Rights,
+    pub exp: u64,
+}
+
+fn mac(secret: &[u8], msg: &[u8]) -> Vec<u8> {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut m = match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
+        Ok(m) => m,
+        Err(_) => return Vec::new(),
+    };
+    m.update(msg);
+    m.finalize().into_bytes().to_vec()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(D[(b >> 4) as usize] as char);
+        s.push(D[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Mints a token.
+pub fn mint(secret: &[u8], claims: &Claims) -> String {
+    let body = hex(serde_json::to_string(claims).unwrap_or_default().as_bytes());
+    let sig = hex(&mac(secret, body.as_bytes()));
+    format!("sb1.{body}.{sig}")
+}
+
+/// Verifies a token for `space` at `now_ms` and returns its rights.
+pub fn verify(secret: &[u8], token: &str, space: &str, now_ms: u64) -> Result<Rights> {
+    let bad = || {
+        Error::Unauthorized(
+            "the token is malformed; mint one with `sacred-bridge token create`".into(),
+        )
+    };
+    let mut parts = token.split('.');
+    let (Some("sb1"), Some(body), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let sig = unhex(sig).ok_or_else(bad)?;
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).map_err(|_| bad())?;
+    m.update(body.as_bytes());
+    m.verify_slice(&sig).map_err(|_| {
+        Error::Unauthorized("the token's signature does not match this server's secret".into())
+    })?;
+    let claims: Claims =
+        serde_json::from_slice(&unhex(body).ok_or_else(bad)?).map_err(|_| bad())?;
+    if claims.space != space {
+        return Err(Error::Unauthorized(format!(
+            "the token is for space `{}`, not `{space}`",
+            claims.space
+        )));
+    }
+    if claims.exp <= now_ms {
+        return Err(Error::Unauthorized("the token has expired".into()));
+    }
+    Ok(claims.rights)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_opens_its_space_only_until_expiry() {
+        let c = Claims {
+            space: "team".into(),
+            rights: Rights::Write,
+            exp: 1000,
+        };
+        let t = mint(b"s3cret", &c);
+        assert_eq!(verify(b"s3cret", &t, "team", 999), Ok(Rights::Write));
+        assert!(verify(b"s3cret", &t, "other", 999).is_err());
+        assert!(verify(b"s3cret", &t, "team", 1000).is_err());
+        assert!(verify(b"wrong", &t, "team", 1).is_err());
+        assert!(verify(b"s3cret", "garbage", "team", 1).is_err());
+        let tampered = t.replacen("sb1.7b", "sb1.7c", 1);
+        assert!(verify(b"s3cret", &tampered, "team", 1).is_err());
+    }
+}

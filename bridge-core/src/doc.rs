@@ -1,0 +1,283 @@
+//! Document state: a multi-value register with dotted version vectors.
+//!
+//! Every write carries a [`Dot`] and the causal context it saw. The state keeps the writes
+//! nobody has seen past (the *siblings*) and a context summarising every dot the document has
+//! seen. [`DocState::join`] is the usual causal-CRDT join, so it is commutative, associative
+//! and idempotent, and a stale write (one the context covers) can never come back — that is
+//! what keeps deleted documents deleted.
+
+use crate::policy::{self, Field, Fields, Policy};
+use crate::{Dot, Stamp, Tier, VersionVector};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sibling {
+    pub dot: Dot,
+    pub stamp: Stamp,
+    pub tier: Tier,
+    /// `None` is a tombstone: the document was deleted by this write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Fields>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocState {
+    /// Concurrent writes, sorted by dot.
+    pub siblings: Vec<Sibling>,
+    /// Every dot this document has seen.
+    pub context: VersionVector,
+}
+
+/// What a write does to a document.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WriteOp {
+    /// Replace the whole document.
+    Put(Map<String, Value>),
+    /// JSON merge patch on top-level fields: `null` removes a field.
+    Patch(Map<String, Value>),
+    Delete,
+}
+
+impl DocState {
+    pub fn is_empty(&self) -> bool {
+        self.siblings.is_empty()
+    }
+
+    fn has_dot(&self, d: Dot) -> bool {
+        self.siblings.binary_search_by(|s| s.dot.cmp(&d)).is_ok()
+    }
+
+    /// Causal join of two states of the same document.
+    pub fn join(&mut self, other: &DocState) {
+        let mut out: Vec<Sibling> = Vec::with_capacity(self.siblings.len() + other.siblings.len());
+        for s in &self.siblings {
+            if other.has_dot(s.dot) || !other.context.contains(s.dot) {
+                out.push(s.clone());
+            }
+        }
+        for s in &other.siblings {
+            if !self.context.contains(s.dot) && !self.has_dot(s.dot) {
+                out.push(s.clone());
+            }
+        }
+        out.sort_by(|a, b| a.dot.cmp(&b.dot));
+        out.dedup_by(|a, b| a.dot == b.dot);
+        self.siblings = out;
+        self.context.join(&other.context);
+    }
+
+    /// Applies a local write that saw this whole state: the new sibling supersedes all others.
+    /// `base` is the visible field set under the collection's policy, from which unchanged
+    /// fields keep their stamps (so `merge` keeps concurrent edits to other fields).
+    pub fn write(&mut self, policy: Policy, dot: Dot, stamp: Stamp, tier: Tier, op: WriteOp) {
+        let base = policy::visible_fields(policy, self);
+        let body = match op {
+            WriteOp::Delete => None,
+            WriteOp::Put(obj) => {
+                let mut fields = Fields::new();
+                if let Some(base) = &base {
+                    for (k, f) in base {
+                        if !obj.contains_key(k) {
+                            let stamp = if f.value.is_none() { f.stamp } else { stamp };
+                            fields.insert(k.clone(), Field { stamp, value: None });
+                        }
+                    }
+                }
+                for (k, v) in obj {
+                    let keep = base
+                        .as_ref()
+                        .and_then(|b| b.get(&k))
+                        .filter(|f| f.value.as_ref() == Some(&v));
+                    let field = match keep {
+                        Some(f) => f.clone(),
+                        None => Field {
+                            stamp,
+                            value: Some(v),
+                        },
+                    };
+                    fields.insert(k, field);
+                }
+                Some(fields)
+            }
+            WriteOp::Patch(obj) => {
+                let mut fields = base.unwrap_or_default();
+                for (k, v) in obj {
+                    let new = if v.is_null() { None } else { Some(v) };
+                    if fields.get(&k).map(|f| &f.value) != Some(&new) {
+                        fields.insert(k, Field { stamp, value: new });
+                    }
+                }
+                Some(fields)
+            }
+        };
+        self.context.add_dot(dot);
+        self.siblings = vec![Sibling {
+            dot,
+            stamp,
+            tier,
+            body,
+        }];
+    }
+
+    /// The newest stamp in the state (for clock observation).
+    pub fn max_stamp(&self) -> Option<Stamp> {
+        self.siblings.iter().map(|s| s.stamp).max()
+    }
+
+    pub fn visible(&self, policy: Policy) -> Option<Value> {
+        policy::visible(policy, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ReplicaId;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    fn w(
+        s: &mut DocState,
+        p: Policy,
+        r: u64,
+        c: u64,
+        wall: u64,
+        tier: Tier,
+        op: WriteOp,
+    ) -> DocState {
+        s.write(
+            p,
+            Dot::new(ReplicaId(r), c),
+            Stamp::new(wall, 0, ReplicaId(r)),
+            tier,
+            op,
+        );
+        s.clone()
+    }
+
+    #[test]
+    fn concurrent_writes_become_siblings_and_later_write_supersedes() {
+        let base = DocState::default();
+        let a = w(
+            &mut base.clone(),
+            Policy::Lww,
+            1,
+            1,
+            10,
+            Tier::Local,
+            WriteOp::Put(obj(json!({"x": 1}))),
+        );
+        let b = w(
+            &mut base.clone(),
+            Policy::Lww,
+            2,
+            1,
+            20,
+            Tier::Cloud,
+            WriteOp::Put(obj(json!({"x": 2}))),
+        );
+        let mut j = a.clone();
+        j.join(&b);
+        assert_eq!(j.siblings.len(), 2);
+        assert_eq!(j.visible(Policy::Lww), Some(json!({"x": 2})));
+        assert_eq!(j.visible(Policy::LocalWins), Some(json!({"x": 1})));
+        assert_eq!(j.visible(Policy::CloudWins), Some(json!({"x": 2})));
+        // A write that saw both supersedes both, whatever the tiers.
+        let mut r = j.clone();
+        w(
+            &mut r,
+            Policy::Lww,
+            1,
+            2,
+            5,
+            Tier::Local,
+            WriteOp::Put(obj(json!({"x": 3}))),
+        );
+        let mut back = j.clone();
+        back.join(&r);
+        assert_eq!(back.siblings.len(), 1);
+        assert_eq!(back.visible(Policy::CloudWins), Some(json!({"x": 3})));
+    }
+
+    #[test]
+    fn merge_keeps_edits_to_different_fields() {
+        let mut s = DocState::default();
+        w(
+            &mut s,
+            Policy::Merge,
+            1,
+            1,
+            10,
+            Tier::Local,
+            WriteOp::Put(obj(json!({"a": 0, "b": 0}))),
+        );
+        let a = w(
+            &mut s.clone(),
+            Policy::Merge,
+            1,
+            2,
+            20,
+            Tier::Local,
+            WriteOp::Patch(obj(json!({"a": 1}))),
+        );
+        let b = w(
+            &mut s.clone(),
+            Policy::Merge,
+            2,
+            1,
+            15,
+            Tier::Cloud,
+            WriteOp::Put(obj(json!({"a": 0, "b": 2}))),
+        );
+        let mut j = a.clone();
+        j.join(&b);
+        assert_eq!(j.visible(Policy::Merge), Some(json!({"a": 1, "b": 2})));
+        // A removal that is newer than a concurrent unchanged value wins.
+        let c = w(
+            &mut s.clone(),
+            Policy::Merge,
+            3,
+            1,
+            30,
+            Tier::Local,
+            WriteOp::Patch(obj(json!({"b": null}))),
+        );
+        let mut k = j.clone();
+        k.join(&c);
+        assert_eq!(k.visible(Policy::Merge), Some(json!({"a": 1})));
+    }
+
+    #[test]
+    fn stale_write_does_not_resurrect_a_delete() {
+        let mut s = DocState::default();
+        let v1 = w(
+            &mut s,
+            Policy::Lww,
+            1,
+            1,
+            10,
+            Tier::Local,
+            WriteOp::Put(obj(json!({"a": 1}))),
+        );
+        let del = w(
+            &mut v1.clone(),
+            Policy::Lww,
+            2,
+            1,
+            20,
+            Tier::Cloud,
+            WriteOp::Delete,
+        );
+        let mut j = del.clone();
+        j.join(&v1);
+        assert_eq!(j.visible(Policy::Lww), None);
+        assert_eq!(j.siblings.len(), 1);
+    }
+}

@@ -1,0 +1,98 @@
+//! Identities: replicas, their tier, and the dots that name single writes.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Stable identity of one store (a browser profile, a native database, a Durable Object).
+///
+/// Hosts draw it at random once and keep it with the data. On the wire and in JSON it is
+/// a 16-digit lower-case hex string so that languages without 64-bit integers keep it exact.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ReplicaId(pub u64);
+
+impl fmt::Debug for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl std::str::FromStr for ReplicaId {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || s.len() > 16 {
+            return Err(crate::Error::BadReplicaId(s.to_owned()));
+        }
+        u64::from_str_radix(s, 16)
+            .map(ReplicaId)
+            .map_err(|_| crate::Error::BadReplicaId(s.to_owned()))
+    }
+}
+
+impl Serialize for ReplicaId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ReplicaId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which world a replica lives in. Policies `cloud_wins` / `local_wins` break ties by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    Local,
+    Cloud,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Local => "local",
+            Tier::Cloud => "cloud",
+        }
+    }
+}
+
+/// One write, named by the replica that made it and that replica's write counter.
+/// Counters are per replica and per space, gap-free, starting at 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Dot {
+    pub replica: ReplicaId,
+    pub counter: u64,
+}
+
+impl Dot {
+    pub fn new(replica: ReplicaId, counter: u64) -> Self {
+        Dot { replica, counter }
+    }
+}
+
+/// A document's address inside a space.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DocKey {
+    pub collection: String,
+    pub id: String,
+}
+
+impl DocKey {
+    pub fn new(collection: impl Into<String>, id: impl Into<String>) -> Self {
+        DocKey {
+            collection: collection.into(),
+            id: id.into(),
+        }
+    }
+}
+
+/// A connection as the host numbers it; opaque to the core.
+pub type SessionId = u64;

@@ -1,0 +1,47 @@
+//! # bridge-core — the sans-IO heart of Sacred Bridge
+//!
+//! Everything that decides what a replica holds, shows and says lives here, and nothing here
+//! touches the world: no sockets, no files, no threads, no clock, no randomness, and no hash
+//! map order in anything that is sent or compared. Time comes in as `now_ms`, replica ids come
+//! in from the host, and everything that must happen comes out as values that the host polls:
+//! frames to send ([`Engine::poll_transmit`]), batches to persist ([`Engine::poll_persist`]),
+//! and events to show ([`Engine::poll_event`]). The same code runs in the native host, in the
+//! Durable Object and in the browser (wasm32, with no imports from `env`).
+//!
+//! The pieces, bottom up:
+//! - [`clock`]: hybrid logical clock with a skew bound;
+//! - [`vv`]: version vectors;
+//! - [`doc`]: a document as a multi-value register with dotted version vectors;
+//! - [`policy`]: the five conflict policies;
+//! - [`replica`]: one space at one store: documents, live-dot index, delta extraction;
+//! - [`message`]: channel messages, retention, presence;
+//! - [`frame`] and [`codec`]: the protocol and its JSON and binary encodings;
+//! - [`engine`]: sessions, acks gated on persistence, the sync state machine.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod clock;
+pub mod codec;
+pub mod doc;
+pub mod engine;
+pub mod error;
+pub mod frame;
+pub mod ids;
+pub mod message;
+pub mod policy;
+pub mod replica;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+pub mod vv;
+
+pub use clock::{Hlc, Stamp};
+pub use doc::{DocState, Sibling, WriteOp};
+pub use engine::{Engine, EngineConfig, Event, Transmit};
+pub use error::{check_name, Error, ErrorCode, Result};
+pub use frame::{Frame, PROTOCOL_VERSION};
+pub use ids::{DocKey, Dot, ReplicaId, SessionId, Tier};
+pub use message::{Message, MessageId};
+pub use policy::Policy;
+pub use replica::PersistBatch;
+pub use replica::Replica;
+pub use vv::VersionVector;

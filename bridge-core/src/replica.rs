@@ -1,0 +1,638 @@
+//! One space at one store: documents, the live-dot index, the space version vector,
+//! messages, and the line between what is durable and what is not yet.
+//!
+//! State comes in three layers. **Staged** holds changes since the last cut; **in flight**
+//! holds batches handed to the host to persist; **durable** holds what the host reported
+//! persisted. Reads see the newest layer. Everything that leaves the store — pushes to peers,
+//! acks, forwarded messages — comes from the durable layer only, so a crash (which loses the
+//! other two) can never lose something another store has seen, and a replica never reuses a
+//! dot or a message seq that escaped.
+//!
+//! The live-dot index maps every sibling's dot to its document. A peer at vector V lacks
+//! exactly the documents with a live dot above V, so a delta is a few range scans: its cost
+//! grows with the changes, not with the data set.
+
+use crate::doc::{DocState, WriteOp};
+use crate::frame::{Conflict, ConflictSide, DocEntry, DocView};
+use crate::message::{ChannelLogs, Message, MessageId, Retained};
+use crate::{DocKey, Dot, Error, Hlc, Policy, ReplicaId, Result, Stamp, Tier, VersionVector};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Collection holding the space's replicated configuration (always `lww`).
+pub const CONFIG_COLLECTION: &str = "_config";
+/// Default number of messages a channel keeps for replay.
+pub const DEFAULT_RETAIN: usize = 100;
+
+/// What the host must write, atomically, before reporting [`Replica::persisted`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PersistBatch {
+    pub id: u64,
+    /// Full new states of changed documents (upsert by key).
+    pub docs: Vec<(DocKey, DocState)>,
+    /// The space vector after this batch.
+    pub vector: VersionVector,
+    /// The clock after this batch (so a restart never goes back).
+    pub clock: Stamp,
+    /// Highest message seq seen per origin after this batch.
+    pub message_seen: VersionVector,
+    /// New retained messages, with their offsets.
+    pub messages: Vec<Retained>,
+    /// Per channel written in this batch, how many messages it retains: the host keeps the
+    /// newest that many and may delete older ones.
+    pub retain: Vec<(String, usize)>,
+}
+
+impl PersistBatch {
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty() && self.messages.is_empty()
+    }
+}
+
+#[derive(Default, Debug)]
+struct Layer {
+    docs: BTreeMap<DocKey, DocState>,
+    messages: Vec<Message>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    id: u64,
+    docs: BTreeMap<DocKey, DocState>,
+    vector: VersionVector,
+    message_seen: VersionVector,
+    messages: Vec<Retained>,
+}
+
+/// A batch the host has persisted, handed back so the engine can release what it gated.
+#[derive(Debug, Default)]
+pub struct Released {
+    pub id: u64,
+    pub docs: Vec<DocKey>,
+    pub messages: Vec<Retained>,
+}
+
+pub struct Replica {
+    id: ReplicaId,
+    tier: Tier,
+    space: String,
+    clock: Hlc,
+    default_policy: Policy,
+    default_retain: usize,
+    // durable layer
+    docs: BTreeMap<DocKey, DocState>,
+    live: BTreeMap<Dot, DocKey>,
+    vv: VersionVector,
+    msg_seen: VersionVector,
+    logs: ChannelLogs,
+    // newer layers
+    inflight: VecDeque<InFlight>,
+    staged: Layer,
+    vv_latest: VersionVector,
+    msg_seen_latest: VersionVector,
+    next_batch: u64,
+}
+
+/// Result of a delta extraction.
+#[derive(Debug, Default)]
+pub struct Delta {
+    pub docs: Vec<DocEntry>,
+    pub watermark: VersionVector,
+    /// Live dots above the peer's vector not included in this batch (an upper bound on
+    /// documents still to come).
+    pub remaining: u64,
+}
+
+impl Replica {
+    pub fn new(id: ReplicaId, tier: Tier, space: impl Into<String>) -> Self {
+        Replica {
+            id,
+            tier,
+            space: space.into(),
+            clock: Hlc::new(id),
+            default_policy: Policy::Lww,
+            default_retain: DEFAULT_RETAIN,
+            docs: BTreeMap::new(),
+            live: BTreeMap::new(),
+            vv: VersionVector::new(),
+            msg_seen: VersionVector::new(),
+            logs: ChannelLogs::default(),
+            inflight: VecDeque::new(),
+            staged: Layer::default(),
+            vv_latest: VersionVector::new(),
+            msg_seen_latest: VersionVector::new(),
+            next_batch: 1,
+        }
+    }
+
+    pub fn with_default_policy(mut self, p: Policy) -> Self {
+        self.default_policy = p;
+        self
+    }
+
+    pub fn with_default_retain(mut self, n: usize) -> Self {
+        self.default_retain = n;
+        self
+    }
+
+    pub fn with_max_skew(mut self, ms: u64) -> Self {
+        self.clock = self.clock.clone().with_max_skew(ms);
+        self
+    }
+
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+    pub fn space(&self) -> &str {
+        &self.space
+    }
+    /// The durable space vector (what peers are told we hold).
+    pub fn vector(&self) -> &VersionVector {
+        &self.vv
+    }
+    /// The vector including changes not yet persisted.
+    pub fn latest_vector(&self) -> &VersionVector {
+        &self.vv_latest
+    }
+    pub fn message_seen(&self) -> &VersionVector {
+        &self.msg_seen
+    }
+    pub fn clock(&self) -> Stamp {
+        self.clock.last()
+    }
+    pub fn logs(&self) -> &ChannelLogs {
+        &self.logs
+    }
+    /// Number of durable documents (tombstones included).
+    pub fn doc_count(&self) -> usize {
+        self.docs.len()
+    }
+
+    // ---- restore -------------------------------------------------------------------------
+
+    /// Loads one document as read back from storage.
+    pub fn restore_doc(&mut self, key: DocKey, state: DocState) {
+        for s in &state.siblings {
+            self.live.insert(s.dot, key.clone());
+        }
+        if let Some(st) = state.max_stamp() {
+            self.clock.observe(st);
+        }
+        self.docs.insert(key, state);
+    }
+
+    /// Loads the space metadata as read back from storage.
+    pub fn restore_meta(
+        &mut self,
+        vector: VersionVector,
+        clock: Stamp,
+        message_seen: VersionVector,
+    ) {
+        self.vv = vector.clone();
+        self.vv_latest = vector;
+        self.clock.restore(clock);
+        self.msg_seen = message_seen.clone();
+        self.msg_seen_latest = message_seen;
+    }
+
+    pub fn restore_message(&mut self, r: Retained) {
+        self.logs.restore(r);
+    }
+
+    // ---- reads ---------------------------------------------------------------------------
+
+    /// The newest state of a document (staged, then in flight, then durable).
+    pub fn state(&self, key: &DocKey) -> Option<&DocState> {
+        if let Some(s) = self.staged.docs.get(key) {
+            return Some(s);
+        }
+        for f in self.inflight.iter().rev() {
+            if let Some(s) = f.docs.get(key) {
+                return Some(s);
+            }
+        }
+        self.docs.get(key)
+    }
+
+    /// The durable state of a document.
+    pub fn durable_state(&self, key: &DocKey) -> Option<&DocState> {
+        self.docs.get(key)
+    }
+
+    pub fn policy(&self, collection: &str) -> Policy {
+        if collection == CONFIG_COLLECTION {
+            return Policy::Lww;
+        }
+        self.config_field(&format!("collection:{collection}"), "policy")
+            .and_then(|v| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(self.default_policy)
+    }
+
+    pub fn retain(&self, channel: &str) -> usize {
+        self.config_field(&format!("channel:{channel}"), "retain")
+            .and_then(|v| v.as_u64())
+            .map(|n| n.min(100_000) as usize)
+            .unwrap_or(self.default_retain)
+    }
+
+    fn config_field(&self, id: &str, field: &str) -> Option<Value> {
+        let key = DocKey::new(CONFIG_COLLECTION, id);
+        let v = self.state(&key)?.visible(Policy::Lww)?;
+        v.get(field).cloned()
+    }
+
+    pub fn view(&self, key: &DocKey) -> DocView {
+        let policy = self.policy(&key.collection);
+        let st = self.state(key);
+        let winner = st.and_then(|s| crate::policy::winner(policy, s));
+        DocView {
+            collection: key.collection.clone(),
+            id: key.id.clone(),
+            value: st.and_then(|s| s.visible(policy)),
+            stamp: winner.map(|w| w.stamp),
+            conflict: policy == Policy::Manual && st.is_some_and(|s| s.siblings.len() > 1),
+        }
+    }
+
+    pub fn get(&self, key: &DocKey) -> Option<Value> {
+        self.state(key)
+            .and_then(|s| s.visible(self.policy(&key.collection)))
+    }
+
+    /// All documents of a collection, newest layer, in id order, after `after`.
+    pub fn list(&self, collection: &str, after: Option<&str>, limit: usize) -> Vec<DocView> {
+        let mut ids: BTreeSet<&str> = BTreeSet::new();
+        let in_coll = |k: &&DocKey| k.collection == collection;
+        let start = DocKey::new(collection, after.unwrap_or(""));
+        let ok = |k: &DocKey| after.is_none_or(|a| k.id.as_str() > a);
+        for k in self
+            .docs
+            .range(start.clone()..)
+            .map(|(k, _)| k)
+            .take_while(in_coll)
+        {
+            if ok(k) {
+                ids.insert(&k.id);
+                if ids.len() >= limit {
+                    break;
+                }
+            }
+        }
+        for layer in self
+            .inflight
+            .iter()
+            .map(|f| &f.docs)
+            .chain([&self.staged.docs])
+        {
+            for k in layer
+                .range(start.clone()..)
+                .map(|(k, _)| k)
+                .take_while(in_coll)
+            {
+                if ok(k) {
+                    ids.insert(&k.id);
+                }
+            }
+        }
+        ids.into_iter()
+            .map(|id| self.view(&DocKey::new(collection, id)))
+            .filter(|v| v.value.is_some())
+            .take(limit)
+            .collect()
+    }
+
+    /// Open conflicts (documents of `manual` collections with more than one sibling).
+    pub fn conflicts(&self, collection: Option<&str>) -> Vec<Conflict> {
+        let mut keys: BTreeSet<&DocKey> = BTreeSet::new();
+        let layers = std::iter::once(&self.docs)
+            .chain(self.inflight.iter().map(|f| &f.docs))
+            .chain([&self.staged.docs]);
+        for layer in layers {
+            for (k, s) in layer {
+                if s.siblings.len() > 1 && collection.is_none_or(|c| c == k.collection) {
+                    keys.insert(k);
+                }
+            }
+        }
+        keys.into_iter()
+            .filter(|k| self.policy(&k.collection) == Policy::Manual)
+            .filter_map(|k| self.conflict(k))
+            .collect()
+    }
+
+    pub fn conflict(&self, key: &DocKey) -> Option<Conflict> {
+        let st = self.state(key)?;
+        if st.siblings.len() < 2 || self.policy(&key.collection) != Policy::Manual {
+            return None;
+        }
+        let shown = crate::policy::winner(Policy::Lww, st)?.dot;
+        let sides: Vec<ConflictSide> = st
+            .siblings
+            .iter()
+            .map(|s| ConflictSide {
+                dot: s.dot,
+                tier: s.tier,
+                stamp: s.stamp,
+                value: s.body.clone().map(crate::policy::fields_to_object),
+            })
+            .collect();
+        let mut names: BTreeSet<&str> = BTreeSet::new();
+        for s in &sides {
+            if let Some(Value::Object(m)) = &s.value {
+                names.extend(m.keys().map(String::as_str));
+            }
+        }
+        let field = |s: &ConflictSide, n: &str| s.value.as_ref().and_then(|v| v.get(n)).cloned();
+        let fields = names
+            .into_iter()
+            .filter(|n| sides.iter().any(|s| field(s, n) != field(&sides[0], n)))
+            .map(str::to_owned)
+            .collect();
+        Some(Conflict {
+            collection: key.collection.clone(),
+            id: key.id.clone(),
+            shown,
+            sides,
+            fields,
+        })
+    }
+
+    // ---- writes --------------------------------------------------------------------------
+
+    /// A write made here, at `now_ms`. It supersedes every sibling this store holds.
+    pub fn write(&mut self, now_ms: u64, key: DocKey, op: WriteOp) -> Result<Dot> {
+        if key.collection == CONFIG_COLLECTION {
+            if let WriteOp::Put(m) | WriteOp::Patch(m) = &op {
+                check_config(&key.id, m)?;
+            }
+        }
+        let policy = self.policy(&key.collection);
+        let dot = Dot::new(self.id, self.vv_latest.get(self.id) + 1);
+        let stamp = self.clock.tick(now_ms);
+        let mut st = self.state(&key).cloned().unwrap_or_default();
+        st.write(policy, dot, stamp, self.tier, op);
+        self.vv_latest.add_dot(dot);
+        self.staged.docs.insert(key, st);
+        Ok(dot)
+    }
+
+    /// Applies document states from a peer. All stamps are checked first, so a refused
+    /// frame changes nothing. Returns the keys whose state changed.
+    pub fn apply_remote(
+        &mut self,
+        now_ms: u64,
+        docs: Vec<DocEntry>,
+        watermark: &VersionVector,
+    ) -> Result<Vec<DocKey>> {
+        for e in &docs {
+            crate::check_name("collection", &e.collection, true)?;
+            crate::check_name("document id", &e.id, true)?;
+            for s in &e.state.siblings {
+                self.clock.check(now_ms, s.stamp)?;
+                if !e.state.context.contains(s.dot) {
+                    return Err(Error::Protocol(format!(
+                        "sibling {:?} of {}/{} is outside its own context",
+                        s.dot, e.collection, e.id
+                    )));
+                }
+            }
+        }
+        let mut changed = Vec::new();
+        for e in docs {
+            let mut state = e.state;
+            state.siblings.sort_by(|a, b| a.dot.cmp(&b.dot));
+            state.siblings.dedup_by(|a, b| a.dot == b.dot);
+            if let Some(st) = state.max_stamp() {
+                self.clock.observe(st);
+            }
+            let key = DocKey::new(e.collection, e.id);
+            let mut cur = self.state(&key).cloned().unwrap_or_default();
+            let before = cur.clone();
+            cur.join(&state);
+            if cur != before {
+                self.staged.docs.insert(key.clone(), cur);
+                changed.push(key);
+            }
+        }
+        self.vv_latest.join(watermark);
+        Ok(changed)
+    }
+
+    // ---- messages ------------------------------------------------------------------------
+
+    /// A message published here.
+    pub fn publish(&mut self, now_ms: u64, channel: String, payload: Value) -> MessageId {
+        let id = MessageId {
+            origin: self.id,
+            seq: self.msg_seen_latest.get(self.id) + 1,
+        };
+        self.msg_seen_latest.raise(self.id, id.seq);
+        let stamp = self.clock.tick(now_ms);
+        self.staged.messages.push(Message {
+            id,
+            channel,
+            payload,
+            stamp,
+        });
+        id
+    }
+
+    /// A message from a peer; `false` when it was already seen (or overtaken) here.
+    pub fn accept_message(&mut self, now_ms: u64, m: Message) -> Result<bool> {
+        if self.msg_seen_latest.get(m.id.origin) >= m.id.seq {
+            return Ok(false);
+        }
+        self.clock.check(now_ms, m.stamp)?;
+        self.clock.observe(m.stamp);
+        self.msg_seen_latest.raise(m.id.origin, m.id.seq);
+        self.staged.messages.push(m);
+        Ok(true)
+    }
+
+    // ---- persistence ---------------------------------------------------------------------
+
+    pub fn has_staged(&self) -> bool {
+        !self.staged.docs.is_empty()
+            || !self.staged.messages.is_empty()
+            || &self.vv_latest != self.inflight.back().map_or(&self.vv, |f| &f.vector)
+    }
+
+    /// Cuts the staged changes into a batch for the host to persist.
+    pub fn cut(&mut self) -> Option<PersistBatch> {
+        if !self.has_staged() {
+            return None;
+        }
+        let id = self.next_batch;
+        self.next_batch += 1;
+        let layer = std::mem::take(&mut self.staged);
+        let mut offset = self
+            .inflight
+            .iter()
+            .rev()
+            .find_map(|f| f.messages.last().map(|r| r.offset))
+            .unwrap_or(0)
+            .max(self.logs.next_offset());
+        let messages: Vec<Retained> = layer
+            .messages
+            .into_iter()
+            .map(|message| {
+                offset += 1;
+                Retained { offset, message }
+            })
+            .collect();
+        let channels: BTreeSet<&str> = messages
+            .iter()
+            .map(|r| r.message.channel.as_str())
+            .collect();
+        let retain = channels
+            .into_iter()
+            .map(|ch| (ch.to_owned(), self.retain(ch)))
+            .collect();
+        let batch = PersistBatch {
+            id,
+            docs: layer
+                .docs
+                .iter()
+                .map(|(k, s)| (k.clone(), s.clone()))
+                .collect(),
+            vector: self.vv_latest.clone(),
+            clock: self.clock.last(),
+            message_seen: self.msg_seen_latest.clone(),
+            messages: messages.clone(),
+            retain,
+        };
+        self.inflight.push_back(InFlight {
+            id,
+            docs: layer.docs,
+            vector: self.vv_latest.clone(),
+            message_seen: self.msg_seen_latest.clone(),
+            messages,
+        });
+        Some(batch)
+    }
+
+    /// The host has persisted batch `id`. Batches must be reported in the order they were cut.
+    pub fn persisted(&mut self, id: u64) -> Result<Released> {
+        match self.inflight.front() {
+            Some(f) if f.id == id => {}
+            _ => {
+                return Err(Error::Protocol(format!(
+                    "batch {id} reported persisted out of order"
+                )))
+            }
+        }
+        let Some(f) = self.inflight.pop_front() else {
+            return Err(Error::Protocol(format!("batch {id} is not in flight")));
+        };
+        let mut released = Released {
+            id,
+            ..Released::default()
+        };
+        for (key, state) in f.docs {
+            if let Some(old) = self.docs.get(&key) {
+                for s in &old.siblings {
+                    self.live.remove(&s.dot);
+                }
+            }
+            for s in &state.siblings {
+                self.live.insert(s.dot, key.clone());
+            }
+            released.docs.push(key.clone());
+            self.docs.insert(key, state);
+        }
+        self.vv = f.vector;
+        self.msg_seen = f.message_seen;
+        for r in &f.messages {
+            let retain = self.retain(&r.message.channel);
+            self.logs.append_at(r.clone(), retain);
+        }
+        released.messages = f.messages;
+        Ok(released)
+    }
+
+    /// Drops everything not yet persisted, as a crash would (used by the simulation).
+    pub fn forget_unpersisted(&mut self) {
+        self.staged = Layer::default();
+        self.inflight.clear();
+        self.vv_latest = self.vv.clone();
+        self.msg_seen_latest = self.msg_seen.clone();
+    }
+
+    // ---- delta ---------------------------------------------------------------------------
+
+    /// What a peer holding `known` lacks, from the durable layer, at most `max_docs`
+    /// documents. Dots are visited replica by replica in counter order, so the watermark can
+    /// say "everything of replica r up to c" as soon as r's live dots up to c are sent.
+    pub fn delta(&self, known: &VersionVector, max_docs: usize) -> Delta {
+        let mut out = Delta {
+            watermark: known.clone(),
+            ..Delta::default()
+        };
+        let mut sent: BTreeSet<&DocKey> = BTreeSet::new();
+        let mut full = false;
+        for (r, upto) in self.vv.iter() {
+            let from = known.get(r);
+            if from >= upto {
+                continue;
+            }
+            let range = self.live.range(Dot::new(r, from + 1)..=Dot::new(r, upto));
+            if full {
+                out.remaining += range.count() as u64;
+                continue;
+            }
+            let mut last = from;
+            let mut exhausted = true;
+            for (dot, key) in range {
+                if sent.len() >= max_docs && !sent.contains(key) {
+                    exhausted = false;
+                    full = true;
+                    out.remaining += 1;
+                    continue;
+                }
+                if full {
+                    out.remaining += 1;
+                    continue;
+                }
+                last = dot.counter;
+                if sent.insert(key) {
+                    if let Some(state) = self.docs.get(key) {
+                        out.docs.push(DocEntry {
+                            collection: key.collection.clone(),
+                            id: key.id.clone(),
+                            state: state.clone(),
+                        });
+                    }
+                }
+            }
+            out.watermark.raise(r, if exhausted { upto } else { last });
+        }
+        out
+    }
+
+    /// True when `known` lacks something durable here.
+    pub fn ahead_of(&self, known: &VersionVector) -> bool {
+        !known.dominates(&self.vv)
+    }
+}
+
+/// Validates a write to the space configuration, so a bad policy never replicates.
+fn check_config(id: &str, m: &serde_json::Map<String, Value>) -> Result<()> {
+    if id.strip_prefix("collection:").is_some() {
+        if let Some(p) = m.get("policy") {
+            let s = p.as_str().ok_or_else(|| Error::BadPolicy(p.to_string()))?;
+            s.parse::<Policy>()?;
+        }
+    } else if id.strip_prefix("channel:").is_some() {
+        if let Some(r) = m.get("retain") {
+            if !r.is_u64() {
+                return Err(Error::Malformed(format!(
+                    "`retain` must be a whole number, got {r}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Version vectors: per replica, the highest counter known.
+//!
+//! A space-level vector summarises everything a store holds, so a peer can be sent exactly
+//! what it lacks. A document's causal context is a vector too (see [`crate::doc`]).
+
+use crate::{Dot, ReplicaId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct VersionVector(BTreeMap<ReplicaId, u64>);
+
+impl VersionVector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, r: ReplicaId) -> u64 {
+        self.0.get(&r).copied().unwrap_or(0)
+    }
+
+    /// Raises the entry for `r` to at least `c`.
+    pub fn raise(&mut self, r: ReplicaId, c: u64) {
+        if c == 0 {
+            return;
+        }
+        let e = self.0.entry(r).or_insert(0);
+        if *e < c {
+            *e = c;
+        }
+    }
+
+    pub fn add_dot(&mut self, d: Dot) {
+        self.raise(d.replica, d.counter);
+    }
+
+    pub fn contains(&self, d: Dot) -> bool {
+        self.get(d.replica) >= d.counter
+    }
+
+    pub fn join(&mut self, other: &VersionVector) {
+        for (r, c) in &other.0 {
+            self.raise(*r, *c);
+        }
+    }
+
+    /// True when every entry of `other` is ≤ ours.
+    pub fn dominates(&self, other: &VersionVector) -> bool {
+        other.0.iter().all(|(r, c)| self.get(*r) >= *c)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (ReplicaId, u64)> + '_ {
+        self.0.iter().map(|(r, c)| (*r, *c))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Sum over entries of how far `self` is ahead of `other`: a lag measure for status.
+    pub fn ahead_of(&self, other: &VersionVector) -> u64 {
+        self.0
+            .iter()
+            .map(|(r, c)| c.saturating_sub(other.get(*r)))
+            .sum()
+    }
+}
+
+impl FromIterator<(ReplicaId, u64)> for VersionVector {
+    fn from_iter<T: IntoIterator<Item = (ReplicaId, u64)>>(iter: T) -> Self {
+        let mut v = VersionVector::new();
+        for (r, c) in iter {
+            v.raise(r, c);
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_takes_max_and_dominates() {
+        let a: VersionVector = [(ReplicaId(1), 3), (ReplicaId(2), 1)].into_iter().collect();
+        let b: VersionVector = [(ReplicaId(2), 5)].into_iter().collect();
+        let mut j = a.clone();
+        j.join(&b);
+        assert_eq!(j.get(ReplicaId(1)), 3);
+        assert_eq!(j.get(ReplicaId(2)), 5);
+        assert!(j.dominates(&a) && j.dominates(&b));
+        assert!(!a.dominates(&b));
+        assert_eq!(j.ahead_of(&a), 4);
+        assert!(j.contains(Dot::new(ReplicaId(2), 5)));
+        assert!(!j.contains(Dot::new(ReplicaId(3), 1)));
+    }
+}
