@@ -564,13 +564,13 @@ impl Replica {
     // ---- delta ---------------------------------------------------------------------------
 
     /// What a peer holding `known` lacks, from the durable layer, at most `max_docs`
-    /// documents. Dots are visited replica by replica in counter order, so the watermark can
+    /// documents. The watermark holds the ranges covered by this batch (never beyond our own
+    /// durable vector). Dots are visited replica by replica in counter order, so the watermark can
     /// say "everything of replica r up to c" as soon as r's live dots up to c are sent.
     pub fn delta(&self, known: &VersionVector, max_docs: usize) -> Delta {
-        let mut out = Delta {
-            watermark: known.clone(),
-            ..Delta::default()
-        };
+        // The watermark names only ranges walked here: every entry is something this store
+        // holds, so the receiver may also credit it to us (not just to itself).
+        let mut out = Delta::default();
         let mut sent: BTreeSet<&DocKey> = BTreeSet::new();
         let mut full = false;
         for (r, upto) in self.vv.iter() {

@@ -1,1 +1,947 @@
+//! Deterministic simulation: many replicas, relays and agents as pure state machines over a
+//! seeded network that drops (breaks connections), duplicates, reorders (across
+//! connections), partitions, and crashes nodes — losing whatever they had not yet persisted.
+//!
+//! After the faults stop and the network heals, [`run`] checks:
+//! - every replica holds identical documents and identical open conflicts, on disk too
+//!   (each node is restarted from its simulated disk before the comparison);
+//! - every acknowledged write is present, or superseded by a write that saw it;
+//! - no deleted document is shown again because of a write the delete had seen;
+//! - each agent received each message at most once and in per-sender order within each
+//!   channel, and every
+//!   message published after healing reached every subscriber exactly once.
+//!
+//! A failing run returns its seed; `SIM_SEED=n cargo test -p bridge-core --test sim` replays
+//! it. The same loop runs from fuzzer bytes ([`run_bytes`]) instead of a seeded generator.
+//!
+//! Topology: node 0 is a cloud relay; node 1 is a hybrid host (tier local) linked up to
+//! node 0; the remaining nodes are client replicas of either tier, each linked to node 0 or
+//! node 1; agents (plain protocol clients, no replica) attach to nodes 0 and 1.
 
+use crate::codec::{decode_json, encode_json};
+use crate::doc::WriteOp;
+use crate::frame::{Ack, Frame, Hello, SessionKind};
+use crate::message::{MessageId, Retained};
+use crate::replica::PersistBatch;
+use crate::{
+    DocKey, DocState, Dot, Engine, EngineConfig, Event, Policy, ReplicaId, SessionId, Stamp, Tier,
+    Transmit, VersionVector,
+};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Where the simulation's choices come from.
+pub trait Choices {
+    /// A number in `0..n` (`n > 0`).
+    fn below(&mut self, n: usize) -> usize;
+    /// False when a byte source has run dry (the fault phase then ends).
+    fn more(&self) -> bool {
+        true
+    }
+    fn chance(&mut self, per_mille: usize) -> bool {
+        self.below(1000) < per_mille
+    }
+}
+
+/// splitmix64: small, fast, good enough, and the same everywhere.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl Choices for Rng {
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// Choices read from fuzzer bytes; zeros once exhausted.
+pub struct Bytes<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Bytes<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Bytes { data, pos: 0 }
+    }
+}
+
+impl Choices for Bytes<'_> {
+    fn below(&mut self, n: usize) -> usize {
+        let mut v = 0usize;
+        for _ in 0..2 {
+            let b = self.data.get(self.pos).copied().unwrap_or(0);
+            self.pos += 1;
+            v = (v << 8) | b as usize;
+        }
+        v % n.max(1)
+    }
+    fn more(&self) -> bool {
+        self.pos < self.data.len()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Client replicas besides the relay (node 0) and the hybrid host (node 1).
+    pub clients: usize,
+    pub agents: usize,
+    /// Steps of the fault phase.
+    pub steps: usize,
+    /// Per-mille chances per step.
+    pub break_link: usize,
+    pub crash: usize,
+    pub duplicate: usize,
+    /// Encode every second link's frames in binary (when the codec has it).
+    pub documents: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            clients: 4,
+            agents: 3,
+            steps: 600,
+            break_link: 15,
+            crash: 6,
+            duplicate: 20,
+            documents: 6,
+        }
+    }
+}
+
+impl SimConfig {
+    /// A smaller run, for wasm32 and quick checks.
+    pub fn short() -> Self {
+        SimConfig {
+            clients: 2,
+            agents: 2,
+            steps: 200,
+            ..SimConfig::default()
+        }
+    }
+}
+
+/// What a passing run did (for logs and for checking that runs do real work).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub acked_writes: usize,
+    pub acked_deletes: usize,
+    pub messages_delivered: usize,
+    pub frames: usize,
+    pub crashes: usize,
+    pub breaks: usize,
+    pub conflicts_open: usize,
+    pub docs: usize,
+    pub heal_rounds: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub seed: Option<u64>,
+    pub step: usize,
+    pub what: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.seed {
+            Some(s) => write!(f, "simulation failed (SIM_SEED={s}) at step {}: {}", self.step, self.what),
+            None => write!(f, "simulation failed at step {}: {}", self.step, self.what),
+        }
+    }
+}
+
+const SPACE: &str = "sim";
+const CHANNELS: [&str; 2] = ["c0", "c1"];
+const COLLECTIONS: [&str; 3] = ["k0", "k1", "k2"];
+
+#[derive(Default)]
+struct Disk {
+    docs: BTreeMap<DocKey, DocState>,
+    vector: VersionVector,
+    clock: Stamp,
+    msg_seen: VersionVector,
+    messages: BTreeMap<u64, Retained>,
+}
+
+impl Disk {
+    fn write(&mut self, b: &PersistBatch) {
+        for (k, s) in &b.docs {
+            self.docs.insert(k.clone(), s.clone());
+        }
+        self.vector = b.vector.clone();
+        self.clock = b.clock;
+        self.msg_seen = b.message_seen.clone();
+        for r in &b.messages {
+            self.messages.insert(r.offset, r.clone());
+        }
+        for (ch, keep) in &b.retain {
+            let offs: Vec<u64> = self
+                .messages
+                .values()
+                .filter(|r| &r.message.channel == ch)
+                .map(|r| r.offset)
+                .collect();
+            let drop = offs.len().saturating_sub(*keep);
+            for o in offs.into_iter().take(drop) {
+                self.messages.remove(&o);
+            }
+        }
+    }
+}
+
+struct Node {
+    cfg: EngineConfig,
+    engine: Engine,
+    disk: Disk,
+    writing: VecDeque<PersistBatch>,
+    offset_ms: u64,
+    /// Steps during which the node stays cut off.
+    partitioned_until: usize,
+}
+
+impl Node {
+    fn boot(cfg: EngineConfig, disk: Disk, offset_ms: u64) -> Node {
+        let mut engine = Engine::new(cfg.clone());
+        let r = engine.replica_mut();
+        for (k, s) in &disk.docs {
+            r.restore_doc(k.clone(), s.clone());
+        }
+        r.restore_meta(disk.vector.clone(), disk.clock, disk.msg_seen.clone());
+        for m in disk.messages.values() {
+            r.restore_message(m.clone());
+        }
+        Node {
+            cfg,
+            engine,
+            disk,
+            writing: VecDeque::new(),
+            offset_ms,
+            partitioned_until: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum End {
+    Node(usize),
+    Agent(usize),
+}
+
+enum Wire {
+    Frame(Vec<u8>),
+    Close,
+}
+
+struct Link {
+    client: End,
+    server: usize,
+    up: bool,
+    client_sid: SessionId,
+    server_sid: SessionId,
+    to_server: VecDeque<Wire>,
+    to_client: VecDeque<Wire>,
+}
+
+#[derive(Default)]
+struct Agent {
+    node: usize,
+    link: usize,
+    next_req: u64,
+    writes: BTreeMap<u64, DocKey>,
+    cursor: u64,
+    last_seq: BTreeMap<(String, ReplicaId), u64>,
+    received: BTreeSet<MessageId>,
+    ready: bool,
+}
+
+struct World<'c, C: Choices> {
+    c: &'c mut C,
+    cfg: SimConfig,
+    nodes: Vec<Node>,
+    links: Vec<Link>,
+    agents: Vec<Agent>,
+    time: u64,
+    step: usize,
+    next_sid: SessionId,
+    next_req: u64,
+    acked: Vec<(DocKey, Dot)>,
+    delete_ctx: BTreeMap<Dot, (DocKey, VersionVector)>,
+    acked_deletes: Vec<Dot>,
+    local_reqs: BTreeMap<(usize, u64), DocKey>,
+    report: Report,
+}
+
+/// Runs one seeded scenario with the default configuration.
+pub fn run(seed: u64) -> Result<Report, Failure> {
+    run_with(seed, &SimConfig::default())
+}
+
+pub fn run_with(seed: u64, cfg: &SimConfig) -> Result<Report, Failure> {
+    let mut rng = Rng::new(seed);
+    simulate(&mut rng, cfg).map_err(|mut f| {
+        f.seed = Some(seed);
+        f
+    })
+}
+
+/// Runs the scenario driven by fuzzer bytes.
+pub fn run_bytes(data: &[u8]) -> Result<Report, Failure> {
+    let mut b = Bytes::new(data);
+    let cfg = SimConfig {
+        steps: data.len(),
+        ..SimConfig::short()
+    };
+    simulate(&mut b, &cfg)
+}
+
+pub fn simulate<C: Choices>(c: &mut C, cfg: &SimConfig) -> Result<Report, Failure> {
+    let mut w = World::new(c, cfg.clone());
+    w.run().map_err(|what| Failure {
+        seed: None,
+        step: w.step,
+        what,
+    })?;
+    Ok(w.report)
+}
+
+impl<'c, C: Choices> World<'c, C> {
+    fn new(c: &'c mut C, cfg: SimConfig) -> Self {
+        let default_policy = Policy::ALL[c.below(Policy::ALL.len())];
+        let mut nodes = Vec::new();
+        let total = cfg.clients + 2;
+        for i in 0..total {
+            let tier = match i {
+                0 => Tier::Cloud,
+                1 => Tier::Local,
+                _ if c.chance(300) => Tier::Cloud,
+                _ => Tier::Local,
+            };
+            let mut ec = EngineConfig::new(ReplicaId(0x100 + i as u64), tier, SPACE);
+            ec.default_policy = default_policy;
+            ec.batch_docs = 1 + c.below(4);
+            ec.window = 1 + c.below(3);
+            ec.default_retain = [0, 3, 100][c.below(3)];
+            let offset = c.below(3000) as u64;
+            nodes.push(Node::boot(ec, Disk::default(), offset));
+        }
+        let mut w = World {
+            c,
+            cfg,
+            nodes,
+            links: Vec::new(),
+            agents: Vec::new(),
+            time: 1_000_000,
+            step: 0,
+            next_sid: 1,
+            next_req: 1,
+            acked: Vec::new(),
+            delete_ctx: BTreeMap::new(),
+            acked_deletes: Vec::new(),
+            local_reqs: BTreeMap::new(),
+            report: Report::default(),
+        };
+        // node 1 (hybrid) links up to the relay; clients link to node 0 or 1.
+        w.add_link(End::Node(1), 0);
+        for i in 2..total {
+            let server = w.c.below(2);
+            w.add_link(End::Node(i), server);
+        }
+        for a in 0..w.cfg.agents {
+            let server = a % 2;
+            let link = w.links.len();
+            w.agents.push(Agent {
+                node: server,
+                link,
+                next_req: 1,
+                ..Agent::default()
+            });
+            w.add_link(End::Agent(a), server);
+        }
+        w
+    }
+
+    fn now(&self, node: usize) -> u64 {
+        self.time + self.nodes[node].offset_ms
+    }
+
+    fn add_link(&mut self, client: End, server: usize) {
+        self.links.push(Link {
+            client,
+            server,
+            up: false,
+            client_sid: 0,
+            server_sid: 0,
+            to_server: VecDeque::new(),
+            to_client: VecDeque::new(),
+        });
+        let l = self.links.len() - 1;
+        self.connect(l);
+    }
+
+    fn connect(&mut self, l: usize) {
+        let (client, server) = (self.links[l].client, self.links[l].server);
+        let csid = self.next_sid;
+        let ssid = self.next_sid + 1;
+        self.next_sid += 2;
+        {
+            let link = &mut self.links[l];
+            link.up = true;
+            link.client_sid = csid;
+            link.server_sid = ssid;
+            link.to_server.clear();
+            link.to_client.clear();
+        }
+        let now = self.now(server);
+        self.nodes[server].engine.accept(now, ssid);
+        match client {
+            End::Node(n) => {
+                let now = self.now(n);
+                self.nodes[n].engine.connect(now, csid, None, "sim");
+            }
+            End::Agent(a) => {
+                let hello = Frame::Hello(Hello {
+                    space: SPACE.into(),
+                    kind: SessionKind::Agent,
+                    name: Some(format!("agent-{a}")),
+                    ..Hello::default()
+                });
+                let cursor = self.agents[a].cursor;
+                self.agents[a].ready = false;
+                let link = &mut self.links[l];
+                link.to_server.push_back(Wire::Frame(encode_json(&hello).into_bytes()));
+                for ch in CHANNELS {
+                    let sub = Frame::Subscribe {
+                        req: None,
+                        channel: Some(ch.into()),
+                        collection: None,
+                        from: Some(cursor),
+                    };
+                    link.to_server.push_back(Wire::Frame(encode_json(&sub).into_bytes()));
+                }
+            }
+        }
+    }
+
+    fn break_link(&mut self, l: usize) {
+        if !self.links[l].up {
+            return;
+        }
+        self.report.breaks += 1;
+        let link = &mut self.links[l];
+        link.up = false;
+        link.to_server.clear();
+        link.to_client.clear();
+        let (client, server, csid, ssid) = (link.client, link.server, link.client_sid, link.server_sid);
+        self.nodes[server].engine.close(ssid);
+        if let End::Node(n) = client {
+            self.nodes[n].engine.close(csid);
+        }
+    }
+
+    fn node_links(&self, n: usize) -> Vec<usize> {
+        (0..self.links.len())
+            .filter(|&l| self.links[l].server == n || self.links[l].client == End::Node(n))
+            .collect()
+    }
+
+    fn crash(&mut self, n: usize) {
+        self.report.crashes += 1;
+        for l in self.node_links(n) {
+            self.break_link(l);
+        }
+        let node = &mut self.nodes[n];
+        node.writing.clear();
+        let disk = std::mem::take(&mut node.disk);
+        let (cfg, offset) = (node.cfg.clone(), node.offset_ms);
+        self.nodes[n] = Node::boot(cfg, disk, offset);
+        self.local_reqs.retain(|(node, _), _| *node != n);
+    }
+
+    // ---- the host loop of every node ---------------------------------------------------------
+
+    fn pump(&mut self) -> Result<(), String> {
+        for n in 0..self.nodes.len() {
+            while let Some(b) = self.nodes[n].engine.poll_persist() {
+                self.nodes[n].writing.push_back(b);
+            }
+            while let Some(t) = self.nodes[n].engine.poll_transmit() {
+                self.transmit(n, t)?;
+            }
+            while let Some(e) = self.nodes[n].engine.poll_event() {
+                if let Event::Acked { req, dot: Some(dot) } = e {
+                    if let Some(key) = self.local_reqs.remove(&(n, req)) {
+                        self.check_durable(n, &key, dot)?;
+                        self.acked.push((key, dot));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_durable(&self, n: usize, key: &DocKey, dot: Dot) -> Result<(), String> {
+        let on_disk = self.nodes[n].disk.docs.get(key).is_some_and(|s| s.context.contains(dot));
+        if on_disk {
+            Ok(())
+        } else {
+            Err(format!("node {n} acknowledged {dot:?} on {key:?} before it was on disk"))
+        }
+    }
+
+    fn transmit(&mut self, n: usize, t: Transmit) -> Result<(), String> {
+        let (sid, wire) = match t {
+            Transmit::Frame { session, frame } => {
+                if let Frame::Ack(Ack { dot: Some(d), req: Some(req), .. }) = &frame {
+                    let key = self.agent_write_key(n, session, *req);
+                    if let Some(key) = key {
+                        self.check_durable(n, &key, *d)?;
+                    }
+                }
+                (session, Wire::Frame(encode_json(&frame).into_bytes()))
+            }
+            Transmit::Close { session, .. } => (session, Wire::Close),
+        };
+        let Some(l) = (0..self.links.len()).find(|&l| {
+            let k = &self.links[l];
+            k.up && ((k.server == n && k.server_sid == sid) || (k.client == End::Node(n) && k.client_sid == sid))
+        }) else {
+            return Ok(()); // the link is gone; the frame is lost with it
+        };
+        let link = &mut self.links[l];
+        if link.server == n && link.server_sid == sid {
+            link.to_client.push_back(wire);
+        } else {
+            link.to_server.push_back(wire);
+        }
+        Ok(())
+    }
+
+    fn agent_write_key(&self, n: usize, sid: SessionId, req: u64) -> Option<DocKey> {
+        let a = self.agents.iter().find(|a| {
+            let l = &self.links[a.link];
+            a.node == n && l.server_sid == sid
+        })?;
+        a.writes.get(&req).cloned()
+    }
+
+    /// Delivers the head frame of one direction of a link.
+    fn deliver(&mut self, l: usize, to_server: bool, allow_dup: bool) -> Result<(), String> {
+        let dup = allow_dup && self.c.chance(self.cfg.duplicate);
+        let link = &mut self.links[l];
+        let q = if to_server { &mut link.to_server } else { &mut link.to_client };
+        let Some(wire) = q.pop_front() else { return Ok(()) };
+        let bytes = match wire {
+            Wire::Close => {
+                self.break_link(l);
+                return Ok(());
+            }
+            Wire::Frame(b) => b,
+        };
+        self.report.frames += 1;
+        let frame = decode_json(&bytes).map_err(|e| format!("a frame the core encoded did not decode: {e}"))?;
+        let handshake = matches!(frame, Frame::Hello(_) | Frame::Welcome(_));
+        if dup && !handshake {
+            let q = if to_server { &mut self.links[l].to_server } else { &mut self.links[l].to_client };
+            q.push_front(Wire::Frame(bytes));
+        }
+        let (client, server, csid, ssid) = {
+            let k = &self.links[l];
+            (k.client, k.server, k.client_sid, k.server_sid)
+        };
+        if to_server {
+            let now = self.now(server);
+            if let (End::Agent(_), Frame::Delete { collection, id, .. }) = (client, &frame) {
+                let key = DocKey::new(collection.clone(), id.clone());
+                self.nodes[server].engine.handle_frame(now, ssid, frame);
+                self.note_delete(server, key);
+            } else {
+                self.nodes[server].engine.handle_frame(now, ssid, frame);
+            }
+        } else {
+            match client {
+                End::Node(n) => {
+                    let now = self.now(n);
+                    self.nodes[n].engine.handle_frame(now, csid, frame);
+                }
+                End::Agent(a) => self.agent_receive(a, frame)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn note_delete(&mut self, n: usize, key: DocKey) {
+        if let Some(st) = self.nodes[n].engine.replica().state(&key) {
+            if let [s] = st.siblings.as_slice() {
+                if s.body.is_none() && s.dot.replica == self.nodes[n].cfg.replica {
+                    self.delete_ctx.insert(s.dot, (key, st.context.clone()));
+                }
+            }
+        }
+    }
+
+    fn agent_receive(&mut self, a: usize, frame: Frame) -> Result<(), String> {
+        let agent = &mut self.agents[a];
+        match frame {
+            Frame::Welcome(_) => agent.ready = true,
+            Frame::Ack(Ack { req: Some(req), dot: Some(dot), .. }) => {
+                if let Some(key) = agent.writes.remove(&req) {
+                    if self.delete_ctx.contains_key(&dot) {
+                        self.acked_deletes.push(dot);
+                    }
+                    self.acked.push((key, dot));
+                }
+            }
+            Frame::Broadcast { message, offset } => {
+                let id = message.id;
+                if !agent.received.insert(id) {
+                    return Err(format!("agent {a} received message {id:?} twice"));
+                }
+                // Order is per sender within a channel (replays are per channel).
+                let last = agent.last_seq.entry((message.channel.clone(), id.origin)).or_insert(0);
+                if id.seq <= *last {
+                    return Err(format!(
+                        "agent {a} received message {id:?} after seq {} of the same sender",
+                        *last
+                    ));
+                }
+                *last = id.seq;
+                if let Some(o) = offset {
+                    agent.cursor = agent.cursor.max(o);
+                }
+                self.report.messages_delivered += 1;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    // ---- actions -----------------------------------------------------------------------------
+
+    fn random_value(&mut self) -> Map<String, Value> {
+        let mut m = Map::new();
+        for f in ["a", "b", "c"] {
+            if self.c.chance(600) {
+                m.insert(f.into(), json!(self.c.below(5)));
+            }
+        }
+        m
+    }
+
+    fn random_key(&mut self) -> DocKey {
+        let coll = COLLECTIONS[self.c.below(COLLECTIONS.len())];
+        let id = self.c.below(self.cfg.documents);
+        DocKey::new(coll, format!("d{id}"))
+    }
+
+    fn random_op(&mut self) -> WriteOp {
+        match self.c.below(10) {
+            0..=4 => WriteOp::Put(self.random_value()),
+            5..=7 => WriteOp::Patch(self.random_value()),
+            _ => WriteOp::Delete,
+        }
+    }
+
+    fn local_write(&mut self, n: usize) -> Result<(), String> {
+        let key = self.random_key();
+        let op = self.random_op();
+        let is_delete = op == WriteOp::Delete;
+        let req = self.next_req;
+        self.next_req += 1;
+        let now = self.now(n);
+        let dot = self.nodes[n]
+            .engine
+            .write(now, req, key.clone(), op)
+            .map_err(|e| format!("local write refused: {e}"))?;
+        if is_delete {
+            if let Some(st) = self.nodes[n].engine.replica().state(&key) {
+                self.delete_ctx.insert(dot, (key.clone(), st.context.clone()));
+            }
+        }
+        self.local_reqs.insert((n, req), key);
+        Ok(())
+    }
+
+    fn agent_action(&mut self, a: usize) {
+        let l = self.agents[a].link;
+        if !self.links[l].up {
+            return;
+        }
+        let req = self.agents[a].next_req;
+        self.agents[a].next_req += 1;
+        let frame = match self.c.below(12) {
+            0..=5 => {
+                let key = self.random_key();
+                self.agents[a].writes.insert(req, key.clone());
+                match self.random_op() {
+                    WriteOp::Put(m) => Frame::Put { req: Some(req), collection: key.collection, id: key.id, value: Value::Object(m) },
+                    WriteOp::Patch(m) => Frame::Patch { req: Some(req), collection: key.collection, id: key.id, value: Value::Object(m) },
+                    WriteOp::Delete => Frame::Delete { req: Some(req), collection: key.collection, id: key.id },
+                }
+            }
+            6..=8 => Frame::Send {
+                req: Some(req),
+                channel: CHANNELS[self.c.below(2)].into(),
+                payload: json!({"n": req}),
+            },
+            9 => Frame::SetPolicy {
+                req: Some(req),
+                collection: COLLECTIONS[self.c.below(COLLECTIONS.len())].into(),
+                policy: Policy::ALL[self.c.below(Policy::ALL.len())],
+            },
+            _ => {
+                // Resolve a conflict this agent's node shows, if any.
+                let node = self.agents[a].node;
+                let conflicts = self.nodes[node].engine.replica().conflicts(None);
+                let Some(cf) = conflicts.get(self.c.below(conflicts.len().max(1))).cloned() else {
+                    return;
+                };
+                let pick = cf.sides[self.c.below(cf.sides.len())].value.clone();
+                self.agents[a].writes.insert(req, DocKey::new(cf.collection.clone(), cf.id.clone()));
+                Frame::Resolve { req: Some(req), collection: cf.collection, id: cf.id, value: pick }
+            }
+        };
+        self.links[l].to_server.push_back(Wire::Frame(encode_json(&frame).into_bytes()));
+    }
+
+    fn step_faulty(&mut self) -> Result<(), String> {
+        let n_nodes = self.nodes.len();
+        match self.c.below(100) {
+            0..=44 => {
+                // deliver something somewhere
+                let busy: Vec<(usize, bool)> = (0..self.links.len())
+                    .flat_map(|l| [(l, true), (l, false)])
+                    .filter(|&(l, s)| {
+                        let k = &self.links[l];
+                        k.up && !(if s { k.to_server.is_empty() } else { k.to_client.is_empty() })
+                    })
+                    .collect();
+                if !busy.is_empty() {
+                    let (l, s) = busy[self.c.below(busy.len())];
+                    self.deliver(l, s, true)?;
+                }
+            }
+            45..=59 => {
+                let n = self.c.below(n_nodes);
+                if let Some(b) = self.nodes[n].writing.pop_front() {
+                    self.nodes[n].disk.write(&b);
+                    self.nodes[n]
+                        .engine
+                        .persisted(b.id)
+                        .map_err(|e| format!("node {n} refused its own batch: {e}"))?;
+                }
+            }
+            60..=69 => {
+                let n = 2 + self.c.below(n_nodes - 2);
+                if self.c.chance(150) {
+                    let now = self.now(n);
+                    let ch = CHANNELS[self.c.below(2)];
+                    let req = self.next_req;
+                    self.next_req += 1;
+                    self.nodes[n]
+                        .engine
+                        .publish(now, req, ch, json!({"from": n}))
+                        .map_err(|e| e.to_string())?;
+                } else {
+                    self.local_write(n)?;
+                }
+            }
+            70..=79 => {
+                if !self.agents.is_empty() {
+                    let a = self.c.below(self.agents.len());
+                    self.agent_action(a);
+                }
+            }
+            80..=84 => self.time += self.c.below(50) as u64,
+            85..=89 => {
+                if self.c.chance(self.cfg.break_link * 20) {
+                    let l = self.c.below(self.links.len());
+                    self.break_link(l);
+                }
+            }
+            90..=94 => {
+                // reconnect a broken link whose ends are not partitioned
+                let down: Vec<usize> = (0..self.links.len()).filter(|&l| !self.links[l].up).collect();
+                if !down.is_empty() {
+                    let l = down[self.c.below(down.len())];
+                    let ends_ok = {
+                        let k = &self.links[l];
+                        let cut = |n: usize| self.nodes[n].partitioned_until > self.step;
+                        !cut(k.server) && !matches!(k.client, End::Node(n) if cut(n))
+                    };
+                    if ends_ok {
+                        self.connect(l);
+                    }
+                }
+            }
+            95..=97 => {
+                if self.c.chance(self.cfg.crash * 30) {
+                    let n = self.c.below(n_nodes);
+                    self.crash(n);
+                }
+            }
+            _ => {
+                // partition a node for a while
+                if self.c.chance(300) {
+                    let n = self.c.below(n_nodes);
+                    self.nodes[n].partitioned_until = self.step + 20 + self.c.below(80);
+                    for l in self.node_links(n) {
+                        self.break_link(l);
+                    }
+                }
+            }
+        }
+        self.pump()
+    }
+
+    /// Heals the network and runs without faults until nothing moves.
+    fn settle(&mut self) -> Result<(), String> {
+        for n in 0..self.nodes.len() {
+            self.nodes[n].partitioned_until = 0;
+        }
+        for l in 0..self.links.len() {
+            if !self.links[l].up {
+                self.connect(l);
+            }
+        }
+        for round in 0..200_000 {
+            self.pump()?;
+            let mut moved = false;
+            for n in 0..self.nodes.len() {
+                while let Some(b) = self.nodes[n].writing.pop_front() {
+                    self.nodes[n].disk.write(&b);
+                    self.nodes[n].engine.persisted(b.id).map_err(|e| e.to_string())?;
+                    moved = true;
+                }
+            }
+            for l in 0..self.links.len() {
+                for s in [true, false] {
+                    let k = &self.links[l];
+                    let pending = if s { !k.to_server.is_empty() } else { !k.to_client.is_empty() };
+                    if k.up && pending {
+                        self.deliver(l, s, false)?;
+                        moved = true;
+                    }
+                }
+            }
+            if !moved {
+                // A link closed by a protocol error during healing comes back.
+                let down: Vec<usize> = (0..self.links.len()).filter(|&l| !self.links[l].up).collect();
+                if down.is_empty() {
+                    self.report.heal_rounds += round;
+                    return Ok(());
+                }
+                for l in down {
+                    self.connect(l);
+                }
+            }
+        }
+        Err("the network did not go quiet after healing".into())
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        self.pump()?;
+        while self.step < self.cfg.steps && self.c.more() {
+            self.step_faulty()?;
+            self.step += 1;
+        }
+        // Agents still waiting for acks after the faults stop are fine: the write may have
+        // been lost in a crash before it was durable, which is allowed.
+        self.settle()?;
+        // Every node publishes once after healing: each subscriber must get each exactly once.
+        let before: Vec<BTreeSet<MessageId>> = self.agents.iter().map(|a| a.received.clone()).collect();
+        let mut finals = Vec::new();
+        for n in 0..self.nodes.len() {
+            let now = self.now(n);
+            let req = self.next_req;
+            self.next_req += 1;
+            let id = self.nodes[n].engine.publish(now, req, "c0", json!({"final": n})).map_err(|e| e.to_string())?;
+            finals.push(id);
+        }
+        self.settle()?;
+        for (a, agent) in self.agents.iter().enumerate() {
+            for id in &finals {
+                if !agent.received.contains(id) || before[a].contains(id) {
+                    return Err(format!("agent {a} did not receive message {id:?} published after healing"));
+                }
+            }
+        }
+        self.check()
+    }
+
+    fn check(&mut self) -> Result<(), String> {
+        // Restart every node from its disk: what is compared is what survives.
+        for n in 0..self.nodes.len() {
+            let disk = std::mem::take(&mut self.nodes[n].disk);
+            let (cfg, offset) = (self.nodes[n].cfg.clone(), self.nodes[n].offset_ms);
+            self.nodes[n] = Node::boot(cfg, disk, offset);
+        }
+        let reference = &self.nodes[0];
+        let docs0 = &reference.disk.docs;
+        let conflicts0 = reference.engine.replica().conflicts(None);
+        for (n, node) in self.nodes.iter().enumerate().skip(1) {
+            if &node.disk.docs != docs0 && std::env::var("SIM_DEBUG").is_ok() {
+                for (i, nd) in self.nodes.iter().enumerate() {
+                    eprintln!("node {i}: vv {:?} docs {}", nd.disk.vector, nd.disk.docs.len());
+                }
+            }
+            if &node.disk.docs != docs0 {
+                let diff = docs0
+                    .keys()
+                    .chain(node.disk.docs.keys())
+                    .find(|k| docs0.get(*k) != node.disk.docs.get(*k));
+                return Err(format!(
+                    "node {n} differs from node 0 on {diff:?}: {:?} vs {:?}",
+                    diff.and_then(|k| node.disk.docs.get(k)),
+                    diff.and_then(|k| docs0.get(k))
+                ));
+            }
+            let conflicts = node.engine.replica().conflicts(None);
+            if conflicts != conflicts0 {
+                return Err(format!("node {n} shows other open conflicts than node 0"));
+            }
+            for key in docs0.keys() {
+                if node.engine.replica().get(key) != reference.engine.replica().get(key) {
+                    return Err(format!("node {n} shows {key:?} differently from node 0"));
+                }
+            }
+        }
+        for (key, dot) in &self.acked {
+            let present = docs0.get(key).is_some_and(|s| s.context.contains(*dot));
+            if !present {
+                return Err(format!("acknowledged write {dot:?} on {key:?} is missing"));
+            }
+        }
+        for dot in &self.acked_deletes {
+            let Some((key, ctx)) = self.delete_ctx.get(dot) else { continue };
+            let Some(st) = docs0.get(key) else {
+                return Err(format!("deleted document {key:?} vanished entirely"));
+            };
+            for s in &st.siblings {
+                if s.body.is_some() && ctx.contains(s.dot) {
+                    return Err(format!(
+                        "write {:?} that delete {dot:?} had seen is back on {key:?}",
+                        s.dot
+                    ));
+                }
+            }
+        }
+        self.report.acked_writes = self.acked.len();
+        self.report.acked_deletes = self.acked_deletes.len();
+        self.report.conflicts_open = conflicts0.len();
+        self.report.docs = docs0.len();
+        Ok(())
+    }
+}

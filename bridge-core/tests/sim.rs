@@ -1,0 +1,52 @@
+//! The deterministic simulation over many seeds. `SIM_SEED=n` replays one seed,
+//! `SIM_SEEDS=n` runs n seeds (default 500).
+
+use bridge_core::sim;
+
+#[test]
+fn simulation_converges_under_faults() {
+    if let Ok(seed) = std::env::var("SIM_SEED") {
+        let seed: u64 = seed.parse().expect("SIM_SEED must be a number");
+        match sim::run(seed) {
+            Ok(r) => println!("seed {seed}: {r:?}"),
+            Err(f) => panic!("{f}"),
+        }
+        return;
+    }
+    let seeds: u64 = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500);
+    let mut total = sim::Report::default();
+    let mut failures = Vec::new();
+    for seed in 0..seeds {
+        match sim::run(seed) {
+            Ok(r) => {
+                total.acked_writes += r.acked_writes;
+                total.acked_deletes += r.acked_deletes;
+                total.messages_delivered += r.messages_delivered;
+                total.frames += r.frames;
+                total.crashes += r.crashes;
+                total.breaks += r.breaks;
+                total.conflicts_open += r.conflicts_open;
+            }
+            Err(f) => {
+                eprintln!("{f}");
+                failures.push(f);
+            }
+        }
+    }
+    println!("{seeds} seeds: {total:?}");
+    assert!(
+        failures.is_empty(),
+        "{} of {seeds} seeds failed; first: {}",
+        failures.len(),
+        failures[0]
+    );
+    // The runs must exercise what they claim to check.
+    assert!(total.acked_writes > seeds as usize, "too few acknowledged writes: {total:?}");
+    assert!(
+        total.crashes > 0 && total.breaks > 0 && total.messages_delivered > 0,
+        "{total:?}"
+    );
+}
