@@ -122,6 +122,9 @@ pub fn verify(secret: &[u8], token: &str, space: &str, now_ms: u64) -> Result<Ri
 #[cfg(test)]
 mod tests {
     use super::*;
+    // On wasm32 the same `#[test]` functions run under wasm-bindgen-test (see scripts/test.sh).
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn token_opens_its_space_only_until_expiry() {

@@ -101,6 +101,9 @@ impl Hlc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // On wasm32 the same `#[test]` functions run under wasm-bindgen-test (see scripts/test.sh).
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn ticks_are_monotonic_even_when_wall_goes_back() {

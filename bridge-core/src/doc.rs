@@ -135,6 +135,9 @@ mod tests {
     use super::*;
     use crate::ReplicaId;
     use serde_json::json;
+    // On wasm32 the same `#[test]` functions run under wasm-bindgen-test (see scripts/test.sh).
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn obj(v: Value) -> Map<String, Value> {
         match v {

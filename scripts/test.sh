@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# THE test command of Sacred Bridge: what README.md names and .ci/run calls.
+#
+#   bash scripts/test.sh
+#
+# Installs what it needs (scripts/setup.sh), then: format check, clippy with -D warnings on
+# every target natively and for wasm32, every native test (the deterministic simulation runs
+# SIM_SEEDS seeds, 500 unless set), the wasm32 import check of a module that links the core,
+# and the core's tests compiled to wasm32 and run in Node. Each step prints its time; a
+# summary closes the run. A failing step does not hide the others: all run (after setup),
+# and the script exits non-zero if any failed.
+#
+# Environment: SIM_SEEDS (default 500), SIM_SEED (replay one seed), CARGO_TARGET_DIR.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$(pwd)"
+TOOLS="${SACRED_BRIDGE_TOOLS:-$HOME/.cache/sacred-bridge/tools}"
+export PATH="$TOOLS/bin:$PATH"
+export SIM_SEEDS="${SIM_SEEDS:-500}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/sacred-bridge-test.XXXXXX")"
+trap 'rm -rf "$LOG_DIR"' EXIT
+
+STEP_NAMES=()
+STEP_RESULTS=()
+STEP_SECONDS=()
+FAILED=0
+
+# step NAME COMMAND...: runs COMMAND with errexit on, logs its output, records result and time.
+step() {
+    local name="$1"
+    shift
+    printf '\n==> %s: %s\n' "$name" "$*"
+    local start=$SECONDS rc
+    set +e
+    (set -euo pipefail; "$@") 2>&1 | tee "$LOG_DIR/$name.log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    local took=$((SECONDS - start))
+    STEP_NAMES+=("$name")
+    STEP_SECONDS+=("$took")
+    if [[ $rc -eq 0 ]]; then
+        STEP_RESULTS+=("ok")
+        printf '<== %s: ok in %ss\n' "$name" "$took"
+    else
+        STEP_RESULTS+=("FAILED (exit $rc)")
+        FAILED=$((FAILED + 1))
+        printf '<== %s: FAILED (exit %s) after %ss\n' "$name" "$rc" "$took"
+    fi
+    return 0
+}
+
+summary() {
+    printf '\n==== scripts/test.sh summary (SIM_SEEDS=%s) ====\n' "$SIM_SEEDS"
+    local i total=0
+    for i in "${!STEP_NAMES[@]}"; do
+        printf '  %-14s %-18s %5ss\n' "${STEP_NAMES[$i]}" "${STEP_RESULTS[$i]}" "${STEP_SECONDS[$i]}"
+        total=$((total + STEP_SECONDS[i]))
+    done
+    printf '  %-14s %-18s %5ss\n' "total" "" "$total"
+    # Test counts from every cargo test run above (native and wasm32).
+    local passed failed
+    passed=$(cat "$LOG_DIR"/*.log | sed -n 's/^test result: .*[^0-9]\([0-9][0-9]*\) passed; \([0-9][0-9]*\) failed.*/\1/p' \
+        | awk '{ s += $1 } END { print s + 0 }')
+    failed=$(cat "$LOG_DIR"/*.log | sed -n 's/^test result: .* \([0-9][0-9]*\) failed.*/\1/p' \
+        | awk '{ s += $1 } END { print s + 0 }')
+    if [[ $FAILED -eq 0 ]]; then
+        printf 'ALL STEPS PASSED\n'
+    else
+        printf '%s STEP(S) FAILED: see the output of each above\n' "$FAILED"
+    fi
+    printf 'tests: %s passed, %s failed\n' "$passed" "$failed"
+}
+
+# ---- the steps -----------------------------------------------------------------------------
+
+# wasm32 crates whose clippy runs for that target too (later: wasm-client, edge-worker).
+WASM_CRATES=(bridge-core)
+
+clippy_wasm() {
+    local crate
+    for crate in "${WASM_CRATES[@]}"; do
+        cargo clippy -p "$crate" --target wasm32-unknown-unknown --all-targets -- -D warnings
+    done
+}
+
+# Builds a wasm32 module that links the engine (bridge-core/examples/wasm_probe.rs) and checks
+# that it imports nothing from `env`.
+wasm_imports() {
+    cargo build -p bridge-core --example wasm_probe --release --target wasm32-unknown-unknown
+    local target_dir
+    target_dir="$(cargo metadata --format-version 1 --no-deps \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    python3 scripts/wasm_imports.py --forbid env --min-code-bytes 100000 \
+        "$target_dir/wasm32-unknown-unknown/release/examples/wasm_probe.wasm"
+}
+
+# The core's unit tests and tests/wasm.rs, compiled to wasm32, run in Node. The other
+# integration tests are native-only (files, threads, long property runs).
+wasm_tests() {
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$TOOLS/bin/wasm-bindgen-test-runner" \
+        cargo test -p bridge-core --features sim --target wasm32-unknown-unknown --lib --test wasm
+}
+
+printf '==> setup\n'
+setup_start=$SECONDS
+bash scripts/setup.sh
+STEP_NAMES+=("setup")
+STEP_RESULTS+=("ok")
+STEP_SECONDS+=("$((SECONDS - setup_start))")
+
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+step clippy-wasm32 clippy_wasm
+step test cargo test --workspace
+step wasm-imports wasm_imports
+step test-wasm32 wasm_tests
+
+summary
+[[ $FAILED -eq 0 ]]
