@@ -7,9 +7,17 @@ use crate::{Dot, ReplicaId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Never holds a zero entry (it would mean the same as no entry, yet compare unequal), not
+/// even when deserialized.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct VersionVector(BTreeMap<ReplicaId, u64>);
+
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BTreeMap::<ReplicaId, u64>::deserialize(d).map(|m| m.into_iter().collect())
+    }
+}
 
 impl VersionVector {
     pub fn new() -> Self {
@@ -98,5 +106,12 @@ mod tests {
         assert_eq!(j.ahead_of(&a), 4);
         assert!(j.contains(Dot::new(ReplicaId(2), 5)));
         assert!(!j.contains(Dot::new(ReplicaId(3), 1)));
+    }
+
+    #[test]
+    fn zero_entries_are_dropped_when_deserialized() {
+        let v: VersionVector =
+            serde_json::from_str(r#"{"01":0,"02":3}"#).expect("a vector in JSON");
+        assert_eq!(v, [(ReplicaId(2), 3)].into_iter().collect());
     }
 }

@@ -1,14 +1,127 @@
-//! Frame encodings: JSON text (for any agent, no SDK) and compact binary (for peers).
+//! Frame encodings: JSON text (for any agent, no SDK) and compact binary (for peers, see
+//! [`binary`] for its layout).
 //!
 //! Both check the size limit before parsing and the protocol version before interpreting,
-//! and neither panics on any input: bad bytes become a typed [`Error`].
+//! and neither panics on any input: bad bytes become a typed [`Error`]. Both also apply the
+//! same checks after parsing — JSON values nest at most [`MAX_VALUE_DEPTH`] levels, document
+//! states keep their invariants — so a frame one decoder accepts can be re-encoded in the
+//! other form and is accepted there too.
 //!
 //! JSON: one object per WebSocket text message, `"type"` names the frame, `"v"` the protocol
 //! version (optional; absent means 1).
 
+pub mod binary;
+
+pub use binary::{decode_binary, encode_binary};
+
+use crate::doc::DocState;
 use crate::frame::{Frame, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use crate::{Error, Result};
 use serde_json::Value;
+
+/// How many arrays and objects a JSON value inside a frame may nest. Deeper input is
+/// `malformed` in both encodings, so no decoder (or anything walking a decoded value
+/// recursively) can be driven into a stack overflow.
+pub const MAX_VALUE_DEPTH: usize = 64;
+
+/// Decodes a frame in either form: `binary` for a WebSocket binary message, otherwise JSON
+/// text.
+pub fn decode(bytes: &[u8], binary: bool) -> Result<Frame> {
+    if binary {
+        decode_binary(bytes)
+    } else {
+        decode_json(bytes)
+    }
+}
+
+/// Checks that `value` nests at most [`MAX_VALUE_DEPTH`] arrays and objects; for hosts that
+/// accept documents by other paths than frames (HTTP, imports).
+pub fn check_value_depth(value: &Value) -> Result<()> {
+    if too_deep(value, MAX_VALUE_DEPTH) {
+        return Err(Error::Malformed(format!(
+            "a JSON value nests deeper than {MAX_VALUE_DEPTH} arrays/objects"
+        )));
+    }
+    Ok(())
+}
+
+/// True when `v` holds more than `budget` nested containers. Recurses at most `budget + 1`
+/// levels whatever the input.
+fn too_deep(v: &Value, budget: usize) -> bool {
+    match v {
+        Value::Array(items) => budget == 0 || items.iter().any(|c| too_deep(c, budget - 1)),
+        Value::Object(m) => budget == 0 || m.values().any(|c| too_deep(c, budget - 1)),
+        _ => false,
+    }
+}
+
+/// The invariants [`DocState::join`] relies on: siblings sorted by dot without duplicates,
+/// and every sibling's dot inside the context.
+pub(crate) fn check_doc_state(state: &DocState) -> std::result::Result<(), &'static str> {
+    if state.siblings.windows(2).any(|w| w[0].dot >= w[1].dot) {
+        return Err("document siblings must be sorted by dot without duplicates");
+    }
+    if state
+        .siblings
+        .iter()
+        .any(|s| !state.context.contains(s.dot))
+    {
+        return Err("a document sibling's dot is missing from its context");
+    }
+    Ok(())
+}
+
+/// The checks the binary decoder makes while parsing, made on a frame decoded from JSON.
+fn check_decoded(frame: &Frame) -> Result<()> {
+    let mut values: Vec<&Value> = Vec::new();
+    match frame {
+        Frame::Push(p) => {
+            for d in &p.docs {
+                check_doc_state(&d.state).map_err(|why| {
+                    Error::Malformed(format!("`push` frame, {}/{}: {why}", d.collection, d.id))
+                })?;
+                let bodies = d.state.siblings.iter().filter_map(|s| s.body.as_ref());
+                values.extend(bodies.flat_map(|b| b.values().filter_map(|f| f.value.as_ref())));
+            }
+        }
+        Frame::Put { value, .. } | Frame::Patch { value, .. } => values.push(value),
+        Frame::Send { payload, .. } => values.push(payload),
+        Frame::Broadcast { message, .. } => values.push(&message.payload),
+        Frame::Doc { doc, .. } | Frame::Change { doc } => values.extend(doc.value.as_ref()),
+        Frame::Docs { docs, .. } => values.extend(docs.iter().filter_map(|d| d.value.as_ref())),
+        Frame::ConflictList { conflicts, .. } => {
+            let sides = conflicts.iter().flat_map(|c| &c.sides);
+            values.extend(sides.filter_map(|s| s.value.as_ref()));
+        }
+        Frame::Conflict { conflict } => {
+            values.extend(conflict.sides.iter().filter_map(|s| s.value.as_ref()));
+        }
+        Frame::Resolve { value, .. } => values.extend(value.as_ref()),
+        // Listed one by one so that a new frame type has to decide whether it carries values.
+        Frame::Hello(_)
+        | Frame::Welcome(_)
+        | Frame::Ack(_)
+        | Frame::Pull { .. }
+        | Frame::Delete { .. }
+        | Frame::Get { .. }
+        | Frame::List { .. }
+        | Frame::Subscribe { .. }
+        | Frame::Unsubscribe { .. }
+        | Frame::Presence { .. }
+        | Frame::Conflicts { .. }
+        | Frame::SetPolicy { .. }
+        | Frame::Error { .. }
+        | Frame::Ping { .. }
+        | Frame::Pong { .. } => {}
+    }
+    for v in values {
+        check_value_depth(v).map_err(|e| match e {
+            Error::Malformed(m) => Error::Malformed(format!("`{}` frame: {m}", frame.type_name())),
+            other => other,
+        })?;
+    }
+    Ok(())
+}
 
 /// Encodes a frame as a JSON text frame (with `"v"`).
 pub fn encode_json(frame: &Frame) -> String {
@@ -51,20 +164,25 @@ pub fn decode_json(bytes: &[u8]) -> Result<Frame> {
         Some(_) => return Err(Error::Malformed("`type` must be a string".into())),
         None => return Err(Error::Malformed("a frame needs a `type`".into())),
     };
-    serde_json::from_value(v).map_err(|e| {
+    let frame = serde_json::from_value(v).map_err(|e| {
         let msg = e.to_string();
         if msg.starts_with("unknown variant") {
             Error::UnknownType(ty)
         } else {
             Error::Malformed(format!("`{ty}` frame: {msg}"))
         }
-    })
+    })?;
+    check_decoded(&frame)?;
+    Ok(frame)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    // On wasm32 the same `#[test]` functions run under wasm-bindgen-test (see scripts/test.sh).
     use crate::ErrorCode;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn json_errors_have_stable_codes() {
@@ -77,11 +195,14 @@ mod tests {
             (br#"{"v":1}"#, ErrorCode::Malformed),
         ];
         for (input, code) in cases {
-            let err = decode_json(input).unwrap_err();
+            let err = decode_json(input).expect_err("must be refused");
             assert_eq!(err.code(), code, "{}", String::from_utf8_lossy(input));
         }
         let big = vec![b' '; MAX_FRAME_BYTES + 1];
-        assert_eq!(decode_json(&big).unwrap_err().code(), ErrorCode::TooLarge);
+        assert_eq!(
+            decode_json(&big).expect_err("must be refused").code(),
+            ErrorCode::TooLarge
+        );
     }
 
     #[test]
@@ -91,5 +212,36 @@ mod tests {
         assert_eq!(f.type_name(), "put");
         let back = decode_json(encode_json(&f).as_bytes()).expect("round trip");
         assert_eq!(back, f);
+    }
+
+    #[test]
+    fn json_applies_the_binary_limits() {
+        let deep = |levels: usize| {
+            let value = "[".repeat(levels) + &"]".repeat(levels);
+            format!(r#"{{"type":"put","collection":"c","id":"i","value":{value}}}"#)
+        };
+        assert!(decode_json(deep(MAX_VALUE_DEPTH).as_bytes()).is_ok());
+        let err = decode_json(deep(MAX_VALUE_DEPTH + 1).as_bytes()).expect_err("must be refused");
+        assert!(err.to_string().contains("nests deeper"), "{err}");
+        // Siblings out of order would break DocState::join's binary search.
+        let s = |c: u64| {
+            format!(
+                r#"{{"dot":{{"replica":"01","counter":{c}}},"stamp":{{"wall":1,"counter":0,"replica":"01"}},"tier":"local"}}"#
+            )
+        };
+        let push = format!(
+            r#"{{"type":"push","seq":1,"watermark":{{}},"docs":[{{"collection":"c","id":"i","state":{{"siblings":[{},{}],"context":{{"01":2}}}}}}]}}"#,
+            s(2),
+            s(1)
+        );
+        let err = decode_json(push.as_bytes()).expect_err("must be refused");
+        assert!(err.to_string().contains("sorted by dot"), "{err}");
+    }
+
+    #[test]
+    fn decode_picks_the_encoding() {
+        let f = Frame::Ping { nonce: 9 };
+        assert_eq!(decode(&encode_binary(&f), true), Ok(f.clone()));
+        assert_eq!(decode(encode_json(&f).as_bytes(), false), Ok(f));
     }
 }
