@@ -462,6 +462,11 @@ impl<'c, C: Choices> World<'c, C> {
         for l in self.node_links(n) {
             self.break_link(l);
         }
+        // Writes that were not durable are gone, and their dots may be reused.
+        let me = self.nodes[n].cfg.replica;
+        let durable = self.nodes[n].disk.vector.get(me);
+        self.delete_ctx
+            .retain(|d, _| d.replica != me || d.counter <= durable);
         let node = &mut self.nodes[n];
         node.writing.clear();
         let disk = std::mem::take(&mut node.disk);
@@ -539,7 +544,10 @@ impl<'c, C: Choices> World<'c, C> {
 
     /// Delivers the head frame of one direction of a link.
     fn deliver(&mut self, l: usize, to_server: bool, allow_dup: bool) -> Result<(), String> {
-        let dup = allow_dup && self.c.chance(self.cfg.duplicate);
+        // Duplicates test that peers apply pushes, acks and broadcasts idempotently. Agent
+        // links are left alone: a WebSocket never duplicates, and agents keep no dedupe state.
+        let agent_link = matches!(self.links[l].client, End::Agent(_));
+        let dup = allow_dup && !agent_link && self.c.chance(self.cfg.duplicate);
         let link = &mut self.links[l];
         let q = if to_server { &mut link.to_server } else { &mut link.to_client };
         let Some(wire) = q.pop_front() else { return Ok(()) };
