@@ -18,7 +18,7 @@
 //! node 0; the remaining nodes are client replicas of either tier, each linked to node 0 or
 //! node 1; agents (plain protocol clients, no replica) attach to nodes 0 and 1.
 
-use crate::codec::{decode_json, encode_json};
+use crate::codec::{decode, encode_binary, encode_json};
 use crate::doc::WriteOp;
 use crate::frame::{Ack, Frame, Hello, SessionKind};
 use crate::message::{MessageId, Retained};
@@ -253,6 +253,18 @@ struct Link {
     server_sid: SessionId,
     to_server: VecDeque<Wire>,
     to_client: VecDeque<Wire>,
+    /// Peer links alternate between the binary and the JSON encoding.
+    binary: bool,
+}
+
+impl Link {
+    fn encode(&self, frame: &Frame) -> Vec<u8> {
+        if self.binary {
+            encode_binary(frame)
+        } else {
+            encode_json(frame).into_bytes()
+        }
+    }
 }
 
 #[derive(Default)]
@@ -386,6 +398,7 @@ impl<'c, C: Choices> World<'c, C> {
             server_sid: 0,
             to_server: VecDeque::new(),
             to_client: VecDeque::new(),
+            binary: matches!(client, End::Node(_)) && self.links.len() % 2 == 1,
         });
         let l = self.links.len() - 1;
         self.connect(l);
@@ -507,23 +520,25 @@ impl<'c, C: Choices> World<'c, C> {
     }
 
     fn transmit(&mut self, n: usize, t: Transmit) -> Result<(), String> {
-        let (sid, wire) = match t {
-            Transmit::Frame { session, frame } => {
-                if let Frame::Ack(Ack { dot: Some(d), req: Some(req), .. }) = &frame {
-                    let key = self.agent_write_key(n, session, *req);
-                    if let Some(key) = key {
-                        self.check_durable(n, &key, *d)?;
-                    }
-                }
-                (session, Wire::Frame(encode_json(&frame).into_bytes()))
-            }
-            Transmit::Close { session, .. } => (session, Wire::Close),
+        let sid = match &t {
+            Transmit::Frame { session, .. } | Transmit::Close { session, .. } => *session,
         };
         let Some(l) = (0..self.links.len()).find(|&l| {
             let k = &self.links[l];
             k.up && ((k.server == n && k.server_sid == sid) || (k.client == End::Node(n) && k.client_sid == sid))
         }) else {
             return Ok(()); // the link is gone; the frame is lost with it
+        };
+        let wire = match t {
+            Transmit::Frame { session, frame } => {
+                if let Frame::Ack(Ack { dot: Some(d), req: Some(req), .. }) = &frame {
+                    if let Some(key) = self.agent_write_key(n, session, *req) {
+                        self.check_durable(n, &key, *d)?;
+                    }
+                }
+                Wire::Frame(self.links[l].encode(&frame))
+            }
+            Transmit::Close { .. } => Wire::Close,
         };
         let link = &mut self.links[l];
         if link.server == n && link.server_sid == sid {
@@ -559,7 +574,9 @@ impl<'c, C: Choices> World<'c, C> {
             Wire::Frame(b) => b,
         };
         self.report.frames += 1;
-        let frame = decode_json(&bytes).map_err(|e| format!("a frame the core encoded did not decode: {e}"))?;
+        let binary = self.links[l].binary;
+        let frame = decode(&bytes, binary)
+            .map_err(|e| format!("a frame the core encoded did not decode: {e}"))?;
         let handshake = matches!(frame, Frame::Hello(_) | Frame::Welcome(_));
         if dup && !handshake {
             let q = if to_server { &mut self.links[l].to_server } else { &mut self.links[l].to_client };
