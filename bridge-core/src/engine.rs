@@ -988,11 +988,11 @@ impl Engine {
         key: DocKey,
         op: WriteOp,
     ) -> Result<(), Fatal> {
-        check_name(
-            "collection",
-            &key.collection,
-            key.collection == CONFIG_COLLECTION,
-        )?;
+        let config = key.collection == CONFIG_COLLECTION;
+        if config {
+            self.need(session, Rights::Admin)?;
+        }
+        check_name("collection", &key.collection, config)?;
         check_name("document id", &key.id, true)?;
         let dot = self.replica.write(now_ms, key, op)?;
         self.gate(Gated::Frame(

@@ -262,46 +262,57 @@ impl Replica {
             .and_then(|s| s.visible(self.policy(&key.collection)))
     }
 
-    /// All documents of a collection, newest layer, in id order, after `after`.
+    /// Visible (not deleted) documents of a collection, newest layer, in id order, after
+    /// `after`, at most `limit`.
     pub fn list(&self, collection: &str, after: Option<&str>, limit: usize) -> Vec<DocView> {
-        let mut ids: BTreeSet<&str> = BTreeSet::new();
-        let in_coll = |k: &&DocKey| k.collection == collection;
         let start = DocKey::new(collection, after.unwrap_or(""));
-        let ok = |k: &DocKey| after.is_none_or(|a| k.id.as_str() > a);
-        for k in self
-            .docs
-            .range(start.clone()..)
-            .map(|(k, _)| k)
-            .take_while(in_coll)
-        {
-            if ok(k) {
-                ids.insert(&k.id);
-                if ids.len() >= limit {
-                    break;
-                }
-            }
-        }
+        let wanted = |k: &DocKey| after.is_none_or(|a| k.id.as_str() > a);
+        let in_coll = |k: &&DocKey| k.collection == collection;
+        // Documents only in the newer layers are few: gather them, then merge with the
+        // durable range so deleted documents never eat into the page.
+        let mut newer: BTreeSet<&DocKey> = BTreeSet::new();
         for layer in self
             .inflight
             .iter()
             .map(|f| &f.docs)
             .chain([&self.staged.docs])
         {
-            for k in layer
-                .range(start.clone()..)
-                .map(|(k, _)| k)
-                .take_while(in_coll)
-            {
-                if ok(k) {
-                    ids.insert(&k.id);
+            newer.extend(
+                layer
+                    .range(start.clone()..)
+                    .map(|(k, _)| k)
+                    .take_while(in_coll),
+            );
+        }
+        let mut durable = self
+            .docs
+            .range(start.clone()..)
+            .map(|(k, _)| k)
+            .take_while(in_coll)
+            .peekable();
+        let mut newer = newer.into_iter().peekable();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let key = match (durable.peek(), newer.peek()) {
+                (None, None) => break,
+                (Some(d), Some(n)) if n < d => newer.next(),
+                (Some(d), Some(n)) if n == d => {
+                    newer.next();
+                    durable.next()
                 }
+                (Some(_), _) => durable.next(),
+                (None, Some(_)) => newer.next(),
+            };
+            let Some(key) = key else { break };
+            if !wanted(key) {
+                continue;
+            }
+            let view = self.view(key);
+            if view.value.is_some() {
+                out.push(view);
             }
         }
-        ids.into_iter()
-            .map(|id| self.view(&DocKey::new(collection, id)))
-            .filter(|v| v.value.is_some())
-            .take(limit)
-            .collect()
+        out
     }
 
     /// Open conflicts (documents of `manual` collections with more than one sibling).
@@ -620,6 +631,13 @@ impl Replica {
 
 /// Validates a write to the space configuration, so a bad policy never replicates.
 fn check_config(id: &str, m: &serde_json::Map<String, Value>) -> Result<()> {
+    if !id.starts_with("collection:") && !id.starts_with("channel:") {
+        return Err(Error::BadName {
+            what: "configuration entry",
+            name: id.chars().take(64).collect(),
+            why: "it must be `collection:NAME` or `channel:NAME`",
+        });
+    }
     if id.strip_prefix("collection:").is_some() {
         if let Some(p) = m.get("policy") {
             let s = p.as_str().ok_or_else(|| Error::BadPolicy(p.to_string()))?;

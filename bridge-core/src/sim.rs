@@ -157,7 +157,11 @@ pub struct Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.seed {
-            Some(s) => write!(f, "simulation failed (SIM_SEED={s}) at step {}: {}", self.step, self.what),
+            Some(s) => write!(
+                f,
+                "simulation failed (SIM_SEED={s}) at step {}: {}",
+                self.step, self.what
+            ),
             None => write!(f, "simulation failed at step {}: {}", self.step, self.what),
         }
     }
@@ -434,7 +438,8 @@ impl<'c, C: Choices> World<'c, C> {
                 let cursor = self.agents[a].cursor;
                 self.agents[a].ready = false;
                 let link = &mut self.links[l];
-                link.to_server.push_back(Wire::Frame(encode_json(&hello).into_bytes()));
+                link.to_server
+                    .push_back(Wire::Frame(encode_json(&hello).into_bytes()));
                 for ch in CHANNELS {
                     let sub = Frame::Subscribe {
                         req: None,
@@ -442,7 +447,8 @@ impl<'c, C: Choices> World<'c, C> {
                         collection: None,
                         from: Some(cursor),
                     };
-                    link.to_server.push_back(Wire::Frame(encode_json(&sub).into_bytes()));
+                    link.to_server
+                        .push_back(Wire::Frame(encode_json(&sub).into_bytes()));
                 }
             }
         }
@@ -457,7 +463,8 @@ impl<'c, C: Choices> World<'c, C> {
         link.up = false;
         link.to_server.clear();
         link.to_client.clear();
-        let (client, server, csid, ssid) = (link.client, link.server, link.client_sid, link.server_sid);
+        let (client, server, csid, ssid) =
+            (link.client, link.server, link.client_sid, link.server_sid);
         self.nodes[server].engine.close(ssid);
         if let End::Node(n) = client {
             self.nodes[n].engine.close(csid);
@@ -499,7 +506,11 @@ impl<'c, C: Choices> World<'c, C> {
                 self.transmit(n, t)?;
             }
             while let Some(e) = self.nodes[n].engine.poll_event() {
-                if let Event::Acked { req, dot: Some(dot) } = e {
+                if let Event::Acked {
+                    req,
+                    dot: Some(dot),
+                } = e
+                {
                     if let Some(key) = self.local_reqs.remove(&(n, req)) {
                         self.check_durable(n, &key, dot)?;
                         self.acked.push((key, dot));
@@ -511,11 +522,17 @@ impl<'c, C: Choices> World<'c, C> {
     }
 
     fn check_durable(&self, n: usize, key: &DocKey, dot: Dot) -> Result<(), String> {
-        let on_disk = self.nodes[n].disk.docs.get(key).is_some_and(|s| s.context.contains(dot));
+        let on_disk = self.nodes[n]
+            .disk
+            .docs
+            .get(key)
+            .is_some_and(|s| s.context.contains(dot));
         if on_disk {
             Ok(())
         } else {
-            Err(format!("node {n} acknowledged {dot:?} on {key:?} before it was on disk"))
+            Err(format!(
+                "node {n} acknowledged {dot:?} on {key:?} before it was on disk"
+            ))
         }
     }
 
@@ -525,13 +542,19 @@ impl<'c, C: Choices> World<'c, C> {
         };
         let Some(l) = (0..self.links.len()).find(|&l| {
             let k = &self.links[l];
-            k.up && ((k.server == n && k.server_sid == sid) || (k.client == End::Node(n) && k.client_sid == sid))
+            k.up && ((k.server == n && k.server_sid == sid)
+                || (k.client == End::Node(n) && k.client_sid == sid))
         }) else {
             return Ok(()); // the link is gone; the frame is lost with it
         };
         let wire = match t {
             Transmit::Frame { session, frame } => {
-                if let Frame::Ack(Ack { dot: Some(d), req: Some(req), .. }) = &frame {
+                if let Frame::Ack(Ack {
+                    dot: Some(d),
+                    req: Some(req),
+                    ..
+                }) = &frame
+                {
                     if let Some(key) = self.agent_write_key(n, session, *req) {
                         self.check_durable(n, &key, *d)?;
                     }
@@ -564,8 +587,14 @@ impl<'c, C: Choices> World<'c, C> {
         let agent_link = matches!(self.links[l].client, End::Agent(_));
         let dup = allow_dup && !agent_link && self.c.chance(self.cfg.duplicate);
         let link = &mut self.links[l];
-        let q = if to_server { &mut link.to_server } else { &mut link.to_client };
-        let Some(wire) = q.pop_front() else { return Ok(()) };
+        let q = if to_server {
+            &mut link.to_server
+        } else {
+            &mut link.to_client
+        };
+        let Some(wire) = q.pop_front() else {
+            return Ok(());
+        };
         let bytes = match wire {
             Wire::Close => {
                 self.break_link(l);
@@ -579,7 +608,11 @@ impl<'c, C: Choices> World<'c, C> {
             .map_err(|e| format!("a frame the core encoded did not decode: {e}"))?;
         let handshake = matches!(frame, Frame::Hello(_) | Frame::Welcome(_));
         if dup && !handshake {
-            let q = if to_server { &mut self.links[l].to_server } else { &mut self.links[l].to_client };
+            let q = if to_server {
+                &mut self.links[l].to_server
+            } else {
+                &mut self.links[l].to_client
+            };
             q.push_front(Wire::Frame(bytes));
         }
         let (client, server, csid, ssid) = {
@@ -621,7 +654,11 @@ impl<'c, C: Choices> World<'c, C> {
         let agent = &mut self.agents[a];
         match frame {
             Frame::Welcome(_) => agent.ready = true,
-            Frame::Ack(Ack { req: Some(req), dot: Some(dot), .. }) => {
+            Frame::Ack(Ack {
+                req: Some(req),
+                dot: Some(dot),
+                ..
+            }) => {
                 if let Some(key) = agent.writes.remove(&req) {
                     if self.delete_ctx.contains_key(&dot) {
                         self.acked_deletes.push(dot);
@@ -635,7 +672,10 @@ impl<'c, C: Choices> World<'c, C> {
                     return Err(format!("agent {a} received message {id:?} twice"));
                 }
                 // Order is per sender within a channel (replays are per channel).
-                let last = agent.last_seq.entry((message.channel.clone(), id.origin)).or_insert(0);
+                let last = agent
+                    .last_seq
+                    .entry((message.channel.clone(), id.origin))
+                    .or_insert(0);
                 if id.seq <= *last {
                     return Err(format!(
                         "agent {a} received message {id:?} after seq {} of the same sender",
@@ -692,7 +732,8 @@ impl<'c, C: Choices> World<'c, C> {
             .map_err(|e| format!("local write refused: {e}"))?;
         if is_delete {
             if let Some(st) = self.nodes[n].engine.replica().state(&key) {
-                self.delete_ctx.insert(dot, (key.clone(), st.context.clone()));
+                self.delete_ctx
+                    .insert(dot, (key.clone(), st.context.clone()));
             }
         }
         self.local_reqs.insert((n, req), key);
@@ -711,9 +752,23 @@ impl<'c, C: Choices> World<'c, C> {
                 let key = self.random_key();
                 self.agents[a].writes.insert(req, key.clone());
                 match self.random_op() {
-                    WriteOp::Put(m) => Frame::Put { req: Some(req), collection: key.collection, id: key.id, value: Value::Object(m) },
-                    WriteOp::Patch(m) => Frame::Patch { req: Some(req), collection: key.collection, id: key.id, value: Value::Object(m) },
-                    WriteOp::Delete => Frame::Delete { req: Some(req), collection: key.collection, id: key.id },
+                    WriteOp::Put(m) => Frame::Put {
+                        req: Some(req),
+                        collection: key.collection,
+                        id: key.id,
+                        value: Value::Object(m),
+                    },
+                    WriteOp::Patch(m) => Frame::Patch {
+                        req: Some(req),
+                        collection: key.collection,
+                        id: key.id,
+                        value: Value::Object(m),
+                    },
+                    WriteOp::Delete => Frame::Delete {
+                        req: Some(req),
+                        collection: key.collection,
+                        id: key.id,
+                    },
                 }
             }
             6..=8 => Frame::Send {
@@ -734,11 +789,20 @@ impl<'c, C: Choices> World<'c, C> {
                     return;
                 };
                 let pick = cf.sides[self.c.below(cf.sides.len())].value.clone();
-                self.agents[a].writes.insert(req, DocKey::new(cf.collection.clone(), cf.id.clone()));
-                Frame::Resolve { req: Some(req), collection: cf.collection, id: cf.id, value: pick }
+                self.agents[a]
+                    .writes
+                    .insert(req, DocKey::new(cf.collection.clone(), cf.id.clone()));
+                Frame::Resolve {
+                    req: Some(req),
+                    collection: cf.collection,
+                    id: cf.id,
+                    value: pick,
+                }
             }
         };
-        self.links[l].to_server.push_back(Wire::Frame(encode_json(&frame).into_bytes()));
+        self.links[l]
+            .to_server
+            .push_back(Wire::Frame(encode_json(&frame).into_bytes()));
     }
 
     fn step_faulty(&mut self) -> Result<(), String> {
@@ -750,7 +814,11 @@ impl<'c, C: Choices> World<'c, C> {
                     .flat_map(|l| [(l, true), (l, false)])
                     .filter(|&(l, s)| {
                         let k = &self.links[l];
-                        k.up && !(if s { k.to_server.is_empty() } else { k.to_client.is_empty() })
+                        k.up && !(if s {
+                            k.to_server.is_empty()
+                        } else {
+                            k.to_client.is_empty()
+                        })
                     })
                     .collect();
                 if !busy.is_empty() {
@@ -798,7 +866,9 @@ impl<'c, C: Choices> World<'c, C> {
             }
             90..=94 => {
                 // reconnect a broken link whose ends are not partitioned
-                let down: Vec<usize> = (0..self.links.len()).filter(|&l| !self.links[l].up).collect();
+                let down: Vec<usize> = (0..self.links.len())
+                    .filter(|&l| !self.links[l].up)
+                    .collect();
                 if !down.is_empty() {
                     let l = down[self.c.below(down.len())];
                     let ends_ok = {
@@ -847,14 +917,21 @@ impl<'c, C: Choices> World<'c, C> {
             for n in 0..self.nodes.len() {
                 while let Some(b) = self.nodes[n].writing.pop_front() {
                     self.nodes[n].disk.write(&b);
-                    self.nodes[n].engine.persisted(b.id).map_err(|e| e.to_string())?;
+                    self.nodes[n]
+                        .engine
+                        .persisted(b.id)
+                        .map_err(|e| e.to_string())?;
                     moved = true;
                 }
             }
             for l in 0..self.links.len() {
                 for s in [true, false] {
                     let k = &self.links[l];
-                    let pending = if s { !k.to_server.is_empty() } else { !k.to_client.is_empty() };
+                    let pending = if s {
+                        !k.to_server.is_empty()
+                    } else {
+                        !k.to_client.is_empty()
+                    };
                     if k.up && pending {
                         self.deliver(l, s, false)?;
                         moved = true;
@@ -863,7 +940,9 @@ impl<'c, C: Choices> World<'c, C> {
             }
             if !moved {
                 // A link closed by a protocol error during healing comes back.
-                let down: Vec<usize> = (0..self.links.len()).filter(|&l| !self.links[l].up).collect();
+                let down: Vec<usize> = (0..self.links.len())
+                    .filter(|&l| !self.links[l].up)
+                    .collect();
                 if down.is_empty() {
                     self.report.heal_rounds += round;
                     return Ok(());
@@ -886,20 +965,26 @@ impl<'c, C: Choices> World<'c, C> {
         // been lost in a crash before it was durable, which is allowed.
         self.settle()?;
         // Every node publishes once after healing: each subscriber must get each exactly once.
-        let before: Vec<BTreeSet<MessageId>> = self.agents.iter().map(|a| a.received.clone()).collect();
+        let before: Vec<BTreeSet<MessageId>> =
+            self.agents.iter().map(|a| a.received.clone()).collect();
         let mut finals = Vec::new();
         for n in 0..self.nodes.len() {
             let now = self.now(n);
             let req = self.next_req;
             self.next_req += 1;
-            let id = self.nodes[n].engine.publish(now, req, "c0", json!({"final": n})).map_err(|e| e.to_string())?;
+            let id = self.nodes[n]
+                .engine
+                .publish(now, req, "c0", json!({"final": n}))
+                .map_err(|e| e.to_string())?;
             finals.push(id);
         }
         self.settle()?;
         for (a, agent) in self.agents.iter().enumerate() {
             for id in &finals {
                 if !agent.received.contains(id) || before[a].contains(id) {
-                    return Err(format!("agent {a} did not receive message {id:?} published after healing"));
+                    return Err(format!(
+                        "agent {a} did not receive message {id:?} published after healing"
+                    ));
                 }
             }
         }
@@ -919,7 +1004,11 @@ impl<'c, C: Choices> World<'c, C> {
         for (n, node) in self.nodes.iter().enumerate().skip(1) {
             if &node.disk.docs != docs0 && std::env::var("SIM_DEBUG").is_ok() {
                 for (i, nd) in self.nodes.iter().enumerate() {
-                    eprintln!("node {i}: vv {:?} docs {}", nd.disk.vector, nd.disk.docs.len());
+                    eprintln!(
+                        "node {i}: vv {:?} docs {}",
+                        nd.disk.vector,
+                        nd.disk.docs.len()
+                    );
                 }
             }
             if &node.disk.docs != docs0 {
@@ -950,7 +1039,9 @@ impl<'c, C: Choices> World<'c, C> {
             }
         }
         for dot in &self.acked_deletes {
-            let Some((key, ctx)) = self.delete_ctx.get(dot) else { continue };
+            let Some((key, ctx)) = self.delete_ctx.get(dot) else {
+                continue;
+            };
             let Some(st) = docs0.get(key) else {
                 return Err(format!("deleted document {key:?} vanished entirely"));
             };

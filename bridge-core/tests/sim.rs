@@ -44,7 +44,10 @@ fn simulation_converges_under_faults() {
         failures[0]
     );
     // The runs must exercise what they claim to check.
-    assert!(total.acked_writes > seeds as usize, "too few acknowledged writes: {total:?}");
+    assert!(
+        total.acked_writes > seeds as usize,
+        "too few acknowledged writes: {total:?}"
+    );
     assert!(
         total.crashes > 0 && total.breaks > 0 && total.messages_delivered > 0,
         "{total:?}"

@@ -1,0 +1,653 @@
+//! The engine as agents and peers see it: acks gated on persistence, reads, subscriptions,
+//! conflicts, policies, auth and error codes.
+
+use bridge_core::auth::{self, Claims, Rights};
+use bridge_core::frame::{Conflict, Hello, SessionKind};
+use bridge_core::{
+    DocKey, Engine, EngineConfig, ErrorCode, Event, Frame, Policy, ReplicaId, Tier, Transmit,
+    WriteOp,
+};
+use serde_json::{json, Value};
+
+const SPACE: &str = "team";
+
+fn engine(id: u64, tier: Tier) -> Engine {
+    Engine::new(EngineConfig::new(ReplicaId(id), tier, SPACE))
+}
+
+fn obj(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().cloned().expect("object")
+}
+
+/// Everything the engine wants to send, as (session, frame); closes as `None` frames.
+fn drain(e: &mut Engine) -> Vec<(u64, Option<Frame>)> {
+    let mut out = Vec::new();
+    while let Some(t) = e.poll_transmit() {
+        match t {
+            Transmit::Frame { session, frame } => out.push((session, Some(frame))),
+            Transmit::Close { session, .. } => out.push((session, None)),
+        }
+    }
+    out
+}
+
+fn persist_all(e: &mut Engine) {
+    while let Some(b) = e.poll_persist() {
+        e.persisted(b.id).expect("in order");
+    }
+}
+
+fn agent(e: &mut Engine, session: u64, token: Option<String>) -> Vec<(u64, Option<Frame>)> {
+    e.accept(0, session);
+    e.handle_frame(
+        0,
+        session,
+        Frame::Hello(Hello {
+            space: SPACE.into(),
+            kind: SessionKind::Agent,
+            name: Some("tester".into()),
+            token,
+            ..Hello::default()
+        }),
+    );
+    drain(e)
+}
+
+fn error_code(frames: &[(u64, Option<Frame>)]) -> Option<ErrorCode> {
+    frames.iter().find_map(|(_, f)| match f {
+        Some(Frame::Error { code, .. }) => Some(*code),
+        _ => None,
+    })
+}
+
+fn closed(frames: &[(u64, Option<Frame>)]) -> bool {
+    frames.iter().any(|(_, f)| f.is_none())
+}
+
+#[test]
+fn agent_write_is_acked_only_after_persist() {
+    let mut e = engine(1, Tier::Local);
+    let hello = agent(&mut e, 1, None);
+    assert!(matches!(hello[0].1, Some(Frame::Welcome(_))));
+    e.handle_frame(
+        0,
+        1,
+        Frame::Put {
+            req: Some(5),
+            collection: "notes".into(),
+            id: "a".into(),
+            value: json!({"t": 1}),
+        },
+    );
+    assert!(
+        drain(&mut e).is_empty(),
+        "no ack before the batch is persisted"
+    );
+    // Reads see the staged write at once.
+    e.handle_frame(
+        0,
+        1,
+        Frame::Get {
+            req: Some(6),
+            collection: "notes".into(),
+            id: "a".into(),
+        },
+    );
+    let got = drain(&mut e);
+    assert!(
+        matches!(&got[0].1, Some(Frame::Doc { doc, .. }) if doc.value == Some(json!({"t": 1})))
+    );
+    let batch = e.poll_persist().expect("a batch");
+    assert_eq!(batch.docs.len(), 1);
+    assert!(
+        drain(&mut e).is_empty(),
+        "still no ack while the batch is in flight"
+    );
+    e.persisted(batch.id).expect("persisted");
+    let acks = drain(&mut e);
+    assert!(matches!(&acks[0].1, Some(Frame::Ack(a)) if a.req == Some(5) && a.dot.is_some()));
+}
+
+#[test]
+fn persisted_out_of_order_is_refused() {
+    let mut e = engine(1, Tier::Local);
+    e.write(
+        0,
+        1,
+        DocKey::new("c", "a"),
+        WriteOp::Put(obj(json!({"x": 1}))),
+    )
+    .expect("write");
+    let b1 = e.poll_persist().expect("batch 1");
+    e.write(
+        0,
+        2,
+        DocKey::new("c", "b"),
+        WriteOp::Put(obj(json!({"x": 2}))),
+    )
+    .expect("write");
+    let b2 = e.poll_persist().expect("batch 2");
+    assert!(e.persisted(b2.id).is_err());
+    e.persisted(b1.id).expect("first");
+    e.persisted(b2.id).expect("second");
+    let acked: Vec<u64> = std::iter::from_fn(|| e.poll_event())
+        .filter_map(|ev| match ev {
+            Event::Acked { req, .. } => Some(req),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, vec![1, 2]);
+}
+
+#[test]
+fn list_pages_and_skips_deleted() {
+    let mut e = engine(1, Tier::Local);
+    for i in 0..5 {
+        e.write(
+            0,
+            i,
+            DocKey::new("c", format!("d{i}")),
+            WriteOp::Put(obj(json!({"i": i}))),
+        )
+        .expect("write");
+    }
+    e.write(0, 9, DocKey::new("c", "d2"), WriteOp::Delete)
+        .expect("delete");
+    persist_all(&mut e);
+    agent(&mut e, 1, None);
+    e.handle_frame(
+        0,
+        1,
+        Frame::List {
+            req: Some(1),
+            collection: "c".into(),
+            after: None,
+            limit: Some(2),
+        },
+    );
+    let page = drain(&mut e);
+    let Some(Frame::Docs { docs, next, .. }) = &page[0].1 else {
+        panic!("docs expected: {page:?}")
+    };
+    let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["d0", "d1"]);
+    e.handle_frame(
+        0,
+        1,
+        Frame::List {
+            req: Some(2),
+            collection: "c".into(),
+            after: next.clone(),
+            limit: Some(10),
+        },
+    );
+    let page = drain(&mut e);
+    let Some(Frame::Docs { docs, next, .. }) = &page[0].1 else {
+        panic!("docs expected")
+    };
+    let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["d3", "d4"]);
+    assert!(next.is_none());
+}
+
+#[test]
+fn bad_requests_get_codes_and_the_session_goes_on() {
+    let mut e = engine(1, Tier::Local);
+    // Anything before hello closes the connection.
+    e.accept(0, 9);
+    e.handle_frame(0, 9, Frame::Ping { nonce: 1 });
+    let out = drain(&mut e);
+    assert_eq!(error_code(&out), Some(ErrorCode::HelloRequired));
+    assert!(closed(&out));
+
+    agent(&mut e, 1, None);
+    e.handle_frame(
+        0,
+        1,
+        Frame::Put {
+            req: Some(1),
+            collection: "c".into(),
+            id: "a".into(),
+            value: json!([1, 2]),
+        },
+    );
+    let out = drain(&mut e);
+    assert_eq!(error_code(&out), Some(ErrorCode::BadRequest));
+    assert!(!closed(&out));
+    e.handle_frame(
+        0,
+        1,
+        Frame::Put {
+            req: Some(2),
+            collection: "".into(),
+            id: "a".into(),
+            value: json!({}),
+        },
+    );
+    assert_eq!(error_code(&drain(&mut e)), Some(ErrorCode::BadRequest));
+    e.handle_frame(
+        0,
+        1,
+        Frame::Put {
+            req: Some(2),
+            collection: "_config".into(),
+            id: "x".into(),
+            value: json!({}),
+        },
+    );
+    assert_eq!(
+        error_code(&drain(&mut e)),
+        Some(ErrorCode::BadRequest),
+        "unknown config entry"
+    );
+    e.handle_frame(
+        0,
+        1,
+        Frame::Put {
+            req: Some(2),
+            collection: "_mine".into(),
+            id: "x".into(),
+            value: json!({}),
+        },
+    );
+    assert_eq!(
+        error_code(&drain(&mut e)),
+        Some(ErrorCode::BadRequest),
+        "reserved names"
+    );
+    e.handle_frame(
+        0,
+        1,
+        Frame::Put {
+            req: Some(2),
+            collection: "_config".into(),
+            id: "collection:c".into(),
+            value: json!({"policy": "nope"}),
+        },
+    );
+    assert_eq!(error_code(&drain(&mut e)), Some(ErrorCode::BadPolicy));
+    e.handle_decode_error(1, &bridge_core::codec::decode_json(b"{nope").unwrap_err());
+    let out = drain(&mut e);
+    assert_eq!(error_code(&out), Some(ErrorCode::Malformed));
+    assert!(!closed(&out), "an agent survives a malformed frame");
+    e.handle_frame(0, 1, Frame::Ping { nonce: 7 });
+    assert!(matches!(drain(&mut e)[0].1, Some(Frame::Pong { nonce: 7 })));
+    assert_eq!(
+        e.replica().latest_vector().get(ReplicaId(1)),
+        0,
+        "nothing was written"
+    );
+}
+
+#[test]
+fn tokens_open_one_space_with_their_rights() {
+    let secret = b"k".to_vec();
+    let mut cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
+    cfg.secret = Some(secret.clone());
+    let mut e = Engine::new(cfg);
+    let tok = |space: &str, rights, exp| {
+        auth::mint(
+            &secret,
+            &Claims {
+                space: space.into(),
+                rights,
+                exp,
+            },
+        )
+    };
+
+    let out = agent(&mut e, 1, None);
+    assert_eq!(error_code(&out), Some(ErrorCode::Unauthorized));
+    assert!(closed(&out));
+    let out = agent(&mut e, 2, Some(tok("other", Rights::Admin, u64::MAX)));
+    assert_eq!(error_code(&out), Some(ErrorCode::Unauthorized));
+    let out = agent(&mut e, 3, Some(tok(SPACE, Rights::Admin, 0)));
+    assert_eq!(error_code(&out), Some(ErrorCode::Unauthorized), "expired");
+
+    let out = agent(&mut e, 4, Some(tok(SPACE, Rights::Read, u64::MAX)));
+    assert!(matches!(out[0].1, Some(Frame::Welcome(_))));
+    e.handle_frame(
+        0,
+        4,
+        Frame::Put {
+            req: Some(1),
+            collection: "c".into(),
+            id: "a".into(),
+            value: json!({}),
+        },
+    );
+    assert_eq!(error_code(&drain(&mut e)), Some(ErrorCode::Forbidden));
+    e.handle_frame(
+        0,
+        4,
+        Frame::Get {
+            req: Some(2),
+            collection: "c".into(),
+            id: "a".into(),
+        },
+    );
+    assert!(matches!(drain(&mut e)[0].1, Some(Frame::Doc { .. })));
+
+    let out = agent(&mut e, 5, Some(tok(SPACE, Rights::Write, u64::MAX)));
+    assert!(matches!(out[0].1, Some(Frame::Welcome(_))));
+    e.handle_frame(
+        0,
+        5,
+        Frame::SetPolicy {
+            req: Some(1),
+            collection: "c".into(),
+            policy: Policy::Merge,
+        },
+    );
+    assert_eq!(
+        error_code(&drain(&mut e)),
+        Some(ErrorCode::Forbidden),
+        "policy needs admin"
+    );
+}
+
+#[test]
+fn channel_messages_reach_subscribers_and_replay_from_a_cursor() {
+    let mut e = engine(1, Tier::Local);
+    agent(&mut e, 1, None);
+    agent(&mut e, 2, None);
+    e.handle_frame(
+        0,
+        2,
+        Frame::Subscribe {
+            req: Some(1),
+            channel: Some("ops".into()),
+            collection: None,
+            from: None,
+        },
+    );
+    drain(&mut e);
+    for n in 0..3 {
+        e.handle_frame(
+            0,
+            1,
+            Frame::Send {
+                req: Some(n),
+                channel: "ops".into(),
+                payload: json!({"n": n}),
+            },
+        );
+    }
+    persist_all(&mut e);
+    let out = drain(&mut e);
+    let to_2: Vec<u64> = out
+        .iter()
+        .filter_map(|(s, f)| match f {
+            Some(Frame::Broadcast {
+                offset: Some(o), ..
+            }) if *s == 2 => Some(*o),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(to_2.len(), 3, "{out:?}");
+    let to_1 = out
+        .iter()
+        .filter(|(s, f)| *s == 1 && matches!(f, Some(Frame::Broadcast { .. })))
+        .count();
+    assert_eq!(to_1, 0, "the sender does not get its own message back");
+    // A late agent replays from a cursor.
+    agent(&mut e, 3, None);
+    e.handle_frame(
+        0,
+        3,
+        Frame::Subscribe {
+            req: None,
+            channel: Some("ops".into()),
+            collection: None,
+            from: Some(to_2[0]),
+        },
+    );
+    let replay = drain(&mut e);
+    let payloads: Vec<Value> = replay
+        .iter()
+        .filter_map(|(_, f)| match f {
+            Some(Frame::Broadcast { message, .. }) => Some(message.payload.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads, vec![json!({"n": 1}), json!({"n": 2})]);
+}
+
+/// Two engines joined by one link, carrying frames through the JSON codec both ways.
+fn sync(a: &mut Engine, b: &mut Engine) {
+    for _ in 0..1000 {
+        persist_all(a);
+        persist_all(b);
+        let mut moved = false;
+        for (s, f) in drain(a) {
+            assert_eq!(s, 10);
+            let f = f.expect("no close");
+            let f = bridge_core::codec::decode_json(bridge_core::codec::encode_json(&f).as_bytes())
+                .expect("codec");
+            b.handle_frame(0, 20, f);
+            moved = true;
+        }
+        for (s, f) in drain(b) {
+            assert_eq!(s, 20);
+            let f = f.expect("no close");
+            let f = bridge_core::codec::decode_binary(&bridge_core::codec::encode_binary(&f))
+                .expect("codec");
+            a.handle_frame(0, 10, f);
+            moved = true;
+        }
+        if !moved && !a.has_staged() && !b.has_staged() {
+            return;
+        }
+    }
+    panic!("sync did not finish");
+}
+
+fn link(a: &mut Engine, b: &mut Engine) {
+    a.connect(0, 10, None, "up");
+    b.accept(0, 20);
+    sync(a, b);
+}
+
+#[test]
+fn policies_decide_concurrent_writes_the_same_everywhere() {
+    let expected = [
+        (Policy::Lww, json!({"x": "cloud", "y": 2})),
+        (Policy::CloudWins, json!({"x": "cloud", "y": 2})),
+        (Policy::LocalWins, json!({"x": "local", "z": 1})),
+        (Policy::Merge, json!({"x": "cloud", "y": 2, "z": 1})),
+        (Policy::Manual, json!({"x": "cloud", "y": 2})),
+    ];
+    for (policy, want) in expected {
+        let mut local = engine(1, Tier::Local);
+        let mut cloud = engine(2, Tier::Cloud);
+        let key = DocKey::new("c", "doc");
+        local.set_policy(0, 1, "c", policy).expect("policy");
+        local
+            .write(0, 2, key.clone(), WriteOp::Put(obj(json!({"x": 0}))))
+            .expect("base");
+        link(&mut local, &mut cloud);
+        assert_eq!(cloud.replica().policy("c"), policy, "policy replicates");
+        local.close(10);
+        cloud.close(20);
+        // Concurrent edits while apart; the cloud one is later in time.
+        local
+            .write(
+                100,
+                3,
+                key.clone(),
+                WriteOp::Patch(obj(json!({"x": "local", "z": 1}))),
+            )
+            .expect("w");
+        cloud
+            .write(
+                200,
+                4,
+                key.clone(),
+                WriteOp::Patch(obj(json!({"x": "cloud", "y": 2}))),
+            )
+            .expect("w");
+        link(&mut local, &mut cloud);
+        assert_eq!(local.replica().get(&key), Some(want.clone()), "{policy}");
+        assert_eq!(cloud.replica().get(&key), Some(want), "{policy}");
+        let conflicts: Vec<Conflict> = local.replica().conflicts(None);
+        assert_eq!(conflicts, cloud.replica().conflicts(None));
+        if policy == Policy::Manual {
+            assert_eq!(conflicts.len(), 1);
+            assert_eq!(conflicts[0].fields, ["x", "y", "z"]);
+            assert_eq!(conflicts[0].sides.len(), 2);
+            // Resolve on one side; the resolution supersedes both sides everywhere.
+            local
+                .resolve(300, 5, key.clone(), Some(obj(json!({"x": "agreed"}))))
+                .expect("resolve");
+            sync(&mut local, &mut cloud);
+            assert!(cloud.replica().conflicts(None).is_empty());
+            assert_eq!(cloud.replica().get(&key), Some(json!({"x": "agreed"})));
+            assert!(
+                local.resolve(400, 6, key.clone(), None).is_err(),
+                "nothing left to resolve"
+            );
+        } else {
+            assert!(conflicts.is_empty());
+        }
+        // A write made after seeing the other always wins, whatever the tiers.
+        cloud
+            .write(
+                500,
+                7,
+                key.clone(),
+                WriteOp::Put(obj(json!({"after": true}))),
+            )
+            .expect("w");
+        sync(&mut local, &mut cloud);
+        assert_eq!(
+            local.replica().get(&key),
+            Some(json!({"after": true})),
+            "{policy}"
+        );
+    }
+}
+
+#[test]
+fn initial_sync_streams_in_batches_with_progress() {
+    let mut cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
+    cfg.batch_docs = 10;
+    let mut cloud = Engine::new(cfg);
+    for i in 0..95 {
+        cloud
+            .write(
+                0,
+                i,
+                DocKey::new("c", format!("{i:03}")),
+                WriteOp::Put(obj(json!({"i": i}))),
+            )
+            .expect("w");
+    }
+    persist_all(&mut cloud);
+    let mut local = engine(2, Tier::Local);
+    local.connect(0, 10, None, "up");
+    cloud.accept(0, 20);
+    sync(&mut local, &mut cloud);
+    assert_eq!(local.replica().list("c", None, 1000).len(), 95);
+    let progress: Vec<(u64, u64)> = std::iter::from_fn(|| cloud.poll_event())
+        .filter_map(|e| match e {
+            Event::SyncProgress {
+                sent, remaining, ..
+            } => Some((sent, remaining)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(progress.len(), 10, "{progress:?}");
+    assert_eq!(progress.first(), Some(&(10, 85)));
+    assert_eq!(progress.last(), Some(&(95, 0)));
+    // Reconnect after a few edits: only the changes travel.
+    local.close(10);
+    cloud.close(20);
+    for i in 0..3 {
+        cloud
+            .write(
+                1,
+                100 + i,
+                DocKey::new("c", format!("{i:03}")),
+                WriteOp::Put(obj(json!({"v": 2}))),
+            )
+            .expect("w");
+    }
+    persist_all(&mut cloud);
+    local.connect(0, 10, None, "up");
+    cloud.accept(0, 20);
+    persist_all(&mut local);
+    let mut pushed = 0;
+    for _ in 0..10 {
+        for (_, f) in drain(&mut local) {
+            cloud.handle_frame(0, 20, f.expect("frame"));
+        }
+        persist_all(&mut cloud);
+        for (_, f) in drain(&mut cloud) {
+            if let Some(Frame::Push(p)) = &f {
+                pushed += p.docs.len();
+            }
+            local.handle_frame(0, 10, f.expect("frame"));
+        }
+        persist_all(&mut local);
+    }
+    assert_eq!(pushed, 3, "resume sends only what changed");
+}
+
+#[test]
+fn a_stamp_far_in_the_future_is_refused_and_nothing_is_stored() {
+    let mut far = engine(1, Tier::Local);
+    far.write(
+        10_000_000,
+        1,
+        DocKey::new("c", "a"),
+        WriteOp::Put(obj(json!({"x": 1}))),
+    )
+    .expect("w");
+    persist_all(&mut far);
+    let mut cloud = engine(2, Tier::Cloud);
+    far.connect(0, 10, None, "up");
+    cloud.accept(0, 20);
+    let mut refused = false;
+    for _ in 0..5 {
+        for (_, f) in drain(&mut far) {
+            if let Some(f) = f {
+                cloud.handle_frame(0, 20, f);
+            }
+        }
+        persist_all(&mut cloud);
+        for (_, f) in drain(&mut cloud) {
+            match f {
+                Some(Frame::Error {
+                    code: ErrorCode::ClockSkew,
+                    ..
+                }) => refused = true,
+                Some(f) => far.handle_frame(0, 10, f),
+                None => {}
+            }
+        }
+    }
+    assert!(refused);
+    assert_eq!(cloud.replica().get(&DocKey::new("c", "a")), None);
+    assert_eq!(cloud.replica().doc_count(), 0);
+}
+
+#[test]
+fn presence_is_seen_from_both_sides() {
+    let mut local = engine(1, Tier::Local);
+    let mut cloud = engine(2, Tier::Cloud);
+    agent(&mut local, 5, None);
+    agent(&mut cloud, 6, None);
+    link(&mut local, &mut cloud);
+    for e in [&local, &cloud] {
+        let names: Vec<(String, Tier)> =
+            e.presence().into_iter().map(|p| (p.name, p.tier)).collect();
+        assert!(
+            names.contains(&("tester".to_string(), Tier::Local)),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&("tester".to_string(), Tier::Cloud)),
+            "{names:?}"
+        );
+    }
+}
