@@ -1,1 +1,146 @@
-fn main() {}
+//! `sacred-bridge`: the native host of Sacred Bridge and the command line that talks to it.
+//!
+//! The host is thin: [`store`] persists what the engines cut, [`ws`] and [`http`] move frames
+//! and requests, [`hub`] drives every space's `bridge_core::Engine` on one thread, and
+//! [`api`] translates HTTP requests to engine calls without knowing about any transport.
+
+mod api;
+mod cli;
+mod config;
+mod http;
+mod hub;
+mod serve;
+mod store;
+mod upstream;
+mod ws;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sacred-bridge",
+    version,
+    about = "Offline-first sync bridge: local and cloud documents, messages and conflicts",
+    after_help = "Examples:\n  sacred-bridge serve\n  sacred-bridge put notes n1 '{\"title\":\"hello\"}'\n  sacred-bridge subscribe chat"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Flags that override the environment and `.env`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ConfigFlags {
+    /// local | cloud | hybrid (else BRIDGE_MODE, else NODE_ENV, else local)
+    #[arg(long)]
+    mode: Option<String>,
+    /// Address to bind both listeners on (default 127.0.0.1)
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// WebSocket port (else LOCAL_WS_PORT, default 3333)
+    #[arg(long)]
+    ws_port: Option<String>,
+    /// HTTP API port (else LOCAL_API_PORT, default 3001)
+    #[arg(long)]
+    api_port: Option<String>,
+    /// SQLite database file (else LOCAL_DB_PATH)
+    #[arg(long, value_name = "FILE")]
+    db: Option<String>,
+}
+
+impl ConfigFlags {
+    fn overrides(&self) -> config::Overrides {
+        config::Overrides {
+            mode: self.mode.clone(),
+            listen: self.listen.clone(),
+            ws_port: self.ws_port.clone(),
+            api_port: self.api_port.clone(),
+            db: self.db.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the bridge: WebSocket + HTTP listeners on an embedded SQLite database.
+    #[command(after_help = "Example:\n  sacred-bridge serve --mode local --api-port 3001")]
+    Serve(ConfigFlags),
+    /// Print the effective configuration and where each value came from.
+    #[command(after_help = "Example:\n  BRIDGE_MODE=cloud sacred-bridge env")]
+    Env(ConfigFlags),
+    /// Mint an access token (HMAC-SHA256 with BRIDGE_SECRET).
+    #[command(subcommand)]
+    Token(cli::TokenCmd),
+    #[command(flatten)]
+    Client(cli::ClientCmd),
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn resolve(flags: &ConfigFlags) -> Result<config::Config, ExitCode> {
+    let dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    config::Config::resolve(&flags.overrides(), &dir).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.cmd {
+        Cmd::Serve(flags) => {
+            let cfg = match resolve(&flags) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match rt.block_on(serve::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Env(flags) => match resolve(&flags) {
+            Ok(cfg) => {
+                print!("{}", cfg.render());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Cmd::Token(t) => {
+            let cfg = match resolve(&ConfigFlags::default()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            cli::token(&cfg, t)
+        }
+        Cmd::Client(c) => {
+            let cfg = match resolve(&ConfigFlags::default()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            rt.block_on(cli::run(&cfg, c))
+        }
+    }
+}

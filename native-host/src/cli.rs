@@ -1,0 +1,608 @@
+//! Client subcommands: they talk to a running host over HTTP (and WebSocket for `subscribe`)
+//! and print JSON, one value a line, so they compose in pipes.
+
+use crate::config::Config;
+use crate::http::request;
+use bridge_core::auth::{self, Claims, Rights};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Where the host is and who we are.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Space (default CLOUD_PROJECT_ID, else `default`)
+    #[arg(long, short = 's')]
+    space: Option<String>,
+    /// HTTP API base URL (default http://127.0.0.1:LOCAL_API_PORT)
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+    /// WebSocket base URL (default ws://127.0.0.1:LOCAL_WS_PORT)
+    #[arg(long, value_name = "URL")]
+    ws: Option<String>,
+    /// Access token (needed by cloud hosts)
+    #[arg(long, env = "BRIDGE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ClientCmd {
+    /// Replace a document with a JSON object; returns once it is durable.
+    #[command(after_help = "Example:\n  sacred-bridge put notes n1 '{\"title\":\"hello\"}'")]
+    Put {
+        collection: String,
+        id: String,
+        json: String,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Merge top-level fields into a document (`null` removes a field).
+    #[command(after_help = "Example:\n  sacred-bridge patch notes n1 '{\"done\":true}'")]
+    Patch {
+        collection: String,
+        id: String,
+        json: String,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Print a document.
+    #[command(after_help = "Example:\n  sacred-bridge get notes n1")]
+    Get {
+        collection: String,
+        id: String,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Delete a document (a tombstone that replicates).
+    #[command(after_help = "Example:\n  sacred-bridge delete notes n1")]
+    Delete {
+        collection: String,
+        id: String,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// List a collection as NDJSON, following pages.
+    #[command(after_help = "Example:\n  sacred-bridge list notes --limit 50")]
+    List {
+        collection: String,
+        /// Start after this document id
+        #[arg(long)]
+        after: Option<String>,
+        /// Stop after this many documents
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Publish a JSON message on a channel.
+    #[command(after_help = "Example:\n  sacred-bridge send chat '{\"text\":\"hi\"}'")]
+    Send {
+        channel: String,
+        json: String,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Print a channel's messages as NDJSON as they arrive.
+    #[command(after_help = "Example:\n  sacred-bridge subscribe chat --from 0 | jq .payload")]
+    Subscribe {
+        channel: String,
+        /// Replay retained messages after this offset first
+        #[arg(long)]
+        from: Option<u64>,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Print document changes as NDJSON, following the changes cursor.
+    #[command(after_help = "Example:\n  sacred-bridge watch --since '' | jq .value")]
+    Watch {
+        /// Start from this cursor (default: now; '' for everything)
+        #[arg(long)]
+        since: Option<String>,
+        /// Poll interval in milliseconds
+        #[arg(long, default_value_t = 500)]
+        interval: u64,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// List or resolve open conflicts of `manual` collections.
+    #[command(subcommand)]
+    Conflicts(ConflictsCmd),
+    /// Set a collection's conflict policy (lww, cloud_wins, local_wins, merge, manual).
+    #[command(after_help = "Example:\n  sacred-bridge policy tasks manual")]
+    Policy {
+        collection: String,
+        policy: String,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Host status: spaces, documents, sessions, peers, open conflicts.
+    #[command(after_help = "Example:\n  sacred-bridge status")]
+    Status {
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Sync the upstream link now (hybrid mode).
+    #[command(after_help = "Example:\n  sacred-bridge sync --push")]
+    Sync {
+        /// Only push local changes up
+        #[arg(long, conflicts_with = "pull")]
+        push: bool,
+        /// Only pull what the cloud has
+        #[arg(long)]
+        pull: bool,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Write a space as NDJSON to stdout.
+    #[command(after_help = "Example:\n  sacred-bridge export > space.ndjson")]
+    Export {
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Read NDJSON (as written by `export`) from a file and write it into a space.
+    #[command(after_help = "Example:\n  sacred-bridge import space.ndjson")]
+    Import {
+        file: String,
+        #[command(flatten)]
+        t: Target,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ConflictsCmd {
+    /// Print open conflicts as NDJSON.
+    #[command(after_help = "Example:\n  sacred-bridge conflicts list --collection tasks")]
+    List {
+        #[arg(long)]
+        collection: Option<String>,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Resolve a conflict with a JSON object (or `null` to delete).
+    #[command(
+        after_help = "Example:\n  sacred-bridge conflicts resolve tasks t1 '{\"title\":\"merged\"}'"
+    )]
+    Resolve {
+        collection: String,
+        id: String,
+        json: String,
+        #[command(flatten)]
+        t: Target,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Mint a token for one space.
+    #[command(
+        after_help = "Example:\n  BRIDGE_SECRET=... sacred-bridge token create --space team --rights write --ttl 7d"
+    )]
+    Create {
+        #[arg(long)]
+        space: String,
+        /// read | write | admin
+        #[arg(long, default_value = "write")]
+        rights: String,
+        /// Lifetime: seconds, or with a unit: 30s, 15m, 12h, 7d
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::FAILURE
+}
+
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+pub fn parse_ttl(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = n.parse().ok()?;
+    let mul = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(mul)?.checked_mul(1000)
+}
+
+pub fn token(cfg: &Config, cmd: TokenCmd) -> ExitCode {
+    let TokenCmd::Create { space, rights, ttl } = cmd;
+    let Some(secret) = &cfg.secret else {
+        return usage("BRIDGE_SECRET is not set; tokens are signed with it (set it in the environment or .env)");
+    };
+    let rights: Rights = match rights.parse() {
+        Ok(r) => r,
+        Err(_) => {
+            return usage(format!(
+                "--rights {rights:?}: accepted values: read, write, admin"
+            ))
+        }
+    };
+    let Some(ttl_ms) = parse_ttl(&ttl) else {
+        return usage(format!(
+            "--ttl {ttl:?}: expected seconds or a number with s, m, h or d"
+        ));
+    };
+    if let Err(e) = bridge_core::check_name("space", &space, false) {
+        return usage(e);
+    }
+    let claims = Claims {
+        space,
+        rights,
+        exp: crate::store::now_ms().saturating_add(ttl_ms),
+    };
+    println!("{}", auth::mint(secret.as_bytes(), &claims));
+    ExitCode::SUCCESS
+}
+
+struct Ctx {
+    api: String,
+    ws: String,
+    space: String,
+    token: Option<String>,
+}
+
+impl Ctx {
+    fn new(cfg: &Config, t: Target) -> Ctx {
+        let host = if cfg.listen.is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            cfg.listen.to_string()
+        };
+        Ctx {
+            api: t
+                .api
+                .unwrap_or_else(|| format!("http://{host}:{}", cfg.api_port)),
+            ws: t
+                .ws
+                .unwrap_or_else(|| format!("ws://{host}:{}", cfg.ws_port)),
+            space: t.space.unwrap_or_else(|| cfg.default_space.clone()),
+            token: t.token,
+        }
+    }
+
+    fn path(&self, rest: &str) -> String {
+        format!("/v1/spaces/{}/{rest}", enc(&self.space))
+    }
+
+    /// Sends a request; prints nothing; errors become a message.
+    async fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Value, String> {
+        let (status, bytes) = request(&self.api, method, path, body, self.token.as_deref()).await?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        if status >= 400 {
+            let msg = v["error"]["message"].as_str().unwrap_or("request failed");
+            let code = v["error"]["code"].as_str().unwrap_or("error");
+            return Err(format!("{msg} ({code}, HTTP {status})"));
+        }
+        Ok(v)
+    }
+}
+
+/// Percent-encodes a path segment.
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn json_arg(what: &str, s: &str) -> Result<Vec<u8>, ExitCode> {
+    match serde_json::from_str::<Value>(s) {
+        Ok(v) => Ok(v.to_string().into_bytes()),
+        Err(e) => Err(usage(format!("{what} is not JSON: {e}"))),
+    }
+}
+
+fn print(v: &Value) {
+    println!("{v}");
+}
+
+pub async fn run(cfg: &Config, cmd: ClientCmd) -> ExitCode {
+    match run_inner(cfg, cmd).await {
+        Ok(code) => code,
+        Err(e) => fail(e),
+    }
+}
+
+async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
+    match cmd {
+        ClientCmd::Put {
+            collection,
+            id,
+            json,
+            t,
+        } => write(cfg, "PUT", &collection, &id, Some(&json), t).await,
+        ClientCmd::Patch {
+            collection,
+            id,
+            json,
+            t,
+        } => write(cfg, "PATCH", &collection, &id, Some(&json), t).await,
+        ClientCmd::Delete { collection, id, t } => {
+            write(cfg, "DELETE", &collection, &id, None, t).await
+        }
+        ClientCmd::Get { collection, id, t } => {
+            let c = Ctx::new(cfg, t);
+            let v = c
+                .call(
+                    "GET",
+                    &c.path(&format!("docs/{}/{}", enc(&collection), enc(&id))),
+                    None,
+                )
+                .await?;
+            print(&v);
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::List {
+            collection,
+            after,
+            limit,
+            t,
+        } => {
+            let c = Ctx::new(cfg, t);
+            let mut after = after;
+            let mut left = limit.unwrap_or(usize::MAX);
+            while left > 0 {
+                let page = left.min(1000);
+                let mut p = c.path(&format!("docs/{}?limit={page}", enc(&collection)));
+                if let Some(a) = &after {
+                    p.push_str(&format!("&after={}", enc(a)));
+                }
+                let v = c.call("GET", &p, None).await?;
+                let docs = v["docs"].as_array().cloned().unwrap_or_default();
+                for d in &docs {
+                    print(d);
+                }
+                left = left.saturating_sub(docs.len());
+                match v["next"].as_str() {
+                    Some(n) => after = Some(n.to_owned()),
+                    None => break,
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::Send { channel, json, t } => {
+            let body = match json_arg("the message", &json) {
+                Ok(b) => b,
+                Err(code) => return Ok(code),
+            };
+            let c = Ctx::new(cfg, t);
+            let v = c
+                .call(
+                    "POST",
+                    &c.path(&format!("messages/{}", enc(&channel))),
+                    Some(body),
+                )
+                .await?;
+            print(&v);
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::Subscribe { channel, from, t } => subscribe(cfg, channel, from, t).await,
+        ClientCmd::Watch { since, interval, t } => {
+            let c = Ctx::new(cfg, t);
+            let mut cursor = match since {
+                Some(s) => s,
+                None => {
+                    // "From now": the host's current cursor for this space.
+                    let st = c.call("GET", "/v1/status", None).await?;
+                    st["spaces"]
+                        .as_array()
+                        .and_then(|a| a.iter().find(|s| s["space"] == c.space.as_str()))
+                        .and_then(|s| s["cursor"].as_str())
+                        .unwrap_or("")
+                        .to_owned()
+                }
+            };
+            loop {
+                let v = c
+                    .call(
+                        "GET",
+                        &c.path(&format!("changes?since={}", enc(&cursor))),
+                        None,
+                    )
+                    .await?;
+                for ch in v["changes"].as_array().into_iter().flatten() {
+                    print(ch);
+                }
+                if let Some(next) = v["cursor"].as_str() {
+                    cursor = next.to_owned();
+                }
+                if v["remaining"].as_u64().unwrap_or(0) == 0 {
+                    tokio::time::sleep(Duration::from_millis(interval.max(10))).await;
+                }
+            }
+        }
+        ClientCmd::Conflicts(ConflictsCmd::List { collection, t }) => {
+            let c = Ctx::new(cfg, t);
+            let mut p = c.path("conflicts");
+            if let Some(col) = collection {
+                p.push_str(&format!("?collection={}", enc(&col)));
+            }
+            let v = c.call("GET", &p, None).await?;
+            for x in v["conflicts"].as_array().into_iter().flatten() {
+                print(x);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::Conflicts(ConflictsCmd::Resolve {
+            collection,
+            id,
+            json,
+            t,
+        }) => {
+            let body = match json_arg("the resolution", &json) {
+                Ok(b) => b,
+                Err(code) => return Ok(code),
+            };
+            let c = Ctx::new(cfg, t);
+            let p = c.path(&format!(
+                "conflicts/{}/{}/resolve",
+                enc(&collection),
+                enc(&id)
+            ));
+            print(&c.call("POST", &p, Some(body)).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::Policy {
+            collection,
+            policy,
+            t,
+        } => {
+            let c = Ctx::new(cfg, t);
+            let body = json!({ "policy": policy }).to_string().into_bytes();
+            let p = c.path(&format!("policies/{}", enc(&collection)));
+            print(&c.call("PUT", &p, Some(body)).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::Status { t } => {
+            let c = Ctx::new(cfg, t);
+            let v = c.call("GET", "/v1/status", None).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::Sync { push, pull, t } => {
+            let c = Ctx::new(cfg, t);
+            let dir = match (push, pull) {
+                (true, _) => "?direction=push",
+                (_, true) => "?direction=pull",
+                _ => "",
+            };
+            print(&c.call("POST", &format!("/v1/sync{dir}"), None).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::Export { t } => {
+            let c = Ctx::new(cfg, t);
+            let (status, body) =
+                request(&c.api, "GET", &c.path("export"), None, c.token.as_deref()).await?;
+            if status >= 400 {
+                return Err(String::from_utf8_lossy(&body).into_owned());
+            }
+            print!("{}", String::from_utf8_lossy(&body));
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::Import { file, t } => {
+            let body = std::fs::read(&file).map_err(|e| format!("cannot read {file}: {e}"))?;
+            let c = Ctx::new(cfg, t);
+            print(&c.call("POST", &c.path("import"), Some(body)).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn write(
+    cfg: &Config,
+    method: &str,
+    collection: &str,
+    id: &str,
+    json: Option<&str>,
+    t: Target,
+) -> Result<ExitCode, String> {
+    let body = match json {
+        Some(j) => match json_arg("the document", j) {
+            Ok(b) => Some(b),
+            Err(code) => return Ok(code),
+        },
+        None => None,
+    };
+    let c = Ctx::new(cfg, t);
+    let p = c.path(&format!("docs/{}/{}", enc(collection), enc(id)));
+    print(&c.call(method, &p, body).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn subscribe(
+    cfg: &Config,
+    channel: String,
+    from: Option<u64>,
+    t: Target,
+) -> Result<ExitCode, String> {
+    let c = Ctx::new(cfg, t);
+    let url = format!(
+        "{}/v1/spaces/{}/ws",
+        c.ws.trim_end_matches('/'),
+        enc(&c.space)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}. Is `sacred-bridge serve` running?"))?;
+    let mut hello = json!({"type": "hello", "v": 1, "space": c.space, "name": "cli-subscribe"});
+    if let Some(tok) = &c.token {
+        hello["token"] = Value::from(tok.as_str());
+    }
+    let mut sub = json!({"type": "subscribe", "v": 1, "req": 1, "channel": channel});
+    if let Some(f) = from {
+        sub["from"] = Value::from(f);
+    }
+    for f in [hello, sub] {
+        ws.send(Message::Text(f.to_string().into()))
+            .await
+            .map_err(|e| format!("sending to {url} failed: {e}"))?;
+    }
+    while let Some(msg) = ws.next().await {
+        let msg = msg.map_err(|e| format!("connection to {url} failed: {e}"))?;
+        let Message::Text(text) = msg else {
+            if let Message::Close(f) = msg {
+                return Err(format!(
+                    "the host closed the connection: {}",
+                    f.map(|f| f.reason.to_string()).unwrap_or_default()
+                ));
+            }
+            continue;
+        };
+        let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+        match v["type"].as_str() {
+            Some("broadcast") => {
+                let mut m = v["message"].clone();
+                if let Some(obj) = m.as_object_mut() {
+                    obj.insert("offset".into(), v["offset"].clone());
+                }
+                print(&m);
+            }
+            Some("error") => {
+                return Err(format!(
+                    "{} ({})",
+                    v["message"].as_str().unwrap_or("error"),
+                    v["code"].as_str().unwrap_or("error")
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90"), Some(90_000));
+        assert_eq!(parse_ttl("15m"), Some(900_000));
+        assert_eq!(parse_ttl("7d"), Some(604_800_000));
+        assert_eq!(parse_ttl("1w"), None);
+        assert_eq!(parse_ttl("h"), None);
+    }
+}

@@ -1,0 +1,434 @@
+//! Effective configuration: command-line flags, then the process environment, then `.env` in
+//! the working directory, then defaults. Every value remembers where it came from, so
+//! `sacred-bridge env` can say why the host behaves as it does.
+
+use bridge_core::Policy;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Where an effective value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Flag(&'static str),
+    Env,
+    DotEnv,
+    /// Derived from another key (e.g. the mode from `NODE_ENV`).
+    From(&'static str, &'static str),
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag(flag) => write!(f, "flag {flag}"),
+            Source::Env => f.write_str("environment"),
+            Source::DotEnv => f.write_str(".env"),
+            Source::From(key, src) => write!(f, "{key} ({src})"),
+            Source::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// A value that is not accepted, with the accepted ones. Exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}={value:?} is not valid; {accepted}")]
+pub struct ConfigError {
+    pub key: String,
+    pub value: String,
+    pub accepted: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Local,
+    Cloud,
+    Hybrid,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Local => "local",
+            Mode::Cloud => "cloud",
+            Mode::Hybrid => "hybrid",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    Realtime,
+    Periodic,
+    Manual,
+    Event,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Realtime => "realtime",
+            SyncMode::Periodic => "periodic",
+            SyncMode::Manual => "manual",
+            SyncMode::Event => "event",
+        }
+    }
+}
+
+/// Flags that override the environment.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub mode: Option<String>,
+    pub listen: Option<String>,
+    pub ws_port: Option<String>,
+    pub api_port: Option<String>,
+    pub db: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mode: Mode,
+    pub listen: IpAddr,
+    pub ws_port: u16,
+    pub api_port: u16,
+    pub db_path: PathBuf,
+    pub cloud_ws_url: Option<String>,
+    /// Shown by `env`; the cloud's HTTP API is not called by this host yet.
+    #[allow(dead_code)]
+    pub cloud_api_url: Option<String>,
+    /// The default space (`CLOUD_PROJECT_ID`).
+    pub default_space: String,
+    pub sync_mode: SyncMode,
+    pub sync_interval_ms: u64,
+    pub conflict_strategy: Policy,
+    pub secret: Option<String>,
+    /// Each key with its shown value and source, in display order.
+    pub report: Vec<(&'static str, String, Source)>,
+}
+
+pub const DEFAULT_DB_PATH: &str = "local/databases/sacred-bridge.db";
+
+/// Raw lookups: process environment first, then the `.env` file.
+struct Lookup {
+    dotenv: BTreeMap<String, String>,
+}
+
+impl Lookup {
+    fn load(dir: &Path) -> Result<Self, ConfigError> {
+        let mut dotenv = BTreeMap::new();
+        let path = dir.join(".env");
+        if path.exists() {
+            let iter = dotenvy::from_path_iter(&path).map_err(|e| ConfigError {
+                key: ".env".into(),
+                value: path.display().to_string(),
+                accepted: format!("the file could not be read: {e}"),
+            })?;
+            for item in iter {
+                let (k, v) = item.map_err(|e| ConfigError {
+                    key: ".env".into(),
+                    value: path.display().to_string(),
+                    accepted: format!("expected KEY=VALUE lines: {e}"),
+                })?;
+                dotenv.insert(k, v);
+            }
+        }
+        Ok(Lookup { dotenv })
+    }
+
+    fn get(&self, key: &str) -> Option<(String, Source)> {
+        match std::env::var(key) {
+            Ok(v) if !v.is_empty() => return Some((v, Source::Env)),
+            _ => {}
+        }
+        self.dotenv
+            .get(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| (v.clone(), Source::DotEnv))
+    }
+
+    fn pick(
+        &self,
+        flag: Option<(&String, &'static str)>,
+        key: &'static str,
+    ) -> Option<(String, Source)> {
+        if let Some((v, name)) = flag {
+            return Some((v.clone(), Source::Flag(name)));
+        }
+        self.get(key)
+    }
+}
+
+fn bad(key: &str, value: &str, accepted: &str) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        value: value.into(),
+        accepted: accepted.into(),
+    }
+}
+
+pub fn parse_mode(key: &str, v: &str) -> Result<Mode, ConfigError> {
+    match v {
+        "local" => Ok(Mode::Local),
+        "cloud" => Ok(Mode::Cloud),
+        "hybrid" => Ok(Mode::Hybrid),
+        _ => Err(bad(key, v, "accepted values: local, cloud, hybrid")),
+    }
+}
+
+fn parse_port(key: &str, v: &str) -> Result<u16, ConfigError> {
+    v.parse::<u16>()
+        .map_err(|_| bad(key, v, "expected a TCP port number, 0 to 65535"))
+}
+
+impl Config {
+    /// Resolves the configuration from `overrides`, the environment and `dir/.env`.
+    pub fn resolve(overrides: &Overrides, dir: &Path) -> Result<Config, ConfigError> {
+        let l = Lookup::load(dir)?;
+        let mut report = Vec::new();
+
+        let (mode, src) = if let Some(v) = &overrides.mode {
+            (parse_mode("--mode", v)?, Source::Flag("--mode"))
+        } else if let Some((v, s)) = l.get("BRIDGE_MODE") {
+            (parse_mode("BRIDGE_MODE", &v)?, s)
+        } else if let Some((v, s)) = l.get("NODE_ENV") {
+            let m = match v.as_str() {
+                "development" => Mode::Local,
+                "production" => Mode::Cloud,
+                "hybrid" => Mode::Hybrid,
+                _ => {
+                    return Err(bad(
+                        "NODE_ENV",
+                        &v,
+                        "accepted values: development (local), production (cloud), hybrid",
+                    ))
+                }
+            };
+            let s = match s {
+                Source::Env => Source::From("NODE_ENV", "environment"),
+                _ => Source::From("NODE_ENV", ".env"),
+            };
+            (m, s)
+        } else {
+            (Mode::Local, Source::Default)
+        };
+        report.push(("BRIDGE_MODE", mode.as_str().to_owned(), src));
+
+        let (listen, src) = match l.pick(overrides.listen.as_ref().map(|v| (v, "--listen")), "") {
+            Some((v, s)) => (
+                v.parse::<IpAddr>().map_err(|_| {
+                    bad(
+                        "--listen",
+                        &v,
+                        "expected an IP address to bind, e.g. 127.0.0.1 or 0.0.0.0",
+                    )
+                })?,
+                s,
+            ),
+            None => (IpAddr::from([127, 0, 0, 1]), Source::Default),
+        };
+        report.push(("LISTEN", listen.to_string(), src));
+
+        let mut port = |flag: Option<&String>, flag_name, key, default: u16| {
+            let (p, s) = match l.pick(flag.map(|v| (v, flag_name)), key) {
+                Some((v, s)) => (parse_port(key, &v)?, s),
+                None => (default, Source::Default),
+            };
+            report.push((key, p.to_string(), s));
+            Ok::<u16, ConfigError>(p)
+        };
+        let ws_port = port(
+            overrides.ws_port.as_ref(),
+            "--ws-port",
+            "LOCAL_WS_PORT",
+            3333,
+        )?;
+        let api_port = port(
+            overrides.api_port.as_ref(),
+            "--api-port",
+            "LOCAL_API_PORT",
+            3001,
+        )?;
+
+        let (db, src) = l
+            .pick(overrides.db.as_ref().map(|v| (v, "--db")), "LOCAL_DB_PATH")
+            .unwrap_or_else(|| (DEFAULT_DB_PATH.to_owned(), Source::Default));
+        report.push(("LOCAL_DB_PATH", db.clone(), src));
+        let db_path = PathBuf::from(db);
+
+        let mut url = |key: &'static str| -> Result<Option<String>, ConfigError> {
+            match l.get(key) {
+                Some((v, s)) => {
+                    let ok = if key == "CLOUD_WS_URL" {
+                        v.starts_with("ws://") || v.starts_with("wss://")
+                    } else {
+                        v.starts_with("http://") || v.starts_with("https://")
+                    };
+                    if !ok {
+                        let scheme = if key == "CLOUD_WS_URL" {
+                            "expected a ws:// or wss:// URL"
+                        } else {
+                            "expected an http:// or https:// URL"
+                        };
+                        return Err(bad(key, &v, scheme));
+                    }
+                    report.push((key, v.clone(), s));
+                    Ok(Some(v))
+                }
+                None => {
+                    report.push((key, "(unset)".into(), Source::Default));
+                    Ok(None)
+                }
+            }
+        };
+        let cloud_ws_url = url("CLOUD_WS_URL")?;
+        let cloud_api_url = url("CLOUD_API_URL")?;
+
+        let (space, src) = l
+            .get("CLOUD_PROJECT_ID")
+            .unwrap_or_else(|| ("default".into(), Source::Default));
+        if bridge_core::check_name("space", &space, false).is_err() {
+            return Err(bad(
+                "CLOUD_PROJECT_ID",
+                &space,
+                "expected a space name: 1 to 256 bytes, no control characters, not starting with `_`",
+            ));
+        }
+        report.push(("CLOUD_PROJECT_ID", space.clone(), src));
+
+        let (sync_mode, src) = match l.get("SYNC_MODE") {
+            Some((v, s)) => (
+                match v.as_str() {
+                    "realtime" => SyncMode::Realtime,
+                    "periodic" => SyncMode::Periodic,
+                    "manual" => SyncMode::Manual,
+                    "event" => SyncMode::Event,
+                    _ => {
+                        return Err(bad(
+                            "SYNC_MODE",
+                            &v,
+                            "accepted values: realtime, periodic, manual, event",
+                        ))
+                    }
+                },
+                s,
+            ),
+            None => (SyncMode::Realtime, Source::Default),
+        };
+        report.push(("SYNC_MODE", sync_mode.as_str().into(), src));
+
+        let (sync_interval_ms, src) = match l.get("SYNC_INTERVAL") {
+            Some((v, s)) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => (n, s),
+                _ => {
+                    return Err(bad(
+                        "SYNC_INTERVAL",
+                        &v,
+                        "expected a whole number of milliseconds greater than 0",
+                    ))
+                }
+            },
+            None => (300_000, Source::Default),
+        };
+        report.push(("SYNC_INTERVAL", sync_interval_ms.to_string(), src));
+
+        let (conflict_strategy, src) = match l.get("CONFLICT_STRATEGY") {
+            Some((v, s)) => (
+                v.parse::<Policy>().map_err(|_| {
+                    bad(
+                        "CONFLICT_STRATEGY",
+                        &v,
+                        "accepted values: lww, last_write_wins, cloud_wins, local_wins, merge, manual",
+                    )
+                })?,
+                s,
+            ),
+            None => (Policy::Lww, Source::Default),
+        };
+        report.push(("CONFLICT_STRATEGY", conflict_strategy.as_str().into(), src));
+
+        let secret = l.get("BRIDGE_SECRET");
+        match &secret {
+            Some((v, s)) => report.push((
+                "BRIDGE_SECRET",
+                format!("(set, {} bytes)", v.len()),
+                s.clone(),
+            )),
+            None => report.push(("BRIDGE_SECRET", "(unset)".into(), Source::Default)),
+        }
+
+        Ok(Config {
+            mode,
+            listen,
+            ws_port,
+            api_port,
+            db_path,
+            cloud_ws_url,
+            cloud_api_url,
+            default_space: space,
+            sync_mode,
+            sync_interval_ms,
+            conflict_strategy,
+            secret: secret.map(|(v, _)| v),
+            report,
+        })
+    }
+
+    /// The `sacred-bridge env` table.
+    pub fn render(&self) -> String {
+        let w = self
+            .report
+            .iter()
+            .map(|(k, _, _)| k.len())
+            .max()
+            .unwrap_or(0);
+        let vw = self
+            .report
+            .iter()
+            .map(|(_, v, _)| v.len())
+            .max()
+            .unwrap_or(0);
+        let mut out = String::new();
+        for (k, v, s) in &self.report {
+            out.push_str(&format!("{k:<w$}  {v:<vw$}  {s}\n"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotenv_is_read_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("sb-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(
+            dir.join(".env"),
+            "LOCAL_API_PORT=4001\nSYNC_INTERVAL=1000\nBRIDGE_MODE=hybrid\n",
+        )
+        .expect("write .env");
+        let o = Overrides {
+            mode: Some("cloud".into()),
+            ..Overrides::default()
+        };
+        let c = Config::resolve(&o, &dir).expect("valid");
+        assert_eq!(c.mode, Mode::Cloud);
+        assert_eq!(c.api_port, 4001);
+        assert_eq!(c.sync_interval_ms, 1000);
+        let src = |key: &str| {
+            c.report
+                .iter()
+                .find(|(k, _, _)| *k == key)
+                .map(|(_, _, s)| s.clone())
+        };
+        assert_eq!(src("LOCAL_API_PORT"), Some(Source::DotEnv));
+        assert_eq!(src("BRIDGE_MODE"), Some(Source::Flag("--mode")));
+        std::fs::write(dir.join(".env"), "CONFLICT_STRATEGY=newest\n").expect("write .env");
+        let e = Config::resolve(&Overrides::default(), &dir).expect_err("invalid");
+        assert_eq!(e.key, "CONFLICT_STRATEGY");
+        assert!(e.to_string().contains("cloud_wins"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,184 @@
+//! HTTP transport (hyper, HTTP/1.1): reads the request and its bounded body, hands it to
+//! [`crate::api`] and the hub, writes the answer. The CLI's small HTTP client lives here too.
+
+use crate::api::{self, ApiError, ApiRequest, ApiResponse, Route};
+use crate::hub::Input;
+use bridge_core::{Error, ErrorCode};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// Accepts connections forever, handing each (with `TCP_NODELAY`) to `on_conn`.
+pub async fn accept_loop(listener: TcpListener, mut on_conn: impl FnMut(TcpStream)) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                on_conn(stream);
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+pub async fn serve(listener: TcpListener, hub: mpsc::Sender<Input>) {
+    accept_loop(listener, |stream| {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(req, hub.clone()));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "HTTP connection ended");
+            }
+        });
+    })
+    .await
+}
+
+fn respond(r: ApiResponse) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(r.body)));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = hyper::header::HeaderValue::from_str(r.content_type) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+async fn ask(
+    hub: &mpsc::Sender<Input>,
+    make: impl FnOnce(oneshot::Sender<ApiResponse>) -> Input,
+) -> ApiResponse {
+    let (tx, rx) = oneshot::channel();
+    if hub.send(make(tx)).await.is_err() {
+        return ApiError::new(ErrorCode::Internal, "the host is stopping").response();
+    }
+    rx.await.unwrap_or_else(|_| {
+        ApiError::new(ErrorCode::Internal, "the request was dropped; retry").response()
+    })
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    hub: mpsc::Sender<Input>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    let body = match Limited::new(req.into_body(), api::MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let err = if e.is::<http_body_util::LengthLimitError>() {
+                Error::TooLarge {
+                    size: api::MAX_BODY_BYTES + 1,
+                    max: api::MAX_BODY_BYTES,
+                }
+                .into()
+            } else {
+                ApiError::new(
+                    ErrorCode::Malformed,
+                    format!("the body could not be read: {e}"),
+                )
+            };
+            return Ok(respond(err.response()));
+        }
+    };
+    let route = api::parse(&ApiRequest {
+        method: &method,
+        path: &path,
+        query: query.as_deref(),
+        body: &body,
+    });
+    let resp = match route {
+        Err(e) => e.response(),
+        Ok(Route::Health) => ApiResponse::json(200, &serde_json::json!({"ok": true})),
+        Ok(Route::Metrics) => ask(&hub, |reply| Input::Metrics { reply }).await,
+        Ok(Route::Status) => ask(&hub, |reply| Input::Status { reply }).await,
+        Ok(Route::Sync { push, pull }) => {
+            ask(&hub, |reply| Input::Sync {
+                push,
+                pull,
+                reply: Some(reply),
+            })
+            .await
+        }
+        Ok(Route::Space { space, op }) => {
+            ask(&hub, |reply| Input::Api {
+                space,
+                op,
+                token,
+                reply,
+            })
+            .await
+        }
+    };
+    Ok(respond(resp))
+}
+
+/// One HTTP/1.1 request to `base` (`http://host:port`), for the CLI.
+pub async fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    token: Option<&str>,
+) -> Result<(u16, Bytes), String> {
+    let authority = base
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{base}: only http:// URLs are supported"))?
+        .trim_end_matches('/');
+    let stream = TcpStream::connect(authority).await.map_err(|e| {
+        format!("cannot reach the host at {base}: {e}. Is `sacred-bridge serve` running?")
+    })?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake with {base} failed: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, authority);
+    if let Some(t) = token {
+        b = b.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        b = b.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let req = b
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| format!("bad request: {e}"))?;
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request to {base} failed: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer from {base} failed: {e}"))?
+        .to_bytes();
+    Ok((status, body))
+}

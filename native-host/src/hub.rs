@@ -1,0 +1,615 @@
+//! The hub: one thread that owns every space's [`Engine`] and the [`Store`], so the core stays
+//! single-threaded and SQLite is used from one place.
+//!
+//! Group commit: wait for one input, drain everything else already queued, then persist every
+//! batch the engines cut in one transaction (`synchronous=FULL`), report them persisted, and
+//! only then hand out what the engines want sent. An ack therefore never leaves before the
+//! commit that holds its write.
+
+use crate::api::{self, ApiError, ApiResponse, Outcome, SpaceOp};
+use crate::store::{now_ms, Store};
+use bridge_core::{
+    check_name, Engine, EngineConfig, Error, ErrorCode, Event, Frame, PersistBatch, Policy,
+    SessionId, Tier, Transmit,
+};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Frames and closes for one connection.
+#[derive(Debug)]
+pub enum Output {
+    Frame(Frame),
+    Close { code: ErrorCode, reason: String },
+}
+
+/// Outbound queue per connection; a connection that falls this far behind is dropped.
+pub const OUTPUT_QUEUE: usize = 8192;
+
+#[derive(Debug)]
+pub enum Input {
+    /// A WebSocket connection for `space` opened (agent or peer, it says in `hello`).
+    Accept {
+        space: String,
+        session: SessionId,
+        out: mpsc::Sender<Output>,
+    },
+    /// This host dialled an upstream peer for `space`.
+    Connect {
+        space: String,
+        session: SessionId,
+        token: Option<String>,
+        out: mpsc::Sender<Output>,
+        manual: bool,
+    },
+    Frame {
+        space: String,
+        session: SessionId,
+        frame: Frame,
+    },
+    DecodeError {
+        space: String,
+        session: SessionId,
+        error: Error,
+    },
+    Closed {
+        space: String,
+        session: SessionId,
+    },
+    Api {
+        space: String,
+        op: SpaceOp,
+        token: Option<String>,
+        reply: oneshot::Sender<ApiResponse>,
+    },
+    Metrics {
+        reply: oneshot::Sender<ApiResponse>,
+    },
+    Status {
+        reply: oneshot::Sender<ApiResponse>,
+    },
+    /// Push and/or pull on every upstream link now (manual / periodic sync).
+    Sync {
+        push: bool,
+        pull: bool,
+        reply: Option<oneshot::Sender<ApiResponse>>,
+    },
+}
+
+pub struct HubConfig {
+    pub tier: Tier,
+    pub secret: Option<Vec<u8>>,
+    pub default_policy: Policy,
+    pub name: String,
+}
+
+struct Conn {
+    out: mpsc::Sender<Output>,
+    upstream: bool,
+}
+
+struct Space {
+    engine: Engine,
+    conns: HashMap<SessionId, Conn>,
+    waiting: HashMap<u64, (oneshot::Sender<ApiResponse>, ApiResponse)>,
+}
+
+#[derive(Default)]
+struct Metrics {
+    inputs: u64,
+    frames_in: u64,
+    frames_out: u64,
+    decode_errors: u64,
+    commits: u64,
+    batches: u64,
+    docs_written: u64,
+    messages_written: u64,
+    commit_seconds: f64,
+    api_requests: u64,
+    api_errors: u64,
+    dropped_slow: u64,
+    acks_local: u64,
+    last_peer_ack_ms: u64,
+}
+
+pub struct Hub {
+    cfg: HubConfig,
+    store: Store,
+    spaces: BTreeMap<String, Space>,
+    next_req: u64,
+    metrics: Metrics,
+    started: Instant,
+}
+
+impl Hub {
+    /// Opens the hub and restores every space stored in the database.
+    pub fn new(cfg: HubConfig, mut store: Store) -> Result<Hub, crate::store::StoreError> {
+        let mut spaces = BTreeMap::new();
+        for row in store.spaces()? {
+            let engine = store.load_engine(engine_config(&cfg, &row.space))?;
+            tracing::info!(
+                space = %row.space,
+                replica = %row.replica,
+                docs = engine.replica().doc_count(),
+                "restored space"
+            );
+            spaces.insert(
+                row.space,
+                Space {
+                    engine,
+                    conns: HashMap::new(),
+                    waiting: HashMap::new(),
+                },
+            );
+        }
+        Ok(Hub {
+            cfg,
+            store,
+            spaces,
+            next_req: 1,
+            metrics: Metrics::default(),
+            started: Instant::now(),
+        })
+    }
+
+    fn space(&mut self, name: &str) -> Result<&mut Space, ApiError> {
+        if !self.spaces.contains_key(name) {
+            check_name("space", name, false)?;
+            let cfg = engine_config(&self.cfg, name);
+            let engine = self.store.load_engine(cfg).map_err(|e| {
+                tracing::error!(error = %e, "could not open space");
+                ApiError::new(ErrorCode::Internal, e.to_string())
+            })?;
+            tracing::info!(space = name, replica = %engine.replica().id(), "created space");
+            self.spaces.insert(
+                name.to_owned(),
+                Space {
+                    engine,
+                    conns: HashMap::new(),
+                    waiting: HashMap::new(),
+                },
+            );
+        }
+        self.spaces
+            .get_mut(name)
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "space vanished"))
+    }
+
+    /// Runs until every input sender is gone. Blocks the calling thread.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Input>, sync_every: Option<Duration>) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "could not start the hub runtime");
+                std::process::exit(1);
+            }
+        };
+        rt.block_on(async move {
+            let period = sync_every.unwrap_or(Duration::from_secs(3600 * 24 * 365));
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                tokio::select! {
+                    input = rx.recv() => {
+                        let Some(input) = input else { break };
+                        self.handle(input);
+                        let mut n = 1;
+                        while n < 8192 {
+                            match rx.try_recv() {
+                                Ok(i) => {
+                                    self.handle(i);
+                                    n += 1;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    _ = tick.tick(), if sync_every.is_some() => {
+                        self.handle(Input::Sync { push: true, pull: false, reply: None });
+                    }
+                }
+                self.flush();
+            }
+        });
+    }
+
+    fn handle(&mut self, input: Input) {
+        self.metrics.inputs += 1;
+        let now = now_ms();
+        match input {
+            Input::Accept {
+                space,
+                session,
+                out,
+            } => match self.space(&space) {
+                Ok(s) => {
+                    s.engine.accept(now, session);
+                    s.conns.insert(
+                        session,
+                        Conn {
+                            out,
+                            upstream: false,
+                        },
+                    );
+                }
+                Err(e) => {
+                    let _ = out.try_send(Output::Frame(Frame::Error {
+                        req: None,
+                        code: e.code,
+                        message: e.message.clone(),
+                    }));
+                    let _ = out.try_send(Output::Close {
+                        code: e.code,
+                        reason: e.message,
+                    });
+                }
+            },
+            Input::Connect {
+                space,
+                session,
+                token,
+                out,
+                manual,
+            } => {
+                let name = format!("upstream-{session}");
+                if let Ok(s) = self.space(&space) {
+                    s.engine.connect(now, session, token, &name);
+                    if manual {
+                        s.engine.set_auto_push(session, false);
+                    }
+                    s.conns.insert(
+                        session,
+                        Conn {
+                            out,
+                            upstream: true,
+                        },
+                    );
+                }
+            }
+            Input::Frame {
+                space,
+                session,
+                frame,
+            } => {
+                self.metrics.frames_in += 1;
+                if let Some(s) = self.spaces.get_mut(&space) {
+                    s.engine.handle_frame(now, session, frame);
+                }
+            }
+            Input::DecodeError {
+                space,
+                session,
+                error,
+            } => {
+                self.metrics.decode_errors += 1;
+                if let Some(s) = self.spaces.get_mut(&space) {
+                    s.engine.handle_decode_error(session, &error);
+                }
+            }
+            Input::Closed { space, session } => {
+                if let Some(s) = self.spaces.get_mut(&space) {
+                    s.engine.close(session);
+                    s.conns.remove(&session);
+                }
+            }
+            Input::Api {
+                space,
+                op,
+                token,
+                reply,
+            } => {
+                self.metrics.api_requests += 1;
+                let result = self.api(now, &space, op, token.as_deref());
+                match result {
+                    Ok(Outcome::Done(resp)) => {
+                        let _ = reply.send(resp);
+                    }
+                    Ok(Outcome::AfterAck { req, response }) => {
+                        if let Some(s) = self.spaces.get_mut(&space) {
+                            s.waiting.insert(req, (reply, response));
+                        }
+                    }
+                    Err(e) => {
+                        self.metrics.api_errors += 1;
+                        let _ = reply.send(e.response());
+                    }
+                }
+            }
+            Input::Metrics { reply } => {
+                let _ = reply.send(ApiResponse::text(
+                    200,
+                    "text/plain; version=0.0.4",
+                    self.render_metrics(),
+                ));
+            }
+            Input::Status { reply } => {
+                let _ = reply.send(ApiResponse::json(200, &self.status()));
+            }
+            Input::Sync { push, pull, reply } => {
+                let mut links = 0;
+                for s in self.spaces.values_mut() {
+                    for (id, c) in &s.conns {
+                        if c.upstream {
+                            links += 1;
+                            if push {
+                                s.engine.sync_now(*id);
+                            }
+                            if pull {
+                                s.engine.pull(*id);
+                            }
+                        }
+                    }
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(ApiResponse::json(
+                        200,
+                        &json!({"links": links, "push": push, "pull": pull}),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn api(
+        &mut self,
+        now: u64,
+        space: &str,
+        op: SpaceOp,
+        token: Option<&str>,
+    ) -> Result<Outcome, ApiError> {
+        api::authorize(self.cfg.secret.as_deref(), token, space, op.needs(), now)?;
+        let mut next = self.next_req;
+        let s = self.space(space)?;
+        let mut gen = || {
+            let r = next;
+            next += 1;
+            r
+        };
+        let out = api::execute(&mut s.engine, now, &mut gen, op);
+        self.next_req = next;
+        out
+    }
+
+    /// Persist, release, send: the second half of every round.
+    fn flush(&mut self) {
+        let mut batches: Vec<(String, PersistBatch)> = Vec::new();
+        for (name, s) in self.spaces.iter_mut() {
+            while let Some(b) = s.engine.poll_persist() {
+                batches.push((name.clone(), b));
+            }
+        }
+        if !batches.is_empty() {
+            let t = Instant::now();
+            let refs: Vec<(&str, &PersistBatch)> =
+                batches.iter().map(|(n, b)| (n.as_str(), b)).collect();
+            if let Err(e) = self.store.write(&refs) {
+                // Nothing can be acknowledged any more; stop rather than pretend.
+                tracing::error!(error = %e, "could not persist; stopping so that no unpersisted write is acknowledged");
+                std::process::exit(70);
+            }
+            self.metrics.commits += 1;
+            self.metrics.commit_seconds += t.elapsed().as_secs_f64();
+            for (name, b) in &batches {
+                self.metrics.batches += 1;
+                self.metrics.docs_written += b.docs.len() as u64;
+                self.metrics.messages_written += b.messages.len() as u64;
+                if let Some(s) = self.spaces.get_mut(name) {
+                    if let Err(e) = s.engine.persisted(b.id) {
+                        tracing::error!(error = %e, space = %name, "engine refused a persisted report");
+                    }
+                }
+            }
+        }
+        let mut dropped_total = 0;
+        let mut peer_acked = false;
+        for s in self.spaces.values_mut() {
+            while let Some(ev) = s.engine.poll_event() {
+                match ev {
+                    Event::Acked { req, .. } => {
+                        self.metrics.acks_local += 1;
+                        if let Some((reply, resp)) = s.waiting.remove(&req) {
+                            let _ = reply.send(resp);
+                        }
+                    }
+                    Event::PeerAcked { .. } => peer_acked = true,
+                    Event::SessionOpened {
+                        session,
+                        kind,
+                        name,
+                        ..
+                    } => {
+                        tracing::debug!(session, ?kind, %name, "session opened");
+                    }
+                    _ => {}
+                }
+            }
+            let mut dropped = Vec::new();
+            while let Some(t) = s.engine.poll_transmit() {
+                let (session, out) = match t {
+                    Transmit::Frame { session, frame } => (session, Output::Frame(frame)),
+                    Transmit::Close {
+                        session,
+                        code,
+                        reason,
+                    } => (session, Output::Close { code, reason }),
+                };
+                let Some(c) = s.conns.get(&session) else {
+                    continue;
+                };
+                self.metrics.frames_out += 1;
+                if let Err(e) = c.out.try_send(out) {
+                    if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                        tracing::warn!(session, "connection too slow; dropping it");
+                    }
+                    dropped.push(session);
+                }
+            }
+            for session in dropped {
+                dropped_total += 1;
+                s.conns.remove(&session);
+                s.engine.close(session);
+            }
+        }
+        if peer_acked {
+            self.metrics.last_peer_ack_ms = now_ms();
+        }
+        self.metrics.dropped_slow += dropped_total;
+    }
+
+    fn status(&self) -> Value {
+        let spaces: Vec<Value> = self
+            .spaces
+            .iter()
+            .map(|(name, s)| {
+                let r = s.engine.replica();
+                let peers: Vec<Value> = s
+                    .conns
+                    .keys()
+                    .filter_map(|id| {
+                        let p = s.engine.peer_status(*id)?;
+                        Some(json!({
+                            "session": id,
+                            "upstream": s.conns.get(id).is_some_and(|c| c.upstream),
+                            "replica": p.replica.to_string(),
+                            "tier": p.tier.as_str(),
+                            "pending": p.pending,
+                            "lag": p.lag,
+                            "open": p.open,
+                        }))
+                    })
+                    .collect();
+                json!({
+                    "space": name,
+                    "replica": r.id().to_string(),
+                    "tier": r.tier().as_str(),
+                    "docs": r.doc_count(),
+                    "cursor": api::format_cursor(r.vector()),
+                    "sessions": s.engine.session_count(),
+                    "open_conflicts": r.conflicts(None).len(),
+                    "presence": serde_json::to_value(s.engine.presence()).unwrap_or(Value::Null),
+                    "peers": peers,
+                })
+            })
+            .collect();
+        let (n_spaces, n_docs, n_messages) = self.store.counts().unwrap_or_default();
+        json!({
+            "uptime_s": self.started.elapsed().as_secs(),
+            "stored": {"spaces": n_spaces, "docs": n_docs, "messages": n_messages},
+            "tier": self.cfg.tier.as_str(),
+            "last_peer_ack_ms": self.metrics.last_peer_ack_ms,
+            "spaces": spaces,
+        })
+    }
+
+    fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: String| {
+            out.push_str(&format!(
+                "# HELP sacred_bridge_{name} {help}\n# TYPE sacred_bridge_{name} counter\nsacred_bridge_{name} {v}\n"
+            ));
+        };
+        counter(
+            "inputs_total",
+            "Inputs handled by the hub.",
+            m.inputs.to_string(),
+        );
+        counter(
+            "frames_in_total",
+            "WebSocket frames received.",
+            m.frames_in.to_string(),
+        );
+        counter(
+            "frames_out_total",
+            "WebSocket frames sent.",
+            m.frames_out.to_string(),
+        );
+        counter(
+            "decode_errors_total",
+            "Frames that could not be decoded.",
+            m.decode_errors.to_string(),
+        );
+        counter(
+            "commits_total",
+            "SQLite group commits.",
+            m.commits.to_string(),
+        );
+        counter(
+            "batches_total",
+            "Persist batches written.",
+            m.batches.to_string(),
+        );
+        counter(
+            "docs_written_total",
+            "Document states written.",
+            m.docs_written.to_string(),
+        );
+        counter(
+            "messages_written_total",
+            "Messages written.",
+            m.messages_written.to_string(),
+        );
+        counter(
+            "commit_seconds_total",
+            "Time spent in commits.",
+            format!("{:.6}", m.commit_seconds),
+        );
+        counter(
+            "api_requests_total",
+            "HTTP API requests that reached the hub.",
+            m.api_requests.to_string(),
+        );
+        counter(
+            "api_errors_total",
+            "HTTP API requests answered with an error.",
+            m.api_errors.to_string(),
+        );
+        counter(
+            "acks_local_total",
+            "Local API writes acknowledged.",
+            m.acks_local.to_string(),
+        );
+        counter(
+            "dropped_connections_total",
+            "Connections dropped for falling behind.",
+            m.dropped_slow.to_string(),
+        );
+        let mut gauge = |name: &str, help: &str, v: String| {
+            out.push_str(&format!(
+                "# HELP sacred_bridge_{name} {help}\n# TYPE sacred_bridge_{name} gauge\n{v}"
+            ));
+        };
+        let per = |f: &dyn Fn(&Space) -> u64| -> String {
+            self.spaces
+                .iter()
+                .map(|(n, s)| format!("sacred_bridge_{{space=\"{n}\"}} {}\n", f(s)))
+                .collect()
+        };
+        let docs = per(&|s| s.engine.replica().doc_count() as u64)
+            .replace("sacred_bridge_{", "sacred_bridge_docs{");
+        gauge("docs", "Documents per space (tombstones included).", docs);
+        let sessions = per(&|s| s.engine.session_count() as u64)
+            .replace("sacred_bridge_{", "sacred_bridge_sessions{");
+        gauge("sessions", "Open sessions per space.", sessions);
+        gauge(
+            "uptime_seconds",
+            "Seconds since start.",
+            format!(
+                "sacred_bridge_uptime_seconds {}\n",
+                self.started.elapsed().as_secs()
+            ),
+        );
+        out
+    }
+}
+
+fn engine_config(cfg: &HubConfig, space: &str) -> EngineConfig {
+    let mut c = EngineConfig::new(bridge_core::ReplicaId(0), cfg.tier, space);
+    c.default_policy = cfg.default_policy;
+    c.secret = cfg.secret.clone();
+    c.name = cfg.name.clone();
+    c
+}

@@ -1,0 +1,99 @@
+//! `sacred-bridge serve`: open the store, start the hub thread, bind the listeners.
+
+use crate::config::{Config, Mode, SyncMode};
+use crate::hub::{Hub, HubConfig, Input};
+use crate::store::Store;
+use bridge_core::Tier;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Inputs queued for the hub before connections feel back-pressure.
+const HUB_QUEUE: usize = 16_384;
+
+pub async fn run(cfg: Config) -> Result<(), String> {
+    let secret = cfg.secret.clone().map(String::into_bytes);
+    let upstream_secret = secret.clone();
+    if cfg.mode == Mode::Cloud && secret.is_none() {
+        return Err(
+            "cloud mode requires tokens: set BRIDGE_SECRET (in the environment or .env) to a long random string, then mint tokens with `sacred-bridge token create`".into(),
+        );
+    }
+    if cfg.mode == Mode::Hybrid && cfg.cloud_ws_url.is_none() {
+        return Err(
+            "hybrid mode needs CLOUD_WS_URL (e.g. ws://cloud.example:3333) for the upstream link"
+                .into(),
+        );
+    }
+    let tier = match cfg.mode {
+        Mode::Cloud => Tier::Cloud,
+        Mode::Local | Mode::Hybrid => Tier::Local,
+    };
+    let store = Store::open(&cfg.db_path)
+        .map_err(|e| format!("cannot open the database {}: {e}", cfg.db_path.display()))?;
+    let hub = Hub::new(
+        HubConfig {
+            tier,
+            secret,
+            default_policy: cfg.conflict_strategy,
+            name: format!("sacred-bridge-{}", cfg.mode.as_str()),
+        },
+        store,
+    )
+    .map_err(|e| format!("cannot restore from {}: {e}", cfg.db_path.display()))?;
+
+    let ws_addr = SocketAddr::new(cfg.listen, cfg.ws_port);
+    let api_addr = SocketAddr::new(cfg.listen, cfg.api_port);
+    let ws = TcpListener::bind(ws_addr)
+        .await
+        .map_err(|e| format!("cannot listen for WebSockets on {ws_addr}: {e} (LOCAL_WS_PORT)"))?;
+    let api = TcpListener::bind(api_addr)
+        .await
+        .map_err(|e| format!("cannot listen for HTTP on {api_addr}: {e} (LOCAL_API_PORT)"))?;
+
+    let (tx, rx) = mpsc::channel::<Input>(HUB_QUEUE);
+    let sync_every = (cfg.mode == Mode::Hybrid && cfg.sync_mode == SyncMode::Periodic)
+        .then(|| Duration::from_millis(cfg.sync_interval_ms));
+    let hub_thread = std::thread::Builder::new()
+        .name("hub".into())
+        .spawn(move || hub.run(rx, sync_every))
+        .map_err(|e| format!("cannot start the hub thread: {e}"))?;
+
+    tracing::info!(
+        mode = cfg.mode.as_str(),
+        ws = %ws_addr,
+        api = %api_addr,
+        db = %cfg.db_path.display(),
+        "sacred-bridge serving"
+    );
+    // One line on stdout that scripts can wait for.
+    println!(
+        "sacred-bridge {} listening: ws://{ws_addr} http://{api_addr}",
+        cfg.mode.as_str()
+    );
+
+    let default_space: Arc<str> = Arc::from(cfg.default_space.as_str());
+    tokio::spawn(crate::ws::serve(ws, tx.clone(), default_space));
+    tokio::spawn(crate::http::serve(api, tx.clone()));
+    if cfg.mode == Mode::Hybrid {
+        if let Some(url) = cfg.cloud_ws_url.clone() {
+            tokio::spawn(crate::upstream::run(
+                url,
+                cfg.default_space.clone(),
+                std::env::var("BRIDGE_TOKEN").ok(),
+                upstream_secret,
+                cfg.sync_mode == SyncMode::Manual,
+                tx.clone(),
+            ));
+        }
+    }
+    drop(tx);
+
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("stopping");
+    // Everything acknowledged is already committed; nothing to flush.
+    drop(hub_thread);
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! The SQLite store: several spaces in one database, each with its own stable replica id.
+//!
+//! The engine decides what to write ([`PersistBatch`]); this module only writes it, in one
+//! transaction, and reads it back on start. WAL mode with `synchronous=FULL`, so a commit
+//! that returned is on disk: the host reports a batch persisted (releasing its acks) only
+//! after that commit.
+
+use bridge_core::doc::DocState;
+use bridge_core::message::{Message, Retained};
+use bridge_core::{DocKey, Engine, EngineConfig, PersistBatch, ReplicaId, Stamp, VersionVector};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("could not create the database folder {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("stored data in {what} could not be read: {why}. Restore from a backup")]
+    Corrupt { what: String, why: String },
+    #[error("the database schema is version {found}, newer than this build ({known}); upgrade sacred-bridge")]
+    TooNew { found: i64, known: i64 },
+    #[error("no randomness from the operating system: {0}")]
+    Random(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Schema migrations, applied in order; the `migrations` table records which ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: spaces with their replica ids, sync metadata, documents, retained messages.
+    "CREATE TABLE spaces (
+        space TEXT PRIMARY KEY,
+        replica TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE meta (
+        space TEXT PRIMARY KEY REFERENCES spaces(space),
+        vector TEXT NOT NULL,
+        clock TEXT NOT NULL,
+        message_seen TEXT NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE docs (
+        space TEXT NOT NULL,
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (space, collection, id)
+     ) WITHOUT ROWID;
+     CREATE TABLE messages (
+        space TEXT NOT NULL,
+        offset INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (space, offset)
+     ) WITHOUT ROWID;
+     CREATE INDEX messages_by_channel ON messages (space, channel, offset);",
+];
+
+pub struct Store {
+    conn: Connection,
+}
+
+/// One space as read back from the database.
+pub struct SpaceRow {
+    pub space: String,
+    pub replica: ReplicaId,
+}
+
+fn corrupt(what: impl Into<String>, why: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what: what.into(),
+        why: why.to_string(),
+    }
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    fn init(conn: Connection) -> Result<Store> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM migrations",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        self.conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS migrations (
+                version INTEGER PRIMARY KEY,
+                applied_ms INTEGER NOT NULL
+             )",
+        )?;
+        let found = self.schema_version()?;
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(StoreError::TooNew { found, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO migrations (version, applied_ms) VALUES (?1, ?2)",
+                params![i as i64 + 1, now_ms() as i64],
+            )?;
+            tx.commit()?;
+            tracing::info!(version = i + 1, "applied schema migration");
+        }
+        Ok(())
+    }
+
+    pub fn spaces(&self) -> Result<Vec<SpaceRow>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT space, replica FROM spaces ORDER BY space")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (space, replica) = row?;
+            let replica = replica
+                .parse::<ReplicaId>()
+                .map_err(|e| corrupt(format!("spaces.replica of {space}"), e))?;
+            out.push(SpaceRow { space, replica });
+        }
+        Ok(out)
+    }
+
+    /// The replica id of `space`, drawn at random from the OS and stored on first use.
+    pub fn replica_for(&mut self, space: &str) -> Result<ReplicaId> {
+        let found: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT replica FROM spaces WHERE space = ?1",
+                [space],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(r) = found {
+            return r
+                .parse()
+                .map_err(|e| corrupt(format!("spaces.replica of {space}"), e));
+        }
+        let id = random_replica()?;
+        self.conn.execute(
+            "INSERT INTO spaces (space, replica, created_ms) VALUES (?1, ?2, ?3)",
+            params![space, id.to_string(), now_ms() as i64],
+        )?;
+        Ok(id)
+    }
+
+    /// Opens `space`: its replica id (created if new) and an engine restored from the
+    /// database.
+    pub fn load_engine(&mut self, mut cfg: EngineConfig) -> Result<Engine> {
+        cfg.replica = self.replica_for(&cfg.space)?;
+        let space = cfg.space.clone();
+        let mut engine = Engine::new(cfg);
+        let replica = engine.replica_mut();
+
+        let meta: Option<(String, String, String)> = self
+            .conn
+            .query_row(
+                "SELECT vector, clock, message_seen FROM meta WHERE space = ?1",
+                [&space],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        if let Some((v, c, m)) = meta {
+            let vector: VersionVector =
+                serde_json::from_str(&v).map_err(|e| corrupt("meta.vector", e))?;
+            let clock: Stamp = serde_json::from_str(&c).map_err(|e| corrupt("meta.clock", e))?;
+            let seen: VersionVector =
+                serde_json::from_str(&m).map_err(|e| corrupt("meta.message_seen", e))?;
+            replica.restore_meta(vector, clock, seen);
+        }
+
+        let mut st = self
+            .conn
+            .prepare("SELECT collection, id, state FROM docs WHERE space = ?1")?;
+        let rows = st.query_map([&space], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (collection, id, state) = row?;
+            let state: DocState = serde_json::from_str(&state)
+                .map_err(|e| corrupt(format!("docs.state of {collection}/{id}"), e))?;
+            replica.restore_doc(DocKey::new(collection, id), state);
+        }
+        drop(st);
+
+        let mut st = self
+            .conn
+            .prepare("SELECT offset, message FROM messages WHERE space = ?1 ORDER BY offset")?;
+        let rows = st.query_map([&space], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        for row in rows {
+            let (offset, message) = row?;
+            let message: Message = serde_json::from_str(&message)
+                .map_err(|e| corrupt(format!("messages.message at {offset}"), e))?;
+            replica.restore_message(Retained {
+                offset: offset as u64,
+                message,
+            });
+        }
+        Ok(engine)
+    }
+
+    /// Writes batches of several spaces in one transaction: a group commit.
+    pub fn write(&mut self, batches: &[(&str, &PersistBatch)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut put_doc = tx.prepare_cached(
+                "INSERT INTO docs (space, collection, id, state) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (space, collection, id) DO UPDATE SET state = excluded.state",
+            )?;
+            let mut put_meta = tx.prepare_cached(
+                "INSERT INTO meta (space, vector, clock, message_seen) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (space) DO UPDATE SET vector = excluded.vector,
+                    clock = excluded.clock, message_seen = excluded.message_seen",
+            )?;
+            let mut put_msg = tx.prepare_cached(
+                "INSERT OR REPLACE INTO messages (space, offset, channel, message)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut trim = tx.prepare_cached(
+                "DELETE FROM messages WHERE space = ?1 AND channel = ?2 AND offset NOT IN
+                   (SELECT offset FROM messages WHERE space = ?1 AND channel = ?2
+                    ORDER BY offset DESC LIMIT ?3)",
+            )?;
+            for (space, b) in batches {
+                for (key, state) in &b.docs {
+                    let json = to_json(state)?;
+                    put_doc.execute(params![space, key.collection, key.id, json])?;
+                }
+                for r in &b.messages {
+                    let json = to_json(&r.message)?;
+                    put_msg.execute(params![space, r.offset as i64, r.message.channel, json])?;
+                }
+                for (channel, keep) in &b.retain {
+                    trim.execute(params![space, channel, *keep as i64])?;
+                }
+                put_meta.execute(params![
+                    space,
+                    to_json(&b.vector)?,
+                    to_json(&b.clock)?,
+                    to_json(&b.message_seen)?
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check`: `ok` or the problems found.
+    #[cfg(test)]
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    /// Row counts per table, for status and metrics.
+    pub fn counts(&self) -> Result<(u64, u64, u64)> {
+        let n = |sql: &str| -> Result<u64> {
+            Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+        };
+        Ok((
+            n("SELECT COUNT(*) FROM spaces")?,
+            n("SELECT COUNT(*) FROM docs")?,
+            n("SELECT COUNT(*) FROM messages")?,
+        ))
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| corrupt("space metadata", e))
+}
+
+fn random_replica() -> Result<ReplicaId> {
+    loop {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).map_err(|e| StoreError::Random(e.to_string()))?;
+        let id = u64::from_le_bytes(b);
+        if id != 0 {
+            return Ok(ReplicaId(id));
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridge_core::{Tier, WriteOp};
+
+    fn drive(store: &mut Store, e: &mut Engine) {
+        let mut batches = Vec::new();
+        while let Some(b) = e.poll_persist() {
+            batches.push(b);
+        }
+        let space = e.config().space.clone();
+        let refs: Vec<(&str, &PersistBatch)> = batches.iter().map(|b| (&*space, b)).collect();
+        store.write(&refs).expect("write");
+        for b in &batches {
+            e.persisted(b.id).expect("persisted in order");
+        }
+    }
+
+    #[test]
+    fn batches_survive_reopen_and_replica_id_is_stable() {
+        let dir = std::env::temp_dir().join(format!("sb-store-{}", std::process::id()));
+        let path = dir.join("nested/db.sqlite");
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = |space: &str| EngineConfig::new(ReplicaId(0), Tier::Local, space);
+        let (rid, vector) = {
+            let mut s = Store::open(&path).expect("open");
+            let mut e = s.load_engine(cfg("a")).expect("load");
+            let obj = serde_json::json!({"t": 1});
+            let Some(m) = obj.as_object().cloned() else {
+                panic!("object")
+            };
+            e.write(1000, 1, DocKey::new("notes", "x"), WriteOp::Put(m))
+                .expect("write");
+            for i in 0..5 {
+                e.publish(1001, 2, "chat", serde_json::json!(i))
+                    .expect("publish");
+            }
+            drive(&mut s, &mut e);
+            let mut other = s.load_engine(cfg("b")).expect("second space");
+            drive(&mut s, &mut other);
+            assert_eq!(s.integrity_check().expect("check"), "ok");
+            assert_eq!(s.schema_version().expect("version"), 1);
+            (e.replica().id(), e.replica().vector().clone())
+        };
+        let mut s = Store::open(&path).expect("reopen");
+        assert_eq!(s.spaces().expect("spaces").len(), 2);
+        let e = s.load_engine(cfg("a")).expect("load");
+        assert_eq!(e.replica().id(), rid);
+        assert_eq!(e.replica().vector(), &vector);
+        assert_eq!(
+            e.replica().get(&DocKey::new("notes", "x")),
+            Some(serde_json::json!({"t": 1}))
+        );
+        assert_eq!(e.replica().logs().after("chat", 0).count(), 5);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

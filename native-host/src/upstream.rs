@@ -1,0 +1,97 @@
+//! Hybrid mode: the link from this host up to the cloud (`CLOUD_WS_URL`), one per space.
+//!
+//! The engine does the syncing (`connect` sends our `hello` with our vector, so a reconnect
+//! resumes where the cloud left off); this module only dials, moves frames, and redials with
+//! capped, jittered exponential backoff.
+
+use crate::hub::{Input, OUTPUT_QUEUE};
+use crate::ws::{next_session, read_loop, write_loop, ws_config};
+use bridge_core::auth::{self, Claims, Rights};
+use futures_util::StreamExt;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+const FIRST_DELAY: Duration = Duration::from_millis(250);
+const MAX_DELAY: Duration = Duration::from_secs(30);
+/// A link that stayed up this long resets the backoff.
+const STABLE: Duration = Duration::from_secs(10);
+
+/// The token for the upstream `hello`: `token` if given, else one minted from the shared
+/// secret (valid for a day; a new one is minted on every dial).
+fn token_for(token: &Option<String>, secret: &Option<Vec<u8>>, space: &str) -> Option<String> {
+    if token.is_some() {
+        return token.clone();
+    }
+    let secret = secret.as_ref()?;
+    let claims = Claims {
+        space: space.to_owned(),
+        rights: Rights::Admin,
+        exp: crate::store::now_ms() + 24 * 3600 * 1000,
+    };
+    Some(auth::mint(secret, &claims))
+}
+
+/// `d` scaled by a random factor in [0.5, 1.0).
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let r = match getrandom::fill(&mut b) {
+        Ok(()) => u16::from_le_bytes(b),
+        Err(_) => 32768,
+    };
+    d.mul_f64(0.5 + f64::from(r) / 131_072.0)
+}
+
+pub async fn run(
+    url: String,
+    space: String,
+    token: Option<String>,
+    secret: Option<Vec<u8>>,
+    manual: bool,
+    hub: mpsc::Sender<Input>,
+) {
+    let target = format!("{}/v1/spaces/{}/ws", url.trim_end_matches('/'), space);
+    let mut delay = FIRST_DELAY;
+    loop {
+        let started = Instant::now();
+        match tokio_tungstenite::connect_async_with_config(&target, Some(ws_config()), true).await {
+            Ok((ws, _)) => {
+                tracing::info!(%target, "upstream link up");
+                let session = next_session();
+                let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
+                let connect = Input::Connect {
+                    space: space.clone(),
+                    session,
+                    token: token_for(&token, &secret, &space),
+                    out: out_tx,
+                    manual,
+                };
+                if hub.send(connect).await.is_err() {
+                    return;
+                }
+                let (sink, stream) = ws.split();
+                let writer = tokio::spawn(write_loop(sink, out_rx));
+                read_loop(stream, &hub, &space, session).await;
+                writer.abort();
+                if hub
+                    .send(Input::Closed {
+                        space: space.clone(),
+                        session,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tracing::warn!(%target, "upstream link down");
+            }
+            Err(e) => tracing::warn!(%target, error = %e, "upstream unreachable"),
+        }
+        if started.elapsed() >= STABLE {
+            delay = FIRST_DELAY;
+        }
+        let wait = jitter(delay);
+        tracing::debug!(?wait, "redialling upstream");
+        tokio::time::sleep(wait).await;
+        delay = (delay * 2).min(MAX_DELAY);
+    }
+}

@@ -1,0 +1,220 @@
+//! WebSocket transport: moves frames between sockets and the hub, nothing else.
+//!
+//! Path `/v1/spaces/{space}/ws` (or `/` for the default space). Text messages are JSON frames
+//! ([`codec::decode_json`]); anything that does not decode is handed to the engine as a decode
+//! error, which answers with an `error` frame and keeps an agent's session. Binary frames are
+//! refused the same way until the core has a binary codec.
+
+use crate::hub::{Input, Output, OUTPUT_QUEUE};
+use bridge_core::frame::MAX_FRAME_BYTES;
+use bridge_core::{codec, Error, ErrorCode, Frame, SessionId};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh session number, unique in this process.
+pub fn next_session() -> SessionId {
+    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Messages up to this size reach the codec (which answers `too_large` above
+/// [`MAX_FRAME_BYTES`] and keeps the session); larger ones end the connection.
+pub const MAX_WS_MESSAGE: usize = 16 * MAX_FRAME_BYTES;
+
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_WS_MESSAGE))
+        .max_frame_size(Some(MAX_WS_MESSAGE))
+}
+
+/// The space a WebSocket path names, `None` when the path is not a WebSocket endpoint.
+pub fn space_of_path(path: &str, default_space: &str) -> Option<String> {
+    let p = path.trim_end_matches('/');
+    if p.is_empty() || p == "/ws" {
+        return Some(default_space.to_owned());
+    }
+    let rest = p.strip_prefix("/v1/spaces/")?;
+    let space = rest.strip_suffix("/ws")?;
+    let space = crate::api::percent_decode(space);
+    (!space.is_empty() && !space.contains('/')).then_some(space)
+}
+
+pub async fn serve(listener: TcpListener, hub: mpsc::Sender<Input>, default_space: Arc<str>) {
+    crate::http::accept_loop(listener, |stream| {
+        tokio::spawn(accept(stream, hub.clone(), default_space.clone()));
+    })
+    .await
+}
+
+async fn accept(stream: TcpStream, hub: mpsc::Sender<Input>, default_space: Arc<str>) {
+    let mut space = None;
+    // The handshake callback's error type is tungstenite's, large or not.
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        match space_of_path(req.uri().path(), &default_space) {
+            Some(s) => {
+                space = Some(s);
+                Ok(resp)
+            }
+            None => {
+                let mut e =
+                    ErrorResponse::new(Some("no WebSocket here; use /v1/spaces/{space}/ws".into()));
+                *e.status_mut() = StatusCode::NOT_FOUND;
+                Err(e)
+            }
+        }
+    };
+    let ws =
+        match tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config()))
+            .await
+        {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket handshake failed");
+                return;
+            }
+        };
+    let Some(space) = space else { return };
+    let session = next_session();
+    let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
+    if hub
+        .send(Input::Accept {
+            space: space.clone(),
+            session,
+            out: out_tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    tracing::debug!(session, %space, "connection accepted");
+    let (sink, stream) = ws.split();
+    tokio::spawn(write_loop(sink, out_rx));
+    read_loop(stream, &hub, &space, session).await;
+    let _ = hub.send(Input::Closed { space, session }).await;
+}
+
+/// Reads frames and hands them to the hub until the socket ends.
+pub async fn read_loop<S>(mut stream: S, hub: &mpsc::Sender<Input>, space: &str, session: SessionId)
+where
+    S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    while let Some(msg) = stream.next().await {
+        let decoded = match msg {
+            Ok(Message::Text(t)) => codec::decode_json(t.as_bytes()),
+            Ok(Message::Binary(_)) => Err(Error::Malformed(
+                "binary frames are not supported by this host yet; send JSON text frames".into(),
+            )),
+            Ok(Message::Close(_)) => break,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(session, error = %e, "connection ended");
+                break;
+            }
+        };
+        let input = match decoded {
+            Ok(frame) => Input::Frame {
+                space: space.to_owned(),
+                session,
+                frame,
+            },
+            Err(error) => Input::DecodeError {
+                space: space.to_owned(),
+                session,
+                error,
+            },
+        };
+        if hub.send(input).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Writes what the hub sends, batching whatever is queued into one flush.
+pub async fn write_loop<S>(mut sink: S, mut rx: mpsc::Receiver<Output>)
+where
+    S: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            match out {
+                Output::Frame(f) => {
+                    if sink.feed(encode(&f)).await.is_err() {
+                        return;
+                    }
+                }
+                Output::Close { code, reason } => {
+                    let _ = sink.send(close_message(code, &reason)).await;
+                    return;
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    // The hub let go of this connection (it fell behind or the host is stopping).
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Again,
+            reason: "the connection fell behind; reconnect".into(),
+        })))
+        .await;
+}
+
+fn encode(f: &Frame) -> Message {
+    Message::Text(codec::encode_json(f).into())
+}
+
+/// WebSocket close code for an error code.
+pub fn close_code(code: ErrorCode) -> CloseCode {
+    match code {
+        ErrorCode::Unauthorized | ErrorCode::Forbidden | ErrorCode::WrongSpace => CloseCode::Policy,
+        ErrorCode::TooLarge => CloseCode::Size,
+        ErrorCode::Internal => CloseCode::Error,
+        _ => CloseCode::Protocol,
+    }
+}
+
+fn close_message(code: ErrorCode, reason: &str) -> Message {
+    // A close reason is at most 123 bytes.
+    let mut r = String::new();
+    for c in reason.chars() {
+        if r.len() + c.len_utf8() > 123 {
+            break;
+        }
+        r.push(c);
+    }
+    Message::Close(Some(CloseFrame {
+        code: close_code(code),
+        reason: r.into(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(space_of_path("/", "d").as_deref(), Some("d"));
+        assert_eq!(
+            space_of_path("/v1/spaces/team/ws", "d").as_deref(),
+            Some("team")
+        );
+        assert_eq!(space_of_path("/v1/spaces/a/b/ws", "d"), None);
+        assert_eq!(space_of_path("/other", "d"), None);
+    }
+}
