@@ -224,7 +224,10 @@ pub enum Frame {
     Change {
         doc: DocView,
     },
+    /// Peer: the sessions it knows of. Agent: send with no entries to ask; the answer lists
+    /// everyone connected anywhere.
     Presence {
+        #[serde(default)]
         entries: Vec<PresenceEntry>,
     },
     /// Agent: ask for the open conflicts (optionally of one collection).
