@@ -92,6 +92,9 @@ impl FromIterator<(ReplicaId, u64)> for VersionVector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // On wasm32 the same `#[test]` functions run under wasm-bindgen-test (see scripts/test.sh).
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn join_takes_max_and_dominates() {
