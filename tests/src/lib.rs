@@ -1,1 +1,338 @@
+//! Helpers for the end-to-end tests: build and run real `sacred-bridge` processes on free
+//! loopback ports with a throw-away database, and talk to them the way any client would —
+//! raw JSON over a plain WebSocket, plain HTTP/1.1 over TCP — never through the project's own
+//! Rust types.
+#![allow(clippy::unwrap_used)] // test support: a failed unwrap is a failed test
 
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream as TokioTcp;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Builds `sacred-bridge` once per test binary and returns its path.
+pub fn bridge_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("SACRED_BRIDGE_BIN") {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "native-host", "--bin", "sacred-bridge"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p native-host failed");
+        // target/<profile>/deps/<test binary> → target/<profile>/sacred-bridge
+        let exe = std::env::current_exe().expect("current exe");
+        let dir = exe.parent().and_then(Path::parent).expect("target dir");
+        dir.join(format!("sacred-bridge{}", std::env::consts::EXE_SUFFIX))
+    })
+    .clone()
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind port 0")
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!(
+            "sb-e2e-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Keys the host reads from the environment; cleared so the tests see only what they set.
+const CONFIG_KEYS: &[&str] = &[
+    "BRIDGE_MODE",
+    "NODE_ENV",
+    "LOCAL_WS_PORT",
+    "LOCAL_API_PORT",
+    "LOCAL_DB_PATH",
+    "CLOUD_WS_URL",
+    "CLOUD_API_URL",
+    "CLOUD_PROJECT_ID",
+    "SYNC_MODE",
+    "SYNC_INTERVAL",
+    "CONFLICT_STRATEGY",
+    "BRIDGE_SECRET",
+    "BRIDGE_TOKEN",
+];
+
+/// A `sacred-bridge` command with a clean environment, run in `dir`.
+pub fn bridge_cmd(dir: &Path) -> Command {
+    let mut c = Command::new(bridge_bin());
+    for k in CONFIG_KEYS {
+        c.env_remove(k);
+    }
+    c.current_dir(dir).env("RUST_LOG", "warn");
+    c
+}
+
+/// A running host. Killed (SIGKILL) on drop.
+pub struct Host {
+    pub child: Child,
+    pub ws_port: u16,
+    pub api_port: u16,
+    pub db: PathBuf,
+    pub dir: PathBuf,
+    env: Vec<(String, String)>,
+    mode: String,
+}
+
+impl Host {
+    /// Starts a host in `mode` with its database in `dir`; `env` adds variables.
+    pub fn start(dir: &Path, mode: &str, env: &[(&str, &str)]) -> Host {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(dir, mode, env, dir.join("bridge.db"))
+    }
+
+    fn spawn(dir: &Path, mode: &str, env: Vec<(String, String)>, db: PathBuf) -> Host {
+        let (ws_port, api_port) = (free_port(), free_port());
+        let mut cmd = bridge_cmd(dir);
+        cmd.args(["serve", "--mode", mode])
+            .arg("--ws-port")
+            .arg(ws_port.to_string())
+            .arg("--api-port")
+            .arg(api_port.to_string())
+            .arg("--db")
+            .arg(&db)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn sacred-bridge");
+        // Wait for the "listening" line, bounded.
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30));
+        let host = Host {
+            child,
+            ws_port,
+            api_port,
+            db,
+            dir: dir.to_owned(),
+            env,
+            mode: mode.to_owned(),
+        };
+        match line {
+            Ok(l) => assert!(l.contains("listening"), "unexpected first line: {l}"),
+            Err(_) => panic!("sacred-bridge did not start within 30 s"),
+        }
+        host
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a new process on the same database (new ports).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let next = Self::spawn(&self.dir, &self.mode, self.env.clone(), self.db.clone());
+        let old = std::mem::replace(self, next);
+        drop(old);
+    }
+
+    pub fn ws_url(&self, space: &str) -> String {
+        format!("ws://127.0.0.1:{}/v1/spaces/{space}/ws", self.ws_port)
+    }
+
+    pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        http(self.api_port, method, path, body, None)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One HTTP/1.1 request over a plain TCP socket. The body is parsed as JSON when it is JSON,
+/// else returned as a string.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let (status, raw) = http_raw(port, method, path, body.map(str::as_bytes), token);
+    let v = serde_json::from_slice(&raw)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw).into_owned()));
+    (status, v)
+}
+
+pub fn http_raw(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    token: Option<&str>,
+) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect HTTP");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    head.push_str("\r\n");
+    // The server may answer (e.g. 413) before reading the whole body; ignore write errors.
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + n]);
+        b = &b[i + 2 + n + 2..];
+    }
+    out
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TokioTcp>>;
+
+/// A client that speaks raw JSON frames.
+pub struct Agent {
+    pub ws: Ws,
+}
+
+impl Agent {
+    pub async fn connect(url: &str) -> Agent {
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .expect("connect timeout")
+        .expect("connect");
+        Agent { ws }
+    }
+
+    /// Connects and says `hello`; returns the agent and the `welcome` (or `error`) frame.
+    pub async fn hello(url: &str, space: &str, token: Option<&str>) -> (Agent, Value) {
+        let mut a = Agent::connect(url).await;
+        let mut h = serde_json::json!({"type": "hello", "v": 1, "space": space, "name": "e2e"});
+        if let Some(t) = token {
+            h["token"] = Value::from(t);
+        }
+        a.send(&h).await;
+        let w = a.recv().await.expect("answer to hello");
+        (a, w)
+    }
+
+    pub async fn send(&mut self, v: &Value) {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).await.expect("send raw");
+    }
+
+    /// The next JSON frame, `None` when the connection closed. Panics after 10 s.
+    pub async fn recv(&mut self) -> Option<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = tokio::time::timeout(left, self.ws.next())
+                .await
+                .expect("no frame within 10 s");
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return Some(serde_json::from_str(t.as_str()).expect("JSON frame"))
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Skips frames until one of `ty` arrives (e.g. skipping `presence`).
+    pub async fn recv_type(&mut self, ty: &str) -> Value {
+        loop {
+            let v = self
+                .recv()
+                .await
+                .unwrap_or_else(|| panic!("closed while waiting for {ty}"));
+            if v["type"] == ty {
+                return v;
+            }
+        }
+    }
+}

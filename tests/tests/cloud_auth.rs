@@ -1,0 +1,96 @@
+//! Cloud mode requires tokens: it refuses to start without BRIDGE_SECRET, and refuses a
+//! missing, wrong-space, expired or forged token over WebSocket and HTTP.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::json;
+use tests::{bridge_cmd, http, Agent, Host, TempDir};
+
+const SECRET: &str = "e2e-secret-0123456789";
+
+fn mint(dir: &std::path::Path, space: &str, rights: &str, ttl: &str, secret: &str) -> String {
+    let out = bridge_cmd(dir)
+        .env("BRIDGE_SECRET", secret)
+        .args([
+            "token", "create", "--space", space, "--rights", rights, "--ttl", ttl,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn cloud_mode_without_a_secret_refuses_to_start() {
+    let dir = TempDir::new("nosecret");
+    let out = bridge_cmd(&dir.0)
+        .args([
+            "serve",
+            "--mode",
+            "cloud",
+            "--ws-port",
+            "0",
+            "--api-port",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BRIDGE_SECRET"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_mode_refuses_missing_wrong_space_and_expired_tokens() {
+    let dir = TempDir::new("cloud");
+    let host = Host::start(&dir.0, "cloud", &[("BRIDGE_SECRET", SECRET)]);
+    let url = host.ws_url("team");
+    let good = mint(&dir.0, "team", "write", "1h", SECRET);
+    let other = mint(&dir.0, "other", "admin", "1h", SECRET);
+    let expired = mint(&dir.0, "team", "write", "0", SECRET);
+    let forged = mint(&dir.0, "team", "admin", "1h", "not-the-secret");
+    let reader = mint(&dir.0, "team", "read", "1h", SECRET);
+
+    for (token, why) in [
+        (None, "missing"),
+        (Some(&other), "wrong space"),
+        (Some(&expired), "expired"),
+        (Some(&forged), "forged"),
+    ] {
+        let (mut a, e) = Agent::hello(&url, "team", token.map(String::as_str)).await;
+        assert_eq!(e["type"], "error", "{why}: {e}");
+        assert_eq!(e["code"], "unauthorized", "{why}: {e}");
+        assert!(a.recv().await.is_none(), "{why}: connection closed");
+    }
+
+    let (mut a, w) = Agent::hello(&url, "team", Some(&good)).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    assert_eq!(w["tier"], "cloud");
+    a.send(&json!({"type": "put", "req": 1, "collection": "c", "id": "x", "value": {"a": 1}}))
+        .await;
+    assert_eq!(a.recv_type("ack").await["req"], 1);
+
+    // a read token cannot write
+    let (mut r, _) = Agent::hello(&url, "team", Some(&reader)).await;
+    r.send(&json!({"type": "put", "req": 1, "collection": "c", "id": "y", "value": {}}))
+        .await;
+    assert_eq!(r.recv_type("error").await["code"], "forbidden");
+
+    // HTTP: the same rules with `Authorization: Bearer`
+    let p = "/v1/spaces/team/docs/c/x";
+    let port = host.api_port;
+    assert_eq!(http(port, "GET", p, None, None).0, 401);
+    assert_eq!(http(port, "GET", p, None, Some(&other)).0, 401);
+    assert_eq!(http(port, "GET", p, None, Some(&expired)).0, 401);
+    assert_eq!(http(port, "GET", p, None, Some(&forged)).0, 401);
+    let (s, v) = http(port, "GET", p, None, Some(&good));
+    assert_eq!((s, &v["value"]), (200, &json!({"a": 1})));
+    let (s, v) = http(port, "PUT", p, Some("{}"), Some(&reader));
+    assert_eq!((s, v["error"]["code"].as_str()), (403, Some("forbidden")));
+    // a token for `team` opens nothing in `other`
+    let (s, _) = http(port, "GET", "/v1/spaces/other/docs/c/x", None, Some(&good));
+    assert_eq!(s, 401);
+}
