@@ -3,7 +3,7 @@
 //! `scripts/test.sh` builds this for `wasm32-unknown-unknown` and fails if the module imports
 //! anything from `env` (the sign of a dependency reaching for libc, a clock or randomness the
 //! core must not use). For the check to mean something the module must contain the engine,
-//! so `main` drives two engines through a JSON-encoded sync, with inputs the optimiser cannot
+//! so `main` drives two engines through a sync over JSON and over binary frames, with inputs the optimiser cannot
 //! see through, and the checker also asserts a minimum code size.
 //!
 //! It is a binary, not a `cdylib` with `#[no_mangle]` exports: the workspace forbids
@@ -20,9 +20,10 @@ use serde_json::{json, Map, Value};
 use std::hint::black_box;
 use std::process::ExitCode;
 
-/// Writes `n` documents on each side, syncs, and returns how many documents each side holds.
-fn probe(n: u64) -> Result<usize, String> {
-    let mut p = Pair::connect("probe", Wire::Json);
+/// Writes `n` documents spread over both sides, syncs, and returns how many documents each
+/// side holds.
+fn probe(n: u64, wire: Wire) -> Result<usize, String> {
+    let mut p = Pair::connect("probe", wire);
     for i in 0..n {
         let mut doc = Map::new();
         doc.insert("i".into(), Value::from(i));
@@ -50,14 +51,18 @@ fn main() -> ExitCode {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(16);
-    match probe(black_box(n)) {
-        Ok(docs) => {
-            println!("wasm_probe: {} documents on both sides", black_box(docs));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("wasm_probe: {e}");
-            ExitCode::FAILURE
+    let mut code = ExitCode::SUCCESS;
+    for wire in [Wire::Json, Wire::Binary] {
+        match probe(black_box(n), black_box(wire)) {
+            Ok(docs) => println!(
+                "wasm_probe: {wire:?}: {} documents on both sides",
+                black_box(docs)
+            ),
+            Err(e) => {
+                eprintln!("wasm_probe: {wire:?}: {e}");
+                code = ExitCode::FAILURE;
+            }
         }
     }
+    code
 }

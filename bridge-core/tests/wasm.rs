@@ -3,10 +3,7 @@
 //! These tests run natively under `cargo test` and, compiled to wasm32, in Node under
 //! wasm-bindgen-test-runner (`scripts/test.sh`), so the code a browser or a Durable Object
 //! runs is checked there too: two engines sync writes, patches, deletes and concurrent edits
-//! through encoded frames and end up showing the same documents.
-//!
-//! Binary frames: not covered yet, the binary codec (`codec::binary`) was still being written
-//! when this file was; `pair::Wire` is the hook for it.
+//! through frames encoded as JSON and as binary, and end up showing the same documents.
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -31,9 +28,8 @@ fn assert_same_collection(p: &Pair, collection: &str) {
     assert_eq!(a, b, "replicas differ in `{collection}`");
 }
 
-#[test]
-fn writes_on_one_side_reach_the_other_and_are_acked() {
-    let mut p = Pair::connect("wasm-e2e", Wire::Json);
+fn writes_on_one_side_reach_the_other_and_are_acked(wire: Wire) {
+    let mut p = Pair::connect("wasm-e2e", wire);
     for i in 0..25u64 {
         let key = DocKey::new("notes", format!("n{i:02}"));
         let doc = obj(json!({ "title": format!("note {i}"), "n": i }));
@@ -55,9 +51,8 @@ fn writes_on_one_side_reach_the_other_and_are_acked() {
     assert!(p.frames > 0 && p.bytes > 0);
 }
 
-#[test]
-fn both_sides_write_and_converge() {
-    let mut p = Pair::connect("wasm-e2e", Wire::Json);
+fn both_sides_write_and_converge(wire: Wire) {
+    let mut p = Pair::connect("wasm-e2e", wire);
     p.settle(0, 50).expect("handshake");
 
     let shared = DocKey::new("notes", "shared");
@@ -111,20 +106,47 @@ fn both_sides_write_and_converge() {
     assert_eq!(p.b.peer_status(B_SIDE).map(|s| s.pending), Some(0));
 }
 
-#[test]
-fn every_frame_of_a_sync_round_trips_through_json() {
-    // `settle` fails on any frame the codec cannot carry; this makes sure a long initial
-    // sync (several bounded batches) went through it.
-    let mut p = Pair::connect("wasm-e2e", Wire::Json);
+/// A long initial sync (several bounded batches) through each codec: `settle` fails on any
+/// frame a codec cannot carry. Returns the bytes carried.
+fn initial_sync_of_600_documents(wire: Wire) -> u64 {
+    let mut p = Pair::connect("wasm-e2e", wire);
     for i in 0..600u64 {
         let key = DocKey::new("bulk", format!("d{i:04}"));
-        p.a.write(i, i, key, WriteOp::Put(obj(json!({ "i": i }))))
-            .expect("local write");
+        p.a.write(
+            i,
+            i,
+            key,
+            WriteOp::Put(obj(json!({ "i": i, "tag": "bulk" }))),
+        )
+        .expect("local write");
     }
     p.settle(1_000, 1_000).expect("settles");
     assert_eq!(p.b.replica().doc_count(), 600);
     assert_same_collection(&p, "bulk");
     assert!(p.frames >= 4, "600 documents take more than one push");
+    p.bytes
+}
+
+#[test]
+fn writes_reach_the_other_side_over_json_and_binary() {
+    writes_on_one_side_reach_the_other_and_are_acked(Wire::Json);
+    writes_on_one_side_reach_the_other_and_are_acked(Wire::Binary);
+}
+
+#[test]
+fn both_sides_converge_over_json_and_binary() {
+    both_sides_write_and_converge(Wire::Json);
+    both_sides_write_and_converge(Wire::Binary);
+}
+
+#[test]
+fn initial_sync_goes_through_both_codecs_and_binary_is_smaller() {
+    let json = initial_sync_of_600_documents(Wire::Json);
+    let binary = initial_sync_of_600_documents(Wire::Binary);
+    assert!(
+        binary < json,
+        "binary frames should be the compact form: {binary} bytes vs {json} as JSON"
+    );
 }
 
 /// A short run of the deterministic simulation (drops, duplicates, reorders, partitions,

@@ -5,7 +5,7 @@
 //! exercise the same path a host takes: persist what is staged, encode each frame to bytes,
 //! decode it on the other side, feed it in, until both ends are quiet.
 
-use bridge_core::codec::{decode_json, encode_json};
+use bridge_core::codec::{decode_binary, decode_json, encode_binary, encode_json};
 use bridge_core::{Engine, EngineConfig, Frame, ReplicaId, SessionId, Tier, Transmit};
 
 /// The link's session id on `a` (the side that connects).
@@ -18,8 +18,8 @@ pub const B_SIDE: SessionId = 2;
 pub enum Wire {
     /// The JSON text encoding every agent speaks.
     Json,
-    // TODO(binary codec): add `Binary` through `codec::encode_binary` / `decode_binary`
-    // once that encoding lands in bridge-core/src/codec.rs.
+    /// The compact binary encoding peers use.
+    Binary,
 }
 
 pub struct Pair {
@@ -53,11 +53,13 @@ impl Pair {
     fn carry(&mut self, frame: &Frame) -> Result<Frame, String> {
         let bytes = match self.wire {
             Wire::Json => encode_json(frame).into_bytes(),
+            Wire::Binary => encode_binary(frame),
         };
         self.frames += 1;
         self.bytes += bytes.len() as u64;
         match self.wire {
             Wire::Json => decode_json(&bytes),
+            Wire::Binary => decode_binary(&bytes),
         }
         .map_err(|e| format!("{} frame did not survive the codec: {e}", frame.type_name()))
     }
