@@ -87,6 +87,8 @@ pub struct HubConfig {
 struct Conn {
     out: mpsc::Sender<Output>,
     upstream: bool,
+    /// Upstream link that pushes only when asked (SYNC_MODE manual / periodic).
+    manual: bool,
 }
 
 struct Space {
@@ -232,6 +234,7 @@ impl Hub {
                         Conn {
                             out,
                             upstream: false,
+                            manual: false,
                         },
                     );
                 }
@@ -256,15 +259,15 @@ impl Hub {
             } => {
                 let name = format!("upstream-{session}");
                 if let Ok(s) = self.space(&space) {
+                    // `set_auto_push` only sticks once the handshake made the session a
+                    // peer, so it is applied on `SessionOpened` (see `flush`).
                     s.engine.connect(now, session, token, &name);
-                    if manual {
-                        s.engine.set_auto_push(session, false);
-                    }
                     s.conns.insert(
                         session,
                         Conn {
                             out,
                             upstream: true,
+                            manual,
                         },
                     );
                 }
@@ -422,6 +425,9 @@ impl Hub {
                         ..
                     } => {
                         tracing::debug!(session, ?kind, %name, "session opened");
+                        if s.conns.get(&session).is_some_and(|c| c.manual) {
+                            s.engine.set_auto_push(session, false);
+                        }
                     }
                     _ => {}
                 }

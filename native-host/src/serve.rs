@@ -84,7 +84,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                 cfg.default_space.clone(),
                 std::env::var("BRIDGE_TOKEN").ok(),
                 upstream_secret,
-                cfg.sync_mode == SyncMode::Manual,
+                // Periodic and manual links push only when asked (tick or `POST /v1/sync`).
+                matches!(cfg.sync_mode, SyncMode::Manual | SyncMode::Periodic),
                 tx.clone(),
             ));
         }

@@ -99,6 +99,23 @@ pub fn bridge_cmd(dir: &Path) -> Command {
     c
 }
 
+/// Mints a token with `sacred-bridge token create` signed with `secret`.
+pub fn mint_token(dir: &Path, secret: &str, space: &str, rights: &str, ttl: &str) -> String {
+    let out = bridge_cmd(dir)
+        .env("BRIDGE_SECRET", secret)
+        .args([
+            "token", "create", "--space", space, "--rights", rights, "--ttl", ttl,
+        ])
+        .output()
+        .expect("run token create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A running host. Killed (SIGKILL) on drop.
 pub struct Host {
     pub child: Child,
@@ -121,7 +138,16 @@ impl Host {
     }
 
     fn spawn(dir: &Path, mode: &str, env: Vec<(String, String)>, db: PathBuf) -> Host {
-        let (ws_port, api_port) = (free_port(), free_port());
+        Self::spawn_on(dir, mode, env, db, (free_port(), free_port()))
+    }
+
+    fn spawn_on(
+        dir: &Path,
+        mode: &str,
+        env: Vec<(String, String)>,
+        db: PathBuf,
+        (ws_port, api_port): (u16, u16),
+    ) -> Host {
         let mut cmd = bridge_cmd(dir);
         cmd.args(["serve", "--mode", mode])
             .arg("--ws-port")
@@ -173,6 +199,21 @@ impl Host {
     pub fn restart(&mut self) {
         self.kill9();
         let next = Self::spawn(&self.dir, &self.mode, self.env.clone(), self.db.clone());
+        let old = std::mem::replace(self, next);
+        drop(old);
+    }
+
+    /// Starts a new process on the same database and the same ports (clients reconnect).
+    pub fn restart_same_ports(&mut self) {
+        self.kill9();
+        let ports = (self.ws_port, self.api_port);
+        let next = Self::spawn_on(
+            &self.dir,
+            &self.mode,
+            self.env.clone(),
+            self.db.clone(),
+            ports,
+        );
         let old = std::mem::replace(self, next);
         drop(old);
     }

@@ -8,19 +8,7 @@ use tests::{bridge_cmd, http, Agent, Host, TempDir};
 const SECRET: &str = "e2e-secret-0123456789";
 
 fn mint(dir: &std::path::Path, space: &str, rights: &str, ttl: &str, secret: &str) -> String {
-    let out = bridge_cmd(dir)
-        .env("BRIDGE_SECRET", secret)
-        .args([
-            "token", "create", "--space", space, "--rights", rights, "--ttl", ttl,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    tests::mint_token(dir, secret, space, rights, ttl)
 }
 
 #[test]

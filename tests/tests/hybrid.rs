@@ -1,0 +1,225 @@
+//! A hybrid host keeps an upstream link to a cloud-mode host: documents and messages flow
+//! both ways, each message reaches each side once, and the link comes back after the cloud
+//! restarts.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tests::{bridge_cmd, http, Agent, Host, TempDir};
+
+const SECRET: &str = "hybrid-secret-0123456789";
+
+/// A cloud-mode host and a hybrid host linked to it (space `proj`), with an admin token.
+struct Pair {
+    cloud: Host,
+    local: Host,
+    token: String,
+    /// (cloud, hybrid) data folders, removed on drop.
+    _dirs: (TempDir, TempDir),
+}
+
+fn start_pair(extra: &[(&str, &str)]) -> Pair {
+    let cloud_dir = TempDir::new("cloud");
+    let local_dir = TempDir::new("hybrid");
+    let cloud = Host::start(&cloud_dir.0, "cloud", &[("BRIDGE_SECRET", SECRET)]);
+    let token = tests::mint_token(&cloud_dir.0, SECRET, "proj", "admin", "1h");
+    let cloud_url = format!("ws://127.0.0.1:{}", cloud.ws_port);
+    let mut env = vec![
+        ("CLOUD_WS_URL", cloud_url.as_str()),
+        ("CLOUD_PROJECT_ID", "proj"),
+        ("BRIDGE_TOKEN", token.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let local = Host::start(&local_dir.0, "hybrid", &env);
+    Pair {
+        cloud,
+        local,
+        token,
+        _dirs: (cloud_dir, local_dir),
+    }
+}
+
+/// Polls `GET path` until `pred` holds (bounded).
+fn eventually(
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    pred: impl Fn(u16, &Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, v) = http(port, "GET", path, None, token);
+        if pred(s, &v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out on {path}: {s} {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_syncs_docs_and_messages_both_ways() {
+    let Pair {
+        mut cloud,
+        local,
+        token,
+        _dirs,
+    } = start_pair(&[]);
+    let tok = Some(token.as_str());
+
+    // local → cloud
+    let (s, v) = local.http(
+        "PUT",
+        "/v1/spaces/proj/docs/notes/a",
+        Some(r#"{"from":"local"}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    eventually(
+        cloud.api_port,
+        "/v1/spaces/proj/docs/notes/a",
+        tok,
+        |s, v| s == 200 && v["value"]["from"] == "local",
+    );
+    // cloud → local
+    let (s, _) = http(
+        cloud.api_port,
+        "PUT",
+        "/v1/spaces/proj/docs/notes/b",
+        Some(r#"{"from":"cloud"}"#),
+        tok,
+    );
+    assert_eq!(s, 200);
+    eventually(
+        local.api_port,
+        "/v1/spaces/proj/docs/notes/b",
+        None,
+        |s, v| s == 200 && v["value"]["from"] == "cloud",
+    );
+
+    // messages cross both ways, once on each side
+    let (mut la, _) = Agent::hello(&local.ws_url("proj"), "proj", None).await;
+    la.send(&json!({"type": "subscribe", "req": 1, "channel": "chat"}))
+        .await;
+    la.recv_type("ack").await;
+    let (mut ca, w) = Agent::hello(&cloud.ws_url("proj"), "proj", tok).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    ca.send(&json!({"type": "subscribe", "req": 1, "channel": "chat"}))
+        .await;
+    ca.recv_type("ack").await;
+    la.send(&json!({"type": "send", "req": 2, "channel": "chat", "payload": "up"}))
+        .await;
+    ca.send(&json!({"type": "send", "req": 2, "channel": "chat", "payload": "down"}))
+        .await;
+    let mut got_local = Vec::new();
+    let mut got_cloud = Vec::new();
+    // Until both arrived, then a little longer to catch a duplicate (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut settle: Option<Instant> = None;
+    while Instant::now() < deadline
+        && settle.is_none_or(|t| t.elapsed() < Duration::from_millis(500))
+    {
+        if settle.is_none() && !got_local.is_empty() && !got_cloud.is_empty() {
+            settle = Some(Instant::now());
+        }
+        for (a, got) in [(&mut la, &mut got_local), (&mut ca, &mut got_cloud)] {
+            if let Ok(Some(v)) = tokio::time::timeout(Duration::from_millis(100), a.recv()).await {
+                if v["type"] == "broadcast" {
+                    got.push(v["message"]["payload"].clone());
+                }
+            }
+        }
+    }
+    got_local.sort_by_key(|v| v.to_string());
+    got_cloud.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        got_local,
+        [json!("down")],
+        "local agent gets the cloud message once"
+    );
+    assert_eq!(
+        got_cloud,
+        [json!("up")],
+        "cloud agent gets the local message once"
+    );
+
+    // the cloud goes down: local writes go on and wait durably, then go up on reconnect
+    cloud.kill9();
+    for i in 0..20 {
+        let (s, _) = local.http(
+            "PUT",
+            &format!("/v1/spaces/proj/docs/offline/o{i}"),
+            Some(&json!({"i": i}).to_string()),
+        );
+        assert_eq!(
+            s, 200,
+            "local writes are acknowledged while the cloud is down"
+        );
+    }
+    cloud.restart_same_ports();
+    eventually(
+        cloud.api_port,
+        "/v1/spaces/proj/docs/offline?limit=100",
+        tok,
+        |s, v| s == 200 && v["docs"].as_array().map(Vec::len) == Some(20),
+    );
+    // and the local status shows nothing pending on the upstream link
+    eventually(local.api_port, "/v1/status", None, |_, v| {
+        v["spaces"].as_array().into_iter().flatten().any(|s| {
+            s["space"] == "proj"
+                && s["peers"]
+                    .as_array()
+                    .is_some_and(|p| p.len() == 1 && p[0]["pending"] == 0 && p[0]["open"] == true)
+        })
+    });
+}
+
+#[test]
+fn manual_sync_mode_pushes_only_when_asked() {
+    let Pair {
+        cloud,
+        local,
+        token,
+        _dirs,
+    } = start_pair(&[("SYNC_MODE", "manual")]);
+    let tok = Some(token.as_str());
+    // the link is up once the status shows the peer
+    eventually(local.api_port, "/v1/status", None, |_, v| {
+        v["spaces"].as_array().into_iter().flatten().any(|s| {
+            s["peers"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["open"] == true))
+        })
+    });
+    let (s, _) = local.http("PUT", "/v1/spaces/proj/docs/n/held", Some(r#"{"x":1}"#));
+    assert_eq!(s, 200);
+    std::thread::sleep(Duration::from_millis(700));
+    let (s, _) = http(
+        cloud.api_port,
+        "GET",
+        "/v1/spaces/proj/docs/n/held",
+        None,
+        tok,
+    );
+    assert_eq!(s, 404, "manual mode does not push by itself");
+
+    let out = bridge_cmd(&_dirs.1 .0)
+        .args([
+            "sync",
+            "--push",
+            "--api",
+            &format!("http://127.0.0.1:{}", local.api_port),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(
+        cloud.api_port,
+        "/v1/spaces/proj/docs/n/held",
+        tok,
+        |s, v| s == 200 && v["value"]["x"] == 1,
+    );
+}
