@@ -16,10 +16,12 @@
 //! - [`replica`]: one space at one store: documents, live-dot index, delta extraction;
 //! - [`message`]: channel messages, retention, presence;
 //! - [`frame`] and [`codec`]: the protocol and its JSON and binary encodings;
-//! - [`engine`]: sessions, acks gated on persistence, the sync state machine.
+//! - [`engine`]: sessions, acks gated on persistence, the sync state machine;
+//! - [`auth`]: HMAC tokens; [`backoff`]: reconnect pacing.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod backoff;
 pub mod clock;
 pub mod codec;
 pub mod doc;
