@@ -222,8 +222,10 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
         }
         .into());
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(ErrorCode::Malformed, format!("the body is not JSON: {e}")))
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorCode::Malformed, format!("the body is not JSON: {e}")))?;
+    bridge_core::codec::check_value_depth(&v)?;
+    Ok(v)
 }
 
 fn object(v: Value) -> Result<Map<String, Value>, ApiError> {
@@ -451,6 +453,7 @@ fn parse_ndjson(body: &[u8]) -> Result<Vec<ImportLine>, ApiError> {
         let at =
             |msg: String| ApiError::new(ErrorCode::Malformed, format!("line {}: {msg}", n + 1));
         let v: Value = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
+        bridge_core::codec::check_value_depth(&v).map_err(|e| at(e.to_string()))?;
         let field = |name: &str| -> Result<String, ApiError> {
             v.get(name)
                 .and_then(Value::as_str)

@@ -7,12 +7,12 @@
 use crate::hub::{Input, OUTPUT_QUEUE};
 use crate::ws::{next_session, read_loop, write_loop, ws_config};
 use bridge_core::auth::{self, Claims, Rights};
+use bridge_core::backoff::Backoff;
 use futures_util::StreamExt;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-
-const FIRST_DELAY: Duration = Duration::from_millis(250);
-const MAX_DELAY: Duration = Duration::from_secs(30);
 /// A link that stayed up this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(10);
 
@@ -31,14 +31,14 @@ fn token_for(token: &Option<String>, secret: &Option<Vec<u8>>, space: &str) -> O
     Some(auth::mint(secret, &claims))
 }
 
-/// `d` scaled by a random factor in [0.5, 1.0).
-fn jitter(d: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    let r = match getrandom::fill(&mut b) {
-        Ok(()) => u16::from_le_bytes(b),
-        Err(_) => 32768,
-    };
-    d.mul_f64(0.5 + f64::from(r) / 131_072.0)
+/// A random number for the backoff's jitter.
+fn random() -> u64 {
+    let mut b = [0u8; 8];
+    match getrandom::fill(&mut b) {
+        Ok(()) => u64::from_le_bytes(b),
+        // No OS randomness: the time still spreads a fleet's retries apart.
+        Err(_) => crate::store::now_ms(),
+    }
 }
 
 pub async fn run(
@@ -50,7 +50,7 @@ pub async fn run(
     hub: mpsc::Sender<Input>,
 ) {
     let target = format!("{}/v1/spaces/{}/ws", url.trim_end_matches('/'), space);
-    let mut delay = FIRST_DELAY;
+    let mut backoff = Backoff::default(); // 250 ms doubling to 30 s, equal jitter
     loop {
         let started = Instant::now();
         match tokio_tungstenite::connect_async_with_config(&target, Some(ws_config()), true).await {
@@ -69,8 +69,10 @@ pub async fn run(
                     return;
                 }
                 let (sink, stream) = ws.split();
-                let writer = tokio::spawn(write_loop(sink, out_rx));
-                read_loop(stream, &hub, &space, session).await;
+                // Peers speak the compact binary encoding.
+                let binary = Arc::new(AtomicBool::new(true));
+                let writer = tokio::spawn(write_loop(sink, out_rx, binary.clone()));
+                read_loop(stream, &hub, &space, session, &binary).await;
                 writer.abort();
                 if hub
                     .send(Input::Closed {
@@ -87,11 +89,10 @@ pub async fn run(
             Err(e) => tracing::warn!(%target, error = %e, "upstream unreachable"),
         }
         if started.elapsed() >= STABLE {
-            delay = FIRST_DELAY;
+            backoff.reset();
         }
-        let wait = jitter(delay);
+        let wait = Duration::from_millis(backoff.next_delay(random()));
         tracing::debug!(?wait, "redialling upstream");
         tokio::time::sleep(wait).await;
-        delay = (delay * 2).min(MAX_DELAY);
     }
 }

@@ -2,14 +2,15 @@
 //!
 //! Path `/v1/spaces/{space}/ws` (or `/` for the default space). Text messages are JSON frames
 //! ([`codec::decode_json`]); anything that does not decode is handed to the engine as a decode
-//! error, which answers with an `error` frame and keeps an agent's session. Binary frames are
-//! refused the same way until the core has a binary codec.
+//! error, which answers with an `error` frame and keeps an agent's session. Binary messages
+//! use the compact binary codec; each connection is answered in the encoding of the last
+//! frame it sent that decoded (a frame that does not decode changes nothing).
 
 use crate::hub::{Input, Output, OUTPUT_QUEUE};
 use bridge_core::frame::MAX_FRAME_BYTES;
-use bridge_core::{codec, Error, ErrorCode, Frame, SessionId};
+use bridge_core::{codec, ErrorCode, Frame, SessionId};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -99,22 +100,26 @@ async fn accept(stream: TcpStream, hub: mpsc::Sender<Input>, default_space: Arc<
     }
     tracing::debug!(session, %space, "connection accepted");
     let (sink, stream) = ws.split();
-    tokio::spawn(write_loop(sink, out_rx));
-    read_loop(stream, &hub, &space, session).await;
+    let binary = Arc::new(AtomicBool::new(false));
+    tokio::spawn(write_loop(sink, out_rx, binary.clone()));
+    read_loop(stream, &hub, &space, session, &binary).await;
     let _ = hub.send(Input::Closed { space, session }).await;
 }
 
 /// Reads frames and hands them to the hub until the socket ends.
-pub async fn read_loop<S>(mut stream: S, hub: &mpsc::Sender<Input>, space: &str, session: SessionId)
-where
+pub async fn read_loop<S>(
+    mut stream: S,
+    hub: &mpsc::Sender<Input>,
+    space: &str,
+    session: SessionId,
+    binary: &AtomicBool,
+) where
     S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
     while let Some(msg) = stream.next().await {
-        let decoded = match msg {
-            Ok(Message::Text(t)) => codec::decode_json(t.as_bytes()),
-            Ok(Message::Binary(_)) => Err(Error::Malformed(
-                "binary frames are not supported by this host yet; send JSON text frames".into(),
-            )),
+        let (decoded, is_binary) = match msg {
+            Ok(Message::Text(t)) => (codec::decode_json(t.as_bytes()), false),
+            Ok(Message::Binary(b)) => (codec::decode_binary(&b), true),
             Ok(Message::Close(_)) => break,
             Ok(_) => continue,
             Err(e) => {
@@ -123,11 +128,14 @@ where
             }
         };
         let input = match decoded {
-            Ok(frame) => Input::Frame {
-                space: space.to_owned(),
-                session,
-                frame,
-            },
+            Ok(frame) => {
+                binary.store(is_binary, Ordering::Relaxed);
+                Input::Frame {
+                    space: space.to_owned(),
+                    session,
+                    frame,
+                }
+            }
             Err(error) => Input::DecodeError {
                 space: space.to_owned(),
                 session,
@@ -141,7 +149,7 @@ where
 }
 
 /// Writes what the hub sends, batching whatever is queued into one flush.
-pub async fn write_loop<S>(mut sink: S, mut rx: mpsc::Receiver<Output>)
+pub async fn write_loop<S>(mut sink: S, mut rx: mpsc::Receiver<Output>, binary: Arc<AtomicBool>)
 where
     S: Sink<Message, Error = tungstenite::Error> + Unpin,
 {
@@ -150,7 +158,11 @@ where
         while let Some(out) = next.take() {
             match out {
                 Output::Frame(f) => {
-                    if sink.feed(encode(&f)).await.is_err() {
+                    if sink
+                        .feed(encode(&f, binary.load(Ordering::Relaxed)))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -174,8 +186,12 @@ where
         .await;
 }
 
-fn encode(f: &Frame) -> Message {
-    Message::Text(codec::encode_json(f).into())
+fn encode(f: &Frame, binary: bool) -> Message {
+    if binary {
+        Message::Binary(codec::encode_binary(f).into())
+    } else {
+        Message::Text(codec::encode_json(f).into())
+    }
 }
 
 /// WebSocket close code for an error code.

@@ -37,7 +37,10 @@ async fn bad_frames_get_error_frames_and_the_host_keeps_serving() {
             "malformed",
         ),
         (Message::Text(big.into()), "too_large"),
-        (Message::Binary(vec![0xff, 0x00, 0x13].into()), "malformed"),
+        (
+            Message::Binary(vec![0xff, 0x00, 0x13].into()),
+            "unsupported_version",
+        ),
         (
             Message::Text(r#"{"type":"put","req":7,"collection":"c","id":"x","value":[1]}"#.into()),
             "bad_request",
@@ -148,4 +151,29 @@ fn bad_http_requests_get_json_errors() {
     assert_eq!((s, v["error"]["code"].as_str()), (413, Some("too_large")));
     let (s, _) = host.http("GET", "/healthz", None);
     assert_eq!(s, 200);
+}
+
+/// Peers may speak the compact binary encoding; the host answers in kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_session_is_answered_in_binary() {
+    use bridge_core::{codec, frame::Hello, Frame};
+    use futures_util::StreamExt;
+    let dir = TempDir::new("binary");
+    let host = Host::start(&dir.0, "local", &[]);
+    let mut a = Agent::connect(&host.ws_url("s")).await;
+    let hello = Frame::Hello(Hello {
+        space: "s".into(),
+        ..Hello::default()
+    });
+    a.send_raw(Message::Binary(codec::encode_binary(&hello).into()))
+        .await;
+    let m = tokio::time::timeout(std::time::Duration::from_secs(10), a.ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Message::Binary(b) = m else {
+        panic!("expected a binary answer, got {m:?}")
+    };
+    assert!(matches!(codec::decode_binary(&b), Ok(Frame::Welcome(_))));
 }
