@@ -61,7 +61,7 @@ impl DocState {
                 out.push(s.clone());
             }
         }
-        out.sort_by(|a, b| a.dot.cmp(&b.dot));
+        out.sort_by_key(|s| s.dot);
         out.dedup_by(|a, b| a.dot == b.dot);
         self.siblings = out;
         self.context.join(&other.context);

@@ -166,7 +166,6 @@ struct PeerLink {
     next_seq: u64,
     unacked: VecDeque<(u64, VersionVector)>,
     acked: VersionVector,
-    auto_push: bool,
     sync_requested: bool,
     run_sent: u64,
     learned: Vec<PresenceEntry>,
@@ -183,6 +182,8 @@ struct Session {
     peer: Option<PeerLink>,
     channels: BTreeSet<String>,
     collections: BTreeSet<String>,
+    /// Push automatically once open (peer sessions); settable before the handshake ends.
+    auto_push: bool,
 }
 
 #[derive(Debug)]
@@ -287,13 +288,10 @@ impl Engine {
     }
 
     /// Manual sync: stop or resume pushing to a peer automatically.
+    /// May be called right after [`Engine::connect`]: the setting holds from the handshake on.
     pub fn set_auto_push(&mut self, session: SessionId, on: bool) {
-        if let Some(p) = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.peer.as_mut())
-        {
-            p.auto_push = on;
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.auto_push = on;
         }
     }
 
@@ -1062,12 +1060,11 @@ impl Engine {
                 continue;
             }
             match s.peer.as_mut() {
-                Some(link) => {
-                    if link.msg_known.get(r.message.id.origin) < r.message.id.seq {
-                        link.msg_known.raise(r.message.id.origin, r.message.id.seq);
-                        out.push((*id, None));
-                    }
+                Some(link) if link.msg_known.get(r.message.id.origin) < r.message.id.seq => {
+                    link.msg_known.raise(r.message.id.origin, r.message.id.seq);
+                    out.push((*id, None));
                 }
+                Some(_) => {}
                 None if s.channels.contains(&r.message.channel) => out.push((*id, Some(r.offset))),
                 None => {}
             }
@@ -1103,7 +1100,7 @@ impl Engine {
             // What this peer does not already know: not what it told us, not its own link.
             let entries: Vec<PresenceEntry> = all
                 .iter()
-                .filter(|e| !link.learned.contains(e) && !(e.node == me && e.session == id))
+                .filter(|e| !(link.learned.contains(e) || (e.node == me && e.session == id)))
                 .cloned()
                 .collect();
             if entries == link.presence_sent {
@@ -1131,7 +1128,7 @@ impl Engine {
             };
             if !matches!(s.phase, Phase::Open)
                 || link.unacked.len() >= self.cfg.window
-                || !(link.auto_push || link.sync_requested)
+                || !(s.auto_push || link.sync_requested)
             {
                 continue;
             }
@@ -1204,6 +1201,7 @@ impl Session {
             peer: None,
             channels: BTreeSet::new(),
             collections: BTreeSet::new(),
+            auto_push: true,
         }
     }
 }
@@ -1218,7 +1216,6 @@ impl PeerLink {
             next_seq: 1,
             unacked: VecDeque::new(),
             acked: VersionVector::new(),
-            auto_push: true,
             sync_requested: false,
             run_sent: 0,
             learned: Vec::new(),

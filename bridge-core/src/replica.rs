@@ -166,6 +166,11 @@ impl Replica {
     pub fn logs(&self) -> &ChannelLogs {
         &self.logs
     }
+    /// Every durable document, in key order (for export and full scans).
+    pub fn docs(&self) -> impl Iterator<Item = (&DocKey, &DocState)> {
+        self.docs.iter()
+    }
+
     /// Number of durable documents (tombstones included).
     pub fn doc_count(&self) -> usize {
         self.docs.len()
@@ -414,7 +419,7 @@ impl Replica {
         let mut changed = Vec::new();
         for e in docs {
             let mut state = e.state;
-            state.siblings.sort_by(|a, b| a.dot.cmp(&b.dot));
+            state.siblings.sort_by_key(|s| s.dot);
             state.siblings.dedup_by(|a, b| a.dot == b.dot);
             if let Some(st) = state.max_stamp() {
                 self.clock.observe(st);
