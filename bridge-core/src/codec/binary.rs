@@ -31,7 +31,7 @@
 //! | 19 | `conflicts` | req?, collection? |
 //! | 20 | `conflict_list` | req?, conflicts: \[conflict\] |
 //! | 21 | `conflict` | conflict |
-//! | 22 | `resolve` | req?, collection, id, value? |
+//! | 22 | `resolve` | req?, collection, id, value?ⁿ |
 //! | 23 | `set_policy` | req?, collection, policy |
 //! | 24 | `error` | req?, code, message |
 //! | 25 | `ping` | nonce |
@@ -42,7 +42,8 @@
 //! - integers (`u64`, `u32`): unsigned LEB128 varint, at most 10 bytes, minimal (no
 //!   trailing `0x00` continuation groups); a `u32` field above `u32::MAX` is malformed;
 //! - `bool`: one byte, 0 or 1;
-//! - `x?` (optional): one byte, 0 = absent, 1 = present followed by `x`;
+//! - `x?` (optional): one byte, 0 = absent, 1 = present followed by `x`; `value?ⁿ` is an
+//!   optional value where `null` means absent (as in JSON): a present `null` is malformed;
 //! - string: varint byte length, then that many bytes of UTF-8;
 //! - `[x]` (list): varint count, then the items;
 //! - replica id: 8 bytes, little-endian (ids are random, so a varint would be longer);
@@ -57,9 +58,9 @@
 //! - doc state: siblings \[dot, stamp, tier, body?\] with strictly increasing dots, then the
 //!   context (a version vector) which must contain every sibling's dot; a body is a varint
 //!   count of (name, field) pairs with strictly increasing names, a field is (stamp, value?);
-//! - doc view: collection, id, value?, stamp?, conflict (bool);
+//! - doc view: collection, id, value?ⁿ, stamp?, conflict (bool);
 //! - message: id (origin replica, seq), channel, payload (value), stamp;
-//! - conflict: collection, id, shown (dot), sides \[dot, tier, stamp, value?\], fields
+//! - conflict: collection, id, shown (dot), sides \[dot, tier, stamp, value?ⁿ\], fields
 //!   \[string\].
 //!
 //! A JSON value is a one-byte tag and its payload:
@@ -572,20 +573,68 @@ wire_enum! {
     ]
 }
 
+/// One field of a struct or frame: in its type's binary form, or through `$via`.
+macro_rules! put_field {
+    ($w:ident, $f:ident) => {
+        $f.put($w)
+    };
+    ($w:ident, $f:ident, $via:ident) => {
+        $via::put($f, $w)
+    };
+}
+
+macro_rules! get_field {
+    ($r:ident) => {
+        Wire::get($r)?
+    };
+    ($r:ident, $via:ident) => {
+        $via::get($r)?
+    };
+}
+
 /// Structs: their fields in the order listed, each in its own binary form.
 macro_rules! wire_struct {
-    ($($ty:ident { $($field:ident),* $(,)? })*) => {$(
+    ($($ty:ident { $($field:ident $(as $via:ident)?),* $(,)? })*) => {$(
         impl Wire for $ty {
             fn put(&self, w: &mut Vec<u8>) {
                 let $ty { $($field),* } = self;
-                $( $field.put(w); )*
+                $( put_field!(w, $field $(, $via)?); )*
             }
             fn get(r: &mut Reader<'_>) -> Result<Self> {
                 // Struct-literal fields are evaluated in the order written.
-                Ok($ty { $( $field: Wire::get(r)? ),* })
+                Ok($ty { $( $field: get_field!(r $(, $via)?) ),* })
             }
         }
     )*};
+}
+
+/// `value?` where the protocol reads `null` as absent (a doc view of a deleted document, a
+/// conflict side that deleted, a resolution that deletes): JSON cannot tell `Some(null)` from
+/// `None` there, so binary sends both as absent and refuses a present `null`, and the two
+/// encodings always agree.
+mod nullable {
+    use super::{Reader, Result, Value, Wire};
+
+    pub(super) fn put(v: &Option<Value>, w: &mut Vec<u8>) {
+        match v {
+            None | Some(Value::Null) => w.push(0),
+            Some(v) => {
+                w.push(1);
+                v.put(w);
+            }
+        }
+    }
+
+    pub(super) fn get(r: &mut Reader<'_>) -> Result<Option<Value>> {
+        let at = r.pos;
+        match Option::<Value>::get(r)? {
+            Some(Value::Null) => {
+                r.pos = at;
+                Err(r.malformed("a present value here cannot be null; send 0 for absent"))
+            }
+            v => Ok(v),
+        }
+    }
 }
 
 wire_struct! {
@@ -601,8 +650,8 @@ wire_struct! {
     DocEntry { collection, id, state }
     Push { seq, docs, watermark, remaining }
     Ack { req, seq, dot }
-    DocView { collection, id, value, stamp, conflict }
-    ConflictSide { dot, tier, stamp, value }
+    DocView { collection, id, value as nullable, stamp, conflict }
+    ConflictSide { dot, tier, stamp, value as nullable }
     Conflict { collection, id, shown, sides, fields }
 }
 
@@ -611,7 +660,7 @@ wire_struct! {
 macro_rules! frame_table {
     (
         wrapped { $($wtag:literal => $wvariant:ident),* $(,)? }
-        inline { $($tag:literal => $variant:ident { $($field:ident),* }),* $(,)? }
+        inline { $($tag:literal => $variant:ident { $($field:ident $(as $via:ident)?),* }),* $(,)? }
     ) => {
         fn put_frame(frame: &Frame, w: &mut Vec<u8>) {
             match frame {
@@ -621,7 +670,7 @@ macro_rules! frame_table {
                 } )*
                 $( Frame::$variant { $($field),* } => {
                     w.push($tag);
-                    $( $field.put(w); )*
+                    $( put_field!(w, $field $(, $via)?); )*
                 } )*
             }
         }
@@ -629,7 +678,7 @@ macro_rules! frame_table {
         fn get_frame(tag: u8, r: &mut Reader<'_>) -> Result<Frame> {
             Ok(match tag {
                 $( $wtag => Frame::$wvariant(Wire::get(r)?), )*
-                $( $tag => Frame::$variant { $( $field: Wire::get(r)? ),* }, )*
+                $( $tag => Frame::$variant { $( $field: get_field!(r $(, $via)?) ),* }, )*
                 other => return Err(Error::UnknownType(format!("binary tag {other}"))),
             })
         }
@@ -661,7 +710,7 @@ frame_table! {
         19 => Conflicts { req, collection },
         20 => ConflictList { req, conflicts },
         21 => Conflict { conflict },
-        22 => Resolve { req, collection, id, value },
+        22 => Resolve { req, collection, id, value as nullable },
         23 => SetPolicy { req, collection, policy },
         24 => Error { req, code, message },
         25 => Ping { nonce },
@@ -807,6 +856,29 @@ mod tests {
         let mut limit = vec![1, 11, 0, 1, b'c', 0, 1];
         put_varint(&mut limit, 1 << 32);
         assert!(malformed(&limit).contains("32-bit"));
+    }
+
+    #[test]
+    fn null_is_absent_where_json_reads_it_so() {
+        // Found by fuzzing: `resolve` with a present `null` decoded, and JSON turned it into
+        // an absent value, so the encodings disagreed.
+        assert!(malformed(&[1, 22, 0, 0, 1, b'#', 1, 0]).contains("cannot be null"));
+        let resolve = |value| Frame::Resolve {
+            req: None,
+            collection: "c".into(),
+            id: "i".into(),
+            value,
+        };
+        let bytes = encode_binary(&resolve(Some(Value::Null)));
+        assert_eq!(decode_binary(&bytes), Ok(resolve(None)));
+        // A document field, though, may hold `null`.
+        let field = Field {
+            stamp: Stamp::default(),
+            value: Some(Value::Null),
+        };
+        let mut w = Vec::new();
+        field.put(&mut w);
+        assert_eq!(w[w.len() - 2..], [1, 0]);
     }
 
     #[test]

@@ -34,6 +34,24 @@ pub fn decode(bytes: &[u8], binary: bool) -> Result<Frame> {
     }
 }
 
+/// Re-encodes `frame` in both forms and decodes each back, describing the first difference.
+/// Every frame a decoder accepts must pass: the property tests, the fuzz target and the
+/// crasher replay all assert it.
+pub fn check_round_trip(frame: &Frame) -> std::result::Result<(), String> {
+    let json = encode_json(frame);
+    match decode_json(json.as_bytes()) {
+        Ok(back) if back == *frame => {}
+        other => return Err(format!("JSON {json} decoded to {other:?}, not {frame:?}")),
+    }
+    let binary = encode_binary(frame);
+    match decode_binary(&binary) {
+        Ok(back) if back == *frame => Ok(()),
+        other => Err(format!(
+            "binary {binary:?} decoded to {other:?}, not {frame:?}"
+        )),
+    }
+}
+
 /// Checks that `value` nests at most [`MAX_VALUE_DEPTH`] arrays and objects; for hosts that
 /// accept documents by other paths than frames (HTTP, imports).
 pub fn check_value_depth(value: &Value) -> Result<()> {
