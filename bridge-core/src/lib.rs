@@ -17,9 +17,12 @@
 //! - [`message`]: channel messages, retention, presence;
 //! - [`frame`] and [`codec`]: the protocol and its JSON and binary encodings;
 //! - [`engine`]: sessions, acks gated on persistence, the sync state machine;
-//! - [`auth`]: HMAC tokens; [`backoff`]: reconnect pacing.
+//! - [`auth`]: HMAC tokens; [`backoff`]: reconnect pacing;
+//! - [`api`]: the HTTP API as values, shared by the native host and the edge worker;
+//! - [`schema`]: the SQLite schema and statements both stores run.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod auth;
 pub mod backoff;
 pub mod clock;
@@ -32,6 +35,7 @@ pub mod ids;
 pub mod message;
 pub mod policy;
 pub mod replica;
+pub mod schema;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod vv;

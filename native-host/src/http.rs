@@ -1,8 +1,8 @@
 //! HTTP transport (hyper, HTTP/1.1): reads the request and its bounded body, hands it to
-//! [`crate::api`] and the hub, writes the answer. The CLI's small HTTP client lives here too.
+//! [`bridge_core::api`] and the hub, writes the answer. The CLI's small HTTP client lives here too.
 
-use crate::api::{self, ApiError, ApiRequest, ApiResponse, Route};
 use crate::hub::Input;
+use bridge_core::api::{self, ApiError, ApiRequest, ApiResponse, Route};
 use bridge_core::{Error, ErrorCode};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};

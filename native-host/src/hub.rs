@@ -6,8 +6,8 @@
 //! only then hand out what the engines want sent. An ack therefore never leaves before the
 //! commit that holds its write.
 
-use crate::api::{self, ApiError, ApiResponse, Outcome, SpaceOp};
 use crate::store::{now_ms, Store};
+use bridge_core::api::{self, ApiError, ApiResponse, Outcome, SpaceOp};
 use bridge_core::{
     check_name, Engine, EngineConfig, Error, ErrorCode, Event, Frame, PersistBatch, Policy,
     SessionId, Tier, Transmit,

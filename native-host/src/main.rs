@@ -2,9 +2,9 @@
 //!
 //! The host is thin: [`store`] persists what the engines cut, [`ws`] and [`http`] move frames
 //! and requests, [`hub`] drives every space's `bridge_core::Engine` on one thread, and
-//! [`api`] translates HTTP requests to engine calls without knowing about any transport.
+//! `bridge_core::api` translates HTTP requests to engine calls without knowing about any
+//! transport (the edge worker uses the same module).
 
-mod api;
 mod cli;
 mod config;
 mod http;

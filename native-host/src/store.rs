@@ -7,6 +7,7 @@
 
 use bridge_core::doc::DocState;
 use bridge_core::message::{Message, Retained};
+use bridge_core::schema;
 use bridge_core::{DocKey, Engine, EngineConfig, PersistBatch, ReplicaId, Stamp, VersionVector};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -29,37 +30,6 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// Schema migrations, applied in order; the `migrations` table records which ran.
-const MIGRATIONS: &[&str] = &[
-    // 1: spaces with their replica ids, sync metadata, documents, retained messages.
-    "CREATE TABLE spaces (
-        space TEXT PRIMARY KEY,
-        replica TEXT NOT NULL,
-        created_ms INTEGER NOT NULL
-     ) WITHOUT ROWID;
-     CREATE TABLE meta (
-        space TEXT PRIMARY KEY REFERENCES spaces(space),
-        vector TEXT NOT NULL,
-        clock TEXT NOT NULL,
-        message_seen TEXT NOT NULL
-     ) WITHOUT ROWID;
-     CREATE TABLE docs (
-        space TEXT NOT NULL,
-        collection TEXT NOT NULL,
-        id TEXT NOT NULL,
-        state TEXT NOT NULL,
-        PRIMARY KEY (space, collection, id)
-     ) WITHOUT ROWID;
-     CREATE TABLE messages (
-        space TEXT NOT NULL,
-        offset INTEGER NOT NULL,
-        channel TEXT NOT NULL,
-        message TEXT NOT NULL,
-        PRIMARY KEY (space, offset)
-     ) WITHOUT ROWID;
-     CREATE INDEX messages_by_channel ON messages (space, channel, offset);",
-];
 
 pub struct Store {
     conn: Connection,
@@ -100,30 +70,23 @@ impl Store {
     }
 
     pub fn schema_version(&self) -> Result<i64> {
-        Ok(self.conn.query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM migrations",
-            [],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .conn
+            .query_row(schema::SELECT_SCHEMA_VERSION, [], |r| r.get(0))?)
     }
 
     fn migrate(&mut self) -> Result<()> {
-        self.conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS migrations (
-                version INTEGER PRIMARY KEY,
-                applied_ms INTEGER NOT NULL
-             )",
-        )?;
+        self.conn.execute_batch(schema::CREATE_MIGRATIONS_TABLE)?;
         let found = self.schema_version()?;
-        let known = MIGRATIONS.len() as i64;
+        let known = schema::SCHEMA_VERSION;
         if found > known {
             return Err(StoreError::TooNew { found, known });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
             let tx = self.conn.transaction()?;
             tx.execute_batch(sql)?;
             tx.execute(
-                "INSERT INTO migrations (version, applied_ms) VALUES (?1, ?2)",
+                schema::INSERT_MIGRATION,
                 params![i as i64 + 1, now_ms() as i64],
             )?;
             tx.commit()?;
@@ -133,9 +96,7 @@ impl Store {
     }
 
     pub fn spaces(&self) -> Result<Vec<SpaceRow>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT space, replica FROM spaces ORDER BY space")?;
+        let mut st = self.conn.prepare(schema::SELECT_SPACES)?;
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
@@ -152,11 +113,7 @@ impl Store {
     pub fn replica_for(&mut self, space: &str) -> Result<ReplicaId> {
         let found: Option<String> = self
             .conn
-            .query_row(
-                "SELECT replica FROM spaces WHERE space = ?1",
-                [space],
-                |r| r.get(0),
-            )
+            .query_row(schema::SELECT_REPLICA, [space], |r| r.get(0))
             .optional()?;
         if let Some(r) = found {
             return r
@@ -165,7 +122,7 @@ impl Store {
         }
         let id = random_replica()?;
         self.conn.execute(
-            "INSERT INTO spaces (space, replica, created_ms) VALUES (?1, ?2, ?3)",
+            schema::INSERT_SPACE,
             params![space, id.to_string(), now_ms() as i64],
         )?;
         Ok(id)
@@ -181,11 +138,9 @@ impl Store {
 
         let meta: Option<(String, String, String)> = self
             .conn
-            .query_row(
-                "SELECT vector, clock, message_seen FROM meta WHERE space = ?1",
-                [&space],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            .query_row(schema::SELECT_META, [&space], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
         if let Some((v, c, m)) = meta {
             let vector: VersionVector =
@@ -196,9 +151,7 @@ impl Store {
             replica.restore_meta(vector, clock, seen);
         }
 
-        let mut st = self
-            .conn
-            .prepare("SELECT collection, id, state FROM docs WHERE space = ?1")?;
+        let mut st = self.conn.prepare(schema::SELECT_DOCS)?;
         let rows = st.query_map([&space], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -214,9 +167,7 @@ impl Store {
         }
         drop(st);
 
-        let mut st = self
-            .conn
-            .prepare("SELECT offset, message FROM messages WHERE space = ?1 ORDER BY offset")?;
+        let mut st = self.conn.prepare(schema::SELECT_MESSAGES)?;
         let rows = st.query_map([&space], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })?;
@@ -236,24 +187,10 @@ impl Store {
     pub fn write(&mut self, batches: &[(&str, &PersistBatch)]) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
-            let mut put_doc = tx.prepare_cached(
-                "INSERT INTO docs (space, collection, id, state) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (space, collection, id) DO UPDATE SET state = excluded.state",
-            )?;
-            let mut put_meta = tx.prepare_cached(
-                "INSERT INTO meta (space, vector, clock, message_seen) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (space) DO UPDATE SET vector = excluded.vector,
-                    clock = excluded.clock, message_seen = excluded.message_seen",
-            )?;
-            let mut put_msg = tx.prepare_cached(
-                "INSERT OR REPLACE INTO messages (space, offset, channel, message)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let mut trim = tx.prepare_cached(
-                "DELETE FROM messages WHERE space = ?1 AND channel = ?2 AND offset NOT IN
-                   (SELECT offset FROM messages WHERE space = ?1 AND channel = ?2
-                    ORDER BY offset DESC LIMIT ?3)",
-            )?;
+            let mut put_doc = tx.prepare_cached(schema::UPSERT_DOC)?;
+            let mut put_meta = tx.prepare_cached(schema::UPSERT_META)?;
+            let mut put_msg = tx.prepare_cached(schema::UPSERT_MESSAGE)?;
+            let mut trim = tx.prepare_cached(schema::TRIM_CHANNEL)?;
             for (space, b) in batches {
                 for (key, state) in &b.docs {
                     let json = to_json(state)?;
@@ -292,9 +229,9 @@ impl Store {
             Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
         };
         Ok((
-            n("SELECT COUNT(*) FROM spaces")?,
-            n("SELECT COUNT(*) FROM docs")?,
-            n("SELECT COUNT(*) FROM messages")?,
+            n(schema::COUNT_SPACES)?,
+            n(schema::COUNT_DOCS)?,
+            n(schema::COUNT_MESSAGES)?,
         ))
     }
 }

@@ -45,7 +45,7 @@ pub fn space_of_path(path: &str, default_space: &str) -> Option<String> {
     }
     let rest = p.strip_prefix("/v1/spaces/")?;
     let space = rest.strip_suffix("/ws")?;
-    let space = crate::api::percent_decode(space);
+    let space = bridge_core::api::percent_decode(space);
     (!space.is_empty() && !space.contains('/')).then_some(space)
 }
 

@@ -1,6 +1,8 @@
 //! The HTTP API as values: request in, engine calls, response out. No sockets, no async, no
-//! clock, nothing but `bridge-core` and `serde_json`, so the edge worker can serve the same
-//! paths with the same code (it belongs in a shared crate once the worker needs it).
+//! clock (time comes in as `now_ms`), so the native host and the edge worker serve the same
+//! paths with the same code: a transport turns its request into an [`ApiRequest`], calls
+//! [`parse`], [`authorize`] and [`execute`], and writes the [`ApiResponse`] back (for
+//! [`Outcome::AfterAck`], once the engine reports the write durable).
 //!
 //! Paths (all bodies and answers are JSON unless said otherwise):
 //!
@@ -21,10 +23,10 @@
 //! A changes cursor is the space version vector as `replica:counter,...` (hex replica ids);
 //! the empty cursor means "from the beginning".
 
-use bridge_core::auth::{self, Rights};
-use bridge_core::frame::MAX_FRAME_BYTES;
-use bridge_core::replica::CONFIG_COLLECTION;
-use bridge_core::{
+use crate::auth::{self, Rights};
+use crate::frame::MAX_FRAME_BYTES;
+use crate::replica::CONFIG_COLLECTION;
+use crate::{
     check_name, DocKey, Engine, Error, ErrorCode, Policy, ReplicaId, VersionVector, WriteOp,
 };
 use serde_json::{json, Map, Value};
@@ -224,7 +226,7 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     }
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(ErrorCode::Malformed, format!("the body is not JSON: {e}")))?;
-    bridge_core::codec::check_value_depth(&v)?;
+    crate::codec::check_value_depth(&v)?;
     Ok(v)
 }
 
@@ -453,7 +455,7 @@ fn parse_ndjson(body: &[u8]) -> Result<Vec<ImportLine>, ApiError> {
         let at =
             |msg: String| ApiError::new(ErrorCode::Malformed, format!("line {}: {msg}", n + 1));
         let v: Value = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
-        bridge_core::codec::check_value_depth(&v).map_err(|e| at(e.to_string()))?;
+        crate::codec::check_value_depth(&v).map_err(|e| at(e.to_string()))?;
         let field = |name: &str| -> Result<String, ApiError> {
             v.get(name)
                 .and_then(Value::as_str)
@@ -643,7 +645,7 @@ pub fn execute(
 }
 
 /// The answer to a document write, sent once the write is durable.
-fn written(engine: &Engine, req: u64, dot: bridge_core::Dot, key: &DocKey) -> Outcome {
+fn written(engine: &Engine, req: u64, dot: crate::Dot, key: &DocKey) -> Outcome {
     let view = engine.replica().view(key);
     Outcome::AfterAck {
         req,
@@ -658,7 +660,7 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridge_core::{EngineConfig, Tier};
+    use crate::{EngineConfig, Tier};
 
     fn req<'a>(method: &'a str, path: &'a str, body: &'a [u8]) -> ApiRequest<'a> {
         let (path, query) = match path.split_once('?') {

@@ -1,0 +1,131 @@
+//! The SQL schema and statements of a replica's store, as plain SQLite text.
+//!
+//! The native host runs them through rusqlite on its database file and the edge worker's
+//! Durable Object runs the very same text on its SQLite-backed storage, so both stores have
+//! one layout and one meaning. Nothing here executes anything: these are constants.
+//!
+//! Conventions:
+//! - Parameters are numbered (`?1`, `?2`, ...) and documented on each statement; a statement
+//!   may use one parameter twice ([`TRIM_CHANNEL`]), so bind by number.
+//! - JSON columns hold the `serde_json` form of the named `bridge-core` type
+//!   ([`crate::DocState`], [`crate::VersionVector`], [`crate::Stamp`], [`crate::Message`]).
+//! - Connection settings (WAL, `synchronous=FULL`) are the host's business and are not here:
+//!   a Durable Object may not set them, and does not need to.
+//! - Several spaces share one database (the native host); a Durable Object holds one.
+//!
+//! Migrating: run [`CREATE_MIGRATIONS_TABLE`], read [`SELECT_SCHEMA_VERSION`], refuse a
+//! version above [`SCHEMA_VERSION`] (a newer build wrote it), then for each entry of
+//! [`MIGRATIONS`] past the stored version run it and [`INSERT_MIGRATION`] in one transaction.
+
+/// Schema migrations, applied in order; migration `i` (0-based) brings the schema to
+/// version `i + 1`. Never edit a released entry: append a new one.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: spaces with their replica ids, sync metadata, documents, retained messages.
+    "CREATE TABLE spaces (
+        space TEXT PRIMARY KEY,
+        replica TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE meta (
+        space TEXT PRIMARY KEY REFERENCES spaces(space),
+        vector TEXT NOT NULL,
+        clock TEXT NOT NULL,
+        message_seen TEXT NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE docs (
+        space TEXT NOT NULL,
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (space, collection, id)
+     ) WITHOUT ROWID;
+     CREATE TABLE messages (
+        space TEXT NOT NULL,
+        offset INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (space, offset)
+     ) WITHOUT ROWID;
+     CREATE INDEX messages_by_channel ON messages (space, channel, offset);",
+];
+
+/// The schema version this build writes: the number of [`MIGRATIONS`].
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The table that records which migrations ran.
+pub const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS migrations (
+    version INTEGER PRIMARY KEY,
+    applied_ms INTEGER NOT NULL
+ )";
+
+/// → one row, one integer: the stored schema version (0 for a new database).
+pub const SELECT_SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM migrations";
+
+/// ?1 version, ?2 applied_ms.
+pub const INSERT_MIGRATION: &str = "INSERT INTO migrations (version, applied_ms) VALUES (?1, ?2)";
+
+/// → (space, replica) for every space, by name.
+pub const SELECT_SPACES: &str = "SELECT space, replica FROM spaces ORDER BY space";
+
+/// ?1 space → (replica): the space's replica id (hex), if the space exists.
+pub const SELECT_REPLICA: &str = "SELECT replica FROM spaces WHERE space = ?1";
+
+/// ?1 space, ?2 replica (hex), ?3 created_ms.
+pub const INSERT_SPACE: &str =
+    "INSERT INTO spaces (space, replica, created_ms) VALUES (?1, ?2, ?3)";
+
+/// ?1 space → (vector, clock, message_seen), all JSON.
+pub const SELECT_META: &str = "SELECT vector, clock, message_seen FROM meta WHERE space = ?1";
+
+/// ?1 space → (collection, id, state JSON) for every document of the space.
+pub const SELECT_DOCS: &str = "SELECT collection, id, state FROM docs WHERE space = ?1";
+
+/// ?1 space → (offset, message JSON) for every retained message, oldest first.
+pub const SELECT_MESSAGES: &str =
+    "SELECT offset, message FROM messages WHERE space = ?1 ORDER BY offset";
+
+/// ?1 space, ?2 collection, ?3 id, ?4 state JSON: insert or replace a document's state.
+pub const UPSERT_DOC: &str =
+    "INSERT INTO docs (space, collection, id, state) VALUES (?1, ?2, ?3, ?4)
+ ON CONFLICT (space, collection, id) DO UPDATE SET state = excluded.state";
+
+/// ?1 space, ?2 vector JSON, ?3 clock JSON, ?4 message_seen JSON.
+pub const UPSERT_META: &str =
+    "INSERT INTO meta (space, vector, clock, message_seen) VALUES (?1, ?2, ?3, ?4)
+ ON CONFLICT (space) DO UPDATE SET vector = excluded.vector,
+    clock = excluded.clock, message_seen = excluded.message_seen";
+
+/// ?1 space, ?2 offset, ?3 channel, ?4 message JSON.
+pub const UPSERT_MESSAGE: &str = "INSERT OR REPLACE INTO messages (space, offset, channel, message)
+ VALUES (?1, ?2, ?3, ?4)";
+
+/// ?1 space, ?2 channel, ?3 how many to keep: drops all but the newest messages of a channel.
+pub const TRIM_CHANNEL: &str =
+    "DELETE FROM messages WHERE space = ?1 AND channel = ?2 AND offset NOT IN
+   (SELECT offset FROM messages WHERE space = ?1 AND channel = ?2
+    ORDER BY offset DESC LIMIT ?3)";
+
+/// → one integer each: rows per table, for status and metrics.
+pub const COUNT_SPACES: &str = "SELECT COUNT(*) FROM spaces";
+/// See [`COUNT_SPACES`].
+pub const COUNT_DOCS: &str = "SELECT COUNT(*) FROM docs";
+/// See [`COUNT_SPACES`].
+pub const COUNT_MESSAGES: &str = "SELECT COUNT(*) FROM messages";
+
+/// The tables a store of this schema must hold (a restore checks them).
+pub const TABLES: &[&str] = &["migrations", "spaces", "meta", "docs", "messages"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_matches_migrations() {
+        assert_eq!(SCHEMA_VERSION, 1);
+        for t in TABLES.iter().filter(|t| **t != "migrations") {
+            assert!(MIGRATIONS
+                .iter()
+                .any(|m| m.contains(&format!("CREATE TABLE {t} "))));
+        }
+    }
+}
