@@ -14,9 +14,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT="$(pwd)"
-TOOLS="${SACRED_BRIDGE_TOOLS:-$HOME/.cache/sacred-bridge/tools}"
-export PATH="$TOOLS/bin:$PATH"
+# shellcheck source=scripts/env.sh
+source scripts/env.sh
 export SIM_SEEDS="${SIM_SEEDS:-500}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
