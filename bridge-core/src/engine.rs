@@ -53,6 +53,7 @@
 //! ```
 
 use crate::auth::{self, Rights};
+use crate::codec::{object_size_bound, size_bound, MAX_DOC_BYTES};
 use crate::doc::WriteOp;
 use crate::frame::{Ack, Conflict, DocView, Frame, Hello, Push, SessionKind, Welcome};
 use crate::message::{Message, MessageId, PresenceEntry, Retained};
@@ -344,6 +345,7 @@ impl Engine {
             key.collection == CONFIG_COLLECTION,
         )?;
         check_name("document id", &key.id, true)?;
+        self.check_size(&key, &op)?;
         let dot = self.replica.write(now_ms, key, op)?;
         self.gate(Gated::Local(req, Some(dot)));
         Ok(dot)
@@ -992,6 +994,7 @@ impl Engine {
         }
         check_name("collection", &key.collection, config)?;
         check_name("document id", &key.id, true)?;
+        self.check_size(&key, &op)?;
         let dot = self.replica.write(now_ms, key, op)?;
         self.gate(Gated::Frame(
             session,
@@ -1001,6 +1004,24 @@ impl Engine {
                 seq: None,
             }),
         ));
+        Ok(())
+    }
+
+    /// Refuses a write whose document would be too large to travel in one push.
+    fn check_size(&self, key: &DocKey, op: &WriteOp) -> Result<()> {
+        let size = match op {
+            WriteOp::Delete => return Ok(()),
+            WriteOp::Put(m) => object_size_bound(m),
+            WriteOp::Patch(m) => {
+                self.replica.get(key).map_or(0, |v| size_bound(&v)) + object_size_bound(m)
+            }
+        };
+        if size > MAX_DOC_BYTES {
+            return Err(Error::DocTooLarge {
+                size,
+                max: MAX_DOC_BYTES,
+            });
+        }
         Ok(())
     }
 

@@ -651,3 +651,52 @@ fn presence_is_seen_from_both_sides() {
         );
     }
 }
+
+#[test]
+fn documents_too_large_to_travel_are_refused() {
+    let mut e = engine(1, Tier::Local);
+    agent(&mut e, 1, None);
+    let big = "x".repeat(200 * 1024);
+    e.handle_frame(
+        0,
+        1,
+        Frame::Put {
+            req: Some(1),
+            collection: "c".into(),
+            id: "a".into(),
+            value: json!({"a": big}),
+        },
+    );
+    persist_all(&mut e);
+    assert!(matches!(drain(&mut e)[0].1, Some(Frame::Ack(_))));
+    // Growing it past the limit by a patch is refused, and the stored document is intact.
+    e.handle_frame(
+        0,
+        1,
+        Frame::Patch {
+            req: Some(2),
+            collection: "c".into(),
+            id: "a".into(),
+            value: json!({"b": big}),
+        },
+    );
+    let out = drain(&mut e);
+    assert_eq!(error_code(&out), Some(ErrorCode::TooLarge));
+    assert!(!closed(&out));
+    let doc = e
+        .replica()
+        .get(&DocKey::new("c", "a"))
+        .expect("still there");
+    assert!(doc.get("b").is_none());
+    // Control characters count as their JSON escapes.
+    let controls = "\u{1}".repeat(50 * 1024);
+    let err = e
+        .write(
+            0,
+            3,
+            DocKey::new("c", "b"),
+            WriteOp::Put(obj(json!({"c": controls}))),
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::TooLarge);
+}

@@ -52,6 +52,44 @@ pub fn check_round_trip(frame: &Frame) -> std::result::Result<(), String> {
     }
 }
 
+/// Largest document a write may produce, by [`size_bound`]. A push carries whole document
+/// states (every sibling), so documents must stay well under [`MAX_FRAME_BYTES`].
+pub const MAX_DOC_BYTES: usize = 256 * 1024;
+
+/// An upper bound on the bytes `value` takes in either encoding: exact for JSON text, and
+/// never below the binary form (which is at most a few bytes more for a number).
+pub fn size_bound(value: &Value) -> usize {
+    match value {
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(n) => n.to_string().len().max(10),
+        Value::String(s) => string_bound(s),
+        Value::Array(a) => 2 + a.iter().map(|v| size_bound(v) + 1).sum::<usize>(),
+        Value::Object(m) => object_size_bound(m),
+    }
+}
+
+/// [`size_bound`] of a JSON object given as its map.
+pub fn object_size_bound(m: &serde_json::Map<String, Value>) -> usize {
+    2 + m
+        .iter()
+        .map(|(k, v)| string_bound(k) + 1 + size_bound(v) + 1)
+        .sum::<usize>()
+}
+
+fn string_bound(s: &str) -> usize {
+    // JSON escapes control characters as \u00XX (at most 6 bytes) and `"` / `\` as 2.
+    let escaped: usize = s
+        .bytes()
+        .map(|b| match b {
+            0..=0x1f => 6,
+            b'"' | b'\\' => 2,
+            _ => 1,
+        })
+        .sum();
+    escaped + 5
+}
+
 /// Checks that `value` nests at most [`MAX_VALUE_DEPTH`] arrays and objects; for hosts that
 /// accept documents by other paths than frames (HTTP, imports).
 pub fn check_value_depth(value: &Value) -> Result<()> {
@@ -75,7 +113,7 @@ fn too_deep(v: &Value, budget: usize) -> bool {
 
 /// The invariants [`DocState::join`] relies on: siblings sorted by dot without duplicates,
 /// and every sibling's dot inside the context.
-pub(crate) fn check_doc_state(state: &DocState) -> std::result::Result<(), &'static str> {
+pub fn check_doc_state(state: &DocState) -> std::result::Result<(), &'static str> {
     if state.siblings.windows(2).any(|w| w[0].dot >= w[1].dot) {
         return Err("document siblings must be sorted by dot without duplicates");
     }
