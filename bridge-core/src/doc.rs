@@ -39,13 +39,18 @@ pub enum WriteOp {
     Delete,
 }
 
+/// Whether `siblings` (sorted by dot) holds a sibling with dot `d`.
+fn has_dot(siblings: &[Sibling], d: Dot) -> bool {
+    siblings.binary_search_by(|s| s.dot.cmp(&d)).is_ok()
+}
+
 impl DocState {
     pub fn is_empty(&self) -> bool {
         self.siblings.is_empty()
     }
 
     fn has_dot(&self, d: Dot) -> bool {
-        self.siblings.binary_search_by(|s| s.dot.cmp(&d)).is_ok()
+        has_dot(&self.siblings, d)
     }
 
     /// Causal join of two states of the same document.
@@ -65,6 +70,54 @@ impl DocState {
         out.dedup_by(|a, b| a.dot == b.dot);
         self.siblings = out;
         self.context.join(&other.context);
+    }
+
+    /// True when [`DocState::join`] with `other` would change this state. Decided from dots
+    /// and contexts alone, so applying a push need not clone a state to compare it after.
+    pub fn join_changes(&self, other: &DocState) -> bool {
+        // `join` leaves the siblings strictly sorted by dot; a state that is not would change.
+        if self.siblings.windows(2).any(|w| w[0].dot >= w[1].dot) {
+            return true;
+        }
+        if !self.context.dominates(&other.context) {
+            return true;
+        }
+        // With our siblings strictly sorted, `join` keeps them as they are unless it drops one
+        // or adds one of theirs: the two loops of `join`, asked the other way round.
+        let drops = |s: &Sibling| !other.has_dot(s.dot) && other.context.contains(s.dot);
+        let adds = |s: &Sibling| !self.context.contains(s.dot) && !self.has_dot(s.dot);
+        self.siblings.iter().any(drops) || other.siblings.iter().any(adds)
+    }
+
+    /// [`DocState::join`] with a state we own: its siblings move in instead of being cloned.
+    /// The result is exactly that of `join`.
+    pub fn absorb(&mut self, other: DocState) {
+        let DocState {
+            siblings: theirs,
+            context,
+        } = other;
+        let mine = std::mem::take(&mut self.siblings);
+        // Both decisions are made against both sides as they were, as in `join`.
+        let take_theirs: Vec<bool> = theirs
+            .iter()
+            .map(|s| !self.context.contains(s.dot) && !has_dot(&mine, s.dot))
+            .collect();
+        let mut out: Vec<Sibling> = Vec::with_capacity(mine.len() + theirs.len());
+        for s in mine {
+            if has_dot(&theirs, s.dot) || !context.contains(s.dot) {
+                out.push(s);
+            }
+        }
+        out.extend(
+            theirs
+                .into_iter()
+                .zip(take_theirs)
+                .filter_map(|(s, take)| take.then_some(s)),
+        );
+        out.sort_by_key(|s| s.dot);
+        out.dedup_by(|a, b| a.dot == b.dot);
+        self.siblings = out;
+        self.context.join(&context);
     }
 
     /// Applies a local write that saw this whole state: the new sibling supersedes all others.
@@ -255,6 +308,73 @@ mod tests {
         let mut k = j.clone();
         k.join(&c);
         assert_eq!(k.visible(Policy::Merge), Some(json!({"a": 1})));
+    }
+
+    /// `absorb` is `join`, and `join_changes` says exactly when `join` changes a state, over
+    /// many small states (including unsorted ones, which `join` sorts).
+    #[test]
+    fn absorb_and_join_changes_agree_with_join() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let state = |next: &mut dyn FnMut(u64) -> u64| {
+            let mut st = DocState::default();
+            for _ in 0..next(4) {
+                let (r, c) = (1 + next(3), 1 + next(3));
+                let body = (next(3) > 0).then(|| {
+                    let mut f = Fields::new();
+                    f.insert(
+                        "x".into(),
+                        crate::policy::Field {
+                            stamp: Stamp::new(c, 0, ReplicaId(r)),
+                            value: Some(Value::from(next(5))),
+                        },
+                    );
+                    f
+                });
+                st.siblings.push(Sibling {
+                    dot: Dot::new(ReplicaId(r), c),
+                    stamp: Stamp::new(c * 10 + next(10), 0, ReplicaId(r)),
+                    tier: if next(2) == 0 {
+                        Tier::Local
+                    } else {
+                        Tier::Cloud
+                    },
+                    body,
+                });
+                st.context.add_dot(Dot::new(ReplicaId(r), c));
+            }
+            if next(4) > 0 {
+                st.siblings.sort_by_key(|s| s.dot);
+                st.siblings.dedup_by(|a, b| a.dot == b.dot);
+            }
+            if next(2) == 0 {
+                st.context.raise(ReplicaId(1 + next(3)), 1 + next(4));
+            }
+            st
+        };
+        let mut changes = 0;
+        for _ in 0..20_000 {
+            let a = state(&mut next);
+            let mut b = state(&mut next);
+            // Incoming states are sorted and deduplicated before they are joined.
+            b.siblings.sort_by_key(|s| s.dot);
+            b.siblings.dedup_by(|x, y| x.dot == y.dot);
+            let mut joined = a.clone();
+            joined.join(&b);
+            let mut absorbed = a.clone();
+            let changed = absorbed.join_changes(&b);
+            absorbed.absorb(b.clone());
+            assert_eq!(absorbed, joined, "{a:?} absorbing {b:?}");
+            assert_eq!(changed, joined != a, "{a:?} joining {b:?}");
+            changes += usize::from(changed);
+        }
+        // Both outcomes are well covered.
+        assert!(changes > 2_000 && changes < 18_000, "{changes}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::frame::{Conflict, ConflictSide, DocEntry, DocView};
 use crate::message::{ChannelLogs, Message, MessageId, Retained};
 use crate::{DocKey, Dot, Error, Hlc, Policy, ReplicaId, Result, Stamp, Tier, VersionVector};
 use serde_json::Value;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Collection holding the space's replicated configuration (always `lww`).
@@ -214,12 +215,7 @@ impl Replica {
         if let Some(s) = self.staged.docs.get(key) {
             return Some(s);
         }
-        for f in self.inflight.iter().rev() {
-            if let Some(s) = f.docs.get(key) {
-                return Some(s);
-            }
-        }
-        self.docs.get(key)
+        unstaged_state(&self.inflight, &self.docs, key)
     }
 
     /// The durable state of a document.
@@ -425,12 +421,36 @@ impl Replica {
                 self.clock.observe(st);
             }
             let key = DocKey::new(e.collection, e.id);
-            let mut cur = self.state(&key).cloned().unwrap_or_default();
-            let before = cur.clone();
-            cur.join(&state);
-            if cur != before {
-                self.staged.docs.insert(key.clone(), cur);
-                changed.push(key);
+            // Whether the join changes anything is decided from dots and contexts first, so
+            // a state is cloned only when it must be (the newer layers never alias the
+            // durable one) and never compared by content.
+            match self.staged.docs.entry(key) {
+                Entry::Occupied(mut slot) => {
+                    if slot.get().join_changes(&state) {
+                        slot.get_mut().absorb(state);
+                        changed.push(slot.key().clone());
+                    }
+                }
+                Entry::Vacant(slot) => {
+                    let joined = match unstaged_state(&self.inflight, &self.docs, slot.key()) {
+                        Some(cur) if cur.join_changes(&state) => {
+                            let mut cur = cur.clone();
+                            cur.absorb(state);
+                            Some(cur)
+                        }
+                        Some(_) => None,
+                        // Joined into nothing, a state (sorted and deduplicated above) is
+                        // itself: it changes something unless it is empty.
+                        None if !state.siblings.is_empty() || !state.context.is_empty() => {
+                            Some(state)
+                        }
+                        None => None,
+                    };
+                    if let Some(joined) = joined {
+                        changed.push(slot.key().clone());
+                        slot.insert(joined);
+                    }
+                }
             }
         }
         self.vv_latest.join(watermark);
@@ -547,17 +567,27 @@ impl Replica {
             id,
             ..Released::default()
         };
+        released.docs.reserve(f.docs.len());
         for (key, state) in f.docs {
-            if let Some(old) = self.docs.get(&key) {
-                for s in &old.siblings {
-                    self.live.remove(&s.dot);
+            released.docs.push(key.clone());
+            // One lookup per document: the entry serves both the live index and the store.
+            match self.docs.entry(key) {
+                Entry::Occupied(mut slot) => {
+                    for s in &slot.get().siblings {
+                        self.live.remove(&s.dot);
+                    }
+                    for s in &state.siblings {
+                        self.live.insert(s.dot, slot.key().clone());
+                    }
+                    slot.insert(state);
+                }
+                Entry::Vacant(slot) => {
+                    for s in &state.siblings {
+                        self.live.insert(s.dot, slot.key().clone());
+                    }
+                    slot.insert(state);
                 }
             }
-            for s in &state.siblings {
-                self.live.insert(s.dot, key.clone());
-            }
-            released.docs.push(key.clone());
-            self.docs.insert(key, state);
         }
         self.vv = f.vector;
         self.msg_seen = f.message_seen;
@@ -594,23 +624,19 @@ impl Replica {
             if from >= upto {
                 continue;
             }
-            let range = self.live.range(Dot::new(r, from + 1)..=Dot::new(r, upto));
+            let mut range = self.live.range(Dot::new(r, from + 1)..=Dot::new(r, upto));
             if full {
                 out.remaining += range.count() as u64;
                 continue;
             }
             let mut last = from;
             let mut exhausted = true;
-            for (dot, key) in range {
+            for (dot, key) in range.by_ref() {
                 if sent.len() >= max_docs && !sent.contains(key) {
                     exhausted = false;
                     full = true;
                     out.remaining += 1;
-                    continue;
-                }
-                if full {
-                    out.remaining += 1;
-                    continue;
+                    break;
                 }
                 last = dot.counter;
                 if sent.insert(key) {
@@ -623,6 +649,11 @@ impl Replica {
                     }
                 }
             }
+            if full {
+                // Every further dot of this range is remaining too: counted by walking the
+                // range, without the per-dot lookups of the loop above.
+                out.remaining += range.count() as u64;
+            }
             out.watermark.raise(r, if exhausted { upto } else { last });
         }
         out
@@ -632,6 +663,19 @@ impl Replica {
     pub fn ahead_of(&self, known: &VersionVector) -> bool {
         !known.dominates(&self.vv)
     }
+}
+
+/// The newest state of a document outside the staged layer: in flight, then durable.
+fn unstaged_state<'a>(
+    inflight: &'a VecDeque<InFlight>,
+    durable: &'a BTreeMap<DocKey, DocState>,
+    key: &DocKey,
+) -> Option<&'a DocState> {
+    inflight
+        .iter()
+        .rev()
+        .find_map(|f| f.docs.get(key))
+        .or_else(|| durable.get(key))
 }
 
 /// Validates a write to the space configuration, so a bad policy never replicates.
