@@ -15,8 +15,10 @@
 //! | GET | `/v1/spaces/{space}/changes?since=&limit=` | documents changed since a cursor |
 //! | POST | `/v1/spaces/{space}/messages/{channel}` | publish the body; answered once stored |
 //! | GET | `/v1/spaces/{space}/conflicts?collection=` | open conflicts |
+//! | GET | `/v1/spaces/{space}/conflicts/{collection}/{id}` | one open conflict (404 when none) |
 //! | POST | `/v1/spaces/{space}/conflicts/{collection}/{id}/resolve` | resolve with the body (`null` deletes) |
 //! | PUT | `/v1/spaces/{space}/policies/{collection}` | set a policy: `{"policy":"merge"}` |
+//! | GET | `/v1/spaces/{space}/presence` | who is connected, here and through peers |
 //! | GET | `/v1/spaces/{space}/export` | NDJSON, one `{"collection","id","value"}` a line |
 //! | POST | `/v1/spaces/{space}/import` | the same NDJSON; answered once durable |
 //!
@@ -125,6 +127,8 @@ pub enum SpaceOp {
     Conflicts {
         collection: Option<String>,
     },
+    Conflict(DocKey),
+    Presence,
     Resolve {
         key: DocKey,
         value: Option<Map<String, Value>>,
@@ -155,6 +159,8 @@ impl SpaceOp {
             | SpaceOp::List { .. }
             | SpaceOp::Changes { .. }
             | SpaceOp::Conflicts { .. }
+            | SpaceOp::Conflict(_)
+            | SpaceOp::Presence
             | SpaceOp::Export => Rights::Read,
             SpaceOp::Write(..) | SpaceOp::Publish { .. } | SpaceOp::Resolve { .. } => Rights::Write,
             SpaceOp::SetPolicy { .. } | SpaceOp::Import(_) => Rights::Admin,
@@ -393,6 +399,10 @@ fn space_op(m: &str, rest: &[&str], q: Option<&str>, body: &[u8]) -> Result<Spac
             collection: query_param(q, "collection").filter(|c| !c.is_empty()),
         },
         (_, ["conflicts"]) => return Err(none()),
+        ("GET", ["conflicts", c, id]) => SpaceOp::Conflict(key(c, id)?),
+        (_, ["conflicts", _, _]) => return Err(none()),
+        ("GET", ["presence"]) => SpaceOp::Presence,
+        (_, ["presence"]) => return Err(none()),
         ("POST", ["conflicts", c, id, "resolve"]) => {
             let value = match parse_json(body)? {
                 Value::Null => None,
@@ -567,6 +577,14 @@ pub fn execute(
         SpaceOp::Conflicts { collection } => {
             done(json!({"conflicts": to_value(&r.conflicts(collection.as_deref()))}))
         }
+        SpaceOp::Conflict(key) => match r.conflict(&key) {
+            Some(c) => done(to_value(&c)),
+            None => Err(ApiError::not_found(format!(
+                "document {}/{} has no open conflict",
+                key.collection, key.id
+            ))),
+        },
+        SpaceOp::Presence => done(json!({"agents": to_value(&engine.presence())})),
         SpaceOp::Export => {
             let all = r.delta(&VersionVector::new(), usize::MAX);
             let mut keys: Vec<DocKey> = all

@@ -117,14 +117,44 @@ pub enum ClientCmd {
         #[command(flatten)]
         t: Target,
     },
-    /// Host status: spaces, documents, sessions, peers, open conflicts.
-    #[command(after_help = "Example:\n  sacred-bridge status")]
+    /// Host status as JSON: counts, sessions, peers, pending uploads, lag, last successful
+    /// sync per upstream link, open conflicts.
+    #[command(
+        after_help = "Example:\n  sacred-bridge status | jq '.spaces[].upstream.last_sync_age_ms'"
+    )]
     Status {
         #[command(flatten)]
         t: Target,
     },
-    /// Sync the upstream link now (hybrid mode).
-    #[command(after_help = "Example:\n  sacred-bridge sync --push")]
+    /// Live view of the host's status, redrawn every second (`--once` prints it once).
+    #[command(
+        after_help = "Examples:\n  sacred-bridge monitor\n  sacred-bridge monitor --once --api http://127.0.0.1:3001"
+    )]
+    Monitor {
+        /// Print one screen and exit (for scripts)
+        #[arg(long)]
+        once: bool,
+        /// Refresh interval in milliseconds
+        #[arg(long, default_value_t = 1000)]
+        interval: u64,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Who is connected, on this host and (through its links) on the other side.
+    #[command(
+        after_help = "Examples:\n  sacred-bridge agents\n  sacred-bridge agents --json | jq .name"
+    )]
+    Agents {
+        /// NDJSON instead of a table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Sync the upstream link now (hybrid mode) and wait for it, with a progress bar.
+    #[command(
+        after_help = "Examples:\n  sacred-bridge sync --push\n  sacred-bridge sync --pull --timeout 60"
+    )]
     Sync {
         /// Only push local changes up
         #[arg(long, conflicts_with = "pull")]
@@ -132,8 +162,55 @@ pub enum ClientCmd {
         /// Only pull what the cloud has
         #[arg(long)]
         pull: bool,
+        /// Start the sync and return without waiting for it
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
         #[command(flatten)]
         t: Target,
+    },
+    /// Copy the host's SQLite database to FILE (online backup, safe while the host runs),
+    /// verified with `PRAGMA integrity_check`.
+    #[command(
+        after_help = "Examples:\n  sacred-bridge backup backups/2026-11-25.db\n  sacred-bridge backup copy.db --db local/databases/sacred-bridge.db"
+    )]
+    Backup {
+        file: String,
+        /// The database to copy (default: the one the running host reports, else LOCAL_DB_PATH)
+        #[arg(long, value_name = "FILE")]
+        db: Option<String>,
+        /// Overwrite FILE if it exists
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Replace the host's database with a backup, after verifying it. The host must be
+    /// stopped; an existing database is replaced only with --force.
+    #[command(after_help = "Example:\n  sacred-bridge restore backups/2026-11-25.db --force")]
+    Restore {
+        file: String,
+        /// The database to replace (default LOCAL_DB_PATH)
+        #[arg(long, value_name = "FILE")]
+        db: Option<String>,
+        /// Replace an existing database
+        #[arg(long)]
+        force: bool,
+    },
+    /// Deploy the edge worker: `npx wrangler deploy` with the project's wrangler.toml
+    /// (needs Node's npx, wrangler installed in the project, and CLOUDFLARE_API_TOKEN).
+    #[command(
+        after_help = "Examples:\n  CLOUDFLARE_API_TOKEN=... sacred-bridge deploy\n  sacred-bridge deploy --config edge/wrangler.toml -- --env staging"
+    )]
+    Deploy {
+        /// wrangler.toml to use (default: the first found from here upwards)
+        #[arg(long, value_name = "FILE")]
+        config: Option<String>,
+        /// More arguments for `wrangler deploy`, after `--`
+        #[arg(last = true)]
+        extra: Vec<String>,
     },
     /// Write a space as NDJSON to stdout.
     #[command(after_help = "Example:\n  sacred-bridge export > space.ndjson")]
@@ -157,6 +234,20 @@ pub enum ConflictsCmd {
     List {
         #[arg(long)]
         collection: Option<String>,
+        #[command(flatten)]
+        t: Target,
+    },
+    /// Show one open conflict: each side (who wrote it, when, its value) and the fields that
+    /// differ.
+    #[command(
+        after_help = "Examples:\n  sacred-bridge conflicts show tasks t1\n  sacred-bridge conflicts show tasks t1 --json"
+    )]
+    Show {
+        collection: String,
+        id: String,
+        /// The conflict as JSON instead of text
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         t: Target,
     },
@@ -443,6 +534,22 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        ClientCmd::Conflicts(ConflictsCmd::Show {
+            collection,
+            id,
+            json,
+            t,
+        }) => {
+            let c = Ctx::new(cfg, t);
+            let p = c.path(&format!("conflicts/{}/{}", enc(&collection), enc(&id)));
+            let v = c.call("GET", &p, None).await?;
+            if json {
+                print(&v);
+            } else {
+                print!("{}", conflict_text(&v));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         ClientCmd::Conflicts(ConflictsCmd::Resolve {
             collection,
             id,
@@ -482,15 +589,75 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        ClientCmd::Sync { push, pull, t } => {
+        ClientCmd::Sync {
+            push,
+            pull,
+            no_wait,
+            timeout,
+            t,
+        } => {
             let c = Ctx::new(cfg, t);
-            let dir = match (push, pull) {
-                (true, _) => "?direction=push",
-                (_, true) => "?direction=pull",
-                _ => "",
-            };
-            print(&c.call("POST", &format!("/v1/sync{dir}"), None).await?);
+            sync(&c, push, pull, no_wait, Duration::from_secs(timeout)).await
+        }
+        ClientCmd::Monitor { once, interval, t } => {
+            let c = Ctx::new(cfg, t);
+            loop {
+                let v = c.call("GET", "/v1/status", None).await?;
+                let screen = crate::monitor::render(&v, &c.api);
+                if once {
+                    print!("{screen}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                // Home, draw, clear what is left of the old screen.
+                print!("\x1b[H{}\x1b[J", screen.replace('\n', "\x1b[K\n"));
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                tokio::time::sleep(Duration::from_millis(interval.max(100))).await;
+            }
+        }
+        ClientCmd::Agents { json, t } => {
+            let c = Ctx::new(cfg, t);
+            let v = c.call("GET", &c.path("presence"), None).await?;
+            let agents = v["agents"].as_array().cloned().unwrap_or_default();
+            if json {
+                for a in &agents {
+                    print(a);
+                }
+            } else {
+                let st = c.call("GET", "/v1/status", None).await?;
+                let here = st["spaces"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|s| s["space"] == c.space.as_str()))
+                    .and_then(|s| s["replica"].as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                let now = st["now_ms"].as_u64().unwrap_or(0);
+                print!("{}", crate::monitor::agents_table(&agents, &here, now));
+            }
             Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::Backup { file, db, force, t } => {
+            let db = match db {
+                Some(d) => std::path::PathBuf::from(d),
+                None => {
+                    // The running host knows its database; else the configured one.
+                    let c = Ctx::new(cfg, t);
+                    match c.call("GET", "/v1/status", None).await {
+                        Ok(v) => v["db"]
+                            .as_str()
+                            .map(std::path::PathBuf::from)
+                            .unwrap_or_else(|| cfg.db_path.clone()),
+                        Err(_) => cfg.db_path.clone(),
+                    }
+                }
+            };
+            crate::ops::backup(&db, std::path::Path::new(&file), force)
+        }
+        ClientCmd::Restore { file, db, force } => {
+            let db = db.map_or_else(|| cfg.db_path.clone(), std::path::PathBuf::from);
+            crate::ops::restore(std::path::Path::new(&file), &db, force)
+        }
+        ClientCmd::Deploy { config, extra } => {
+            crate::ops::deploy(config.as_deref().map(std::path::Path::new), &extra)
         }
         ClientCmd::Export { t } => {
             let c = Ctx::new(cfg, t);
@@ -508,6 +675,161 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
             print(&c.call("POST", &c.path("import"), Some(body)).await?);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// A conflict for people: the sides, who wrote each and when, and the fields that differ.
+fn conflict_text(v: &Value) -> String {
+    let mut o = format!(
+        "conflict on {}/{}: {} sides; fields that differ: {}\n",
+        v["collection"].as_str().unwrap_or("?"),
+        v["id"].as_str().unwrap_or("?"),
+        v["sides"].as_array().map_or(0, Vec::len),
+        v["fields"]
+            .as_array()
+            .map(|f| f
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default()
+    );
+    for side in v["sides"].as_array().into_iter().flatten() {
+        let shown = if side["dot"] == v["shown"] {
+            "  (shown until resolved)"
+        } else {
+            ""
+        };
+        o.push_str(&format!(
+            "- written by replica {} ({} side), write #{}, stamp {}{shown}\n  {}\n",
+            side["dot"]["replica"].as_str().unwrap_or("?"),
+            side["tier"].as_str().unwrap_or("?"),
+            side["dot"]["counter"],
+            side["stamp"],
+            side["value"]
+        ));
+    }
+    o.push_str(&format!(
+        "resolve with: sacred-bridge conflicts resolve {} {} '<json>'\n",
+        v["collection"].as_str().unwrap_or("?"),
+        v["id"].as_str().unwrap_or("?")
+    ));
+    o
+}
+
+/// Every upstream link in a status answer, summed: `POST /v1/sync` syncs them all.
+fn links_total(status: &Value) -> Option<Value> {
+    let links: Vec<&Value> = status["spaces"]
+        .as_array()?
+        .iter()
+        .map(|s| &s["upstream"])
+        .filter(|u| u.is_object())
+        .collect();
+    if links.is_empty() {
+        return None;
+    }
+    let sum = |f: &dyn Fn(&Value) -> &Value| -> u64 {
+        links.iter().map(|l| f(l).as_u64().unwrap_or(0)).sum()
+    };
+    Some(json!({
+        "up": links.iter().all(|l| l["up"] == true),
+        "pending": sum(&|l| &l["pending"]),
+        "lag": sum(&|l| &l["lag"]),
+        "push": {"sent": sum(&|l| &l["push"]["sent"]), "remaining": sum(&|l| &l["push"]["remaining"])},
+        "pull": {
+            "received": sum(&|l| &l["pull"]["received"]),
+            "remaining": sum(&|l| &l["pull"]["remaining"]),
+            "last_ms": links.iter().filter_map(|l| l["pull"]["last_ms"].as_u64()).max(),
+        },
+        "last_sync_age_ms": links.iter().filter_map(|l| l["last_sync_age_ms"].as_u64()).max(),
+    }))
+}
+
+/// `sync`: asks the host to sync, then follows the link's progress until done.
+async fn sync(
+    c: &Ctx,
+    push: bool,
+    pull: bool,
+    no_wait: bool,
+    timeout: Duration,
+) -> Result<ExitCode, String> {
+    let dir = match (push, pull) {
+        (true, _) => "?direction=push",
+        (_, true) => "?direction=pull",
+        _ => "",
+    };
+    let (push, pull) = (push || !pull, pull || !push);
+    let asked = c.call("GET", "/v1/status", None).await?["now_ms"]
+        .as_u64()
+        .unwrap_or(0);
+    let v = c.call("POST", &format!("/v1/sync{dir}"), None).await?;
+    if v["links"].as_u64() == Some(0) {
+        return Err(
+            "no upstream link is up: is this host in hybrid mode (CLOUD_WS_URL) and can it reach the cloud? `sacred-bridge monitor` shows the link"
+                .into(),
+        );
+    }
+    print(&v);
+    if no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut up = crate::progress::Progress::new("push");
+    let mut down = crate::progress::Progress::new("pull");
+    let mut push_done = !push;
+    let mut pull_done = !pull;
+    let mut quiet_since = tokio::time::Instant::now();
+    let mut last_pull = 0;
+    loop {
+        let st = c.call("GET", "/v1/status", None).await?;
+        let Some(link) = links_total(&st) else {
+            return Err("the host has no upstream link".into());
+        };
+        if link["up"] != true {
+            return Err("the upstream link went down; the sync resumes when it comes back (`sacred-bridge monitor` shows it)".into());
+        }
+        if !push_done {
+            let sent = link["push"]["sent"].as_u64().unwrap_or(0);
+            let remaining = link["push"]["remaining"].as_u64().unwrap_or(0);
+            up.update(sent, sent + remaining, "docs");
+            push_done = link["lag"].as_u64() == Some(0) && link["pending"].as_u64() == Some(0);
+            if push_done {
+                up.finish();
+            }
+        }
+        if !pull_done {
+            let got = link["pull"]["received"].as_u64().unwrap_or(0);
+            let remaining = link["pull"]["remaining"].as_u64().unwrap_or(0);
+            let last = link["pull"]["last_ms"].as_u64().unwrap_or(0);
+            if got > 0 {
+                down.update(got, got + remaining, "docs");
+            }
+            if last != last_pull {
+                last_pull = last;
+                quiet_since = tokio::time::Instant::now();
+            }
+            // Done when the cloud's catch-up ended, or when nothing came for a second
+            // (the cloud had nothing we lack).
+            pull_done =
+                (last >= asked && remaining == 0) || quiet_since.elapsed() > Duration::from_secs(1);
+            if pull_done {
+                down.finish();
+            }
+        }
+        if push_done && pull_done {
+            eprintln!(
+                "synced; last successful sync {}",
+                crate::monitor::age(link["last_sync_age_ms"].as_u64())
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "the sync did not finish within {} s (it goes on in the host)",
+                timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

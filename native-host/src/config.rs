@@ -3,7 +3,7 @@
 //! `sacred-bridge env` can say why the host behaves as it does.
 
 use bridge_core::Policy;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -101,6 +101,10 @@ pub struct Config {
     pub default_space: String,
     pub sync_mode: SyncMode,
     pub sync_interval_ms: u64,
+    /// `SYNC_MODE=event` triggers: collections whose durable writes push upstream.
+    pub event_collections: BTreeSet<String>,
+    /// `SYNC_MODE=event` triggers: channels whose messages push upstream.
+    pub event_channels: BTreeSet<String>,
     pub conflict_strategy: Policy,
     pub secret: Option<String>,
     /// Each key with its shown value and source, in display order.
@@ -332,6 +336,39 @@ impl Config {
         };
         report.push(("SYNC_INTERVAL", sync_interval_ms.to_string(), src));
 
+        let mut list = |key: &'static str,
+                        what: &'static str|
+         -> Result<BTreeSet<String>, ConfigError> {
+            let Some((v, s)) = l.get(key) else {
+                report.push((key, "(unset)".into(), Source::Default));
+                return Ok(BTreeSet::new());
+            };
+            let mut set = BTreeSet::new();
+            for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                if bridge_core::check_name(what, name, false).is_err() {
+                    return Err(bad(
+                        key,
+                        &v,
+                        &format!("expected a comma-separated list of {what} names (1 to 256 bytes, no control characters, not starting with `_`); {name:?} is not one"),
+                    ));
+                }
+                set.insert(name.to_owned());
+            }
+            let shown: Vec<&str> = set.iter().map(String::as_str).collect();
+            report.push((key, shown.join(","), s));
+            Ok(set)
+        };
+        let event_collections = list("SYNC_EVENT_COLLECTIONS", "collection")?;
+        let event_channels = list("SYNC_EVENT_CHANNELS", "channel")?;
+        if sync_mode == SyncMode::Event && event_collections.is_empty() && event_channels.is_empty()
+        {
+            return Err(bad(
+                "SYNC_MODE",
+                "event",
+                "event mode pushes only when a trigger fires: set SYNC_EVENT_COLLECTIONS and/or SYNC_EVENT_CHANNELS (comma-separated names)",
+            ));
+        }
+
         let (conflict_strategy, src) = match l.get("CONFLICT_STRATEGY") {
             Some((v, s)) => (
                 v.parse::<Policy>().map_err(|_| {
@@ -368,6 +405,8 @@ impl Config {
             default_space: space,
             sync_mode,
             sync_interval_ms,
+            event_collections,
+            event_channels,
             conflict_strategy,
             secret: secret.map(|(v, _)| v),
             report,
@@ -392,6 +431,12 @@ impl Config {
         for (k, v, s) in &self.report {
             out.push_str(&format!("{k:<w$}  {v:<vw$}  {s}\n"));
         }
+        out.push_str(match self.sync_mode {
+            SyncMode::Realtime => "\nSYNC_MODE=realtime: hybrid pushes every durable change upstream at once.\n",
+            SyncMode::Periodic => "\nSYNC_MODE=periodic: hybrid pushes every SYNC_INTERVAL ms (and on `sacred-bridge sync`).\n",
+            SyncMode::Manual => "\nSYNC_MODE=manual: hybrid pushes only on `sacred-bridge sync` or POST /v1/sync.\n",
+            SyncMode::Event => "\nSYNC_MODE=event: hybrid pushes when a durable write lands in a collection of\nSYNC_EVENT_COLLECTIONS or a message is stored on a channel of SYNC_EVENT_CHANNELS\n(comma lists), and on `sacred-bridge sync`. Messages themselves always flow.\n",
+        });
         out
     }
 }
@@ -429,6 +474,32 @@ mod tests {
         let e = Config::resolve(&Overrides::default(), &dir).expect_err("invalid");
         assert_eq!(e.key, "CONFLICT_STRATEGY");
         assert!(e.to_string().contains("cloud_wins"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn event_mode_needs_triggers() {
+        let dir = std::env::temp_dir().join(format!("sb-config-ev-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join(".env"), "SYNC_MODE=event\n").expect("write .env");
+        let e = Config::resolve(&Overrides::default(), &dir).expect_err("no triggers");
+        assert!(e.to_string().contains("SYNC_EVENT_COLLECTIONS"), "{e}");
+        std::fs::write(
+            dir.join(".env"),
+            "SYNC_MODE=event\nSYNC_EVENT_COLLECTIONS=\"orders, tasks\"\nSYNC_EVENT_CHANNELS=alerts\n",
+        )
+        .expect("write .env");
+        let c = Config::resolve(&Overrides::default(), &dir).expect("valid");
+        assert_eq!(c.event_collections.len(), 2);
+        assert!(c.event_channels.contains("alerts"));
+        assert!(c.render().contains("SYNC_EVENT_CHANNELS"));
+        std::fs::write(
+            dir.join(".env"),
+            "SYNC_MODE=event\nSYNC_EVENT_CHANNELS=_bad\n",
+        )
+        .expect("write .env");
+        let e = Config::resolve(&Overrides::default(), &dir).expect_err("bad name");
+        assert_eq!(e.key, "SYNC_EVENT_CHANNELS");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -13,7 +13,7 @@ use bridge_core::{
     SessionId, Tier, Transmit,
 };
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -82,6 +82,32 @@ pub struct HubConfig {
     pub secret: Option<Vec<u8>>,
     pub default_policy: Policy,
     pub name: String,
+    /// The database file, shown by status (backup and restore find it there).
+    pub db_path: String,
+    /// `SYNC_MODE=event`: a durable change to one of these collections pushes upstream.
+    pub event_collections: BTreeSet<String>,
+    /// `SYNC_MODE=event`: a message on one of these channels pushes upstream.
+    pub event_channels: BTreeSet<String>,
+}
+
+/// What the hub remembers of a space's upstream link, across reconnects.
+#[derive(Default)]
+struct Link {
+    /// The session while the link is up.
+    session: Option<SessionId>,
+    /// When the link last came up (ms since the epoch).
+    up_since_ms: u64,
+    /// Last time the cloud confirmed holding everything we had sent (ack or handshake with
+    /// nothing pending), or a pull finished.
+    last_sync_ms: u64,
+    push_sent: u64,
+    push_remaining: u64,
+    pull_received: u64,
+    pull_remaining: u64,
+    /// When the last catch-up batch arrived from the cloud.
+    pull_last_ms: u64,
+    /// Pushes started by an event trigger (`SYNC_MODE=event`).
+    event_pushes: u64,
 }
 
 struct Conn {
@@ -119,6 +145,8 @@ pub struct Hub {
     cfg: HubConfig,
     store: Store,
     spaces: BTreeMap<String, Space>,
+    /// Upstream links by space (hybrid mode).
+    links: BTreeMap<String, Link>,
     next_req: u64,
     metrics: Metrics,
     started: Instant,
@@ -149,6 +177,7 @@ impl Hub {
             cfg,
             store,
             spaces,
+            links: BTreeMap::new(),
             next_req: 1,
             metrics: Metrics::default(),
             started: Instant::now(),
@@ -258,6 +287,9 @@ impl Hub {
                 manual,
             } => {
                 let name = format!("upstream-{session}");
+                let link = self.links.entry(space.clone()).or_default();
+                link.session = Some(session);
+                link.up_since_ms = now;
                 if let Ok(s) = self.space(&space) {
                     // `set_auto_push` only sticks once the handshake made the session a
                     // peer, so it is applied on `SessionOpened` (see `flush`).
@@ -278,6 +310,21 @@ impl Hub {
                 frame,
             } => {
                 self.metrics.frames_in += 1;
+                if let Frame::Push(p) = &frame {
+                    // A catch-up batch from the cloud: pull progress for `sync --pull`.
+                    if let Some(link) = self
+                        .links
+                        .get_mut(&space)
+                        .filter(|l| l.session == Some(session))
+                    {
+                        link.pull_received += p.docs.len() as u64;
+                        link.pull_remaining = p.remaining;
+                        link.pull_last_ms = now;
+                        if p.remaining == 0 {
+                            link.last_sync_ms = now;
+                        }
+                    }
+                }
                 if let Some(s) = self.spaces.get_mut(&space) {
                     s.engine.handle_frame(now, session, frame);
                 }
@@ -293,6 +340,13 @@ impl Hub {
                 }
             }
             Input::Closed { space, session } => {
+                if let Some(link) = self
+                    .links
+                    .get_mut(&space)
+                    .filter(|l| l.session == Some(session))
+                {
+                    link.session = None;
+                }
                 if let Some(s) = self.spaces.get_mut(&space) {
                     s.engine.close(session);
                     s.conns.remove(&session);
@@ -344,6 +398,16 @@ impl Hub {
                                 s.engine.pull(*id);
                             }
                         }
+                    }
+                }
+                for link in self.links.values_mut() {
+                    if push {
+                        link.push_sent = 0;
+                        link.push_remaining = 0;
+                    }
+                    if pull {
+                        link.pull_received = 0;
+                        link.pull_remaining = 0;
                     }
                 }
                 if let Some(reply) = reply {
@@ -408,16 +472,43 @@ impl Hub {
         }
         let mut dropped_total = 0;
         let mut peer_acked = false;
-        for s in self.spaces.values_mut() {
+        let now = now_ms();
+        for (space, s) in self.spaces.iter_mut() {
+            let mut link = self.links.get_mut(space);
+            let upstream = link.as_ref().and_then(|l| l.session);
+            let mut trigger = false;
             while let Some(ev) = s.engine.poll_event() {
                 match ev {
+                    Event::DocChanged(view) => {
+                        trigger |= self.cfg.event_collections.contains(&view.collection);
+                    }
+                    Event::Message { message, .. } => {
+                        trigger |= self.cfg.event_channels.contains(&message.channel);
+                    }
+                    Event::SyncProgress {
+                        session,
+                        sent,
+                        remaining,
+                    } if Some(session) == upstream => {
+                        if let Some(l) = link.as_deref_mut() {
+                            l.push_sent = sent;
+                            l.push_remaining = remaining;
+                        }
+                    }
                     Event::Acked { req, .. } => {
                         self.metrics.acks_local += 1;
                         if let Some((reply, resp)) = s.waiting.remove(&req) {
                             let _ = reply.send(resp);
                         }
                     }
-                    Event::PeerAcked { .. } => peer_acked = true,
+                    Event::PeerAcked { session, .. } => {
+                        peer_acked = true;
+                        if Some(session) == upstream {
+                            if let Some(l) = link.as_deref_mut() {
+                                l.last_sync_ms = now;
+                            }
+                        }
+                    }
                     Event::SessionOpened {
                         session,
                         kind,
@@ -428,8 +519,25 @@ impl Hub {
                         if s.conns.get(&session).is_some_and(|c| c.manual) {
                             s.engine.set_auto_push(session, false);
                         }
+                        if Some(session) == upstream
+                            && s.engine
+                                .peer_status(session)
+                                .is_some_and(|p| p.pending == 0)
+                        {
+                            if let Some(l) = link.as_deref_mut() {
+                                l.last_sync_ms = now;
+                            }
+                        }
                     }
                     _ => {}
+                }
+            }
+            // SYNC_MODE=event: a durable change that matches a trigger pushes now. Changes
+            // that came down from the cloud match too; the push then finds nothing to send.
+            if trigger {
+                if let (Some(id), Some(l)) = (upstream, link) {
+                    s.engine.sync_now(id);
+                    l.event_pushes += 1;
                 }
             }
             let mut dropped = Vec::new();
@@ -466,6 +574,7 @@ impl Hub {
     }
 
     fn status(&self) -> Value {
+        let now = now_ms();
         let spaces: Vec<Value> = self
             .spaces
             .iter()
@@ -483,10 +592,26 @@ impl Hub {
                             "tier": p.tier.as_str(),
                             "pending": p.pending,
                             "lag": p.lag,
+                            "acked": api::format_cursor(&p.acked),
                             "open": p.open,
                         }))
                     })
                     .collect();
+                let link = self.links.get(name).map(|l| {
+                    let peer = l.session.and_then(|id| s.engine.peer_status(id));
+                    json!({
+                        "up": peer.as_ref().is_some_and(|p| p.open),
+                        "up_since_ms": l.up_since_ms,
+                        "last_sync_ms": l.last_sync_ms,
+                        "last_sync_age_ms": (l.last_sync_ms > 0).then(|| now.saturating_sub(l.last_sync_ms)),
+                        "pending": peer.as_ref().map(|p| p.pending),
+                        "lag": peer.as_ref().map(|p| p.lag),
+                        "acked": peer.as_ref().map(|p| api::format_cursor(&p.acked)),
+                        "push": {"sent": l.push_sent, "remaining": l.push_remaining},
+                        "pull": {"received": l.pull_received, "remaining": l.pull_remaining, "last_ms": l.pull_last_ms},
+                        "event_pushes": l.event_pushes,
+                    })
+                });
                 json!({
                     "space": name,
                     "replica": r.id().to_string(),
@@ -497,6 +622,7 @@ impl Hub {
                     "open_conflicts": r.conflicts(None).len(),
                     "presence": serde_json::to_value(s.engine.presence()).unwrap_or(Value::Null),
                     "peers": peers,
+                    "upstream": link,
                 })
             })
             .collect();
@@ -505,6 +631,9 @@ impl Hub {
             "uptime_s": self.started.elapsed().as_secs(),
             "stored": {"spaces": n_spaces, "docs": n_docs, "messages": n_messages},
             "tier": self.cfg.tier.as_str(),
+            "db": self.cfg.db_path,
+            "pid": std::process::id(),
+            "now_ms": now,
             "last_peer_ack_ms": self.metrics.last_peer_ack_ms,
             "spaces": spaces,
         })

@@ -39,6 +39,21 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             secret,
             default_policy: cfg.conflict_strategy,
             name: format!("sacred-bridge-{}", cfg.mode.as_str()),
+            db_path: std::fs::canonicalize(&cfg.db_path)
+                .unwrap_or_else(|_| cfg.db_path.clone())
+                .display()
+                .to_string(),
+            // Triggers matter only with SYNC_MODE=event (other modes push on their own terms).
+            event_collections: if cfg.sync_mode == SyncMode::Event {
+                cfg.event_collections.clone()
+            } else {
+                Default::default()
+            },
+            event_channels: if cfg.sync_mode == SyncMode::Event {
+                cfg.event_channels.clone()
+            } else {
+                Default::default()
+            },
         },
         store,
     )
@@ -68,6 +83,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         db = %cfg.db_path.display(),
         "sacred-bridge serving"
     );
+    // `restore` refuses to replace a database a live host is serving.
+    let pid_file = crate::ops::HostPidFile::create(&cfg.db_path, &api_addr);
     // One line on stdout that scripts can wait for.
     println!(
         "sacred-bridge {} listening: ws://{ws_addr} http://{api_addr}",
@@ -84,8 +101,12 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                 cfg.default_space.clone(),
                 std::env::var("BRIDGE_TOKEN").ok(),
                 upstream_secret,
-                // Periodic and manual links push only when asked (tick or `POST /v1/sync`).
-                matches!(cfg.sync_mode, SyncMode::Manual | SyncMode::Periodic),
+                // Periodic, manual and event links push only when asked (tick, trigger or
+                // `POST /v1/sync`).
+                matches!(
+                    cfg.sync_mode,
+                    SyncMode::Manual | SyncMode::Periodic | SyncMode::Event
+                ),
                 tx.clone(),
             ));
         }
@@ -95,6 +116,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let _ = tokio::signal::ctrl_c().await;
     tracing::info!("stopping");
     // Everything acknowledged is already committed; nothing to flush.
+    drop(pid_file);
     drop(hub_thread);
     Ok(())
 }

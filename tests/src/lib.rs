@@ -87,6 +87,9 @@ const CONFIG_KEYS: &[&str] = &[
     "CONFLICT_STRATEGY",
     "BRIDGE_SECRET",
     "BRIDGE_TOKEN",
+    "SYNC_EVENT_COLLECTIONS",
+    "SYNC_EVENT_CHANNELS",
+    "CLOUDFLARE_API_TOKEN",
 ];
 
 /// A `sacred-bridge` command with a clean environment, run in `dir`.
@@ -97,6 +100,20 @@ pub fn bridge_cmd(dir: &Path) -> Command {
     }
     c.current_dir(dir).env("RUST_LOG", "warn");
     c
+}
+
+/// Runs `sacred-bridge ARGS` in `dir` (clean environment) and returns (exit code, stdout,
+/// stderr).
+pub fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = bridge_cmd(dir)
+        .args(args)
+        .output()
+        .expect("run sacred-bridge");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Mints a token with `sacred-bridge token create` signed with `secret`.

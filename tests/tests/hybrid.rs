@@ -211,15 +211,92 @@ fn manual_sync_mode_pushes_only_when_asked() {
         ])
         .output()
         .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // The CLI waited for the cloud's ack and shows the bar and the last successful sync.
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains("push [") && err.contains("synced; last successful sync"),
+        "{err}"
     );
+    let v = http(local.api_port, "GET", "/v1/status", None, None).1;
+    let link = &v["spaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["space"] == "proj")
+        .unwrap()["upstream"];
+    assert!(link["last_sync_ms"].as_u64().unwrap() > 0, "{link}");
+    assert_eq!(link["pending"], 0, "{link}");
     eventually(
         cloud.api_port,
         "/v1/spaces/proj/docs/n/held",
         tok,
         |s, v| s == 200 && v["value"]["x"] == 1,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_mode_pushes_when_a_trigger_fires() {
+    let Pair {
+        cloud,
+        local,
+        token,
+        _dirs,
+    } = start_pair(&[
+        ("SYNC_MODE", "event"),
+        ("SYNC_EVENT_COLLECTIONS", "orders"),
+        ("SYNC_EVENT_CHANNELS", "alerts"),
+    ]);
+    let tok = Some(token.as_str());
+    eventually(local.api_port, "/v1/status", None, |_, v| {
+        v["spaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["upstream"]["up"] == true)
+    });
+    let on_cloud = |path: &str| http(cloud.api_port, "GET", path, None, tok).0;
+    let local_ok = |method: &str, path: &str, body: &str| {
+        let (s, v) = local.http(method, &format!("/v1/spaces/proj/{path}"), Some(body));
+        assert_eq!(s, 200, "{v}");
+    };
+    let reaches_cloud = |path: &str| {
+        eventually(
+            cloud.api_port,
+            &format!("/v1/spaces/proj/{path}"),
+            tok,
+            |s, _| s == 200,
+        );
+    };
+    let held = |path: &str, why: &str| {
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(on_cloud(&format!("/v1/spaces/proj/{path}")), 404, "{why}");
+    };
+
+    // A write to a collection that is not a trigger waits.
+    local_ok("PUT", "docs/notes/a", r#"{"x":1}"#);
+    held("docs/notes/a", "not a trigger: held");
+
+    // A durable write to a listed collection pushes, and takes everything waiting with it.
+    local_ok("PUT", "docs/orders/o1", r#"{"n":1}"#);
+    reaches_cloud("docs/orders/o1");
+    reaches_cloud("docs/notes/a");
+
+    // A message on a channel that is not listed pushes nothing.
+    local_ok("PUT", "docs/notes/b", r#"{"x":2}"#);
+    local_ok("POST", "messages/chat", r#""hi""#);
+    held("docs/notes/b", "chat is not a trigger");
+
+    // A message on a listed channel (here sent by a WebSocket agent) pushes.
+    let (mut agent, _) = Agent::hello(&local.ws_url("proj"), "proj", None).await;
+    agent
+        .send(&json!({"type": "send", "req": 1, "channel": "alerts", "payload": {"level": "high"}}))
+        .await;
+    agent.recv_type("ack").await;
+    reaches_cloud("docs/notes/b");
+    let v = http(local.api_port, "GET", "/v1/status", None, None).1;
+    let pushes = v["spaces"][0]["upstream"]["event_pushes"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(pushes >= 2, "{v}");
 }
