@@ -53,3 +53,27 @@ fn simulation_converges_under_faults() {
         "{total:?}"
     );
 }
+
+/// Inputs from fuzzing the simulation (`fuzz/`, target `sim_actions`): every crasher goes to
+/// `tests/sim-crashers/` once fixed; `tests/sim-corpus/` keeps a sample of the corpus the
+/// fuzzer built (the longest inputs) so the same paths run on every `cargo test`.
+#[test]
+fn fuzzer_inputs_replay_cleanly() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut ran = 0;
+    for dir in ["sim-crashers", "sim-corpus"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            let data = std::fs::read(&p).expect("readable input");
+            if let Err(f) = sim::run_bytes(&data) {
+                panic!("{}: {f}", p.display());
+            }
+            ran += 1;
+        }
+    }
+    assert!(ran >= 10, "only {ran} fuzzer inputs found");
+}
