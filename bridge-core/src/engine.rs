@@ -65,6 +65,10 @@ use crate::{
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// Budget for the documents of one push: half the frame limit, so a push stays under
+/// [`crate::frame::MAX_FRAME_BYTES`] in either encoding with room for the envelope.
+pub const PUSH_BYTES: usize = crate::frame::MAX_FRAME_BYTES / 2;
+
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub replica: ReplicaId,
@@ -1160,7 +1164,9 @@ impl Engine {
                 }
                 continue;
             }
-            let delta = self.replica.delta(&link.known, self.cfg.batch_docs);
+            let delta = self
+                .replica
+                .delta_bounded(&link.known, self.cfg.batch_docs, PUSH_BYTES);
             let Some(link) = self.sessions.get_mut(&id).and_then(|s| s.peer.as_mut()) else {
                 continue;
             };

@@ -614,10 +614,18 @@ impl Replica {
     /// durable vector). Dots are visited replica by replica in counter order, so the watermark can
     /// say "everything of replica r up to c" as soon as r's live dots up to c are sent.
     pub fn delta(&self, known: &VersionVector, max_docs: usize) -> Delta {
+        self.delta_bounded(known, max_docs, usize::MAX)
+    }
+
+    /// [`Replica::delta`] that also stops before the documents' encoded size (by
+    /// [`crate::codec::doc_state_size_bound`]) passes `max_bytes` — except that the first
+    /// document always goes, so a large document cannot stall a sync.
+    pub fn delta_bounded(&self, known: &VersionVector, max_docs: usize, max_bytes: usize) -> Delta {
         // The watermark names only ranges walked here: every entry is something this store
         // holds, so the receiver may also credit it to us (not just to itself).
         let mut out = Delta::default();
         let mut sent: BTreeSet<&DocKey> = BTreeSet::new();
+        let mut bytes = 0usize;
         let mut full = false;
         for (r, upto) in self.vv.iter() {
             let from = known.get(r);
@@ -632,15 +640,26 @@ impl Replica {
             let mut last = from;
             let mut exhausted = true;
             for (dot, key) in range.by_ref() {
-                if sent.len() >= max_docs && !sent.contains(key) {
+                let state = if sent.contains(key) {
+                    None
+                } else {
+                    self.docs.get(key)
+                };
+                let size = match (state, max_bytes) {
+                    (Some(st), m) if m < usize::MAX => crate::codec::doc_state_size_bound(key, st),
+                    _ => 0,
+                };
+                let over = !sent.is_empty() && bytes.saturating_add(size) > max_bytes;
+                if !sent.contains(key) && (sent.len() >= max_docs || over) {
                     exhausted = false;
                     full = true;
                     out.remaining += 1;
                     break;
                 }
                 last = dot.counter;
+                bytes = bytes.saturating_add(size);
                 if sent.insert(key) {
-                    if let Some(state) = self.docs.get(key) {
+                    if let Some(state) = state {
                         out.docs.push(DocEntry {
                             collection: key.collection.clone(),
                             id: key.id.clone(),

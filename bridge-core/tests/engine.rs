@@ -700,3 +700,37 @@ fn documents_too_large_to_travel_are_refused() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::TooLarge);
 }
+
+#[test]
+fn pushes_stay_under_the_frame_limit_with_large_documents() {
+    let mut cloud = engine(1, Tier::Cloud);
+    let big = "y\u{2}\"".repeat(25 * 1024); // escapes make the JSON form ~2.7x the bytes
+    for i in 0..8 {
+        cloud.write(0, i, DocKey::new("c", format!("d{i}")), WriteOp::Put(obj(json!({"b": big})))).expect("w");
+    }
+    persist_all(&mut cloud);
+    let mut local = engine(2, Tier::Local);
+    local.connect(0, 10, None, "up");
+    cloud.accept(0, 20);
+    let mut pushes = 0;
+    for _ in 0..50 {
+        for (_, f) in drain(&mut local) {
+            cloud.handle_frame(0, 20, f.expect("frame"));
+        }
+        persist_all(&mut cloud);
+        for (_, f) in drain(&mut cloud) {
+            let f = f.expect("frame");
+            if let Frame::Push(p) = &f {
+                pushes += 1;
+                let json = bridge_core::codec::encode_json(&f).len();
+                let bin = bridge_core::codec::encode_binary(&f).len();
+                assert!(json <= bridge_core::frame::MAX_FRAME_BYTES, "{json} bytes, {} docs", p.docs.len());
+                assert!(bin <= bridge_core::frame::MAX_FRAME_BYTES);
+            }
+            local.handle_frame(0, 10, f);
+        }
+        persist_all(&mut local);
+    }
+    assert!(pushes >= 2, "the documents needed several pushes");
+    assert_eq!(local.replica().list("c", None, 100).len(), 8);
+}

@@ -69,6 +69,27 @@ pub fn size_bound(value: &Value) -> usize {
     }
 }
 
+/// An upper bound on the bytes a document state takes inside a `push`, in either encoding.
+pub fn doc_state_size_bound(key: &crate::DocKey, state: &DocState) -> usize {
+    // A stamp or dot in JSON: {"wall":…,"counter":…,"replica":"…16 hex…"} is under 80 bytes.
+    const STAMP: usize = 80;
+    let siblings: usize = state
+        .siblings
+        .iter()
+        .map(|s| {
+            let body: usize = s.body.as_ref().map_or(0, |b| {
+                b.iter()
+                    .map(|(k, f)| {
+                        string_bound(k) + 16 + STAMP + f.value.as_ref().map_or(0, size_bound)
+                    })
+                    .sum()
+            });
+            3 * STAMP + 40 + body
+        })
+        .sum();
+    string_bound(&key.collection) + string_bound(&key.id) + 80 + siblings + 30 * state.context.len()
+}
+
 /// [`size_bound`] of a JSON object given as its map.
 pub fn object_size_bound(m: &serde_json::Map<String, Value>) -> usize {
     2 + m
