@@ -792,7 +792,9 @@ async fn sync(
             let sent = link["push"]["sent"].as_u64().unwrap_or(0);
             let remaining = link["push"]["remaining"].as_u64().unwrap_or(0);
             up.update(sent, sent + remaining, "docs");
-            push_done = link["lag"].as_u64() == Some(0) && link["pending"].as_u64() == Some(0);
+            // Done when the cloud has acknowledged every write made here. (`lag` also counts
+            // changes that came from the cloud itself, which it never acknowledges back.)
+            push_done = link["pending"].as_u64() == Some(0);
             if push_done {
                 up.finish();
             }
@@ -825,7 +827,7 @@ async fn sync(
         }
         if tokio::time::Instant::now() > deadline {
             return Err(format!(
-                "the sync did not finish within {} s (it goes on in the host)",
+                "the sync did not finish within {} s (it goes on in the host); link: {link}",
                 timeout.as_secs()
             ));
         }

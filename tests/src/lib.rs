@@ -394,3 +394,66 @@ impl Agent {
         }
     }
 }
+
+/// The secret a [`Pair`]'s cloud host signs tokens with.
+pub const PAIR_SECRET: &str = "hybrid-secret-0123456789";
+
+/// A cloud-mode host and a hybrid host linked to it (space `proj`), with an admin token.
+pub struct Pair {
+    pub cloud: Host,
+    pub local: Host,
+    pub token: String,
+    /// (cloud, hybrid) data folders, removed on drop.
+    pub _dirs: (TempDir, TempDir),
+}
+
+/// Starts a [`Pair`]; `extra` adds environment variables to the hybrid host.
+pub fn start_pair(extra: &[(&str, &str)]) -> Pair {
+    let cloud_dir = TempDir::new("cloud");
+    let local_dir = TempDir::new("hybrid");
+    let cloud = Host::start(&cloud_dir.0, "cloud", &[("BRIDGE_SECRET", PAIR_SECRET)]);
+    let token = mint_token(&cloud_dir.0, PAIR_SECRET, "proj", "admin", "1h");
+    let cloud_url = format!("ws://127.0.0.1:{}", cloud.ws_port);
+    let mut env = vec![
+        ("CLOUD_WS_URL", cloud_url.as_str()),
+        ("CLOUD_PROJECT_ID", "proj"),
+        ("BRIDGE_TOKEN", token.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let local = Host::start(&local_dir.0, "hybrid", &env);
+    Pair {
+        cloud,
+        local,
+        token,
+        _dirs: (cloud_dir, local_dir),
+    }
+}
+
+/// Polls `GET path` until `pred` holds (bounded: 20 s).
+pub fn eventually(
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    pred: impl Fn(u16, &Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, v) = http(port, "GET", path, None, token);
+        if pred(s, &v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out on {path}: {s} {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the hybrid host's upstream link is up.
+pub fn wait_link_up(local: &Host) {
+    eventually(local.api_port, "/v1/status", None, |_, v| {
+        v["spaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["upstream"]["up"] == true)
+    });
+}

@@ -3,59 +3,11 @@
 //! restarts.
 #![allow(clippy::unwrap_used)]
 
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::{Duration, Instant};
-use tests::{bridge_cmd, http, Agent, Host, TempDir};
+use tests::{bridge_cmd, http, Agent};
 
-const SECRET: &str = "hybrid-secret-0123456789";
-
-/// A cloud-mode host and a hybrid host linked to it (space `proj`), with an admin token.
-struct Pair {
-    cloud: Host,
-    local: Host,
-    token: String,
-    /// (cloud, hybrid) data folders, removed on drop.
-    _dirs: (TempDir, TempDir),
-}
-
-fn start_pair(extra: &[(&str, &str)]) -> Pair {
-    let cloud_dir = TempDir::new("cloud");
-    let local_dir = TempDir::new("hybrid");
-    let cloud = Host::start(&cloud_dir.0, "cloud", &[("BRIDGE_SECRET", SECRET)]);
-    let token = tests::mint_token(&cloud_dir.0, SECRET, "proj", "admin", "1h");
-    let cloud_url = format!("ws://127.0.0.1:{}", cloud.ws_port);
-    let mut env = vec![
-        ("CLOUD_WS_URL", cloud_url.as_str()),
-        ("CLOUD_PROJECT_ID", "proj"),
-        ("BRIDGE_TOKEN", token.as_str()),
-    ];
-    env.extend_from_slice(extra);
-    let local = Host::start(&local_dir.0, "hybrid", &env);
-    Pair {
-        cloud,
-        local,
-        token,
-        _dirs: (cloud_dir, local_dir),
-    }
-}
-
-/// Polls `GET path` until `pred` holds (bounded).
-fn eventually(
-    port: u16,
-    path: &str,
-    token: Option<&str>,
-    pred: impl Fn(u16, &Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (s, v) = http(port, "GET", path, None, token);
-        if pred(s, &v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out on {path}: {s} {v}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use tests::{eventually, start_pair, wait_link_up, Pair};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hybrid_syncs_docs_and_messages_both_ways() {
@@ -182,14 +134,7 @@ fn manual_sync_mode_pushes_only_when_asked() {
         _dirs,
     } = start_pair(&[("SYNC_MODE", "manual")]);
     let tok = Some(token.as_str());
-    // the link is up once the status shows the peer
-    eventually(local.api_port, "/v1/status", None, |_, v| {
-        v["spaces"].as_array().into_iter().flatten().any(|s| {
-            s["peers"]
-                .as_array()
-                .is_some_and(|p| p.iter().any(|p| p["open"] == true))
-        })
-    });
+    wait_link_up(&local);
     let (s, _) = local.http("PUT", "/v1/spaces/proj/docs/n/held", Some(r#"{"x":1}"#));
     assert_eq!(s, 200);
     std::thread::sleep(Duration::from_millis(700));
@@ -248,13 +193,7 @@ async fn event_mode_pushes_when_a_trigger_fires() {
         ("SYNC_EVENT_CHANNELS", "alerts"),
     ]);
     let tok = Some(token.as_str());
-    eventually(local.api_port, "/v1/status", None, |_, v| {
-        v["spaces"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| s["upstream"]["up"] == true)
-    });
+    wait_link_up(&local);
     let on_cloud = |path: &str| http(cloud.api_port, "GET", path, None, tok).0;
     let local_ok = |method: &str, path: &str, body: &str| {
         let (s, v) = local.http(method, &format!("/v1/spaces/proj/{path}"), Some(body));
