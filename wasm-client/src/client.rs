@@ -1,0 +1,1003 @@
+//! The JavaScript handle: `open()`, the verbs, the WebSocket link and the pump.
+//!
+//! One [`Engine`] per handle, behind `Rc<RefCell<_>>` (the browser is single-threaded). Every
+//! input — a local write, a frame from the socket, the socket opening or closing — is handed
+//! to the engine at once, then the **pump** runs (as a microtask, so a burst of inputs in one
+//! task shares one transaction): it cuts the staged changes into batches, writes them to
+//! IndexedDB in one transaction, reports them persisted, and drains what the engine wants
+//! done — frames to send, acks to release as resolved promises, changes and messages for
+//! the callbacks. A borrow is never held across an `await` or while JavaScript runs, so a
+//! callback may call back into the handle.
+//!
+//! The link is a plain `WebSocket` (binary frames, peer session). It is redialled with
+//! `bridge_core::backoff::Backoff` and jitter from `crypto.getRandomValues`, immediately on
+//! the `online` event, and dropped on `offline`; on every (re)connect the engine's `hello`
+//! carries our vector, so only what is missing travels — writes made offline included.
+
+use crate::js;
+use crate::status::{CloudProgress, SyncStatus};
+use crate::store::{CloudMeta, IdbStore};
+use bridge_core::backoff::Backoff;
+use bridge_core::{
+    check_name, codec, DocKey, Engine, EngineConfig, Event, Frame, PersistBatch, Policy, SessionId,
+    Tier, Transmit, WriteOp,
+};
+use js_sys::{Function, Promise, Uint8Array};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::{Rc, Weak};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &'static str = r#"
+/** Options of `open()`. */
+export interface OpenOptions {
+  /** WebSocket base URL of a host (`ws://127.0.0.1:3333`) or a full `/v1/spaces/{space}/ws` URL. Without it the store works offline only. */
+  url?: string;
+  space: string;
+  /** Token from `sacred-bridge token create` (cloud hosts require one). */
+  token?: string;
+  /** Display name in presence. */
+  name?: string;
+  /** IndexedDB database name; default `sacred-bridge/{space}`. */
+  db?: string;
+}
+export interface Stamp { wall: number; counter: number; replica: string }
+export interface Dot { replica: string; counter: number }
+export interface DocView {
+  collection: string;
+  id: string;
+  /** `null` when deleted. */
+  value: Record<string, unknown> | null;
+  stamp?: Stamp;
+  /** An open conflict (collections with policy `manual`). */
+  conflict: boolean;
+}
+export interface ConflictSide { dot: Dot; tier: "local" | "cloud"; stamp: Stamp; value: Record<string, unknown> | null }
+export interface Conflict { collection: string; id: string; shown: Dot; sides: ConflictSide[]; fields: string[] }
+export interface Message { id: { origin: string; seq: number }; channel: string; payload: unknown; stamp: Stamp }
+export interface PresenceEntry { node: string; session: number; name: string; kind: "agent" | "peer"; tier: "local" | "cloud"; since: number }
+export interface Status {
+  online: boolean;
+  syncing: boolean;
+  /** Own writes not yet acknowledged by a cloud replica ("synced" when 0). */
+  pending: number;
+  lastCloudAck: number | null;
+  peerTier: "local" | "cloud" | null;
+  replica: string;
+  incoming: number;
+  error: string | null;
+}
+export type Policy = "lww" | "cloud_wins" | "local_wins" | "merge" | "manual";
+"#;
+
+#[derive(Deserialize)]
+struct OpenOptions {
+    url: Option<String>,
+    space: String,
+    token: Option<String>,
+    name: Option<String>,
+    db: Option<String>,
+}
+
+enum SubKind {
+    Docs(String),
+    Messages,
+    Status,
+    Conflicts,
+    Presence,
+}
+
+struct Sub {
+    id: u32,
+    kind: SubKind,
+    f: Function,
+}
+
+/// An open WebSocket and the handlers it calls (dropped with it).
+struct Link {
+    ws: WebSocket,
+    _on_open: Closure<dyn FnMut(web_sys::Event)>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        let _ = self.ws.close();
+    }
+}
+
+struct Inner {
+    engine: Engine,
+    /// Taken by the pump while it writes.
+    store: Option<IdbStore>,
+    url: Option<String>,
+    token: Option<String>,
+    name: String,
+    link: Option<Link>,
+    /// The session of the current link, 0 when there is none.
+    session: SessionId,
+    next_session: SessionId,
+    handshake_done: bool,
+    backoff: Backoff,
+    timer: Option<i32>,
+    closed: bool,
+    next_req: u64,
+    /// Promises of local requests, released by `Event::Acked`.
+    waiting: BTreeMap<u64, (Function, Function)>,
+    next_sub: u32,
+    subs: Vec<Sub>,
+    /// What a cloud replica holds of our writes (persisted) and what the current peer does.
+    cloud: CloudProgress,
+    cloud_at: u64,
+    cloud_dirty: bool,
+    peer: CloudProgress,
+    peer_tier: Option<Tier>,
+    incoming: u64,
+    pumping: bool,
+    /// Batches whose write failed; retried before anything newer.
+    unwritten: Vec<PersistBatch>,
+    error: Option<String>,
+    last_status: Option<SyncStatus>,
+    release_lock: Option<Function>,
+    listeners: Vec<(&'static str, Listener)>,
+}
+
+type Listener = Closure<dyn FnMut(web_sys::Event)>;
+
+type Shared = Rc<RefCell<Inner>>;
+
+fn js_err(e: impl std::fmt::Display) -> JsValue {
+    js_sys::Error::new(&e.to_string()).into()
+}
+
+/// Rust value → JavaScript value through JSON text (exact for every JSON document, including
+/// integers beyond 2^53, which become the nearest double as with `JSON.parse` anywhere).
+fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
+    let text = serde_json::to_string(v).map_err(js_err)?;
+    js_sys::JSON::parse(&text)
+}
+
+fn object_from_js(value: JsValue) -> Result<Map<String, Value>, JsValue> {
+    match serde_wasm_bindgen::from_value::<Value>(value).map_err(js_err)? {
+        Value::Object(m) => Ok(m),
+        _ => Err(js_err("a document must be a plain object")),
+    }
+}
+
+/// Opens the store of `options.space` in this browser (IndexedDB), restores it, and — when
+/// `options.url` is given — keeps a link to that host, resuming by vector on every
+/// reconnect. Fails if another tab already has the same store open.
+#[wasm_bindgen]
+pub async fn open(
+    #[wasm_bindgen(unchecked_param_type = "OpenOptions")] options: JsValue,
+) -> Result<Bridge, JsValue> {
+    let opts: OpenOptions = serde_wasm_bindgen::from_value(options)
+        .map_err(|e| js_err(format!("open(): bad options: {e}")))?;
+    check_name("space", &opts.space, false).map_err(js_err)?;
+    let db_name = opts
+        .db
+        .clone()
+        .unwrap_or_else(|| format!("sacred-bridge/{}", opts.space));
+    let release_lock = js::hold_lock(&format!("sacred-bridge:{db_name}")).await?;
+    match open_store(&opts, &db_name).await {
+        Ok((engine, store, cloud)) => {
+            let inner = Rc::new(RefCell::new(Inner {
+                engine,
+                store: Some(store),
+                url: opts.url.map(|u| socket_url(&u, &opts.space)),
+                token: opts.token,
+                name: opts.name.unwrap_or_default(),
+                link: None,
+                session: 0,
+                next_session: 1,
+                handshake_done: false,
+                backoff: Backoff::default(),
+                timer: None,
+                closed: false,
+                next_req: 1,
+                waiting: BTreeMap::new(),
+                next_sub: 1,
+                subs: Vec::new(),
+                cloud: CloudProgress { acked: cloud.acked },
+                cloud_at: cloud.at,
+                cloud_dirty: false,
+                peer: CloudProgress::default(),
+                peer_tier: None,
+                incoming: 0,
+                pumping: false,
+                unwritten: Vec::new(),
+                error: None,
+                last_status: None,
+                release_lock,
+                listeners: Vec::new(),
+            }));
+            listen_network(&inner);
+            dial(&inner);
+            Ok(Bridge { inner })
+        }
+        Err(e) => {
+            if let Some(release) = release_lock {
+                let _ = release.call0(&JsValue::NULL);
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn open_store(
+    opts: &OpenOptions,
+    db_name: &str,
+) -> Result<(Engine, IdbStore, CloudMeta), JsValue> {
+    let mut store = IdbStore::open(db_name).await.map_err(js_err)?;
+    let replica = store
+        .replica_id(|| js::random_u64().ok())
+        .await
+        .map_err(js_err)?;
+    let mut cfg = EngineConfig::new(replica, Tier::Local, opts.space.clone());
+    cfg.name = opts.name.clone().unwrap_or_default();
+    let mut engine = Engine::new(cfg);
+    let loaded = store.load(&mut engine).await.map_err(js_err)?;
+    Ok((engine, store, loaded.cloud))
+}
+
+/// `ws://host:port` → `ws://host:port/v1/spaces/{space}/ws`; a URL already naming a
+/// WebSocket path is kept.
+fn socket_url(url: &str, space: &str) -> String {
+    if url.ends_with("/ws") {
+        url.to_owned()
+    } else {
+        format!("{}/v1/spaces/{}/ws", url.trim_end_matches('/'), space)
+    }
+}
+
+/// A handle on one space in this browser. Writes resolve once stored in IndexedDB; the
+/// status says when the cloud has them too.
+#[wasm_bindgen]
+pub struct Bridge {
+    inner: Shared,
+}
+
+impl Bridge {
+    fn request(
+        &self,
+        f: impl FnOnce(&mut Inner, u64) -> bridge_core::Result<()>,
+    ) -> Result<Promise, JsValue> {
+        let promise = {
+            let mut i = self.inner.borrow_mut();
+            if i.closed {
+                return Err(js_err("this handle is closed; open() a new one"));
+            }
+            let req = i.next_req;
+            i.next_req += 1;
+            f(&mut i, req).map_err(js_err)?;
+            let waiting = &mut i.waiting;
+            Promise::new(&mut |resolve, reject| {
+                waiting.insert(req, (resolve, reject));
+            })
+        };
+        schedule(&self.inner);
+        Ok(promise)
+    }
+
+    fn write(&self, collection: String, id: String, op: WriteOp) -> Result<Promise, JsValue> {
+        self.request(|i, req| {
+            i.engine
+                .write(js::now_ms(), req, DocKey::new(collection, id), op)
+                .map(drop)
+        })
+    }
+
+    fn add_sub(&self, kind: SubKind, f: Function) -> u32 {
+        let mut i = self.inner.borrow_mut();
+        let id = i.next_sub;
+        i.next_sub += 1;
+        i.subs.push(Sub { id, kind, f });
+        id
+    }
+}
+
+#[wasm_bindgen]
+impl Bridge {
+    /// Replaces document `collection/id` with `value` (a plain object).
+    #[wasm_bindgen(unchecked_return_type = "Promise<Dot>")]
+    pub fn put(
+        &self,
+        collection: String,
+        id: String,
+        #[wasm_bindgen(unchecked_param_type = "Record<string, unknown>")] value: JsValue,
+    ) -> Result<Promise, JsValue> {
+        let m = object_from_js(value)?;
+        self.write(collection, id, WriteOp::Put(m))
+    }
+
+    /// Sets the top-level fields of `value` on the document (others are kept).
+    #[wasm_bindgen(unchecked_return_type = "Promise<Dot>")]
+    pub fn patch(
+        &self,
+        collection: String,
+        id: String,
+        #[wasm_bindgen(unchecked_param_type = "Record<string, unknown>")] value: JsValue,
+    ) -> Result<Promise, JsValue> {
+        let m = object_from_js(value)?;
+        self.write(collection, id, WriteOp::Patch(m))
+    }
+
+    /// Deletes the document (a tombstone that syncs like a write).
+    #[wasm_bindgen(unchecked_return_type = "Promise<Dot>")]
+    pub fn delete(&self, collection: String, id: String) -> Result<Promise, JsValue> {
+        self.write(collection, id, WriteOp::Delete)
+    }
+
+    /// The document's visible value, `null` if absent or deleted.
+    #[wasm_bindgen(unchecked_return_type = "Record<string, unknown> | null")]
+    pub fn get(&self, collection: String, id: String) -> Result<JsValue, JsValue> {
+        let i = self.inner.borrow();
+        match i.engine.replica().get(&DocKey::new(collection, id)) {
+            Some(v) => to_js(&v),
+            None => Ok(JsValue::NULL),
+        }
+    }
+
+    /// The visible documents of a collection in id order, after `after`, at most `limit`.
+    #[wasm_bindgen(unchecked_return_type = "DocView[]")]
+    pub fn list(
+        &self,
+        collection: String,
+        after: Option<String>,
+        limit: Option<u32>,
+    ) -> Result<JsValue, JsValue> {
+        let i = self.inner.borrow();
+        let limit = limit.map_or(usize::MAX, |l| l as usize);
+        to_js(
+            &i.engine
+                .replica()
+                .list(&collection, after.as_deref(), limit),
+        )
+    }
+
+    /// Collections holding at least one document (deleted ones included), in name order.
+    pub fn collections(&self) -> Vec<String> {
+        let i = self.inner.borrow();
+        let mut out: Vec<String> = Vec::new();
+        for (k, _) in i.engine.replica().docs() {
+            if out.last() != Some(&k.collection) && !k.collection.starts_with('_') {
+                out.push(k.collection.clone());
+            }
+        }
+        out
+    }
+
+    /// Calls `callback(doc)` for every durable change of `collection` (`"*"`: all).
+    /// Returns an id for `unsubscribe`.
+    pub fn subscribe(
+        &self,
+        collection: String,
+        #[wasm_bindgen(unchecked_param_type = "(doc: DocView) => void")] callback: Function,
+    ) -> u32 {
+        self.add_sub(SubKind::Docs(collection), callback)
+    }
+
+    /// Removes a callback added by `subscribe`, `onMessage`, `onStatus`, `onConflict` or
+    /// `onPresence`.
+    pub fn unsubscribe(&self, id: u32) {
+        self.inner.borrow_mut().subs.retain(|s| s.id != id);
+    }
+
+    /// Publishes `payload` on `channel`; resolves once stored here (it travels on from there).
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn send(&self, channel: String, payload: JsValue) -> Result<Promise, JsValue> {
+        let payload: Value = serde_wasm_bindgen::from_value(payload).map_err(js_err)?;
+        self.request(|i, req| {
+            i.engine
+                .publish(js::now_ms(), req, &channel, payload)
+                .map(drop)
+        })
+    }
+
+    /// Calls `callback(message, offset)` for every message stored here (sent here or
+    /// arrived), each once.
+    #[wasm_bindgen(js_name = onMessage)]
+    pub fn on_message(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(message: Message, offset: number) => void")]
+        callback: Function,
+    ) -> u32 {
+        self.add_sub(SubKind::Messages, callback)
+    }
+
+    /// Retained messages of `channel` after offset `from` (replay).
+    #[wasm_bindgen(unchecked_return_type = "{ offset: number; message: Message }[]")]
+    pub fn messages(&self, channel: String, from: Option<f64>) -> Result<JsValue, JsValue> {
+        let i = self.inner.borrow();
+        let from = from.unwrap_or(0.0) as u64;
+        let out: Vec<Value> = i
+            .engine
+            .replica()
+            .logs()
+            .after(&channel, from)
+            .map(|r| serde_json::json!({"offset": r.offset, "message": r.message}))
+            .collect();
+        to_js(&out)
+    }
+
+    /// Who is connected: here, and through the host, on the other side.
+    #[wasm_bindgen(unchecked_return_type = "PresenceEntry[]")]
+    pub fn presence(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.borrow().engine.presence())
+    }
+
+    #[wasm_bindgen(js_name = onPresence)]
+    pub fn on_presence(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(entries: PresenceEntry[]) => void")]
+        callback: Function,
+    ) -> u32 {
+        self.add_sub(SubKind::Presence, callback)
+    }
+
+    /// Open conflicts (collections with policy `manual`), of one collection or all.
+    #[wasm_bindgen(unchecked_return_type = "Conflict[]")]
+    pub fn conflicts(&self, collection: Option<String>) -> Result<JsValue, JsValue> {
+        to_js(
+            &self
+                .inner
+                .borrow()
+                .engine
+                .replica()
+                .conflicts(collection.as_deref()),
+        )
+    }
+
+    #[wasm_bindgen(js_name = onConflict)]
+    pub fn on_conflict(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(conflict: Conflict) => void")] callback: Function,
+    ) -> u32 {
+        self.add_sub(SubKind::Conflicts, callback)
+    }
+
+    /// Resolves an open conflict with `value` (`null` deletes the document): a write that
+    /// supersedes every side.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Dot>")]
+    pub fn resolve(
+        &self,
+        collection: String,
+        id: String,
+        #[wasm_bindgen(unchecked_param_type = "Record<string, unknown> | null")] value: JsValue,
+    ) -> Result<Promise, JsValue> {
+        let value = if value.is_null() || value.is_undefined() {
+            None
+        } else {
+            Some(object_from_js(value)?)
+        };
+        self.request(|i, req| {
+            i.engine
+                .resolve(js::now_ms(), req, DocKey::new(collection, id), value)
+                .map(drop)
+        })
+    }
+
+    /// Sets a collection's conflict policy for the whole space (replicated configuration).
+    #[wasm_bindgen(js_name = setPolicy, unchecked_return_type = "Promise<Dot>")]
+    pub fn set_policy(
+        &self,
+        collection: String,
+        #[wasm_bindgen(unchecked_param_type = "Policy")] policy: String,
+    ) -> Result<Promise, JsValue> {
+        let policy: Policy = policy.parse().map_err(js_err)?;
+        self.request(|i, req| {
+            i.engine
+                .set_policy(js::now_ms(), req, &collection, policy)
+                .map(drop)
+        })
+    }
+
+    /// The policy a collection currently has.
+    #[wasm_bindgen(unchecked_return_type = "Policy")]
+    pub fn policy(&self, collection: String) -> String {
+        self.inner
+            .borrow()
+            .engine
+            .replica()
+            .policy(&collection)
+            .as_str()
+            .to_owned()
+    }
+
+    /// Pushes and pulls now if connected; otherwise redials at once.
+    #[wasm_bindgen(js_name = syncNow)]
+    pub fn sync_now(&self) {
+        let redial = {
+            let mut i = self.inner.borrow_mut();
+            if i.session != 0 && i.handshake_done {
+                let s = i.session;
+                i.engine.sync_now(s);
+                i.engine.pull(s);
+                false
+            } else {
+                i.backoff.reset();
+                if let Some(t) = i.timer.take() {
+                    js::clear_timeout(t);
+                }
+                true
+            }
+        };
+        if redial {
+            dial(&self.inner);
+        }
+        schedule(&self.inner);
+    }
+
+    #[wasm_bindgen(unchecked_return_type = "Status")]
+    pub fn status(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.borrow().status())
+    }
+
+    /// Calls `callback(status)` whenever the status changes.
+    #[wasm_bindgen(js_name = onStatus)]
+    pub fn on_status(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(status: Status) => void")] callback: Function,
+    ) -> u32 {
+        self.add_sub(SubKind::Status, callback)
+    }
+
+    /// This store's replica id.
+    #[wasm_bindgen(getter)]
+    pub fn replica(&self) -> String {
+        self.inner.borrow().engine.replica().id().to_string()
+    }
+
+    /// What the IndexedDB store wrote since `open`: `{ commits, batches, docs, messages }`.
+    #[wasm_bindgen(
+        unchecked_return_type = "{ commits: number; batches: number; docs: number; messages: number }"
+    )]
+    pub fn stats(&self) -> Result<JsValue, JsValue> {
+        let i = self.inner.borrow();
+        to_js(&i.store.as_ref().map(IdbStore::stats).unwrap_or_default())
+    }
+
+    /// Documents held (tombstones included).
+    #[wasm_bindgen(js_name = docCount)]
+    pub fn doc_count(&self) -> u32 {
+        self.inner.borrow().engine.replica().doc_count() as u32
+    }
+
+    /// Closes the link and the store once pending writes are stored; resolves then.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn close(&self) -> Promise {
+        let rc = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            {
+                let mut i = rc.borrow_mut();
+                i.closed = true;
+                i.link = None;
+                let s = std::mem::take(&mut i.session);
+                if s != 0 {
+                    i.engine.close(s);
+                }
+                if let Some(t) = i.timer.take() {
+                    js::clear_timeout(t);
+                }
+                let target: web_sys::EventTarget = js_sys::global().unchecked_into();
+                for (name, l) in i.listeners.drain(..) {
+                    let _ = target
+                        .remove_event_listener_with_callback(name, l.as_ref().unchecked_ref());
+                }
+            }
+            // Let a running pump finish its transaction.
+            while rc.borrow().pumping {
+                sleep(5).await;
+            }
+            let mut i = rc.borrow_mut();
+            if let Some(store) = &i.store {
+                store.close();
+            }
+            if let Some(release) = i.release_lock.take() {
+                let _ = release.call0(&JsValue::NULL);
+            }
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+}
+
+async fn sleep(ms: i32) {
+    let p = Promise::new(&mut |resolve, _| {
+        js::set_timeout(&resolve, ms);
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(p).await;
+}
+
+impl Inner {
+    fn status(&self) -> SyncStatus {
+        let r = self.engine.replica();
+        let own = r.latest_vector().get(r.id());
+        let online = self.session != 0 && self.handshake_done;
+        SyncStatus {
+            online,
+            syncing: online && (own > self.peer.acked || self.incoming > 0),
+            pending: self.cloud.pending(own),
+            last_cloud_ack: (self.cloud_at > 0).then_some(self.cloud_at),
+            peer_tier: self.peer_tier.map(Tier::as_str),
+            replica: r.id().to_string(),
+            incoming: self.incoming,
+            error: self.error.clone(),
+        }
+    }
+
+    /// What the host learns from a frame before the engine takes it: the peer's tier and how
+    /// much of ours it holds (welcome), and how much an incoming catch-up has left.
+    fn observe(&mut self, frame: &Frame) {
+        let me = self.engine.replica().id();
+        match frame {
+            Frame::Welcome(w) => {
+                self.peer_tier = Some(w.tier);
+                self.peer = CloudProgress::default();
+                self.peer.observe(w.vector.get(me));
+                if w.tier == Tier::Cloud {
+                    self.cloud_dirty |= self.cloud.observe(w.vector.get(me));
+                }
+                self.error = None;
+            }
+            Frame::Push(p) => self.incoming = p.remaining,
+            Frame::Error { message, .. } if !self.handshake_done => {
+                self.error = Some(message.clone());
+            }
+            _ => {}
+        }
+    }
+
+    fn drop_link(&mut self) {
+        self.link = None;
+        let s = std::mem::take(&mut self.session);
+        if s != 0 {
+            self.engine.close(s);
+        }
+        self.handshake_done = false;
+        self.incoming = 0;
+    }
+}
+
+/// Runs the pump soon (a microtask), unless it is running: then it picks the input up.
+fn schedule(rc: &Shared) {
+    {
+        let mut i = rc.borrow_mut();
+        if i.pumping {
+            return;
+        }
+        i.pumping = true;
+    }
+    let rc = rc.clone();
+    wasm_bindgen_futures::spawn_local(async move { pump(rc).await });
+}
+
+/// Persist, release, send — until the engine has nothing staged.
+async fn pump(rc: Shared) {
+    loop {
+        drain(&rc);
+        let (batches, mut store, cloud) = {
+            let mut i = rc.borrow_mut();
+            let mut batches = std::mem::take(&mut i.unwritten);
+            while let Some(b) = i.engine.poll_persist() {
+                batches.push(b);
+            }
+            let cloud = std::mem::take(&mut i.cloud_dirty).then_some(CloudMeta {
+                acked: i.cloud.acked,
+                at: i.cloud_at,
+            });
+            if batches.is_empty() && cloud.is_none() {
+                i.pumping = false;
+                break;
+            }
+            let Some(store) = i.store.take() else {
+                i.unwritten = batches;
+                i.pumping = false;
+                break;
+            };
+            (batches, store, cloud)
+        };
+        let written = store.write(&batches).await;
+        if let Some(c) = cloud {
+            let _ = store.write_cloud(c).await;
+        }
+        let mut i = rc.borrow_mut();
+        i.store = Some(store);
+        match written {
+            Ok(()) => {
+                for b in &batches {
+                    if let Err(e) = i.engine.persisted(b.id) {
+                        i.error = Some(e.to_string());
+                    }
+                }
+            }
+            Err(e) => {
+                // Nothing was acknowledged; keep the batches and retry on the next input.
+                i.error = Some(e.to_string());
+                i.unwritten = batches;
+                i.pumping = false;
+                drop(i);
+                drain(&rc);
+                break;
+            }
+        }
+    }
+    drain(&rc);
+}
+
+/// Sends what the engine wants sent and calls back into JavaScript for its events.
+fn drain(rc: &Shared) {
+    let mut calls: Vec<(Function, JsValue, JsValue)> = Vec::new();
+    let mut closed_session = false;
+    {
+        let mut guard = rc.borrow_mut();
+        let i = &mut *guard;
+        while let Some(t) = i.engine.poll_transmit() {
+            match t {
+                Transmit::Frame { session, frame } if session == i.session => {
+                    if let Some(link) = &i.link {
+                        let bytes = codec::encode_binary(&frame);
+                        let _ = link.ws.send_with_u8_array(&bytes);
+                    }
+                }
+                Transmit::Close {
+                    session, reason, ..
+                } if session == i.session => {
+                    i.error = Some(reason);
+                    closed_session = true;
+                }
+                _ => {}
+            }
+        }
+        if closed_session {
+            i.drop_link();
+        }
+        let me = i.engine.replica().id();
+        let mut presence = false;
+        while let Some(ev) = i.engine.poll_event() {
+            match ev {
+                Event::Acked { req, dot } => {
+                    if let Some((resolve, _)) = i.waiting.remove(&req) {
+                        let v = dot.map_or(Ok(JsValue::UNDEFINED), |d| to_js(&d));
+                        calls.push((resolve, v.unwrap_or(JsValue::UNDEFINED), JsValue::UNDEFINED));
+                    }
+                }
+                Event::DocChanged(view) => {
+                    let mut value = None;
+                    for s in &i.subs {
+                        if let SubKind::Docs(c) = &s.kind {
+                            if c == "*" || *c == view.collection {
+                                let v = value.get_or_insert_with(|| {
+                                    to_js(&view).unwrap_or(JsValue::UNDEFINED)
+                                });
+                                calls.push((s.f.clone(), v.clone(), JsValue::UNDEFINED));
+                            }
+                        }
+                    }
+                }
+                Event::ConflictOpened(c) => {
+                    for s in i
+                        .subs
+                        .iter()
+                        .filter(|s| matches!(s.kind, SubKind::Conflicts))
+                    {
+                        let v = to_js(&c).unwrap_or(JsValue::UNDEFINED);
+                        calls.push((s.f.clone(), v, JsValue::UNDEFINED));
+                    }
+                }
+                Event::Message { message, offset } => {
+                    for s in i
+                        .subs
+                        .iter()
+                        .filter(|s| matches!(s.kind, SubKind::Messages))
+                    {
+                        let v = to_js(&message).unwrap_or(JsValue::UNDEFINED);
+                        calls.push((s.f.clone(), v, JsValue::from_f64(offset as f64)));
+                    }
+                }
+                Event::PeerAcked {
+                    session,
+                    tier,
+                    vector,
+                } => {
+                    if session == i.session {
+                        i.peer.observe(vector.get(me));
+                    }
+                    if tier == Tier::Cloud && i.cloud.observe(vector.get(me)) {
+                        i.cloud_at = js::now_ms();
+                        i.cloud_dirty = true;
+                    }
+                }
+                Event::SessionOpened { session, .. } if session == i.session => {
+                    i.handshake_done = true;
+                    i.backoff.reset();
+                }
+                Event::PresenceChanged => presence = true,
+                _ => {}
+            }
+        }
+        if presence {
+            let entries = to_js(&i.engine.presence()).unwrap_or(JsValue::UNDEFINED);
+            for s in i
+                .subs
+                .iter()
+                .filter(|s| matches!(s.kind, SubKind::Presence))
+            {
+                calls.push((s.f.clone(), entries.clone(), JsValue::UNDEFINED));
+            }
+        }
+        let status = i.status();
+        if i.last_status.as_ref() != Some(&status) {
+            let v = to_js(&status).unwrap_or(JsValue::UNDEFINED);
+            for s in i.subs.iter().filter(|s| matches!(s.kind, SubKind::Status)) {
+                calls.push((s.f.clone(), v.clone(), JsValue::UNDEFINED));
+            }
+            i.last_status = Some(status);
+        }
+    }
+    if closed_session {
+        reconnect_later(rc);
+    }
+    for (f, a, b) in calls {
+        // A throwing callback must not stop the others or the pump.
+        let _ = f.call2(&JsValue::NULL, &a, &b);
+    }
+}
+
+/// Opens the link if there is a URL, no link, and the browser thinks it is online.
+fn dial(rc: &Shared) {
+    let (url, sid) = {
+        let mut i = rc.borrow_mut();
+        let Some(url) = i.url.clone() else { return };
+        if i.closed || i.link.is_some() || i.timer.is_some() {
+            return;
+        }
+        if !js::navigator_online() {
+            return; // the `online` event dials
+        }
+        let sid = i.next_session;
+        i.next_session += 1;
+        (url, sid)
+    };
+    let ws = match WebSocket::new(&url) {
+        Ok(ws) => ws,
+        Err(e) => {
+            rc.borrow_mut().error = Some(format!("cannot open a WebSocket to {url}: {e:?}"));
+            reconnect_later(rc);
+            return;
+        }
+    };
+    ws.set_binary_type(BinaryType::Arraybuffer);
+    let weak = Rc::downgrade(rc);
+    let on_open = Closure::<dyn FnMut(web_sys::Event)>::new({
+        let weak = weak.clone();
+        move |_| {
+            let Some(rc) = weak.upgrade() else { return };
+            {
+                let mut i = rc.borrow_mut();
+                if i.session != sid {
+                    return;
+                }
+                let (token, name) = (i.token.clone(), i.name.clone());
+                i.engine.connect(js::now_ms(), sid, token, &name);
+            }
+            schedule(&rc);
+        }
+    });
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new({
+        let weak = weak.clone();
+        move |e: MessageEvent| {
+            let Some(rc) = weak.upgrade() else { return };
+            let data = e.data();
+            // Peers speak binary, and hosts answer in kind; the JSON decoder (agents' text
+            // frames) would add a third of the package for nothing.
+            let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() else {
+                return;
+            };
+            let decoded = codec::decode_binary(&Uint8Array::new(buf).to_vec());
+            {
+                let mut i = rc.borrow_mut();
+                if i.session != sid {
+                    return;
+                }
+                match decoded {
+                    Ok(frame) => {
+                        i.observe(&frame);
+                        i.engine.handle_frame(js::now_ms(), sid, frame);
+                    }
+                    Err(err) => i.engine.handle_decode_error(sid, &err),
+                }
+            }
+            schedule(&rc);
+        }
+    });
+    let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
+        let Some(rc) = weak.upgrade() else { return };
+        {
+            let mut i = rc.borrow_mut();
+            if i.session != sid {
+                return;
+            }
+            if !e.was_clean() && i.error.is_none() && !i.handshake_done {
+                i.error = Some(format!(
+                    "cannot reach {}",
+                    i.url.clone().unwrap_or_default()
+                ));
+            }
+            i.drop_link();
+        }
+        reconnect_later(&rc);
+        schedule(&rc);
+    });
+    ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    let mut i = rc.borrow_mut();
+    i.session = sid;
+    i.link = Some(Link {
+        ws,
+        _on_open: on_open,
+        _on_message: on_message,
+        _on_close: on_close,
+    });
+}
+
+/// Dials again after the backoff's next delay (jittered with `crypto.getRandomValues`).
+fn reconnect_later(rc: &Shared) {
+    let delay = {
+        let mut i = rc.borrow_mut();
+        if i.closed || i.url.is_none() || i.timer.is_some() || i.link.is_some() {
+            return;
+        }
+        let random = js::random_u64().unwrap_or_else(|_| js::now_ms());
+        i.backoff.next_delay(random)
+    };
+    let weak = Rc::downgrade(rc);
+    let f = Closure::once_into_js(move || {
+        if let Some(rc) = weak.upgrade() {
+            rc.borrow_mut().timer = None;
+            dial(&rc);
+        }
+    });
+    let id = js::set_timeout(f.unchecked_ref(), delay.min(i32::MAX as u64) as i32);
+    rc.borrow_mut().timer = Some(id);
+}
+
+/// `online`: redial now with a fresh backoff. `offline`: drop the link at once (a socket
+/// can linger for minutes before the browser notices it is dead) and work from the store.
+fn listen_network(rc: &Shared) {
+    let target: web_sys::EventTarget = js_sys::global().unchecked_into();
+    let weak: Weak<RefCell<Inner>> = Rc::downgrade(rc);
+    let on_online = Closure::<dyn FnMut(web_sys::Event)>::new({
+        let weak = weak.clone();
+        move |_| {
+            let Some(rc) = weak.upgrade() else { return };
+            {
+                let mut i = rc.borrow_mut();
+                i.backoff.reset();
+                if let Some(t) = i.timer.take() {
+                    js::clear_timeout(t);
+                }
+            }
+            dial(&rc);
+        }
+    });
+    let on_offline = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+        let Some(rc) = weak.upgrade() else { return };
+        rc.borrow_mut().drop_link();
+        schedule(&rc);
+    });
+    let mut i = rc.borrow_mut();
+    for (name, l) in [("online", on_online), ("offline", on_offline)] {
+        let _ = target.add_event_listener_with_callback(name, l.as_ref().unchecked_ref());
+        i.listeners.push((name, l));
+    }
+}
