@@ -105,6 +105,17 @@ impl ErrorCode {
             _ => 400,
         }
     }
+
+    /// The WebSocket close code (RFC 6455) a host closes a session with for this error:
+    /// 1008 policy (auth), 1009 too big, 1011 server error, 1002 protocol otherwise.
+    pub fn close_code(self) -> u16 {
+        match self {
+            ErrorCode::Unauthorized | ErrorCode::Forbidden | ErrorCode::WrongSpace => 1008,
+            ErrorCode::TooLarge => 1009,
+            ErrorCode::Internal => 1011,
+            _ => 1002,
+        }
+    }
 }
 
 impl Error {

@@ -1,0 +1,460 @@
+//! The Durable Object: one per space, running a bridge-core replica of tier `cloud`.
+//!
+//! The host loop is the native hub's, on one object: feed the engine (a WebSocket frame, a
+//! close, an HTTP request), then [`Host::flush`]: persist every batch the engine cuts (one
+//! `transactionSync` each, [`store::write`]), report it persisted, and only then send what
+//! the engine wants sent. Acks therefore leave after the write they vouch for; the runtime's
+//! output gate would hold them until the write is durable in any case.
+//!
+//! The engine lives in a `RefCell` (the `DurableObject` trait takes `&self`); it is created
+//! on first use, restored from storage, and never borrowed across an `await`. WebSockets are
+//! hibernatable (`accept_web_socket`): each carries a [`session::Attachment`] so a woken
+//! object maps its sockets back to sessions ([`session::resume`]).
+
+use crate::session::{self, Attachment, CLOSE_RECONNECT, RECONNECT_REASON};
+use crate::store::{self, StoreError};
+use bridge_core::api::{self, ApiError, ApiRequest, ApiResponse, Outcome, Route};
+use bridge_core::{codec, EngineConfig, Error, ErrorCode, Event, Policy, SessionId, Tier};
+use bridge_core::{Engine, Transmit};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use worker::{
+    durable_object, DurableObject, Env, Request, Response, Result, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair,
+};
+
+/// Milliseconds since the epoch, from the runtime's clock.
+pub fn now_ms() -> u64 {
+    worker::Date::now().as_millis()
+}
+
+/// The secret tokens are signed with; the edge refuses everything without it.
+pub fn secret(env: &Env) -> Option<Vec<u8>> {
+    let s = env
+        .secret("BRIDGE_SECRET")
+        .map(|s| s.to_string())
+        .or_else(|_| env.var("BRIDGE_SECRET").map(|v| v.to_string()))
+        .ok()?;
+    (!s.is_empty()).then(|| s.into_bytes())
+}
+
+#[durable_object]
+pub struct SpaceObject {
+    state: State,
+    env: Env,
+    host: RefCell<Option<Host>>,
+}
+
+struct Socket {
+    ws: WebSocket,
+    att: Attachment,
+}
+
+struct Host {
+    space: String,
+    engine: Engine,
+    sockets: BTreeMap<SessionId, Socket>,
+    next_session: SessionId,
+    next_req: u64,
+}
+
+impl Host {
+    /// Persist, release, send. On a storage failure nothing more is acknowledged: the caller
+    /// drops the host (as a crash would) and clients reconnect to a restored one.
+    fn flush(&mut self, state: &State) -> std::result::Result<Vec<u64>, StoreError> {
+        let storage = state.storage();
+        while let Some(batch) = self.engine.poll_persist() {
+            store::write(&storage, &self.space, &batch)?;
+            if let Err(e) = self.engine.persisted(batch.id) {
+                worker::console_error!("engine refused a persisted report: {e}");
+            }
+        }
+        let mut acked = Vec::new();
+        while let Some(ev) = self.engine.poll_event() {
+            if let Event::Acked { req, .. } = ev {
+                acked.push(req);
+            }
+        }
+        while let Some(t) = self.engine.poll_transmit() {
+            self.transmit(t);
+        }
+        Ok(acked)
+    }
+
+    fn transmit(&mut self, t: Transmit) {
+        match t {
+            Transmit::Frame { session, frame } => {
+                let Some(s) = self.sockets.get(&session) else {
+                    return;
+                };
+                let sent = if s.att.binary {
+                    s.ws.send_with_bytes(codec::encode_binary(&frame))
+                } else {
+                    s.ws.send_with_str(codec::encode_json(&frame))
+                };
+                if sent.is_err() {
+                    self.drop_session(session, 1011, "the connection broke");
+                }
+            }
+            Transmit::Close {
+                session,
+                code,
+                reason,
+            } => self.drop_session(session, code.close_code(), &reason),
+        }
+    }
+
+    fn drop_session(&mut self, session: SessionId, code: u16, reason: &str) {
+        self.engine.close(session);
+        if let Some(s) = self.sockets.remove(&session) {
+            // Closing an already closed socket throws; nothing to do about it.
+            let _ = s.ws.close(Some(code), Some(session::close_reason(reason)));
+        }
+    }
+
+    fn close_all(&mut self, code: u16, reason: &str) {
+        let ids: Vec<SessionId> = self.sockets.keys().copied().collect();
+        for id in ids {
+            self.drop_session(id, code, reason);
+        }
+    }
+}
+
+fn attachment(ws: &WebSocket) -> Option<Attachment> {
+    ws.deserialize_attachment::<String>()
+        .ok()
+        .flatten()
+        .and_then(|s| Attachment::from_json(&s))
+}
+
+fn store_attachment(ws: &WebSocket, att: &Attachment) {
+    if let Err(e) = ws.serialize_attachment(att.to_json()) {
+        worker::console_error!("could not store a socket attachment: {e}");
+    }
+}
+
+fn respond(r: ApiResponse) -> Result<Response> {
+    let mut resp = Response::from_bytes(r.body)?.with_status(r.status);
+    resp.headers_mut().set("content-type", r.content_type)?;
+    Ok(resp)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::Internal, e.to_string())
+}
+
+impl SpaceObject {
+    fn engine_config(&self, space: &str) -> std::result::Result<EngineConfig, ApiError> {
+        let mut cfg = EngineConfig::new(bridge_core::ReplicaId(0), Tier::Cloud, space);
+        cfg.secret = Some(secret(&self.env).ok_or_else(|| {
+            internal("BRIDGE_SECRET is not set: `npx wrangler secret put BRIDGE_SECRET` (or .dev.vars locally)")
+        })?);
+        cfg.name = "edge".into();
+        if let Ok(v) = self.env.var("CONFLICT_STRATEGY") {
+            let v = v.to_string();
+            if !v.is_empty() {
+                cfg.default_policy = v.parse::<Policy>().map_err(ApiError::from)?;
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Creates the host on first use: the space's engine restored from storage, and the
+    /// sessions of any sockets that outlived a previous instance (hibernation).
+    fn ensure_host(&self, space: &str) -> std::result::Result<(), ApiError> {
+        if self.host.borrow().is_some() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let storage = self.state.storage();
+        store::migrate(&storage, now).map_err(internal)?;
+        let mut cfg = self.engine_config(space)?;
+        cfg.replica = match store::stored_space(&storage).map_err(internal)? {
+            Some((stored, replica)) if stored == space => replica,
+            Some((stored, _)) => {
+                return Err(internal(format!(
+                    "this Durable Object holds space {stored:?}, not {space:?}"
+                )))
+            }
+            None => store::create_space(&storage, space, now).map_err(internal)?,
+        };
+        let mut engine = store::load(&storage, cfg).map_err(internal)?;
+
+        let mut sockets = BTreeMap::new();
+        let mut atts = Vec::new();
+        for ws in self.state.get_websockets() {
+            match attachment(&ws) {
+                Some(att) => {
+                    atts.push(att.clone());
+                    sockets.insert(att.session, Socket { ws, att });
+                }
+                None => {
+                    let _ = ws.close(Some(CLOSE_RECONNECT), Some(RECONNECT_REASON));
+                }
+            }
+        }
+        let resumed = session::resume(&mut engine, now, &atts);
+        let mut host = Host {
+            space: space.to_owned(),
+            engine,
+            next_session: sockets.keys().max().map_or(1, |m| m + 1),
+            sockets,
+            next_req: 0,
+        };
+        for id in resumed.reconnect {
+            host.drop_session(id, CLOSE_RECONNECT, RECONNECT_REASON);
+        }
+        for t in resumed.transmits {
+            host.transmit(t);
+        }
+        *self.host.borrow_mut() = Some(host);
+        Ok(())
+    }
+
+    /// Runs `f` on the host, then flushes. A storage failure drops the host.
+    fn with_host<T>(
+        &self,
+        space: &str,
+        f: impl FnOnce(&mut Host) -> std::result::Result<T, ApiError>,
+    ) -> std::result::Result<(T, Vec<u64>), ApiError> {
+        self.ensure_host(space)?;
+        let mut guard = self.host.borrow_mut();
+        let Some(host) = guard.as_mut() else {
+            return Err(internal("the space could not be opened"));
+        };
+        let out = f(host);
+        match host.flush(&self.state) {
+            Ok(acked) => Ok((out?, acked)),
+            Err(e) => {
+                worker::console_error!("{e}; dropping the in-memory state");
+                host.close_all(1011, "the relay could not store; reconnect");
+                *guard = None;
+                Err(internal(e))
+            }
+        }
+    }
+
+    fn accept_websocket(&self, space: &str) -> std::result::Result<Response, ApiError> {
+        let pair = WebSocketPair::new().map_err(internal)?;
+        let now = now_ms();
+        self.with_host(space, |host| {
+            self.state.accept_web_socket(&pair.server);
+            let session = host.next_session;
+            host.next_session += 1;
+            let att = Attachment::new(session, space, now);
+            store_attachment(&pair.server, &att);
+            host.engine.accept(now, session);
+            host.sockets.insert(
+                session,
+                Socket {
+                    ws: pair.server.clone(),
+                    att,
+                },
+            );
+            Ok(())
+        })?;
+        Response::from_websocket(pair.client).map_err(internal)
+    }
+
+    async fn http(&self, mut req: Request) -> std::result::Result<ApiResponse, ApiError> {
+        if let Ok(Some(n)) = req.headers().get("content-length") {
+            if n.parse::<usize>().is_ok_and(|n| n > api::MAX_BODY_BYTES) {
+                return Err(too_large(api::MAX_BODY_BYTES + 1));
+            }
+        }
+        let body = req.bytes().await.map_err(|e| {
+            ApiError::new(
+                ErrorCode::Malformed,
+                format!("the body could not be read: {e}"),
+            )
+        })?;
+        if body.len() > api::MAX_BODY_BYTES {
+            return Err(too_large(body.len()));
+        }
+        let url = req.url().map_err(internal)?;
+        let token = req
+            .headers()
+            .get("authorization")
+            .ok()
+            .flatten()
+            .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_owned()));
+        let route = api::parse(&ApiRequest {
+            method: req.method().as_ref(),
+            path: url.path(),
+            query: url.query(),
+            body: &body,
+        })?;
+        let Route::Space { space, op } = route else {
+            return Err(ApiError::not_found(
+                "this path is served by the Worker, not a space",
+            ));
+        };
+        let now = now_ms();
+        let secret = self.engine_config(&space)?.secret;
+        api::authorize(secret.as_deref(), token.as_deref(), &space, op.needs(), now)?;
+        let (outcome, acked) = self.with_host(&space, |host| {
+            let next_req = &mut host.next_req;
+            let mut gen = move || {
+                *next_req += 1;
+                *next_req
+            };
+            api::execute(&mut host.engine, now, &mut gen, op)
+        })?;
+        match outcome {
+            Outcome::Done(resp) => Ok(resp),
+            Outcome::AfterAck { req, response } if acked.contains(&req) => Ok(response),
+            Outcome::AfterAck { .. } => Err(internal("the write was not stored; retry")),
+        }
+    }
+
+    /// A frame arrived on a socket (or failed to decode).
+    fn on_message(&self, ws: &WebSocket, bytes: &[u8], binary: bool) {
+        let Some(att) = attachment(ws) else {
+            let _ = ws.close(Some(CLOSE_RECONNECT), Some(RECONNECT_REASON));
+            return;
+        };
+        let session = att.session;
+        let result = self.with_host(&att.space, |host| {
+            let decoded = if binary {
+                codec::decode_binary(bytes)
+            } else {
+                codec::decode_json(bytes)
+            };
+            match decoded {
+                Ok(frame) => {
+                    if let Some(s) = host.sockets.get_mut(&session) {
+                        if s.att.observe(&frame, binary) {
+                            store_attachment(&s.ws, &s.att);
+                        }
+                    }
+                    host.engine.handle_frame(now_ms(), session, frame);
+                }
+                Err(e) => host.engine.handle_decode_error(session, &e),
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            worker::console_error!("session {session}: {}", e.message);
+            let _ = ws.close(Some(1011), Some(session::close_reason(&e.message)));
+        }
+    }
+
+    fn on_closed(&self, ws: &WebSocket) {
+        let Some(att) = attachment(ws) else { return };
+        let mut guard = self.host.borrow_mut();
+        if let Some(host) = guard.as_mut() {
+            host.engine.close(att.session);
+            host.sockets.remove(&att.session);
+            if let Err(e) = host.flush(&self.state) {
+                worker::console_error!("{e}");
+                host.close_all(1011, "the relay could not store; reconnect");
+                *guard = None;
+            }
+        }
+        // Reciprocate the close; throws when the socket is already closed.
+        let _ = ws.close(Some(1000), Some("bye"));
+    }
+}
+
+fn too_large(size: usize) -> ApiError {
+    Error::TooLarge {
+        size,
+        max: api::MAX_BODY_BYTES,
+    }
+    .into()
+}
+
+/// The space a Durable Object request is for (the Worker only forwards `/v1/spaces/...`).
+fn space_of(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/v1/spaces/")?;
+    let seg = rest.split('/').next()?;
+    Some(api::percent_decode(seg)).filter(|s| !s.is_empty())
+}
+
+fn is_websocket_path(path: &str) -> bool {
+    path.strip_prefix("/v1/spaces/")
+        .and_then(|r| r.split_once('/'))
+        .is_some_and(|(_, rest)| rest == "ws")
+}
+
+impl DurableObject for SpaceObject {
+    fn new(state: State, env: Env) -> Self {
+        SpaceObject {
+            state,
+            env,
+            host: RefCell::new(None),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let url = req.url()?;
+        let path = url.path().to_owned();
+        let Some(space) = space_of(&path) else {
+            return respond(ApiError::not_found(format!("no route for {path}")).response());
+        };
+        if is_websocket_path(&path) {
+            let upgrade = req.headers().get("upgrade").ok().flatten();
+            if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+                let e = ApiError {
+                    status: 426,
+                    code: ErrorCode::BadRequest,
+                    message: "this is a WebSocket endpoint: send `Upgrade: websocket`".into(),
+                };
+                return respond(e.response());
+            }
+            return match self.accept_websocket(&space) {
+                Ok(resp) => Ok(resp),
+                Err(e) => respond(e.response()),
+            };
+        }
+        match self.http(req).await {
+            Ok(resp) => respond(resp),
+            Err(e) => respond(e.response()),
+        }
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
+        match message {
+            WebSocketIncomingMessage::String(s) => self.on_message(&ws, s.as_bytes(), false),
+            WebSocketIncomingMessage::Binary(b) => self.on_message(&ws, &b, true),
+        }
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> Result<()> {
+        self.on_closed(&ws);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        self.on_closed(&ws);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(space_of("/v1/spaces/team/ws").as_deref(), Some("team"));
+        assert_eq!(
+            space_of("/v1/spaces/a%20b/docs/c/x").as_deref(),
+            Some("a b")
+        );
+        assert_eq!(space_of("/v1/spaces/"), None);
+        assert!(is_websocket_path("/v1/spaces/team/ws"));
+        assert!(!is_websocket_path("/v1/spaces/team/docs/ws"));
+    }
+}

@@ -1,0 +1,342 @@
+//! The Durable Object's storage: the shared schema and statements of
+//! [`bridge_core::schema`] run on SQLite-backed Durable Object storage (`storage().sql()`).
+//!
+//! A batch is written in one `transactionSync`, so it is stored whole or not at all; and the
+//! runtime's output gate holds every message the object sends until the writes before it are
+//! durable, so an `ack` sent after [`write`] returned never overtakes its write.
+//!
+//! Statements are planned as plain values ([`Stmt`], built by [`plan_batch`], tested
+//! natively) and executed by [`run`]; reading rows back is [`load`].
+
+use bridge_core::doc::DocState;
+use bridge_core::message::{Message, Retained};
+use bridge_core::schema;
+use bridge_core::{DocKey, Engine, EngineConfig, PersistBatch, ReplicaId, Stamp, VersionVector};
+use worker::{SqlStorage, SqlStorageValue as Value, Storage};
+
+#[derive(Debug)]
+pub enum StoreError {
+    Sql(String),
+    Corrupt { what: String, why: String },
+    TooNew { found: i64, known: i64 },
+    Random(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Sql(e) => write!(f, "Durable Object storage failed: {e}"),
+            StoreError::Corrupt { what, why } => {
+                write!(f, "stored data in {what} could not be read: {why}")
+            }
+            StoreError::TooNew { found, known } => write!(
+                f,
+                "the stored schema is version {found}, newer than this build ({known}); deploy the newer worker"
+            ),
+            StoreError::Random(e) => write!(f, "no randomness for a replica id: {e}"),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<worker::Error> for StoreError {
+    fn from(e: worker::Error) -> Self {
+        StoreError::Sql(e.to_string())
+    }
+}
+
+fn corrupt(what: impl Into<String>, why: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what: what.into(),
+        why: why.to_string(),
+    }
+}
+
+/// One statement with its bindings (numbered parameters, bound in order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stmt {
+    pub sql: &'static str,
+    pub args: Vec<Value>,
+}
+
+fn stmt(sql: &'static str, args: Vec<Value>) -> Stmt {
+    Stmt { sql, args }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<Value> {
+    serde_json::to_string(v)
+        .map(Value::String)
+        .map_err(|e| corrupt("a value to store", e))
+}
+
+fn int(n: u64) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// The statements that store `batch` of `space`, in the order the native host runs them.
+pub fn plan_batch(space: &str, batch: &PersistBatch) -> Result<Vec<Stmt>> {
+    let sp = || Value::String(space.to_owned());
+    let mut out = Vec::with_capacity(batch.docs.len() + batch.messages.len() + 2);
+    for (key, state) in &batch.docs {
+        out.push(stmt(
+            schema::UPSERT_DOC,
+            vec![
+                sp(),
+                Value::String(key.collection.clone()),
+                Value::String(key.id.clone()),
+                json(state)?,
+            ],
+        ));
+    }
+    for r in &batch.messages {
+        out.push(stmt(
+            schema::UPSERT_MESSAGE,
+            vec![
+                sp(),
+                int(r.offset),
+                Value::String(r.message.channel.clone()),
+                json(&r.message)?,
+            ],
+        ));
+    }
+    for (channel, keep) in &batch.retain {
+        out.push(stmt(
+            schema::TRIM_CHANNEL,
+            vec![sp(), Value::String(channel.clone()), int(*keep as u64)],
+        ));
+    }
+    out.push(stmt(
+        schema::UPSERT_META,
+        vec![
+            sp(),
+            json(&batch.vector)?,
+            json(&batch.clock)?,
+            json(&batch.message_seen)?,
+        ],
+    ));
+    Ok(out)
+}
+
+/// Runs one statement to completion and returns its rows.
+fn exec(sql: &SqlStorage, q: &str, args: Vec<Value>) -> Result<Vec<Vec<Value>>> {
+    let cursor = sql.exec(q, args)?;
+    let mut rows = Vec::new();
+    for row in cursor.raw() {
+        rows.push(row?);
+    }
+    Ok(rows)
+}
+
+/// Runs `stmts` in one `transactionSync`: all or nothing.
+pub fn run(storage: &Storage, stmts: Vec<Stmt>) -> Result<()> {
+    let sql = storage.sql();
+    transaction_sync(storage, move || {
+        for s in stmts {
+            exec(&sql, s.sql, s.args)?;
+        }
+        Ok(())
+    })
+}
+
+/// `storage.transactionSync(f)`: the worker crate does not bind it, so it is called through
+/// JavaScript. `f` returning an error throws inside the callback, which rolls back.
+fn transaction_sync(storage: &Storage, f: impl FnOnce() -> Result<()> + 'static) -> Result<()> {
+    use worker::js_sys::{Function, Reflect};
+    use worker::wasm_bindgen::{closure::Closure, JsCast, JsValue};
+    let raw: &JsValue = storage.as_raw().as_ref();
+    let func: Function = Reflect::get(raw, &JsValue::from_str("transactionSync"))
+        .ok()
+        .and_then(|f| f.dyn_into().ok())
+        .ok_or_else(|| StoreError::Sql("storage.transactionSync is not available".into()))?;
+    let failure = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let seen = failure.clone();
+    let cb = Closure::once(move || -> std::result::Result<(), JsValue> {
+        f().map_err(|e| {
+            let msg = e.to_string();
+            *seen.borrow_mut() = Some(e);
+            JsValue::from_str(&msg)
+        })
+    });
+    let result = func.call1(raw, cb.as_ref().unchecked_ref());
+    if let Some(e) = failure.borrow_mut().take() {
+        return Err(e);
+    }
+    result.map(|_| ()).map_err(|e| {
+        StoreError::Sql(
+            e.as_string()
+                .or_else(|| {
+                    e.dyn_ref::<worker::js_sys::Error>()
+                        .map(|e| String::from(e.message()))
+                })
+                .unwrap_or_else(|| format!("{e:?}")),
+        )
+    })
+}
+
+fn text(row: &[Value], i: usize, what: &str) -> Result<String> {
+    match row.get(i) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        other => Err(corrupt(what, format!("expected text, found {other:?}"))),
+    }
+}
+
+fn integer(row: &[Value], i: usize, what: &str) -> Result<i64> {
+    match row.get(i) {
+        Some(Value::Integer(n)) => Ok(*n),
+        other => Err(corrupt(
+            what,
+            format!("expected an integer, found {other:?}"),
+        )),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str, what: impl Into<String>) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| corrupt(what, e))
+}
+
+/// Creates or upgrades the schema (each migration in its own transaction).
+pub fn migrate(storage: &Storage, now_ms: u64) -> Result<()> {
+    let sql = storage.sql();
+    exec(&sql, schema::CREATE_MIGRATIONS_TABLE, vec![])?;
+    let rows = exec(&sql, schema::SELECT_SCHEMA_VERSION, vec![])?;
+    let found = rows
+        .first()
+        .map(|r| integer(r, 0, "migrations.version"))
+        .transpose()?
+        .unwrap_or(0);
+    let known = schema::SCHEMA_VERSION;
+    if found > known {
+        return Err(StoreError::TooNew { found, known });
+    }
+    for (i, m) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
+        run(
+            storage,
+            vec![
+                stmt(m, vec![]),
+                stmt(
+                    schema::INSERT_MIGRATION,
+                    vec![int(i as u64 + 1), int(now_ms)],
+                ),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// The space this object holds and its replica id, once created.
+pub fn stored_space(storage: &Storage) -> Result<Option<(String, ReplicaId)>> {
+    let rows = exec(&storage.sql(), schema::SELECT_SPACES, vec![])?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let space = text(row, 0, "spaces.space")?;
+    let replica = text(row, 1, "spaces.replica")?
+        .parse::<ReplicaId>()
+        .map_err(|e| corrupt("spaces.replica", e))?;
+    Ok(Some((space, replica)))
+}
+
+/// Records `space` with a fresh random replica id.
+pub fn create_space(storage: &Storage, space: &str, now_ms: u64) -> Result<ReplicaId> {
+    let replica = random_replica()?;
+    run(
+        storage,
+        vec![stmt(
+            schema::INSERT_SPACE,
+            vec![
+                Value::String(space.to_owned()),
+                Value::String(replica.to_string()),
+                int(now_ms),
+            ],
+        )],
+    )?;
+    Ok(replica)
+}
+
+/// A random replica id from the Web Crypto API (0 is not an id).
+fn random_replica() -> Result<ReplicaId> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| StoreError::Random(e.to_string()))?;
+    Ok(ReplicaId(u64::from_le_bytes(b).max(1)))
+}
+
+/// An engine for `cfg.space` restored from storage (`cfg.replica` must be the stored id).
+pub fn load(storage: &Storage, cfg: EngineConfig) -> Result<Engine> {
+    let sql = storage.sql();
+    let space = Value::String(cfg.space.clone());
+    let mut engine = Engine::new(cfg);
+    let replica = engine.replica_mut();
+    if let Some(row) = exec(&sql, schema::SELECT_META, vec![space.clone()])?.first() {
+        let vector: VersionVector = parse(&text(row, 0, "meta.vector")?, "meta.vector")?;
+        let clock: Stamp = parse(&text(row, 1, "meta.clock")?, "meta.clock")?;
+        let seen: VersionVector = parse(&text(row, 2, "meta.message_seen")?, "meta.message_seen")?;
+        replica.restore_meta(vector, clock, seen);
+    }
+    for row in exec(&sql, schema::SELECT_DOCS, vec![space.clone()])? {
+        let (collection, id) = (text(&row, 0, "docs.collection")?, text(&row, 1, "docs.id")?);
+        let state: DocState = parse(
+            &text(&row, 2, "docs.state")?,
+            format!("docs.state of {collection}/{id}"),
+        )?;
+        replica.restore_doc(DocKey::new(collection, id), state);
+    }
+    for row in exec(&sql, schema::SELECT_MESSAGES, vec![space])? {
+        let offset = integer(&row, 0, "messages.offset")?;
+        let message: Message = parse(
+            &text(&row, 1, "messages.message")?,
+            format!("messages.message at {offset}"),
+        )?;
+        replica.restore_message(Retained {
+            offset: u64::try_from(offset).map_err(|e| corrupt("messages.offset", e))?,
+            message,
+        });
+    }
+    Ok(engine)
+}
+
+/// Stores `batch` of `space` atomically.
+pub fn write(storage: &Storage, space: &str, batch: &PersistBatch) -> Result<()> {
+    run(storage, plan_batch(space, batch)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridge_core::{Tier, WriteOp};
+
+    #[test]
+    fn a_batch_plans_docs_messages_trim_then_meta() {
+        let mut e = Engine::new(EngineConfig::new(ReplicaId(5), Tier::Cloud, "s"));
+        let Some(doc) = serde_json::json!({"a": 1}).as_object().cloned() else {
+            panic!("object")
+        };
+        e.write(10, 1, DocKey::new("c", "x"), WriteOp::Put(doc))
+            .expect("write");
+        e.publish(11, 2, "chat", serde_json::json!("hi"))
+            .expect("publish");
+        let Some(batch) = e.poll_persist() else {
+            panic!("a batch")
+        };
+        let plan = plan_batch("s", &batch).expect("plan");
+        let sqls: Vec<&str> = plan.iter().map(|s| s.sql).collect();
+        assert_eq!(
+            sqls,
+            [
+                schema::UPSERT_DOC,
+                schema::UPSERT_MESSAGE,
+                schema::TRIM_CHANNEL,
+                schema::UPSERT_META
+            ]
+        );
+        // Every statement gets exactly as many bindings as its highest `?N`.
+        for s in &plan {
+            let highest = (1..=9)
+                .filter(|n| s.sql.contains(&format!("?{n}")))
+                .max()
+                .unwrap_or(0);
+            assert_eq!(s.args.len(), highest, "{}", s.sql);
+        }
+        assert_eq!(plan[1].args[1], Value::Integer(1), "the first message offset");
+    }
+}
