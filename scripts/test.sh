@@ -83,6 +83,8 @@ clippy_wasm() {
     for crate in "${WASM_CRATES[@]}"; do
         cargo clippy -p "$crate" --target wasm32-unknown-unknown --all-targets -- -D warnings
     done
+    # The edge worker's library as the Worker runs it (its tests run natively).
+    cargo clippy -p edge-worker --target wasm32-unknown-unknown -- -D warnings
 }
 
 # Builds a wasm32 module that links the engine (bridge-core/examples/wasm_probe.rs) and checks
