@@ -105,19 +105,24 @@ wasm_tests() {
         cargo test -p bridge-core --features sim --target wasm32-unknown-unknown --lib --test wasm
 }
 
-printf '==> setup\n'
-setup_start=$SECONDS
-bash scripts/setup.sh
-STEP_NAMES+=("setup")
-STEP_RESULTS+=("ok")
-STEP_SECONDS+=("$((SECONDS - setup_start))")
+main() {
+    printf '==> setup\n'
+    local setup_start=$SECONDS
+    bash scripts/setup.sh
+    STEP_NAMES+=("setup")
+    STEP_RESULTS+=("ok")
+    STEP_SECONDS+=("$((SECONDS - setup_start))")
 
-step fmt cargo fmt --all -- --check
-step clippy cargo clippy --workspace --all-targets -- -D warnings
-step clippy-wasm32 clippy_wasm
-step test cargo test --workspace
-step wasm-imports wasm_imports
-step test-wasm32 wasm_tests
+    step fmt cargo fmt --all -- --check
+    step clippy cargo clippy --workspace --all-targets -- -D warnings
+    step clippy-wasm32 clippy_wasm
+    step test cargo test --workspace
+    step wasm-imports wasm_imports
+    step test-wasm32 wasm_tests
 
-summary
-[[ $FAILED -eq 0 ]]
+    summary
+    [[ $FAILED -eq 0 ]]
+}
+
+# One line, read whole before it runs: editing this file during a run cannot change the run.
+main "$@"; exit "$?"
