@@ -5,13 +5,16 @@
 //!
 //! | store | key | value |
 //! | --- | --- | --- |
-//! | `docs` | `[collection, id]` | the document's full state (`DocState`) as JSON text |
-//! | `messages` | offset (number) | the retained `Message` as JSON text |
-//! | `meta` | `"replica"`, `"space"`, `"cloud"` | replica id; vector + clock + messages seen; cloud ack mark |
+//! | `docs` | `[collection, id]` | the document's full state, as a binary `push` frame of one document |
+//! | `messages` | offset (number) | the retained message, as a binary `broadcast` frame |
+//! | `meta` | `"replica"` | replica id (hex text) |
+//! | `meta` | `"space"` | `[pull frame with the vector, hello frame with messages seen, clock wall, clock counter]` |
+//! | `meta` | `"cloud"` | `[highest own counter a cloud acknowledged, when]` |
 //!
-//! JSON text, the same encoding the native host keeps in SQLite: one string per record is
-//! the cheapest thing to move across the wasm boundary and to structured-clone, and the core
-//! already validates it on the way back in.
+//! Records are the core's own binary frame encoding (docs/protocol.md): one byte array per
+//! record is cheap to move across the wasm boundary and to structured-clone, the decoder
+//! already checks every invariant (and never panics) on the way back in, and the package
+//! needs no JSON decoder for its own data (a third smaller than with JSON text records).
 //!
 //! Everything a [`PersistBatch`] holds is written in **one** read-write transaction, and
 //! nothing but IndexedDB requests happens inside it (awaiting any other future would let the
@@ -19,14 +22,15 @@
 //! (a group commit, as the native host does); each is still whole in it.
 
 use crate::retention::RetentionIndex;
-use bridge_core::doc::DocState;
-use bridge_core::message::{Message, Retained};
-use bridge_core::{DocKey, Engine, PersistBatch, ReplicaId, Stamp, VersionVector};
+use bridge_core::codec::{decode_binary, encode_binary};
+use bridge_core::frame::{DocEntry, Hello, Push, SessionKind};
+use bridge_core::message::Retained;
+use bridge_core::{Engine, Frame, PersistBatch, ReplicaId, Stamp, VersionVector};
 use idb::{Database, Factory, ObjectStoreParams, TransactionMode};
-use js_sys::Array;
-use serde::{Deserialize, Serialize};
+use js_sys::{Array, Uint8Array};
+use serde::Serialize;
 use std::future::IntoFuture;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 
 const DOCS: &str = "docs";
 const MESSAGES: &str = "messages";
@@ -58,15 +62,8 @@ fn corrupt(what: &str, why: impl std::fmt::Display) -> StoreError {
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-#[derive(Serialize, Deserialize)]
-struct SpaceMeta {
-    vector: VersionVector,
-    clock: Stamp,
-    message_seen: VersionVector,
-}
-
 /// What the store keeps besides the engine's state: the cloud acknowledgement mark.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CloudMeta {
     /// Highest own write counter a cloud replica acknowledged.
     pub acked: u64,
@@ -195,44 +192,41 @@ impl IdbStore {
 
         let mut loaded = Loaded::default();
         let replica = engine.replica_mut();
-        if let Some(text) = space.and_then(|v| v.as_string()) {
-            let m: SpaceMeta = serde_json::from_str(&text).map_err(|e| corrupt("metadata", e))?;
-            replica.restore_meta(m.vector, m.clock, m.message_seen);
+        if let Some(v) = space {
+            let (vector, clock, seen) = read_space_meta(&v, replica.id())?;
+            replica.restore_meta(vector, clock, seen);
         }
-        if let Some(text) = cloud.and_then(|v| v.as_string()) {
-            loaded.cloud = serde_json::from_str(&text).map_err(|e| corrupt("cloud ack mark", e))?;
+        if let Some(v) = cloud {
+            let a = Array::from(&v);
+            loaded.cloud = CloudMeta {
+                acked: a.get(0).as_f64().unwrap_or(0.0) as u64,
+                at: a.get(1).as_f64().unwrap_or(0.0) as u64,
+            };
         }
         if doc_keys.len() != doc_values.len() {
             return Err(corrupt("documents", "keys and values differ in number"));
         }
-        for (k, v) in doc_keys.iter().zip(&doc_values) {
-            let key = Array::from(k);
-            let (Some(collection), Some(id)) = (key.get(0).as_string(), key.get(1).as_string())
-            else {
-                return Err(corrupt("document key", "not [collection, id]"));
+        for v in &doc_values {
+            let Frame::Push(p) = decode_record(v, "document")? else {
+                return Err(corrupt("document", "not a push record"));
             };
-            let text = v
-                .as_string()
-                .ok_or_else(|| corrupt("document", "not text"))?;
-            let state: DocState = serde_json::from_str(&text)
-                .map_err(|e| corrupt(&format!("document {collection}/{id}"), e))?;
-            replica.restore_doc(DocKey::new(collection, id), state);
-            loaded.docs += 1;
+            for e in p.docs {
+                replica.restore_doc(bridge_core::DocKey::new(e.collection, e.id), e.state);
+                loaded.docs += 1;
+            }
         }
         if msg_keys.len() != msg_values.len() {
             return Err(corrupt("messages", "keys and values differ in number"));
         }
         // Keys come back in ascending offset order, as `restore_message` wants them.
-        for (k, v) in msg_keys.iter().zip(&msg_values) {
-            let offset = k
-                .as_f64()
-                .ok_or_else(|| corrupt("message offset", "not a number"))?
-                as u64;
-            let text = v
-                .as_string()
-                .ok_or_else(|| corrupt("message", "not text"))?;
-            let message: Message = serde_json::from_str(&text)
-                .map_err(|e| corrupt(&format!("message at offset {offset}"), e))?;
+        for v in &msg_values {
+            let Frame::Broadcast {
+                message,
+                offset: Some(offset),
+            } = decode_record(v, "message")?
+            else {
+                return Err(corrupt("message", "not a broadcast record with an offset"));
+            };
             self.retention.stored(&message.channel, offset);
             replica.restore_message(Retained { offset, message });
             loaded.messages += 1;
@@ -255,13 +249,25 @@ impl IdbStore {
         let mut retention = self.retention.clone();
         for b in batches {
             for (key, state) in &b.docs {
-                let text = serde_json::to_string(state).map_err(|e| corrupt("document", e))?;
+                let record = Frame::Push(Push {
+                    seq: 0,
+                    docs: vec![DocEntry {
+                        collection: key.collection.clone(),
+                        id: key.id.clone(),
+                        state: state.clone(),
+                    }],
+                    watermark: VersionVector::new(),
+                    remaining: 0,
+                });
                 let k = Array::of2(&key.collection.as_str().into(), &key.id.as_str().into());
-                docs.put(&JsValue::from_str(&text), Some(&k))?;
+                docs.put(&bytes(&record), Some(&k))?;
             }
             for r in &b.messages {
-                let text = serde_json::to_string(&r.message).map_err(|e| corrupt("message", e))?;
-                msgs.put(&JsValue::from_str(&text), Some(&(r.offset as f64).into()))?;
+                let record = Frame::Broadcast {
+                    message: r.message.clone(),
+                    offset: Some(r.offset),
+                };
+                msgs.put(&bytes(&record), Some(&(r.offset as f64).into()))?;
                 retention.stored(&r.message.channel, r.offset);
             }
             for (channel, keep) in &b.retain {
@@ -270,13 +276,10 @@ impl IdbStore {
                 }
             }
         }
-        let m = SpaceMeta {
-            vector: last.vector.clone(),
-            clock: last.clock,
-            message_seen: last.message_seen.clone(),
-        };
-        let text = serde_json::to_string(&m).map_err(|e| corrupt("metadata", e))?;
-        meta.put(&JsValue::from_str(&text), Some(&JsValue::from_str("space")))?;
+        meta.put(
+            &space_meta(&last.vector, last.clock, &last.message_seen),
+            Some(&JsValue::from_str("space")),
+        )?;
         let done = tx.await?;
         if !done.is_committed() {
             return Err(StoreError(
@@ -297,9 +300,9 @@ impl IdbStore {
     /// "pending" count until the next ack, never data).
     pub async fn write_cloud(&self, cloud: CloudMeta) -> Result<()> {
         let tx = self.db.transaction(&[META], TransactionMode::ReadWrite)?;
-        let text = serde_json::to_string(&cloud).map_err(|e| corrupt("cloud ack mark", e))?;
+        let record = Array::of2(&(cloud.acked as f64).into(), &(cloud.at as f64).into());
         tx.object_store(META)?
-            .put(&JsValue::from_str(&text), Some(&JsValue::from_str("cloud")))?;
+            .put(&record, Some(&JsValue::from_str("cloud")))?;
         tx.await?;
         Ok(())
     }
@@ -307,4 +310,51 @@ impl IdbStore {
     pub fn close(&self) {
         self.db.close();
     }
+}
+
+/// A frame as a record: its binary encoding in a `Uint8Array`.
+fn bytes(frame: &Frame) -> JsValue {
+    Uint8Array::from(encode_binary(frame).as_slice()).into()
+}
+
+fn decode_record(v: &JsValue, what: &str) -> Result<Frame> {
+    let Some(a) = v.dyn_ref::<Uint8Array>() else {
+        return Err(corrupt(what, "not a byte array"));
+    };
+    decode_binary(&a.to_vec()).map_err(|e| corrupt(what, e))
+}
+
+/// The space record: the vector and the messages seen as frames, the clock as numbers.
+fn space_meta(vector: &VersionVector, clock: Stamp, seen: &VersionVector) -> JsValue {
+    let vector = bytes(&Frame::Pull {
+        vector: vector.clone(),
+    });
+    let seen = bytes(&Frame::Hello(Hello {
+        space: String::new(),
+        kind: SessionKind::Peer,
+        messages: Some(seen.clone()),
+        ..Hello::default()
+    }));
+    let a = Array::of4(
+        &vector,
+        &seen,
+        &(clock.wall as f64).into(),
+        &f64::from(clock.counter).into(),
+    );
+    a.into()
+}
+
+fn read_space_meta(v: &JsValue, me: ReplicaId) -> Result<(VersionVector, Stamp, VersionVector)> {
+    let a = Array::from(v);
+    let Frame::Pull { vector } = decode_record(&a.get(0), "space vector")? else {
+        return Err(corrupt("space vector", "not a pull record"));
+    };
+    let Frame::Hello(h) = decode_record(&a.get(1), "messages seen")? else {
+        return Err(corrupt("messages seen", "not a hello record"));
+    };
+    let (Some(wall), Some(counter)) = (a.get(2).as_f64(), a.get(3).as_f64()) else {
+        return Err(corrupt("clock", "not two numbers"));
+    };
+    let clock = Stamp::new(wall as u64, counter as u32, me);
+    Ok((vector, clock, h.messages.unwrap_or_default()))
 }
