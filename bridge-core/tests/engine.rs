@@ -706,7 +706,14 @@ fn pushes_stay_under_the_frame_limit_with_large_documents() {
     let mut cloud = engine(1, Tier::Cloud);
     let big = "y\u{2}\"".repeat(25 * 1024); // escapes make the JSON form ~2.7x the bytes
     for i in 0..8 {
-        cloud.write(0, i, DocKey::new("c", format!("d{i}")), WriteOp::Put(obj(json!({"b": big})))).expect("w");
+        cloud
+            .write(
+                0,
+                i,
+                DocKey::new("c", format!("d{i}")),
+                WriteOp::Put(obj(json!({"b": big}))),
+            )
+            .expect("w");
     }
     persist_all(&mut cloud);
     let mut local = engine(2, Tier::Local);
@@ -724,7 +731,11 @@ fn pushes_stay_under_the_frame_limit_with_large_documents() {
                 pushes += 1;
                 let json = bridge_core::codec::encode_json(&f).len();
                 let bin = bridge_core::codec::encode_binary(&f).len();
-                assert!(json <= bridge_core::frame::MAX_FRAME_BYTES, "{json} bytes, {} docs", p.docs.len());
+                assert!(
+                    json <= bridge_core::frame::MAX_FRAME_BYTES,
+                    "{json} bytes, {} docs",
+                    p.docs.len()
+                );
                 assert!(bin <= bridge_core::frame::MAX_FRAME_BYTES);
             }
             local.handle_frame(0, 10, f);
