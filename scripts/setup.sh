@@ -131,4 +131,29 @@ else
 fi
 # ==== end of the edge worker section ======================================================
 
+# ==== browser (issue 5): Chromium + chromedriver from apt, playwright-core from npm ========
+# wasm-bindgen-test runs in headless Chromium through chromedriver; the Playwright tests drive
+# the same /usr/bin/chromium (playwright-core never downloads a browser). Never Debian's
+# binaryen: its wasm-opt 108 breaks the bundle (npm binaryen above is used instead).
+if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then
+    say "chromium + chromedriver: present ($(/usr/bin/chromium --version 2>/dev/null | head -n 1 | awk '{ print $2 }'))"
+else
+    say "chromium + chromedriver: installing from apt (about 40 s)"
+    command -v apt-get >/dev/null || die "apt-get not found: install chromium and chromedriver by hand"
+    sudo_cmd=()
+    [[ "$(id -u)" -ne 0 ]] && sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq chromium chromium-driver
+    [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || die "chromium / chromedriver missing after apt-get install"
+    say "chromium + chromedriver: installed"
+fi
+# playwright-core is pinned in package.json; `npm ci` above installs it with the other tools.
+if [[ -f node_modules/playwright-core/package.json ]]; then
+    say "playwright-core $(node -p 'require("./node_modules/playwright-core/package.json").version'): present"
+else
+    say "playwright-core: npm ci (missing from node_modules)"
+    npm ci --no-audit --no-fund
+fi
+# ==== end of the browser section ==========================================================
+
 say "done"

@@ -1,0 +1,176 @@
+// End to end in headless Chromium against a native host in cloud mode: two browser
+// profiles edit the same documents, one goes offline, both edit, it comes back and both
+// converge under every policy; a manual conflict is resolved from one side and reaches the
+// other and the host; a reload while the cloud is unreachable keeps pending writes.
+//
+//   bash scripts/build-wasm-client.sh && node --test wasm-client/e2e/
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { CloudHost, launch, mintToken, staticServer, testPage, testRoots, until } from "./harness.mjs";
+
+const SPACE = "team";
+let host, web, browser, token;
+
+before(async () => {
+  host = await CloudHost.start();
+  token = mintToken(host.dir, SPACE);
+  web = await staticServer(testRoots());
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await web?.close();
+  await host?.stop();
+});
+
+const status = (page) => page.evaluate(() => window.db.status());
+const get = (page, c, id) => page.evaluate(([c, id]) => window.db.get(c, id), [c, id]);
+
+async function openOn(context, name) {
+  const page = await testPage(context, web.url);
+  await page.evaluate((o) => window.openBridge(o), { url: host.url, space: SPACE, token, name });
+  await until(`${name} online`, async () => (await status(page)).online);
+  return page;
+}
+
+const POLICIES = ["lww", "merge", "cloud_wins", "local_wins", "manual"];
+
+test("two profiles converge after one edits offline, under every policy", async () => {
+  const ctxA = await browser.newContext();
+  const ctxB = await browser.newContext();
+  const a = await openOn(ctxA, "alice");
+  const b = await openOn(ctxB, "bob");
+  assert.notEqual(
+    await a.evaluate(() => window.db.replica),
+    await b.evaluate(() => window.db.replica),
+    "each profile has its own replica id",
+  );
+
+  // Policies and a first version of every document, from A; B sees them all.
+  await a.evaluate(async (policies) => {
+    for (const p of policies) {
+      await window.db.setPolicy(`c_${p}`, p);
+      await window.db.put(`c_${p}`, "doc", { title: "v0", a: 0, b: 0 });
+    }
+  }, POLICIES);
+  for (const p of POLICIES) {
+    await until(`B has c_${p}/doc`, async () => (await get(b, `c_${p}`, "doc"))?.title === "v0");
+    assert.equal(await b.evaluate((c) => window.db.policy(c), `c_${p}`), p);
+  }
+  await until("A synced (cloud acknowledged)", async () => (await status(a)).pending === 0);
+  const sa = await status(a);
+  assert.equal(sa.peerTier, "cloud");
+  assert.ok(sa.lastCloudAck > 0);
+
+  // B goes offline; both edit the same documents.
+  await ctxB.setOffline(true);
+  await until("B offline", async () => !(await status(b)).online);
+  await a.evaluate(async (policies) => {
+    for (const p of policies) await window.db.patch(`c_${p}`, "doc", { a: 1, title: "from A" });
+  }, POLICIES);
+  await b.evaluate(async (policies) => {
+    for (const p of policies) await window.db.patch(`c_${p}`, "doc", { b: 2, title: "from B" });
+    await window.db.put("notes", "offline-only", { made: "offline" });
+  }, POLICIES);
+  const offline = await status(b);
+  assert.equal(offline.online, false);
+  assert.equal(offline.pending, POLICIES.length + 1, "B's offline writes are pending");
+
+  // B comes back: its writes go up, A's come down, both show the same thing.
+  await ctxB.setOffline(false);
+  await until("B synced", async () => (await status(b)).pending === 0, 20_000);
+  for (const p of POLICIES) {
+    const c = `c_${p}`;
+    const both = await until(`${c} converged`, async () => {
+      const [va, vb] = [await get(a, c, "doc"), await get(b, c, "doc")];
+      return JSON.stringify(va) === JSON.stringify(vb) && va.title !== "v0" && [va, vb];
+    });
+    const v = both[0];
+    if (p === "merge") assert.deepEqual({ a: v.a, b: v.b }, { a: 1, b: 2 }, "merge keeps both fields");
+    if (p === "cloud_wins" || p === "local_wins") {
+      // Both writers are local-tier browsers: authority cannot break the tie; stamps do.
+      assert.ok(v.title === "from A" || v.title === "from B");
+    }
+  }
+  assert.deepEqual(await get(a, "notes", "offline-only"), { made: "offline" });
+
+  // The manual collection has an open conflict on both sides, with the same sides.
+  const conflictsA = await until("A sees the conflict", async () => {
+    const cs = await a.evaluate(() => window.db.conflicts("c_manual"));
+    return cs.length === 1 && cs;
+  });
+  const conflictsB = await b.evaluate(() => window.db.conflicts("c_manual"));
+  assert.deepEqual(conflictsB, conflictsA);
+  assert.deepEqual(conflictsA[0].fields.sort(), ["a", "b", "title"]);
+  const hostConflicts = await host.get(`/v1/spaces/${SPACE}/conflicts?collection=c_manual`, token);
+  assert.equal(hostConflicts.status, 200);
+
+  // Resolved in A: the resolution reaches B and the host.
+  await a.evaluate(() => window.db.resolve("c_manual", "doc", { title: "agreed", a: 1, b: 2 }));
+  await until("B sees the resolution", async () => (await get(b, "c_manual", "doc"))?.title === "agreed");
+  assert.equal((await b.evaluate(() => window.db.conflicts())).length, 0);
+  await until("the host has the resolution", async () => {
+    const r = await host.get(`/v1/spaces/${SPACE}/docs/c_manual/doc`, token);
+    return r.body?.value?.title === "agreed";
+  });
+
+  // Messages cross too, each once.
+  await a.evaluate(() => window.db.send("chat", { text: "hi from A" }));
+  await until("B got the message", () =>
+    b.evaluate(() => window.events.messages.some((e) => e.m.payload.text === "hi from A")));
+  assert.equal(
+    await b.evaluate(() => window.events.messages.filter((e) => e.m.payload.text === "hi from A").length),
+    1,
+  );
+  // Presence: B sees A (through the cloud) and itself.
+  const names = await b.evaluate(() => window.db.presence().map((p) => p.name));
+  assert.ok(names.includes("alice") && names.includes("bob"), JSON.stringify(names));
+
+  await ctxA.close();
+  await ctxB.close();
+});
+
+test("a reload while the cloud is unreachable keeps pending writes, which go up later", async () => {
+  const ctx = await browser.newContext();
+  let page = await openOn(ctx, "carol");
+  await page.evaluate(() => window.db.put("notes", "before", { n: 0 }));
+  await until("synced", async () => (await status(page)).pending === 0);
+
+  await host.kill();
+  await until("offline", async () => !(await status(page)).online);
+  await page.evaluate(async () => {
+    for (let i = 1; i <= 3; i++) await window.db.put("notes", `pending-${i}`, { n: i });
+  });
+  assert.equal((await status(page)).pending, 3);
+
+  await page.reload();
+  await page.waitForFunction(() => document.title === "ready");
+  await page.evaluate((o) => window.openBridge(o), { url: host.url, space: SPACE, token, name: "carol" });
+  const s = await status(page);
+  assert.equal(s.online, false);
+  assert.equal(s.pending, 3, "pending writes survived the reload");
+  assert.deepEqual(await get(page, "notes", "pending-2"), { n: 2 });
+
+  await host.restart();
+  await page.evaluate(() => window.db.syncNow());
+  await until("pending writes acknowledged by the cloud", async () => (await status(page)).pending === 0, 30_000);
+  const r = await host.get(`/v1/spaces/${SPACE}/docs/notes/pending-3`, token);
+  assert.deepEqual(r.body.value, { n: 3 });
+  await ctx.close();
+});
+
+test("a second tab of one profile is refused the store while the first holds it", async () => {
+  const ctx = await browser.newContext();
+  const first = await openOn(ctx, "tab-1");
+  const second = await testPage(ctx, web.url);
+  const err = await second.evaluate((o) => window.openBridge(o).then(() => null, (e) => e.message), {
+    url: host.url, space: SPACE, token, name: "tab-2",
+  });
+  assert.match(err ?? "", /another tab/);
+  // Closing the first hands the store over.
+  await first.evaluate(() => window.db.close());
+  await second.evaluate((o) => window.openBridge(o), { url: host.url, space: SPACE, token, name: "tab-2" });
+  await until("tab 2 online", async () => (await status(second)).online);
+  await ctx.close();
+});
