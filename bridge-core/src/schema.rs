@@ -100,10 +100,13 @@ pub const UPSERT_MESSAGE: &str = "INSERT OR REPLACE INTO messages (space, offset
  VALUES (?1, ?2, ?3, ?4)";
 
 /// ?1 space, ?2 channel, ?3 how many to keep: drops all but the newest messages of a channel.
+/// Two range seeks on `messages_by_channel` (the newest offset to drop, then everything at or
+/// below it), so trimming costs the rows removed, not the rows kept; with no more than ?3
+/// messages the subquery is NULL and nothing is deleted.
 pub const TRIM_CHANNEL: &str =
-    "DELETE FROM messages WHERE space = ?1 AND channel = ?2 AND offset NOT IN
+    "DELETE FROM messages WHERE space = ?1 AND channel = ?2 AND offset <=
    (SELECT offset FROM messages WHERE space = ?1 AND channel = ?2
-    ORDER BY offset DESC LIMIT ?3)";
+    ORDER BY offset DESC LIMIT 1 OFFSET ?3)";
 
 /// → one integer each: rows per table, for status and metrics.
 pub const COUNT_SPACES: &str = "SELECT COUNT(*) FROM spaces";

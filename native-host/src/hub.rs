@@ -708,6 +708,20 @@ impl Hub {
             m.acks_local.to_string(),
         );
         counter(
+            "ws_bytes_in_total",
+            "WebSocket message bytes received (framing not counted).",
+            crate::ws::BYTES_IN
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
+        );
+        counter(
+            "ws_bytes_out_total",
+            "WebSocket message bytes sent (framing not counted).",
+            crate::ws::BYTES_OUT
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
+        );
+        counter(
             "dropped_connections_total",
             "Connections dropped for falling behind.",
             m.dropped_slow.to_string(),

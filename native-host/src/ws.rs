@@ -22,6 +22,12 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
+/// WebSocket message payload bytes received and sent by this process (all connections,
+/// upstream link included; framing not counted), for `/metrics`.
+pub static BYTES_IN: AtomicU64 = AtomicU64::new(0);
+/// See [`BYTES_IN`].
+pub static BYTES_OUT: AtomicU64 = AtomicU64::new(0);
+
 /// A fresh session number, unique in this process.
 pub fn next_session() -> SessionId {
     NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
@@ -118,8 +124,14 @@ pub async fn read_loop<S>(
 {
     while let Some(msg) = stream.next().await {
         let (decoded, is_binary) = match msg {
-            Ok(Message::Text(t)) => (codec::decode_json(t.as_bytes()), false),
-            Ok(Message::Binary(b)) => (codec::decode_binary(&b), true),
+            Ok(Message::Text(t)) => {
+                BYTES_IN.fetch_add(t.len() as u64, Ordering::Relaxed);
+                (codec::decode_json(t.as_bytes()), false)
+            }
+            Ok(Message::Binary(b)) => {
+                BYTES_IN.fetch_add(b.len() as u64, Ordering::Relaxed);
+                (codec::decode_binary(&b), true)
+            }
             Ok(Message::Close(_)) => break,
             Ok(_) => continue,
             Err(e) => {
@@ -187,11 +199,13 @@ where
 }
 
 fn encode(f: &Frame, binary: bool) -> Message {
-    if binary {
+    let m = if binary {
         Message::Binary(codec::encode_binary(f).into())
     } else {
         Message::Text(codec::encode_json(f).into())
-    }
+    };
+    BYTES_OUT.fetch_add(m.len() as u64, Ordering::Relaxed);
+    m
 }
 
 /// WebSocket close code for an error code.

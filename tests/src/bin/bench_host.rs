@@ -1,0 +1,413 @@
+//! Benchmarks of the native host over real processes on loopback (issue 3).
+//!
+//! ```sh
+//! CARGO_TARGET_DIR=target cargo build --release -p native-host -p tests --bin bench_host
+//! target/release/bench_host            # all; or name some: writes latency sync fanout
+//! ```
+//!
+//! Uses the release `sacred-bridge` next to this binary (or `SACRED_BRIDGE_BIN`). Prints one
+//! line per figure; BENCHMARKS.md records a run.
+#![allow(clippy::unwrap_used)] // a benchmark that cannot run should stop loudly
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tests::{http, http_raw, mint_token, Agent, Host, TempDir};
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &str = "bench-secret-0123456789abcdef";
+
+fn rss_mb(host: &Host) -> f64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", host.child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn metric(port: u16, token: Option<&str>, name: &str) -> u64 {
+    let (_, v) = http(port, "GET", "/metrics", None, token);
+    let text = v.as_str().unwrap_or_default().to_owned();
+    text.lines()
+        .find(|l| l.starts_with(&format!("sacred_bridge_{name} ")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Documents the host's engine holds for `space` (the `/metrics` gauge: no table scan).
+fn engine_docs(port: u16, token: Option<&str>, space: &str) -> u64 {
+    let (_, v) = http(port, "GET", "/metrics", None, token);
+    let prefix = format!("sacred_bridge_docs{{space=\"{space}\"}} ");
+    v.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn hello(url: &str, space: &str, token: Option<&str>) -> Agent {
+    let (a, w) = Agent::hello(url, space, token).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    a
+}
+
+/// Durable acknowledged writes/s: 10 agents, each with up to 256 puts in flight.
+async fn writes() {
+    let dir = TempDir::new("bench-writes");
+    let host = Host::start(&dir.0, "local", &[]);
+    let (agents, per_agent, window) = (10usize, 20_000usize, 256usize);
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    for a in 0..agents {
+        let url = host.ws_url("bench");
+        tasks.push(tokio::spawn(async move {
+            let mut ag = hello(&url, "bench", None).await;
+            let (mut sent, mut acked) = (0usize, 0usize);
+            while acked < per_agent {
+                while sent < per_agent && sent - acked < window {
+                    let f = json!({"type": "put", "req": sent + 1, "collection": "w",
+                        "id": format!("a{a}-{sent}"), "value": {"i": sent, "text": "lorem ipsum dolor sit amet"}});
+                    ag.ws.feed(Message::Text(f.to_string().into())).await.unwrap();
+                    sent += 1;
+                }
+                ag.ws.flush().await.unwrap();
+                let v = ag.recv().await.unwrap();
+                if v["type"] == "ack" {
+                    acked += 1;
+                } else if v["type"] == "error" {
+                    panic!("{v}");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let n = agents * per_agent;
+    let commits = metric(host.api_port, None, "commits_total");
+    println!(
+        "writes: {n} durable acknowledged writes from {agents} agents in {secs:.2} s = {:.0} writes/s ({commits} group commits, {:.0} writes/commit)",
+        n as f64 / secs,
+        n as f64 / commits.max(1) as f64
+    );
+}
+
+/// Write on agent A → change seen by agent B (subscribed to the collection).
+async fn latency() {
+    let dir = TempDir::new("bench-latency");
+    let host = Host::start(&dir.0, "local", &[]);
+    let mut a = hello(&host.ws_url("lat"), "lat", None).await;
+    let mut b = hello(&host.ws_url("lat"), "lat", None).await;
+    b.send(&json!({"type": "subscribe", "req": 1, "collection": "l"}))
+        .await;
+    b.recv_type("ack").await;
+    let mut samples = Vec::new();
+    for i in 0..3000u64 {
+        let t = Instant::now();
+        a.send(&json!({"type": "put", "req": i + 1, "collection": "l", "id": format!("d{}", i % 100), "value": {"i": i}}))
+            .await;
+        loop {
+            let v = b.recv().await.unwrap();
+            if v["type"] == "change" && v["doc"]["value"]["i"] == i {
+                break;
+            }
+        }
+        if i >= 200 {
+            samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        a.recv_type("ack").await;
+    }
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "latency: A put → B change, {} samples: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        samples.len(),
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples[samples.len() - 1]
+    );
+}
+
+/// Initial sync of 100k documents cloud → hybrid, reconnect after 100 edits, RSS.
+fn sync() {
+    let n = 100_000;
+    let cloud_dir = TempDir::new("bench-cloud");
+    let local_dir = TempDir::new("bench-local");
+    let cloud = Host::start(&cloud_dir.0, "cloud", &[("BRIDGE_SECRET", SECRET)]);
+    let token = mint_token(&cloud_dir.0, SECRET, "big", "admin", "1h");
+    let tok = Some(token.as_str());
+    let mut body = String::new();
+    for i in 0..n {
+        body.push_str(
+            &json!({"collection": "docs", "id": format!("d{i:06}"),
+            "value": {"i": i, "title": format!("document {i}"), "text": "x".repeat(64)}})
+            .to_string(),
+        );
+        body.push('\n');
+    }
+    let payload_total = body.len();
+    let t = Instant::now();
+    let (s, _) = http_raw(
+        cloud.api_port,
+        "POST",
+        "/v1/spaces/big/import",
+        Some(body.as_bytes()),
+        tok,
+    );
+    assert_eq!(s, 200);
+    println!(
+        "sync: import of {n} docs into the cloud host took {:.2} s ({:.1} MB NDJSON)",
+        t.elapsed().as_secs_f64(),
+        payload_total as f64 / 1e6
+    );
+    println!(
+        "rss: cloud host right after importing {n} documents in one request: {:.1} MB",
+        rss_mb(&cloud)
+    );
+    let mut cloud = cloud;
+    cloud.restart_same_ports();
+    std::thread::sleep(Duration::from_millis(300));
+    println!(
+        "rss: cloud host restarted, holding {n} documents loaded from SQLite: {:.1} MB",
+        rss_mb(&cloud)
+    );
+
+    let out0 = metric(cloud.api_port, tok, "ws_bytes_out_total");
+    let in0 = metric(cloud.api_port, tok, "ws_bytes_in_total");
+    let url = format!("ws://127.0.0.1:{}", cloud.ws_port);
+    let t = Instant::now();
+    let mut local = Host::start(
+        &local_dir.0,
+        "hybrid",
+        &[
+            ("CLOUD_WS_URL", url.as_str()),
+            ("CLOUD_PROJECT_ID", "big"),
+            ("BRIDGE_TOKEN", token.as_str()),
+        ],
+    );
+    while engine_docs(local.api_port, None, "big") < n as u64 {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "initial sync did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let bytes = metric(cloud.api_port, tok, "ws_bytes_out_total") - out0
+        + metric(cloud.api_port, tok, "ws_bytes_in_total")
+        - in0;
+    println!(
+        "sync: initial sync of {n} docs cloud host → hybrid host (process start included): {secs:.2} s, {:.1} MB on the wire (binary frames, both directions), {:.2}× the NDJSON",
+        bytes as f64 / 1e6,
+        bytes as f64 / payload_total as f64
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    println!(
+        "rss: hybrid host holding {n} documents after initial sync: {:.1} MB",
+        rss_mb(&local)
+    );
+
+    // Reconnect: the hybrid host is down while 100 documents change in the cloud.
+    let mut times = Vec::new();
+    let mut ratios = Vec::new();
+    for round in 0..5 {
+        local.kill9();
+        let mut changed = 0;
+        for i in 0..100 {
+            let v = json!({"i": i, "title": format!("edited {round}"), "text": "y".repeat(64)})
+                .to_string();
+            changed += v.len();
+            let (s, _) = http(
+                cloud.api_port,
+                "PUT",
+                &format!("/v1/spaces/big/docs/docs/d{:06}", i * 997),
+                Some(&v),
+                tok,
+            );
+            assert_eq!(s, 200);
+        }
+        let out0 = metric(cloud.api_port, tok, "ws_bytes_out_total");
+        let in0 = metric(cloud.api_port, tok, "ws_bytes_in_total");
+        local.restart();
+        let t = Instant::now();
+        let last = format!("/v1/spaces/big/docs/docs/d{:06}", 99 * 997);
+        loop {
+            let (s, v) = local.http("GET", &last, None);
+            if s == 200 && v["value"]["title"] == format!("edited {round}") {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "reconnect did not converge"
+            );
+        }
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        std::thread::sleep(Duration::from_millis(200));
+        let bytes = metric(cloud.api_port, tok, "ws_bytes_out_total") - out0
+            + metric(cloud.api_port, tok, "ws_bytes_in_total")
+            - in0;
+        for i in 0..100 {
+            let (_, v) = local.http(
+                "GET",
+                &format!("/v1/spaces/big/docs/docs/d{:06}", i * 997),
+                None,
+            );
+            assert_eq!(v["value"]["title"], format!("edited {round}"));
+        }
+        times.push(ms);
+        ratios.push(bytes as f64 / changed as f64);
+        println!("reconnect round {round}: {ms:.1} ms from the restarted host listening to all 100 edits present; {bytes} bytes on the wire for {changed} bytes of changed JSON ({:.2}×)", bytes as f64 / changed as f64);
+    }
+    times.sort_by(f64::total_cmp);
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "reconnect: median {:.1} ms, median bytes ratio {:.2}×",
+        times[2], ratios[2]
+    );
+}
+
+/// 1,000 connected agents; 10k deliveries/s for 3 s, two shapes; none may be lost.
+async fn fanout() {
+    let dir = TempDir::new("bench-fanout");
+    let host = Host::start(&dir.0, "local", &[]);
+    let agents = 1000usize;
+    let secs = 3u64;
+    for (shape, per_agent_channel) in [
+        (
+            "broadcast: 10 msg/s on one channel × 1000 subscribers",
+            false,
+        ),
+        (
+            "spread: 10k msg/s over 1000 channels, one subscriber each",
+            true,
+        ),
+    ] {
+        let mut subs = Vec::new();
+        for i in 0..agents {
+            let mut a = hello(&host.ws_url("fan"), "fan", None).await;
+            let ch = if per_agent_channel {
+                format!("c{i}")
+            } else {
+                "all".to_owned()
+            };
+            a.send(&json!({"type": "subscribe", "req": 1, "channel": ch}))
+                .await;
+            a.recv_type("ack").await;
+            subs.push(a);
+        }
+        // Each subscriber expects 10 msg/s for `secs` seconds.
+        let expect = (10 * secs) as usize;
+        let mut counters = Vec::new();
+        for mut a in subs {
+            counters.push(tokio::spawn(async move {
+                let mut got = std::collections::BTreeSet::new();
+                let deadline = Instant::now() + Duration::from_secs(secs + 20);
+                while got.len() < expect && Instant::now() < deadline {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, a.ws.next()).await {
+                        Ok(Some(Ok(Message::Text(t)))) => {
+                            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                            if v["type"] == "broadcast" {
+                                got.insert(v["message"]["payload"]["n"].as_u64().unwrap());
+                            }
+                        }
+                        Ok(Some(Ok(_))) => {}
+                        _ => break,
+                    }
+                }
+                (got.len(), a)
+            }));
+        }
+        let pubs = 10usize;
+        let mut publishers = Vec::new();
+        let start = Instant::now();
+        for p in 0..pubs {
+            let url = host.ws_url("fan");
+            publishers.push(tokio::spawn(async move {
+                let mut a = hello(&url, "fan", None).await;
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                let mut req = 0u64;
+                // 100 ticks/s; per tick this publisher sends its share.
+                for t in 0..(100 * secs) {
+                    tick.tick().await;
+                    if per_agent_channel {
+                        // 10 publishers × 10 per tick × 100 ticks/s = 10k msg/s; channel c{k}.
+                        for j in 0..10u64 {
+                            let k = (p as u64 * 100 + (t % 10) * 10 + j) % 1000;
+                            req += 1;
+                            let f = json!({"type": "send", "req": req, "channel": format!("c{k}"), "payload": {"n": t / 10}});
+                            a.ws.feed(Message::Text(f.to_string().into())).await.unwrap();
+                        }
+                        a.ws.flush().await.unwrap();
+                    } else if p == 0 && t % 10 == 0 {
+                        req += 1;
+                        a.send(&json!({"type": "send", "req": req, "channel": "all", "payload": {"n": t / 10}})).await;
+                    }
+                }
+                a
+            }));
+        }
+        let mut keep = Vec::new();
+        for p in publishers {
+            keep.push(p.await.unwrap());
+        }
+        let published_in = start.elapsed().as_secs_f64();
+        let mut delivered = 0;
+        let mut short = 0;
+        for c in counters {
+            let (n, _a) = c.await.unwrap();
+            delivered += n;
+            if n < expect {
+                short += 1;
+            }
+        }
+        let all_in = start.elapsed().as_secs_f64();
+        println!(
+            "fanout ({shape}): {agents} agents, {delivered}/{} deliveries ({:.0}/s over {published_in:.2} s of publishing; all in after {all_in:.2} s); agents short of messages: {short}; dropped connections: {}",
+            agents * expect,
+            delivered as f64 / published_in,
+            metric(host.api_port, None, "dropped_connections_total"),
+        );
+        drop(keep);
+    }
+}
+
+fn main() {
+    if std::env::var_os("SACRED_BRIDGE_BIN").is_none() {
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.to_owned()))
+        {
+            std::env::set_var("SACRED_BRIDGE_BIN", dir.join("sacred-bridge"));
+        }
+    }
+    let which: Vec<String> = std::env::args().skip(1).collect();
+    let on = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if on("writes") {
+        rt.block_on(writes());
+    }
+    if on("latency") {
+        rt.block_on(latency());
+    }
+    if on("sync") {
+        sync();
+    }
+    if on("fanout") {
+        rt.block_on(fanout());
+    }
+}
