@@ -75,8 +75,8 @@ summary() {
 
 # ---- the steps -----------------------------------------------------------------------------
 
-# wasm32 crates whose clippy runs for that target too (later: wasm-client, edge-worker).
-WASM_CRATES=(bridge-core)
+# wasm32 crates whose clippy runs for that target too (all targets: wasm-client has browser tests).
+WASM_CRATES=(bridge-core wasm-client)
 
 clippy_wasm() {
     local crate
@@ -105,6 +105,37 @@ wasm_tests() {
         cargo test -p bridge-core --features sim --target wasm32-unknown-unknown --lib --test wasm
 }
 
+# The browser package, size-optimised, into wasm-client/pkg; prints its size raw and gzip.
+build_wasm_client() {
+    bash scripts/build-wasm-client.sh
+}
+
+# Runs a command with TMPDIR pointing at a fresh folder, removed afterwards: Chromium leaves
+# a profile of ~15 MB per run there.
+with_browser_tmp() {
+    local tmp rc=0
+    tmp="$(mktemp -d "${TMPDIR:-/tmp}/sacred-bridge-chromium.XXXXXX")"
+    TMPDIR="$tmp" "$@" || rc=$?
+    rm -rf "$tmp"
+    return "$rc"
+}
+
+# wasm-client/tests/browser.rs in headless Chromium (chromedriver; flags in webdriver.json):
+# IndexedDB across re-open, one transaction per burst, the Web Lock, the codec in the page.
+browser_tests() {
+    CHROMEDRIVER=/usr/bin/chromedriver \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$PWD/wasm-client/webdriver.json" \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER="$TOOLS/bin/wasm-bindgen-test-runner" \
+        with_browser_tmp cargo test -p wasm-client --target wasm32-unknown-unknown --test browser
+}
+
+# Playwright (playwright-core, /usr/bin/chromium) end to end: the package built above, two
+# browser profiles and a cloud-mode native host (wasm-client/e2e/).
+browser_e2e() {
+    cargo build -p native-host --bin sacred-bridge
+    with_browser_tmp node --test wasm-client/e2e/
+}
+
 main() {
     printf '==> setup\n'
     local setup_start=$SECONDS
@@ -119,6 +150,9 @@ main() {
     step test cargo test --workspace
     step wasm-imports wasm_imports
     step test-wasm32 wasm_tests
+    step build-wasm-client build_wasm_client
+    step test-browser browser_tests
+    step e2e-browser browser_e2e
 
     summary
     [[ $FAILED -eq 0 ]]

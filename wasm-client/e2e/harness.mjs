@@ -81,8 +81,9 @@ export function mintToken(dir, space, rights = "admin") {
 
 /** A native host in cloud mode; `restart()` brings it back on the same ports and database. */
 export class CloudHost {
-  static async start() {
+  static async start(env = {}) {
     const h = new CloudHost();
+    h.env = env;
     h.dir = mkdtempSync(join(tmpdir(), "sb-browser-host-"));
     h.wsPort = await freePort();
     h.apiPort = await freePort();
@@ -95,7 +96,7 @@ export class CloudHost {
       "--api-port", String(this.apiPort), "--db", join(this.dir, "bridge.db")];
     this.child = spawn(bridgeBin(), args, {
       cwd: this.dir,
-      env: cleanEnv({ BRIDGE_SECRET: SECRET }),
+      env: cleanEnv({ BRIDGE_SECRET: SECRET, ...this.env }),
       stdio: ["ignore", "pipe", "inherit"],
     });
     return new Promise((ok, fail) => {

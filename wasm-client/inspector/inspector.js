@@ -1,0 +1,233 @@
+// The web inspector: one more browser replica of a space, built only on the public package
+// API (open, list, subscribe, onMessage, presence, conflicts, resolve, status). Served by the
+// native host at http://127.0.0.1:3001/ ; `?url=&space=&token=&name=` fill the form and connect.
+import init, { open } from "/pkg/wasm_client.js";
+
+const $ = (sel) => document.querySelector(sel);
+const el = (tag, attrs = {}, ...kids) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const k of kids.flat()) if (k != null) e.append(k instanceof Node ? k : String(k));
+  return e;
+};
+const json = (v) => JSON.stringify(v);
+const time = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "—");
+
+let db = null;
+let selected = null;
+let renderQueued = false;
+const changed = new Set();
+
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    render();
+  });
+}
+
+function render() {
+  if (!db) return;
+  renderCollections();
+  renderDocs();
+  renderConflicts();
+  renderPresence();
+}
+
+function renderCollections() {
+  const names = db.collections();
+  if (selected && !names.includes(selected)) names.push(selected);
+  if (!selected && names.length) selected = names[0];
+  $("#collections").replaceChildren(
+    ...names.map((c) => {
+      const n = db.list(c, undefined, 1000).length;
+      return el("li", { class: c === selected ? "active" : "", "data-collection": c,
+        onclick: () => { selected = c; scheduleRender(); } },
+        el("span", {}, c), el("span", { class: "n" }, n >= 1000 ? "1000+" : n));
+    }),
+  );
+}
+
+function renderDocs() {
+  $("#docs-title").textContent = selected ? `Documents · ${selected}` : "Documents";
+  $("#policy").disabled = !selected;
+  if (!selected) return $("#docs tbody").replaceChildren();
+  $("#policy").value = db.policy(selected);
+  const rows = db.list(selected, undefined, 500).map((d) =>
+    el("tr", { class: `doc${changed.has(`${d.collection}/${d.id}`) ? " flash" : ""}`, "data-id": d.id,
+      onclick: () => edit(d) },
+      el("td", {}, d.id, " ", d.conflict ? el("span", { class: "tag conflict" }, "conflict") : null),
+      el("td", {}, el("code", { title: json(d.value) }, json(d.value))),
+      el("td", {}, time(d.stamp?.wall))));
+  changed.clear();
+  $("#docs tbody").replaceChildren(...rows);
+}
+
+function edit(d) {
+  const f = $("#editor");
+  f.id.value = d.id;
+  f.value.value = JSON.stringify(d.value, null, 2);
+}
+
+function renderConflicts() {
+  const all = db.conflicts();
+  $("#conflict-count").textContent = all.length;
+  $("#conflict-count").className = all.length ? "badge hot" : "badge";
+  if (!all.length) return $("#conflicts").replaceChildren(el("p", { class: "empty" }, "No open conflicts."));
+  $("#conflicts").replaceChildren(...all.map(conflictCard));
+}
+
+function conflictCard(c) {
+  const fields = [...new Set(c.sides.flatMap((s) => Object.keys(s.value ?? {})))].sort();
+  const shown = c.sides.find((s) => s.dot.replica === c.shown.replica && s.dot.counter === c.shown.counter) ?? c.sides[0];
+  const head = el("tr", {}, el("th", {}, "field"),
+    c.sides.map((s, i) => el("th", {}, el("span", { class: `tag ${s.tier}` }, s.tier), ` side ${i + 1} · `,
+      s.dot.replica.slice(-4), " · ", time(s.stamp.wall))));
+  const body = fields.map((f) => el("tr", {}, el("td", {}, f),
+    c.sides.map((s) => el("td", { class: c.fields.includes(f) ? "diff" : "" },
+      s.value == null ? "(deleted)" : f in s.value ? json(s.value[f]) : "—"))));
+  const editBox = el("textarea", { rows: 4, "data-testid": "resolve-edit" }, JSON.stringify(shown.value ?? {}, null, 2));
+  const msg = el("span", { class: "msg" });
+  const resolve = async (value) => {
+    try {
+      await db.resolve(c.collection, c.id, value);
+      msg.textContent = "resolved";
+    } catch (e) {
+      msg.textContent = e.message;
+      msg.className = "msg error";
+    }
+  };
+  return el("div", { class: "conflict", "data-key": `${c.collection}/${c.id}` },
+    el("h3", {}, `${c.collection} / ${c.id}`),
+    el("table", {}, el("thead", {}, head), el("tbody", {}, body)),
+    el("div", { class: "keep" },
+      c.sides.map((s, i) => el("button", { class: "secondary", "data-testid": `keep-${i}`,
+        onclick: () => resolve(s.value) }, `Keep side ${i + 1} (${s.tier})`))),
+    editBox,
+    el("div", { class: "buttons" },
+      el("button", { "data-testid": "save-edit", onclick: () => {
+        try { resolve(JSON.parse(editBox.value)); } catch (e) { msg.textContent = `not JSON: ${e.message}`; msg.className = "msg error"; }
+      } }, "Save edit"), msg));
+}
+
+function renderPresence() {
+  // The engine lists each connection with the tier of the replica at its far end; this page's
+  // own link is shown as what it is: this (local) browser, linked to that side.
+  const me = db.replica;
+  const entries = db.presence().map((e) => (e.node === me
+    ? { ...e, tier: "local", name: `${e.name || "this page"} (this page, linked to ${e.tier})` } : e));
+  const side = (tier) => {
+    const who = entries.filter((e) => e.tier === tier);
+    return el("div", { class: "side" }, el("span", { class: `tag ${tier}` }, tier),
+      who.length ? who.map((e) => el("div", { class: "who" }, e.name, " ", el("small", {}, `${e.kind} · since ${time(e.since)}`)))
+        : el("div", { class: "empty" }, "nobody"));
+  };
+  $("#presence").replaceChildren(side("local"), side("cloud"));
+}
+
+function renderStatus(s) {
+  const state = !s.online ? "offline" : s.syncing || s.pending ? "syncing" : "synced";
+  $("#status").dataset.state = state;
+  const parts = [
+    s.online ? `online (${s.peerTier ?? "?"})` : "offline",
+    s.pending ? `${s.pending} pending` : "synced",
+    `last cloud ack ${time(s.lastCloudAck)}`,
+  ];
+  if (s.incoming) parts.push(`${s.incoming} incoming`);
+  if (s.error) parts.push(`⚠ ${s.error}`);
+  $("#status-text").textContent = parts.join(" · ");
+}
+
+function addMessage(m, offset) {
+  const li = el("li", { "data-offset": offset }, el("time", {}, time(m.stamp.wall)),
+    el("span", { class: "ch" }, `#${m.channel}`), json(m.payload));
+  $("#messages").prepend(li);
+}
+
+async function connect(opts) {
+  if (db) await db.close();
+  db = null;
+  try {
+    db = await open(opts);
+  } catch (e) {
+    $("#status-text").textContent = `cannot open: ${e.message}`;
+    return;
+  }
+  db.subscribe("*", (d) => { changed.add(`${d.collection}/${d.id}`); scheduleRender(); });
+  db.onConflict(scheduleRender);
+  db.onPresence(scheduleRender);
+  db.onMessage(addMessage);
+  db.onStatus((s) => { renderStatus(s); scheduleRender(); });
+  renderStatus(db.status());
+  window.inspectorDb = db; // for tests and the console
+  render();
+}
+
+function formOptions() {
+  const f = $("#connect");
+  const o = { url: f.url.value.trim(), space: f.space.value.trim(), name: f.name.value.trim() || "inspector" };
+  if (f.token.value.trim()) o.token = f.token.value.trim();
+  return o;
+}
+
+$("#connect").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const o = formOptions();
+  const q = new URLSearchParams({ url: o.url, space: o.space, name: o.name });
+  history.replaceState(null, "", `?${q}`);
+  connect(o);
+});
+
+$("#new-collection").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const c = e.target.collection.value.trim();
+  if (c) { selected = c; e.target.reset(); scheduleRender(); }
+});
+
+$("#policy").addEventListener("change", async (e) => {
+  if (db && selected) await db.setPolicy(selected, e.target.value).catch((err) => alert(err.message));
+});
+
+$("#editor").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const f = e.target;
+  const msg = $("#editor-msg");
+  try {
+    if (!selected) throw new Error("pick or name a collection first");
+    await db.put(selected, f.id.value.trim(), JSON.parse(f.value.value));
+    msg.textContent = "saved";
+    msg.className = "msg";
+  } catch (err) {
+    msg.textContent = err.message;
+    msg.className = "msg error";
+  }
+});
+
+$("#delete").addEventListener("click", async () => {
+  const f = $("#editor");
+  if (db && selected && f.id.value.trim()) await db.delete(selected, f.id.value.trim());
+});
+
+$("#send").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const f = e.target;
+  let payload = f.payload.value.trim();
+  try { payload = JSON.parse(payload); } catch { /* plain text is sent as a string */ }
+  await db?.send(f.channel.value.trim(), payload).catch((err) => alert(err.message));
+  f.payload.value = "";
+});
+
+await init();
+const q = new URLSearchParams(location.search);
+const f = $("#connect");
+f.url.value = q.get("url") ?? `ws://${location.hostname}:3333`;
+f.space.value = q.get("space") ?? "default";
+f.token.value = q.get("token") ?? "";
+f.name.value = q.get("name") ?? "inspector";
+document.title = "Sacred Bridge inspector";
+connect(formOptions());
