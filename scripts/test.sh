@@ -105,6 +105,14 @@ wasm_tests() {
         cargo test -p bridge-core --features sim --target wasm32-unknown-unknown --lib --test wasm
 }
 
+# The edge worker on the real workerd runtime: build the bundle once (worker-build, offline),
+# then the end-to-end tests under `wrangler dev` (tests/tests/edge.rs; plain `cargo test`
+# skips them because they need this build). Prints the round-trip benchmark too.
+edge_tests() {
+    bash scripts/edge-build.sh
+    SACRED_BRIDGE_EDGE_BUILT=1 cargo test -p tests --test edge -- --ignored --nocapture
+}
+
 # The browser package, size-optimised, into wasm-client/pkg; prints its size raw and gzip.
 build_wasm_client() {
     bash scripts/build-wasm-client.sh
@@ -150,6 +158,7 @@ main() {
     step test cargo test --workspace
     step wasm-imports wasm_imports
     step test-wasm32 wasm_tests
+    step test-edge edge_tests
     step build-wasm-client build_wasm_client
     step test-browser browser_tests
     step e2e-browser browser_e2e

@@ -4,6 +4,8 @@
 //! Rust types.
 #![allow(clippy::unwrap_used)] // test support: a failed unwrap is a failed test
 
+pub mod edge;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
