@@ -16,4 +16,4 @@ if [[ ${#missing[@]} -gt 0 ]]; then
     printf 'edge-build: missing %s\nedge-build: run `bash scripts/setup.sh` first\n' "${missing[*]}" >&2
     exit 1
 fi
-exec "$EDGE_TOOLS/bin/worker-build" --release edge-worker
+exec "$EDGE_TOOLS/bin/worker-build" --profile wasm-release edge-worker
