@@ -27,6 +27,41 @@ pub struct Target {
     token: Option<String>,
 }
 
+/// The cloud side, for `status` and `monitor`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CloudTarget {
+    /// The cloud's HTTP API base URL (default CLOUD_API_URL; unset: the local side only)
+    #[arg(long, value_name = "URL")]
+    cloud_api: Option<String>,
+    /// Token for the cloud (default: --token / BRIDGE_TOKEN)
+    #[arg(long, value_name = "TOKEN")]
+    cloud_token: Option<String>,
+}
+
+impl CloudTarget {
+    /// The cloud's status, `None` without a cloud API, `{"error": ..}` when it cannot be read.
+    async fn status(&self, cfg: &Config, local: &Ctx) -> Option<Value> {
+        let api = self
+            .cloud_api
+            .clone()
+            .or_else(|| cfg.cloud_api_url.clone())?;
+        let token = self.cloud_token.clone().or_else(|| local.token.clone());
+        let c = Ctx {
+            api: api.clone(),
+            ws: String::new(),
+            space: local.space.clone(),
+            token,
+        };
+        Some(match c.call("GET", "/v1/status", None).await {
+            Ok(mut v) => {
+                v["api"] = Value::from(api);
+                v
+            }
+            Err(e) => json!({"api": api, "error": e}),
+        })
+    }
+}
+
 #[derive(clap::Subcommand, Debug)]
 pub enum ClientCmd {
     /// Replace a document with a JSON object; returns once it is durable.
@@ -118,19 +153,25 @@ pub enum ClientCmd {
         t: Target,
     },
     /// Host status as JSON: counts, sessions, peers, pending uploads, lag, last successful
-    /// sync per upstream link, open conflicts.
+    /// sync per upstream link, open conflicts; with a cloud API (`--cloud-api` or
+    /// CLOUD_API_URL) the cloud's status too, under `cloud`.
     #[command(
         after_help = "Example:\n  sacred-bridge status | jq '.spaces[].upstream.last_sync_age_ms'"
     )]
     Status {
         #[command(flatten)]
         t: Target,
+        #[command(flatten)]
+        cloud: CloudTarget,
     },
-    /// Live view of the host's status, redrawn every second (`--once` prints it once).
+    /// Live view of the host's status (and the cloud's, with a cloud API), redrawn every
+    /// second (`--once` prints it once).
     #[command(
-        after_help = "Examples:\n  sacred-bridge monitor\n  sacred-bridge monitor --once --api http://127.0.0.1:3001"
+        after_help = "Examples:\n  sacred-bridge monitor\n  sacred-bridge monitor --once --api http://127.0.0.1:3001 --cloud-api https://cloud.example"
     )]
     Monitor {
+        #[command(flatten)]
+        cloud: CloudTarget,
         /// Print one screen and exit (for scripts)
         #[arg(long)]
         once: bool,
@@ -580,9 +621,12 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
             print(&c.call("PUT", &p, Some(body)).await?);
             Ok(ExitCode::SUCCESS)
         }
-        ClientCmd::Status { t } => {
+        ClientCmd::Status { t, cloud } => {
             let c = Ctx::new(cfg, t);
-            let v = c.call("GET", "/v1/status", None).await?;
+            let mut v = c.call("GET", "/v1/status", None).await?;
+            if let Some(cs) = cloud.status(cfg, &c).await {
+                v["cloud"] = cs;
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
@@ -599,11 +643,22 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
             let c = Ctx::new(cfg, t);
             sync(&c, push, pull, no_wait, Duration::from_secs(timeout)).await
         }
-        ClientCmd::Monitor { once, interval, t } => {
+        ClientCmd::Monitor {
+            cloud,
+            once,
+            interval,
+            t,
+        } => {
             let c = Ctx::new(cfg, t);
             loop {
                 let v = c.call("GET", "/v1/status", None).await?;
-                let screen = crate::monitor::render(&v, &c.api);
+                let mut screen = crate::monitor::render(&v, &c.api);
+                if let Some(cs) = cloud.status(cfg, &c).await {
+                    screen.push_str(&crate::monitor::render_cloud(&cs));
+                }
+                if !once {
+                    screen.push_str("(refreshing; Ctrl-C to stop)\n");
+                }
                 if once {
                     print!("{screen}");
                     return Ok(ExitCode::SUCCESS);

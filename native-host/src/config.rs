@@ -94,8 +94,7 @@ pub struct Config {
     pub api_port: u16,
     pub db_path: PathBuf,
     pub cloud_ws_url: Option<String>,
-    /// Shown by `env`; the cloud's HTTP API is not called by this host yet.
-    #[allow(dead_code)]
+    /// The cloud's HTTP API: `status` and `monitor` show the cloud's side from it.
     pub cloud_api_url: Option<String>,
     /// The default space (`CLOUD_PROJECT_ID`).
     pub default_space: String,

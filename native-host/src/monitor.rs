@@ -23,6 +23,19 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// One space: documents, sessions, open conflicts, cursor.
+fn space_row(o: &mut String, sp: &Value) {
+    let _ = writeln!(
+        o,
+        "{:<20} {:>8} {:>9} {:>10}  {}",
+        s(&sp["space"]),
+        s(&sp["docs"]),
+        s(&sp["sessions"]),
+        s(&sp["open_conflicts"]),
+        s(&sp["cursor"]),
+    );
+}
+
 /// The status screen, as text.
 pub fn render(status: &Value, api: &str) -> String {
     let mut o = String::new();
@@ -50,15 +63,7 @@ pub fn render(status: &Value, api: &str) -> String {
         "SPACE", "DOCS", "SESSIONS", "CONFLICTS"
     );
     for sp in status["spaces"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            o,
-            "{:<20} {:>8} {:>9} {:>10}  {}",
-            s(&sp["space"]),
-            s(&sp["docs"]),
-            s(&sp["sessions"]),
-            s(&sp["open_conflicts"]),
-            s(&sp["cursor"]),
-        );
+        space_row(&mut o, sp);
         let up = &sp["upstream"];
         if up.is_object() {
             let state = if up["up"] == true { "up" } else { "DOWN" };
@@ -91,12 +96,32 @@ pub fn render(status: &Value, api: &str) -> String {
             );
         }
     }
+    let _ = writeln!(o, "at {}", clock(now));
+    o
+}
+
+/// The cloud's side, from its `/v1/status`: counts, sessions and open conflicts per space.
+pub fn render_cloud(cloud: &Value) -> String {
+    let mut o = String::new();
     let _ = writeln!(o);
+    if let Some(e) = cloud["error"].as_str() {
+        let _ = writeln!(o, "cloud {}: unreachable: {e}", s(&cloud["api"]));
+        return o;
+    }
+    let st = &cloud["stored"];
     let _ = writeln!(
         o,
-        "{} (refreshing every second; Ctrl-C to stop)",
-        clock(now)
+        "cloud {} (tier {}, up {} s): {} spaces, {} documents, {} messages",
+        s(&cloud["api"]),
+        s(&cloud["tier"]),
+        s(&cloud["uptime_s"]),
+        s(&st["spaces"]),
+        s(&st["docs"]),
+        s(&st["messages"])
     );
+    for sp in cloud["spaces"].as_array().into_iter().flatten() {
+        space_row(&mut o, sp);
+    }
     o
 }
 

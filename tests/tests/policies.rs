@@ -170,6 +170,30 @@ async fn concurrent_edits_converge_under_every_policy_and_manual_resolves_from_t
         "{text}"
     );
 
+    // monitor and status show both sides, each with the one open conflict.
+    let both = [
+        "--api",
+        &local_api,
+        "--cloud-api",
+        &cloud_api,
+        "--cloud-token",
+        &token,
+    ];
+    let screen = cli_ok(&dir, &[&["monitor", "--once"][..], &both].concat());
+    let rows: Vec<&str> = screen.lines().filter(|l| l.starts_with("proj ")).collect();
+    assert_eq!(rows.len(), 2, "a local and a cloud row: {screen}");
+    for row in rows {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols[3], "1", "one open conflict on each side: {row}");
+    }
+    assert!(
+        screen.contains("last successful sync") && screen.contains("cloud http"),
+        "{screen}"
+    );
+    let status: Value =
+        serde_json::from_str(&cli_ok(&dir, &[&["status"][..], &both].concat())).unwrap();
+    assert_eq!(status["cloud"]["tier"], "cloud", "{status}");
+
     // Resolve from the CLI on the local side, push, and both sides agree.
     cli_ok(
         &dir,
