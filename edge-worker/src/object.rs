@@ -194,6 +194,14 @@ impl SpaceObject {
             }
         }
         let resumed = session::resume(&mut engine, now, &atts);
+        if !atts.is_empty() {
+            worker::console_warn!(
+                "space {space}: woke with {} sockets: {} resumed, {} asked to reconnect",
+                atts.len(),
+                atts.len() - resumed.reconnect.len(),
+                resumed.reconnect.len()
+            );
+        }
         let mut host = Host {
             space: space.to_owned(),
             engine,

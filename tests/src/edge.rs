@@ -102,20 +102,25 @@ impl Edge {
         let root = repo_root();
         let script = format!(
             "source {:?} && exec {:?} dev --config {:?} --ip 127.0.0.1 --port {port} \
-             --persist-to {:?} --show-interactive-dev-session=false --log-level warn",
+             --persist-to {:?} --show-interactive-dev-session=false --log-level info",
             root.join("scripts/edge-env.sh"),
             root.join("node_modules/.bin/wrangler"),
             config.0.join("wrangler.toml"),
             persist,
         );
         let started = Instant::now();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(config.0.join("wrangler.log"))
+            .expect("wrangler.log");
         let child = Command::new("bash")
             .args(["-c", &script])
             .current_dir(&config.0)
             .env("XDG_CONFIG_HOME_EDGE", config.0.join("xdg"))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
             .process_group(0)
             .spawn()
             .expect("spawn wrangler dev");
@@ -133,7 +138,11 @@ impl Edge {
             }
             if let Some(c) = edge.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("wrangler dev exited before it was ready: {status}");
+                    let log = std::fs::read_to_string(edge.config.0.join("wrangler.log"));
+                    panic!(
+                        "wrangler dev exited before it was ready: {status}\n{}",
+                        log.unwrap_or_default()
+                    );
                 }
             }
             assert!(
@@ -175,6 +184,11 @@ impl Edge {
         let config = std::mem::replace(&mut self.config, TempDir::new("wrangler-old"));
         let next = Self::spawn(config, &self.persist, self.port);
         *self = next;
+    }
+
+    /// What wrangler dev and the worker printed so far (requests, `console.*`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config.0.join("wrangler.log")).unwrap_or_default()
     }
 
     pub fn ws_url(&self, space: &str) -> String {

@@ -512,3 +512,168 @@ async fn bench_round_trip_write_to_other_client() {
     // Generous: the target (p50 <= 5 ms) is for an idle machine; CI shares its cores.
     assert!(p50 < Duration::from_millis(50), "p50 {p50:?}");
 }
+
+/// An idle object may be evicted while its hibernatable sockets stay open; the next event
+/// wakes a fresh instance that restores the engine from storage and resumes the sessions from
+/// the socket attachments. The agent must notice nothing: its subscriptions still deliver,
+/// once, and its session still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
+async fn an_agent_outlives_hibernation() {
+    let _one = serial().await;
+    let state = TempDir::new("edge-state");
+    let edge = Edge::start(&state.0, SECRET);
+    let tok = mint_token(&state.0, SECRET, "idle", "write", "1h");
+    let (mut a, _) = Agent::hello(&edge.ws_url("idle"), "idle", Some(&tok)).await;
+    subscribe(&mut a, json!({"collection": "notes"})).await;
+    subscribe(&mut a, json!({"channel": "chat"})).await;
+
+    // Idle long enough for workerd to evict the object (about 10 s without events).
+    let woke = |edge: &Edge| {
+        edge.log()
+            .contains("space idle: woke with 1 sockets: 1 resumed")
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut round = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        round += 1;
+        let (s, v) = http(
+            edge.port,
+            "PUT",
+            &format!("/v1/spaces/idle/docs/notes/n{round}"),
+            Some(&format!(r#"{{"round":{round}}}"#)),
+            Some(&tok),
+        );
+        assert_eq!(s, 200, "{v}");
+        let got = frames_within(&mut a, Duration::from_millis(1500)).await;
+        let changes = of_type(&got, "change");
+        assert_eq!(changes.len(), 1, "round {round}: {got:?}");
+        assert_eq!(changes[0]["doc"]["value"]["round"], round);
+        assert!(
+            of_type(&got, "welcome").is_empty() && of_type(&got, "ack").is_empty(),
+            "nothing replayed to the agent: {got:?}"
+        );
+        if woke(&edge) || Instant::now() > deadline {
+            break;
+        }
+    }
+    assert!(
+        woke(&edge),
+        "the object was never evicted; log:\n{}",
+        edge.log()
+    );
+    // The resumed session still answers and writes, with its rights.
+    a.send(&json!({"type": "ping", "nonce": 5})).await;
+    assert_eq!(a.recv_type("pong").await["nonce"], 5);
+    a.send(&json!({"type": "send", "req": 7, "channel": "chat", "payload": "still here"}))
+        .await;
+    assert_eq!(a.recv_type("ack").await["req"], 7);
+}
+
+/// `sacred-bridge sync --push` / `--pull` against the worker; exits 0 or fails the test.
+fn sync_cli(local: &Host, dir: &std::path::Path, flag: &str) -> String {
+    let out = tests::bridge_cmd(dir)
+        .args([
+            "sync",
+            flag,
+            "--api",
+            &format!("http://127.0.0.1:{}", local.api_port),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "sync {flag}: {err}");
+    err
+}
+
+/// A `manual` collection: concurrent writes on a hybrid host (manual sync) and on the worker
+/// become the same open conflict on both sides, and a resolution on the worker ends it on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
+async fn manual_conflicts_are_identical_on_the_worker_and_a_hybrid_host() {
+    let _one = serial().await;
+    let state = TempDir::new("edge-state");
+    let local_dir = TempDir::new("edge-hybrid-manual");
+    let edge = Edge::start(&state.0, SECRET);
+    let token = mint_token(&state.0, SECRET, "proj", "admin", "1h");
+    let tok = Some(token.as_str());
+    let cloud_url = edge.base_ws_url();
+    let local = Host::start(
+        &local_dir.0,
+        "hybrid",
+        &[
+            ("CLOUD_WS_URL", cloud_url.as_str()),
+            ("CLOUD_PROJECT_ID", "proj"),
+            ("BRIDGE_TOKEN", token.as_str()),
+            ("SYNC_MODE", "manual"),
+        ],
+    );
+    wait_link_up(&local);
+    let (s, v) = local.http(
+        "PUT",
+        "/v1/spaces/proj/policies/tasks",
+        Some(r#"{"policy":"manual"}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    let err = sync_cli(&local, &local_dir.0, "--push");
+    assert!(err.contains("synced"), "{err}");
+
+    // Concurrent writes: the local one is held (manual sync), the worker's reaches the host.
+    let (s, v) = local.http(
+        "PUT",
+        "/v1/spaces/proj/docs/tasks/t1",
+        Some(r#"{"title":"local","n":1}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = http(
+        edge.port,
+        "PUT",
+        "/v1/spaces/proj/docs/tasks/t1",
+        Some(r#"{"title":"edge","n":1}"#),
+        tok,
+    );
+    assert_eq!(s, 200, "{v}");
+    let conflicts = "/v1/spaces/proj/conflicts";
+    let on_local = eventually(local.api_port, conflicts, None, |s, v| {
+        s == 200 && v["conflicts"].as_array().is_some_and(|c| c.len() == 1)
+    });
+    sync_cli(&local, &local_dir.0, "--push");
+    let on_edge = eventually(edge.port, conflicts, tok, |s, v| {
+        s == 200 && v["conflicts"].as_array().is_some_and(|c| c.len() == 1)
+    });
+    assert_eq!(on_local, on_edge, "the same conflict on both sides");
+    let c = &on_edge["conflicts"][0];
+    assert_eq!(c["fields"], json!(["title"]), "{c}");
+    let tiers: Vec<&str> = c["sides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["tier"].as_str())
+        .collect();
+    assert_eq!(tiers.len(), 2);
+    assert!(tiers.contains(&"local") && tiers.contains(&"cloud"), "{c}");
+    let shown =
+        |port: u16, t: Option<&str>| http(port, "GET", "/v1/spaces/proj/docs/tasks/t1", None, t).1;
+    assert_eq!(shown(edge.port, tok), shown(local.api_port, None));
+
+    // Resolve on the worker: the conflict ends on both sides with the agreed value.
+    let (s, v) = http(
+        edge.port,
+        "POST",
+        "/v1/spaces/proj/conflicts/tasks/t1/resolve",
+        Some(r#"{"title":"agreed","n":2}"#),
+        tok,
+    );
+    assert_eq!(s, 200, "{v}");
+    for (port, t) in [(edge.port, tok), (local.api_port, None)] {
+        eventually(port, conflicts, t, |s, v| {
+            s == 200 && v["conflicts"].as_array().is_some_and(Vec::is_empty)
+        });
+        eventually(port, "/v1/spaces/proj/docs/tasks/t1", t, |s, v| {
+            s == 200 && v["value"] == json!({"title": "agreed", "n": 2})
+        });
+    }
+    // And `sync --pull` asks the worker for anything missing: nothing is, it still succeeds.
+    sync_cli(&local, &local_dir.0, "--pull");
+}
