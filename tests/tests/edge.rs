@@ -377,26 +377,49 @@ async fn tokens_are_required_and_bad_frames_get_error_codes() {
     assert_eq!((s, &v["ok"]), (200, &json!(true)));
 }
 
+/// The worker under wrangler dev and a native host in hybrid mode linked to it (space
+/// `proj`, link up), with an admin token.
+struct Linked {
+    edge: Edge,
+    local: Host,
+    token: String,
+    /// (edge state, hybrid host data), removed on drop.
+    _dirs: (TempDir, TempDir),
+}
+
+fn linked(extra: &[(&str, &str)]) -> Linked {
+    let state = TempDir::new("edge-state");
+    let local_dir = TempDir::new("edge-hybrid");
+    let edge = Edge::start(&state.0, SECRET);
+    let token = mint_token(&state.0, SECRET, "proj", "admin", "1h");
+    let cloud_url = edge.base_ws_url();
+    let mut env = vec![
+        ("CLOUD_WS_URL", cloud_url.as_str()),
+        ("CLOUD_PROJECT_ID", "proj"),
+        ("BRIDGE_TOKEN", token.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let local = Host::start(&local_dir.0, "hybrid", &env);
+    wait_link_up(&local);
+    Linked {
+        edge,
+        local,
+        token,
+        _dirs: (state, local_dir),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
 async fn a_hybrid_native_host_syncs_with_the_worker_both_ways() {
     let _one = serial().await;
-    let state = TempDir::new("edge-state");
-    let local_dir = TempDir::new("edge-hybrid");
-    let mut edge = Edge::start(&state.0, SECRET);
-    let token = mint_token(&state.0, SECRET, "proj", "admin", "1h");
+    let Linked {
+        mut edge,
+        local,
+        token,
+        _dirs,
+    } = linked(&[]);
     let tok = Some(token.as_str());
-    let cloud_url = edge.base_ws_url();
-    let local = Host::start(
-        &local_dir.0,
-        "hybrid",
-        &[
-            ("CLOUD_WS_URL", cloud_url.as_str()),
-            ("CLOUD_PROJECT_ID", "proj"),
-            ("BRIDGE_TOKEN", token.as_str()),
-        ],
-    );
-    wait_link_up(&local);
 
     // local → edge
     let (s, v) = local.http(
@@ -467,30 +490,18 @@ async fn a_hybrid_native_host_syncs_with_the_worker_both_ways() {
     assert_eq!((s, &v["value"]["from"]), (200, &json!("local")), "{v}");
 }
 
-/// BENCHMARKS.md, "edge worker": write → other client through the Durable Object on
-/// loopback. Prints p50 / p99 and how long `wrangler dev` took to become ready.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
-async fn bench_round_trip_write_to_other_client() {
-    let _one = serial().await;
-    let state = TempDir::new("edge-state");
-    let edge = Edge::start(&state.0, SECRET);
-    let tok = mint_token(&state.0, SECRET, "bench", "write", "1h");
-    let (mut a, _) = Agent::hello(&edge.ws_url("bench"), "bench", Some(&tok)).await;
-    let (mut b, _) = Agent::hello(&edge.ws_url("bench"), "bench", Some(&tok)).await;
+/// Write → other client round trips on `url`: p50, p99, max over `runs` after a warm-up.
+async fn round_trips(url: &str, space: &str, tok: &str, runs: usize) -> [Duration; 3] {
+    let (mut a, _) = Agent::hello(url, space, Some(tok)).await;
+    let (mut b, _) = Agent::hello(url, space, Some(tok)).await;
     subscribe(&mut b, json!({"collection": "bench"})).await;
-    let (warmup, runs) = (50, 500);
+    let warmup = 50;
     let mut times = Vec::with_capacity(runs);
     for i in 0..warmup + runs {
         let put = json!({"type": "put", "req": i, "collection": "bench", "id": format!("k{}", i % 16), "value": {"i": i}});
         let t = Instant::now();
         a.send(&put).await;
-        loop {
-            let f = b.recv_type("change").await;
-            if f["doc"]["value"]["i"] == i {
-                break;
-            }
-        }
+        while b.recv_type("change").await["doc"]["value"]["i"] != i {}
         let took = t.elapsed();
         assert_eq!(a.recv_type("ack").await["req"], i);
         if i >= warmup {
@@ -498,16 +509,40 @@ async fn bench_round_trip_write_to_other_client() {
         }
     }
     times.sort();
+    [times[runs / 2], times[runs * 99 / 100], times[runs - 1]]
+}
+
+/// BENCHMARKS.md, "edge worker": write → other client through the Durable Object on
+/// loopback, and the same through a native host in cloud mode on the same machine for
+/// scale. Prints p50 / p99 and how long `wrangler dev` took to become ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
+async fn bench_round_trip_write_to_other_client() {
+    let _one = serial().await;
+    let state = TempDir::new("edge-state");
+    let edge = Edge::start(&state.0, SECRET);
+    let tok = mint_token(&state.0, SECRET, "bench", "write", "1h");
+    let runs = 500;
+    let [p50, p99, max] = round_trips(&edge.ws_url("bench"), "bench", &tok, runs).await;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let p50 = times[times.len() / 2];
-    let p99 = times[times.len() * 99 / 100];
     eprintln!(
         "edge bench: write -> other client through the Durable Object, {runs} runs: \
          p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; wrangler dev ready in {:.2} s",
         ms(p50),
         ms(p99),
-        ms(times[times.len() - 1]),
+        ms(max),
         edge.ready_after.as_secs_f64()
+    );
+    drop(edge);
+    let native_dir = TempDir::new("edge-bench-native");
+    let native = Host::start(&native_dir.0, "cloud", &[("BRIDGE_SECRET", SECRET)]);
+    let [n50, n99, nmax] = round_trips(&native.ws_url("bench"), "bench", &tok, runs).await;
+    eprintln!(
+        "edge bench: the same through `sacred-bridge serve --mode cloud`: \
+         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(n50),
+        ms(n99),
+        ms(nmax)
     );
     // Generous: the target (p50 <= 5 ms) is for an idle machine; CI shares its cores.
     assert!(p50 < Duration::from_millis(50), "p50 {p50:?}");
@@ -593,23 +628,14 @@ fn sync_cli(local: &Host, dir: &std::path::Path, flag: &str) -> String {
 #[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
 async fn manual_conflicts_are_identical_on_the_worker_and_a_hybrid_host() {
     let _one = serial().await;
-    let state = TempDir::new("edge-state");
-    let local_dir = TempDir::new("edge-hybrid-manual");
-    let edge = Edge::start(&state.0, SECRET);
-    let token = mint_token(&state.0, SECRET, "proj", "admin", "1h");
+    let Linked {
+        edge,
+        local,
+        token,
+        _dirs,
+    } = linked(&[("SYNC_MODE", "manual")]);
+    let local_dir = &_dirs.1;
     let tok = Some(token.as_str());
-    let cloud_url = edge.base_ws_url();
-    let local = Host::start(
-        &local_dir.0,
-        "hybrid",
-        &[
-            ("CLOUD_WS_URL", cloud_url.as_str()),
-            ("CLOUD_PROJECT_ID", "proj"),
-            ("BRIDGE_TOKEN", token.as_str()),
-            ("SYNC_MODE", "manual"),
-        ],
-    );
-    wait_link_up(&local);
     let (s, v) = local.http(
         "PUT",
         "/v1/spaces/proj/policies/tasks",
