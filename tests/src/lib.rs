@@ -409,6 +409,18 @@ pub struct Pair {
     pub _dirs: (TempDir, TempDir),
 }
 
+/// Starts a host in hybrid mode in `dir`, linked to `cloud_ws_url` (space `proj`) with
+/// `token`; `extra` adds environment variables.
+pub fn start_hybrid(dir: &Path, cloud_ws_url: &str, token: &str, extra: &[(&str, &str)]) -> Host {
+    let mut env = vec![
+        ("CLOUD_WS_URL", cloud_ws_url),
+        ("CLOUD_PROJECT_ID", "proj"),
+        ("BRIDGE_TOKEN", token),
+    ];
+    env.extend_from_slice(extra);
+    Host::start(dir, "hybrid", &env)
+}
+
 /// Starts a [`Pair`]; `extra` adds environment variables to the hybrid host.
 pub fn start_pair(extra: &[(&str, &str)]) -> Pair {
     let cloud_dir = TempDir::new("cloud");
@@ -416,13 +428,7 @@ pub fn start_pair(extra: &[(&str, &str)]) -> Pair {
     let cloud = Host::start(&cloud_dir.0, "cloud", &[("BRIDGE_SECRET", PAIR_SECRET)]);
     let token = mint_token(&cloud_dir.0, PAIR_SECRET, "proj", "admin", "1h");
     let cloud_url = format!("ws://127.0.0.1:{}", cloud.ws_port);
-    let mut env = vec![
-        ("CLOUD_WS_URL", cloud_url.as_str()),
-        ("CLOUD_PROJECT_ID", "proj"),
-        ("BRIDGE_TOKEN", token.as_str()),
-    ];
-    env.extend_from_slice(extra);
-    let local = Host::start(&local_dir.0, "hybrid", &env);
+    let local = start_hybrid(&local_dir.0, &cloud_url, &token, extra);
     Pair {
         cloud,
         local,

@@ -10,7 +10,7 @@
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tests::edge::{serial, Edge};
-use tests::{eventually, http, mint_token, wait_link_up, Agent, Host, TempDir};
+use tests::{eventually, http, mint_token, start_hybrid, wait_link_up, Agent, Host, TempDir};
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "edge-secret-0123456789";
@@ -392,14 +392,7 @@ fn linked(extra: &[(&str, &str)]) -> Linked {
     let local_dir = TempDir::new("edge-hybrid");
     let edge = Edge::start(&state.0, SECRET);
     let token = mint_token(&state.0, SECRET, "proj", "admin", "1h");
-    let cloud_url = edge.base_ws_url();
-    let mut env = vec![
-        ("CLOUD_WS_URL", cloud_url.as_str()),
-        ("CLOUD_PROJECT_ID", "proj"),
-        ("BRIDGE_TOKEN", token.as_str()),
-    ];
-    env.extend_from_slice(extra);
-    let local = Host::start(&local_dir.0, "hybrid", &env);
+    let local = start_hybrid(&local_dir.0, &edge.base_ws_url(), &token, extra);
     wait_link_up(&local);
     Linked {
         edge,
