@@ -85,10 +85,17 @@ export class CloudHost {
     const h = new CloudHost();
     h.env = env;
     h.dir = mkdtempSync(join(tmpdir(), "sb-browser-host-"));
-    h.wsPort = await freePort();
-    h.apiPort = await freePort();
-    await h.spawn();
-    return h;
+    // A free port can be taken by another process before the host binds it: retry.
+    for (let attempt = 1; ; attempt++) {
+      h.wsPort = await freePort();
+      h.apiPort = await freePort();
+      try {
+        await h.spawn();
+        return h;
+      } catch (e) {
+        if (attempt >= 5) throw e;
+      }
+    }
   }
 
   spawn() {

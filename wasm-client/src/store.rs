@@ -27,10 +27,11 @@ use bridge_core::frame::{DocEntry, Hello, Push, SessionKind};
 use bridge_core::message::Retained;
 use bridge_core::{Engine, Frame, PersistBatch, ReplicaId, Stamp, VersionVector};
 use idb::{Database, Factory, ObjectStoreParams, TransactionMode};
-use js_sys::{Array, Uint8Array};
+use js_sys::{Array, Function, Reflect, Uint8Array};
 use serde::Serialize;
 use std::future::IntoFuture;
 use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{IdbDatabase, IdbTransaction};
 
 const DOCS: &str = "docs";
 const MESSAGES: &str = "messages";
@@ -74,6 +75,8 @@ pub struct CloudMeta {
 /// An open IndexedDB database holding one space.
 pub struct IdbStore {
     db: Database,
+    /// The same connection, for the one call `idb` does not wrap: a transaction with options.
+    raw: IdbDatabase,
     name: String,
     retention: RetentionIndex,
     stats: StoreStats,
@@ -114,9 +117,10 @@ impl IdbStore {
                 }
             }
         });
-        let db = req.await?;
+        let raw: IdbDatabase = req.await?.into();
         Ok(IdbStore {
-            db,
+            db: Database::from(raw.clone()),
+            raw,
             name: name.to_owned(),
             retention: RetentionIndex::default(),
             stats: StoreStats::default(),
@@ -239,9 +243,7 @@ impl IdbStore {
         let Some(last) = batches.last() else {
             return Ok(());
         };
-        let tx = self
-            .db
-            .transaction(&[DOCS, MESSAGES, META], TransactionMode::ReadWrite)?;
+        let tx = self.strict_transaction(&[DOCS, MESSAGES, META])?;
         let docs = tx.object_store(DOCS)?;
         let msgs = tx.object_store(MESSAGES)?;
         let meta = tx.object_store(META)?;
@@ -294,6 +296,27 @@ impl IdbStore {
             self.stats.messages += b.messages.len() as u64;
         }
         Ok(())
+    }
+
+    /// A read-write transaction with `durability: "strict"`: `complete` fires only once the
+    /// data is flushed to disk, as `synchronous=FULL` in the native host. Browsers default to
+    /// "relaxed" (complete once handed to the OS), and a write lost in a power cut after its
+    /// dot was pushed would let the restarted store hand the same dot to another write.
+    fn strict_transaction(&self, stores: &[&str]) -> Result<idb::Transaction> {
+        let js = |e: JsValue| StoreError(format!("IndexedDB: cannot start a transaction: {e:?}"));
+        let names: Array = stores.iter().map(|s| JsValue::from_str(s)).collect();
+        let options = js_sys::Object::new();
+        Reflect::set(&options, &"durability".into(), &"strict".into()).map_err(js)?;
+        let open: Function = Reflect::get(&self.raw, &"transaction".into())
+            .map_err(js)?
+            .dyn_into()
+            .map_err(js)?;
+        let tx = open
+            .call3(&self.raw, &names, &"readwrite".into(), &options)
+            .map_err(js)?;
+        Ok(idb::Transaction::from(
+            tx.unchecked_into::<IdbTransaction>(),
+        ))
     }
 
     /// Stores the cloud acknowledgement mark (status only: losing it costs a wrong
