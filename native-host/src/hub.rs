@@ -123,6 +123,12 @@ struct Space {
     waiting: HashMap<u64, (oneshot::Sender<ApiResponse>, ApiResponse)>,
 }
 
+/// Upper bounds (seconds) of the commit-duration histogram in `/metrics`: a commit gates
+/// every ack in it, so its tail is the floor of the write latency's tail.
+const COMMIT_BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
 #[derive(Default)]
 struct Metrics {
     inputs: u64,
@@ -134,6 +140,8 @@ struct Metrics {
     docs_written: u64,
     messages_written: u64,
     commit_seconds: f64,
+    /// Commits per duration bucket ([`COMMIT_BUCKETS`], then +Inf), not cumulative.
+    commit_hist: [u64; COMMIT_BUCKETS.len() + 1],
     api_requests: u64,
     api_errors: u64,
     dropped_slow: u64,
@@ -458,7 +466,13 @@ impl Hub {
                 std::process::exit(70);
             }
             self.metrics.commits += 1;
-            self.metrics.commit_seconds += t.elapsed().as_secs_f64();
+            let took = t.elapsed().as_secs_f64();
+            self.metrics.commit_seconds += took;
+            let bucket = COMMIT_BUCKETS
+                .iter()
+                .position(|b| took <= *b)
+                .unwrap_or(COMMIT_BUCKETS.len());
+            self.metrics.commit_hist[bucket] += 1;
             for (name, b) in &batches {
                 self.metrics.batches += 1;
                 self.metrics.docs_written += b.docs.len() as u64;
@@ -726,6 +740,23 @@ impl Hub {
             "Connections dropped for falling behind.",
             m.dropped_slow.to_string(),
         );
+        out.push_str(
+            "# HELP sacred_bridge_commit_duration_seconds SQLite group commits by duration (each gates the acks in it).\n# TYPE sacred_bridge_commit_duration_seconds histogram\n",
+        );
+        let mut cumulative = 0;
+        for (i, n) in m.commit_hist.iter().enumerate() {
+            cumulative += n;
+            let le = COMMIT_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            out.push_str(&format!(
+                "sacred_bridge_commit_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "sacred_bridge_commit_duration_seconds_sum {:.6}\nsacred_bridge_commit_duration_seconds_count {cumulative}\n",
+            m.commit_seconds
+        ));
         let mut gauge = |name: &str, help: &str, v: String| {
             out.push_str(&format!(
                 "# HELP sacred_bridge_{name} {help}\n# TYPE sacred_bridge_{name} gauge\n{v}"

@@ -177,7 +177,10 @@ fn http_put_get_list_changes_messages_and_export() {
     assert_eq!((s, &v["ok"]), (200, &json!(true)));
     let (s, v) = host.http("GET", "/metrics", None);
     assert_eq!(s, 200);
-    assert!(v.as_str().unwrap().contains("sacred_bridge_commits_total"));
+    let text = v.as_str().unwrap();
+    assert!(text.contains("sacred_bridge_commits_total"));
+    assert!(text.contains("sacred_bridge_commit_duration_seconds_bucket{le=\"+Inf\"}"));
+    assert!(text.contains("sacred_bridge_ws_bytes_out_total"));
 }
 
 #[test]

@@ -50,6 +50,32 @@ fn engine_docs(port: u16, token: Option<&str>, space: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The commit-duration histogram: the smallest bucket bound holding 99% of the commits, and
+/// how many commits took over 5 ms, of how many.
+fn commit_tail(port: u16) -> (String, u64, u64) {
+    let (_, v) = http(port, "GET", "/metrics", None, None);
+    let buckets: Vec<(String, u64)> = v
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("sacred_bridge_commit_duration_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, n) = l.split_once("\"} ")?;
+            Some((le.to_owned(), n.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0, |b| b.1);
+    let p99 = buckets
+        .iter()
+        .find(|(_, n)| *n as f64 >= total as f64 * 0.99)
+        .map_or_else(|| "?".to_owned(), |(le, _)| le.clone());
+    let under_5ms = buckets
+        .iter()
+        .find(|(le, _)| le == "0.005")
+        .map_or(0, |b| b.1);
+    (p99, total - under_5ms, total)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -129,8 +155,9 @@ async fn latency() {
         a.recv_type("ack").await;
     }
     samples.sort_by(f64::total_cmp);
+    let (commit_p99, slow, commits) = commit_tail(host.api_port);
     println!(
-        "latency: A put → B change, {} samples: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        "latency: A put → B change, {} samples: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; commits: p99 ≤ {commit_p99} s, {slow} of {commits} over 5 ms",
         samples.len(),
         percentile(&samples, 0.5),
         percentile(&samples, 0.99),
