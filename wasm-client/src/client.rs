@@ -598,11 +598,19 @@ impl Bridge {
             while rc.borrow().pumping {
                 sleep(5).await;
             }
-            let mut i = rc.borrow_mut();
-            if let Some(store) = &i.store {
-                store.close();
+            let (unsettled, release) = {
+                let mut i = rc.borrow_mut();
+                if let Some(store) = &i.store {
+                    store.close();
+                }
+                (std::mem::take(&mut i.waiting), i.release_lock.take())
+            };
+            // Only writes whose transaction failed are left; say so rather than hang.
+            let reason = js_err("the handle was closed before this write could be stored");
+            for (_, (_, reject)) in unsettled {
+                let _ = reject.call1(&JsValue::NULL, &reason);
             }
-            if let Some(release) = i.release_lock.take() {
+            if let Some(release) = release {
                 let _ = release.call0(&JsValue::NULL);
             }
             Ok(JsValue::UNDEFINED)
