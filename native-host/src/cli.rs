@@ -259,10 +259,14 @@ pub enum ClientCmd {
         #[command(flatten)]
         t: Target,
     },
-    /// Read NDJSON (as written by `export`) from a file and write it into a space.
-    #[command(after_help = "Example:\n  sacred-bridge import space.ndjson")]
+    /// Read NDJSON (as written by `export`) from a file and write it into a space, in
+    /// batches (each durable when answered), with a progress bar.
+    #[command(after_help = "Example:\n  sacred-bridge import space.ndjson --batch 5000")]
     Import {
         file: String,
+        /// Lines per request (a batch is also cut at 4 MB)
+        #[arg(long, default_value_t = 2000)]
+        batch: usize,
         #[command(flatten)]
         t: Target,
     },
@@ -724,11 +728,10 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
             print!("{}", String::from_utf8_lossy(&body));
             Ok(ExitCode::SUCCESS)
         }
-        ClientCmd::Import { file, t } => {
+        ClientCmd::Import { file, batch, t } => {
             let body = std::fs::read(&file).map_err(|e| format!("cannot read {file}: {e}"))?;
             let c = Ctx::new(cfg, t);
-            print(&c.call("POST", &c.path("import"), Some(body)).await?);
-            Ok(ExitCode::SUCCESS)
+            import(&c, &file, &body, batch.max(1)).await
         }
     }
 }
@@ -888,6 +891,46 @@ async fn sync(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `import`: the file's lines in batches of `batch` lines (or 4 MB), one request each, so a
+/// large import neither holds the host to one huge transaction nor shows nothing for minutes.
+async fn import(c: &Ctx, file: &str, body: &[u8], batch: usize) -> Result<ExitCode, String> {
+    const MAX_BATCH_BYTES: usize = 4 << 20;
+    let lines: Vec<&[u8]> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .collect();
+    let total = lines.len() as u64;
+    let mut bar = crate::progress::Progress::new("import");
+    let (mut done, mut imported) = (0u64, 0u64);
+    let mut chunk: Vec<u8> = Vec::new();
+    let mut in_chunk = 0u64;
+    for (i, line) in lines.iter().enumerate() {
+        chunk.extend_from_slice(line);
+        chunk.push(b'\n');
+        in_chunk += 1;
+        if in_chunk < batch as u64 && chunk.len() < MAX_BATCH_BYTES && i + 1 < lines.len() {
+            continue;
+        }
+        let v = c
+            .call("POST", &c.path("import"), Some(std::mem::take(&mut chunk)))
+            .await
+            .map_err(|e| {
+                format!(
+                    "{e}; lines {}..{} of {file} were not imported (the {done} before them are)",
+                    done + 1,
+                    done + in_chunk
+                )
+            })?;
+        imported += v["imported"].as_u64().unwrap_or(0);
+        done += in_chunk;
+        in_chunk = 0;
+        bar.update(done, total, "docs");
+    }
+    bar.finish();
+    print(&json!({ "imported": imported }));
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn write(

@@ -37,12 +37,43 @@ fn backup_then_restore_gives_identical_documents_and_bad_restores_harm_nothing()
     let before = export(&host, "ops");
     assert_eq!(before.lines().count(), 299);
 
+    // export → import through the CLI, in batches with a progress bar: the same documents.
+    let (code, ndjson, err) = cli(d, &["export", "--space", "ops", "--api", &api]);
+    assert_eq!(code, 0, "{err}");
+    let file = d.join("ops.ndjson");
+    std::fs::write(&file, &ndjson).unwrap();
+    let f = file.to_str().unwrap();
+    let (code, out, err) = cli(
+        d,
+        &[
+            "import", f, "--batch", "50", "--space", "ops2", "--api", &api,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\"imported\":299") && err.contains("import ["),
+        "{out} {err}"
+    );
+    assert_eq!(export(&host, "ops2"), before);
+    std::fs::write(&file, format!("{ndjson}{{\"collection\":\"notes\"}}\n")).unwrap();
+    let (code, _, err) = cli(
+        d,
+        &[
+            "import", f, "--batch", "100", "--space", "ops3", "--api", &api,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("lines 201..300") && err.contains("the 200 before them are"),
+        "{err}"
+    );
+
     // Online backup of the running host: the host tells the CLI where its database is.
     let backup = d.join("backups/one.db");
     let (code, _, err) = cli(d, &["backup", backup.to_str().unwrap(), "--api", &api]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("integrity ok") && err.contains("300 documents"),
+        err.contains("integrity ok") && err.contains("3 spaces, 799 documents"),
         "{err}"
     );
     assert!(err.contains("100%"), "a progress bar: {err}");
