@@ -696,3 +696,61 @@ async fn manual_conflicts_are_identical_on_the_worker_and_a_hybrid_host() {
     // And `sync --pull` asks the worker for anything missing: nothing is, it still succeeds.
     sync_cli(&local, &local_dir.0, "--pull");
 }
+
+/// Under each policy, concurrent writes on a hybrid host (manual sync) and on the worker end
+/// up as the same visible document on both sides, and the one the policy says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
+async fn every_policy_shows_the_same_document_on_the_worker_and_the_host() {
+    let _one = serial().await;
+    let Linked {
+        edge,
+        local,
+        token,
+        _dirs,
+    } = linked(&[("SYNC_MODE", "manual")]);
+    let tok = Some(token.as_str());
+    let policies = ["lww", "cloud_wins", "local_wins", "merge"];
+    for p in policies {
+        let (s, v) = local.http(
+            "PUT",
+            &format!("/v1/spaces/proj/policies/{p}"),
+            Some(&format!(r#"{{"policy":"{p}"}}"#)),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    sync_cli(&local, &_dirs.1 .0, "--push");
+    // Concurrent writes to one document per policy: the local ones are held (manual sync).
+    for p in policies {
+        let path = format!("/v1/spaces/proj/docs/{p}/d");
+        let (s, v) = local.http("PUT", &path, Some(r#"{"who":"local","l":1}"#));
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = http(
+            edge.port,
+            "PUT",
+            &path,
+            Some(r#"{"who":"edge","e":1}"#),
+            tok,
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    sync_cli(&local, &_dirs.1 .0, "--push");
+    for p in policies {
+        let path = format!("/v1/spaces/proj/docs/{p}/d");
+        // Both sides hold both writes once each shows the same thing (bounded wait).
+        let on_edge = eventually(edge.port, &path, tok, |s, v| {
+            s == 200 && v == &http(local.api_port, "GET", &path, None, None).1
+        });
+        let value = &on_edge["value"];
+        match p {
+            "cloud_wins" => assert_eq!(value["who"], "edge", "{p}: {value}"),
+            "local_wins" => assert_eq!(value["who"], "local", "{p}: {value}"),
+            // Top-level fields merge; the field both wrote takes the newest value.
+            "merge" => assert!(value["l"] == 1 && value["e"] == 1, "{p}: {value}"),
+            _ => assert!(
+                value["who"] == "edge" || value["who"] == "local",
+                "{p}: {value}"
+            ),
+        }
+    }
+}
