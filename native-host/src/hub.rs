@@ -66,7 +66,9 @@ pub enum Input {
     Metrics {
         reply: oneshot::Sender<ApiResponse>,
     },
+    /// Host status; with a secret (cloud mode) only the spaces `token` opens.
     Status {
+        token: Option<String>,
         reply: oneshot::Sender<ApiResponse>,
     },
     /// Push and/or pull on every upstream link now (manual / periodic sync).
@@ -390,8 +392,12 @@ impl Hub {
                     self.render_metrics(),
                 ));
             }
-            Input::Status { reply } => {
-                let _ = reply.send(ApiResponse::json(200, &self.status()));
+            Input::Status { token, reply } => {
+                let resp = match self.visible_spaces(token.as_deref(), now) {
+                    Ok(visible) => ApiResponse::json(200, &self.status(visible.as_ref())),
+                    Err(e) => e.response(),
+                };
+                let _ = reply.send(resp);
             }
             Input::Sync { push, pull, reply } => {
                 let mut links = 0;
@@ -587,11 +593,43 @@ impl Hub {
         self.metrics.dropped_slow += dropped_total;
     }
 
-    fn status(&self) -> Value {
+    /// Which spaces a status request may see: `None` for all (no secret: local mode), else
+    /// those the token opens (a token is for one space), and an error without a valid one.
+    fn visible_spaces(
+        &self,
+        token: Option<&str>,
+        now: u64,
+    ) -> Result<Option<BTreeSet<String>>, ApiError> {
+        let Some(secret) = self.cfg.secret.as_deref() else {
+            return Ok(None);
+        };
+        let Some(token) = token else {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "this server requires a token for its status: send `Authorization: Bearer <token>`; it shows the spaces the token opens",
+            ));
+        };
+        let open: BTreeSet<String> = self
+            .spaces
+            .keys()
+            .filter(|name| bridge_core::auth::verify(secret, token, name, now).is_ok())
+            .cloned()
+            .collect();
+        if open.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "the token opens none of this server's spaces (it may be expired, or for a space that holds nothing yet)",
+            ));
+        }
+        Ok(Some(open))
+    }
+
+    fn status(&self, visible: Option<&BTreeSet<String>>) -> Value {
         let now = now_ms();
         let spaces: Vec<Value> = self
             .spaces
             .iter()
+            .filter(|(name, _)| visible.is_none_or(|v| v.contains(*name)))
             .map(|(name, s)| {
                 let r = s.engine.replica();
                 let peers: Vec<Value> = s
@@ -640,6 +678,15 @@ impl Hub {
                 })
             })
             .collect();
+        if visible.is_some() {
+            // A token sees its spaces, not the database's totals or where it lives.
+            return json!({
+                "uptime_s": self.started.elapsed().as_secs(),
+                "tier": self.cfg.tier.as_str(),
+                "now_ms": now,
+                "spaces": spaces,
+            });
+        }
         let (n_spaces, n_docs, n_messages) = self.store.counts().unwrap_or_default();
         json!({
             "uptime_s": self.started.elapsed().as_secs(),

@@ -1,5 +1,6 @@
 //! Cloud mode requires tokens: it refuses to start without BRIDGE_SECRET, and refuses a
-//! missing, wrong-space, expired or forged token over WebSocket and HTTP.
+//! missing, wrong-space, expired or forged token over WebSocket and HTTP; its status shows a
+//! token the spaces it opens and nothing else.
 #![allow(clippy::unwrap_used)]
 
 use serde_json::json;
@@ -81,4 +82,30 @@ async fn cloud_mode_refuses_missing_wrong_space_and_expired_tokens() {
     // a token for `team` opens nothing in `other`
     let (s, _) = http(port, "GET", "/v1/spaces/other/docs/c/x", None, Some(&good));
     assert_eq!(s, 401);
+
+    // status: a token sees the spaces it opens and nothing of the others
+    let (s, _) = http(
+        port,
+        "PUT",
+        "/v1/spaces/other/docs/c/z",
+        Some("{}"),
+        Some(&other),
+    );
+    assert_eq!(s, 200);
+    let spaces = |token: &str| {
+        let (s, v) = http(port, "GET", "/v1/status", None, Some(token));
+        assert_eq!(s, 200, "{v}");
+        assert!(v.get("db").is_none() && v.get("stored").is_none(), "{v}");
+        let names: Vec<String> = v["spaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["space"].as_str().unwrap().to_owned())
+            .collect();
+        names
+    };
+    assert_eq!(spaces(&good), ["team"]);
+    assert_eq!(spaces(&other), ["other"]);
+    assert_eq!(http(port, "GET", "/v1/status", None, None).0, 401);
+    assert_eq!(http(port, "GET", "/v1/status", None, Some(&forged)).0, 403);
 }
