@@ -697,6 +697,9 @@ impl Engine {
                     .and_then(|s| s.peer.as_mut())
                 {
                     link.known.join(&p.watermark);
+                    // A peer only sends what it has persisted: that counts as acknowledged, so
+                    // changes that came from the peer never show as lag towards it.
+                    link.acked.join(&p.watermark);
                 }
                 self.gate(Gated::Frame(
                     session,
@@ -1203,7 +1206,8 @@ pub struct PeerStatus {
     pub acked: VersionVector,
     /// Our own writes the peer has not acknowledged yet.
     pub pending: u64,
-    /// Changes (any origin) we hold durably that the peer has not acknowledged.
+    /// Changes (any origin) we hold durably that the peer has not persisted, as far as we
+    /// know: neither acknowledged by it nor received from it.
     pub lag: u64,
     pub open: bool,
 }
@@ -1238,11 +1242,12 @@ impl PeerLink {
         PeerLink {
             replica,
             tier,
+            // The vector in `hello` / `welcome` is what the peer holds durably.
+            acked: known.clone(),
             known,
             msg_known,
             next_seq: 1,
             unacked: VecDeque::new(),
-            acked: VersionVector::new(),
             sync_requested: false,
             run_sent: 0,
             learned: Vec::new(),

@@ -745,3 +745,50 @@ fn pushes_stay_under_the_frame_limit_with_large_documents() {
     assert!(pushes >= 2, "the documents needed several pushes");
     assert_eq!(local.replica().list("c", None, 100).len(), 8);
 }
+
+#[test]
+fn lag_and_pending_reach_zero_both_ways() {
+    let mut local = engine(1, Tier::Local);
+    let mut cloud = engine(2, Tier::Cloud);
+    local
+        .write(
+            0,
+            1,
+            DocKey::new("c", "l"),
+            WriteOp::Put(obj(json!({"from": "local"}))),
+        )
+        .expect("w");
+    cloud
+        .write(
+            0,
+            2,
+            DocKey::new("c", "c"),
+            WriteOp::Put(obj(json!({"from": "cloud"}))),
+        )
+        .expect("w");
+    link(&mut local, &mut cloud);
+    let up = local.peer_status(10).expect("link");
+    let down = cloud.peer_status(20).expect("link");
+    assert_eq!((up.pending, up.lag), (0, 0), "{up:?}");
+    assert_eq!((down.pending, down.lag), (0, 0), "{down:?}");
+    // A write not yet synced shows as pending and lag.
+    local.close(10);
+    cloud.close(20);
+    local
+        .write(0, 3, DocKey::new("c", "l2"), WriteOp::Put(obj(json!({}))))
+        .expect("w");
+    persist_all(&mut local);
+    local.connect(0, 11, None, "up");
+    cloud.accept(0, 21);
+    // Only the handshake: the cloud's welcome says what it holds durably.
+    for (_, f) in drain(&mut local) {
+        cloud.handle_frame(0, 21, f.expect("hello"));
+    }
+    for (_, f) in drain(&mut cloud) {
+        if let Some(f @ Frame::Welcome(_)) = f {
+            local.handle_frame(0, 11, f);
+        }
+    }
+    let st = local.peer_status(11).expect("link");
+    assert_eq!((st.pending, st.lag), (1, 1), "{st:?}");
+}
