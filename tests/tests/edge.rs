@@ -754,3 +754,59 @@ async fn every_policy_shows_the_same_document_on_the_worker_and_the_host() {
         }
     }
 }
+
+/// A peer link outlives the object's eviction: the woken object asks the hybrid host to
+/// reconnect (1012), the host redials and resumes by vector, and writes keep flowing both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
+async fn a_hybrid_link_outlives_hibernation() {
+    let _one = serial().await;
+    let Linked {
+        edge,
+        local,
+        token,
+        _dirs,
+    } = linked(&[]);
+    let tok = Some(token.as_str());
+    let reaches_edge = |path: &str| {
+        eventually(edge.port, path, tok, |s, _| s == 200);
+    };
+    let (s, _) = local.http("PUT", "/v1/spaces/proj/docs/notes/first", Some("{}"));
+    assert_eq!(s, 200);
+    reaches_edge("/v1/spaces/proj/docs/notes/first");
+
+    let woke = |edge: &Edge| {
+        edge.log()
+            .contains("space proj: woke with 1 sockets: 0 resumed, 1 asked to reconnect")
+    };
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut round = 0;
+    while !woke(&edge) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        round += 1;
+        let path = format!("/v1/spaces/proj/docs/notes/r{round}");
+        let (s, v) = local.http("PUT", &path, Some("{}"));
+        assert_eq!(s, 200, "{v}");
+        reaches_edge(&path);
+    }
+    assert!(
+        woke(&edge),
+        "the object was never evicted; log:\n{}",
+        edge.log()
+    );
+    // And back down: a write on the worker reaches the host over the new link.
+    let (s, v) = http(
+        edge.port,
+        "PUT",
+        "/v1/spaces/proj/docs/notes/down",
+        Some(r#"{"x":1}"#),
+        tok,
+    );
+    assert_eq!(s, 200, "{v}");
+    eventually(
+        local.api_port,
+        "/v1/spaces/proj/docs/notes/down",
+        None,
+        |s, v| s == 200 && v["value"]["x"] == 1,
+    );
+}
