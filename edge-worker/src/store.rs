@@ -337,6 +337,10 @@ mod tests {
                 .unwrap_or(0);
             assert_eq!(s.args.len(), highest, "{}", s.sql);
         }
-        assert_eq!(plan[1].args[1], Value::Integer(1), "the first message offset");
+        assert_eq!(
+            plan[1].args[1],
+            Value::Integer(1),
+            "the first message offset"
+        );
     }
 }
