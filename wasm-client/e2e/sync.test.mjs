@@ -160,17 +160,45 @@ test("a reload while the cloud is unreachable keeps pending writes, which go up 
   await ctx.close();
 });
 
-test("a second tab of one profile is refused the store while the first holds it", async () => {
+test("two tabs of one profile share one store: one upload, and closing the leader hands over", async () => {
   const ctx = await browser.newContext();
-  const first = await openOn(ctx, "tab-1");
-  const second = await testPage(ctx, web.url);
-  const err = await second.evaluate((o) => window.openBridge(o).then(() => null, (e) => e.message), {
-    url: host.url, space: SPACE, token, name: "tab-2",
+  const tabsToken = mintToken(host.dir, "tabs");
+  const open = (page, name) =>
+    page.evaluate((o) => window.openBridge(o), { url: host.url, space: "tabs", token: tabsToken, name });
+  const tab1 = await testPage(ctx, web.url);
+  await open(tab1, "tab-1");
+  await until("tab 1 online", async () => (await status(tab1)).online);
+  const tab2 = await testPage(ctx, web.url);
+  await open(tab2, "tab-2");
+  assert.equal(await tab1.evaluate(() => window.db.role), "leader");
+  assert.equal(await tab2.evaluate(() => window.db.role), "follower");
+  await until("tab 2 mirrors the leader's status", async () => (await status(tab2)).online);
+
+  // Writes from the follower go through the leader: one store, one link, one upload.
+  await tab2.evaluate(async () => {
+    for (let i = 0; i < 20; i++) await window.db.put("notes", `t2-${i}`, { i });
   });
-  assert.match(err ?? "", /another tab/);
-  // Closing the first hands the store over.
-  await first.evaluate(() => window.db.close());
-  await second.evaluate((o) => window.openBridge(o), { url: host.url, space: SPACE, token, name: "tab-2" });
-  await until("tab 2 online", async () => (await status(second)).online);
+  assert.deepEqual(await get(tab1, "notes", "t2-19"), { i: 19 });
+  assert.deepEqual(await get(tab2, "notes", "t2-19"), { i: 19 });
+  await until("synced", async () => (await status(tab1)).pending === 0);
+  const st = await host.get("/v1/status", tabsToken);
+  const space = st.body.spaces.find((s) => s.space === "tabs");
+  assert.equal(space.sessions, 1, "one link for both tabs");
+  assert.equal(space.docs, 20);
+
+  // The leader's tab closes with a write of tab 2 in flight: tab 2 takes over, nothing lost.
+  const pending = tab2.evaluate(() => window.db.put("notes", "during-handover", { ok: true }));
+  await tab1.close();
+  await pending;
+  await until("tab 2 leads", async () => (await tab2.evaluate(() => window.db.role)) === "leader");
+  await tab2.evaluate(() => window.db.put("notes", "after", { ok: true }));
+  await until("tab 2 online and synced", async () => {
+    const s = await status(tab2);
+    return s.online && s.pending === 0;
+  });
+  for (const id of ["during-handover", "after"]) {
+    const r = await host.get(`/v1/spaces/tabs/docs/notes/${id}`, tabsToken);
+    assert.deepEqual(r.body.value, { ok: true }, id);
+  }
   await ctx.close();
 });

@@ -17,20 +17,22 @@
 use crate::js;
 use crate::status::{CloudProgress, SyncStatus};
 use crate::store::{CloudMeta, IdbStore};
+use crate::tabs;
 use bridge_core::backoff::Backoff;
 use bridge_core::{
     check_name, codec, DocKey, Engine, EngineConfig, Event, Frame, PersistBatch, Policy, SessionId,
-    Tier, Transmit, WriteOp,
+    Tier, Transmit,
 };
 use js_sys::{Function, Promise, Uint8Array};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
+use web_sys::{BinaryType, BroadcastChannel, CloseEvent, MessageEvent, WebSocket};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &'static str = r#"
@@ -131,8 +133,8 @@ struct Inner {
     timer: Option<i32>,
     closed: bool,
     next_req: u64,
-    /// Promises of local requests, released by `Event::Acked`.
-    waiting: BTreeMap<u64, (Function, Function)>,
+    /// Requests waiting for `Event::Acked`: our own promises, or a follower tab's call.
+    waiting: BTreeMap<u64, Waiter>,
     next_sub: u32,
     subs: Vec<Sub>,
     /// What a cloud replica holds of our writes (persisted) and what the current peer does.
@@ -149,6 +151,164 @@ struct Inner {
     last_status: Option<SyncStatus>,
     release_lock: Option<Function>,
     listeners: Vec<(&'static str, Listener)>,
+    /// Other tabs of this profile on the same store (`None` without BroadcastChannel).
+    tabs: Option<TabChannel>,
+    /// This tab follows a leader tab (it has no link and makes no writes itself).
+    follower: bool,
+    tab_id: u64,
+    /// Follower: calls forwarded to the leader, by id, until it answers.
+    forwarded: BTreeMap<u64, (Frame, Function, Function)>,
+    /// Follower: what the leader last said about the link and presence.
+    mirror_status: Option<JsValue>,
+    mirror_presence: Option<JsValue>,
+    /// Messages from other tabs, handled one at a time (a batch is re-read before the
+    /// replies that follow it are answered).
+    inbox: VecDeque<TabMsg>,
+    inbox_busy: bool,
+    /// Leader: a follower has shown up, so stored batches are worth announcing.
+    followers: bool,
+}
+
+enum Waiter {
+    Local(Function, Function),
+    Tab { tab: u64, id: u64 },
+}
+
+struct TabChannel {
+    channel: BroadcastChannel,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+}
+
+impl Drop for TabChannel {
+    fn drop(&mut self) {
+        self.channel.set_onmessage(None);
+        self.channel.close();
+    }
+}
+
+impl TabChannel {
+    fn post(&self, msg: &TabMsg) {
+        if let Ok(v) = msg.to_js() {
+            let _ = self.channel.post_message(&v);
+        }
+    }
+}
+
+/// What tabs say to each other over the `BroadcastChannel` (see [`crate::tabs`]). On the
+/// channel a message is a plain object `{ t, tab, id, frame, keys, value }`; frames travel in
+/// the core's binary encoding, status and presence as the objects the callbacks get.
+enum TabMsg {
+    /// Follower → leader: store this write frame; answer with `Reply { tab, id }`.
+    Call {
+        tab: u64,
+        id: u64,
+        frame: Frame,
+    },
+    /// Leader → follower `tab`: stored (`ack` with the dot) or refused (`error`).
+    Reply {
+        tab: u64,
+        id: u64,
+        frame: Frame,
+    },
+    /// Leader → all: these documents changed in the store.
+    Batch {
+        keys: Vec<DocKey>,
+    },
+    /// Leader → all: a message was stored (a `broadcast` frame with its offset).
+    Message {
+        frame: Frame,
+    },
+    Status(JsValue),
+    Presence(JsValue),
+    /// A new leader: followers send again every call not answered yet.
+    Leader,
+    /// A new follower: the leader says its status and presence.
+    Joined,
+}
+
+impl TabMsg {
+    fn to_js(&self) -> Result<JsValue, JsValue> {
+        let o = js_sys::Object::new();
+        let set = |k: &str, v: &JsValue| js_sys::Reflect::set(&o, &k.into(), v).map(drop);
+        let bytes = |f: &Frame| JsValue::from(Uint8Array::from(codec::encode_binary(f).as_slice()));
+        let (t, tab, id) = match self {
+            TabMsg::Call { tab, id, frame } => {
+                set("frame", &bytes(frame))?;
+                ("call", *tab, *id)
+            }
+            TabMsg::Reply { tab, id, frame } => {
+                set("frame", &bytes(frame))?;
+                ("reply", *tab, *id)
+            }
+            TabMsg::Batch { keys } => {
+                let a: js_sys::Array = keys
+                    .iter()
+                    .map(|k| {
+                        js_sys::Array::of2(&k.collection.as_str().into(), &k.id.as_str().into())
+                    })
+                    .collect();
+                set("keys", &a)?;
+                ("batch", 0, 0)
+            }
+            TabMsg::Message { frame } => {
+                set("frame", &bytes(frame))?;
+                ("message", 0, 0)
+            }
+            TabMsg::Status(v) => {
+                set("value", v)?;
+                ("status", 0, 0)
+            }
+            TabMsg::Presence(v) => {
+                set("value", v)?;
+                ("presence", 0, 0)
+            }
+            TabMsg::Leader => ("leader", 0, 0),
+            TabMsg::Joined => ("joined", 0, 0),
+        };
+        set("t", &t.into())?;
+        set("tab", &(tab as f64).into())?;
+        set("id", &(id as f64).into())?;
+        Ok(o.into())
+    }
+
+    /// `None` for anything that is not a well-formed message (another version, a stranger).
+    fn from_js(v: &JsValue) -> Option<TabMsg> {
+        let get = |k: &str| js_sys::Reflect::get(v, &k.into()).ok();
+        let num = |k: &str| get(k).and_then(|x| x.as_f64()).map(|x| x as u64);
+        let frame = || {
+            let b = get("frame")?.dyn_into::<Uint8Array>().ok()?;
+            codec::decode_binary(&b.to_vec()).ok()
+        };
+        let (tab, id) = (num("tab")?, num("id")?);
+        Some(match get("t")?.as_string()?.as_str() {
+            "call" => TabMsg::Call {
+                tab,
+                id,
+                frame: frame()?,
+            },
+            "reply" => TabMsg::Reply {
+                tab,
+                id,
+                frame: frame()?,
+            },
+            "batch" => {
+                let keys = js_sys::Array::from(&get("keys")?)
+                    .iter()
+                    .filter_map(|k| {
+                        let k = js_sys::Array::from(&k);
+                        Some(DocKey::new(k.get(0).as_string()?, k.get(1).as_string()?))
+                    })
+                    .collect();
+                TabMsg::Batch { keys }
+            }
+            "message" => TabMsg::Message { frame: frame()? },
+            "status" => TabMsg::Status(get("value")?),
+            "presence" => TabMsg::Presence(get("value")?),
+            "leader" => TabMsg::Leader,
+            "joined" => TabMsg::Joined,
+            _ => return None,
+        })
+    }
 }
 
 type Listener = Closure<dyn FnMut(web_sys::Event)>;
@@ -187,7 +347,19 @@ pub async fn open(
         .db
         .clone()
         .unwrap_or_else(|| format!("sacred-bridge/{}", opts.space));
-    let release_lock = js::hold_lock(&format!("sacred-bridge:{db_name}")).await?;
+    let lock_name = format!("sacred-bridge:{db_name}");
+    let (release_lock, follower) = match js::lock(&lock_name, false).await? {
+        js::Lock::Held(release) => (Some(release), false),
+        js::Lock::Unsupported => (None, false),
+        js::Lock::Busy if tab_channel_supported() => (None, true),
+        js::Lock::Busy => {
+            return Err(js_err(format!(
+                "this store ({db_name}) is open in another tab or window of this browser, \
+                 and tabs cannot coordinate here (no BroadcastChannel); close it there, \
+                 or open a different `db` name"
+            )))
+        }
+    };
     match open_store(&opts, &db_name).await {
         Ok((engine, store, cloud)) => {
             let inner = Rc::new(RefCell::new(Inner {
@@ -219,9 +391,29 @@ pub async fn open(
                 last_status: None,
                 release_lock,
                 listeners: Vec::new(),
+                tabs: None,
+                follower,
+                // Below 2^53: it crosses JavaScript as a number.
+                tab_id: js::random_u64().unwrap_or_else(|_| js::now_ms()) >> 11,
+                forwarded: BTreeMap::new(),
+                mirror_status: None,
+                mirror_presence: None,
+                inbox: VecDeque::new(),
+                inbox_busy: false,
+                followers: false,
             }));
-            listen_network(&inner);
-            dial(&inner);
+            join_tabs(&inner, &db_name);
+            if follower {
+                let rc = inner.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Ok(js::Lock::Held(release)) = js::lock(&lock_name, true).await {
+                        promote(rc, release).await;
+                    }
+                });
+            } else {
+                listen_network(&inner);
+                dial(&inner);
+            }
             Ok(Bridge { inner })
         }
         Err(e) => {
@@ -267,33 +459,39 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    fn request(
-        &self,
-        f: impl FnOnce(&mut Inner, u64) -> bridge_core::Result<()>,
-    ) -> Result<Promise, JsValue> {
+    /// Runs `call` here, or forwards it to the leader tab; the promise resolves once stored.
+    fn request(&self, call: Frame) -> Result<Promise, JsValue> {
         let promise = {
-            let mut i = self.inner.borrow_mut();
+            let mut guard = self.inner.borrow_mut();
+            let i = &mut *guard;
             if i.closed {
                 return Err(js_err("this handle is closed; open() a new one"));
             }
-            let req = i.next_req;
+            let id = i.next_req;
             i.next_req += 1;
-            f(&mut i, req).map_err(js_err)?;
+            if i.follower {
+                let msg = TabMsg::Call {
+                    tab: i.tab_id,
+                    id,
+                    frame: call.clone(),
+                };
+                let forwarded = &mut i.forwarded;
+                let p = Promise::new(&mut |resolve, reject| {
+                    forwarded.insert(id, (call.clone(), resolve, reject));
+                });
+                if let Some(t) = &i.tabs {
+                    t.post(&msg);
+                }
+                return Ok(p);
+            }
+            tabs::apply(call, &mut i.engine, js::now_ms(), id).map_err(js_err)?;
             let waiting = &mut i.waiting;
             Promise::new(&mut |resolve, reject| {
-                waiting.insert(req, (resolve, reject));
+                waiting.insert(id, Waiter::Local(resolve, reject));
             })
         };
         schedule(&self.inner);
         Ok(promise)
-    }
-
-    fn write(&self, collection: String, id: String, op: WriteOp) -> Result<Promise, JsValue> {
-        self.request(|i, req| {
-            i.engine
-                .write(js::now_ms(), req, DocKey::new(collection, id), op)
-                .map(drop)
-        })
     }
 
     fn add_sub(&self, kind: SubKind, f: Function) -> u32 {
@@ -315,8 +513,13 @@ impl Bridge {
         id: String,
         #[wasm_bindgen(unchecked_param_type = "Record<string, unknown>")] value: JsValue,
     ) -> Result<Promise, JsValue> {
-        let m = object_from_js(value)?;
-        self.write(collection, id, WriteOp::Put(m))
+        let value = Value::Object(object_from_js(value)?);
+        self.request(Frame::Put {
+            req: None,
+            collection,
+            id,
+            value,
+        })
     }
 
     /// Sets the top-level fields of `value` on the document (others are kept).
@@ -327,14 +530,23 @@ impl Bridge {
         id: String,
         #[wasm_bindgen(unchecked_param_type = "Record<string, unknown>")] value: JsValue,
     ) -> Result<Promise, JsValue> {
-        let m = object_from_js(value)?;
-        self.write(collection, id, WriteOp::Patch(m))
+        let value = Value::Object(object_from_js(value)?);
+        self.request(Frame::Patch {
+            req: None,
+            collection,
+            id,
+            value,
+        })
     }
 
     /// Deletes the document (a tombstone that syncs like a write).
     #[wasm_bindgen(unchecked_return_type = "Promise<Dot>")]
     pub fn delete(&self, collection: String, id: String) -> Result<Promise, JsValue> {
-        self.write(collection, id, WriteOp::Delete)
+        self.request(Frame::Delete {
+            req: None,
+            collection,
+            id,
+        })
     }
 
     /// The document's visible value, `null` if absent or deleted.
@@ -396,10 +608,10 @@ impl Bridge {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn send(&self, channel: String, payload: JsValue) -> Result<Promise, JsValue> {
         let payload: Value = serde_wasm_bindgen::from_value(payload).map_err(js_err)?;
-        self.request(|i, req| {
-            i.engine
-                .publish(js::now_ms(), req, &channel, payload)
-                .map(drop)
+        self.request(Frame::Send {
+            req: None,
+            channel,
+            payload,
         })
     }
 
@@ -432,7 +644,11 @@ impl Bridge {
     /// Who is connected: here, and through the host, on the other side.
     #[wasm_bindgen(unchecked_return_type = "PresenceEntry[]")]
     pub fn presence(&self) -> Result<JsValue, JsValue> {
-        to_js(&self.inner.borrow().engine.presence())
+        let i = self.inner.borrow();
+        match (&i.mirror_presence, i.follower) {
+            (Some(p), true) => Ok(p.clone()),
+            _ => to_js(&i.engine.presence()),
+        }
     }
 
     #[wasm_bindgen(js_name = onPresence)]
@@ -479,10 +695,11 @@ impl Bridge {
         } else {
             Some(object_from_js(value)?)
         };
-        self.request(|i, req| {
-            i.engine
-                .resolve(js::now_ms(), req, DocKey::new(collection, id), value)
-                .map(drop)
+        self.request(Frame::Resolve {
+            req: None,
+            collection,
+            id,
+            value: value.map(Value::Object),
         })
     }
 
@@ -494,10 +711,10 @@ impl Bridge {
         #[wasm_bindgen(unchecked_param_type = "Policy")] policy: String,
     ) -> Result<Promise, JsValue> {
         let policy: Policy = policy.parse().map_err(js_err)?;
-        self.request(|i, req| {
-            i.engine
-                .set_policy(js::now_ms(), req, &collection, policy)
-                .map(drop)
+        self.request(Frame::SetPolicy {
+            req: None,
+            collection,
+            policy,
         })
     }
 
@@ -518,6 +735,9 @@ impl Bridge {
     pub fn sync_now(&self) {
         let redial = {
             let mut i = self.inner.borrow_mut();
+            if i.follower {
+                return; // the leader tab holds the link
+            }
             if i.session != 0 && i.handshake_done {
                 let s = i.session;
                 i.engine.sync_now(s);
@@ -539,7 +759,23 @@ impl Bridge {
 
     #[wasm_bindgen(unchecked_return_type = "Status")]
     pub fn status(&self) -> Result<JsValue, JsValue> {
-        to_js(&self.inner.borrow().status())
+        let i = self.inner.borrow();
+        match (&i.mirror_status, i.follower) {
+            (Some(s), true) => Ok(s.clone()),
+            _ => to_js(&i.status()),
+        }
+    }
+
+    /// Whether this tab holds the store (runs the link and the writes) or follows the tab
+    /// that does.
+    #[wasm_bindgen(getter)]
+    pub fn role(&self) -> String {
+        if self.inner.borrow().follower {
+            "follower"
+        } else {
+            "leader"
+        }
+        .to_owned()
     }
 
     /// Calls `callback(status)` whenever the status changes.
@@ -603,11 +839,25 @@ impl Bridge {
                 if let Some(store) = &i.store {
                     store.close();
                 }
-                (std::mem::take(&mut i.waiting), i.release_lock.take())
+                i.tabs = None;
+                let mut unsettled: Vec<Function> = std::mem::take(&mut i.waiting)
+                    .into_values()
+                    .filter_map(|w| match w {
+                        Waiter::Local(_, reject) => Some(reject),
+                        Waiter::Tab { .. } => None,
+                    })
+                    .collect();
+                unsettled.extend(
+                    std::mem::take(&mut i.forwarded)
+                        .into_values()
+                        .map(|(_, _, reject)| reject),
+                );
+                (unsettled, i.release_lock.take())
             };
-            // Only writes whose transaction failed are left; say so rather than hang.
+            // Only writes whose transaction failed (or a leader never answered) are left;
+            // say so rather than hang.
             let reason = js_err("the handle was closed before this write could be stored");
-            for (_, (_, reject)) in unsettled {
+            for reject in unsettled {
                 let _ = reject.call1(&JsValue::NULL, &reason);
             }
             if let Some(release) = release {
@@ -745,6 +995,11 @@ async fn pump(rc: Shared) {
 fn drain(rc: &Shared) {
     let mut calls: Vec<(Function, JsValue, JsValue)> = Vec::new();
     let mut closed_session = false;
+    // For follower tabs, in this order: the stored batch, messages, then the replies (a
+    // follower re-reads the batch before it resolves the write it asked for), status.
+    let mut batch: Vec<DocKey> = Vec::new();
+    let mut posts: Vec<TabMsg> = Vec::new();
+    let mut replies: Vec<TabMsg> = Vec::new();
     {
         let mut guard = rc.borrow_mut();
         let i = &mut *guard;
@@ -772,13 +1027,25 @@ fn drain(rc: &Shared) {
         let mut presence = false;
         while let Some(ev) = i.engine.poll_event() {
             match ev {
-                Event::Acked { req, dot } => {
-                    if let Some((resolve, _)) = i.waiting.remove(&req) {
+                Event::Acked { req, dot } => match i.waiting.remove(&req) {
+                    Some(Waiter::Local(resolve, _)) => {
                         let v = dot.map_or(Ok(JsValue::UNDEFINED), |d| to_js(&d));
                         calls.push((resolve, v.unwrap_or(JsValue::UNDEFINED), JsValue::UNDEFINED));
                     }
-                }
+                    Some(Waiter::Tab { tab, id }) => replies.push(TabMsg::Reply {
+                        tab,
+                        id,
+                        frame: Frame::Ack(bridge_core::frame::Ack {
+                            dot,
+                            ..Default::default()
+                        }),
+                    }),
+                    None => {}
+                },
                 Event::DocChanged(view) => {
+                    if i.followers {
+                        batch.push(DocKey::new(view.collection.clone(), view.id.clone()));
+                    }
                     let mut value = None;
                     for s in &i.subs {
                         if let SubKind::Docs(c) = &s.kind {
@@ -802,6 +1069,14 @@ fn drain(rc: &Shared) {
                     }
                 }
                 Event::Message { message, offset } => {
+                    if i.followers {
+                        posts.push(TabMsg::Message {
+                            frame: Frame::Broadcast {
+                                message: message.clone(),
+                                offset: Some(offset),
+                            },
+                        });
+                    }
                     for s in i
                         .subs
                         .iter()
@@ -832,6 +1107,11 @@ fn drain(rc: &Shared) {
                 _ => {}
             }
         }
+        if presence && i.followers {
+            posts.push(TabMsg::Presence(
+                to_js(&i.engine.presence()).unwrap_or_default(),
+            ));
+        }
         if presence {
             let entries = to_js(&i.engine.presence()).unwrap_or(JsValue::UNDEFINED);
             for s in i
@@ -848,7 +1128,21 @@ fn drain(rc: &Shared) {
             for s in i.subs.iter().filter(|s| matches!(s.kind, SubKind::Status)) {
                 calls.push((s.f.clone(), v.clone(), JsValue::UNDEFINED));
             }
+            if i.followers {
+                posts.push(TabMsg::Status(to_js(&status).unwrap_or_default()));
+            }
             i.last_status = Some(status);
+        }
+        if let Some(t) = i.tabs.as_ref().filter(|_| !i.follower && i.followers) {
+            if !batch.is_empty() {
+                t.post(&TabMsg::Batch { keys: batch });
+            }
+            let (status, others): (Vec<TabMsg>, Vec<TabMsg>) = posts
+                .into_iter()
+                .partition(|m| matches!(m, TabMsg::Status(_)));
+            for m in others.iter().chain(&replies).chain(&status) {
+                t.post(m);
+            }
         }
     }
     if closed_session {
@@ -865,7 +1159,7 @@ fn dial(rc: &Shared) {
     let (url, sid) = {
         let mut i = rc.borrow_mut();
         let Some(url) = i.url.clone() else { return };
-        if i.closed || i.link.is_some() || i.timer.is_some() {
+        if i.closed || i.follower || i.link.is_some() || i.timer.is_some() {
             return;
         }
         if !js::navigator_online() {
@@ -1008,4 +1302,311 @@ fn listen_network(rc: &Shared) {
         let _ = target.add_event_listener_with_callback(name, l.as_ref().unchecked_ref());
         i.listeners.push((name, l));
     }
+}
+
+fn tab_channel_supported() -> bool {
+    js_sys::Reflect::has(&js_sys::global(), &"BroadcastChannel".into()).unwrap_or(false)
+}
+
+/// Joins the store's `BroadcastChannel`: a leader answers calls, a follower mirrors.
+fn join_tabs(rc: &Shared, db_name: &str) {
+    let Ok(channel) = BroadcastChannel::new(&format!("sacred-bridge:{db_name}")) else {
+        return;
+    };
+    let weak = Rc::downgrade(rc);
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+        let Some(rc) = weak.upgrade() else { return };
+        let Some(msg) = TabMsg::from_js(&e.data()) else {
+            return;
+        };
+        rc.borrow_mut().inbox.push_back(msg);
+        process_inbox(&rc);
+    });
+    channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    let mut i = rc.borrow_mut();
+    let tabs = TabChannel {
+        channel,
+        _on_message: on_message,
+    };
+    if i.follower {
+        tabs.post(&TabMsg::Joined);
+    }
+    i.tabs = Some(tabs);
+}
+
+fn process_inbox(rc: &Shared) {
+    {
+        let mut i = rc.borrow_mut();
+        if i.inbox_busy {
+            return;
+        }
+        i.inbox_busy = true;
+    }
+    let rc = rc.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        loop {
+            let next = {
+                let mut i = rc.borrow_mut();
+                let next = i.inbox.pop_front();
+                if next.is_none() {
+                    i.inbox_busy = false;
+                }
+                next
+            };
+            let Some(msg) = next else { break };
+            on_tab_message(&rc, msg).await;
+        }
+    });
+}
+
+async fn on_tab_message(rc: &Shared, msg: TabMsg) {
+    let follower = rc.borrow().follower;
+    match msg {
+        TabMsg::Call { tab, id, frame } if !follower => {
+            let failed = {
+                let mut i = rc.borrow_mut();
+                i.followers = true;
+                let req = i.next_req;
+                i.next_req += 1;
+                match tabs::apply(frame, &mut i.engine, js::now_ms(), req) {
+                    Ok(()) => {
+                        i.waiting.insert(req, Waiter::Tab { tab, id });
+                        None
+                    }
+                    Err(e) => Some(e),
+                }
+            };
+            if let Some(e) = failed {
+                let reply = TabMsg::Reply {
+                    tab,
+                    id,
+                    frame: Frame::error(None, &e),
+                };
+                if let Some(t) = &rc.borrow().tabs {
+                    t.post(&reply);
+                }
+            }
+            schedule(rc);
+        }
+        TabMsg::Batch { keys } if follower => refresh(rc, keys).await,
+        TabMsg::Joined if !follower => {
+            rc.borrow_mut().followers = true;
+            let i = rc.borrow();
+            if let Some(t) = &i.tabs {
+                t.post(&TabMsg::Status(to_js(&i.status()).unwrap_or_default()));
+                t.post(&TabMsg::Presence(
+                    to_js(&i.engine.presence()).unwrap_or_default(),
+                ));
+            }
+        }
+        TabMsg::Leader if follower => {
+            let i = rc.borrow();
+            if let Some(t) = &i.tabs {
+                for (id, (frame, _, _)) in &i.forwarded {
+                    t.post(&TabMsg::Call {
+                        tab: i.tab_id,
+                        id: *id,
+                        frame: frame.clone(),
+                    });
+                }
+            }
+        }
+        TabMsg::Reply { tab, id, frame } if follower => {
+            let waiter = {
+                let mut i = rc.borrow_mut();
+                if tab != i.tab_id {
+                    return;
+                }
+                i.forwarded.remove(&id)
+            };
+            if let Some((_, resolve, reject)) = waiter {
+                let _ = match frame {
+                    Frame::Ack(a) => resolve.call1(
+                        &JsValue::NULL,
+                        &a.dot
+                            .map_or(Ok(JsValue::UNDEFINED), |d| to_js(&d))
+                            .unwrap_or_default(),
+                    ),
+                    Frame::Error { message, .. } => reject.call1(&JsValue::NULL, &js_err(message)),
+                    _ => reject.call1(&JsValue::NULL, &js_err("the leader tab answered oddly")),
+                };
+            }
+        }
+        TabMsg::Message {
+            frame: Frame::Broadcast { message, offset },
+        } if follower => {
+            let m = to_js(&message).unwrap_or_default();
+            let offset = JsValue::from_f64(offset.unwrap_or(0) as f64);
+            for f in callbacks(rc, |k| matches!(k, SubKind::Messages)) {
+                let _ = f.call2(&JsValue::NULL, &m, &offset);
+            }
+        }
+        TabMsg::Status(v) if follower => {
+            let first = rc.borrow_mut().mirror_status.replace(v.clone()).is_none();
+            if first {
+                catch_up(rc).await;
+            }
+            for f in callbacks(rc, |k| matches!(k, SubKind::Status)) {
+                let _ = f.call1(&JsValue::NULL, &v);
+            }
+        }
+        TabMsg::Presence(v) if follower => {
+            rc.borrow_mut().mirror_presence = Some(v.clone());
+            for f in callbacks(rc, |k| matches!(k, SubKind::Presence)) {
+                let _ = f.call1(&JsValue::NULL, &v);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn callbacks(rc: &Shared, want: impl Fn(&SubKind) -> bool) -> Vec<Function> {
+    rc.borrow()
+        .subs
+        .iter()
+        .filter(|s| want(&s.kind))
+        .map(|s| s.f.clone())
+        .collect()
+}
+
+/// Follower, once the leader answered its `joined` (so every later batch is announced): if
+/// the leader stored anything between this tab's load and then, load the store again.
+async fn catch_up(rc: &Shared) {
+    let Some(store) = rc.borrow_mut().store.take() else {
+        return;
+    };
+    let stored = store.stored_vector().await;
+    let mut store = store;
+    let behind = match stored {
+        Ok(Some(v)) => &v != rc.borrow().engine.replica().vector(),
+        Ok(None) => false,
+        Err(_) => true,
+    };
+    if behind {
+        let mut engine = Engine::new(rc.borrow().engine.config().clone());
+        if store.load(&mut engine).await.is_ok() {
+            rc.borrow_mut().engine = engine;
+        }
+    }
+    rc.borrow_mut().store = Some(store);
+}
+
+/// Follower: re-reads what the leader stored and tells the callbacks.
+async fn refresh(rc: &Shared, keys: Vec<DocKey>) {
+    let Some(store) = rc.borrow_mut().store.take() else {
+        return;
+    };
+    let read = store.read_docs(&keys).await;
+    let mut calls: Vec<(Function, JsValue)> = Vec::new();
+    {
+        let mut i = rc.borrow_mut();
+        i.store = Some(store);
+        let states = match read {
+            Ok(states) => states,
+            Err(e) => {
+                i.error = Some(e.to_string());
+                return;
+            }
+        };
+        for (key, state) in states {
+            i.engine.replica_mut().restore_doc(key.clone(), state);
+            let view = i.engine.replica().view(&key);
+            let conflict = if view.conflict {
+                i.engine.replica().conflict(&key)
+            } else {
+                None
+            };
+            for s in &i.subs {
+                match &s.kind {
+                    SubKind::Docs(c) if c == "*" || *c == view.collection => {
+                        calls.push((s.f.clone(), to_js(&view).unwrap_or_default()));
+                    }
+                    SubKind::Conflicts => {
+                        if let Some(c) = &conflict {
+                            calls.push((s.f.clone(), to_js(c).unwrap_or_default()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    for (f, v) in calls {
+        let _ = f.call1(&JsValue::NULL, &v);
+    }
+}
+
+/// The leader tab is gone and this tab got the lock: rebuild the engine from the store (the
+/// leader left there everything it acknowledged), open the link, and run the calls the old
+/// leader never answered.
+async fn promote(rc: Shared, release: Function) {
+    // A refresh of the old leader's last batch may still be reading the store: let it end.
+    loop {
+        {
+            let i = rc.borrow();
+            if i.closed || (i.store.is_some() && !i.inbox_busy) {
+                break;
+            }
+        }
+        sleep(5).await;
+    }
+    let taken = {
+        let mut i = rc.borrow_mut();
+        if i.closed {
+            None
+        } else {
+            i.store.take().map(|s| (s, i.engine.config().clone()))
+        }
+    };
+    let Some((mut store, cfg)) = taken else {
+        let _ = release.call0(&JsValue::NULL);
+        return;
+    };
+    let mut engine = Engine::new(cfg);
+    let loaded = store.load(&mut engine).await;
+    let mut rejected: Vec<(Function, JsValue)> = Vec::new();
+    {
+        let mut guard = rc.borrow_mut();
+        let i = &mut *guard;
+        i.store = Some(store);
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                i.error = Some(e.to_string());
+                let _ = release.call0(&JsValue::NULL);
+                return;
+            }
+        };
+        i.engine = engine;
+        i.cloud = CloudProgress {
+            acked: loaded.cloud.acked,
+        };
+        i.cloud_at = loaded.cloud.at;
+        i.follower = false;
+        // Other tabs may be following too: announce batches from now on.
+        i.followers = true;
+        i.mirror_status = None;
+        i.mirror_presence = None;
+        i.release_lock = Some(release);
+        for (_, (frame, resolve, reject)) in std::mem::take(&mut i.forwarded) {
+            let req = i.next_req;
+            i.next_req += 1;
+            match tabs::apply(frame, &mut i.engine, js::now_ms(), req) {
+                Ok(()) => {
+                    i.waiting.insert(req, Waiter::Local(resolve, reject));
+                }
+                Err(e) => rejected.push((reject, js_err(e))),
+            }
+        }
+    }
+    for (reject, e) in rejected {
+        let _ = reject.call1(&JsValue::NULL, &e);
+    }
+    // Calls other followers sent while no tab led are re-sent on this announcement.
+    if let Some(t) = &rc.borrow().tabs {
+        t.post(&TabMsg::Leader);
+    }
+    listen_network(&rc);
+    dial(&rc);
+    schedule(&rc);
 }

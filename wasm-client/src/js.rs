@@ -37,17 +37,26 @@ pub fn navigator_online() -> bool {
         .unwrap_or(true)
 }
 
-/// Holds an exclusive Web Lock named `name` until the returned function is called.
+/// The outcome of asking for the store's Web Lock.
+pub enum Lock {
+    /// Held until the function is called.
+    Held(Function),
+    /// Another tab holds it.
+    Busy,
+    /// No Web Locks here (an insecure context): nothing can be coordinated.
+    Unsupported,
+}
+
+/// Asks for the exclusive Web Lock `name`; with `wait`, resolves only once it is granted
+/// (after the holder releases it or its tab is gone), else at once with [`Lock::Busy`].
 ///
-/// Two tabs of one origin must never run two engines over one IndexedDB store with the same
-/// replica id (they would hand out the same dots for different writes), so the second tab's
-/// `open()` fails with a clear error instead. `Ok(None)` where Web Locks do not exist (an
-/// insecure context): then the caller runs unguarded, as there is no way to coordinate.
-pub async fn hold_lock(name: &str) -> Result<Option<Function>, JsValue> {
+/// Two tabs must never run two engines over one IndexedDB store with the same replica id:
+/// they would hand out the same dots for different writes. The holder leads (see `tabs`).
+pub async fn lock(name: &str, wait: bool) -> Result<Lock, JsValue> {
     let locks = Reflect::get(&js_sys::global(), &"navigator".into())
         .and_then(|n| Reflect::get(&n, &"locks".into()))?;
     if locks.is_undefined() || locks.is_null() {
-        return Ok(None);
+        return Ok(Lock::Unsupported);
     }
     let request: Function = Reflect::get(&locks, &"request".into())?.dyn_into()?;
     let mut release: Option<Function> = None;
@@ -68,15 +77,13 @@ pub async fn hold_lock(name: &str) -> Result<Option<Function>, JsValue> {
         }
     });
     let opts = js_sys::Object::new();
-    Reflect::set(&opts, &"ifAvailable".into(), &JsValue::TRUE)?;
+    if !wait {
+        Reflect::set(&opts, &"ifAvailable".into(), &JsValue::TRUE)?;
+    }
     request.call3(&locks, &name.into(), &opts, &callback)?;
     if JsFuture::from(answered).await?.as_bool() == Some(true) {
-        Ok(Some(release))
+        Ok(Lock::Held(release))
     } else {
-        Err(js_sys::Error::new(&format!(
-            "this store ({name}) is open in another tab or window of this browser; \
-             close it there, or open a different `db` name here"
-        ))
-        .into())
+        Ok(Lock::Busy)
     }
 }

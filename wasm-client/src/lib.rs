@@ -18,6 +18,7 @@
 //! Modules:
 //! - [`status`]: what "pending" and "synced" mean, as plain arithmetic (tested natively);
 //! - [`retention`]: which stored messages a channel's retention drops;
+//! - [`tabs`]: several tabs on one store — one leads, the others forward to it;
 //! - `store` (wasm32): the IndexedDB store — replica id, restore, one transaction per flush;
 //! - `client` (wasm32): the `open()` handle, the WebSocket link with jittered backoff, and
 //!   the pump that persists, releases and sends;
@@ -26,6 +27,7 @@
 
 pub mod retention;
 pub mod status;
+pub mod tabs;
 
 #[cfg(target_arch = "wasm32")]
 mod client;

@@ -23,9 +23,10 @@
 
 use crate::retention::RetentionIndex;
 use bridge_core::codec::{decode_binary, encode_binary};
+use bridge_core::doc::DocState;
 use bridge_core::frame::{DocEntry, Hello, Push, SessionKind};
 use bridge_core::message::Retained;
-use bridge_core::{Engine, Frame, PersistBatch, ReplicaId, Stamp, VersionVector};
+use bridge_core::{DocKey, Engine, Frame, PersistBatch, ReplicaId, Stamp, VersionVector};
 use idb::{Database, Factory, ObjectStoreParams, TransactionMode};
 use js_sys::{Array, Function, Reflect, Uint8Array};
 use serde::Serialize;
@@ -195,6 +196,7 @@ impl IdbStore {
         let _ = tx.await;
 
         let mut loaded = Loaded::default();
+        self.retention = RetentionIndex::default();
         let replica = engine.replica_mut();
         if let Some(v) = space {
             let (vector, clock, seen) = read_space_meta(&v, replica.id())?;
@@ -215,7 +217,7 @@ impl IdbStore {
                 return Err(corrupt("document", "not a push record"));
             };
             for e in p.docs {
-                replica.restore_doc(bridge_core::DocKey::new(e.collection, e.id), e.state);
+                replica.restore_doc(DocKey::new(e.collection, e.id), e.state);
                 loaded.docs += 1;
             }
         }
@@ -236,6 +238,39 @@ impl IdbStore {
             loaded.messages += 1;
         }
         Ok(loaded)
+    }
+
+    /// The space vector as stored (what the store holds durably), if any.
+    pub async fn stored_vector(&self) -> Result<Option<VersionVector>> {
+        let tx = self.db.transaction(&[META], TransactionMode::ReadOnly)?;
+        let v = tx
+            .object_store(META)?
+            .get(JsValue::from_str("space"))?
+            .await?;
+        match v {
+            Some(v) => Ok(Some(read_space_meta(&v, ReplicaId(0))?.0)),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored states of `keys` (a follower tab re-reading what the leader stored);
+    /// keys not in the store are left out.
+    pub async fn read_docs(&self, keys: &[DocKey]) -> Result<Vec<(DocKey, DocState)>> {
+        let tx = self.db.transaction(&[DOCS], TransactionMode::ReadOnly)?;
+        let docs = tx.object_store(DOCS)?;
+        let mut pending = Vec::with_capacity(keys.len());
+        for key in keys {
+            let k = Array::of2(&key.collection.as_str().into(), &key.id.as_str().into());
+            pending.push(docs.get(JsValue::from(k))?.into_future());
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, request) in keys.iter().zip(pending) {
+            let Some(v) = request.await? else { continue };
+            if let Frame::Push(p) = decode_record(&v, "document")? {
+                out.extend(p.docs.into_iter().map(|e| (key.clone(), e.state)));
+            }
+        }
+        Ok(out)
     }
 
     /// Writes `batches` (in order) in one transaction and returns once it committed.

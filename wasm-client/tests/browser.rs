@@ -7,8 +7,9 @@
 use bridge_core::codec::{decode_binary, encode_binary};
 use bridge_core::frame::{DocEntry, Push};
 use bridge_core::{DocKey, Engine, EngineConfig, Frame, ReplicaId, Tier, VersionVector, WriteOp};
-use js_sys::{Promise, Reflect, JSON};
+use js_sys::{Function, Promise, Reflect, JSON};
 use serde_json::json;
+use wasm_bindgen::JsCast;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -32,6 +33,19 @@ fn rust(v: &JsValue) -> serde_json::Value {
 
 async fn wait(p: Promise) -> JsValue {
     JsFuture::from(p).await.unwrap()
+}
+
+async fn sleep(ms: u32) {
+    let set_timeout: Function = Reflect::get(&js_sys::global(), &"setTimeout".into())
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    wait(Promise::new(&mut |resolve, _| {
+        set_timeout
+            .call2(&JsValue::NULL, &resolve, &JsValue::from(ms))
+            .unwrap();
+    }))
+    .await;
 }
 
 async fn open_db(db: &str) -> Bridge {
@@ -98,21 +112,65 @@ async fn documents_messages_and_replica_id_survive_reopen() {
 }
 
 #[wasm_bindgen_test]
-async fn a_second_handle_on_one_store_is_refused_while_the_first_is_open() {
-    let db = unique("lock");
-    let a = open_db(&db).await;
-    let err = open(js(json!({"space": "team", "db": db})))
-        .await
-        .err()
-        .expect("the store is held by the first handle");
-    let msg: String = Reflect::get(&err, &"message".into())
-        .unwrap()
-        .as_string()
-        .unwrap();
-    assert!(msg.contains("another tab"), "{msg}");
-    wait(a.close()).await;
-    let b = open_db(&db).await;
-    wait(b.close()).await;
+async fn a_second_handle_follows_the_first_and_takes_over_when_it_closes() {
+    let db = unique("tabs");
+    let leader = open_db(&db).await;
+    let follower = open_db(&db).await;
+    assert_eq!(leader.role(), "leader");
+    assert_eq!(follower.role(), "follower");
+    assert_eq!(
+        follower.replica(),
+        leader.replica(),
+        "one store, one replica"
+    );
+
+    // A follower's write is made by the leader, stored once, and read back by the follower.
+    let dot = wait(
+        follower
+            .put("notes".into(), "f1".into(), js(json!({"by": "follower"})))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(rust(&dot)["counter"], 1);
+    assert_eq!(
+        rust(&leader.get("notes".into(), "f1".into()).unwrap()),
+        json!({"by": "follower"})
+    );
+    assert_eq!(
+        rust(&follower.get("notes".into(), "f1".into()).unwrap()),
+        json!({"by": "follower"}),
+        "the follower re-read the stored batch before its write resolved"
+    );
+    wait(
+        leader
+            .put("notes".into(), "l1".into(), js(json!({"by": "leader"})))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(stat(&leader, "docs"), 2.0);
+
+    // The leader closes: the follower takes the lock and leads, with nothing lost.
+    wait(leader.close()).await;
+    for _ in 0..500 {
+        if follower.role() == "leader" {
+            break;
+        }
+        sleep(10).await;
+    }
+    assert_eq!(follower.role(), "leader");
+    let dot = wait(
+        follower
+            .put("notes".into(), "f2".into(), js(json!({})))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        rust(&dot)["counter"],
+        3,
+        "dots continue after the hand-over"
+    );
+    assert_eq!(follower.doc_count(), 3);
+    wait(follower.close()).await;
 }
 
 #[wasm_bindgen_test]
