@@ -138,10 +138,15 @@ browser_tests() {
 }
 
 # Playwright (playwright-core, /usr/bin/chromium) end to end: the package built above, two
-# browser profiles and a cloud-mode native host (wasm-client/e2e/).
+# browser profiles and a cloud-mode native host (wasm-client/e2e/); then the same package
+# through the edge relay under wrangler dev (tests/tests/edge_browser.rs; the bundle is the
+# one test-edge built, or is built here).
 browser_e2e() {
     cargo build -p native-host --bin sacred-bridge
     with_browser_tmp node --test wasm-client/e2e/
+    local built=0
+    [[ -f edge-worker/build/worker/shim.mjs ]] && built=1
+    SACRED_BRIDGE_EDGE_BUILT=$built cargo test -p tests --test edge_browser -- --ignored
 }
 
 main() {
