@@ -59,9 +59,10 @@ test("a manual conflict is shown in the inspector and resolved there", async () 
   await ctxB.setOffline(false);
 
   // The conflict appears in the inspector, both sides, differing fields marked.
-  const card = await inspector.waitForSelector('.conflict[data-key="tasks/t1"]', { timeout: 15_000 });
+  const card = inspector.locator('.conflict[data-key="tasks/t1"]');
+  await card.waitFor({ timeout: 15_000 });
   assert.equal(await inspector.textContent("#conflict-count"), "1");
-  const diffs = await card.$$eval("td.diff", (tds) => tds.length);
+  const diffs = await card.locator("td.diff").count();
   assert.equal(diffs, 4, "title and owner differ, on both sides");
   await inspector.fill("#new-collection input", "");
   await inspector.fill("#send input[name=payload]", '{"text": "resolving t1"}');
@@ -70,8 +71,8 @@ test("a manual conflict is shown in the inspector and resolved there", async () 
   await inspector.screenshot({ path: join(ARTIFACTS, "inspector-conflict.png"), fullPage: true });
 
   // Save an edit that takes a field from each side.
-  await card.$eval('[data-testid="resolve-edit"]', (t) => { t.value = JSON.stringify({ title: "final", owner: "bob" }); });
-  await (await card.$('[data-testid="save-edit"]')).click();
+  await card.locator('[data-testid="resolve-edit"]').fill(JSON.stringify({ title: "final", owner: "bob" }));
+  await card.locator('[data-testid="save-edit"]').click();
   await inspector.waitForSelector(".conflict", { state: "detached" });
   assert.equal(await inspector.textContent("#conflict-count"), "0");
 

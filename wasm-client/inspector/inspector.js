@@ -74,8 +74,14 @@ function edit(d) {
   f.value.value = JSON.stringify(d.value, null, 2);
 }
 
+let conflictsShown = null;
+
 function renderConflicts() {
   const all = db.conflicts();
+  // Rebuilt only when the conflicts change: a status tick must not wipe an edit in progress.
+  const signature = JSON.stringify(all);
+  if (signature === conflictsShown) return;
+  conflictsShown = signature;
   $("#conflict-count").textContent = all.length;
   $("#conflict-count").className = all.length ? "badge hot" : "badge";
   if (!all.length) return $("#conflicts").replaceChildren(el("p", { class: "empty" }, "No open conflicts."));
@@ -152,6 +158,7 @@ function addMessage(m, offset) {
 async function connect(opts) {
   if (db) await db.close();
   db = null;
+  conflictsShown = null;
   try {
     db = await open(opts);
   } catch (e) {
