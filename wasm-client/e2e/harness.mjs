@@ -138,6 +138,15 @@ export class CloudHost {
     return Promise.resolve();
   }
 
+  /** SIGSTOP: the sockets stay open but nothing answers (a network that silently died). */
+  pause() {
+    this.child.kill("SIGSTOP");
+  }
+
+  resume() {
+    this.child.kill("SIGCONT");
+  }
+
   async restart() {
     await this.kill();
     await this.spawn();

@@ -160,6 +160,27 @@ test("a reload while the cloud is unreachable keeps pending writes, which go up 
   await ctx.close();
 });
 
+test("a link that goes silent is noticed by the heartbeat and redialled", async () => {
+  const ctx = await browser.newContext();
+  const page = await testPage(ctx, web.url);
+  await page.evaluate((o) => window.openBridge(o), { url: host.url, space: SPACE, token, name: "dave", heartbeatMs: 200 });
+  await until("online", async () => (await status(page)).online);
+  host.pause();
+  try {
+    await until("the silent link is dropped", async () => !(await status(page)).online, 5_000);
+    await page.evaluate(() => window.db.put("notes", "while-silent", { n: 1 }));
+  } finally {
+    host.resume();
+  }
+  await until("back online and synced", async () => {
+    const s = await status(page);
+    return s.online && s.pending === 0;
+  }, 30_000);
+  const r = await host.get(`/v1/spaces/${SPACE}/docs/notes/while-silent`, token);
+  assert.deepEqual(r.body.value, { n: 1 });
+  await ctx.close();
+});
+
 test("two tabs of one profile share one store: one upload, and closing the leader hands over", async () => {
   const ctx = await browser.newContext();
   const tabsToken = mintToken(host.dir, "tabs");

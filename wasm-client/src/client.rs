@@ -47,6 +47,8 @@ export interface OpenOptions {
   name?: string;
   /** IndexedDB database name; default `sacred-bridge/{space}`. */
   db?: string;
+  /** Ping interval on the link (ms, default 15000); a link silent for three is redialled. */
+  heartbeatMs?: number;
 }
 export interface Stamp { wall: number; counter: number; replica: string }
 export interface Dot { replica: string; counter: number }
@@ -78,13 +80,18 @@ export type Policy = "lww" | "cloud_wins" | "local_wins" | "merge" | "manual";
 "#;
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct OpenOptions {
     url: Option<String>,
     space: String,
     token: Option<String>,
     name: Option<String>,
     db: Option<String>,
+    heartbeat_ms: Option<u32>,
 }
+
+/// A ping this often; a link silent for three intervals is taken for dead.
+const HEARTBEAT_MS: u32 = 15_000;
 
 enum SubKind {
     Docs(String),
@@ -167,6 +174,10 @@ struct Inner {
     inbox_busy: bool,
     /// Leader: a follower has shown up, so stored batches are worth announcing.
     followers: bool,
+    heartbeat_ms: u32,
+    /// When the link last delivered a frame.
+    last_rx: u64,
+    heartbeat: Option<(i32, Closure<dyn FnMut()>)>,
 }
 
 enum Waiter {
@@ -401,6 +412,9 @@ pub async fn open(
                 inbox: VecDeque::new(),
                 inbox_busy: false,
                 followers: false,
+                heartbeat_ms: opts.heartbeat_ms.unwrap_or(HEARTBEAT_MS).max(50),
+                last_rx: 0,
+                heartbeat: None,
             }));
             join_tabs(&inner, &db_name);
             if follower {
@@ -824,6 +838,9 @@ impl Bridge {
                 if let Some(t) = i.timer.take() {
                     js::clear_timeout(t);
                 }
+                if let Some((h, _tick)) = i.heartbeat.take() {
+                    js::clear_interval(h);
+                }
                 let target: web_sys::EventTarget = js_sys::global().unchecked_into();
                 for (name, l) in i.listeners.drain(..) {
                     let _ = target
@@ -1189,6 +1206,7 @@ fn dial(rc: &Shared) {
                     return;
                 }
                 let (token, name) = (i.token.clone(), i.name.clone());
+                i.last_rx = js::now_ms();
                 i.engine.connect(js::now_ms(), sid, token, &name);
             }
             schedule(&rc);
@@ -1210,6 +1228,7 @@ fn dial(rc: &Shared) {
                 if i.session != sid {
                     return;
                 }
+                i.last_rx = js::now_ms();
                 match decoded {
                     Ok(frame) => {
                         i.observe(&frame);
@@ -1302,6 +1321,42 @@ fn listen_network(rc: &Shared) {
         let _ = target.add_event_listener_with_callback(name, l.as_ref().unchecked_ref());
         i.listeners.push((name, l));
     }
+    drop(i);
+    start_heartbeat(rc);
+}
+
+/// Pings the link every `heartbeat_ms` and redials one that stayed silent for three: a
+/// socket whose network vanished without the browser noticing can otherwise hang for
+/// minutes, showing "online" while nothing moves.
+fn start_heartbeat(rc: &Shared) {
+    let weak = Rc::downgrade(rc);
+    let tick = Closure::<dyn FnMut()>::new(move || {
+        let Some(rc) = weak.upgrade() else { return };
+        let dead = {
+            let mut i = rc.borrow_mut();
+            let Some(link) = &i.link else { return };
+            if !i.handshake_done {
+                return;
+            }
+            let now = js::now_ms();
+            if now.saturating_sub(i.last_rx) > 3 * u64::from(i.heartbeat_ms) {
+                i.error = Some("the link went silent; reconnecting".into());
+                i.drop_link();
+                true
+            } else {
+                let ping = codec::encode_binary(&Frame::Ping { nonce: now });
+                let _ = link.ws.send_with_u8_array(&ping);
+                false
+            }
+        };
+        if dead {
+            reconnect_later(&rc);
+            schedule(&rc);
+        }
+    });
+    let ms = rc.borrow().heartbeat_ms;
+    let id = js::set_interval(tick.as_ref().unchecked_ref(), ms as i32);
+    rc.borrow_mut().heartbeat = Some((id, tick));
 }
 
 fn tab_channel_supported() -> bool {

@@ -12,6 +12,10 @@ extern "C" {
     pub fn set_timeout(handler: &Function, ms: i32) -> i32;
     #[wasm_bindgen(js_name = clearTimeout)]
     pub fn clear_timeout(id: i32);
+    #[wasm_bindgen(js_name = setInterval)]
+    pub fn set_interval(handler: &Function, ms: i32) -> i32;
+    #[wasm_bindgen(js_name = clearInterval)]
+    pub fn clear_interval(id: i32);
     #[wasm_bindgen(catch, js_namespace = crypto, js_name = getRandomValues)]
     fn get_random_values(buf: &mut [u8]) -> Result<JsValue, JsValue>;
 }
