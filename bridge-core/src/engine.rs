@@ -746,15 +746,8 @@ impl Engine {
                 id,
                 value,
             } => {
-                self.need(session, Rights::Write)?;
-                let obj = as_object(value)?;
-                self.agent_write(
-                    now_ms,
-                    session,
-                    req,
-                    DocKey::new(collection, id),
-                    WriteOp::Put(obj),
-                )?;
+                let op = WriteOp::Put(as_object(value)?);
+                self.agent_write(now_ms, session, req, DocKey::new(collection, id), op)?;
             }
             Frame::Patch {
                 req,
@@ -762,29 +755,16 @@ impl Engine {
                 id,
                 value,
             } => {
-                self.need(session, Rights::Write)?;
-                let obj = as_object(value)?;
-                self.agent_write(
-                    now_ms,
-                    session,
-                    req,
-                    DocKey::new(collection, id),
-                    WriteOp::Patch(obj),
-                )?;
+                let op = WriteOp::Patch(as_object(value)?);
+                self.agent_write(now_ms, session, req, DocKey::new(collection, id), op)?;
             }
             Frame::Delete {
                 req,
                 collection,
                 id,
             } => {
-                self.need(session, Rights::Write)?;
-                self.agent_write(
-                    now_ms,
-                    session,
-                    req,
-                    DocKey::new(collection, id),
-                    WriteOp::Delete,
-                )?;
+                let key = DocKey::new(collection, id);
+                self.agent_write(now_ms, session, req, key, WriteOp::Delete)?;
             }
             Frame::Resolve {
                 req,
@@ -995,6 +975,7 @@ impl Engine {
         key: DocKey,
         op: WriteOp,
     ) -> Result<(), Fatal> {
+        self.need(session, Rights::Write)?;
         let config = key.collection == CONFIG_COLLECTION;
         if config {
             self.need(session, Rights::Admin)?;
