@@ -10,6 +10,14 @@ use std::fmt;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ReplicaId(pub u64);
 
+impl ReplicaId {
+    /// A fresh id from 8 random bytes the host drew (the core has no randomness). Zero is
+    /// not an id (it stands for "not yet known" in configurations), so it maps to 1.
+    pub fn from_random(bytes: [u8; 8]) -> Self {
+        ReplicaId(u64::from_le_bytes(bytes).max(1))
+    }
+}
+
 impl fmt::Debug for ReplicaId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
@@ -96,3 +104,21 @@ impl DocKey {
 
 /// A connection as the host numbers it; opaque to the core.
 pub type SessionId = u64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn random_bytes_make_a_nonzero_id_that_round_trips_as_hex() {
+        assert_eq!(ReplicaId::from_random([0; 8]), ReplicaId(1));
+        let id = ReplicaId::from_random([0xab, 0, 0, 0, 0, 0, 0, 0x01]);
+        assert_eq!(id.0, 0x0100_0000_0000_00ab);
+        assert_eq!(id.to_string().parse::<ReplicaId>(), Ok(id));
+        assert!(
+            "".parse::<ReplicaId>().is_err() && "12345678901234567".parse::<ReplicaId>().is_err()
+        );
+    }
+}

@@ -258,7 +258,7 @@ pub fn create_space(storage: &Storage, space: &str, now_ms: u64) -> Result<Repli
 fn random_replica() -> Result<ReplicaId> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).map_err(|e| StoreError::Random(e.to_string()))?;
-    Ok(ReplicaId(u64::from_le_bytes(b).max(1)))
+    Ok(ReplicaId::from_random(b))
 }
 
 /// An engine for `cfg.space` restored from storage (`cfg.replica` must be the stored id).

@@ -284,14 +284,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
 }
 
 fn random_replica() -> Result<ReplicaId> {
-    loop {
-        let mut b = [0u8; 8];
-        getrandom::fill(&mut b).map_err(|e| StoreError::Random(e.to_string()))?;
-        let id = u64::from_le_bytes(b);
-        if id != 0 {
-            return Ok(ReplicaId(id));
-        }
-    }
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| StoreError::Random(e.to_string()))?;
+    Ok(ReplicaId::from_random(b))
 }
 
 pub fn now_ms() -> u64 {

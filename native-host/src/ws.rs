@@ -208,16 +208,6 @@ fn encode(f: &Frame, binary: bool) -> Message {
     m
 }
 
-/// WebSocket close code for an error code.
-pub fn close_code(code: ErrorCode) -> CloseCode {
-    match code {
-        ErrorCode::Unauthorized | ErrorCode::Forbidden | ErrorCode::WrongSpace => CloseCode::Policy,
-        ErrorCode::TooLarge => CloseCode::Size,
-        ErrorCode::Internal => CloseCode::Error,
-        _ => CloseCode::Protocol,
-    }
-}
-
 fn close_message(code: ErrorCode, reason: &str) -> Message {
     // A close reason is at most 123 bytes.
     let mut r = String::new();
@@ -228,7 +218,8 @@ fn close_message(code: ErrorCode, reason: &str) -> Message {
         r.push(c);
     }
     Message::Close(Some(CloseFrame {
-        code: close_code(code),
+        // The mapping is the core's, shared with the edge worker.
+        code: CloseCode::from(code.close_code()),
         reason: r.into(),
     }))
 }

@@ -147,14 +147,9 @@ impl IdbStore {
                 .parse::<ReplicaId>()
                 .map_err(|e| corrupt("replica id", e))?,
             None => {
-                let id = loop {
-                    let r = random().ok_or_else(|| {
-                        StoreError("crypto.getRandomValues is not available".into())
-                    })?;
-                    if r != 0 {
-                        break ReplicaId(r);
-                    }
-                };
+                let r = random()
+                    .ok_or_else(|| StoreError("crypto.getRandomValues is not available".into()))?;
+                let id = ReplicaId::from_random(r.to_le_bytes());
                 meta.put(
                     &JsValue::from_str(&id.to_string()),
                     Some(&JsValue::from_str("replica")),
