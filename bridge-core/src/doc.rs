@@ -49,7 +49,8 @@ impl DocState {
         self.siblings.is_empty()
     }
 
-    fn has_dot(&self, d: Dot) -> bool {
+    /// Whether a sibling with dot `d` is live in this state.
+    pub fn has_dot(&self, d: Dot) -> bool {
         has_dot(&self.siblings, d)
     }
 

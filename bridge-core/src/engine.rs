@@ -74,7 +74,12 @@ pub struct EngineConfig {
     pub replica: ReplicaId,
     pub tier: Tier,
     pub space: String,
+    /// The default policy this store seeds a new space with (`_config/space`), and uses until
+    /// the space's replicated default is known. Not the space's policy: that is replicated.
     pub default_policy: Policy,
+    /// Whether this store writes the seed when it finds the space without one. Hosts that
+    /// serve a space (native, Durable Object) do; a browser joins spaces and does not.
+    pub seed_default_policy: bool,
     /// Messages a channel retains unless its configuration says otherwise.
     pub default_retain: usize,
     pub max_skew_ms: u64,
@@ -86,7 +91,21 @@ pub struct EngineConfig {
     pub secret: Option<Vec<u8>>,
     /// Display name sent in `hello`.
     pub name: String,
+    /// A connection that has not finished its handshake this long after it began is closed
+    /// (`timeout`).
+    pub hello_timeout_ms: u64,
+    /// Peer links: the side that dialed sends `ping` after this long without hearing from
+    /// the other side, and either side closes a peer session (`timeout`) that has been silent
+    /// for three times this long. 0 turns heartbeats and idle closes off.
+    pub heartbeat_ms: u64,
 }
+
+/// Default for [`EngineConfig::hello_timeout_ms`].
+pub const DEFAULT_HELLO_TIMEOUT_MS: u64 = 10_000;
+/// Default for [`EngineConfig::heartbeat_ms`].
+pub const DEFAULT_HEARTBEAT_MS: u64 = 15_000;
+/// A peer session silent for this many heartbeats is closed.
+pub const SILENT_HEARTBEATS: u64 = 3;
 
 impl EngineConfig {
     pub fn new(replica: ReplicaId, tier: Tier, space: impl Into<String>) -> Self {
@@ -95,12 +114,15 @@ impl EngineConfig {
             tier,
             space: space.into(),
             default_policy: Policy::Lww,
+            seed_default_policy: true,
             default_retain: crate::replica::DEFAULT_RETAIN,
             max_skew_ms: crate::clock::DEFAULT_MAX_SKEW_MS,
             batch_docs: 256,
             window: 4,
             secret: None,
             name: String::new(),
+            hello_timeout_ms: DEFAULT_HELLO_TIMEOUT_MS,
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
         }
     }
 }
@@ -175,6 +197,12 @@ struct PeerLink {
     run_sent: u64,
     learned: Vec<PresenceEntry>,
     presence_sent: Vec<PresenceEntry>,
+    /// The other side lets us introduce only our own writes (its `welcome` gave us rights
+    /// below `admin`): we push only those, and forward only our own messages.
+    own_only: bool,
+    /// On an `own_only` link: `known` when the last push stopped at a document the peer may
+    /// not take from us yet. Nothing more goes until `known` moves.
+    blocked_at: Option<VersionVector>,
 }
 
 #[derive(Debug)]
@@ -189,6 +217,14 @@ struct Session {
     collections: BTreeSet<String>,
     /// Push automatically once open (peer sessions); settable before the handshake ends.
     auto_push: bool,
+    /// We dialed this connection ([`Engine::connect`]): we keep it alive with `ping`.
+    dialed: bool,
+    /// When a frame last arrived on it.
+    last_rx: u64,
+    /// When we last sent it a `ping`.
+    last_ping: u64,
+    /// A close is on its way to the host: no more timers for it.
+    closing: bool,
 }
 
 #[derive(Debug)]
@@ -208,6 +244,8 @@ pub struct Engine {
     msg_from: BTreeMap<MessageId, SessionId>,
     presence_dirty: bool,
     push_cursor: SessionId,
+    /// The space's default policy was seeded or found (checked once, at the first cut).
+    seeded: bool,
 }
 
 impl Engine {
@@ -227,6 +265,7 @@ impl Engine {
             msg_from: BTreeMap::new(),
             presence_dirty: false,
             push_cursor: 0,
+            seeded: false,
         }
     }
 
@@ -259,6 +298,7 @@ impl Engine {
     pub fn connect(&mut self, now_ms: u64, session: SessionId, token: Option<String>, name: &str) {
         let mut s = Session::new(Phase::AwaitWelcome, now_ms);
         s.kind = SessionKind::Peer;
+        s.dialed = true;
         s.name = name.to_owned();
         self.sessions.insert(session, s);
         let hello = Hello {
@@ -433,10 +473,41 @@ impl Engine {
     /// [`Engine::persisted`]. Call after each round of input to group commits.
     #[must_use]
     pub fn poll_persist(&mut self) -> Option<PersistBatch> {
+        self.seed_space();
         let batch = self.replica.cut()?;
         let gates = std::mem::take(&mut self.staged_gates);
         self.inflight_gates.push_back((batch.id, gates));
         Some(batch)
+    }
+
+    /// A store that finds its space without a default policy (a space created here) writes
+    /// its local setting as the seed, once; the host restores the store before its first
+    /// [`Engine::poll_persist`], so a restart finds the entry and writes nothing.
+    fn seed_space(&mut self) {
+        if self.seeded {
+            return;
+        }
+        self.seeded = true;
+        if !self.cfg.seed_default_policy || self.replica.has_space_entry() {
+            return;
+        }
+        let mut m = Map::new();
+        m.insert(
+            "default_policy".into(),
+            Value::from(self.cfg.default_policy.as_str()),
+        );
+        let key = DocKey::new(CONFIG_COLLECTION, crate::replica::SPACE_ENTRY);
+        // A seed is stamped at time zero: the wall clock is not known here, and any real
+        // configuration write (made later, by an admin) must win over every seed.
+        let _ = self.replica.write(0, key, WriteOp::Patch(m));
+    }
+
+    /// The space's default policy as this store sees it now, and this store's local seed.
+    pub fn default_policies(&self) -> (Policy, Policy) {
+        (
+            self.replica.space_default_policy(),
+            self.replica.local_default_policy(),
+        )
     }
 
     /// The host has durably stored batch `id`: release its acks, changes and messages.
@@ -490,14 +561,99 @@ impl Engine {
         self.events.pop_front()
     }
 
+    // ---- time ----------------------------------------------------------------------------------
+
+    /// The earliest time at which [`Engine::handle_timeout`] has something to do: a handshake
+    /// that runs out, a `ping` to send, a silent peer to close. The host arms one timer for it
+    /// (and asks again after every call into the engine); `None` means no timer is needed.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.sessions
+            .values()
+            .filter_map(|s| self.session_deadline(s))
+            .min()
+    }
+
+    /// Time has reached `now_ms`: closes handshakes that ran out and peer sessions that fell
+    /// silent (`error` `timeout` + close 1001), and sends `ping` on links we dialed that have
+    /// been quiet for a heartbeat. Then drain [`Engine::poll_transmit`].
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        let hb = self.cfg.heartbeat_ms;
+        let hello = self.cfg.hello_timeout_ms;
+        let mut closes = Vec::new();
+        let mut pings = Vec::new();
+        for (id, s) in self.sessions.iter_mut() {
+            if s.closing {
+                continue;
+            }
+            if !matches!(s.phase, Phase::Open) {
+                if now_ms >= s.since.saturating_add(hello) {
+                    closes.push((
+                        *id,
+                        format!("the handshake did not finish within {hello} ms"),
+                    ));
+                    s.closing = true;
+                }
+                continue;
+            }
+            if hb == 0 || s.peer.is_none() {
+                continue;
+            }
+            let silent = now_ms.saturating_sub(s.last_rx);
+            if silent >= hb.saturating_mul(SILENT_HEARTBEATS) {
+                closes.push((
+                    *id,
+                    format!("nothing heard on this link for {silent} ms; reconnect"),
+                ));
+                s.closing = true;
+            } else if s.dialed && now_ms >= s.last_rx.max(s.last_ping).saturating_add(hb) {
+                s.last_ping = now_ms;
+                pings.push(*id);
+            }
+        }
+        for id in pings {
+            self.send(id, Frame::Ping { nonce: now_ms });
+        }
+        for (id, reason) in closes {
+            let e = Error::Timeout(reason);
+            self.send(id, Frame::error(None, &e));
+            self.outbox.push_back(Transmit::Close {
+                session: id,
+                code: e.code(),
+                reason: e.to_string(),
+            });
+        }
+    }
+
+    fn session_deadline(&self, s: &Session) -> Option<u64> {
+        if s.closing {
+            return None;
+        }
+        if !matches!(s.phase, Phase::Open) {
+            return Some(s.since.saturating_add(self.cfg.hello_timeout_ms));
+        }
+        let hb = self.cfg.heartbeat_ms;
+        if hb == 0 || s.peer.is_none() {
+            return None;
+        }
+        let silent = s.last_rx.saturating_add(hb.saturating_mul(SILENT_HEARTBEATS));
+        if s.dialed {
+            Some(silent.min(s.last_rx.max(s.last_ping).saturating_add(hb)))
+        } else {
+            Some(silent)
+        }
+    }
+
     // ---- input -------------------------------------------------------------------------------
 
     /// A frame arrived on `session`. Errors are answered on the session (an `error` frame,
     /// and a close where the session cannot go on); they never touch stored data.
     pub fn handle_frame(&mut self, now_ms: u64, session: SessionId, frame: Frame) {
-        let Some(s) = self.sessions.get(&session) else {
+        let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
+        s.last_rx = s.last_rx.max(now_ms);
+        let s = &*s;
         let req = frame_req(&frame);
         let result = match (&s.phase, frame) {
             (Phase::AwaitHello, Frame::Hello(h)) => self.on_hello(now_ms, session, h),
@@ -584,10 +740,12 @@ impl Engine {
                         "the peer has this store's own replica id".into(),
                     )));
                 }
+                let mut known = h.vector.unwrap_or_default();
+                self.distrust_own_claim(&mut known);
                 Some(PeerLink::new(
                     replica,
                     tier,
-                    h.vector.unwrap_or_default(),
+                    known,
                     h.messages.unwrap_or_default(),
                 ))
             }
@@ -607,6 +765,7 @@ impl Engine {
             vector: self.replica.vector().clone(),
             messages: self.replica.message_seen().clone(),
             session,
+            rights: Some(rights),
         };
         self.send(session, Frame::Welcome(welcome));
         self.opened(session);
@@ -624,10 +783,31 @@ impl Engine {
             return Ok(());
         };
         s.phase = Phase::Open;
+        // We chose this server: what it sends is taken as a relay's.
         s.rights = Rights::Admin;
-        s.peer = Some(PeerLink::new(w.replica, w.tier, w.vector, w.messages));
+        let mut known = w.vector;
+        self.distrust_own_claim(&mut known);
+        let mut link = PeerLink::new(w.replica, w.tier, known, w.messages);
+        link.own_only = w.rights.is_some_and(|r| r < Rights::Admin);
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.peer = Some(link);
+        }
         self.opened(session);
         Ok(())
+    }
+
+    /// A peer claims to hold more writes of this replica than it ever made: forged by a
+    /// session that claimed our id, or we were restored from an older copy. Either way the
+    /// claim must not hide our writes from it, nor may our next write reuse a counter it
+    /// covers: we forget what the peer holds of us (everything of ours is offered again,
+    /// which the peer takes idempotently) and move our counter past the claim.
+    fn distrust_own_claim(&mut self, known: &mut VersionVector) {
+        let me = self.replica.id();
+        let claimed = known.get(me);
+        if claimed > self.replica.latest_vector().get(me) {
+            self.replica.skip_own_counter(claimed);
+            known.forget(me);
+        }
     }
 
     fn opened(&mut self, session: SessionId) {
@@ -642,12 +822,17 @@ impl Engine {
             replica: s.peer.as_ref().map(|p| p.replica),
         });
         // Replay retained messages the peer has not seen, oldest first.
-        let Some(known) = s.peer.as_ref().map(|p| p.msg_known.clone()) else {
+        let Some((known, own_only)) = s.peer.as_ref().map(|p| (p.msg_known.clone(), p.own_only))
+        else {
             return;
         };
+        let me = self.replica.id();
         let mut frames = Vec::new();
         let mut seen = known;
         for r in self.replica.logs().all() {
+            if own_only && r.message.id.origin != me {
+                continue;
+            }
             if r.message.id.seq > seen.get(r.message.id.origin) {
                 seen.raise(r.message.id.origin, r.message.id.seq);
                 frames.push(Frame::Broadcast {
@@ -686,25 +871,45 @@ impl Engine {
         match f {
             Frame::Push(p) => {
                 self.need(session, Rights::Write)?;
-                let Some(link) = self.sessions.get(&session).and_then(|s| s.peer.as_ref()) else {
+                let Some(s) = self.sessions.get(&session) else {
+                    return Ok(());
+                };
+                let Some(link) = s.peer.as_ref() else {
                     return Err(Fatal(Error::PeerOnly("push")));
                 };
-                let _ = link;
-                self.replica.apply_remote(now_ms, p.docs, &p.watermark)?;
+                // The trust rule, for every push from every session, before anything changes.
+                if s.rights < Rights::Admin {
+                    if p.docs.iter().any(|d| d.collection == CONFIG_COLLECTION) {
+                        return Err(Fatal(Error::Forbidden {
+                            has: s.rights.as_str(),
+                            needs: "admin (the push changes `_config`)",
+                        }));
+                    }
+                    self.replica
+                        .check_introduced(link.replica, &p.docs, &p.watermark)?;
+                }
+                let Push {
+                    seq,
+                    docs,
+                    mut watermark,
+                    ..
+                } = p;
+                self.distrust_own_claim(&mut watermark);
+                self.replica.apply_remote(now_ms, docs, &watermark)?;
                 if let Some(link) = self
                     .sessions
                     .get_mut(&session)
                     .and_then(|s| s.peer.as_mut())
                 {
-                    link.known.join(&p.watermark);
+                    link.known.join(&watermark);
                     // A peer only sends what it has persisted: that counts as acknowledged, so
                     // changes that came from the peer never show as lag towards it.
-                    link.acked.join(&p.watermark);
+                    link.acked.join(&watermark);
                 }
                 self.gate(Gated::Frame(
                     session,
                     Frame::Ack(Ack {
-                        seq: Some(p.seq),
+                        seq: Some(seq),
                         ..Ack::default()
                     }),
                 ));
@@ -730,7 +935,8 @@ impl Engine {
                     });
                 }
             }
-            Frame::Pull { vector } => {
+            Frame::Pull { mut vector } => {
+                self.distrust_own_claim(&mut vector);
                 if let Some(link) = self
                     .sessions
                     .get_mut(&session)
@@ -908,13 +1114,19 @@ impl Engine {
                 let Some(link) = s.peer.as_mut() else {
                     return Err(Fatal(Error::PeerOnly("broadcast")));
                 };
-                link.msg_known.raise(message.id.origin, message.id.seq);
                 if s.rights < Rights::Write {
                     return Err(Fatal(Error::Forbidden {
                         has: s.rights.as_str(),
                         needs: "write",
                     }));
                 }
+                if s.rights < Rights::Admin && message.id.origin != link.replica {
+                    return Err(Fatal(Error::RelayForbidden {
+                        own: link.replica,
+                        what: format!("message {} of origin {}", message.id.seq, message.id.origin),
+                    }));
+                }
+                link.msg_known.raise(message.id.origin, message.id.seq);
                 check_name("channel", &message.channel, false)?;
                 self.replica.accept_message(now_ms, message)?;
             }
@@ -1069,6 +1281,7 @@ impl Engine {
                 continue;
             }
             match s.peer.as_mut() {
+                Some(link) if link.own_only && r.message.id.origin != self.replica.id() => {}
                 Some(link) if link.msg_known.get(r.message.id.origin) < r.message.id.seq => {
                     link.msg_known.raise(r.message.id.origin, r.message.id.seq);
                     out.push((*id, None));
@@ -1141,19 +1354,44 @@ impl Engine {
             {
                 continue;
             }
-            if !self.replica.ahead_of(&link.known) {
+            let me = self.replica.id();
+            let ahead = if link.own_only {
+                self.replica.vector().get(me) > link.known.get(me)
+                    && link.blocked_at.as_ref() != Some(&link.known)
+            } else {
+                self.replica.ahead_of(&link.known)
+            };
+            if !ahead {
                 if let Some(link) = self.sessions.get_mut(&id).and_then(|s| s.peer.as_mut()) {
                     link.sync_requested = false;
                     link.run_sent = 0;
                 }
                 continue;
             }
-            let delta = self
-                .replica
-                .delta_bounded(&link.known, self.cfg.batch_docs, PUSH_BYTES);
+            let (delta, blocked) = if link.own_only {
+                let d = self
+                    .replica
+                    .delta_own(&link.known, self.cfg.batch_docs, PUSH_BYTES);
+                (d.delta, d.blocked)
+            } else {
+                let d = self
+                    .replica
+                    .delta_bounded(&link.known, self.cfg.batch_docs, PUSH_BYTES);
+                (d, false)
+            };
             let Some(link) = self.sessions.get_mut(&id).and_then(|s| s.peer.as_mut()) else {
                 continue;
             };
+            if blocked {
+                // Everything before the blocking document goes now; then we wait for `known`
+                // to move (the peer got the rest through a relay and told us).
+                let mut after = link.known.clone();
+                after.join(&delta.watermark);
+                link.blocked_at = Some(after);
+                if delta.docs.is_empty() && link.known.dominates(&delta.watermark) {
+                    continue;
+                }
+            }
             let seq = link.next_seq;
             link.next_seq += 1;
             link.known.join(&delta.watermark);
@@ -1214,6 +1452,10 @@ impl Session {
             channels: BTreeSet::new(),
             collections: BTreeSet::new(),
             auto_push: true,
+            dialed: false,
+            last_rx: now_ms,
+            last_ping: now_ms,
+            closing: false,
         }
     }
 }
@@ -1233,6 +1475,8 @@ impl PeerLink {
             run_sent: 0,
             learned: Vec::new(),
             presence_sent: Vec::new(),
+            own_only: false,
+            blocked_at: None,
         }
     }
 }

@@ -51,6 +51,10 @@ pub enum Error {
     PeerOnly(&'static str),
     #[error("the peer sent a change out of order: {0}")]
     Protocol(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("this session may introduce only writes of its own replica {own}: {what}. Writes of other replicas reach this server through a session whose token is `admin` (a relay)")]
+    RelayForbidden { own: crate::ReplicaId, what: String },
 }
 
 /// Stable codes for [`Error`], as they appear in `error` frames and HTTP bodies.
@@ -72,6 +76,8 @@ pub enum ErrorCode {
     NotFound,
     Protocol,
     Internal,
+    Timeout,
+    RelayForbidden,
 }
 
 impl ErrorCode {
@@ -91,6 +97,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Protocol => "protocol",
             ErrorCode::Internal => "internal",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::RelayForbidden => "relay_forbidden",
         }
     }
 
@@ -99,7 +107,7 @@ impl ErrorCode {
         match self {
             ErrorCode::TooLarge => 413,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden | ErrorCode::WrongSpace => 403,
+            ErrorCode::Forbidden | ErrorCode::WrongSpace | ErrorCode::RelayForbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Internal => 500,
             _ => 400,
@@ -110,7 +118,11 @@ impl ErrorCode {
     /// 1008 policy (auth), 1009 too big, 1011 server error, 1002 protocol otherwise.
     pub fn close_code(self) -> u16 {
         match self {
-            ErrorCode::Unauthorized | ErrorCode::Forbidden | ErrorCode::WrongSpace => 1008,
+            ErrorCode::Unauthorized
+            | ErrorCode::Forbidden
+            | ErrorCode::WrongSpace
+            | ErrorCode::RelayForbidden => 1008,
+            ErrorCode::Timeout => 1001,
             ErrorCode::TooLarge => 1009,
             ErrorCode::Internal => 1011,
             _ => 1002,
@@ -137,6 +149,8 @@ impl Error {
             Error::Forbidden { .. } => ErrorCode::Forbidden,
             Error::NoConflict { .. } => ErrorCode::NotFound,
             Error::Protocol(_) => ErrorCode::Protocol,
+            Error::Timeout(_) => ErrorCode::Timeout,
+            Error::RelayForbidden { .. } => ErrorCode::RelayForbidden,
         }
     }
 }

@@ -59,6 +59,11 @@ pub struct Welcome {
     pub vector: VersionVector,
     pub messages: VersionVector,
     pub session: u64,
+    /// What the session's token allows here. A peer whose rights are below `admin` may
+    /// introduce only its own writes (see [`crate::replica::Replica::check_introduced`]).
+    /// Absent (servers before this field) means no such limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rights: Option<crate::auth::Rights>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

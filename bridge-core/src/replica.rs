@@ -20,8 +20,14 @@ use serde_json::Value;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// Collection holding the space's replicated configuration (always `lww`).
+/// Collection holding the space's replicated configuration.
 pub const CONFIG_COLLECTION: &str = "_config";
+/// The policy of [`CONFIG_COLLECTION`]: the cloud's value wins over a concurrent local one
+/// (a write made after seeing the other still wins), so the cloud is authoritative for the
+/// space's settings, including the default policy each host seeds when it creates a space.
+pub const CONFIG_POLICY: Policy = Policy::CloudWins;
+/// The configuration entry that holds the space-wide settings (`default_policy`).
+pub const SPACE_ENTRY: &str = "space";
 /// Default number of messages a channel keeps for replay.
 pub const DEFAULT_RETAIN: usize = 100;
 
@@ -92,6 +98,14 @@ pub struct Replica {
     vv_latest: VersionVector,
     msg_seen_latest: VersionVector,
     next_batch: u64,
+}
+
+/// Result of [`Replica::delta_own`].
+#[derive(Debug, Default)]
+pub struct OwnDelta {
+    pub delta: Delta,
+    /// Stopped at a document the receiver may not take from us yet.
+    pub blocked: bool,
 }
 
 /// Result of a delta extraction.
@@ -225,11 +239,36 @@ impl Replica {
 
     pub fn policy(&self, collection: &str) -> Policy {
         if collection == CONFIG_COLLECTION {
-            return Policy::Lww;
+            return CONFIG_POLICY;
         }
         self.config_field(&format!("collection:{collection}"), "policy")
             .and_then(|v| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or_else(|| self.space_default_policy())
+    }
+
+    /// The space's default policy: the replicated `_config/space` entry once it exists
+    /// anywhere this store has heard of, else this store's local seed.
+    pub fn space_default_policy(&self) -> Policy {
+        self.replicated_default_policy()
             .unwrap_or(self.default_policy)
+    }
+
+    /// The replicated default policy, if the space has one yet.
+    pub fn replicated_default_policy(&self) -> Option<Policy> {
+        self.config_field(SPACE_ENTRY, "default_policy")
+            .and_then(|v| v.as_str().and_then(|s| s.parse().ok()))
+    }
+
+    /// This store's local setting: the seed it writes when it creates the space.
+    pub fn local_default_policy(&self) -> Policy {
+        self.default_policy
+    }
+
+    /// Whether the space configuration entry exists in any layer (so a space has been
+    /// created here or heard of from a peer).
+    pub fn has_space_entry(&self) -> bool {
+        self.state(&DocKey::new(CONFIG_COLLECTION, SPACE_ENTRY))
+            .is_some()
     }
 
     pub fn retain(&self, channel: &str) -> usize {
@@ -241,7 +280,7 @@ impl Replica {
 
     fn config_field(&self, id: &str, field: &str) -> Option<Value> {
         let key = DocKey::new(CONFIG_COLLECTION, id);
-        let v = self.state(&key)?.visible(Policy::Lww)?;
+        let v = self.state(&key)?.visible(CONFIG_POLICY)?;
         v.get(field).cloned()
     }
 
@@ -455,6 +494,81 @@ impl Replica {
         }
         self.vv_latest.join(watermark);
         Ok(changed)
+    }
+
+    /// The trust rule for a push from a session that may not relay (its token is below
+    /// `admin`): it may introduce only writes of its own replica `own`. Refuses, before
+    /// anything changes, a push that
+    /// - carries a sibling of another replica that this store neither holds in that document
+    ///   nor has seen superseded there,
+    /// - has a document context that claims more of another replica than this store holds,
+    /// - has a watermark that claims more of another replica than this store holds, or more
+    ///   of `own` than the highest write of `own` it carries or this store holds,
+    /// - carries a write of `own` (sibling or context) above its own watermark.
+    ///
+    /// So such a session can never make this store believe it holds writes it does not hold,
+    /// which is how a forged vector would make later real writes look "already seen".
+    pub fn check_introduced(
+        &self,
+        own: ReplicaId,
+        docs: &[DocEntry],
+        watermark: &VersionVector,
+    ) -> Result<()> {
+        let held = &self.vv_latest;
+        let refuse = |what: String| Err(Error::RelayForbidden { own, what });
+        let own_mark = watermark.get(own);
+        let mut own_max = 0;
+        for e in docs {
+            let key = DocKey::new(e.collection.as_str(), e.id.as_str());
+            let mine = self.state(&key);
+            for s in &e.state.siblings {
+                if s.dot.replica == own {
+                    own_max = own_max.max(s.dot.counter);
+                    if s.dot.counter > own_mark {
+                        return refuse(format!(
+                            "{}/{} carries its write {} above the push's watermark {own_mark}",
+                            e.collection, e.id, s.dot.counter
+                        ));
+                    }
+                    continue;
+                }
+                if !mine.is_some_and(|m| m.has_dot(s.dot) || m.context.contains(s.dot)) {
+                    return refuse(format!(
+                        "{}/{} carries write {} of replica {}, which this server does not hold",
+                        e.collection, e.id, s.dot.counter, s.dot.replica
+                    ));
+                }
+            }
+            for (r, c) in e.state.context.iter() {
+                let limit = if r == own { own_mark } else { held.get(r) };
+                if c > limit {
+                    return refuse(format!(
+                        "the context of {}/{} claims {c} writes of replica {r}; at most {limit} may be claimed",
+                        e.collection, e.id
+                    ));
+                }
+            }
+        }
+        for (r, c) in watermark.iter() {
+            let limit = if r == own {
+                held.get(r).max(own_max)
+            } else {
+                held.get(r)
+            };
+            if c > limit {
+                return refuse(format!(
+                    "the watermark claims {c} writes of replica {r}; the push and this server account for {limit}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A peer claims to hold `claimed` writes of this replica, more than it ever made: the
+    /// claim is forged (or this store was restored from an old copy). Our next write must
+    /// not reuse a counter the claim covers, so the counter moves past it.
+    pub fn skip_own_counter(&mut self, claimed: u64) {
+        self.vv_latest.raise(self.id, claimed);
     }
 
     // ---- messages ------------------------------------------------------------------------
@@ -678,6 +792,72 @@ impl Replica {
         out
     }
 
+    /// [`Replica::delta_bounded`] for a link that may introduce only this replica's own
+    /// writes (the receiver's token for us is below `admin`): walks our own live dots above
+    /// `known` only, and sends a document only when the receiver, as far as `known` tells,
+    /// already holds every other replica's write in it. At the first document it may not
+    /// send yet it stops (`blocked`), so the watermark never claims a write that has not
+    /// gone; that document goes once `known` shows the receiver got the rest from a session
+    /// that may relay it. Documents of `_config` are never sent on such a link (they need
+    /// `admin`); the watermark passes over them.
+    pub fn delta_own(&self, known: &VersionVector, max_docs: usize, max_bytes: usize) -> OwnDelta {
+        let mut out = OwnDelta::default();
+        let me = self.id;
+        let from = known.get(me);
+        let upto = self.vv.get(me);
+        if from >= upto {
+            return out;
+        }
+        let mut last = from;
+        let mut bytes = 0usize;
+        let mut range = self.live.range(Dot::new(me, from + 1)..=Dot::new(me, upto));
+        let mut exhausted = true;
+        for (dot, key) in range.by_ref() {
+            let Some(state) = self.docs.get(key) else {
+                last = dot.counter;
+                continue;
+            };
+            if key.collection == CONFIG_COLLECTION {
+                last = dot.counter;
+                continue;
+            }
+            let foreign_held = state
+                .siblings
+                .iter()
+                .all(|s| s.dot.replica == me || known.contains(s.dot))
+                && state
+                    .context
+                    .iter()
+                    .all(|(r, c)| r == me || c <= known.get(r));
+            if !foreign_held {
+                out.blocked = true;
+                exhausted = false;
+                out.delta.remaining += 1;
+                break;
+            }
+            let size = crate::codec::doc_state_size_bound(key, state);
+            if !out.delta.docs.is_empty()
+                && (out.delta.docs.len() >= max_docs || bytes.saturating_add(size) > max_bytes)
+            {
+                exhausted = false;
+                out.delta.remaining += 1;
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            last = dot.counter;
+            out.delta.docs.push(DocEntry {
+                collection: key.collection.clone(),
+                id: key.id.clone(),
+                state: state.clone(),
+            });
+        }
+        out.delta.remaining += range.count() as u64;
+        out.delta
+            .watermark
+            .raise(me, if exhausted { upto } else { last });
+        out
+    }
+
     /// True when `known` lacks something durable here.
     pub fn ahead_of(&self, known: &VersionVector) -> bool {
         !known.dominates(&self.vv)
@@ -699,11 +879,18 @@ fn unstaged_state<'a>(
 
 /// Validates a write to the space configuration, so a bad policy never replicates.
 fn check_config(id: &str, m: &serde_json::Map<String, Value>) -> Result<()> {
+    if id == SPACE_ENTRY {
+        if let Some(p) = m.get("default_policy") {
+            let s = p.as_str().ok_or_else(|| Error::BadPolicy(p.to_string()))?;
+            s.parse::<Policy>()?;
+        }
+        return Ok(());
+    }
     if !id.starts_with("collection:") && !id.starts_with("channel:") {
         return Err(Error::BadName {
             what: "configuration entry",
             name: id.chars().take(64).collect(),
-            why: "it must be `collection:NAME` or `channel:NAME`",
+            why: "it must be `space`, `collection:NAME` or `channel:NAME`",
         });
     }
     if id.strip_prefix("collection:").is_some() {

@@ -39,6 +39,11 @@ impl VersionVector {
         }
     }
 
+    /// Forgets what is known of `r` (as if nothing of it were held).
+    pub fn forget(&mut self, r: ReplicaId) {
+        self.0.remove(&r);
+    }
+
     pub fn add_dot(&mut self, d: Dot) {
         self.raise(d.replica, d.counter);
     }

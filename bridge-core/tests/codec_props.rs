@@ -7,6 +7,7 @@ use bridge_core::codec::{
 use bridge_core::frame::{
     Ack, Conflict, ConflictSide, DocEntry, DocView, Hello, Push, SessionKind, Welcome,
 };
+use bridge_core::auth::Rights;
 use bridge_core::message::PresenceEntry;
 use bridge_core::policy::{Field, Fields};
 use bridge_core::{
@@ -224,16 +225,27 @@ fn peer_frames() -> impl Strategy<Value = Frame> {
     });
     prop_oneof![
         hello(),
-        (text(), replica(), tier(), vector(), vector(), any::<u64>()).prop_map(
-            |(space, replica, tier, vector, messages, session)| Frame::Welcome(Welcome {
-                space,
-                replica,
-                tier,
-                vector,
-                messages,
-                session,
-            })
-        ),
+        (
+            (text(), replica(), tier(), vector(), vector(), any::<u64>()),
+            option::of(prop_oneof![
+                Just(Rights::Read),
+                Just(Rights::Write),
+                Just(Rights::Admin)
+            ])
+        )
+            .prop_map(
+                |((space, replica, tier, vector, messages, session), rights)| {
+                    Frame::Welcome(Welcome {
+                        space,
+                        replica,
+                        tier,
+                        vector,
+                        messages,
+                        session,
+                        rights,
+                    })
+                }
+            ),
         (any::<u64>(), vec(entry, 0..3), vector(), any::<u64>()).prop_map(
             |(seq, docs, watermark, remaining)| Frame::Push(Push {
                 seq,

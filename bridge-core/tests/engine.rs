@@ -98,7 +98,9 @@ fn agent_write_is_acked_only_after_persist() {
         matches!(&got[0].1, Some(Frame::Doc { doc, .. }) if doc.value == Some(json!({"t": 1})))
     );
     let batch = e.poll_persist().expect("a batch");
-    assert_eq!(batch.docs.len(), 1);
+    // The write, and the space's default-policy seed this new space gets in its first batch.
+    let keys: Vec<String> = batch.docs.iter().map(|(k, _)| format!("{}/{}", k.collection, k.id)).collect();
+    assert_eq!(keys, ["_config/space", "notes/a"]);
     assert!(
         drain(&mut e).is_empty(),
         "still no ack while the batch is in flight"
@@ -531,6 +533,8 @@ fn policies_decide_concurrent_writes_the_same_everywhere() {
 fn initial_sync_streams_in_batches_with_progress() {
     let mut cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
     cfg.batch_docs = 10;
+    // Exactly 95 documents to count (no `_config/space` seed).
+    cfg.seed_default_policy = false;
     let mut cloud = Engine::new(cfg);
     for i in 0..95 {
         cloud
@@ -628,7 +632,8 @@ fn a_stamp_far_in_the_future_is_refused_and_nothing_is_stored() {
     }
     assert!(refused);
     assert_eq!(cloud.replica().get(&DocKey::new("c", "a")), None);
-    assert_eq!(cloud.replica().doc_count(), 0);
+    // Only the cloud's own default-policy seed is stored.
+    assert_eq!(cloud.replica().doc_count(), 1);
 }
 
 #[test]

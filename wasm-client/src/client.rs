@@ -450,6 +450,8 @@ async fn open_store(
         .map_err(js_err)?;
     let mut cfg = EngineConfig::new(replica, Tier::Local, opts.space.clone());
     cfg.name = opts.name.clone().unwrap_or_default();
+    // A browser joins spaces; the hosts that serve them seed their default policy.
+    cfg.seed_default_policy = false;
     let mut engine = Engine::new(cfg);
     let loaded = store.load(&mut engine).await.map_err(js_err)?;
     Ok((engine, store, loaded.cloud))

@@ -92,6 +92,7 @@ use crate::frame::{
 };
 use crate::message::{Message, MessageId, PresenceEntry};
 use crate::policy::{Field, Fields};
+use crate::auth::Rights;
 use crate::{Dot, Error, ErrorCode, Policy, ReplicaId, Result, Stamp, Tier, VersionVector};
 use serde_json::{Map, Number, Value};
 
@@ -566,10 +567,12 @@ macro_rules! wire_enum {
 wire_enum! {
     Tier [Local, Cloud]
     SessionKind [Agent, Peer]
+    Rights [Read, Write, Admin]
     Policy [Lww, CloudWins, LocalWins, Merge, Manual]
     ErrorCode [
         Malformed, TooLarge, UnsupportedVersion, UnknownType, ClockSkew, BadPolicy, BadRequest,
         HelloRequired, WrongSpace, Unauthorized, Forbidden, NotFound, Protocol, Internal,
+        Timeout, RelayForbidden,
     ]
 }
 
@@ -646,7 +649,7 @@ wire_struct! {
     Message { id, channel, payload, stamp }
     PresenceEntry { node, session, name, kind, tier, since }
     Hello { space, kind, name, token, replica, tier, vector, messages }
-    Welcome { space, replica, tier, vector, messages, session }
+    Welcome { space, replica, tier, vector, messages, session, rights }
     DocEntry { collection, id, state }
     Push { seq, docs, watermark, remaining }
     Ack { req, seq, dot }
