@@ -636,7 +636,9 @@ impl Engine {
         if hb == 0 || s.peer.is_none() {
             return None;
         }
-        let silent = s.last_rx.saturating_add(hb.saturating_mul(SILENT_HEARTBEATS));
+        let silent = s
+            .last_rx
+            .saturating_add(hb.saturating_mul(SILENT_HEARTBEATS));
         if s.dialed {
             Some(silent.min(s.last_rx.max(s.last_ping).saturating_add(hb)))
         } else {
@@ -1384,13 +1386,27 @@ impl Engine {
             };
             if blocked {
                 // Everything before the blocking document goes now; then we wait for `known`
-                // to move (the peer got the rest through a relay and told us).
+                // to move. The peer believes we hold what we got elsewhere, so it would never
+                // send it to us once it gets it: a `pull` with what we hold lowered to what
+                // it holds makes its normal delta bring those writes, and `known` with them.
                 let mut after = link.known.clone();
                 after.join(&delta.watermark);
                 link.blocked_at = Some(after);
-                if delta.docs.is_empty() && link.known.dominates(&delta.watermark) {
-                    continue;
+                let mut vector = self.replica.vector().clone();
+                for (r, c) in self.replica.vector().iter() {
+                    if r != me && c > link.known.get(r) {
+                        vector.forget(r);
+                        vector.raise(r, link.known.get(r));
+                    }
                 }
+                let pull = Transmit::Frame {
+                    session: id,
+                    frame: Frame::Pull { vector },
+                };
+                if delta.docs.is_empty() && link.known.dominates(&delta.watermark) {
+                    return Some(pull);
+                }
+                self.outbox.push_back(pull);
             }
             let seq = link.next_seq;
             link.next_seq += 1;

@@ -1,0 +1,443 @@
+//! The trust rule: a peer session whose token is below `admin` may introduce only writes of
+//! its own replica, may not touch `_config`, and may not claim (by watermark or context)
+//! writes it does not carry. Each attack is tried over both encodings; each is refused with
+//! a stable code, changes nothing and closes the session; real replicas keep syncing.
+
+use bridge_core::auth::{self, Claims, Rights};
+use bridge_core::codec::{decode_binary, decode_json, encode_binary, encode_json};
+use bridge_core::frame::{DocEntry, Hello, Push, SessionKind};
+use bridge_core::{
+    DocKey, Dot, Engine, EngineConfig, ErrorCode, Frame, Policy, Replica, ReplicaId, Tier,
+    Transmit, VersionVector, WriteOp,
+};
+use serde_json::{json, Value};
+
+const SPACE: &str = "team";
+const SECRET: &[u8] = b"trust-test-secret";
+const ATTACKER: ReplicaId = ReplicaId(0xaa);
+const REAL: ReplicaId = ReplicaId(0xbb);
+const NOW: u64 = 1_000;
+
+fn token(rights: Rights) -> String {
+    auth::mint(
+        SECRET,
+        &Claims {
+            space: SPACE.into(),
+            rights,
+            exp: u64::MAX,
+        },
+    )
+}
+
+fn obj(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+/// A frame as it arrives after crossing the wire in one encoding.
+fn wire(f: &Frame, binary: bool) -> Frame {
+    if binary {
+        decode_binary(&encode_binary(f)).expect("binary round trip")
+    } else {
+        decode_json(encode_json(f).as_bytes()).expect("json round trip")
+    }
+}
+
+fn persist_all(e: &mut Engine) {
+    while let Some(b) = e.poll_persist() {
+        e.persisted(b.id).expect("in order");
+    }
+}
+
+/// Engines joined by links; frames cross in the link's encoding.
+struct Net {
+    nodes: Vec<Engine>,
+    /// (dialer node, its session, acceptor node, its session, binary)
+    links: Vec<(usize, u64, usize, u64, bool)>,
+    next_session: u64,
+}
+
+impl Net {
+    fn new(nodes: Vec<Engine>) -> Self {
+        Net {
+            nodes,
+            links: Vec::new(),
+            next_session: 1,
+        }
+    }
+
+    /// Node `a` dials node `b` with a token of `rights` (`None`: no token); returns the
+    /// link's index.
+    fn link(&mut self, a: usize, b: usize, rights: Option<Rights>, binary: bool) -> usize {
+        let (sa, sb) = (self.next_session, self.next_session + 1);
+        self.next_session += 2;
+        self.nodes[a].connect(NOW, sa, rights.map(token), "up");
+        self.nodes[b].accept(NOW, sb);
+        self.links.push((a, sa, b, sb, binary));
+        self.links.len() - 1
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (a, sa, b, sb, _) = self.links[i];
+        self.nodes[a].close(sa);
+        self.nodes[b].close(sb);
+        self.links[i].1 = 0;
+        self.links[i].3 = 0;
+    }
+
+    /// Carries frames until everything is quiet. Returns the close codes asked for; a link
+    /// that is closed stops carrying.
+    fn pump(&mut self) -> Vec<ErrorCode> {
+        let mut closes = Vec::new();
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for n in 0..self.nodes.len() {
+                persist_all(&mut self.nodes[n]);
+                while let Some(t) = self.nodes[n].poll_transmit() {
+                    moved = true;
+                    let (session, frame) = match t {
+                        Transmit::Frame { session, frame } => (session, Some(frame)),
+                        Transmit::Close { session, code, .. } => {
+                            closes.push(code);
+                            (session, None)
+                        }
+                    };
+                    let Some(i) = self.links.iter().position(|&(a, sa, b, sb, _)| {
+                        (a == n && sa == session) || (b == n && sb == session)
+                    }) else {
+                        continue;
+                    };
+                    let (a, sa, b, sb, binary) = self.links[i];
+                    match frame {
+                        Some(f) if a == n => self.nodes[b].handle_frame(NOW, sb, wire(&f, binary)),
+                        Some(f) => self.nodes[a].handle_frame(NOW, sa, wire(&f, binary)),
+                        None => self.unlink(i),
+                    }
+                }
+            }
+            if !moved && self.nodes.iter().all(|e| !e.has_staged()) {
+                return closes;
+            }
+        }
+        panic!("the net did not settle");
+    }
+
+    fn has(&self, n: usize, collection: &str, id: &str) -> bool {
+        self.nodes[n]
+            .replica()
+            .get(&DocKey::new(collection, id))
+            .is_some()
+    }
+
+    fn write(&mut self, n: usize, id: &str, op: WriteOp) {
+        self.nodes[n]
+            .write(NOW, 0, DocKey::new("notes", id), op)
+            .expect("write");
+    }
+}
+
+fn put(v: Value) -> WriteOp {
+    WriteOp::Put(obj(v))
+}
+
+fn cloud() -> Engine {
+    let mut cfg = EngineConfig::new(ReplicaId(0xc1), Tier::Cloud, SPACE);
+    cfg.secret = Some(SECRET.to_vec());
+    Engine::new(cfg)
+}
+
+fn browser(id: ReplicaId) -> Engine {
+    let mut cfg = EngineConfig::new(id, Tier::Local, SPACE);
+    cfg.seed_default_policy = false;
+    Engine::new(cfg)
+}
+
+/// A document state as replica `by` would write it, then edited by `forge`.
+fn forged(
+    key: &DocKey,
+    value: Value,
+    by: ReplicaId,
+    forge: impl FnOnce(&mut bridge_core::DocState),
+) -> DocEntry {
+    let mut r = Replica::new(by, Tier::Local, SPACE);
+    r.write(NOW, key.clone(), WriteOp::Put(obj(value)))
+        .expect("write");
+    let mut state = r.state(key).cloned().expect("state");
+    forge(&mut state);
+    DocEntry {
+        collection: key.collection.clone(),
+        id: key.id.clone(),
+        state,
+    }
+}
+
+fn redot(state: &mut bridge_core::DocState, dot: Dot) {
+    for s in &mut state.siblings {
+        s.dot = dot;
+    }
+    state.context = VersionVector::new();
+    state.context.add_dot(dot);
+}
+
+fn vv(entries: &[(ReplicaId, u64)]) -> VersionVector {
+    let mut v = VersionVector::new();
+    for (r, c) in entries {
+        v.raise(*r, *c);
+    }
+    v
+}
+
+/// The attacks, each a push a write-token peer with replica id `ATTACKER` sends.
+fn attacks() -> Vec<(&'static str, Push, ErrorCode)> {
+    let notes = |id: &str| DocKey::new("notes", id);
+    let config = DocKey::new("_config", "collection:notes");
+    let push = |docs, watermark| Push {
+        seq: 1,
+        docs,
+        watermark,
+        remaining: 0,
+    };
+    vec![
+        (
+            "policy change through a push",
+            push(
+                vec![forged(
+                    &config,
+                    json!({"policy": "manual"}),
+                    ATTACKER,
+                    |_| {},
+                )],
+                vv(&[(ATTACKER, 1)]),
+            ),
+            ErrorCode::Forbidden,
+        ),
+        (
+            "a write of another replica",
+            push(
+                vec![forged(&notes("x"), json!({"v": 1}), ATTACKER, |s| {
+                    redot(s, Dot::new(REAL, 1_000_000))
+                })],
+                vv(&[(REAL, 1_000_000)]),
+            ),
+            ErrorCode::RelayForbidden,
+        ),
+        (
+            "a watermark claiming another replica's writes",
+            push(
+                vec![forged(&notes("y"), json!({"v": 1}), ATTACKER, |_| {})],
+                vv(&[(ATTACKER, 1), (REAL, 1_000_000)]),
+            ),
+            ErrorCode::RelayForbidden,
+        ),
+        (
+            "a watermark claiming more of its own writes than it carries",
+            push(
+                vec![forged(&notes("y"), json!({"v": 1}), ATTACKER, |_| {})],
+                vv(&[(ATTACKER, 1_000_000)]),
+            ),
+            ErrorCode::RelayForbidden,
+        ),
+        (
+            "a future counter of its own id (above what its watermark accounts for)",
+            push(
+                vec![forged(&notes("z"), json!({"v": 1}), ATTACKER, |s| {
+                    redot(s, Dot::new(ATTACKER, 1_000_000))
+                })],
+                vv(&[(ATTACKER, 1)]),
+            ),
+            ErrorCode::RelayForbidden,
+        ),
+        (
+            "a context that claims another replica's writes",
+            push(
+                vec![forged(&notes("w"), json!({"v": 1}), ATTACKER, |s| {
+                    s.context.raise(REAL, 1_000_000)
+                })],
+                vv(&[(ATTACKER, 1)]),
+            ),
+            ErrorCode::RelayForbidden,
+        ),
+    ]
+}
+
+#[test]
+fn every_attack_of_a_write_token_peer_is_refused_and_real_writes_still_arrive() {
+    const SERVER: usize = 0;
+    const REAL_NODE: usize = 1;
+    for binary in [false, true] {
+        for (name, attack, code) in attacks() {
+            let mut net = Net::new(vec![cloud(), browser(REAL)]);
+            // A real replica (a browser with a write token) syncs its first write.
+            net.write(REAL_NODE, "b1", put(json!({"n": 1})));
+            let l = net.link(REAL_NODE, SERVER, Some(Rights::Write), binary);
+            assert_eq!(net.pump(), []);
+            net.unlink(l);
+            let server = &mut net.nodes[SERVER];
+            let before_vector = server.replica().vector().clone();
+            let before_docs = server.replica().doc_count();
+
+            // The attacker: hello as a peer with a write token, then the forged push.
+            server.accept(NOW, 30);
+            let hello = Frame::Hello(Hello {
+                space: SPACE.into(),
+                kind: SessionKind::Peer,
+                name: Some("mallory".into()),
+                token: Some(token(Rights::Write)),
+                replica: Some(ATTACKER),
+                tier: Some(Tier::Local),
+                vector: Some(VersionVector::new()),
+                messages: Some(VersionVector::new()),
+            });
+            server.handle_frame(NOW, 30, wire(&hello, binary));
+            server.handle_frame(NOW, 30, wire(&Frame::Push(attack), binary));
+            persist_all(server);
+            let mut answered = None;
+            let mut closed = None;
+            while let Some(t) = server.poll_transmit() {
+                match t {
+                    Transmit::Frame {
+                        session: 30,
+                        frame: Frame::Error { code, .. },
+                    } => answered = Some(code),
+                    Transmit::Frame {
+                        session: 30,
+                        frame: Frame::Ack(a),
+                    } if a.seq.is_some() => panic!("{name}: the forged push was acknowledged"),
+                    Transmit::Close {
+                        session: 30, code, ..
+                    } => closed = Some(code),
+                    _ => {}
+                }
+            }
+            assert_eq!(answered, Some(code), "{name} (binary: {binary})");
+            assert_eq!(closed, Some(code), "{name}: the session is closed");
+            server.close(30);
+            assert_eq!(
+                server.replica().vector(),
+                &before_vector,
+                "{name}: vector unchanged"
+            );
+            assert_eq!(server.replica().doc_count(), before_docs, "{name}");
+            assert_eq!(server.replica().policy("notes"), Policy::Lww, "{name}");
+
+            // The real replica's later writes still arrive, and are all acknowledged.
+            net.write(REAL_NODE, "b2", put(json!({"n": 2})));
+            let l = net.link(REAL_NODE, SERVER, Some(Rights::Write), binary);
+            assert_eq!(net.pump(), []);
+            for id in ["b1", "b2"] {
+                assert!(net.has(SERVER, "notes", id), "{name}: notes/{id} arrived");
+            }
+            let session = net.links[l].1;
+            assert_eq!(
+                net.nodes[REAL_NODE].peer_status(session).map(|s| s.pending),
+                Some(0)
+            );
+        }
+    }
+}
+
+#[test]
+fn an_admin_peer_may_relay_other_replicas_writes_and_a_write_peer_only_its_own() {
+    let (server, relay, origin) = (0, 1, 2);
+    let mut net = Net::new(vec![
+        cloud(),
+        browser(ReplicaId(0x11)),
+        browser(ReplicaId(0x22)),
+    ]);
+    net.write(origin, "o", put(json!({"o": 1})));
+    net.link(origin, relay, None, true);
+    assert_eq!(net.pump(), []);
+    let up = net.link(relay, server, Some(Rights::Write), false);
+    assert_eq!(net.pump(), [], "a write-token relay is not refused");
+    assert!(
+        !net.has(server, "notes", "o"),
+        "it sends only its own writes"
+    );
+    net.unlink(up);
+    net.link(relay, server, Some(Rights::Admin), false);
+    assert_eq!(net.pump(), []);
+    assert!(net.has(server, "notes", "o"), "with admin it relays");
+}
+
+/// A browser that synced with a local host and then moves to the cloud with a write token
+/// holds the local host's writes, which the cloud lacks. It is never closed: it sends its own
+/// writes; one built on local-only data waits (with those after it) until the cloud has that
+/// data from a session that may relay it, and then goes by itself, on the same link.
+#[test]
+fn a_browser_that_moved_between_hosts_is_never_locked_out() {
+    let (local, server, b) = (0, 1, 2);
+    for binary in [false, true] {
+        // The local host has no secret, so every session there is admin.
+        let mut net = Net::new(vec![browser(ReplicaId(0x10)), cloud(), browser(REAL)]);
+        net.write(local, "l1", put(json!({"l": 1})));
+        net.write(b, "b0", put(json!({"b": 0})));
+        let to_local = net.link(b, local, None, binary);
+        assert_eq!(net.pump(), []);
+        net.unlink(to_local);
+        // Offline edits: one built on the local host's document, one independent after it.
+        net.write(b, "l1", WriteOp::Patch(obj(json!({"b": 1}))));
+        net.write(b, "b2", put(json!({"b": 2})));
+
+        let to_cloud = net.link(b, server, Some(Rights::Write), binary);
+        assert_eq!(net.pump(), [], "never closed");
+        assert!(net.has(server, "notes", "b0"), "its own earlier write went");
+        assert!(
+            !net.has(server, "notes", "l1"),
+            "a write on local-only data waits"
+        );
+        assert!(
+            !net.has(server, "notes", "b2"),
+            "and so do the writes after it"
+        );
+
+        // The local host links up with an admin token and relays what it has; the cloud
+        // passes it down the open browser link, and the browser's writes follow.
+        net.link(local, server, Some(Rights::Admin), binary);
+        assert_eq!(net.pump(), []);
+        for id in ["b0", "l1", "b2"] {
+            assert!(net.has(server, "notes", id), "notes/{id} reached the cloud");
+        }
+        assert_eq!(
+            net.nodes[server].replica().get(&DocKey::new("notes", "l1")),
+            Some(json!({"l": 1, "b": 1}))
+        );
+        let session = net.links[to_cloud].1;
+        assert_eq!(
+            net.nodes[b].peer_status(session).map(|s| s.pending),
+            Some(0)
+        );
+    }
+}
+
+/// A session that claims a real replica's id and a huge counter of it is accepted (a
+/// replica id is not a credential), but cannot hide the real replica's writes: the real
+/// replica sees a claim of its own id beyond what it ever wrote, offers everything again and
+/// moves its counter past the claim.
+#[test]
+fn an_impersonated_replica_still_gets_its_writes_through() {
+    let (server, real, impostor) = (0, 1, 2);
+    let mut net = Net::new(vec![cloud(), browser(REAL), browser(REAL)]);
+    net.write(real, "r1", put(json!({"r": 1})));
+    net.nodes[impostor]
+        .replica_mut()
+        .skip_own_counter(1_000_000);
+    net.write(impostor, "r1", put(json!({"forged": true})));
+    let l = net.link(impostor, server, Some(Rights::Write), true);
+    assert_eq!(net.pump(), []);
+    net.unlink(l);
+    assert!(net.nodes[server].replica().vector().get(REAL) > 1_000_000);
+    // The real replica connects: its earlier and later writes arrive.
+    net.link(real, server, Some(Rights::Write), false);
+    assert_eq!(net.pump(), []);
+    // The forged write claimed to have seen r1, so it overwrote it, as any write-token
+    // holder may overwrite a document. What matters: the real replica's later writes,
+    // including a new one to r1, are not taken for "already seen".
+    net.write(real, "r2", put(json!({"r": 2})));
+    net.write(real, "r1", put(json!({"r": 3})));
+    assert_eq!(net.pump(), []);
+    assert!(net.nodes[real].replica().vector().get(REAL) > 1_000_000);
+    assert!(net.has(server, "notes", "r2"));
+    assert_eq!(
+        net.nodes[server].replica().get(&DocKey::new("notes", "r1")),
+        Some(json!({"r": 3}))
+    );
+}
