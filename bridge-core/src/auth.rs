@@ -86,6 +86,24 @@ pub fn mint(secret: &[u8], claims: &Claims) -> String {
     format!("sb1.{body}.{sig}")
 }
 
+/// Reads a token's claims without checking its signature: for the holder of a token (a
+/// hybrid host's upstream link) to know which space it names and until when. Never a
+/// substitute for [`verify`]: anyone can write claims.
+pub fn peek(token: &str) -> Result<Claims> {
+    let bad = || {
+        Error::Unauthorized(
+            "the token is malformed; mint one with `sacred-bridge token create`".into(),
+        )
+    };
+    let mut parts = token.split('.');
+    let (Some("sb1"), Some(body), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    serde_json::from_slice(&unhex(body).ok_or_else(bad)?).map_err(|_| bad())
+}
+
 /// Verifies a token for `space` at `now_ms` and returns its rights.
 pub fn verify(secret: &[u8], token: &str, space: &str, now_ms: u64) -> Result<Rights> {
     let bad = || {
@@ -139,6 +157,8 @@ mod tests {
         assert!(verify(b"s3cret", &t, "team", 1000).is_err());
         assert!(verify(b"wrong", &t, "team", 1).is_err());
         assert!(verify(b"s3cret", "garbage", "team", 1).is_err());
+        assert_eq!(peek(&t), Ok(c));
+        assert!(peek("garbage").is_err());
         let tampered = t.replacen("sb1.7b", "sb1.7c", 1);
         assert!(verify(b"s3cret", &tampered, "team", 1).is_err());
     }

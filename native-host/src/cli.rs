@@ -775,13 +775,14 @@ fn conflict_text(v: &Value) -> String {
     o
 }
 
-/// Every upstream link in a status answer, summed: `POST /v1/sync` syncs them all.
+/// Every upstream link in a status answer, summed: `POST /v1/sync` syncs them all. Spaces
+/// that are not linked (no token for the cloud) have nothing to wait for.
 fn links_total(status: &Value) -> Option<Value> {
     let links: Vec<&Value> = status["spaces"]
         .as_array()?
         .iter()
         .map(|s| &s["upstream"])
-        .filter(|u| u.is_object())
+        .filter(|u| u.is_object() && u["state"] != "not_linked")
         .collect();
     if links.is_empty() {
         return None;

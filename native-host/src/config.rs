@@ -96,6 +96,8 @@ pub struct Config {
     pub cloud_ws_url: Option<String>,
     /// The cloud's HTTP API: `status` and `monitor` show the cloud's side from it.
     pub cloud_api_url: Option<String>,
+    /// Hybrid: a file of tokens for the upstream links, one a line, each naming its space.
+    pub cloud_tokens_file: Option<PathBuf>,
     /// The default space (`CLOUD_PROJECT_ID`).
     pub default_space: String,
     pub sync_mode: SyncMode,
@@ -287,6 +289,17 @@ impl Config {
         let cloud_ws_url = url("CLOUD_WS_URL")?;
         let cloud_api_url = url("CLOUD_API_URL")?;
 
+        let cloud_tokens_file = match l.get("CLOUD_TOKENS_FILE") {
+            Some((v, s)) => {
+                report.push(("CLOUD_TOKENS_FILE", v.clone(), s));
+                Some(PathBuf::from(v))
+            }
+            None => {
+                report.push(("CLOUD_TOKENS_FILE", "(unset)".into(), Source::Default));
+                None
+            }
+        };
+
         let (space, src) = l
             .get("CLOUD_PROJECT_ID")
             .unwrap_or_else(|| ("default".into(), Source::Default));
@@ -401,6 +414,7 @@ impl Config {
             db_path,
             cloud_ws_url,
             cloud_api_url,
+            cloud_tokens_file,
             default_space: space,
             sync_mode,
             sync_interval_ms,

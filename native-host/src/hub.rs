@@ -77,6 +77,20 @@ pub enum Input {
         pull: bool,
         reply: Option<oneshot::Sender<ApiResponse>>,
     },
+    /// What the link manager knows of `space`'s upstream link (hybrid mode).
+    Link {
+        space: String,
+        note: LinkNote,
+    },
+}
+
+/// News of an upstream link that only the dialling side knows.
+#[derive(Debug)]
+pub enum LinkNote {
+    /// The space has no usable token for the cloud: it stays local. The reason is shown.
+    NotLinked(String),
+    /// The last dial failed (the link keeps trying).
+    Unreachable(String),
 }
 
 pub struct HubConfig {
@@ -90,6 +104,9 @@ pub struct HubConfig {
     pub event_collections: BTreeSet<String>,
     /// `SYNC_MODE=event`: a message on one of these channels pushes upstream.
     pub event_channels: BTreeSet<String>,
+    /// Hybrid mode: every space the hub opens (restored or new) is announced here, once, so
+    /// that the link manager ([`crate::upstream::manage`]) links it.
+    pub link_spaces: Option<mpsc::UnboundedSender<String>>,
 }
 
 /// What the hub remembers of a space's upstream link, across reconnects.
@@ -110,6 +127,10 @@ struct Link {
     pull_last_ms: u64,
     /// Pushes started by an event trigger (`SYNC_MODE=event`).
     event_pushes: u64,
+    /// Why the space is not linked (no usable token); then it never is, until a restart.
+    not_linked: Option<String>,
+    /// Why the link is not up: the last failed dial, or the cloud's `error` frame.
+    last_error: Option<String>,
 }
 
 struct Conn {
@@ -183,7 +204,8 @@ impl Hub {
                 },
             );
         }
-        Ok(Hub {
+        let names: Vec<String> = spaces.keys().cloned().collect();
+        let mut hub = Hub {
             cfg,
             store,
             spaces,
@@ -191,7 +213,19 @@ impl Hub {
             next_req: 1,
             metrics: Metrics::default(),
             started: Instant::now(),
-        })
+        };
+        for name in &names {
+            hub.announce(name);
+        }
+        Ok(hub)
+    }
+
+    /// Hybrid mode: asks the link manager to link `space` (it links each space once).
+    fn announce(&mut self, space: &str) {
+        if let Some(tx) = &self.cfg.link_spaces {
+            self.links.entry(space.to_owned()).or_default();
+            let _ = tx.send(space.to_owned());
+        }
     }
 
     fn space(&mut self, name: &str) -> Result<&mut Space, ApiError> {
@@ -203,6 +237,7 @@ impl Hub {
                 ApiError::new(ErrorCode::Internal, e.to_string())
             })?;
             tracing::info!(space = name, replica = %engine.replica().id(), "created space");
+            self.announce(name);
             self.spaces.insert(
                 name.to_owned(),
                 Space {
@@ -320,6 +355,17 @@ impl Hub {
                 frame,
             } => {
                 self.metrics.frames_in += 1;
+                if let Frame::Error { code, message, .. } = &frame {
+                    // The cloud refused something (e.g. our token): status shows it.
+                    if let Some(link) = self
+                        .links
+                        .get_mut(&space)
+                        .filter(|l| l.session == Some(session))
+                    {
+                        link.last_error =
+                            Some(format!("the cloud answered `{}`: {message}", code.as_str()));
+                    }
+                }
                 if let Frame::Push(p) = &frame {
                     // A catch-up batch from the cloud: pull progress for `sync --pull`.
                     if let Some(link) = self
@@ -398,6 +444,13 @@ impl Hub {
                     Err(e) => e.response(),
                 };
                 let _ = reply.send(resp);
+            }
+            Input::Link { space, note } => {
+                let link = self.links.entry(space).or_default();
+                match note {
+                    LinkNote::NotLinked(reason) => link.not_linked = Some(reason),
+                    LinkNote::Unreachable(error) => link.last_error = Some(error),
+                }
             }
             Input::Sync { push, pull, reply } => {
                 let mut links = 0;
@@ -539,13 +592,15 @@ impl Hub {
                         if s.conns.get(&session).is_some_and(|c| c.manual) {
                             s.engine.set_auto_push(session, false);
                         }
-                        if Some(session) == upstream
-                            && s.engine
-                                .peer_status(session)
-                                .is_some_and(|p| p.pending == 0)
-                        {
+                        if Some(session) == upstream {
                             if let Some(l) = link.as_deref_mut() {
-                                l.last_sync_ms = now;
+                                l.last_error = None;
+                                if s.engine
+                                    .peer_status(session)
+                                    .is_some_and(|p| p.pending == 0)
+                                {
+                                    l.last_sync_ms = now;
+                                }
                             }
                         }
                     }
@@ -651,8 +706,16 @@ impl Hub {
                     .collect();
                 let link = self.links.get(name).map(|l| {
                     let peer = l.session.and_then(|id| s.engine.peer_status(id));
+                    let up = peer.as_ref().is_some_and(|p| p.open);
+                    let (state, reason) = match (&l.not_linked, up) {
+                        (Some(why), _) => ("not_linked", Some(why)),
+                        (None, true) => ("connected", None),
+                        (None, false) => ("connecting", l.last_error.as_ref()),
+                    };
                     json!({
-                        "up": peer.as_ref().is_some_and(|p| p.open),
+                        "state": state,
+                        "reason": reason,
+                        "up": up,
                         "up_since_ms": l.up_since_ms,
                         "last_sync_ms": l.last_sync_ms,
                         "last_sync_age_ms": (l.last_sync_ms > 0).then(|| now.saturating_sub(l.last_sync_ms)),

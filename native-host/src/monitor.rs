@@ -65,8 +65,14 @@ pub fn render(status: &Value, api: &str) -> String {
     for sp in status["spaces"].as_array().into_iter().flatten() {
         space_row(&mut o, sp);
         let up = &sp["upstream"];
-        if up.is_object() {
-            let state = if up["up"] == true { "up" } else { "DOWN" };
+        if up["state"] == "not_linked" {
+            let _ = writeln!(o, "  upstream NOT LINKED: {}", s(&up["reason"]));
+        } else if up.is_object() {
+            let state = match up["reason"].as_str() {
+                _ if up["up"] == true => "up".to_owned(),
+                Some(why) => format!("DOWN ({why})"),
+                None => "DOWN".to_owned(),
+            };
             let _ = writeln!(
                 o,
                 "  upstream {state}: pending uploads {}, lag {}, last successful sync {}, push {}/{}, pull {} (+{} to come), event pushes {}",

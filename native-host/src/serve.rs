@@ -15,7 +15,6 @@ const HUB_QUEUE: usize = 16_384;
 
 pub async fn run(cfg: Config) -> Result<(), String> {
     let secret = cfg.secret.clone().map(String::into_bytes);
-    let upstream_secret = secret.clone();
     if cfg.mode == Mode::Cloud && secret.is_none() {
         return Err(
             "cloud mode requires tokens: set BRIDGE_SECRET (in the environment or .env) to a long random string, then mint tokens with `sacred-bridge token create`".into(),
@@ -30,6 +29,29 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let tier = match cfg.mode {
         Mode::Cloud => Tier::Cloud,
         Mode::Local | Mode::Hybrid => Tier::Local,
+    };
+    // Hybrid: one upstream link per space served, each with a token for that space.
+    let links = match (cfg.mode, &cfg.cloud_ws_url) {
+        (Mode::Hybrid, Some(url)) => {
+            let tokens = crate::upstream::Tokens::load(
+                cfg.cloud_tokens_file.as_deref(),
+                std::env::var("BRIDGE_TOKEN").ok().as_deref(),
+                secret.clone(),
+            )?;
+            let (tx, rx) = mpsc::unbounded_channel::<String>();
+            let link_cfg = crate::upstream::LinkConfig {
+                url: url.clone(),
+                tokens,
+                // Periodic, manual and event links push only when asked (tick, trigger or
+                // `POST /v1/sync`).
+                manual: matches!(
+                    cfg.sync_mode,
+                    SyncMode::Manual | SyncMode::Periodic | SyncMode::Event
+                ),
+            };
+            Some((tx, rx, link_cfg))
+        }
+        _ => None,
     };
     let store = Store::open(&cfg.db_path)
         .map_err(|e| format!("cannot open the database {}: {e}", cfg.db_path.display()))?;
@@ -54,6 +76,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             } else {
                 Default::default()
             },
+            link_spaces: links.as_ref().map(|(tx, _, _)| tx.clone()),
         },
         store,
     )
@@ -94,22 +117,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let default_space: Arc<str> = Arc::from(cfg.default_space.as_str());
     tokio::spawn(crate::ws::serve(ws, tx.clone(), default_space));
     tokio::spawn(crate::http::serve(api, tx.clone()));
-    if cfg.mode == Mode::Hybrid {
-        if let Some(url) = cfg.cloud_ws_url.clone() {
-            tokio::spawn(crate::upstream::run(
-                url,
-                cfg.default_space.clone(),
-                std::env::var("BRIDGE_TOKEN").ok(),
-                upstream_secret,
-                // Periodic, manual and event links push only when asked (tick, trigger or
-                // `POST /v1/sync`).
-                matches!(
-                    cfg.sync_mode,
-                    SyncMode::Manual | SyncMode::Periodic | SyncMode::Event
-                ),
-                tx.clone(),
-            ));
-        }
+    if let Some((spaces, rx, link_cfg)) = links {
+        // The default space is linked from the start, even before anything opens it; the
+        // hub announces every other space it serves.
+        let _ = spaces.send(cfg.default_space.clone());
+        tokio::spawn(crate::upstream::manage(link_cfg, tx.clone(), rx));
     }
     drop(tx);
 

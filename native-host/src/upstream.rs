@@ -1,14 +1,20 @@
-//! Hybrid mode: the link from this host up to the cloud (`CLOUD_WS_URL`), one per space.
+//! Hybrid mode: the links from this host up to the cloud (`CLOUD_WS_URL`), one per space the
+//! host serves.
 //!
+//! The hub announces every space it opens (restored from the database at start, or opened
+//! later by a local client); [`manage`] gives each one a link if it has a token for it, and
+//! otherwise tells the hub why not, so `status` shows the space as not linked with the reason.
 //! The engine does the syncing (`connect` sends our `hello` with our vector, so a reconnect
-//! resumes where the cloud left off); this module only dials, moves frames, and redials with
+//! resumes where the cloud left off); [`run`] only dials, moves frames, and redials with
 //! capped, jittered exponential backoff.
 
-use crate::hub::{Input, OUTPUT_QUEUE};
+use crate::hub::{Input, LinkNote, OUTPUT_QUEUE};
 use crate::ws::{next_session, read_loop, write_loop, ws_config};
 use bridge_core::auth::{self, Claims, Rights};
 use bridge_core::backoff::Backoff;
 use futures_util::StreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,19 +22,122 @@ use tokio::sync::mpsc;
 /// A link that stayed up this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(10);
 
-/// The token for the upstream `hello`: `token` if given, else one minted from the shared
-/// secret (valid for a day; a new one is minted on every dial).
-fn token_for(token: &Option<String>, secret: &Option<Vec<u8>>, space: &str) -> Option<String> {
-    if token.is_some() {
-        return token.clone();
+/// Where each space's upstream link gets its token. A token names one space, so a link
+/// presents a token for its own space only.
+pub struct Tokens {
+    /// Tokens given explicitly, by the space their claims name: `CLOUD_TOKENS_FILE` (later
+    /// lines win), which wins over `BRIDGE_TOKEN`.
+    given: BTreeMap<String, (String, Claims)>,
+    /// `BRIDGE_SECRET`: an admin token is minted for a space with no given token.
+    secret: Option<Vec<u8>>,
+}
+
+impl Tokens {
+    /// Reads `BRIDGE_TOKEN` and the tokens file (one token per line; empty lines and lines
+    /// starting with `#` are skipped). Each token's space is read from its claims.
+    pub fn load(
+        file: Option<&Path>,
+        bridge_token: Option<&str>,
+        secret: Option<Vec<u8>>,
+    ) -> Result<Tokens, String> {
+        let mut given = BTreeMap::new();
+        if let Some(t) = bridge_token.map(str::trim).filter(|t| !t.is_empty()) {
+            let c = auth::peek(t).map_err(|_| {
+                "BRIDGE_TOKEN is not a token (expected `sb1.…` from `sacred-bridge token create`)"
+                    .to_owned()
+            })?;
+            given.insert(c.space.clone(), (t.to_owned(), c));
+        }
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read CLOUD_TOKENS_FILE {}: {e}", path.display()))?;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let c = auth::peek(line).map_err(|_| {
+                    format!(
+                        "CLOUD_TOKENS_FILE {} line {}: not a token; expected one token a line, from `sacred-bridge token create --space SPACE --rights admin`",
+                        path.display(),
+                        i + 1
+                    )
+                })?;
+                given.insert(c.space.clone(), (line.to_owned(), c));
+            }
+        }
+        Ok(Tokens { given, secret })
     }
-    let secret = secret.as_ref()?;
-    let claims = Claims {
-        space: space.to_owned(),
-        rights: Rights::Admin,
-        exp: crate::store::now_ms() + 24 * 3600 * 1000,
-    };
-    Some(auth::mint(secret, &claims))
+
+    /// The token for `space`'s link at `now` (ms), or why the space cannot be linked.
+    pub fn for_space(&self, space: &str, now: u64) -> Result<String, String> {
+        if let Some((token, c)) = self.given.get(space) {
+            if c.rights < Rights::Admin {
+                return Err(format!(
+                    "the token for `{space}` has `{}` rights; the upstream link relays other replicas' writes and needs an `admin` token (`sacred-bridge token create --space {space} --rights admin`)",
+                    c.rights.as_str()
+                ));
+            }
+            if c.exp <= now {
+                return Err(format!(
+                    "the token for `{space}` expired ({} ms since the epoch); put a new one in CLOUD_TOKENS_FILE and restart",
+                    c.exp
+                ));
+            }
+            return Ok(token.clone());
+        }
+        if let Some(secret) = &self.secret {
+            // Valid for a day; a new one is minted on every dial.
+            let claims = Claims {
+                space: space.to_owned(),
+                rights: Rights::Admin,
+                exp: now + 24 * 3600 * 1000,
+            };
+            return Ok(auth::mint(secret, &claims));
+        }
+        Err(format!(
+            "no token for `{space}`: add an admin token for it to CLOUD_TOKENS_FILE (`sacred-bridge token create --space {space} --rights admin`, signed with the cloud's secret), or give this host the cloud's BRIDGE_SECRET"
+        ))
+    }
+}
+
+/// What every link shares.
+pub struct LinkConfig {
+    /// The cloud's WebSocket base URL.
+    pub url: String,
+    pub tokens: Tokens,
+    /// Links push only when asked (SYNC_MODE manual / periodic / event).
+    pub manual: bool,
+}
+
+/// Links each space announced on `spaces` (once), or reports to the hub why it cannot.
+pub async fn manage(
+    cfg: LinkConfig,
+    hub: mpsc::Sender<Input>,
+    mut spaces: mpsc::UnboundedReceiver<String>,
+) {
+    let cfg = Arc::new(cfg);
+    let mut seen = BTreeSet::new();
+    while let Some(space) = spaces.recv().await {
+        if !seen.insert(space.clone()) {
+            continue;
+        }
+        match cfg.tokens.for_space(&space, crate::store::now_ms()) {
+            Ok(_) => {
+                tokio::spawn(run(cfg.clone(), space, hub.clone()));
+            }
+            Err(reason) => {
+                tracing::warn!(%space, %reason, "space not linked upstream");
+                let note = Input::Link {
+                    space,
+                    note: LinkNote::NotLinked(reason),
+                };
+                if hub.send(note).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// A random number for the backoff's jitter.
@@ -41,17 +150,24 @@ fn random() -> u64 {
     }
 }
 
-pub async fn run(
-    url: String,
-    space: String,
-    token: Option<String>,
-    secret: Option<Vec<u8>>,
-    manual: bool,
-    hub: mpsc::Sender<Input>,
-) {
-    let target = format!("{}/v1/spaces/{}/ws", url.trim_end_matches('/'), space);
+/// Keeps `space`'s link up until the hub is gone, or until it has no valid token any more.
+pub async fn run(cfg: Arc<LinkConfig>, space: String, hub: mpsc::Sender<Input>) {
+    let target = format!("{}/v1/spaces/{}/ws", cfg.url.trim_end_matches('/'), space);
     let mut backoff = Backoff::default(); // 250 ms doubling to 30 s, equal jitter
     loop {
+        let token = match cfg.tokens.for_space(&space, crate::store::now_ms()) {
+            Ok(t) => t,
+            Err(reason) => {
+                tracing::warn!(%space, %reason, "upstream link stopped");
+                let _ = hub
+                    .send(Input::Link {
+                        space,
+                        note: LinkNote::NotLinked(reason),
+                    })
+                    .await;
+                return;
+            }
+        };
         let started = Instant::now();
         match tokio_tungstenite::connect_async_with_config(&target, Some(ws_config()), true).await {
             Ok((ws, _)) => {
@@ -61,9 +177,9 @@ pub async fn run(
                 let connect = Input::Connect {
                     space: space.clone(),
                     session,
-                    token: token_for(&token, &secret, &space),
+                    token: Some(token),
                     out: out_tx,
-                    manual,
+                    manual: cfg.manual,
                 };
                 if hub.send(connect).await.is_err() {
                     return;
@@ -86,7 +202,16 @@ pub async fn run(
                 }
                 tracing::warn!(%target, "upstream link down");
             }
-            Err(e) => tracing::warn!(%target, error = %e, "upstream unreachable"),
+            Err(e) => {
+                tracing::warn!(%target, error = %e, "upstream unreachable");
+                let note = Input::Link {
+                    space: space.clone(),
+                    note: LinkNote::Unreachable(format!("cannot reach {target}: {e}")),
+                };
+                if hub.send(note).await.is_err() {
+                    return;
+                }
+            }
         }
         if started.elapsed() >= STABLE {
             backoff.reset();
@@ -94,5 +219,63 @@ pub async fn run(
         let wait = Duration::from_millis(backoff.next_delay(random()));
         tracing::debug!(?wait, "redialling upstream");
         tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(space: &str, rights: Rights, exp: u64) -> String {
+        let c = Claims {
+            space: space.into(),
+            rights,
+            exp,
+        };
+        auth::mint(b"cloud-secret", &c)
+    }
+
+    #[test]
+    fn each_space_gets_its_own_token_or_a_reason() {
+        let dir = std::env::temp_dir().join(format!("sb-tokens-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("tokens");
+        let team = token("team", Rights::Admin, 10_000);
+        std::fs::write(
+            &file,
+            format!(
+                "# tokens\n\n{}\n  {team}  \n{}\n",
+                token("team", Rights::Admin, 1),
+                token("ro", Rights::Write, 10_000)
+            ),
+        )
+        .expect("write tokens");
+        let proj = token("proj", Rights::Admin, 10_000);
+        let t = Tokens::load(Some(&file), Some(&proj), None).expect("valid");
+        assert_eq!(t.for_space("proj", 5), Ok(proj.clone()));
+        // A later line wins.
+        assert_eq!(t.for_space("team", 5), Ok(team));
+        assert!(t.for_space("ro", 5).is_err_and(|r| r.contains("admin")));
+        assert!(t
+            .for_space("team", 10_000)
+            .is_err_and(|r| r.contains("expired")));
+        assert!(t
+            .for_space("other", 5)
+            .is_err_and(|r| r.contains("no token") && r.contains("CLOUD_TOKENS_FILE")));
+        // With the cloud's secret, a space with no given token gets a minted one for itself.
+        let t = Tokens::load(None, None, Some(b"cloud-secret".to_vec())).expect("valid");
+        let minted = t.for_space("other", 5).expect("minted");
+        assert_eq!(
+            auth::verify(b"cloud-secret", &minted, "other", 6),
+            Ok(Rights::Admin)
+        );
+        assert!(auth::verify(b"cloud-secret", &minted, "team", 6).is_err());
+        // A line that is not a token is refused with its number.
+        std::fs::write(&file, "sb1.zz.00\n").expect("write tokens");
+        let e = Tokens::load(Some(&file), None, None)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("line 1"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,9 +5,9 @@
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use tests::{bridge_cmd, http, Agent};
+use tests::{bridge_cmd, cli, http, mint_token, Agent, Host, TempDir, PAIR_SECRET};
 
-use tests::{eventually, start_pair, wait_link_up, Pair};
+use tests::{eventually, start_hybrid, start_pair, wait_link_up, Pair};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hybrid_syncs_docs_and_messages_both_ways() {
@@ -238,4 +238,161 @@ async fn event_mode_pushes_when_a_trigger_fires() {
         .as_u64()
         .unwrap_or(0);
     assert!(pushes >= 2, "{v}");
+}
+
+/// A hybrid host links every space it serves, each with a token for that space alone: from
+/// `BRIDGE_TOKEN` or `CLOUD_TOKENS_FILE` (the space is read from each token), including
+/// spaces first opened after start. A space without a usable token shows as not linked,
+/// with the reason, in `/v1/status` and `sacred-bridge status`.
+#[test]
+fn hybrid_links_every_space_it_serves() {
+    let cloud_dir = TempDir::new("cloud");
+    let local_dir = TempDir::new("hybrid");
+    let cloud = Host::start(&cloud_dir.0, "cloud", &[("BRIDGE_SECRET", PAIR_SECRET)]);
+    let mint =
+        |space: &str, rights: &str| mint_token(&cloud_dir.0, PAIR_SECRET, space, rights, "1h");
+    let proj = mint("proj", "admin");
+    let team = mint("team", "admin");
+    let readonly = mint("ro", "write");
+    // Signed with another secret than the cloud's: the cloud refuses it.
+    let forged = mint_token(
+        &cloud_dir.0,
+        "not-the-cloud-secret",
+        "forged",
+        "admin",
+        "1h",
+    );
+    std::fs::write(
+        local_dir.0.join("cloud-tokens"),
+        format!("# one token per line; each names its space\n{team}\n\n{readonly}\n{forged}\n"),
+    )
+    .unwrap();
+    let cloud_url = format!("ws://127.0.0.1:{}", cloud.ws_port);
+    let mut local = start_hybrid(
+        &local_dir.0,
+        &cloud_url,
+        &proj,
+        &[("CLOUD_TOKENS_FILE", "cloud-tokens")],
+    );
+    let on_cloud = |space: &str, token: &str, id: &str, from: &'static str| {
+        eventually(
+            cloud.api_port,
+            &format!("/v1/spaces/{space}/docs/notes/{id}"),
+            Some(token),
+            move |s, v| s == 200 && v["value"]["from"] == from,
+        );
+    };
+    let on_local = |space: &str, id: &str, from: &'static str| {
+        eventually(
+            local.api_port,
+            &format!("/v1/spaces/{space}/docs/notes/{id}"),
+            None,
+            move |s, v| s == 200 && v["value"]["from"] == from,
+        );
+    };
+
+    // Both spaces, both ways. `team` does not exist on the hybrid host until this write.
+    for (space, token) in [("proj", &proj), ("team", &team)] {
+        let (s, v) = local.http(
+            "PUT",
+            &format!("/v1/spaces/{space}/docs/notes/up"),
+            Some(r#"{"from":"local"}"#),
+        );
+        assert_eq!(s, 200, "{v}");
+        on_cloud(space, token, "up", "local");
+        let (s, v) = http(
+            cloud.api_port,
+            "PUT",
+            &format!("/v1/spaces/{space}/docs/notes/down"),
+            Some(r#"{"from":"cloud"}"#),
+            Some(token),
+        );
+        assert_eq!(s, 200, "{v}");
+        on_local(space, "down", "cloud");
+    }
+
+    // Spaces without a usable token stay local, and status says why.
+    for space in ["solo", "ro", "forged"] {
+        let (s, v) = local.http(
+            "PUT",
+            &format!("/v1/spaces/{space}/docs/notes/x"),
+            Some(r#"{"from":"local"}"#),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    let link = |v: &serde_json::Value, space: &str| -> serde_json::Value {
+        v["spaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["space"] == space)
+            .map(|s| s["upstream"].clone())
+            .unwrap_or_default()
+    };
+    let v = eventually(local.api_port, "/v1/status", None, |_, v| {
+        ["proj", "team"]
+            .iter()
+            .all(|s| link(v, s)["state"] == "connected" && link(v, s)["pending"] == 0)
+            && link(v, "solo")["state"] == "not_linked"
+            && link(v, "ro")["state"] == "not_linked"
+            && link(v, "forged")["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("unauthorized"))
+    });
+    // A link the cloud refuses stays `connecting`, retrying with backoff, and says why.
+    assert_eq!(link(&v, "forged")["state"], "connecting", "{v}");
+    let solo = link(&v, "solo");
+    assert!(
+        solo["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no token") && r.contains("CLOUD_TOKENS_FILE")),
+        "{solo}"
+    );
+    let ro = link(&v, "ro");
+    assert!(
+        ro["reason"].as_str().is_some_and(|r| r.contains("admin")),
+        "{ro}"
+    );
+    // Nothing of the unlinked or refused spaces reached the cloud.
+    for space in ["solo", "ro", "forged"] {
+        let (s, v) = http(
+            cloud.api_port,
+            "GET",
+            &format!("/v1/spaces/{space}/docs/notes/x"),
+            None,
+            Some(&mint(space, "read")),
+        );
+        assert_eq!(s, 404, "{space}: {v}");
+    }
+
+    // `sacred-bridge status` shows the same links.
+    let (code, out, err) = cli(
+        &local_dir.0,
+        &[
+            "status",
+            "--api",
+            &format!("http://127.0.0.1:{}", local.api_port),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let st: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(link(&st, "team")["state"], "connected", "{st}");
+    assert_eq!(link(&st, "solo")["state"], "not_linked", "{st}");
+
+    // After a restart, spaces restored from the database are linked at once: a cloud write
+    // to `team` arrives before anything here touches `team` (status opens no space).
+    local.restart();
+    let (s, v) = http(
+        cloud.api_port,
+        "PUT",
+        "/v1/spaces/team/docs/notes/later",
+        Some(r#"{"from":"cloud"}"#),
+        Some(&team),
+    );
+    assert_eq!(s, 200, "{v}");
+    eventually(local.api_port, "/v1/status", None, |_, v| {
+        v["spaces"].as_array().into_iter().flatten().any(|s| {
+            s["space"] == "team" && s["docs"] == 3 && s["upstream"]["state"] == "connected"
+        })
+    });
 }
