@@ -15,14 +15,24 @@
 //! it. The same loop runs from fuzzer bytes ([`run_bytes`]) instead of a seeded generator.
 //!
 //! Topology: node 0 is a cloud relay; node 1 is a hybrid host (tier local) linked up to
-//! node 0; the remaining nodes are client replicas of either tier, each linked to node 0 or
-//! node 1; agents (plain protocol clients, no replica) attach to nodes 0 and 1.
+//! node 0 with an `admin` token (it relays); the remaining nodes are client replicas of
+//! either tier, each linked to node 0 or node 1 with a `write` or an `admin` token (with
+//! `write` they may introduce only their own writes); agents (plain protocol clients, no
+//! replica) attach to nodes 0 and 1. Every node has its own random local default policy
+//! (`CONFLICT_STRATEGY`): only a seed, so the space must still converge.
+//!
+//! Adversarial peers connect to node 0 or 1 with a `write` token and try what the trust rule
+//! forbids: a push touching `_config`, a write of another replica, a watermark or context
+//! claiming another replica's writes, a write of their own id above their watermark, a
+//! message under another replica's origin. Each must be refused (never acknowledged), and
+//! everything above must still hold.
 
+use crate::auth::{self, Claims, Rights};
 use crate::codec::{decode, encode_binary, encode_json};
 use crate::doc::WriteOp;
-use crate::frame::{Ack, Frame, Hello, SessionKind};
-use crate::message::{MessageId, Retained};
-use crate::replica::PersistBatch;
+use crate::frame::{Ack, DocEntry, Frame, Hello, Push, SessionKind};
+use crate::message::{Message, MessageId, Retained};
+use crate::replica::{PersistBatch, Replica};
 use crate::{
     DocKey, DocState, Dot, Engine, EngineConfig, Event, Policy, ReplicaId, SessionId, Stamp, Tier,
     Transmit, VersionVector,
@@ -105,6 +115,8 @@ pub struct SimConfig {
     pub duplicate: usize,
     /// Encode every second link's frames in binary (when the codec has it).
     pub documents: usize,
+    /// Adversarial peers (write tokens, forged pushes and messages).
+    pub attackers: usize,
 }
 
 impl Default for SimConfig {
@@ -117,6 +129,7 @@ impl Default for SimConfig {
             crash: 6,
             duplicate: 20,
             documents: 6,
+            attackers: 1,
         }
     }
 }
@@ -145,6 +158,9 @@ pub struct Report {
     pub conflicts_open: usize,
     pub docs: usize,
     pub heal_rounds: usize,
+    /// Forged pushes and messages sent by adversarial peers, and sessions closed on them.
+    pub attacks: usize,
+    pub attacks_refused: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -168,6 +184,20 @@ impl std::fmt::Display for Failure {
 }
 
 const SPACE: &str = "sim";
+const SECRET: &[u8] = b"sim-secret";
+/// Replica ids the adversaries claim (never a real node's).
+const ATTACKER_BASE: u64 = 0x6660;
+
+fn token(rights: Rights) -> String {
+    auth::mint(
+        SECRET,
+        &Claims {
+            space: SPACE.into(),
+            rights,
+            exp: u64::MAX,
+        },
+    )
+}
 const CHANNELS: [&str; 2] = ["c0", "c1"];
 const COLLECTIONS: [&str; 3] = ["k0", "k1", "k2"];
 
@@ -242,6 +272,7 @@ impl Node {
 enum End {
     Node(usize),
     Agent(usize),
+    Attacker(usize),
 }
 
 enum Wire {
@@ -259,6 +290,8 @@ struct Link {
     to_client: VecDeque<Wire>,
     /// Peer links alternate between the binary and the JSON encoding.
     binary: bool,
+    /// What the client's token allows.
+    rights: Rights,
 }
 
 impl Link {
@@ -298,6 +331,7 @@ struct World<'c, C: Choices> {
     acked_deletes: Vec<Dot>,
     local_reqs: BTreeMap<(usize, u64), DocKey>,
     report: Report,
+    attacks: usize,
 }
 
 /// Runs one seeded scenario with the default configuration.
@@ -335,10 +369,18 @@ pub fn simulate<C: Choices>(c: &mut C, cfg: &SimConfig) -> Result<Report, Failur
 
 impl<'c, C: Choices> World<'c, C> {
     fn new(c: &'c mut C, cfg: SimConfig) -> Self {
-        let default_policy = Policy::ALL[c.below(Policy::ALL.len())];
         let mut nodes = Vec::new();
         let total = cfg.clients + 2;
-        for i in 0..total {
+        // Clients with a write token may introduce only their own writes; like browsers,
+        // they do not seed the space's default policy.
+        let rights: Vec<Rights> = (0..total)
+            .map(|i| match i {
+                0 | 1 => Rights::Admin,
+                _ if c.chance(500) => Rights::Write,
+                _ => Rights::Admin,
+            })
+            .collect();
+        for (i, &r) in rights.iter().enumerate() {
             let tier = match i {
                 0 => Tier::Cloud,
                 1 => Tier::Local,
@@ -346,7 +388,9 @@ impl<'c, C: Choices> World<'c, C> {
                 _ => Tier::Local,
             };
             let mut ec = EngineConfig::new(ReplicaId(0x100 + i as u64), tier, SPACE);
-            ec.default_policy = default_policy;
+            ec.default_policy = Policy::ALL[c.below(Policy::ALL.len())];
+            ec.seed_default_policy = r == Rights::Admin;
+            ec.secret = Some(SECRET.to_vec());
             ec.batch_docs = 1 + c.below(4);
             ec.window = 1 + c.below(3);
             ec.default_retain = [0, 3, 100][c.below(3)];
@@ -368,12 +412,13 @@ impl<'c, C: Choices> World<'c, C> {
             acked_deletes: Vec::new(),
             local_reqs: BTreeMap::new(),
             report: Report::default(),
+            attacks: 0,
         };
         // node 1 (hybrid) links up to the relay; clients link to node 0 or 1.
-        w.add_link(End::Node(1), 0);
-        for i in 2..total {
+        w.add_link(End::Node(1), 0, Rights::Admin);
+        for (i, &r) in rights.iter().enumerate().skip(2) {
             let server = w.c.below(2);
-            w.add_link(End::Node(i), server);
+            w.add_link(End::Node(i), server, r);
         }
         for a in 0..w.cfg.agents {
             let server = a % 2;
@@ -384,7 +429,11 @@ impl<'c, C: Choices> World<'c, C> {
                 next_req: 1,
                 ..Agent::default()
             });
-            w.add_link(End::Agent(a), server);
+            w.add_link(End::Agent(a), server, Rights::Admin);
+        }
+        for x in 0..w.cfg.attackers {
+            let server = w.c.below(2);
+            w.add_link(End::Attacker(x), server, Rights::Write);
         }
         w
     }
@@ -393,7 +442,7 @@ impl<'c, C: Choices> World<'c, C> {
         self.time + self.nodes[node].offset_ms
     }
 
-    fn add_link(&mut self, client: End, server: usize) {
+    fn add_link(&mut self, client: End, server: usize, rights: Rights) {
         self.links.push(Link {
             client,
             server,
@@ -402,7 +451,8 @@ impl<'c, C: Choices> World<'c, C> {
             server_sid: 0,
             to_server: VecDeque::new(),
             to_client: VecDeque::new(),
-            binary: matches!(client, End::Node(_)) && self.links.len() % 2 == 1,
+            binary: !matches!(client, End::Agent(_)) && self.links.len() % 2 == 1,
+            rights,
         });
         let l = self.links.len() - 1;
         self.connect(l);
@@ -426,13 +476,30 @@ impl<'c, C: Choices> World<'c, C> {
         match client {
             End::Node(n) => {
                 let now = self.now(n);
-                self.nodes[n].engine.connect(now, csid, None, "sim");
+                let t = token(self.links[l].rights);
+                self.nodes[n].engine.connect(now, csid, Some(t), "sim");
+            }
+            End::Attacker(x) => {
+                let hello = Frame::Hello(Hello {
+                    space: SPACE.into(),
+                    kind: SessionKind::Peer,
+                    name: Some(format!("attacker-{x}")),
+                    token: Some(token(Rights::Write)),
+                    replica: Some(ReplicaId(ATTACKER_BASE + x as u64)),
+                    tier: Some(Tier::Local),
+                    vector: Some(VersionVector::new()),
+                    messages: Some(VersionVector::new()),
+                });
+                let link = &mut self.links[l];
+                let bytes = link.encode(&hello);
+                link.to_server.push_back(Wire::Frame(bytes));
             }
             End::Agent(a) => {
                 let hello = Frame::Hello(Hello {
                     space: SPACE.into(),
                     kind: SessionKind::Agent,
                     name: Some(format!("agent-{a}")),
+                    token: Some(token(Rights::Admin)),
                     ..Hello::default()
                 });
                 let cursor = self.agents[a].cursor;
@@ -561,7 +628,12 @@ impl<'c, C: Choices> World<'c, C> {
                 }
                 Wire::Frame(self.links[l].encode(&frame))
             }
-            Transmit::Close { .. } => Wire::Close,
+            Transmit::Close { .. } => {
+                if matches!(self.links[l].client, End::Attacker(_)) {
+                    self.report.attacks_refused += 1;
+                }
+                Wire::Close
+            }
         };
         let link = &mut self.links[l];
         if link.server == n && link.server_sid == sid {
@@ -584,7 +656,7 @@ impl<'c, C: Choices> World<'c, C> {
     fn deliver(&mut self, l: usize, to_server: bool, allow_dup: bool) -> Result<(), String> {
         // Duplicates test that peers apply pushes, acks and broadcasts idempotently. Agent
         // links are left alone: a WebSocket never duplicates, and agents keep no dedupe state.
-        let agent_link = matches!(self.links[l].client, End::Agent(_));
+        let agent_link = !matches!(self.links[l].client, End::Node(_));
         let dup = allow_dup && !agent_link && self.c.chance(self.cfg.duplicate);
         let link = &mut self.links[l];
         let q = if to_server {
@@ -635,6 +707,13 @@ impl<'c, C: Choices> World<'c, C> {
                     self.nodes[n].engine.handle_frame(now, csid, frame);
                 }
                 End::Agent(a) => self.agent_receive(a, frame)?,
+                End::Attacker(x) => {
+                    if let Frame::Ack(Ack { seq: Some(seq), .. }) = frame {
+                        return Err(format!(
+                            "node {server} acknowledged push {seq} of attacker {x}"
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -805,6 +884,106 @@ impl<'c, C: Choices> World<'c, C> {
             .push_back(Wire::Frame(encode_json(&frame).into_bytes()));
     }
 
+    /// An adversarial peer sends one forged push or message.
+    fn attacker_action(&mut self, x: usize) {
+        let Some(l) = (0..self.links.len()).find(|&l| self.links[l].client == End::Attacker(x))
+        else {
+            return;
+        };
+        if !self.links[l].up {
+            return;
+        }
+        let me = ReplicaId(ATTACKER_BASE + x as u64);
+        let server = self.links[l].server;
+        let now = self.now(server);
+        // A real replica to forge, and a counter far beyond what anyone holds of it.
+        let victim = self.nodes[self.c.below(self.nodes.len())].cfg.replica;
+        let beyond = self.nodes[server]
+            .engine
+            .replica()
+            .latest_vector()
+            .get(victim)
+            + 1000;
+        let key = self.random_key();
+        let entry = |key: &DocKey, dot: Dot, context: &[(ReplicaId, u64)]| {
+            let mut r = Replica::new(me, Tier::Local, SPACE);
+            let mut m = Map::new();
+            m.insert("forged".into(), json!(true));
+            let _ = r.write(now, key.clone(), WriteOp::Put(m));
+            let mut state = r.state(key).cloned().unwrap_or_default();
+            for s in &mut state.siblings {
+                s.dot = dot;
+            }
+            state.context = VersionVector::new();
+            state.context.add_dot(dot);
+            for (r, c) in context {
+                state.context.raise(*r, *c);
+            }
+            DocEntry {
+                collection: key.collection.clone(),
+                id: key.id.clone(),
+                state,
+            }
+        };
+        let mut wm = VersionVector::new();
+        let (docs, frame) = match self.c.below(6) {
+            0 => {
+                let k = DocKey::new("_config", format!("collection:{}", key.collection));
+                wm.raise(me, 1);
+                (vec![entry(&k, Dot::new(me, 1), &[])], None)
+            }
+            1 => {
+                wm.raise(victim, beyond);
+                (vec![entry(&key, Dot::new(victim, beyond), &[])], None)
+            }
+            2 => {
+                wm.raise(me, 1);
+                wm.raise(victim, beyond);
+                (vec![entry(&key, Dot::new(me, 1), &[])], None)
+            }
+            3 => {
+                wm.raise(me, 1);
+                (
+                    vec![entry(&key, Dot::new(me, 1), &[(victim, beyond)])],
+                    None,
+                )
+            }
+            4 => {
+                wm.raise(me, 1);
+                (vec![entry(&key, Dot::new(me, 1_000_000), &[])], None)
+            }
+            _ => {
+                let stamp = Stamp::new(now, 0, me);
+                let message = Message {
+                    id: MessageId {
+                        origin: victim,
+                        seq: beyond,
+                    },
+                    channel: CHANNELS[0].into(),
+                    payload: json!({"forged": true}),
+                    stamp,
+                };
+                (
+                    Vec::new(),
+                    Some(Frame::Broadcast {
+                        message,
+                        offset: None,
+                    }),
+                )
+            }
+        };
+        let frame = frame.unwrap_or(Frame::Push(Push {
+            seq: 1 + self.attacks as u64,
+            docs,
+            watermark: wm,
+            remaining: 0,
+        }));
+        self.attacks += 1;
+        let link = &mut self.links[l];
+        let bytes = link.encode(&frame);
+        link.to_server.push_back(Wire::Frame(bytes));
+    }
+
     fn step_faulty(&mut self) -> Result<(), String> {
         let n_nodes = self.nodes.len();
         match self.c.below(100) {
@@ -850,6 +1029,10 @@ impl<'c, C: Choices> World<'c, C> {
                 } else {
                     self.local_write(n)?;
                 }
+            }
+            70..=71 if self.cfg.attackers > 0 => {
+                let x = self.c.below(self.cfg.attackers);
+                self.attacker_action(x);
             }
             70..=79 => {
                 if !self.agents.is_empty() {
@@ -1058,6 +1241,7 @@ impl<'c, C: Choices> World<'c, C> {
         self.report.acked_deletes = self.acked_deletes.len();
         self.report.conflicts_open = conflicts0.len();
         self.report.docs = docs0.len();
+        self.report.attacks = self.attacks;
         Ok(())
     }
 }

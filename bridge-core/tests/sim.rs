@@ -29,6 +29,8 @@ fn simulation_converges_under_faults() {
                 total.crashes += r.crashes;
                 total.breaks += r.breaks;
                 total.conflicts_open += r.conflicts_open;
+                total.attacks += r.attacks;
+                total.attacks_refused += r.attacks_refused;
             }
             Err(f) => {
                 eprintln!("{f}");
@@ -50,6 +52,12 @@ fn simulation_converges_under_faults() {
     );
     assert!(
         total.crashes > 0 && total.breaks > 0 && total.messages_delivered > 0,
+        "{total:?}"
+    );
+    // The adversarial peers attacked, and were turned away (some attacks are lost with
+    // broken links or sent while a refused session is still closing).
+    assert!(
+        total.attacks > 0 && total.attacks_refused > total.attacks / 4,
         "{total:?}"
     );
 }
