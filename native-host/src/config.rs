@@ -444,6 +444,10 @@ impl Config {
         for (k, v, s) in &self.report {
             out.push_str(&format!("{k:<w$}  {v:<vw$}  {s}\n"));
         }
+        out.push_str(&format!(
+            "\nCONFLICT_STRATEGY={} seeds the default policy of spaces this host creates; a space\nthat exists already keeps its replicated default (the cloud's wins; `status` shows it).\n",
+            self.conflict_strategy.as_str()
+        ));
         out.push_str(match self.sync_mode {
             SyncMode::Realtime => "\nSYNC_MODE=realtime: hybrid pushes every durable change upstream at once.\n",
             SyncMode::Periodic => "\nSYNC_MODE=periodic: hybrid pushes every SYNC_INTERVAL ms (and on `sacred-bridge sync`).\n",

@@ -144,6 +144,9 @@ struct Space {
     engine: Engine,
     conns: HashMap<SessionId, Conn>,
     waiting: HashMap<u64, (oneshot::Sender<ApiResponse>, ApiResponse)>,
+    /// The space's default policy as last logged (a mismatch with `CONFLICT_STRATEGY` is
+    /// logged once per change).
+    default_logged: Option<Policy>,
 }
 
 /// Upper bounds (seconds) of the commit-duration histogram in `/metrics`: a commit gates
@@ -201,6 +204,7 @@ impl Hub {
                     engine,
                     conns: HashMap::new(),
                     waiting: HashMap::new(),
+                    default_logged: None,
                 },
             );
         }
@@ -244,6 +248,7 @@ impl Hub {
                     engine,
                     conns: HashMap::new(),
                     waiting: HashMap::new(),
+                    default_logged: None,
                 },
             );
         }
@@ -540,6 +545,18 @@ impl Hub {
                     if let Err(e) = s.engine.persisted(b.id) {
                         tracing::error!(error = %e, space = %name, "engine refused a persisted report");
                     }
+                    let (space_default, local) = s.engine.default_policies();
+                    if s.default_logged != Some(space_default) {
+                        s.default_logged = Some(space_default);
+                        if space_default != local {
+                            tracing::warn!(
+                                space = %name,
+                                space_default = space_default.as_str(),
+                                conflict_strategy = local.as_str(),
+                                "the space's replicated default policy differs from CONFLICT_STRATEGY, which only seeds new spaces; the space's value applies"
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -735,6 +752,9 @@ impl Hub {
                     "cursor": api::format_cursor(r.vector()),
                     "sessions": s.engine.session_count(),
                     "open_conflicts": r.conflicts(None).len(),
+                    "default_policy": r.space_default_policy().as_str(),
+                    "conflict_strategy": r.local_default_policy().as_str(),
+                    "default_policy_mismatch": r.space_default_policy() != r.local_default_policy(),
                     "presence": serde_json::to_value(s.engine.presence()).unwrap_or(Value::Null),
                     "peers": peers,
                     "upstream": link,

@@ -64,6 +64,15 @@ pub fn render(status: &Value, api: &str) -> String {
     );
     for sp in status["spaces"].as_array().into_iter().flatten() {
         space_row(&mut o, sp);
+        let _ = writeln!(o, "  default policy {}", s(&sp["default_policy"]));
+        if sp["default_policy_mismatch"] == true {
+            let _ = writeln!(
+                o,
+                "  NOTE: CONFLICT_STRATEGY here is {}; it only seeds new spaces, and this space's replicated default ({}) applies",
+                s(&sp["conflict_strategy"]),
+                s(&sp["default_policy"]),
+            );
+        }
         let up = &sp["upstream"];
         if up["state"] == "not_linked" {
             let _ = writeln!(o, "  upstream NOT LINKED: {}", s(&up["reason"]));

@@ -228,3 +228,71 @@ async fn concurrent_edits_converge_under_every_policy_and_manual_resolves_from_t
     let local_export = local.http("GET", "/v1/spaces/proj/export", None).1;
     assert_eq!(cloud_export, local_export);
 }
+
+/// A cloud host seeded `lww` and a hybrid host whose `CONFLICT_STRATEGY` is `merge` patch
+/// different fields of one document concurrently: both must show the same document, because
+/// the default policy is part of the space's replicated configuration (the local setting only
+/// seeds new spaces, and the cloud's seed wins), and the hybrid's status names the mismatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_with_different_conflict_strategies_converge() {
+    let Pair {
+        cloud,
+        local,
+        token,
+        _dirs,
+    } = start_pair(&[("SYNC_MODE", "manual"), ("CONFLICT_STRATEGY", "merge")]);
+    let tok = Some(token.as_str());
+    let dir = _dirs.1 .0.clone();
+    let local_api = format!("http://127.0.0.1:{}", local.api_port);
+    wait_link_up(&local);
+    let sync = || {
+        cli_ok(
+            &dir,
+            &["sync", "--push", "--timeout", "20", "--api", &local_api],
+        )
+    };
+
+    let (mut la, _) = Agent::hello(&local.ws_url("proj"), "proj", None).await;
+    let (mut ca, _) = Agent::hello(&cloud.ws_url("proj"), "proj", tok).await;
+    put(&mut la, 1, "notes", json!({"base": 1})).await;
+    sync();
+    let path = "/v1/spaces/proj/docs/notes/doc";
+    eventually(cloud.api_port, path, tok, |s, _| s == 200);
+    for (agent, field) in [(&mut la, "h"), (&mut ca, "c")] {
+        agent
+            .send(&json!({"type": "patch", "req": 2, "collection": "notes", "id": "doc", "value": {field: 1}}))
+            .await;
+        let ack = agent.recv_type("ack").await;
+        assert_eq!(ack["req"], 2, "{ack}");
+    }
+    sync();
+    let cloud_doc = eventually(cloud.api_port, path, tok, |s, v| {
+        s == 200 && http(local.api_port, "GET", path, None, None).1 == *v
+    });
+    assert_eq!(local.http("GET", path, None).1, cloud_doc);
+
+    // Both name the same default; the hybrid says its own setting is only a seed.
+    let default_of = |v: &Value| {
+        v["spaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["space"] == "proj")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let cloud_space = default_of(&http(cloud.api_port, "GET", "/v1/status", None, tok).1);
+    let local_space = default_of(&local.http("GET", "/v1/status", None).1);
+    assert_eq!(cloud_space["default_policy"], local_space["default_policy"]);
+    assert_eq!(local_space["conflict_strategy"], "merge");
+    assert_eq!(
+        local_space["default_policy_mismatch"],
+        local_space["default_policy"] != "merge",
+        "{local_space}"
+    );
+    let screen = cli_ok(&dir, &["monitor", "--once", "--api", &local_api]);
+    assert!(screen.contains("default policy"), "{screen}");
+    if local_space["default_policy_mismatch"] == true {
+        assert!(screen.contains("only seeds new spaces"), "{screen}");
+    }
+}
