@@ -53,7 +53,6 @@
 //! ```
 
 use crate::auth::{self, Rights};
-use crate::codec::{object_size_bound, size_bound, MAX_DOC_BYTES};
 use crate::doc::WriteOp;
 use crate::frame::{Ack, Conflict, DocView, Frame, Hello, Push, SessionKind, Welcome};
 use crate::message::{Message, MessageId, PresenceEntry, Retained};
@@ -64,6 +63,8 @@ use crate::{
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+mod once;
 
 /// Budget for the documents of one push: half the frame limit, so a push stays under
 /// [`crate::frame::MAX_FRAME_BYTES`] in either encoding with room for the envelope.
@@ -246,6 +247,8 @@ pub struct Engine {
     push_cursor: SessionId,
     /// The space's default policy was seeded or found (checked once, at the first cut).
     seeded: bool,
+    /// Done requests with an idempotency key ([`Engine::once`]).
+    requests: crate::requests::Requests,
 }
 
 impl Engine {
@@ -266,6 +269,7 @@ impl Engine {
             presence_dirty: false,
             push_cursor: 0,
             seeded: false,
+            requests: Default::default(),
         }
     }
 
@@ -383,13 +387,7 @@ impl Engine {
 
     /// A write made through the host's own API. `Event::Acked { req }` follows once durable.
     pub fn write(&mut self, now_ms: u64, req: u64, key: DocKey, op: WriteOp) -> Result<Dot> {
-        check_name(
-            "collection",
-            &key.collection,
-            key.collection == CONFIG_COLLECTION,
-        )?;
-        check_name("document id", &key.id, true)?;
-        self.check_size(&key, &op)?;
+        self.check_write(&key, &op)?;
         let dot = self.replica.write(now_ms, key, op)?;
         self.gate(Gated::Local(req, Some(dot)));
         Ok(dot)
@@ -440,7 +438,7 @@ impl Engine {
         channel: &str,
         payload: Value,
     ) -> Result<MessageId> {
-        check_name("channel", channel, false)?;
+        crate::limits::check_message(channel, &payload)?;
         let id = self.replica.publish(now_ms, channel.to_owned(), payload);
         self.gate(Gated::Local(req, None));
         Ok(id)
@@ -474,7 +472,8 @@ impl Engine {
     #[must_use]
     pub fn poll_persist(&mut self) -> Option<PersistBatch> {
         self.seed_space();
-        let batch = self.replica.cut()?;
+        let mut batch = self.replica.cut()?;
+        batch.requests = self.requests.take_staged();
         let gates = std::mem::take(&mut self.staged_gates);
         self.inflight_gates.push_back((batch.id, gates));
         Some(batch)
@@ -1098,7 +1097,7 @@ impl Engine {
                 payload,
             } => {
                 self.need(session, Rights::Write)?;
-                check_name("channel", &channel, false)?;
+                crate::limits::check_message(&channel, &payload)?;
                 let id = self.replica.publish(now_ms, channel, payload);
                 self.msg_from.insert(id, session);
                 self.gate(Gated::Frame(
@@ -1194,9 +1193,7 @@ impl Engine {
         if config {
             self.need(session, Rights::Admin)?;
         }
-        check_name("collection", &key.collection, config)?;
-        check_name("document id", &key.id, true)?;
-        self.check_size(&key, &op)?;
+        self.check_write(&key, &op)?;
         let dot = self.replica.write(now_ms, key, op)?;
         self.gate(Gated::Frame(
             session,
@@ -1209,22 +1206,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Refuses a write whose document would be too large to travel in one push.
-    fn check_size(&self, key: &DocKey, op: &WriteOp) -> Result<()> {
-        let size = match op {
-            WriteOp::Delete => return Ok(()),
-            WriteOp::Put(m) => object_size_bound(m),
-            WriteOp::Patch(m) => {
-                self.replica.get(key).map_or(0, |v| size_bound(&v)) + object_size_bound(m)
-            }
+    /// Every limit on a document write ([`crate::limits::check_doc_write`]), before it is made.
+    fn check_write(&self, key: &DocKey, op: &WriteOp) -> Result<()> {
+        let current = match op {
+            WriteOp::Patch(_) => self.replica.get(key),
+            _ => None,
         };
-        if size > MAX_DOC_BYTES {
-            return Err(Error::DocTooLarge {
-                size,
-                max: MAX_DOC_BYTES,
-            });
-        }
-        Ok(())
+        crate::limits::check_doc_write(key, op, current.as_ref())
     }
 
     /// Holds an acknowledgement until everything it vouches for is durable.

@@ -18,6 +18,8 @@ pub enum Error {
     UnsupportedVersion { got: u32, supported: u32 },
     #[error("the document would take up to {size} bytes; the limit is {max} bytes. Split it into several documents")]
     DocTooLarge { size: usize, max: usize },
+    #[error("the message payload takes up to {size} bytes; the limit is {max} bytes. Send a smaller payload (or a document id to fetch)")]
+    MessageTooLarge { size: usize, max: usize },
     #[error("unknown frame type `{0}`")]
     UnknownType(String),
     #[error("a stamp is {ahead_ms} ms ahead of this replica's clock; at most {max_ms} ms is accepted. Check the sender's system clock")]
@@ -134,7 +136,9 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::Malformed(_) => ErrorCode::Malformed,
-            Error::TooLarge { .. } | Error::DocTooLarge { .. } => ErrorCode::TooLarge,
+            Error::TooLarge { .. } | Error::DocTooLarge { .. } | Error::MessageTooLarge { .. } => {
+                ErrorCode::TooLarge
+            }
             Error::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
             Error::UnknownType(_) => ErrorCode::UnknownType,
             Error::ClockSkew { .. } => ErrorCode::ClockSkew,

@@ -16,6 +16,8 @@
 //! - [`replica`]: one space at one store: documents, live-dot index, delta extraction;
 //! - [`message`]: channel messages, retention, presence;
 //! - [`frame`] and [`codec`]: the protocol and its JSON and binary encodings;
+//! - [`requests`]: idempotency keys, so a request run twice is done once;
+//! - [`limits`]: what a write or a message may hold, checked before anything is stored;
 //! - [`engine`]: sessions, acks gated on persistence, the sync state machine;
 //! - [`auth`]: HMAC tokens; [`backoff`]: reconnect pacing;
 //! - [`api`]: the HTTP API as values, shared by the native host and the edge worker;
@@ -32,9 +34,11 @@ pub mod engine;
 pub mod error;
 pub mod frame;
 pub mod ids;
+pub mod limits;
 pub mod message;
 pub mod policy;
 pub mod replica;
+pub mod requests;
 pub mod schema;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

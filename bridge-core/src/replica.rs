@@ -48,6 +48,9 @@ pub struct PersistBatch {
     /// Per channel written in this batch, how many messages it retains: the host keeps the
     /// newest that many and may delete older ones.
     pub retain: Vec<(String, usize)>,
+    /// Requests with an idempotency key done by this batch's writes ([`crate::Engine::once`]):
+    /// stored with the batch, given back with [`crate::Engine::restore_requests`].
+    pub requests: Vec<crate::requests::DoneRequest>,
 }
 
 impl PersistBatch {
@@ -653,6 +656,7 @@ impl Replica {
             message_seen: self.msg_seen_latest.clone(),
             messages: messages.clone(),
             retain,
+            requests: Vec::new(),
         };
         self.inflight.push_back(InFlight {
             id,

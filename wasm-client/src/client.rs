@@ -16,12 +16,13 @@
 
 use crate::js;
 use crate::status::{CloudProgress, SyncStatus};
-use crate::store::{CloudMeta, IdbStore};
+use crate::store::{CloudMeta, Damaged, IdbStore, Loaded};
 use crate::tabs;
 use bridge_core::backoff::Backoff;
+use bridge_core::requests::RequestKey;
 use bridge_core::{
-    check_name, codec, DocKey, Engine, EngineConfig, Event, Frame, PersistBatch, Policy, SessionId,
-    Tier, Transmit,
+    check_name, codec, DocKey, Engine, EngineConfig, Error, Event, Frame, PersistBatch, Policy,
+    SessionId, Tier, Transmit,
 };
 use js_sys::{Function, Promise, Uint8Array};
 use serde::{Deserialize, Serialize};
@@ -74,8 +75,13 @@ export interface Status {
   peerTier: "local" | "cloud" | null;
   replica: string;
   incoming: number;
+  /** The last problem (`"forbidden: …"` when the host refuses our pushes, an unreachable host, records set aside at open); `null` once sync works again. */
   error: string | null;
 }
+/** Stable error codes (docs/protocol.md), plus `closed` (the handle was closed) and, from `open()`, `busy`. */
+export type ErrorCode = "bad_request" | "malformed" | "too_large" | "bad_policy" | "not_found" | "forbidden" | "unauthorized" | "internal" | "closed" | "busy" | string;
+/** What every promise of this package rejects with, and what reads throw: an `Error` with a `code`. Promise-returning calls never throw. */
+export interface BridgeError extends Error { code: ErrorCode }
 export type Policy = "lww" | "cloud_wins" | "local_wins" | "merge" | "manual";
 "#;
 
@@ -326,8 +332,76 @@ type Listener = Closure<dyn FnMut(web_sys::Event)>;
 
 type Shared = Rc<RefCell<Inner>>;
 
+/// An `Error` with code `internal`: the browser or its storage failed.
 fn js_err(e: impl std::fmt::Display) -> JsValue {
-    js_sys::Error::new(&e.to_string()).into()
+    coded("internal", &e.to_string())
+}
+
+/// A JavaScript `Error` whose `code` is `code` (a stable code of docs/protocol.md, or
+/// `"closed"`).
+fn coded(code: &str, message: &str) -> JsValue {
+    let e = js_sys::Error::new(message);
+    let _ = js_sys::Reflect::set(&e, &"code".into(), &code.into());
+    e.into()
+}
+
+/// A core error as a JavaScript `Error` with its stable `code`.
+fn core_err(e: &Error) -> JsValue {
+    coded(e.code().as_str(), &e.to_string())
+}
+
+/// A name argument (collection, document id, channel): a string, else `bad_request` — a
+/// number passed where wasm-bindgen expects a string would be read as a pointer.
+fn name_arg(v: &JsValue, what: &'static str) -> Result<String, Error> {
+    v.as_string().ok_or_else(|| Error::BadName {
+        what,
+        name: describe_value(v),
+        why: "it is not a string",
+    })
+}
+
+/// An optional name argument: `undefined` / `null` are none.
+fn opt_name_arg(v: &JsValue, what: &'static str) -> Result<Option<String>, Error> {
+    if v.is_undefined() || v.is_null() {
+        Ok(None)
+    } else {
+        name_arg(v, what).map(Some)
+    }
+}
+
+/// A JavaScript value → JSON, through `JSON.stringify` and the core's parser, whose nesting
+/// limit (128) keeps any input from exhausting the wasm stack; the limits proper
+/// (`bridge_core::limits`) are checked on the result.
+fn value_from_js(v: &JsValue, what: &str) -> Result<Value, Error> {
+    let text = js_sys::JSON::stringify(v)
+        .map_err(|e| Error::Malformed(format!("{what} is not JSON: {}", describe(&e))))?;
+    let Some(text) = text.as_string() else {
+        return Err(Error::Malformed(format!("{what} is not a JSON value")));
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        if e.to_string().contains("recursion limit") {
+            Error::Malformed(format!(
+                "{what} nests deeper than {} arrays/objects",
+                codec::MAX_VALUE_DEPTH
+            ))
+        } else {
+            Error::Malformed(format!("{what} is not JSON: {e}"))
+        }
+    })
+}
+
+fn describe_value(v: &JsValue) -> String {
+    v.as_f64()
+        .map(|n| n.to_string())
+        .or_else(|| v.js_typeof().as_string())
+        .unwrap_or_default()
+}
+
+fn describe(e: &JsValue) -> String {
+    js_sys::Reflect::get(e, &"message".into())
+        .ok()
+        .and_then(|m| m.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
 }
 
 /// Rust value → JavaScript value through JSON text (exact for every JSON document, including
@@ -337,10 +411,11 @@ fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
     js_sys::JSON::parse(&text)
 }
 
-fn object_from_js(value: JsValue) -> Result<Map<String, Value>, JsValue> {
-    match serde_wasm_bindgen::from_value::<Value>(value).map_err(js_err)? {
+fn object_from_js(value: &JsValue) -> Result<Map<String, Value>, Error> {
+    match value_from_js(value, "the document")? {
         Value::Object(m) => Ok(m),
-        _ => Err(js_err("a document must be a plain object")),
+        Value::Array(_) => Err(Error::NotAnObject("an array")),
+        _ => Err(Error::NotAnObject("a value that is not an object")),
     }
 }
 
@@ -352,8 +427,8 @@ pub async fn open(
     #[wasm_bindgen(unchecked_param_type = "OpenOptions")] options: JsValue,
 ) -> Result<Bridge, JsValue> {
     let opts: OpenOptions = serde_wasm_bindgen::from_value(options)
-        .map_err(|e| js_err(format!("open(): bad options: {e}")))?;
-    check_name("space", &opts.space, false).map_err(js_err)?;
+        .map_err(|e| coded("bad_request", &format!("open(): bad options: {e}")))?;
+    check_name("space", &opts.space, false).map_err(|e| core_err(&e))?;
     let db_name = opts
         .db
         .clone()
@@ -364,15 +439,19 @@ pub async fn open(
         js::Lock::Unsupported => (None, false),
         js::Lock::Busy if tab_channel_supported() => (None, true),
         js::Lock::Busy => {
-            return Err(js_err(format!(
-                "this store ({db_name}) is open in another tab or window of this browser, \
+            return Err(coded(
+                "busy",
+                &format!(
+                    "this store ({db_name}) is open in another tab or window of this browser, \
                  and tabs cannot coordinate here (no BroadcastChannel); close it there, \
                  or open a different `db` name"
-            )))
+                ),
+            ))
         }
     };
-    match open_store(&opts, &db_name).await {
-        Ok((engine, store, cloud)) => {
+    match open_store(&opts, &db_name, !follower).await {
+        Ok((engine, store, loaded)) => {
+            let cloud = loaded.cloud;
             let inner = Rc::new(RefCell::new(Inner {
                 engine,
                 store: Some(store),
@@ -398,7 +477,7 @@ pub async fn open(
                 incoming: 0,
                 pumping: false,
                 unwritten: Vec::new(),
-                error: None,
+                error: damage_report(&loaded.damaged),
                 last_status: None,
                 release_lock,
                 listeners: Vec::new(),
@@ -442,7 +521,8 @@ pub async fn open(
 async fn open_store(
     opts: &OpenOptions,
     db_name: &str,
-) -> Result<(Engine, IdbStore, CloudMeta), JsValue> {
+    leader: bool,
+) -> Result<(Engine, IdbStore, Loaded), JsValue> {
     let mut store = IdbStore::open(db_name).await.map_err(js_err)?;
     let replica = store
         .replica_id(|| js::random_u64().ok())
@@ -454,7 +534,22 @@ async fn open_store(
     cfg.seed_default_policy = false;
     let mut engine = Engine::new(cfg);
     let loaded = store.load(&mut engine).await.map_err(js_err)?;
-    Ok((engine, store, loaded.cloud))
+    if leader {
+        store.set_aside(&loaded.damaged).await.map_err(js_err)?;
+    }
+    Ok((engine, store, loaded))
+}
+
+/// What `status().error` says after an open that had to set records aside.
+fn damage_report(damaged: &[Damaged]) -> Option<String> {
+    let first = damaged.first()?;
+    Some(format!(
+        "{} stored record(s) could not be read and were set aside (IndexedDB store `damaged`); \
+         everything else is open. First: {} ({})",
+        damaged.len(),
+        first.store,
+        first.why
+    ))
 }
 
 /// `ws://host:port` → `ws://host:port/v1/spaces/{space}/ws`; a URL already naming a
@@ -475,13 +570,28 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Runs `call` here, or forwards it to the leader tab; the promise resolves once stored.
-    fn request(&self, call: Frame) -> Result<Promise, JsValue> {
+    /// Runs the call `make` builds here, or forwards it to the leader tab; the promise
+    /// resolves once stored. Every refusal — bad arguments, a limit, a closed handle — is a
+    /// rejection with a `code`, never a synchronous throw.
+    fn request(&self, make: impl FnOnce() -> Result<Frame, Error>) -> Promise {
+        match make().and_then(|call| self.run(call)) {
+            Ok(p) => p,
+            Err(e) => Promise::reject(&core_err(&e)),
+        }
+    }
+
+    fn run(&self, call: Frame) -> Result<Promise, Error> {
         let promise = {
             let mut guard = self.inner.borrow_mut();
             let i = &mut *guard;
             if i.closed {
-                return Err(js_err("this handle is closed; open() a new one"));
+                return Ok(Promise::reject(&coded(
+                    "closed",
+                    "this handle is closed; open() a new one",
+                )));
+            }
+            if i.follower {
+                tabs::check(&call, i.engine.replica())?;
             }
             let id = i.next_req;
             i.next_req += 1;
@@ -500,7 +610,7 @@ impl Bridge {
                 }
                 return Ok(p);
             }
-            tabs::apply(call, &mut i.engine, js::now_ms(), id).map_err(js_err)?;
+            tabs::apply(call, &mut i.engine, js::now_ms(), id, None)?;
             let waiting = &mut i.waiting;
             Promise::new(&mut |resolve, reject| {
                 waiting.insert(id, Waiter::Local(resolve, reject));
@@ -521,53 +631,71 @@ impl Bridge {
 
 #[wasm_bindgen]
 impl Bridge {
-    /// Replaces document `collection/id` with `value` (a plain object).
+    /// Replaces document `collection/id` with `value` (a plain object). Resolves with the
+    /// write's dot once stored in IndexedDB; rejects (never throws) with a `BridgeError`:
+    /// `bad_request` (names, not an object), `malformed` (nested deeper than 64 levels),
+    /// `too_large` (over 256 KiB), `closed`.
     #[wasm_bindgen(unchecked_return_type = "Promise<Dot>")]
     pub fn put(
         &self,
-        collection: String,
-        id: String,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
         #[wasm_bindgen(unchecked_param_type = "Record<string, unknown>")] value: JsValue,
-    ) -> Result<Promise, JsValue> {
-        let value = Value::Object(object_from_js(value)?);
-        self.request(Frame::Put {
-            req: None,
-            collection,
-            id,
-            value,
+    ) -> Promise {
+        self.request(|| {
+            Ok(Frame::Put {
+                req: None,
+                collection: name_arg(&collection, "collection")?,
+                id: name_arg(&id, "document id")?,
+                value: Value::Object(object_from_js(&value)?),
+            })
         })
     }
 
-    /// Sets the top-level fields of `value` on the document (others are kept).
+    /// Sets the top-level fields of `value` on the document (others are kept). Resolves and
+    /// rejects as `put` (the size limit applies to the resulting document).
     #[wasm_bindgen(unchecked_return_type = "Promise<Dot>")]
     pub fn patch(
         &self,
-        collection: String,
-        id: String,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
         #[wasm_bindgen(unchecked_param_type = "Record<string, unknown>")] value: JsValue,
-    ) -> Result<Promise, JsValue> {
-        let value = Value::Object(object_from_js(value)?);
-        self.request(Frame::Patch {
-            req: None,
-            collection,
-            id,
-            value,
+    ) -> Promise {
+        self.request(|| {
+            Ok(Frame::Patch {
+                req: None,
+                collection: name_arg(&collection, "collection")?,
+                id: name_arg(&id, "document id")?,
+                value: Value::Object(object_from_js(&value)?),
+            })
         })
     }
 
     /// Deletes the document (a tombstone that syncs like a write).
     #[wasm_bindgen(unchecked_return_type = "Promise<Dot>")]
-    pub fn delete(&self, collection: String, id: String) -> Result<Promise, JsValue> {
-        self.request(Frame::Delete {
-            req: None,
-            collection,
-            id,
+    pub fn delete(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+    ) -> Promise {
+        self.request(|| {
+            Ok(Frame::Delete {
+                req: None,
+                collection: name_arg(&collection, "collection")?,
+                id: name_arg(&id, "document id")?,
+            })
         })
     }
 
     /// The document's visible value, `null` if absent or deleted.
     #[wasm_bindgen(unchecked_return_type = "Record<string, unknown> | null")]
-    pub fn get(&self, collection: String, id: String) -> Result<JsValue, JsValue> {
+    pub fn get(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let collection = name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
+        let id = name_arg(&id, "document id").map_err(|e| core_err(&e))?;
         let i = self.inner.borrow();
         match i.engine.replica().get(&DocKey::new(collection, id)) {
             Some(v) => to_js(&v),
@@ -579,10 +707,12 @@ impl Bridge {
     #[wasm_bindgen(unchecked_return_type = "DocView[]")]
     pub fn list(
         &self,
-        collection: String,
-        after: Option<String>,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | null")] after: JsValue,
         limit: Option<u32>,
     ) -> Result<JsValue, JsValue> {
+        let collection = name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
+        let after = opt_name_arg(&after, "document id").map_err(|e| core_err(&e))?;
         let i = self.inner.borrow();
         let limit = limit.map_or(usize::MAX, |l| l as usize);
         to_js(
@@ -608,10 +738,11 @@ impl Bridge {
     /// Returns an id for `unsubscribe`.
     pub fn subscribe(
         &self,
-        collection: String,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
         #[wasm_bindgen(unchecked_param_type = "(doc: DocView) => void")] callback: Function,
-    ) -> u32 {
-        self.add_sub(SubKind::Docs(collection), callback)
+    ) -> Result<u32, JsValue> {
+        let collection = name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
+        Ok(self.add_sub(SubKind::Docs(collection), callback))
     }
 
     /// Removes a callback added by `subscribe`, `onMessage`, `onStatus`, `onConflict` or
@@ -621,13 +752,20 @@ impl Bridge {
     }
 
     /// Publishes `payload` on `channel`; resolves once stored here (it travels on from there).
+    /// Rejects (never throws) with a `BridgeError`: `bad_request` (channel), `malformed`
+    /// (nested deeper than 64 levels), `too_large` (payload over 256 KiB), `closed`.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
-    pub fn send(&self, channel: String, payload: JsValue) -> Result<Promise, JsValue> {
-        let payload: Value = serde_wasm_bindgen::from_value(payload).map_err(js_err)?;
-        self.request(Frame::Send {
-            req: None,
-            channel,
-            payload,
+    pub fn send(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] channel: JsValue,
+        payload: JsValue,
+    ) -> Promise {
+        self.request(|| {
+            Ok(Frame::Send {
+                req: None,
+                channel: name_arg(&channel, "channel")?,
+                payload: value_from_js(&payload, "the payload")?,
+            })
         })
     }
 
@@ -644,7 +782,12 @@ impl Bridge {
 
     /// Retained messages of `channel` after offset `from` (replay).
     #[wasm_bindgen(unchecked_return_type = "{ offset: number; message: Message }[]")]
-    pub fn messages(&self, channel: String, from: Option<f64>) -> Result<JsValue, JsValue> {
+    pub fn messages(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] channel: JsValue,
+        from: Option<f64>,
+    ) -> Result<JsValue, JsValue> {
+        let channel = name_arg(&channel, "channel").map_err(|e| core_err(&e))?;
         let i = self.inner.borrow();
         let from = from.unwrap_or(0.0) as u64;
         let out: Vec<Value> = i
@@ -678,7 +821,11 @@ impl Bridge {
 
     /// Open conflicts (collections with policy `manual`), of one collection or all.
     #[wasm_bindgen(unchecked_return_type = "Conflict[]")]
-    pub fn conflicts(&self, collection: Option<String>) -> Result<JsValue, JsValue> {
+    pub fn conflicts(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string | null")] collection: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let collection = opt_name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
         to_js(
             &self
                 .inner
@@ -702,20 +849,22 @@ impl Bridge {
     #[wasm_bindgen(unchecked_return_type = "Promise<Dot>")]
     pub fn resolve(
         &self,
-        collection: String,
-        id: String,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
         #[wasm_bindgen(unchecked_param_type = "Record<string, unknown> | null")] value: JsValue,
-    ) -> Result<Promise, JsValue> {
-        let value = if value.is_null() || value.is_undefined() {
-            None
-        } else {
-            Some(object_from_js(value)?)
-        };
-        self.request(Frame::Resolve {
-            req: None,
-            collection,
-            id,
-            value: value.map(Value::Object),
+    ) -> Promise {
+        self.request(|| {
+            let value = if value.is_null() || value.is_undefined() {
+                None
+            } else {
+                Some(Value::Object(object_from_js(&value)?))
+            };
+            Ok(Frame::Resolve {
+                req: None,
+                collection: name_arg(&collection, "collection")?,
+                id: name_arg(&id, "document id")?,
+                value,
+            })
         })
     }
 
@@ -723,27 +872,36 @@ impl Bridge {
     #[wasm_bindgen(js_name = setPolicy, unchecked_return_type = "Promise<Dot>")]
     pub fn set_policy(
         &self,
-        collection: String,
-        #[wasm_bindgen(unchecked_param_type = "Policy")] policy: String,
-    ) -> Result<Promise, JsValue> {
-        let policy: Policy = policy.parse().map_err(js_err)?;
-        self.request(Frame::SetPolicy {
-            req: None,
-            collection,
-            policy,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Policy")] policy: JsValue,
+    ) -> Promise {
+        self.request(|| {
+            let policy = policy
+                .as_string()
+                .ok_or_else(|| Error::BadPolicy(describe_value(&policy)))?;
+            Ok(Frame::SetPolicy {
+                req: None,
+                collection: name_arg(&collection, "collection")?,
+                policy: policy.parse::<Policy>()?,
+            })
         })
     }
 
     /// The policy a collection currently has.
     #[wasm_bindgen(unchecked_return_type = "Policy")]
-    pub fn policy(&self, collection: String) -> String {
-        self.inner
+    pub fn policy(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+    ) -> Result<String, JsValue> {
+        let collection = name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
+        Ok(self
+            .inner
             .borrow()
             .engine
             .replica()
             .policy(&collection)
             .as_str()
-            .to_owned()
+            .to_owned())
     }
 
     /// Pushes and pulls now if connected; otherwise redials at once.
@@ -809,9 +967,10 @@ impl Bridge {
         self.inner.borrow().engine.replica().id().to_string()
     }
 
-    /// What the IndexedDB store wrote since `open`: `{ commits, batches, docs, messages }`.
+    /// What the IndexedDB store wrote since `open`: `{ commits, batches, docs, messages }`,
+    /// and `setAside`: records that could not be read at open, moved to the `damaged` store.
     #[wasm_bindgen(
-        unchecked_return_type = "{ commits: number; batches: number; docs: number; messages: number }"
+        unchecked_return_type = "{ commits: number; batches: number; docs: number; messages: number; setAside: number }"
     )]
     pub fn stats(&self) -> Result<JsValue, JsValue> {
         let i = self.inner.borrow();
@@ -875,7 +1034,10 @@ impl Bridge {
             };
             // Only writes whose transaction failed (or a leader never answered) are left;
             // say so rather than hang.
-            let reason = js_err("the handle was closed before this write could be stored");
+            let reason = coded(
+                "closed",
+                "the handle was closed before this write could be stored",
+            );
             for reject in unsettled {
                 let _ = reject.call1(&JsValue::NULL, &reason);
             }
@@ -923,13 +1085,26 @@ impl Inner {
                 if w.tier == Tier::Cloud {
                     self.cloud_dirty |= self.cloud.observe(w.vector.get(me));
                 }
-                self.error = None;
             }
             Frame::Push(p) => self.incoming = p.remaining,
-            Frame::Error { message, .. } if !self.handshake_done => {
-                self.error = Some(message.clone());
+            // Any refusal from the host, before or after the handshake: one that repeats on
+            // every reconnect (a push the host will never take) stays visible, since only
+            // progress clears it (`clear_error_on_progress`).
+            Frame::Error { code, message, .. } => {
+                self.error = Some(format!("{}: {message}", code.as_str()));
             }
             _ => {}
+        }
+    }
+
+    /// The error is cleared once sync works again: the link is up and the peer holds every
+    /// write of ours, with nothing left to store or receive.
+    fn clear_error_on_progress(&mut self) {
+        let r = self.engine.replica();
+        let own = r.latest_vector().get(r.id());
+        let online = self.session != 0 && self.handshake_done;
+        if online && own <= self.peer.acked && self.incoming == 0 && self.unwritten.is_empty() {
+            self.error = None;
         }
     }
 
@@ -1141,6 +1316,7 @@ fn drain(rc: &Shared) {
                 calls.push((s.f.clone(), entries.clone(), JsValue::UNDEFINED));
             }
         }
+        i.clear_error_on_progress();
         let status = i.status();
         if i.last_status.as_ref() != Some(&status) {
             let v = to_js(&status).unwrap_or(JsValue::UNDEFINED);
@@ -1425,7 +1601,8 @@ async fn on_tab_message(rc: &Shared, msg: TabMsg) {
                 i.followers = true;
                 let req = i.next_req;
                 i.next_req += 1;
-                match tabs::apply(frame, &mut i.engine, js::now_ms(), req) {
+                let key = RequestKey { origin: tab, id };
+                match tabs::apply(frame, &mut i.engine, js::now_ms(), req, Some(key)) {
                     Ok(()) => {
                         i.waiting.insert(req, Waiter::Tab { tab, id });
                         None
@@ -1484,7 +1661,9 @@ async fn on_tab_message(rc: &Shared, msg: TabMsg) {
                             .map_or(Ok(JsValue::UNDEFINED), |d| to_js(&d))
                             .unwrap_or_default(),
                     ),
-                    Frame::Error { message, .. } => reject.call1(&JsValue::NULL, &js_err(message)),
+                    Frame::Error { code, message, .. } => {
+                        reject.call1(&JsValue::NULL, &coded(code.as_str(), &message))
+                    }
                     _ => reject.call1(&JsValue::NULL, &js_err("the leader tab answered oddly")),
                 };
             }
@@ -1620,7 +1799,12 @@ async fn promote(rc: Shared, release: Function) {
         return;
     };
     let mut engine = Engine::new(cfg);
-    let loaded = store.load(&mut engine).await;
+    let mut loaded = store.load(&mut engine).await;
+    if let Ok(l) = &loaded {
+        if let Err(e) = store.set_aside(&l.damaged).await {
+            loaded = Err(e);
+        }
+    }
     let mut rejected: Vec<(Function, JsValue)> = Vec::new();
     {
         let mut guard = rc.borrow_mut();
@@ -1639,20 +1823,29 @@ async fn promote(rc: Shared, release: Function) {
             acked: loaded.cloud.acked,
         };
         i.cloud_at = loaded.cloud.at;
+        if let Some(report) = damage_report(&loaded.damaged) {
+            i.error = Some(report);
+        }
         i.follower = false;
         // Other tabs may be following too: announce batches from now on.
         i.followers = true;
         i.mirror_status = None;
         i.mirror_presence = None;
         i.release_lock = Some(release);
-        for (_, (frame, resolve, reject)) in std::mem::take(&mut i.forwarded) {
+        // Each with its key: a call the old leader stored but did not answer is answered
+        // from the store, not made again.
+        for (id, (frame, resolve, reject)) in std::mem::take(&mut i.forwarded) {
             let req = i.next_req;
             i.next_req += 1;
-            match tabs::apply(frame, &mut i.engine, js::now_ms(), req) {
+            let key = RequestKey {
+                origin: i.tab_id,
+                id,
+            };
+            match tabs::apply(frame, &mut i.engine, js::now_ms(), req, Some(key)) {
                 Ok(()) => {
                     i.waiting.insert(req, Waiter::Local(resolve, reject));
                 }
-                Err(e) => rejected.push((reject, js_err(e))),
+                Err(e) => rejected.push((reject, core_err(&e))),
             }
         }
     }

@@ -10,6 +10,13 @@
 //! | `meta` | `"replica"` | replica id (hex text) |
 //! | `meta` | `"space"` | `[pull frame with the vector, hello frame with messages seen, clock wall, clock counter]` |
 //! | `meta` | `"cloud"` | `[highest own counter a cloud acknowledged, when]` |
+//! | `meta` | `"requests"` | the newest done requests with an idempotency key (forwarded tab calls): `[[origin, id, dot replica hex or null, dot counter], …]` |
+//! | `damaged` | `[store, key]` | `[the record, why it could not be read]`: records set aside at open |
+//!
+//! What is stored was checked by the core's `limits` before it was written, so it reads
+//! back. Should a document or message record still fail to decode (a bug, a disk error), open
+//! does not refuse the whole store: the record is moved to `damaged`, reported
+//! (`stats().setAside`, `status().error`, the console), and everything else opens.
 //!
 //! Records are the core's own binary frame encoding (docs/protocol.md): one byte array per
 //! record is cheap to move across the wasm boundary and to structured-clone, the decoder
@@ -22,11 +29,13 @@
 //! (a group commit, as the native host does); each is still whole in it.
 
 use crate::retention::RetentionIndex;
-use bridge_core::codec::{decode_binary, encode_binary};
+use bridge_core::codec::binary::decode_binary_record;
+use bridge_core::codec::encode_binary;
 use bridge_core::doc::DocState;
 use bridge_core::frame::{DocEntry, Hello, Push, SessionKind};
 use bridge_core::message::Retained;
-use bridge_core::{DocKey, Engine, Frame, PersistBatch, ReplicaId, Stamp, VersionVector};
+use bridge_core::requests::{DoneRequest, RequestKey, REMEMBERED_REQUESTS};
+use bridge_core::{DocKey, Dot, Engine, Frame, PersistBatch, ReplicaId, Stamp, VersionVector};
 use idb::{Database, Factory, ObjectStoreParams, TransactionMode};
 use js_sys::{Array, Function, Reflect, Uint8Array};
 use serde::Serialize;
@@ -37,7 +46,9 @@ use web_sys::{IdbDatabase, IdbTransaction};
 const DOCS: &str = "docs";
 const MESSAGES: &str = "messages";
 const META: &str = "meta";
-const SCHEMA_VERSION: u32 = 1;
+const DAMAGED: &str = "damaged";
+/// 2 added `damaged`; the upgrade only creates missing stores.
+const SCHEMA_VERSION: u32 = 2;
 
 /// Why the store could not do what was asked, in words a developer can act on.
 #[derive(Debug)]
@@ -81,6 +92,8 @@ pub struct IdbStore {
     name: String,
     retention: RetentionIndex,
     stats: StoreStats,
+    /// The done requests as stored (newest last, at most `REMEMBERED_REQUESTS`).
+    requests: Vec<DoneRequest>,
 }
 
 /// Counters of what [`IdbStore::write`] did (for status displays and tests).
@@ -91,14 +104,29 @@ pub struct StoreStats {
     pub batches: u64,
     pub docs: u64,
     pub messages: u64,
+    /// Records that could not be read at open and were set aside (store `damaged`).
+    #[serde(rename = "setAside")]
+    pub set_aside: u64,
 }
 
 /// What [`IdbStore::load`] read back, for reporting.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Loaded {
     pub docs: usize,
     pub messages: usize,
     pub cloud: CloudMeta,
+    /// Records that could not be read (skipped); [`IdbStore::set_aside`] moves them away.
+    pub damaged: Vec<Damaged>,
+}
+
+/// A record `load` could not read.
+#[derive(Clone, Debug)]
+pub struct Damaged {
+    /// `docs` or `messages`.
+    pub store: &'static str,
+    pub key: JsValue,
+    pub value: JsValue,
+    pub why: String,
 }
 
 impl IdbStore {
@@ -112,7 +140,7 @@ impl IdbStore {
                 return;
             };
             let have = db.store_names();
-            for store in [DOCS, MESSAGES, META] {
+            for store in [DOCS, MESSAGES, META, DAMAGED] {
                 if !have.iter().any(|s| s == store) {
                     let _ = db.create_object_store(store, ObjectStoreParams::new());
                 }
@@ -125,6 +153,7 @@ impl IdbStore {
             name: name.to_owned(),
             retention: RetentionIndex::default(),
             stats: StoreStats::default(),
+            requests: Vec::new(),
         })
     }
 
@@ -178,12 +207,14 @@ impl IdbStore {
         // before its handler existed would never resolve.
         let space = meta.get(JsValue::from_str("space"))?.into_future();
         let cloud = meta.get(JsValue::from_str("cloud"))?.into_future();
+        let requests = meta.get(JsValue::from_str("requests"))?.into_future();
         let doc_keys = docs.get_all_keys(None, None)?.into_future();
         let doc_values = docs.get_all(None, None)?.into_future();
         let msg_keys = msgs.get_all_keys(None, None)?.into_future();
         let msg_values = msgs.get_all(None, None)?.into_future();
         let space = space.await?;
         let cloud = cloud.await?;
+        let requests = requests.await?;
         let doc_keys = doc_keys.await?;
         let doc_values = doc_values.await?;
         let msg_keys = msg_keys.await?;
@@ -207,32 +238,75 @@ impl IdbStore {
         if doc_keys.len() != doc_values.len() {
             return Err(corrupt("documents", "keys and values differ in number"));
         }
-        for v in &doc_values {
-            let Frame::Push(p) = decode_record(v, "document")? else {
-                return Err(corrupt("document", "not a push record"));
-            };
-            for e in p.docs {
-                replica.restore_doc(DocKey::new(e.collection, e.id), e.state);
-                loaded.docs += 1;
+        // A record that does not read back is skipped (and set aside by the caller), so one
+        // bad record never keeps the rest of the store from opening.
+        let mut damaged = |store, key: &JsValue, value: &JsValue, why: String| {
+            loaded.damaged.push(Damaged {
+                store,
+                key: key.clone(),
+                value: value.clone(),
+                why,
+            })
+        };
+        for (k, v) in doc_keys.iter().zip(&doc_values) {
+            match decode_record(v, "document") {
+                Ok(Frame::Push(p)) => {
+                    for e in p.docs {
+                        replica.restore_doc(DocKey::new(e.collection, e.id), e.state);
+                        loaded.docs += 1;
+                    }
+                }
+                Ok(_) => damaged(DOCS, k, v, "not a push record".into()),
+                Err(e) => damaged(DOCS, k, v, e.to_string()),
             }
         }
         if msg_keys.len() != msg_values.len() {
             return Err(corrupt("messages", "keys and values differ in number"));
         }
         // Keys come back in ascending offset order, as `restore_message` wants them.
-        for v in &msg_values {
-            let Frame::Broadcast {
-                message,
-                offset: Some(offset),
-            } = decode_record(v, "message")?
-            else {
-                return Err(corrupt("message", "not a broadcast record with an offset"));
-            };
-            self.retention.stored(&message.channel, offset);
-            replica.restore_message(Retained { offset, message });
-            loaded.messages += 1;
+        for (k, v) in msg_keys.iter().zip(&msg_values) {
+            match decode_record(v, "message") {
+                Ok(Frame::Broadcast {
+                    message,
+                    offset: Some(offset),
+                }) => {
+                    self.retention.stored(&message.channel, offset);
+                    replica.restore_message(Retained { offset, message });
+                    loaded.messages += 1;
+                }
+                Ok(_) => damaged(MESSAGES, k, v, "not a broadcast record".into()),
+                Err(e) => damaged(MESSAGES, k, v, e.to_string()),
+            }
         }
+        // The done requests (idempotency keys); a record that does not read is only a lost
+        // chance to recognise a re-run, never a reason not to open.
+        self.requests = requests.map(|v| read_requests(&v)).unwrap_or_default();
+        engine.restore_requests(self.requests.iter().copied());
         Ok(loaded)
+    }
+
+    /// Moves records `load` could not read to the `damaged` store (out of the way of every
+    /// later open, kept for inspection), in one transaction.
+    pub async fn set_aside(&mut self, damaged: &[Damaged]) -> Result<()> {
+        if damaged.is_empty() {
+            return Ok(());
+        }
+        let tx = self.strict_transaction(&[DOCS, MESSAGES, DAMAGED])?;
+        let out = tx.object_store(DAMAGED)?;
+        for d in damaged {
+            let key = Array::of2(&d.store.into(), &d.key);
+            let record = Array::of2(&d.value, &d.why.as_str().into());
+            out.put(&record, Some(&key))?;
+            tx.object_store(d.store)?.delete(d.key.clone())?;
+        }
+        let done = tx.await?;
+        if !done.is_committed() {
+            return Err(StoreError(
+                "IndexedDB aborted setting damaged records aside".into(),
+            ));
+        }
+        self.stats.set_aside += damaged.len() as u64;
+        Ok(())
     }
 
     /// The space vector as stored (what the store holds durably), if any.
@@ -312,6 +386,16 @@ impl IdbStore {
             &space_meta(&last.vector, last.clock, &last.message_seen),
             Some(&JsValue::from_str("space")),
         )?;
+        // Done requests commit with the writes they made (their idempotency keys).
+        let mut requests = None;
+        if batches.iter().any(|b| !b.requests.is_empty()) {
+            let mut all = self.requests.clone();
+            all.extend(batches.iter().flat_map(|b| b.requests.iter().copied()));
+            let extra = all.len().saturating_sub(REMEMBERED_REQUESTS);
+            all.drain(..extra);
+            meta.put(&requests_record(&all), Some(&JsValue::from_str("requests")))?;
+            requests = Some(all);
+        }
         let done = tx.await?;
         if !done.is_committed() {
             return Err(StoreError(
@@ -319,6 +403,9 @@ impl IdbStore {
             ));
         }
         self.retention = retention;
+        if let Some(r) = requests {
+            self.requests = r;
+        }
         self.stats.commits += 1;
         for b in batches {
             self.stats.batches += 1;
@@ -374,7 +461,51 @@ fn decode_record(v: &JsValue, what: &str) -> Result<Frame> {
     let Some(a) = v.dyn_ref::<Uint8Array>() else {
         return Err(corrupt(what, "not a byte array"));
     };
-    decode_binary(&a.to_vec()).map_err(|e| corrupt(what, e))
+    decode_binary_record(&a.to_vec()).map_err(|e| corrupt(what, e))
+}
+
+/// Done requests as a record: `[[origin, id, dot replica hex or null, dot counter], …]`.
+/// Origins and ids cross as numbers (tab ids are drawn below 2^53).
+fn requests_record(done: &[DoneRequest]) -> JsValue {
+    let out: Array = done
+        .iter()
+        .map(|r| {
+            let (replica, counter) = match r.dot {
+                Some(d) => (JsValue::from_str(&d.replica.to_string()), d.counter as f64),
+                None => (JsValue::NULL, 0.0),
+            };
+            let a = Array::of4(
+                &(r.key.origin as f64).into(),
+                &(r.key.id as f64).into(),
+                &replica,
+                &counter.into(),
+            );
+            JsValue::from(a)
+        })
+        .collect();
+    out.into()
+}
+
+/// The done requests of a `requests` record; entries that do not read are left out.
+fn read_requests(v: &JsValue) -> Vec<DoneRequest> {
+    Array::from(v)
+        .iter()
+        .filter_map(|e| {
+            let a = Array::from(&e);
+            let key = RequestKey {
+                origin: a.get(0).as_f64()? as u64,
+                id: a.get(1).as_f64()? as u64,
+            };
+            let dot = match a.get(2).as_string() {
+                Some(r) => Some(Dot {
+                    replica: r.parse::<ReplicaId>().ok()?,
+                    counter: a.get(3).as_f64()? as u64,
+                }),
+                None => None,
+            };
+            Some(DoneRequest { key, dot })
+        })
+        .collect()
 }
 
 /// The space record: the vector and the messages seen as frames, the clock as numbers.

@@ -10,19 +10,87 @@
 //! A follower also queues for the lock. When the leader's tab closes or dies the browser
 //! hands the lock to the next tab, which rebuilds its engine from the store, opens the link,
 //! runs again every call it had forwarded without an answer, and announces itself so that
-//! the other followers send theirs again (a put, patch, delete or resolve run twice stores
-//! the same content; a message sent twice is delivered twice).
+//! the other followers send theirs again. Each forwarded call carries an idempotency key
+//! (tab id, call id) that the engine stores with the write
+//! ([`bridge_core::Engine::once`]): a call the old leader stored but never answered is
+//! recognised and answered with its first result, not made again.
 //!
 //! A forwarded write is the agent frame for it (`put`, `patch`, `delete`, `send`, `resolve`,
 //! `set_policy`) in the binary encoding: the core already encodes and checks those, so the
 //! tabs need no message format — or decoder — of their own.
 
-use bridge_core::{DocKey, Engine, Error, Frame, WriteOp};
+use bridge_core::limits::{check_doc_write, check_message};
+use bridge_core::requests::RequestKey;
+use bridge_core::{check_name, DocKey, Dot, Engine, Error, Frame, Replica, WriteOp};
 use serde_json::{Map, Value};
 
 /// Runs a write frame (made here, or forwarded by a follower tab) on the leader's engine as
 /// request `req`; `Event::Acked { req }` follows once it is stored.
-pub fn apply(frame: Frame, engine: &mut Engine, now_ms: u64, req: u64) -> bridge_core::Result<()> {
+///
+/// A forwarded call carries `key` (the follower's tab id and call id): the engine stores it
+/// with the write, so when a new leader runs again a call the old one stored but never
+/// answered, it is recognised and answered with its first result — a message is not sent
+/// twice, a document write not made twice.
+pub fn apply(
+    frame: Frame,
+    engine: &mut Engine,
+    now_ms: u64,
+    req: u64,
+    key: Option<RequestKey>,
+) -> bridge_core::Result<()> {
+    match key {
+        Some(key) => engine.once(key, req, |e| run(frame, e, now_ms, req)),
+        None => run(frame, engine, now_ms, req).map(drop),
+    }
+}
+
+/// Every limit the engine will check on this write (the core's `limits`), checked against a
+/// follower's read replica before the call is forwarded, so it is refused at once, with the
+/// same error.
+pub fn check(frame: &Frame, replica: &Replica) -> bridge_core::Result<()> {
+    let doc = |collection: &str, id: &str, op: WriteOp| {
+        let key = DocKey::new(collection, id);
+        let current = match op {
+            WriteOp::Patch(_) => replica.get(&key),
+            _ => None,
+        };
+        check_doc_write(&key, &op, current.as_ref())
+    };
+    match frame {
+        Frame::Put {
+            collection,
+            id,
+            value,
+            ..
+        } => doc(collection, id, WriteOp::Put(object(value.clone())?)),
+        Frame::Patch {
+            collection,
+            id,
+            value,
+            ..
+        } => doc(collection, id, WriteOp::Patch(object(value.clone())?)),
+        Frame::Delete { collection, id, .. } => doc(collection, id, WriteOp::Delete),
+        Frame::Resolve {
+            collection,
+            id,
+            value: Some(v @ Value::Object(_)),
+            ..
+        } => doc(collection, id, WriteOp::Put(object(v.clone())?)),
+        Frame::Resolve { collection, id, .. } => doc(collection, id, WriteOp::Delete),
+        Frame::SetPolicy { collection, .. } => check_name("collection", collection, false),
+        Frame::Send {
+            channel, payload, ..
+        } => check_message(channel, payload),
+        _ => Ok(()),
+    }
+}
+
+fn run(
+    frame: Frame,
+    engine: &mut Engine,
+    now_ms: u64,
+    req: u64,
+) -> bridge_core::Result<Option<Dot>> {
     let (key, op) = match frame {
         Frame::Put {
             collection,
@@ -39,7 +107,7 @@ pub fn apply(frame: Frame, engine: &mut Engine, now_ms: u64, req: u64) -> bridge
         Frame::Delete { collection, id, .. } => (DocKey::new(collection, id), WriteOp::Delete),
         other => return apply_other(other, engine, now_ms, req),
     };
-    engine.write(now_ms, req, key, op).map(drop)
+    engine.write(now_ms, req, key, op).map(Some)
 }
 
 fn object(v: Value) -> bridge_core::Result<Map<String, Value>> {
@@ -55,7 +123,7 @@ fn apply_other(
     engine: &mut Engine,
     now_ms: u64,
     req: u64,
-) -> bridge_core::Result<()> {
+) -> bridge_core::Result<Option<Dot>> {
     match frame {
         Frame::Resolve {
             collection,
@@ -74,7 +142,7 @@ fn apply_other(
         } => engine.set_policy(now_ms, req, &collection, policy),
         Frame::Send {
             channel, payload, ..
-        } => return engine.publish(now_ms, req, &channel, payload).map(drop),
+        } => return engine.publish(now_ms, req, &channel, payload).map(|_| None),
         other => {
             return Err(Error::Protocol(format!(
                 "a tab forwarded `{}`, which is not a write",
@@ -82,7 +150,7 @@ fn apply_other(
             )))
         }
     }
-    .map(drop)
+    .map(Some)
 }
 
 #[cfg(test)]
@@ -122,7 +190,7 @@ mod tests {
         for (req, f) in frames.into_iter().enumerate() {
             // Through the binary encoding, as between tabs.
             let f = decode_binary(&encode_binary(&f)).unwrap_or(Frame::Ping { nonce: 0 });
-            assert!(apply(f, &mut e, 10, req as u64).is_ok());
+            assert!(apply(f, &mut e, 10, req as u64, None).is_ok());
         }
         while let Some(b) = e.poll_persist() {
             assert!(e.persisted(b.id).is_ok());
@@ -136,7 +204,7 @@ mod tests {
             Some(json!({"a": 1, "b": 2}))
         );
         assert_eq!(e.replica().policy("c"), Policy::Merge);
-        let not_a_write = apply(Frame::Ping { nonce: 1 }, &mut e, 10, 9);
+        let not_a_write = apply(Frame::Ping { nonce: 1 }, &mut e, 10, 9, None);
         assert!(matches!(not_a_write, Err(Error::Protocol(_))));
         let not_an_object = Frame::Put {
             req: None,
@@ -144,6 +212,6 @@ mod tests {
             id: "x".into(),
             value: json!([1]),
         };
-        assert!(apply(not_an_object, &mut e, 10, 10).is_err());
+        assert!(apply(not_an_object, &mut e, 10, 10, None).is_err());
     }
 }

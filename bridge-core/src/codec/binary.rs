@@ -122,6 +122,13 @@ pub fn decode_binary(bytes: &[u8]) -> Result<Frame> {
             max: MAX_FRAME_BYTES,
         });
     }
+    decode_binary_record(bytes)
+}
+
+/// Decodes a frame a store wrote itself (a browser record): every check of
+/// [`decode_binary`] except the size limit of the wire, so a document whose concurrent
+/// versions together outgrow one frame still reads back.
+pub fn decode_binary_record(bytes: &[u8]) -> Result<Frame> {
     let (&version, rest) = bytes
         .split_first()
         .ok_or_else(|| Error::Malformed("empty binary frame".into()))?;

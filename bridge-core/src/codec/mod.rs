@@ -124,7 +124,7 @@ pub fn check_value_depth(value: &Value) -> Result<()> {
 
 /// True when `v` holds more than `budget` nested containers. Recurses at most `budget + 1`
 /// levels whatever the input.
-fn too_deep(v: &Value, budget: usize) -> bool {
+pub(crate) fn too_deep(v: &Value, budget: usize) -> bool {
     match v {
         Value::Array(items) => budget == 0 || items.iter().any(|c| too_deep(c, budget - 1)),
         Value::Object(m) => budget == 0 || m.values().any(|c| too_deep(c, budget - 1)),

@@ -1,0 +1,68 @@
+//! Idempotency keys: a request that may be run twice (a browser tab forwards a write to the
+//! tab holding the store; that tab dies after storing it but before answering; the next one
+//! runs the call again) is recognised the second time, on whichever engine the store is
+//! restored into, and answered with its first result instead of being done again.
+//!
+//! The engine records each keyed request's result in the same [`crate::PersistBatch`] as the
+//! write itself (`requests`), so the key is durable exactly when the write is; the host stores
+//! it with the batch and gives it back with [`crate::Engine::restore_requests`]. The engine
+//! remembers the last [`REMEMBERED_REQUESTS`] keys (memory stays bounded); hosts need keep no
+//! more than that many either.
+
+use crate::Dot;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// How many done requests an engine remembers (and a host needs to keep): a re-run happens
+/// within one hand-over, so this is far more than ever needed.
+pub const REMEMBERED_REQUESTS: usize = 1024;
+
+/// Who asked (`origin`: for instance a browser tab's random id) and its own request number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestKey {
+    pub origin: u64,
+    pub id: u64,
+}
+
+/// A keyed request that was done, and its result: the dot of a document write, `None` for a
+/// message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoneRequest {
+    pub key: RequestKey,
+    pub dot: Option<Dot>,
+}
+
+/// The engine's memory of done requests: the newest [`REMEMBERED_REQUESTS`], and those made
+/// since the last batch was cut (to persist with it).
+#[derive(Debug, Default)]
+pub(crate) struct Requests {
+    done: BTreeMap<RequestKey, Option<Dot>>,
+    order: VecDeque<RequestKey>,
+    staged: Vec<DoneRequest>,
+}
+
+impl Requests {
+    /// The result of `key` if it was done, as `Some(result)`.
+    pub(crate) fn get(&self, key: &RequestKey) -> Option<Option<Dot>> {
+        self.done.get(key).copied()
+    }
+
+    /// Remembers a done request; `stage` when it must be persisted with the next batch.
+    pub(crate) fn insert(&mut self, r: DoneRequest, stage: bool) {
+        if self.done.insert(r.key, r.dot).is_none() {
+            self.order.push_back(r.key);
+        }
+        while self.order.len() > REMEMBERED_REQUESTS {
+            if let Some(old) = self.order.pop_front() {
+                self.done.remove(&old);
+            }
+        }
+        if stage {
+            self.staged.push(r);
+        }
+    }
+
+    pub(crate) fn take_staged(&mut self) -> Vec<DoneRequest> {
+        std::mem::take(&mut self.staged)
+    }
+}
