@@ -11,7 +11,7 @@
 //! | tag | type | fields |
 //! | --- | --- | --- |
 //! | 1 | `hello` | space, kind, name?, token?, replica?, tier?, vector?, messages? |
-//! | 2 | `welcome` | space, replica, tier, vector, messages, session |
+//! | 2 | `welcome` | space, replica, tier, vector, messages, session, rights? |
 //! | 3 | `push` | seq, docs: \[collection, id, state\], watermark, remaining |
 //! | 4 | `ack` | req?, seq?, dot? |
 //! | 5 | `pull` | vector |
@@ -48,10 +48,12 @@
 //! - `[x]` (list): varint count, then the items;
 //! - replica id: 8 bytes, little-endian (ids are random, so a varint would be longer);
 //! - tier: one byte, 0 = local, 1 = cloud; session kind: 0 = agent, 1 = peer;
+//! - rights: one byte, 0 = read, 1 = write, 2 = admin;
 //! - policy: one byte, 0 = lww, 1 = cloud_wins, 2 = local_wins, 3 = merge, 4 = manual;
 //! - error code: one byte, in the order malformed, too_large, unsupported_version,
 //!   unknown_type, clock_skew, bad_policy, bad_request, hello_required, wrong_space,
-//!   unauthorized, forbidden, not_found, protocol, internal (0 to 13);
+//!   unauthorized, forbidden, not_found, protocol, internal, timeout, relay_forbidden
+//!   (0 to 15);
 //! - dot: replica, counter; stamp: wall, counter (u32), replica;
 //! - version vector: varint count, then (replica, counter) pairs with strictly increasing
 //!   replica ids and counters of at least 1;
