@@ -307,7 +307,10 @@ mod tests {
 
     #[test]
     fn a_batch_plans_docs_messages_trim_then_meta() {
-        let mut e = Engine::new(EngineConfig::new(ReplicaId(5), Tier::Cloud, "s"));
+        let mut cfg = EngineConfig::new(ReplicaId(5), Tier::Cloud, "s");
+        // One document in the batch (no default-policy seed of a new space).
+        cfg.seed_default_policy = false;
+        let mut e = Engine::new(cfg);
         let Some(doc) = serde_json::json!({"a": 1}).as_object().cloned() else {
             panic!("object")
         };
