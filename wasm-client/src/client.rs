@@ -1222,7 +1222,8 @@ fn dial(rc: &Shared) {
             let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() else {
                 return;
             };
-            let decoded = codec::decode_binary(&Uint8Array::new(buf).to_vec());
+            let bytes = Uint8Array::new(buf).to_vec();
+            let decoded = codec::decode_binary(&bytes);
             {
                 let mut i = rc.borrow_mut();
                 if i.session != sid {
@@ -1234,7 +1235,10 @@ fn dial(rc: &Shared) {
                         i.observe(&frame);
                         i.engine.handle_frame(js::now_ms(), sid, frame);
                     }
-                    Err(err) => i.engine.handle_decode_error(sid, &err),
+                    Err(err) => {
+                        let req = codec::request_id(&bytes, true);
+                        i.engine.handle_decode_error(sid, req, &err);
+                    }
                 }
             }
             schedule(&rc);
