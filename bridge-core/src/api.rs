@@ -192,34 +192,23 @@ pub const MAX_BODY_BYTES: usize = 32 << 20;
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (percent_decode(k) == name).then(|| percent_decode(v))
+        (query_decode(k) == name).then(|| query_decode(v))
     })
 }
 
-/// Decodes `%XX` and `+` (query strings and path segments).
+/// Decodes one URL path segment as RFC 3986 says: `%XX` only, so `+` stays a plus and a
+/// document id means the same over HTTP as over WebSocket. Bytes that are not UTF-8 after
+/// decoding become U+FFFD.
 pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Decodes a query-string key or value (`application/x-www-form-urlencoded`: `+` is a
+/// space, then `%XX`).
+pub fn query_decode(s: &str) -> String {
+    percent_decode(&s.replace('+', " "))
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
@@ -257,15 +246,27 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn limit(query: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+/// Checks a page size: 1 to `max`, else `bad_request` (the same answer over WebSocket and
+/// HTTP; nothing is clamped silently).
+pub fn check_limit(n: u64, max: u64) -> Result<usize, Error> {
+    if (1..=max).contains(&n) {
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    } else {
+        Err(Error::BadLimit { got: n, max })
+    }
+}
+
+fn limit(query: Option<&str>, default: usize, max: u64) -> Result<usize, ApiError> {
     match query_param(query, "limit") {
         None => Ok(default),
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .map(|n| n.min(max))
-            .ok_or_else(|| ApiError::bad(format!("limit={v:?}: expected a whole number above 0"))),
+        Some(v) => {
+            let n = v.parse::<u64>().map_err(|_| {
+                ApiError::bad(format!(
+                    "limit={v:?}: expected a whole number from 1 to {max}"
+                ))
+            })?;
+            Ok(check_limit(n, max)?)
+        }
     }
 }
 
@@ -562,6 +563,10 @@ pub fn execute(
         }
         SpaceOp::Changes { since, limit } => {
             let delta = r.delta(&since, limit);
+            // The delta's watermark names only the ranges walked now; the cursor to pass back
+            // is everything seen so far, so `since` is part of it.
+            let mut cursor = since;
+            cursor.join(&delta.watermark);
             let changes: Vec<Value> = delta
                 .docs
                 .iter()
@@ -570,7 +575,7 @@ pub fn execute(
                 .collect();
             done(json!({
                 "changes": changes,
-                "cursor": format_cursor(&delta.watermark),
+                "cursor": format_cursor(&cursor),
                 "remaining": delta.remaining,
             }))
         }
@@ -713,6 +718,21 @@ mod tests {
         assert_eq!(e.status, 400);
         let v = parse_cursor("00000000000000ab:3,1:2").expect("cursor");
         assert_eq!(format_cursor(&v), "0000000000000001:2,00000000000000ab:3");
+    }
+
+    #[test]
+    fn paths_decode_as_rfc_3986_and_queries_as_forms() {
+        assert_eq!(percent_decode("a+b%20c%2B"), "a+b c+");
+        assert_eq!(query_decode("a+b%2B"), "a b+");
+        let Ok(Route::Space { op, .. }) = parse(&req("GET", "/v1/spaces/s/docs/c/a+b", b"")) else {
+            panic!("route")
+        };
+        assert_eq!(op, SpaceOp::GetDoc(DocKey::new("c", "a+b")));
+        for bad in ["limit=0", "limit=1001", "limit=-1", "limit=x"] {
+            let e = parse(&req("GET", &format!("/v1/spaces/s/docs/c?{bad}"), b"")).unwrap_err();
+            assert_eq!((e.status, e.code), (400, ErrorCode::BadRequest), "{bad}");
+        }
+        assert_eq!(check_limit(1000, 1000), Ok(1000));
     }
 
     #[test]

@@ -695,9 +695,10 @@ impl Engine {
     }
 
     /// A frame could not be decoded: answer with an error and keep the session if it is an
-    /// agent (peers cannot skip a push safely, so they are closed).
-    pub fn handle_decode_error(&mut self, session: SessionId, e: &Error) {
-        self.send(session, Frame::error(None, e));
+    /// agent (peers cannot skip a push safely, so they are closed). `req` is the request id
+    /// the bytes carry ([`crate::codec::request_id`]), so the answer names its request.
+    pub fn handle_decode_error(&mut self, session: SessionId, req: Option<u64>, e: &Error) {
+        self.send(session, Frame::error(req, e));
         let peer = self
             .sessions
             .get(&session)
@@ -1021,7 +1022,7 @@ impl Engine {
                 limit,
             } => {
                 self.need(session, Rights::Read)?;
-                let limit = limit.unwrap_or(100).clamp(1, 1000) as usize;
+                let limit = crate::api::check_limit(limit.map_or(100, u64::from), 1000)?;
                 let docs = self.replica.list(&collection, after.as_deref(), limit + 1);
                 let (docs, next) = if docs.len() > limit {
                     let docs: Vec<DocView> = docs.into_iter().take(limit).collect();

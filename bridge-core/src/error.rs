@@ -28,6 +28,8 @@ pub enum Error {
     BadPolicy(String),
     #[error("`{0}` is not a replica id (1 to 16 hex digits)")]
     BadReplicaId(String),
+    #[error("limit {got} is out of range: ask for 1 to {max}")]
+    BadLimit { got: u64, max: u64 },
     #[error("a document must be a JSON object, got {0}")]
     NotAnObject(&'static str),
     #[error("{what} `{name}` is not valid: {why}")]
@@ -146,7 +148,7 @@ impl Error {
             Error::BadReplicaId(_) | Error::NotAnObject(_) | Error::BadName { .. } => {
                 ErrorCode::BadRequest
             }
-            Error::PeerOnly(_) => ErrorCode::BadRequest,
+            Error::PeerOnly(_) | Error::BadLimit { .. } => ErrorCode::BadRequest,
             Error::HelloRequired => ErrorCode::HelloRequired,
             Error::WrongSpace { .. } => ErrorCode::WrongSpace,
             Error::Unauthorized(_) => ErrorCode::Unauthorized,

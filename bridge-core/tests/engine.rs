@@ -272,7 +272,11 @@ fn bad_requests_get_codes_and_the_session_goes_on() {
         },
     );
     assert_eq!(error_code(&drain(&mut e)), Some(ErrorCode::BadPolicy));
-    e.handle_decode_error(1, &bridge_core::codec::decode_json(b"{nope").unwrap_err());
+    e.handle_decode_error(
+        1,
+        None,
+        &bridge_core::codec::decode_json(b"{nope").unwrap_err(),
+    );
     let out = drain(&mut e);
     assert_eq!(error_code(&out), Some(ErrorCode::Malformed));
     assert!(!closed(&out), "an agent survives a malformed frame");

@@ -337,7 +337,10 @@ impl SpaceObject {
                     }
                     host.engine.handle_frame(now_ms(), session, frame);
                 }
-                Err(e) => host.engine.handle_decode_error(session, &e),
+                Err(e) => {
+                    let req = codec::request_id(bytes, binary);
+                    host.engine.handle_decode_error(session, req, &e);
+                }
             }
             Ok(())
         });

@@ -428,6 +428,22 @@ impl Ctx {
     }
 }
 
+/// The cursor after a page of changes: everything `cursor` covered and everything `next`
+/// does, so a poll never goes back to changes already printed (whatever the host's cursor
+/// names, a merge of both is never behind either).
+fn advance(cursor: &str, next: &str) -> String {
+    match (
+        bridge_core::api::parse_cursor(cursor),
+        bridge_core::api::parse_cursor(next),
+    ) {
+        (Ok(mut a), Ok(b)) => {
+            a.join(&b);
+            bridge_core::api::format_cursor(&a)
+        }
+        _ => next.to_owned(),
+    }
+}
+
 /// Percent-encodes a path segment.
 fn enc(s: &str) -> String {
     let mut out = String::new();
@@ -548,6 +564,7 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
                         .to_owned()
                 }
             };
+            eprintln!("watching space {} from cursor {cursor:?}", c.space);
             loop {
                 let v = c
                     .call(
@@ -560,7 +577,7 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
                     print(ch);
                 }
                 if let Some(next) = v["cursor"].as_str() {
-                    cursor = next.to_owned();
+                    cursor = advance(&cursor, next);
                 }
                 if v["remaining"].as_u64().unwrap_or(0) == 0 {
                     tokio::time::sleep(Duration::from_millis(interval.max(10))).await;
@@ -821,13 +838,9 @@ async fn sync(
     let asked = c.call("GET", "/v1/status", None).await?["now_ms"]
         .as_u64()
         .unwrap_or(0);
+    // With no upstream link up the host answers 404 `not_found`, which `call` turns into
+    // the error this command exits 1 with.
     let v = c.call("POST", &format!("/v1/sync{dir}"), None).await?;
-    if v["links"].as_u64() == Some(0) {
-        return Err(
-            "no upstream link is up: is this host in hybrid mode (CLOUD_WS_URL) and can it reach the cloud? `sacred-bridge monitor` shows the link"
-                .into(),
-        );
-    }
     print(&v);
     if no_wait {
         return Ok(ExitCode::SUCCESS);

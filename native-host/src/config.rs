@@ -108,6 +108,10 @@ pub struct Config {
     pub event_channels: BTreeSet<String>,
     pub conflict_strategy: Policy,
     pub secret: Option<String>,
+    /// `METRICS_TOKEN`: the bearer token `/metrics` requires. Unset, `/metrics` is open in
+    /// local and hybrid mode (the API listens on 127.0.0.1) and refused in cloud mode (it
+    /// names every space).
+    pub metrics_token: Option<String>,
     /// Each key with its shown value and source, in display order.
     pub report: Vec<(&'static str, String, Source)>,
 }
@@ -406,6 +410,24 @@ impl Config {
             None => report.push(("BRIDGE_SECRET", "(unset)".into(), Source::Default)),
         }
 
+        let metrics_token = l.get("METRICS_TOKEN");
+        match &metrics_token {
+            Some((v, s)) => report.push((
+                "METRICS_TOKEN",
+                format!("(set, {} bytes)", v.len()),
+                s.clone(),
+            )),
+            None => report.push((
+                "METRICS_TOKEN",
+                if mode == Mode::Cloud {
+                    "(unset: /metrics is refused in cloud mode)".into()
+                } else {
+                    "(unset: /metrics is open)".into()
+                },
+                Source::Default,
+            )),
+        }
+
         Ok(Config {
             mode,
             listen,
@@ -422,6 +444,7 @@ impl Config {
             event_channels,
             conflict_strategy,
             secret: secret.map(|(v, _)| v),
+            metrics_token: metrics_token.map(|(v, _)| v).filter(|v| !v.is_empty()),
             report,
         })
     }

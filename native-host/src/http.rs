@@ -117,7 +117,7 @@ async fn handle(
     let resp = match route {
         Err(e) => e.response(),
         Ok(Route::Health) => ApiResponse::json(200, &serde_json::json!({"ok": true})),
-        Ok(Route::Metrics) => ask(&hub, |reply| Input::Metrics { reply }).await,
+        Ok(Route::Metrics) => ask(&hub, |reply| Input::Metrics { token, reply }).await,
         Ok(Route::Status) => ask(&hub, |reply| Input::Status { token, reply }).await,
         Ok(Route::Sync { push, pull }) => {
             ask(&hub, |reply| Input::Sync {

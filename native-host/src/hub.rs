@@ -21,8 +21,15 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug)]
 pub enum Output {
     Frame(Frame),
-    Close { code: ErrorCode, reason: String },
+    /// Close the WebSocket with this close code (RFC 6455) and reason.
+    Close {
+        code: u16,
+        reason: String,
+    },
 }
+
+/// The answer to `POST /v1/sync` (and `sacred-bridge sync`) when no upstream link is up.
+pub const NO_LINK: &str = "no upstream link is up: is this host in hybrid mode (CLOUD_WS_URL) and can it reach the cloud? `sacred-bridge monitor` shows the link";
 
 /// Outbound queue per connection; a connection that falls this far behind is dropped.
 pub const OUTPUT_QUEUE: usize = 8192;
@@ -51,6 +58,8 @@ pub enum Input {
     DecodeError {
         space: String,
         session: SessionId,
+        /// The request id the bytes carry, if it could be read.
+        req: Option<u64>,
         error: Error,
     },
     Closed {
@@ -64,6 +73,8 @@ pub enum Input {
         reply: oneshot::Sender<ApiResponse>,
     },
     Metrics {
+        /// The request's bearer token, checked against [`HubConfig::metrics`].
+        token: Option<String>,
         reply: oneshot::Sender<ApiResponse>,
     },
     /// Host status; with a secret (cloud mode) only the spaces `token` opens.
@@ -97,6 +108,8 @@ pub struct HubConfig {
     pub tier: Tier,
     pub secret: Option<Vec<u8>>,
     pub default_policy: Policy,
+    /// Who may read `/metrics` (it names every space).
+    pub metrics: MetricsAccess,
     pub name: String,
     /// The database file, shown by status (backup and restore find it there).
     pub db_path: String,
@@ -107,6 +120,40 @@ pub struct HubConfig {
     /// Hybrid mode: every space the hub opens (restored or new) is announced here, once, so
     /// that the link manager ([`crate::upstream::manage`]) links it.
     pub link_spaces: Option<mpsc::UnboundedSender<String>>,
+}
+
+/// Who may read `/metrics`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Anyone who reaches the API port (local and hybrid mode without `METRICS_TOKEN`).
+    Open,
+    /// Requests with `Authorization: Bearer <this>` (`METRICS_TOKEN`).
+    Token(String),
+    /// Nobody (cloud mode without `METRICS_TOKEN`).
+    Off,
+}
+
+impl MetricsAccess {
+    /// Checks a request's bearer token.
+    pub fn check(&self, token: Option<&str>) -> Result<(), ApiError> {
+        match (self, token) {
+            (MetricsAccess::Open, _) => Ok(()),
+            (MetricsAccess::Token(want), Some(got)) if same_secret(want.as_bytes(), got.as_bytes()) => Ok(()),
+            (MetricsAccess::Token(_), _) => Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "/metrics needs `Authorization: Bearer <METRICS_TOKEN>` on this server",
+            )),
+            (MetricsAccess::Off, _) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "/metrics is off in cloud mode because it names every space: set METRICS_TOKEN and send it as `Authorization: Bearer <METRICS_TOKEN>`",
+            )),
+        }
+    }
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What the hub remembers of a space's upstream link, across reconnects.
@@ -324,7 +371,7 @@ impl Hub {
                         message: e.message.clone(),
                     }));
                     let _ = out.try_send(Output::Close {
-                        code: e.code,
+                        code: e.code.close_code(),
                         reason: e.message,
                     });
                 }
@@ -393,11 +440,12 @@ impl Hub {
             Input::DecodeError {
                 space,
                 session,
+                req,
                 error,
             } => {
                 self.metrics.decode_errors += 1;
                 if let Some(s) = self.spaces.get_mut(&space) {
-                    s.engine.handle_decode_error(session, &error);
+                    s.engine.handle_decode_error(session, req, &error);
                 }
             }
             Input::Closed { space, session } => {
@@ -436,12 +484,14 @@ impl Hub {
                     }
                 }
             }
-            Input::Metrics { reply } => {
-                let _ = reply.send(ApiResponse::text(
-                    200,
-                    "text/plain; version=0.0.4",
-                    self.render_metrics(),
-                ));
+            Input::Metrics { token, reply } => {
+                let resp = match self.cfg.metrics.check(token.as_deref()) {
+                    Ok(()) => {
+                        ApiResponse::text(200, "text/plain; version=0.0.4", self.render_metrics())
+                    }
+                    Err(e) => e.response(),
+                };
+                let _ = reply.send(resp);
             }
             Input::Status { token, reply } => {
                 let resp = match self.visible_spaces(token.as_deref(), now) {
@@ -483,10 +533,12 @@ impl Hub {
                     }
                 }
                 if let Some(reply) = reply {
-                    let _ = reply.send(ApiResponse::json(
-                        200,
-                        &json!({"links": links, "push": push, "pull": pull}),
-                    ));
+                    let resp = if links == 0 {
+                        ApiError::not_found(NO_LINK).response()
+                    } else {
+                        ApiResponse::json(200, &json!({"links": links, "push": push, "pull": pull}))
+                    };
+                    let _ = reply.send(resp);
                 }
             }
         }
@@ -640,7 +692,13 @@ impl Hub {
                         session,
                         code,
                         reason,
-                    } => (session, Output::Close { code, reason }),
+                    } => (
+                        session,
+                        Output::Close {
+                            code: code.close_code(),
+                            reason,
+                        },
+                    ),
                 };
                 let Some(c) = s.conns.get(&session) else {
                     continue;

@@ -1,7 +1,7 @@
 //! `sacred-bridge serve`: open the store, start the hub thread, bind the listeners.
 
 use crate::config::{Config, Mode, SyncMode};
-use crate::hub::{Hub, HubConfig, Input};
+use crate::hub::{Hub, HubConfig, Input, MetricsAccess};
 use crate::store::Store;
 use bridge_core::Tier;
 use std::net::SocketAddr;
@@ -60,6 +60,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             tier,
             secret,
             default_policy: cfg.conflict_strategy,
+            metrics: match (&cfg.metrics_token, cfg.mode) {
+                (Some(t), _) => MetricsAccess::Token(t.clone()),
+                (None, Mode::Cloud) => MetricsAccess::Off,
+                (None, Mode::Local | Mode::Hybrid) => MetricsAccess::Open,
+            },
             name: format!("sacred-bridge-{}", cfg.mode.as_str()),
             db_path: std::fs::canonicalize(&cfg.db_path)
                 .unwrap_or_else(|_| cfg.db_path.clone())

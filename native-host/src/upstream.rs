@@ -9,7 +9,7 @@
 //! capped, jittered exponential backoff.
 
 use crate::hub::{Input, LinkNote, OUTPUT_QUEUE};
-use crate::ws::{next_session, read_loop, write_loop, ws_config};
+use crate::ws::{next_session, read_loop, write_loop, ws_config, Ended};
 use bridge_core::auth::{self, Claims, Rights};
 use bridge_core::backoff::Backoff;
 use futures_util::StreamExt;
@@ -174,6 +174,7 @@ pub async fn run(cfg: Arc<LinkConfig>, space: String, hub: mpsc::Sender<Input>) 
                 tracing::info!(%target, "upstream link up");
                 let session = next_session();
                 let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
+                let refuse = out_tx.downgrade();
                 let connect = Input::Connect {
                     space: space.clone(),
                     session,
@@ -187,8 +188,12 @@ pub async fn run(cfg: Arc<LinkConfig>, space: String, hub: mpsc::Sender<Input>) 
                 let (sink, stream) = ws.split();
                 // Peers speak the compact binary encoding.
                 let binary = Arc::new(AtomicBool::new(true));
-                let writer = tokio::spawn(write_loop(sink, out_rx, binary.clone()));
-                read_loop(stream, &hub, &space, session, &binary).await;
+                let mut writer = tokio::spawn(write_loop(sink, out_rx, binary.clone()));
+                let (ended, _) = read_loop(stream, &hub, &space, session, &binary, &refuse).await;
+                if ended == Ended::Refused {
+                    // Give the error and the close a moment to leave.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+                }
                 writer.abort();
                 if hub
                     .send(Input::Closed {

@@ -34,8 +34,24 @@ pub fn next_session() -> SessionId {
 }
 
 /// Messages up to this size reach the codec (which answers `too_large` above
-/// [`MAX_FRAME_BYTES`] and keeps the session); larger ones end the connection.
+/// [`MAX_FRAME_BYTES`] and keeps an agent's session); a larger one is answered with a
+/// `too_large` error and a close with 1009, since the socket cannot skip the rest of it.
 pub const MAX_WS_MESSAGE: usize = 16 * MAX_FRAME_BYTES;
+
+/// How a connection's read side ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The peer closed, the socket failed, or the hub let go.
+    Normally,
+    /// The peer sent something the socket cannot read past (a message over
+    /// [`MAX_WS_MESSAGE`], a text message that is not UTF-8); it was answered with an
+    /// `error` frame and a close. Part of the message may still be unread.
+    Refused,
+}
+
+/// Close code for a text message that is not UTF-8 (RFC 6455, 1007 "invalid frame
+/// payload data").
+pub const CLOSE_INVALID_DATA: u16 = 1007;
 
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -93,6 +109,8 @@ async fn accept(stream: TcpStream, hub: mpsc::Sender<Input>, default_space: Arc<
     let Some(space) = space else { return };
     let session = next_session();
     let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
+    // Weak: the hub's sender alone keeps the writer going (dropping it closes the socket).
+    let refuse = out_tx.downgrade();
     if hub
         .send(Input::Accept {
             space: space.clone(),
@@ -107,38 +125,79 @@ async fn accept(stream: TcpStream, hub: mpsc::Sender<Input>, default_space: Arc<
     tracing::debug!(session, %space, "connection accepted");
     let (sink, stream) = ws.split();
     let binary = Arc::new(AtomicBool::new(false));
-    tokio::spawn(write_loop(sink, out_rx, binary.clone()));
-    read_loop(stream, &hub, &space, session, &binary).await;
+    let writer = tokio::spawn(write_loop(sink, out_rx, binary.clone()));
+    let (ended, stream) = read_loop(stream, &hub, &space, session, &binary, &refuse).await;
     let _ = hub.send(Input::Closed { space, session }).await;
+    if ended == Ended::Refused {
+        // Let the writer send the error and the close, then read and drop what the client
+        // is still sending: closing a socket with unread data resets it, and the reset can
+        // destroy the close frame before the client reads it.
+        if let Ok(sink) = writer.await {
+            if let Ok(mut ws) = stream.reunite(sink) {
+                linger(ws.get_mut()).await;
+            }
+        }
+    }
 }
 
-/// Reads frames and hands them to the hub until the socket ends.
+/// Reads frames and hands them to the hub until the socket ends; gives the stream back.
+///
+/// Input the socket cannot read past is answered here, on `out` (the connection's output
+/// queue), with an `error` frame and a close: a message over [`MAX_WS_MESSAGE`] with
+/// `too_large` and 1009, a text message that is not UTF-8 with `malformed` and 1007. Neither
+/// tells the client to reconnect and send it again.
 pub async fn read_loop<S>(
     mut stream: S,
     hub: &mpsc::Sender<Input>,
     space: &str,
     session: SessionId,
     binary: &AtomicBool,
-) where
+    out: &mpsc::WeakSender<Output>,
+) -> (Ended, S)
+where
     S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
     while let Some(msg) = stream.next().await {
-        let (decoded, is_binary) = match msg {
-            Ok(Message::Text(t)) => {
-                BYTES_IN.fetch_add(t.len() as u64, Ordering::Relaxed);
-                (codec::decode_json(t.as_bytes()), false)
-            }
-            Ok(Message::Binary(b)) => {
-                BYTES_IN.fetch_add(b.len() as u64, Ordering::Relaxed);
-                (codec::decode_binary(&b), true)
-            }
+        let bytes = match &msg {
+            Ok(Message::Text(t)) => t.as_bytes(),
+            Ok(Message::Binary(b)) => &b[..],
+            _ => &[][..],
+        };
+        let (decoded, is_binary) = match &msg {
+            Ok(Message::Text(_)) => (codec::decode_json(bytes), false),
+            Ok(Message::Binary(_)) => (codec::decode_binary(bytes), true),
             Ok(Message::Close(_)) => break,
             Ok(_) => continue,
             Err(e) => {
                 tracing::debug!(session, error = %e, "connection ended");
-                break;
+                let refusal = match e {
+                    tungstenite::Error::Capacity(_) => Some((
+                        bridge_core::Error::TooLarge {
+                            size: MAX_WS_MESSAGE + 1,
+                            max: MAX_FRAME_BYTES,
+                        },
+                        ErrorCode::TooLarge.close_code(),
+                    )),
+                    tungstenite::Error::Utf8(why) => Some((
+                        bridge_core::Error::Malformed(format!(
+                            "a text message must be UTF-8 ({why}); send binary frames as binary messages"
+                        )),
+                        CLOSE_INVALID_DATA,
+                    )),
+                    _ => None,
+                };
+                let Some((error, code)) = refusal else { break };
+                if let Some(out) = out.upgrade() {
+                    let _ = out.try_send(Output::Frame(Frame::error(None, &error)));
+                    let _ = out.try_send(Output::Close {
+                        code,
+                        reason: error.to_string(),
+                    });
+                }
+                return (Ended::Refused, stream);
             }
         };
+        BYTES_IN.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let input = match decoded {
             Ok(frame) => {
                 binary.store(is_binary, Ordering::Relaxed);
@@ -151,6 +210,7 @@ pub async fn read_loop<S>(
             Err(error) => Input::DecodeError {
                 space: space.to_owned(),
                 session,
+                req: codec::request_id(bytes, is_binary),
                 error,
             },
         };
@@ -158,10 +218,30 @@ pub async fn read_loop<S>(
             break;
         }
     }
+    (Ended::Normally, stream)
+}
+
+/// After a refusal: reads and drops what the client still sends, until it closes, stays
+/// quiet for a moment, or too much has passed, so that the close frame reaches it first.
+async fn linger(tcp: &mut TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut budget = 4 * MAX_WS_MESSAGE;
+    while budget > 0 {
+        match tokio::time::timeout(std::time::Duration::from_millis(500), tcp.read(&mut buf)).await
+        {
+            Ok(Ok(n)) if n > 0 => budget = budget.saturating_sub(n),
+            _ => return,
+        }
+    }
 }
 
 /// Writes what the hub sends, batching whatever is queued into one flush.
-pub async fn write_loop<S>(mut sink: S, mut rx: mpsc::Receiver<Output>, binary: Arc<AtomicBool>)
+pub async fn write_loop<S>(
+    mut sink: S,
+    mut rx: mpsc::Receiver<Output>,
+    binary: Arc<AtomicBool>,
+) -> S
 where
     S: Sink<Message, Error = tungstenite::Error> + Unpin,
 {
@@ -175,18 +255,18 @@ where
                         .await
                         .is_err()
                     {
-                        return;
+                        return sink;
                     }
                 }
                 Output::Close { code, reason } => {
                     let _ = sink.send(close_message(code, &reason)).await;
-                    return;
+                    return sink;
                 }
             }
             next = rx.try_recv().ok();
         }
         if sink.flush().await.is_err() {
-            return;
+            return sink;
         }
     }
     // The hub let go of this connection (it fell behind or the host is stopping).
@@ -196,6 +276,7 @@ where
             reason: "the connection fell behind; reconnect".into(),
         })))
         .await;
+    sink
 }
 
 fn encode(f: &Frame, binary: bool) -> Message {
@@ -208,7 +289,7 @@ fn encode(f: &Frame, binary: bool) -> Message {
     m
 }
 
-fn close_message(code: ErrorCode, reason: &str) -> Message {
+fn close_message(code: u16, reason: &str) -> Message {
     // A close reason is at most 123 bytes.
     let mut r = String::new();
     for c in reason.chars() {
@@ -218,8 +299,8 @@ fn close_message(code: ErrorCode, reason: &str) -> Message {
         r.push(c);
     }
     Message::Close(Some(CloseFrame {
-        // The mapping is the core's, shared with the edge worker.
-        code: CloseCode::from(code.close_code()),
+        // From the core's mapping (ErrorCode::close_code), shared with the edge worker.
+        code: CloseCode::from(code),
         reason: r.into(),
     }))
 }

@@ -30,10 +30,15 @@ test("a manual conflict is shown in the inspector and resolved there", async () 
   const ctxI = await browser.newContext({ viewport: { width: 1400, height: 900 } });
   const inspector = await ctxI.newPage();
   inspector.on("pageerror", (e) => console.error("inspector error:", e));
-  const q = new URLSearchParams({ url: host.url, space: SPACE, token, name: "inspector" });
-  await inspector.goto(`http://127.0.0.1:${host.apiPort}/?${q}`);
+  // The token travels in the fragment, which the browser never sends to the server.
+  const q = new URLSearchParams({ url: host.url, space: SPACE, name: "inspector" });
+  const seen = [];
+  inspector.on("request", (r) => seen.push(r.url()));
+  await inspector.goto(`http://127.0.0.1:${host.apiPort}/?${q}#${new URLSearchParams({ token })}`);
   await until("inspector online", async () =>
     (await inspector.textContent("#status-text"))?.startsWith("online"));
+  assert.ok(!inspector.url().includes(token), `the token left the address bar: ${inspector.url()}`);
+  assert.ok(seen.length > 0 && seen.every((u) => !u.includes(token)), "no request carries the token in its URL");
 
   // Through the UI: a `tasks` collection with policy manual and a first document.
   await inspector.fill("#new-collection input", "tasks");

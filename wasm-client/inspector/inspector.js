@@ -1,6 +1,9 @@
 // The web inspector: one more browser replica of a space, built only on the public package
 // API (open, list, subscribe, onMessage, presence, conflicts, resolve, status). Served by the
-// native host at http://127.0.0.1:3001/ ; `?url=&space=&token=&name=` fill the form and connect.
+// native host at http://127.0.0.1:3001/ ; `?url=&space=&name=` fill the form and connect. A
+// token is typed into the form or passed in the URL fragment (`#token=...`), which browsers
+// never send to the server; the page removes it from the address bar at once. A `token` in
+// the query string is ignored: it would land in server logs and history.
 import init, { open } from "/pkg/wasm_client.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -231,10 +234,17 @@ $("#send").addEventListener("submit", async (e) => {
 
 await init();
 const q = new URLSearchParams(location.search);
+const fragment = new URLSearchParams(location.hash.slice(1));
+if (q.has("token")) {
+  console.warn("inspector: a token in the query string is ignored; use the form or #token=");
+  q.delete("token");
+}
+// Keep the token out of the address bar and history: drop the fragment (and any query token).
+history.replaceState(null, "", `${location.pathname}${q.size ? `?${q}` : ""}`);
 const f = $("#connect");
 f.url.value = q.get("url") ?? `ws://${location.hostname}:3333`;
 f.space.value = q.get("space") ?? "default";
-f.token.value = q.get("token") ?? "";
+f.token.value = fragment.get("token") ?? "";
 f.name.value = q.get("name") ?? "inspector";
 document.title = "Sacred Bridge inspector";
 connect(formOptions());

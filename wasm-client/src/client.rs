@@ -1400,7 +1400,8 @@ fn dial(rc: &Shared) {
             let Some(buf) = data.dyn_ref::<js_sys::ArrayBuffer>() else {
                 return;
             };
-            let decoded = codec::decode_binary(&Uint8Array::new(buf).to_vec());
+            let bytes = Uint8Array::new(buf).to_vec();
+            let decoded = codec::decode_binary(&bytes);
             {
                 let mut i = rc.borrow_mut();
                 if i.session != sid {
@@ -1412,7 +1413,10 @@ fn dial(rc: &Shared) {
                         i.observe(&frame);
                         i.engine.handle_frame(js::now_ms(), sid, frame);
                     }
-                    Err(err) => i.engine.handle_decode_error(sid, &err),
+                    Err(err) => {
+                        let req = codec::request_id(&bytes, true);
+                        i.engine.handle_decode_error(sid, req, &err);
+                    }
                 }
             }
             schedule(&rc);

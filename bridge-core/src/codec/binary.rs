@@ -160,6 +160,22 @@ pub fn decode_binary_record(bytes: &[u8]) -> Result<Frame> {
     Ok(frame)
 }
 
+/// The `req` of a binary request frame (`put` ... `set_policy`, whose first field is `req?`),
+/// read without decoding the rest, so that an error answering a frame that does not decode
+/// can still name its request. `None` when the bytes do not get that far.
+pub fn request_id(bytes: &[u8]) -> Option<u64> {
+    match bytes {
+        [VERSION_BYTE, 6..=9 | 11 | 13..=15 | 19 | 22 | 23, 1, ..] => {}
+        _ => return None,
+    }
+    let mut r = Reader {
+        bytes,
+        pos: 3,
+        depth: 0,
+    };
+    r.varint().ok()
+}
+
 /// A cursor over untrusted input. Every read checks the bounds first.
 struct Reader<'a> {
     bytes: &'a [u8],

@@ -14,6 +14,8 @@ pub mod binary;
 
 pub use binary::{decode_binary, encode_binary};
 
+use serde::Deserialize;
+
 use crate::doc::DocState;
 use crate::frame::{Frame, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use crate::{Error, Result};
@@ -32,6 +34,24 @@ pub fn decode(bytes: &[u8], binary: bool) -> Result<Frame> {
     } else {
         decode_json(bytes)
     }
+}
+
+/// The `req` a frame carries, read from its bytes without decoding the frame: for a frame
+/// that does not decode (unknown `type`, unsupported `v`, a missing or mistyped field, over
+/// the size limit), so that the `error` answering it still names the request. `None` when
+/// the bytes are not a JSON object with an integer `req` (or, in binary, a request frame
+/// whose `req` is readable).
+pub fn request_id(bytes: &[u8], binary: bool) -> Option<u64> {
+    if binary {
+        return binary::request_id(bytes);
+    }
+    /// Only `req`; serde skips every other field without building it.
+    #[derive(Deserialize)]
+    struct ReqOnly {
+        #[serde(default)]
+        req: Option<u64>,
+    }
+    serde_json::from_slice::<ReqOnly>(bytes).ok()?.req
 }
 
 /// Re-encodes `frame` in both forms and decodes each back, describing the first difference.
@@ -209,6 +229,16 @@ pub fn encode_json(frame: &Frame) -> String {
     v.to_string()
 }
 
+/// True when `ty` names a frame type. Asked of serde itself (a frame with only its `type`
+/// fails with "unknown variant" exactly when the type is unknown), so the answer cannot
+/// drift from [`Frame`]; only on the error path.
+fn is_frame_type(ty: &str) -> bool {
+    match serde_json::from_value::<Frame>(serde_json::json!({ "type": ty })) {
+        Ok(_) => true,
+        Err(e) => !e.to_string().starts_with("unknown variant"),
+    }
+}
+
 /// Decodes a JSON text frame.
 pub fn decode_json(bytes: &[u8]) -> Result<Frame> {
     if bytes.len() > MAX_FRAME_BYTES {
@@ -241,12 +271,17 @@ pub fn decode_json(bytes: &[u8]) -> Result<Frame> {
         Some(_) => return Err(Error::Malformed("`type` must be a string".into())),
         None => return Err(Error::Malformed("a frame needs a `type`".into())),
     };
+    if ty == "set_policy" {
+        // Answered like the HTTP API: `bad_policy`, not a generic decode error.
+        if let Some(Value::String(p)) = m.get("policy") {
+            p.parse::<crate::Policy>()?;
+        }
+    }
     let frame = serde_json::from_value(v).map_err(|e| {
-        let msg = e.to_string();
-        if msg.starts_with("unknown variant") {
-            Error::UnknownType(ty)
+        if is_frame_type(&ty) {
+            Error::Malformed(format!("`{ty}` frame: {e}"))
         } else {
-            Error::Malformed(format!("`{ty}` frame: {msg}"))
+            Error::UnknownType(ty.clone())
         }
     })?;
     check_decoded(&frame)?;
@@ -279,6 +314,56 @@ mod tests {
         assert_eq!(
             decode_json(&big).expect_err("must be refused").code(),
             ErrorCode::TooLarge
+        );
+    }
+
+    #[test]
+    fn errors_of_frames_that_do_not_decode_keep_their_req() {
+        let cases: [(&[u8], ErrorCode); 5] = [
+            (br#"{"type":"nope","req":1}"#, ErrorCode::UnknownType),
+            (
+                br#"{"type":"ping","v":2,"req":1}"#,
+                ErrorCode::UnsupportedVersion,
+            ),
+            (
+                br#"{"type":"list","req":1,"collection":"c","limit":-1}"#,
+                ErrorCode::Malformed,
+            ),
+            (
+                br#"{"type":"set_policy","req":1,"collection":"c","policy":"newest"}"#,
+                ErrorCode::BadPolicy,
+            ),
+            // A known type with a bad enum value elsewhere is not an unknown type.
+            (
+                br#"{"type":"hello","req":1,"space":"s","kind":"hello"}"#,
+                ErrorCode::Malformed,
+            ),
+        ];
+        for (input, code) in cases {
+            let err = decode_json(input).expect_err("must be refused");
+            assert_eq!(err.code(), code, "{}", String::from_utf8_lossy(input));
+            assert_eq!(request_id(input, false), Some(1));
+        }
+        assert_eq!(request_id(b"{not json", false), None);
+        assert_eq!(request_id(br#"{"req":"x"}"#, false), None);
+        let put = Frame::Put {
+            req: Some(300),
+            collection: "c".into(),
+            id: "i".into(),
+            value: serde_json::json!({}),
+        };
+        let mut bytes = encode_binary(&put);
+        assert_eq!(request_id(&bytes, true), Some(300));
+        bytes.truncate(5);
+        assert!(decode_binary(&bytes).is_err());
+        assert_eq!(
+            request_id(&bytes, true),
+            Some(300),
+            "the req survives a cut frame"
+        );
+        assert_eq!(
+            request_id(&encode_binary(&Frame::Ping { nonce: 1 }), true),
+            None
         );
     }
 
