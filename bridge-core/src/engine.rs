@@ -479,15 +479,17 @@ impl Engine {
         Some(batch)
     }
 
-    /// A store that finds its space without a default policy (a space created here) writes
-    /// its local setting as the seed, once; the host restores the store before its first
-    /// [`Engine::poll_persist`], so a restart finds the entry and writes nothing.
+    /// A store that creates a space writes its local default policy as the seed
+    /// (`_config/space`), once, with the space's first batch: a connection that only reads
+    /// (or never says `hello`) creates nothing on disk. "Creates" means the store's durable
+    /// state has no seed yet; a seed that arrived from a peer in the same batch is a
+    /// concurrent write, which `_config`'s `cloud_wins` settles the same way everywhere.
     fn seed_space(&mut self) {
-        if self.seeded {
+        if self.seeded || !self.replica.has_staged() {
             return;
         }
         self.seeded = true;
-        if !self.cfg.seed_default_policy || self.replica.has_space_entry() {
+        if !self.cfg.seed_default_policy || self.replica.has_durable_space_entry() {
             return;
         }
         let mut m = Map::new();
@@ -496,8 +498,7 @@ impl Engine {
             Value::from(self.cfg.default_policy.as_str()),
         );
         let key = DocKey::new(CONFIG_COLLECTION, crate::replica::SPACE_ENTRY);
-        // A seed is stamped at time zero: the wall clock is not known here, and any real
-        // configuration write (made later, by an admin) must win over every seed.
+        // No wall time is known here: the seed takes the clock as it stands.
         let _ = self.replica.write(0, key, WriteOp::Patch(m));
     }
 

@@ -267,12 +267,12 @@ impl Replica {
         self.default_policy
     }
 
-    /// Whether the space configuration entry exists in any layer (so a space has been
-    /// created here or heard of from a peer).
-    pub fn has_space_entry(&self) -> bool {
-        self.state(&DocKey::new(CONFIG_COLLECTION, SPACE_ENTRY))
-            .is_some()
+    /// Whether the durable layer holds the space configuration entry.
+    pub fn has_durable_space_entry(&self) -> bool {
+        self.docs
+            .contains_key(&DocKey::new(CONFIG_COLLECTION, SPACE_ENTRY))
     }
+
 
     pub fn retain(&self, channel: &str) -> usize {
         self.config_field(&format!("channel:{channel}"), "retain")

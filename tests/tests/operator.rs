@@ -35,7 +35,8 @@ fn backup_then_restore_gives_identical_documents_and_bad_restores_harm_nothing()
     }
     host.http("DELETE", "/v1/spaces/ops/docs/notes/n007", None);
     let before = export(&host, "ops");
-    assert_eq!(before.lines().count(), 299);
+    // 299 notes and the space's configuration (`_config/space`, its default-policy seed).
+    assert_eq!(before.lines().count(), 300);
 
     // export → import through the CLI, in batches with a progress bar: the same documents.
     let (code, ndjson, err) = cli(d, &["export", "--space", "ops", "--api", &api]);
