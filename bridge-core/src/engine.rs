@@ -636,7 +636,9 @@ impl Engine {
         if hb == 0 || s.peer.is_none() {
             return None;
         }
-        let silent = s.last_rx.saturating_add(hb.saturating_mul(SILENT_HEARTBEATS));
+        let silent = s
+            .last_rx
+            .saturating_add(hb.saturating_mul(SILENT_HEARTBEATS));
         if s.dialed {
             Some(silent.min(s.last_rx.max(s.last_ping).saturating_add(hb)))
         } else {

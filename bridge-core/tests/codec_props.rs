@@ -1,13 +1,13 @@
 //! Property tests for both frame encodings: decode ∘ encode = id for arbitrary frames of every
 //! type, and no input — random or a mangled real frame — makes a decoder panic.
 
+use bridge_core::auth::Rights;
 use bridge_core::codec::{
     check_round_trip, decode_binary, decode_json, encode_binary, encode_json,
 };
 use bridge_core::frame::{
     Ack, Conflict, ConflictSide, DocEntry, DocView, Hello, Push, SessionKind, Welcome,
 };
-use bridge_core::auth::Rights;
 use bridge_core::message::PresenceEntry;
 use bridge_core::policy::{Field, Fields};
 use bridge_core::{

@@ -99,7 +99,11 @@ fn agent_write_is_acked_only_after_persist() {
     );
     let batch = e.poll_persist().expect("a batch");
     // The write, and the space's default-policy seed this new space gets in its first batch.
-    let keys: Vec<String> = batch.docs.iter().map(|(k, _)| format!("{}/{}", k.collection, k.id)).collect();
+    let keys: Vec<String> = batch
+        .docs
+        .iter()
+        .map(|(k, _)| format!("{}/{}", k.collection, k.id))
+        .collect();
     assert_eq!(keys, ["_config/space", "notes/a"]);
     assert!(
         drain(&mut e).is_empty(),

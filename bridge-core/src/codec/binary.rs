@@ -85,6 +85,7 @@
 //! `malformed` (with the byte offset where decoding stopped).
 
 use super::{check_doc_state, MAX_VALUE_DEPTH};
+use crate::auth::Rights;
 use crate::doc::{DocState, Sibling};
 use crate::frame::{
     Ack, Conflict, ConflictSide, DocEntry, DocView, Frame, Hello, Push, SessionKind, Welcome,
@@ -92,7 +93,6 @@ use crate::frame::{
 };
 use crate::message::{Message, MessageId, PresenceEntry};
 use crate::policy::{Field, Fields};
-use crate::auth::Rights;
 use crate::{Dot, Error, ErrorCode, Policy, ReplicaId, Result, Stamp, Tier, VersionVector};
 use serde_json::{Map, Number, Value};
 
