@@ -54,6 +54,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             } else {
                 Default::default()
             },
+            hello_timeout_ms: cfg.hello_timeout_ms,
+            heartbeat_ms: cfg.heartbeat_ms,
         },
         store,
     )
@@ -107,6 +109,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                     cfg.sync_mode,
                     SyncMode::Manual | SyncMode::Periodic | SyncMode::Event
                 ),
+                // A dial gets as long as a handshake has (`HELLO_TIMEOUT_MS`).
+                Duration::from_millis(cfg.hello_timeout_ms),
                 tx.clone(),
             ));
         }

@@ -5,12 +5,9 @@
 //! capped, jittered exponential backoff.
 
 use crate::hub::{Input, OUTPUT_QUEUE};
-use crate::ws::{next_session, read_loop, write_loop, ws_config};
+use crate::ws::{next_session, ws_config};
 use bridge_core::auth::{self, Claims, Rights};
 use bridge_core::backoff::Backoff;
-use futures_util::StreamExt;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 /// A link that stayed up this long resets the backoff.
@@ -47,14 +44,21 @@ pub async fn run(
     token: Option<String>,
     secret: Option<Vec<u8>>,
     manual: bool,
+    dial_timeout: Duration,
     hub: mpsc::Sender<Input>,
 ) {
     let target = format!("{}/v1/spaces/{}/ws", url.trim_end_matches('/'), space);
     let mut backoff = Backoff::default(); // 250 ms doubling to 30 s, equal jitter
     loop {
         let started = Instant::now();
-        match tokio_tungstenite::connect_async_with_config(&target, Some(ws_config()), true).await {
-            Ok((ws, _)) => {
+        // Bounded: a frozen cloud still completes TCP handshakes (its kernel does) but never
+        // answers the WebSocket upgrade.
+        let dial = tokio::time::timeout(
+            dial_timeout,
+            tokio_tungstenite::connect_async_with_config(&target, Some(ws_config()), true),
+        );
+        match dial.await {
+            Ok(Ok((ws, _))) => {
                 tracing::info!(%target, "upstream link up");
                 let session = next_session();
                 let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
@@ -68,12 +72,10 @@ pub async fn run(
                 if hub.send(connect).await.is_err() {
                     return;
                 }
-                let (sink, stream) = ws.split();
-                // Peers speak the compact binary encoding.
-                let binary = Arc::new(AtomicBool::new(true));
-                let writer = tokio::spawn(write_loop(sink, out_rx, binary.clone()));
-                read_loop(stream, &hub, &space, session, &binary).await;
-                writer.abort();
+                // Peers speak the compact binary encoding. The link ends when the cloud closes
+                // it or breaks, or when the engine closes it (e.g. nothing heard for three
+                // heartbeats: `HEARTBEAT_MS`).
+                crate::ws::run(ws, out_rx, &hub, &space, session, true).await;
                 if hub
                     .send(Input::Closed {
                         space: space.clone(),
@@ -86,7 +88,10 @@ pub async fn run(
                 }
                 tracing::warn!(%target, "upstream link down");
             }
-            Err(e) => tracing::warn!(%target, error = %e, "upstream unreachable"),
+            Ok(Err(e)) => tracing::warn!(%target, error = %e, "upstream unreachable"),
+            Err(_) => {
+                tracing::warn!(%target, ?dial_timeout, "upstream did not answer the upgrade in time")
+            }
         }
         if started.elapsed() >= STABLE {
             backoff.reset();

@@ -105,11 +105,40 @@ async fn accept(stream: TcpStream, hub: mpsc::Sender<Input>, default_space: Arc<
         return;
     }
     tracing::debug!(session, %space, "connection accepted");
-    let (sink, stream) = ws.split();
-    let binary = Arc::new(AtomicBool::new(false));
-    tokio::spawn(write_loop(sink, out_rx, binary.clone()));
-    read_loop(stream, &hub, &space, session, &binary).await;
+    run(ws, out_rx, &hub, &space, session, false).await;
     let _ = hub.send(Input::Closed { space, session }).await;
+}
+
+/// How long a connection we closed waits for the other side's close before it is dropped.
+pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Moves frames both ways until the connection ends: the other side closed it or it broke,
+/// or we closed it (the hub sent [`Output::Close`], or let go) and the other side did not
+/// answer the close within [`CLOSE_GRACE`] (a frozen or vanished peer never does).
+pub async fn run<S>(
+    ws: S,
+    out_rx: mpsc::Receiver<Output>,
+    hub: &mpsc::Sender<Input>,
+    space: &str,
+    session: SessionId,
+    binary: bool,
+) where
+    S: Stream<Item = Result<Message, tungstenite::Error>>
+        + Sink<Message, Error = tungstenite::Error>
+        + Send
+        + 'static,
+{
+    let (sink, stream) = ws.split();
+    let binary = Arc::new(AtomicBool::new(binary));
+    let mut writer = tokio::spawn(write_loop(sink, out_rx, binary.clone()));
+    tokio::select! {
+        _ = read_loop(stream, hub, space, session, &binary) => {}
+        _ = async {
+            let _ = (&mut writer).await;
+            tokio::time::sleep(CLOSE_GRACE).await;
+        } => {}
+    }
+    writer.abort();
 }
 
 /// Reads frames and hands them to the hub until the socket ends.
@@ -179,7 +208,10 @@ where
                     }
                 }
                 Output::Close { code, reason } => {
-                    let _ = sink.send(close_message(code, &reason)).await;
+                    // Bounded: a peer that reads nothing must not hold the connection.
+                    let _ =
+                        tokio::time::timeout(CLOSE_GRACE, sink.send(close_message(code, &reason)))
+                            .await;
                     return;
                 }
             }
