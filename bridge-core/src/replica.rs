@@ -273,7 +273,6 @@ impl Replica {
             .contains_key(&DocKey::new(CONFIG_COLLECTION, SPACE_ENTRY))
     }
 
-
     pub fn retain(&self, channel: &str) -> usize {
         self.config_field(&format!("channel:{channel}"), "retain")
             .and_then(|v| v.as_u64())

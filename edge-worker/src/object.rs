@@ -56,6 +56,9 @@ struct Host {
     sockets: BTreeMap<SessionId, Socket>,
     next_session: SessionId,
     next_req: u64,
+    /// The storage alarm this instance set (ms since the epoch), not yet fired: always at or
+    /// before the engine's deadline, so it is moved only when the deadline comes earlier.
+    armed: Option<u64>,
 }
 
 impl Host {
@@ -156,7 +159,97 @@ impl SpaceObject {
                 cfg.default_policy = v.parse::<Policy>().map_err(ApiError::from)?;
             }
         }
+        if let Some(ms) = self.millis("HELLO_TIMEOUT_MS", false)? {
+            cfg.hello_timeout_ms = ms;
+        }
+        if let Some(ms) = self.millis("HEARTBEAT_MS", true)? {
+            cfg.heartbeat_ms = ms;
+        }
         Ok(cfg)
+    }
+
+    /// A duration variable in milliseconds (`[vars]` or `.dev.vars`); unset or empty: `None`.
+    fn millis(&self, key: &str, zero_ok: bool) -> std::result::Result<Option<u64>, ApiError> {
+        let Ok(v) = self.env.var(key) else {
+            return Ok(None);
+        };
+        let v = v.to_string();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        match v.parse::<u64>() {
+            Ok(n) if n > 0 || zero_ok => Ok(Some(n)),
+            _ => Err(internal(format!(
+                "{key}={v:?}: expected a whole number of milliseconds{}",
+                if zero_ok {
+                    " (0 turns it off)"
+                } else {
+                    " greater than 0"
+                }
+            ))),
+        }
+    }
+
+    /// Arms the storage alarm for the engine's next deadline (a handshake that runs out, a
+    /// silent peer). The alarm outlives hibernation: it wakes the object, which restores its
+    /// sessions (a socket that never said `hello` keeps its accept time) and runs the
+    /// engine's timeout. Called after every input; a storage write only when the deadline
+    /// comes earlier than the alarm already set.
+    async fn arm(&self) {
+        let at = {
+            let mut guard = self.host.borrow_mut();
+            let Some(host) = guard.as_mut() else { return };
+            match host.engine.poll_timeout() {
+                Some(d) if host.armed.is_none_or(|a| d < a) => {
+                    host.armed = Some(d);
+                    d
+                }
+                // No deadline, or an alarm at or before it: when that fires it re-arms.
+                _ => return,
+            }
+        };
+        let offset = i64::try_from(at.saturating_sub(now_ms())).unwrap_or(i64::MAX);
+        if let Err(e) = self.state.storage().set_alarm(offset).await {
+            worker::console_error!("could not set the alarm: {e}");
+            if let Some(host) = self.host.borrow_mut().as_mut() {
+                host.armed = None;
+            }
+        }
+    }
+
+    /// The alarm fired: the engine handles its deadlines (closes handshakes that ran out and
+    /// silent peers), then the next alarm is armed.
+    async fn on_alarm(&self) {
+        let space = {
+            let mut guard = self.host.borrow_mut();
+            match guard.as_mut() {
+                Some(host) => {
+                    host.armed = None;
+                    Some(host.space.clone())
+                }
+                None => None,
+            }
+        };
+        // Woken by the alarm after eviction: the space is the one in storage.
+        let space = match space {
+            Some(s) => Some(s),
+            None => match store::stored_space(&self.state.storage()) {
+                Ok(s) => s.map(|(space, _)| space),
+                Err(e) => {
+                    worker::console_error!("alarm: could not read the space: {e}");
+                    None
+                }
+            },
+        };
+        let Some(space) = space else { return };
+        let result = self.with_host(&space, |host| {
+            host.engine.handle_timeout(now_ms());
+            Ok(())
+        });
+        if let Err(e) = result {
+            worker::console_error!("alarm: {}", e.message);
+        }
+        self.arm().await;
     }
 
     /// Creates the host on first use: the space's engine restored from storage, and the
@@ -208,6 +301,7 @@ impl SpaceObject {
             next_session: sockets.keys().max().map_or(1, |m| m + 1),
             sockets,
             next_req: 0,
+            armed: None,
         };
         for id in resumed.reconnect {
             host.drop_session(id, CLOSE_RECONNECT, RECONNECT_REASON);
@@ -413,15 +507,24 @@ impl DurableObject for SpaceObject {
                 };
                 return respond(e.response());
             }
-            return match self.accept_websocket(&space) {
+            let resp = match self.accept_websocket(&space) {
                 Ok(resp) => Ok(resp),
                 Err(e) => respond(e.response()),
             };
+            self.arm().await;
+            return resp;
         }
-        match self.http(req).await {
+        let resp = match self.http(req).await {
             Ok(resp) => respond(resp),
             Err(e) => respond(e.response()),
-        }
+        };
+        self.arm().await;
+        resp
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.on_alarm().await;
+        Response::empty()
     }
 
     async fn websocket_message(
@@ -433,6 +536,7 @@ impl DurableObject for SpaceObject {
             WebSocketIncomingMessage::String(s) => self.on_message(&ws, s.as_bytes(), false),
             WebSocketIncomingMessage::Binary(b) => self.on_message(&ws, &b, true),
         }
+        self.arm().await;
         Ok(())
     }
 
@@ -444,11 +548,13 @@ impl DurableObject for SpaceObject {
         _was_clean: bool,
     ) -> Result<()> {
         self.on_closed(&ws);
+        self.arm().await;
         Ok(())
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
         self.on_closed(&ws);
+        self.arm().await;
         Ok(())
     }
 }

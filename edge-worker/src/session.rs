@@ -330,6 +330,46 @@ mod tests {
     }
 
     #[test]
+    fn woken_sessions_keep_their_deadlines() {
+        // Accepted at 100 (default hello timeout 10 s); the object wakes at 5_000.
+        let mut agent = Attachment::new(1, "s", 100);
+        agent.observe(
+            &frame(json!({"type":"hello","space":"s","name":"a"})),
+            false,
+        );
+        let pending = Attachment::new(2, "s", 100);
+        let mut e = engine();
+        let out = resume(&mut e, 5_000, &[agent, pending]);
+        assert!(out.reconnect.is_empty() && out.transmits.is_empty());
+        // The handshake that was pending before hibernation still runs out when it would
+        // have: from its accept time, not from the wake-up.
+        assert_eq!(e.poll_timeout(), Some(100 + 10_000));
+        e.handle_timeout(100 + 10_000);
+        let mut got = Vec::new();
+        while let Some(t) = e.poll_transmit() {
+            got.push(t);
+        }
+        assert!(
+            matches!(
+                got.as_slice(),
+                [
+                    Transmit::Frame {
+                        session: 2,
+                        frame: Frame::Error { .. }
+                    },
+                    Transmit::Close { session: 2, .. }
+                ]
+            ),
+            "{got:?}"
+        );
+        // The restored agent is never closed for silence: nothing more is due.
+        e.close(2);
+        assert_eq!(e.poll_timeout(), None);
+        e.handle_timeout(u64::MAX / 2);
+        assert!(e.poll_transmit().is_none());
+    }
+
+    #[test]
     fn close_reason_is_cut_on_a_char_boundary() {
         let long = "é".repeat(100);
         let r = close_reason(&long);

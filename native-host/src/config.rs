@@ -107,6 +107,11 @@ pub struct Config {
     /// `SYNC_MODE=event` triggers: channels whose messages push upstream.
     pub event_channels: BTreeSet<String>,
     pub conflict_strategy: Policy,
+    /// A connection that has not finished its handshake this long after it opened is closed.
+    pub hello_timeout_ms: u64,
+    /// Peer links: the dialing side pings after this long without hearing from the other;
+    /// a peer session silent for three of these is closed. 0 = off.
+    pub heartbeat_ms: u64,
     pub secret: Option<String>,
     /// `METRICS_TOKEN`: the bearer token `/metrics` requires. Unset, `/metrics` is open in
     /// local and hybrid mode (the API listens on 127.0.0.1) and refused in cloud mode (it
@@ -400,6 +405,36 @@ impl Config {
         };
         report.push(("CONFLICT_STRATEGY", conflict_strategy.as_str().into(), src));
 
+        let mut millis =
+            |key: &'static str, default: u64, zero_ok: bool| -> Result<u64, ConfigError> {
+                let (n, s) = match l.get(key) {
+                    Some((v, s)) => match v.parse::<u64>() {
+                        Ok(n) if n > 0 || zero_ok => (n, s),
+                        _ => {
+                            let accepted = if zero_ok {
+                                "expected a whole number of milliseconds (0 turns it off)"
+                            } else {
+                                "expected a whole number of milliseconds greater than 0"
+                            };
+                            return Err(bad(key, &v, accepted));
+                        }
+                    },
+                    None => (default, Source::Default),
+                };
+                report.push((key, n.to_string(), s));
+                Ok(n)
+            };
+        let hello_timeout_ms = millis(
+            "HELLO_TIMEOUT_MS",
+            bridge_core::engine::DEFAULT_HELLO_TIMEOUT_MS,
+            false,
+        )?;
+        let heartbeat_ms = millis(
+            "HEARTBEAT_MS",
+            bridge_core::engine::DEFAULT_HEARTBEAT_MS,
+            true,
+        )?;
+
         let secret = l.get("BRIDGE_SECRET");
         match &secret {
             Some((v, s)) => report.push((
@@ -443,6 +478,8 @@ impl Config {
             event_collections,
             event_channels,
             conflict_strategy,
+            hello_timeout_ms,
+            heartbeat_ms,
             secret: secret.map(|(v, _)| v),
             metrics_token: metrics_token.map(|(v, _)| v).filter(|v| !v.is_empty()),
             report,
@@ -540,6 +577,43 @@ mod tests {
         .expect("write .env");
         let e = Config::resolve(&Overrides::default(), &dir).expect_err("bad name");
         assert_eq!(e.key, "SYNC_EVENT_CHANNELS");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn liveness_settings() {
+        let dir = std::env::temp_dir().join(format!("sb-config-live-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join(".env"), "").expect("write .env");
+        let c = Config::resolve(&Overrides::default(), &dir).expect("valid");
+        assert_eq!(c.hello_timeout_ms, 10_000);
+        assert_eq!(c.heartbeat_ms, 15_000);
+        assert!(c.render().contains("HEARTBEAT_MS"));
+        std::fs::write(
+            dir.join(".env"),
+            "HELLO_TIMEOUT_MS=500
+HEARTBEAT_MS=0
+",
+        )
+        .expect("write .env");
+        let c = Config::resolve(&Overrides::default(), &dir).expect("valid");
+        assert_eq!((c.hello_timeout_ms, c.heartbeat_ms), (500, 0));
+        std::fs::write(
+            dir.join(".env"),
+            "HELLO_TIMEOUT_MS=0
+",
+        )
+        .expect("write .env");
+        let e = Config::resolve(&Overrides::default(), &dir).expect_err("zero");
+        assert_eq!(e.key, "HELLO_TIMEOUT_MS");
+        std::fs::write(
+            dir.join(".env"),
+            "HEARTBEAT_MS=soon
+",
+        )
+        .expect("write .env");
+        let e = Config::resolve(&Overrides::default(), &dir).expect_err("not a number");
+        assert_eq!(e.key, "HEARTBEAT_MS");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

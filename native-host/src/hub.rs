@@ -120,6 +120,10 @@ pub struct HubConfig {
     /// Hybrid mode: every space the hub opens (restored or new) is announced here, once, so
     /// that the link manager ([`crate::upstream::manage`]) links it.
     pub link_spaces: Option<mpsc::UnboundedSender<String>>,
+    /// `HELLO_TIMEOUT_MS`: a connection must finish its handshake this soon.
+    pub hello_timeout_ms: u64,
+    /// `HEARTBEAT_MS`: pings on links we dialed, silent peers closed after three (0 = off).
+    pub heartbeat_ms: u64,
 }
 
 /// Who may read `/metrics`.
@@ -320,6 +324,11 @@ impl Hub {
             let period = sync_every.unwrap_or(Duration::from_secs(3600 * 24 * 365));
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
+                // One timer for every engine: the earliest deadline any of them has, asked
+                // again after every round (each round ends with a flush).
+                let deadline = self.poll_timeout();
+                let wake = tokio::time::Instant::now()
+                    + Duration::from_millis(deadline.unwrap_or(0).saturating_sub(now_ms()));
                 tokio::select! {
                     input = rx.recv() => {
                         let Some(input) = input else { break };
@@ -338,10 +347,37 @@ impl Hub {
                     _ = tick.tick(), if sync_every.is_some() => {
                         self.handle(Input::Sync { push: true, pull: false, reply: None });
                     }
+                    _ = tokio::time::sleep_until(wake), if deadline.is_some() => {
+                        // Frames already queued count as heard before anyone is called
+                        // silent.
+                        while let Ok(i) = rx.try_recv() {
+                            self.handle(i);
+                        }
+                        self.handle_timeout();
+                    }
                 }
                 self.flush();
             }
         });
+    }
+
+    /// The earliest deadline of any engine (ms since the epoch).
+    fn poll_timeout(&self) -> Option<u64> {
+        self.spaces
+            .values()
+            .filter_map(|s| s.engine.poll_timeout())
+            .min()
+    }
+
+    /// The timer fired: every engine whose deadline has come handles it (pings, closes for
+    /// a handshake that ran out or a silent peer); `flush` sends what it produced.
+    fn handle_timeout(&mut self) {
+        let now = now_ms();
+        for s in self.spaces.values_mut() {
+            if s.engine.poll_timeout().is_some_and(|d| d <= now) {
+                s.engine.handle_timeout(now);
+            }
+        }
     }
 
     fn handle(&mut self, input: Input) {
@@ -684,37 +720,61 @@ impl Hub {
                     l.event_pushes += 1;
                 }
             }
-            let mut dropped = Vec::new();
-            while let Some(t) = s.engine.poll_transmit() {
-                let (session, out) = match t {
-                    Transmit::Frame { session, frame } => (session, Output::Frame(frame)),
-                    Transmit::Close {
-                        session,
-                        code,
-                        reason,
-                    } => (
-                        session,
-                        Output::Close {
-                            code: code.close_code(),
+            // Ending sessions changes presence, which the next round sends to the others.
+            loop {
+                let mut dropped = Vec::new();
+                let mut closed = Vec::new();
+                while let Some(t) = s.engine.poll_transmit() {
+                    let (session, out) = match t {
+                        Transmit::Frame { session, frame } => (session, Output::Frame(frame)),
+                        Transmit::Close {
+                            session,
+                            code,
                             reason,
-                        },
-                    ),
-                };
-                let Some(c) = s.conns.get(&session) else {
-                    continue;
-                };
-                self.metrics.frames_out += 1;
-                if let Err(e) = c.out.try_send(out) {
-                    if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                        tracing::warn!(session, "connection too slow; dropping it");
+                        } => {
+                            closed.push(session);
+                            (
+                                session,
+                                Output::Close {
+                                    code: code.close_code(),
+                                    reason,
+                                },
+                            )
+                        }
+                    };
+                    let Some(c) = s.conns.get(&session) else {
+                        continue;
+                    };
+                    self.metrics.frames_out += 1;
+                    if let Err(e) = c.out.try_send(out) {
+                        if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                            tracing::warn!(session, "connection too slow; dropping it");
+                        }
+                        dropped.push(session);
                     }
-                    dropped.push(session);
                 }
-            }
-            for session in dropped {
-                dropped_total += 1;
-                s.conns.remove(&session);
-                s.engine.close(session);
+                let ended = dropped.len() + closed.len();
+                for session in dropped {
+                    dropped_total += 1;
+                    s.conns.remove(&session);
+                    s.engine.close(session);
+                }
+                // The engine ended these sessions (error, timeout): they are over now, whether
+                // or not the other side ever answers the close (a frozen peer does not).
+                for session in closed {
+                    s.conns.remove(&session);
+                    s.engine.close(session);
+                    if let Some(l) = self
+                        .links
+                        .get_mut(space)
+                        .filter(|l| l.session == Some(session))
+                    {
+                        l.session = None;
+                    }
+                }
+                if ended == 0 {
+                    break;
+                }
             }
         }
         if peer_acked {
@@ -979,5 +1039,7 @@ fn engine_config(cfg: &HubConfig, space: &str) -> EngineConfig {
     c.default_policy = cfg.default_policy;
     c.secret = cfg.secret.clone();
     c.name = cfg.name.clone();
+    c.hello_timeout_ms = cfg.hello_timeout_ms;
+    c.heartbeat_ms = cfg.heartbeat_ms;
     c
 }

@@ -48,6 +48,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                     cfg.sync_mode,
                     SyncMode::Manual | SyncMode::Periodic | SyncMode::Event
                 ),
+                // A dial gets as long as a handshake has (`HELLO_TIMEOUT_MS`).
+                dial_timeout: Duration::from_millis(cfg.hello_timeout_ms),
             };
             Some((tx, rx, link_cfg))
         }
@@ -82,6 +84,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                 Default::default()
             },
             link_spaces: links.as_ref().map(|(tx, _, _)| tx.clone()),
+            hello_timeout_ms: cfg.hello_timeout_ms,
+            heartbeat_ms: cfg.heartbeat_ms,
         },
         store,
     )

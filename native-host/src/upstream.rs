@@ -9,13 +9,11 @@
 //! capped, jittered exponential backoff.
 
 use crate::hub::{Input, LinkNote, OUTPUT_QUEUE};
-use crate::ws::{next_session, read_loop, write_loop, ws_config, Ended};
+use crate::ws::{next_session, ws_config};
 use bridge_core::auth::{self, Claims, Rights};
 use bridge_core::backoff::Backoff;
-use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -108,6 +106,8 @@ pub struct LinkConfig {
     pub tokens: Tokens,
     /// Links push only when asked (SYNC_MODE manual / periodic / event).
     pub manual: bool,
+    /// How long a dial may take (a frozen cloud accepts TCP but never answers the upgrade).
+    pub dial_timeout: Duration,
 }
 
 /// Links each space announced on `spaces` (once), or reports to the hub why it cannot.
@@ -153,6 +153,7 @@ fn random() -> u64 {
 /// Keeps `space`'s link up until the hub is gone, or until it has no valid token any more.
 pub async fn run(cfg: Arc<LinkConfig>, space: String, hub: mpsc::Sender<Input>) {
     let target = format!("{}/v1/spaces/{}/ws", cfg.url.trim_end_matches('/'), space);
+    let dial_timeout = cfg.dial_timeout;
     let mut backoff = Backoff::default(); // 250 ms doubling to 30 s, equal jitter
     loop {
         let token = match cfg.tokens.for_space(&space, crate::store::now_ms()) {
@@ -169,8 +170,14 @@ pub async fn run(cfg: Arc<LinkConfig>, space: String, hub: mpsc::Sender<Input>) 
             }
         };
         let started = Instant::now();
-        match tokio_tungstenite::connect_async_with_config(&target, Some(ws_config()), true).await {
-            Ok((ws, _)) => {
+        // Bounded: a frozen cloud still completes TCP handshakes (its kernel does) but never
+        // answers the WebSocket upgrade.
+        let dial = tokio::time::timeout(
+            dial_timeout,
+            tokio_tungstenite::connect_async_with_config(&target, Some(ws_config()), true),
+        );
+        match dial.await {
+            Ok(Ok((ws, _))) => {
                 tracing::info!(%target, "upstream link up");
                 let session = next_session();
                 let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
@@ -185,16 +192,10 @@ pub async fn run(cfg: Arc<LinkConfig>, space: String, hub: mpsc::Sender<Input>) 
                 if hub.send(connect).await.is_err() {
                     return;
                 }
-                let (sink, stream) = ws.split();
-                // Peers speak the compact binary encoding.
-                let binary = Arc::new(AtomicBool::new(true));
-                let mut writer = tokio::spawn(write_loop(sink, out_rx, binary.clone()));
-                let (ended, _) = read_loop(stream, &hub, &space, session, &binary, &refuse).await;
-                if ended == Ended::Refused {
-                    // Give the error and the close a moment to leave.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
-                }
-                writer.abort();
+                // Peers speak the compact binary encoding. The link ends when the cloud closes
+                // it or breaks, or when the engine closes it (e.g. nothing heard for three
+                // heartbeats: `HEARTBEAT_MS`).
+                crate::ws::run(ws, out_rx, &hub, &space, session, true, &refuse).await;
                 if hub
                     .send(Input::Closed {
                         space: space.clone(),
@@ -207,11 +208,24 @@ pub async fn run(cfg: Arc<LinkConfig>, space: String, hub: mpsc::Sender<Input>) 
                 }
                 tracing::warn!(%target, "upstream link down");
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(%target, error = %e, "upstream unreachable");
                 let note = Input::Link {
                     space: space.clone(),
                     note: LinkNote::Unreachable(format!("cannot reach {target}: {e}")),
+                };
+                if hub.send(note).await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => {
+                tracing::warn!(%target, ?dial_timeout, "upstream did not answer the upgrade in time");
+                let note = Input::Link {
+                    space: space.clone(),
+                    note: LinkNote::Unreachable(format!(
+                        "{target} did not answer the WebSocket upgrade within {} ms",
+                        dial_timeout.as_millis()
+                    )),
                 };
                 if hub.send(note).await.is_err() {
                     return;

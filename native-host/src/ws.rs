@@ -123,21 +123,62 @@ async fn accept(stream: TcpStream, hub: mpsc::Sender<Input>, default_space: Arc<
         return;
     }
     tracing::debug!(session, %space, "connection accepted");
-    let (sink, stream) = ws.split();
-    let binary = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_loop(sink, out_rx, binary.clone()));
-    let (ended, stream) = read_loop(stream, &hub, &space, session, &binary, &refuse).await;
+    let lingering = run(ws, out_rx, &hub, &space, session, false, &refuse).await;
     let _ = hub.send(Input::Closed { space, session }).await;
+    if let Some(mut ws) = lingering {
+        // After a refusal: read and drop what the client is still sending. Closing a socket
+        // with unread data resets it, and the reset can destroy the close frame before the
+        // client reads it.
+        linger(ws.get_mut()).await;
+    }
+}
+
+/// How long a connection we closed waits for the other side's close before it is dropped.
+pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Moves frames both ways until the connection ends: the other side closed it or it broke,
+/// or we closed it (the hub sent [`Output::Close`], or let go) and the other side did not
+/// answer the close within [`CLOSE_GRACE`] (a frozen or vanished peer never does).
+///
+/// When the read side refused input it cannot read past ([`read_loop`]), the error and the
+/// close are let out first and the connection is handed back, so that an accepted socket
+/// can drain what the client is still sending.
+pub async fn run<S>(
+    ws: S,
+    out_rx: mpsc::Receiver<Output>,
+    hub: &mpsc::Sender<Input>,
+    space: &str,
+    session: SessionId,
+    binary: bool,
+    refuse: &mpsc::WeakSender<Output>,
+) -> Option<S>
+where
+    S: Stream<Item = Result<Message, tungstenite::Error>>
+        + Sink<Message, Error = tungstenite::Error>
+        + Send
+        + Unpin
+        + 'static,
+{
+    let (sink, stream) = ws.split();
+    let binary = Arc::new(AtomicBool::new(binary));
+    let mut writer = tokio::spawn(write_loop(sink, out_rx, binary.clone()));
+    let read = read_loop(stream, hub, space, session, &binary, refuse);
+    tokio::pin!(read);
+    let (ended, stream) = tokio::select! {
+        r = &mut read => r,
+        _ = async {
+            let _ = (&mut writer).await;
+            tokio::time::sleep(CLOSE_GRACE).await;
+        } => return None,
+    };
     if ended == Ended::Refused {
-        // Let the writer send the error and the close, then read and drop what the client
-        // is still sending: closing a socket with unread data resets it, and the reset can
-        // destroy the close frame before the client reads it.
-        if let Ok(sink) = writer.await {
-            if let Ok(mut ws) = stream.reunite(sink) {
-                linger(ws.get_mut()).await;
-            }
+        // The writer sends the error and the close (each bounded by CLOSE_GRACE), then ends.
+        if let Ok(Ok(sink)) = tokio::time::timeout(CLOSE_GRACE * 3, &mut writer).await {
+            return stream.reunite(sink).ok();
         }
     }
+    writer.abort();
+    None
 }
 
 /// Reads frames and hands them to the hub until the socket ends; gives the stream back.
@@ -259,7 +300,10 @@ where
                     }
                 }
                 Output::Close { code, reason } => {
-                    let _ = sink.send(close_message(code, &reason)).await;
+                    // Bounded: a peer that reads nothing must not hold the connection.
+                    let _ =
+                        tokio::time::timeout(CLOSE_GRACE, sink.send(close_message(code, &reason)))
+                            .await;
                     return sink;
                 }
             }

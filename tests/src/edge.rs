@@ -69,6 +69,12 @@ pub struct Edge {
 impl Edge {
     /// Starts `wrangler dev` with `secret` as BRIDGE_SECRET, persisting to `persist`.
     pub fn start(persist: &Path, secret: &str) -> Edge {
+        Self::start_with_vars(persist, secret, &[])
+    }
+
+    /// [`Edge::start`] with more variables for the worker (`.dev.vars`), e.g.
+    /// `HELLO_TIMEOUT_MS`.
+    pub fn start_with_vars(persist: &Path, secret: &str, vars: &[(&str, &str)]) -> Edge {
         let config = TempDir::new("wrangler");
         let root = repo_root();
         let toml = std::fs::read_to_string(root.join("wrangler.toml")).expect("wrangler.toml");
@@ -90,11 +96,11 @@ impl Edge {
             }
         }
         std::fs::write(config.0.join("wrangler.toml"), out).expect("write wrangler.toml");
-        std::fs::write(
-            config.0.join(".dev.vars"),
-            format!("BRIDGE_SECRET={secret:?}\n"),
-        )
-        .expect("write .dev.vars");
+        let mut vars_file = format!("BRIDGE_SECRET={secret:?}\n");
+        for (k, v) in vars {
+            vars_file.push_str(&format!("{k}={v:?}\n"));
+        }
+        std::fs::write(config.0.join(".dev.vars"), vars_file).expect("write .dev.vars");
         Self::spawn(config, persist, free_port())
     }
 

@@ -94,6 +94,8 @@ const CONFIG_KEYS: &[&str] = &[
     "SYNC_EVENT_CHANNELS",
     "CLOUD_TOKENS_FILE",
     "CLOUDFLARE_API_TOKEN",
+    "HELLO_TIMEOUT_MS",
+    "HEARTBEAT_MS",
 ];
 
 /// A `sacred-bridge` command with a clean environment, run in `dir`.

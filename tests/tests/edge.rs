@@ -810,3 +810,50 @@ async fn a_hybrid_link_outlives_hibernation() {
         |s, v| s == 200 && v["value"]["x"] == 1,
     );
 }
+
+/// Waits (bounded by `limit`) for the `error` frame and the close that end `a`'s connection.
+async fn closed_by_worker(a: &mut Agent, limit: Duration) -> (Value, Option<u16>) {
+    use futures_util::StreamExt;
+    let deadline = Instant::now() + limit;
+    let mut error = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, a.ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("the worker did not close the socket within {limit:?}"));
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).expect("JSON frame");
+                assert!(error.is_none(), "more than one frame: {v}");
+                error = Some(v);
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let e = error.expect("an error frame before the close");
+                return (e, frame.map(|f| u16::from(f.code)));
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("the connection ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
+async fn a_socket_that_never_says_hello_is_closed_after_the_hello_timeout() {
+    let _one = serial().await;
+    let state = TempDir::new("edge-state");
+    let edge = Edge::start_with_vars(&state.0, SECRET, &[("HELLO_TIMEOUT_MS", "1000")]);
+    let tok = mint_token(&state.0, SECRET, "quiet", "write", "1h");
+    let url = edge.ws_url("quiet");
+
+    let mut silent = Agent::connect(&url).await;
+    let (mut talker, w) = Agent::hello(&url, "quiet", Some(&tok)).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+
+    let (error, code) = closed_by_worker(&mut silent, Duration::from_secs(30)).await;
+    assert_eq!(error["code"], "timeout", "{error}");
+    assert_eq!(code, Some(1001), "close code for `timeout`");
+    // An agent that said hello is not closed for being quiet.
+    talker.send(&json!({"type": "ping", "nonce": 3})).await;
+    assert_eq!(talker.recv_type("pong").await["nonce"], 3);
+}

@@ -1,0 +1,149 @@
+//! Liveness, driven by the engine's timers (`poll_timeout` / `handle_timeout`): a socket that
+//! never says `hello` is closed after `HELLO_TIMEOUT_MS`, and a hybrid host whose cloud
+//! freezes (SIGSTOP) notices within three `HEARTBEAT_MS`, redials, and resumes once the cloud
+//! runs again. Durations are never asserted: each condition is polled with a generous bound.
+#![allow(clippy::unwrap_used)]
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tests::{eventually, http, start_pair, wait_link_up, Agent, Host, Pair, TempDir};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Sends `signal` (e.g. "STOP", "CONT") to `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Continues a stopped process when dropped, so a failing test leaves nothing frozen.
+struct Frozen(u32);
+
+impl Frozen {
+    fn new(pid: u32) -> Frozen {
+        signal(pid, "STOP");
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT".to_owned(), self.0.to_string()])
+            .status();
+    }
+}
+
+/// The hybrid host's upstream link state for space `proj` (`up`), from its status.
+fn link_up(local: &Host) -> Option<bool> {
+    let (_, v) = local.http("GET", "/v1/status", None);
+    v["spaces"]
+        .as_array()?
+        .iter()
+        .find(|s| s["space"] == "proj")?["upstream"]["up"]
+        .as_bool()
+}
+
+/// Waits (bounded by `limit`) for the `error` frame and the close frame that end `a`'s
+/// connection; returns them. Fails if anything else arrives or nothing does in time.
+async fn closed_by_server(a: &mut Agent, limit: Duration) -> (Value, Option<u16>) {
+    let deadline = Instant::now() + limit;
+    let mut error = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, a.ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("the server did not close the socket within {limit:?}"));
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).expect("JSON frame");
+                assert!(error.is_none(), "more than one frame: {v}");
+                error = Some(v);
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let e = error.expect("an error frame before the close");
+                return (e, frame.map(|f| u16::from(f.code)));
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("the connection ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_never_says_hello_is_closed_after_the_hello_timeout() {
+    let dir = TempDir::new("hello-timeout");
+    let host = Host::start(&dir.0, "local", &[("HELLO_TIMEOUT_MS", "500")]);
+    let url = host.ws_url("team");
+
+    let mut silent = Agent::connect(&url).await;
+    // An agent that did say hello is not closed for being quiet afterwards.
+    let (mut talker, w) = Agent::hello(&url, "team", None).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+
+    let (error, code) = closed_by_server(&mut silent, Duration::from_secs(15)).await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["code"], "timeout", "{error}");
+    assert_eq!(code, Some(1001), "close code for `timeout`");
+
+    talker.send(&json!({"type": "ping", "nonce": 7})).await;
+    assert_eq!(talker.recv_type("pong").await["nonce"], 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hybrid_notices_a_frozen_cloud_redials_and_resumes() {
+    let Pair {
+        cloud,
+        local,
+        token,
+        _dirs,
+    } = start_pair(&[("HEARTBEAT_MS", "300"), ("HELLO_TIMEOUT_MS", "2000")]);
+    wait_link_up(&local);
+    let tok = Some(token.as_str());
+
+    let frozen = Frozen::new(cloud.child.id());
+    // Three heartbeats (900 ms) and slack; polled, bounded generously.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while link_up(&local) != Some(false) {
+        assert!(
+            Instant::now() < deadline,
+            "the hybrid still shows the link to a frozen cloud up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Written while the cloud is frozen: acknowledged locally, pending upstream.
+    let (s, v) = local.http(
+        "PUT",
+        "/v1/spaces/proj/docs/notes/frozen",
+        Some(r#"{"during":"freeze"}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+
+    drop(frozen); // SIGCONT
+    wait_link_up(&local);
+    eventually(
+        cloud.api_port,
+        "/v1/spaces/proj/docs/notes/frozen",
+        tok,
+        |s, v| s == 200 && v["value"]["during"] == "freeze",
+    );
+    // And the cloud's writes come down the new link.
+    let (s, _) = http(
+        cloud.api_port,
+        "PUT",
+        "/v1/spaces/proj/docs/notes/after",
+        Some(r#"{"from":"cloud"}"#),
+        tok,
+    );
+    assert_eq!(s, 200);
+    eventually(
+        local.api_port,
+        "/v1/spaces/proj/docs/notes/after",
+        None,
+        |s, v| s == 200 && v["value"]["from"] == "cloud",
+    );
+}
