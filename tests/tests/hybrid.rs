@@ -391,8 +391,16 @@ fn hybrid_links_every_space_it_serves() {
     );
     assert_eq!(s, 200, "{v}");
     eventually(local.api_port, "/v1/status", None, |_, v| {
-        v["spaces"].as_array().into_iter().flatten().any(|s| {
-            s["space"] == "team" && s["docs"] == 3 && s["upstream"]["state"] == "connected"
-        })
+        v["spaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["space"] == "team" && s["upstream"]["state"] == "connected")
     });
+    eventually(
+        local.api_port,
+        "/v1/spaces/team/docs/notes/later",
+        None,
+        |s, v| s == 200 && v["value"]["from"] == "cloud",
+    );
 }
