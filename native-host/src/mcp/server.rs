@@ -762,3 +762,42 @@ impl ServerHandler for Bridge {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_info_and_tools_parse_as_rmcp_types() {
+        let info = server_info();
+        assert_eq!(info.server_info.name, "sacred-bridge");
+        let caps = serde_json::to_value(&info.capabilities).unwrap_or_default();
+        assert_eq!(caps["resources"]["subscribe"], true, "{caps}");
+        assert!(caps.get("tools").is_some(), "{caps}");
+        let tools: ListToolsResult = parse_result(json!({"tools": tools::list()}))
+            .unwrap_or_else(|e| panic!("tools do not parse: {e:?}"));
+        assert_eq!(tools.tools.len(), 13);
+        for t in &tools.tools {
+            assert!(
+                t.description.as_ref().is_some_and(|d| d.len() > 40),
+                "{}",
+                t.name
+            );
+            assert_eq!(
+                t.input_schema.get("type"),
+                Some(&json!("object")),
+                "{}",
+                t.name
+            );
+        }
+    }
+
+    #[test]
+    fn tool_errors_carry_the_bridge_code() {
+        let r = tool_result(Err(BridgeError::new("forbidden", "needs admin")));
+        let v = serde_json::to_value(&r).unwrap_or_default();
+        assert_eq!(v["isError"], true, "{v}");
+        assert_eq!(v["structuredContent"]["error"]["code"], "forbidden", "{v}");
+        assert_eq!(v["content"][0]["text"], "forbidden: needs admin", "{v}");
+    }
+}

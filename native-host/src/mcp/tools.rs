@@ -153,7 +153,7 @@ impl Args<'_> {
         }
     }
 
-    /// Any JSON value, required (it may be null when `null_ok`).
+    /// Any JSON value (null included), required.
     pub fn value(&self, key: &str) -> Result<Value, BridgeError> {
         self.0
             .get(key)
