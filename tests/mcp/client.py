@@ -153,7 +153,7 @@ async def refused(a):
     out({"step": "write_token", "admin_tool": res["error"], "text": text})
 
 
-async def hybrid(a, role):
+async def hybrid(a, role, space):
     """Two agents, one on each side, coordinate through channel `coord` and document plan/p1."""
     if role == "local":
         err, res, _ = await a.call("read_messages", {"channel": "coord", "after": 0})
@@ -162,6 +162,9 @@ async def hybrid(a, role):
         err, res, _ = await a.call("put", {"collection": "plan", "id": "p1",
                                            "value": {"task": "deploy", "status": "todo"}})
         assert not err, res
+        # The cloud agent's edit must come down as a resource notification.
+        uri = f"sacred-bridge://{space}/plan/p1"
+        await a.s.subscribe_resource(uri)
         err, res, _ = await a.call("send", {"channel": "coord", "payload": {"ask": "deploy", "doc": "plan/p1"}})
         assert not err, res
         with anyio.fail_after(60):
@@ -175,11 +178,12 @@ async def hybrid(a, role):
                     break
         with anyio.fail_after(30):
             while True:
+                assert await a.updates.receive() == uri
                 err, res, _ = await a.call("get", {"collection": "plan", "id": "p1"})
                 if res["doc"]["value"].get("status") == "done":
                     break
-                await anyio.sleep(0.1)
-        out({"step": "hybrid_local", "reply": replies[0], "doc": res["doc"]["value"]})
+        out({"step": "hybrid_local", "reply": replies[0], "doc": res["doc"]["value"],
+             "notified": uri})
     else:
         cursor = 0
         with anyio.fail_after(60):
@@ -217,7 +221,7 @@ async def main():
         kind = "stdio"
     if mode.startswith("hybrid-"):
         role = mode.removeprefix("hybrid-")
-        await open_session(kind, argv, token, f"py-{role}-agent", lambda a: hybrid(a, role))
+        await open_session(kind, argv, token, f"py-{role}-agent", lambda a: hybrid(a, role, space))
     else:
         await open_session(kind, argv, token, f"py-{mode}-agent", lambda a: scenario(a, space))
         if write:

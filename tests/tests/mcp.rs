@@ -270,7 +270,8 @@ async fn typescript_sdk_over_stdio() {
 }
 
 /// Hybrid: an MCP agent on the local host and one on the cloud host coordinate through a
-/// channel and a shared document, with nobody in between but the bridge.
+/// channel and a shared document, with nobody in between but the bridge; the local agent
+/// learns of the cloud agent's edit through `notifications/resources/updated`.
 #[test]
 fn hybrid_agents_coordinate() {
     let pair = start_pair(&[]);
@@ -293,6 +294,11 @@ fn hybrid_agents_coordinate() {
     let (local, cloud) = (local.finish(), cloud.finish());
     assert_eq!(cloud["hybrid_cloud"]["ask"]["doc"], "plan/p1");
     assert_eq!(local["hybrid_local"]["reply"], json!({"done": "deploy"}));
+    // The cloud agent's patch reached the local MCP agent as a resource notification.
+    assert_eq!(
+        local["hybrid_local"]["notified"],
+        "sacred-bridge://proj/plan/p1"
+    );
     assert_eq!(
         local["hybrid_local"]["doc"],
         json!({"task": "deploy", "status": "done", "by": "cloud"})
