@@ -79,6 +79,14 @@ await session("ts-stdio-agent", token, async ({ client, call, nextUpdate }) => {
   assert.ok(err && res.error.code === "bad_request", JSON.stringify(res));
   out({ step: "bad_argument", error: res.error, text });
 
+  const { resourceTemplates } = await client.listResourceTemplates();
+  assert.equal(resourceTemplates.length, 2);
+  const uris = (await client.listResources()).resources.map((r) => r.uri);
+  assert.ok(uris.includes(`sacred-bridge://${space}/notes/t1`), uris.join(" "));
+  [err, res] = await call("conflicts_show", { collection: "notes", id: "t1" });
+  assert.ok(err && res.error.code === "not_found", JSON.stringify(res));
+  out({ step: "resources", uris: uris.sort(), conflict_show: res.error });
+
   const uri = `sacred-bridge://${space}/notes/w1`;
   await client.subscribeResource({ uri });
   await waitForGo("subscribed");

@@ -111,6 +111,21 @@ async def scenario(a, space):
     assert err2 and res2["error"]["code"] == "malformed" and "id" in res2["error"]["message"], res2
     out({"step": "bad_argument", "error": res["error"], "text": text, "missing": res2["error"]})
 
+    # Resources: templates, and a page of the space's documents and collections.
+    templates = (await a.s.list_resource_templates()).resource_templates
+    assert {t.uri_template for t in templates} == {
+        "sacred-bridge://{space}/{collection}/{id}", "sacred-bridge://{space}/{collection}"}
+    uris = {r.uri for r in (await a.s.list_resources()).resources}
+    assert {f"sacred-bridge://{space}/notes", f"sacred-bridge://{space}/notes/n1"} <= uris, uris
+    listing = json.loads((await a.s.read_resource(f"sacred-bridge://{space}/notes")).contents[0].text)
+    assert [d["id"] for d in listing["docs"]] == ["n1", "n2"], listing
+    # Conflicts: none open, and asking for one is a not_found tool error.
+    err, res, _ = await a.call("conflicts_list", {})
+    assert not err and res["conflicts"] == [], res
+    err, res, _ = await a.call("conflicts_show", {"collection": "notes", "id": "n1"})
+    assert err and res["error"]["code"] == "not_found", res
+    out({"step": "resources", "uris": sorted(uris), "conflict_show": res["error"]})
+
     # A write from a WebSocket agent arrives as notifications/resources/updated.
     uri = f"sacred-bridge://{space}/notes/w1"
     await a.s.subscribe_resource(uri)

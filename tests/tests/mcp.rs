@@ -194,6 +194,12 @@ async fn drive(s: &Setup, mut client: Client, client_name: &str, expect_no_token
     );
     assert_eq!(steps["resource_updated"]["value"], json!({"by": "ws"}));
     assert_eq!(steps["message_in"]["payload"], json!({"from": "ws"}));
+    // resources/list (from the changes feed) lists what the client wrote; no open conflict.
+    assert!(steps["resources"]["uris"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("sacred-bridge://team/notes")));
+    assert_eq!(steps["resources"]["conflict_show"]["code"], "not_found");
     assert!(
         steps["presence"]["names"]
             .as_array()
