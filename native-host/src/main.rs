@@ -79,7 +79,7 @@ enum Cmd {
     /// MCP server on stdin/stdout for AI agents (Claude Code, Claude Desktop, Gemini CLI),
     /// connected to a running host as an agent named after the MCP client.
     #[command(
-        after_help = "Examples:\n  claude mcp add sacred-bridge -- sacred-bridge mcp --space team\n  BRIDGE_TOKEN=... sacred-bridge mcp --ws wss://cloud.example --api https://cloud.example"
+        after_help = "Examples:\n  claude mcp add sacred-bridge -- sacred-bridge mcp --space team\n  BRIDGE_TOKEN=... sacred-bridge mcp --space team --ws ws://cloud.example:3333 --api http://cloud.example:3001"
     )]
     Mcp(mcp::McpArgs),
     #[command(flatten)]
