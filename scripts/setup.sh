@@ -156,4 +156,30 @@ else
 fi
 # ==== end of the browser section ==========================================================
 
+# ==== MCP (issue 11): the official MCP SDKs the tests drive `sacred-bridge mcp` with =========
+# Python: `mcp` at exactly MCP_PY_VERSION in a venv under the tool cache (tests/tests/mcp.rs
+# runs tests/mcp/client.py with it). TypeScript: @modelcontextprotocol/sdk, pinned in
+# package.json and installed by `npm ci` above (tests/mcp/client.mjs).
+MCP_PY_VERSION=2.3.0
+MCP_VENV="${SACRED_BRIDGE_MCP_VENV:-$HOME/.cache/sacred-bridge/mcp-venv}"
+installed_mcp=""
+if [[ -x "$MCP_VENV/bin/python" ]]; then
+    installed_mcp="$("$MCP_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("mcp"))' 2>/dev/null)" || true
+fi
+if [[ "$installed_mcp" == "$MCP_PY_VERSION" ]]; then
+    say "python mcp $MCP_PY_VERSION: present in $MCP_VENV"
+else
+    say "python mcp $MCP_PY_VERSION: installing into $MCP_VENV (found: ${installed_mcp:-none})"
+    python3 -m venv "$MCP_VENV" || die "python3 -m venv failed: install python3-venv"
+    "$MCP_VENV/bin/pip" install --quiet --disable-pip-version-check "mcp==$MCP_PY_VERSION"
+    say "python mcp $MCP_PY_VERSION: installed"
+fi
+if [[ -f node_modules/@modelcontextprotocol/sdk/package.json ]]; then
+    say "@modelcontextprotocol/sdk $(node -p 'require("./node_modules/@modelcontextprotocol/sdk/package.json").version'): present"
+else
+    say "@modelcontextprotocol/sdk: npm ci (missing from node_modules)"
+    npm ci --no-audit --no-fund
+fi
+# ==== end of the MCP section ==============================================================
+
 say "done"

@@ -30,11 +30,22 @@ pub async fn accept_loop(listener: TcpListener, mut on_conn: impl FnMut(TcpStrea
     }
 }
 
-pub async fn serve(listener: TcpListener, hub: mpsc::Sender<Input>) {
+pub async fn serve(listener: TcpListener, hub: mpsc::Sender<Input>, mcp: crate::mcp::HttpService) {
     accept_loop(listener, |stream| {
         let hub = hub.clone();
+        let mcp = mcp.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, hub.clone()));
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (hub, mcp) = (hub.clone(), mcp.clone());
+                async move {
+                    // `/mcp`: MCP over Streamable HTTP (src/mcp), everything else the API.
+                    if crate::mcp::is_mcp_path(req.uri().path()) {
+                        return Ok::<_, Infallible>(mcp.handle(req).await);
+                    }
+                    let resp = handle(req, hub).await?;
+                    Ok(resp.map(|b| b.map_err(|never| match never {}).boxed()))
+                }
+            });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await

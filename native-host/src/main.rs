@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod http;
 mod hub;
+mod mcp;
 mod monitor;
 mod ops;
 mod progress;
@@ -75,6 +76,12 @@ enum Cmd {
     /// Mint an access token (HMAC-SHA256 with BRIDGE_SECRET).
     #[command(subcommand)]
     Token(cli::TokenCmd),
+    /// MCP server on stdin/stdout for AI agents (Claude Code, Claude Desktop, Gemini CLI),
+    /// connected to a running host as an agent named after the MCP client.
+    #[command(
+        after_help = "Examples:\n  claude mcp add sacred-bridge -- sacred-bridge mcp --space team\n  BRIDGE_TOKEN=... sacred-bridge mcp --space team --ws ws://cloud.example:3333 --api http://cloud.example:3001"
+    )]
+    Mcp(mcp::McpArgs),
     #[command(flatten)]
     Client(cli::ClientCmd),
 }
@@ -137,6 +144,19 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             cli::token(&cfg, t)
+        }
+        Cmd::Mcp(a) => {
+            let cfg = match resolve(&ConfigFlags::default()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match rt.block_on(mcp::run_stdio(&cfg, a)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Cmd::Client(c) => {
             let cfg = match resolve(&ConfigFlags::default()) {

@@ -125,7 +125,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
 
     let default_space: Arc<str> = Arc::from(cfg.default_space.as_str());
     tokio::spawn(crate::ws::serve(ws, tx.clone(), default_space));
-    tokio::spawn(crate::http::serve(api, tx.clone()));
+    let mcp = crate::mcp::http_service(&cfg);
+    tokio::spawn(crate::http::serve(api, tx.clone(), mcp));
     if let Some((spaces, rx, link_cfg)) = links {
         // The default space is linked from the start, even before anything opens it; the
         // hub announces every other space it serves.
