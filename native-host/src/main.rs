@@ -15,6 +15,7 @@ mod progress;
 mod serve;
 mod store;
 mod upstream;
+mod web;
 mod ws;
 
 use clap::{Parser, Subcommand};
