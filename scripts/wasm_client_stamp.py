@@ -34,11 +34,14 @@ SOURCE_FILES = [
 
 
 def dependency_graph() -> str:
-    out = subprocess.run(
+    run = subprocess.run(
         ["cargo", "tree", "-p", "wasm-client", "--target", "wasm32-unknown-unknown",
          "--edges", "normal,build", "--prefix", "none", "--format", "{p}", "--locked"],
-        cwd=ROOT, check=True, capture_output=True, text=True,
-    ).stdout
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    if run.returncode != 0:
+        sys.exit(f"wasm_client_stamp: `cargo tree` failed:\n{run.stderr}")
+    out = run.stdout
     lines = set()
     for line in out.splitlines():
         line = re.sub(r" \((/|\*|proc-macro).*$", "", line.strip())

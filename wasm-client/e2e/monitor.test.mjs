@@ -87,7 +87,9 @@ test("the monitor shows a hybrid link going down and coming back up", async () =
   await until("nothing pending", async () => (await text(page, `${card} [data-testid=pending]`)) === "0", 20_000);
   const r = await cloud.get("/v1/spaces/default/docs/notes/offline", cloudToken);
   assert.deepEqual(r.body?.value, { t: 1 });
-  await until("cloud reachable again", async () => (await text(page, "[data-testid=cloud-state]")) === "REACHABLE");
+  await until("cloud reachable again, holding what the host holds", async () =>
+    (await text(page, "[data-testid=cloud-state]")) === "REACHABLE"
+      && (await text(page, `${cloudRow} [data-testid=docs]`)) === (await text(page, `${card} [data-testid=docs]`)));
   await page.screenshot({ path: join(ARTIFACTS, "monitor-up-again.png"), fullPage: true });
   assert.deepEqual(errors, []);
   await ctx.close();

@@ -116,18 +116,23 @@ export function startMonitor({ auth, host }) {
     $("#mon-writes-now").textContent = last(writes) == null ? "—" : last(writes).toFixed(1);
     $("#mon-bytes-now").textContent = last(bin) == null ? "—"
       : `${last(bin).toFixed(1)} / ${last(bout).toFixed(1)}`;
-    $("#mon-window").textContent = String(WINDOW_MS / 60_000);
+    const w = span();
+    $("#mon-window").textContent = w >= 120_000 ? `${Math.round(w / 60_000)} minutes` : `${Math.round(w / 1000)} seconds`;
   }
+
+  // The charts span what has been sampled, at least a minute and at most WINDOW_MS.
+  const span = () => Math.min(WINDOW_MS, Math.max(60_000, samples.length ? Date.now() - samples[0].t : 0));
 
   function draw(svg, series) {
     const now = Date.now();
+    const width = span();
     const max = Math.max(1, ...series.flatMap(([, p]) => p.map((q) => q.v)));
     const ns = "http://www.w3.org/2000/svg";
     svg.replaceChildren(...series.map(([cls, pts]) => {
       const line = document.createElementNS(ns, "polyline");
       line.setAttribute("class", cls);
       line.setAttribute("points", pts.map((p) =>
-        `${(300 * (1 - (now - p.t) / WINDOW_MS)).toFixed(1)},${(58 - 56 * (p.v / max)).toFixed(1)}`).join(" "));
+        `${(300 * (1 - (now - p.t) / width)).toFixed(1)},${(58 - 56 * (p.v / max)).toFixed(1)}`).join(" "));
       return line;
     }));
     // The highest rate drawn, for a glance (and for tests): 0 when nothing moved.
