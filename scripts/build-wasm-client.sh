@@ -4,6 +4,12 @@
 #
 #   bash scripts/build-wasm-client.sh           # size-optimised ([profile.wasm-release])
 #   bash scripts/build-wasm-client.sh --dev     # debug build, no wasm-opt (fast, for tests)
+#   bash scripts/build-wasm-client.sh --check   # only: is wasm-client/dist built from these sources?
+#
+# The size-optimised build also refreshes wasm-client/dist (the .js glue and the .wasm, and
+# BUILT_FROM, the fingerprint of the sources: scripts/wasm_client_stamp.py). That copy is
+# committed: the native host embeds it, so the inspector works from the binary alone, and a
+# plain `cargo build` needs no wasm tools. Commit wasm-client/dist after rebuilding it.
 #
 # Needs: the wasm32 target and wasm-bindgen-cli at Cargo.lock's version (scripts/setup.sh),
 # and npm binaryen's wasm-opt (node_modules/.bin, from `npm ci`; Debian's binaryen 108
@@ -16,6 +22,9 @@ source scripts/env.sh
 
 profile=wasm-release
 [[ "${1:-}" == "--dev" ]] && profile=dev
+if [[ "${1:-}" == "--check" ]]; then
+    exec python3 scripts/wasm_client_stamp.py --check
+fi
 out=wasm-client/pkg
 
 cargo build -p wasm-client --target wasm32-unknown-unknown --profile "$profile"
@@ -36,6 +45,12 @@ if [[ "$profile" != dev ]]; then
 fi
 cp wasm-client/js/package.json "$out/package.json"
 cp wasm-client/README.md "$out/README.md"
+if [[ "$profile" != dev ]]; then
+    dist=wasm-client/dist
+    mkdir -p "$dist"
+    cp "$out/wasm_client.js" "$out/wasm_client_bg.wasm" "$dist/"
+    printf '%s\n' "$(python3 scripts/wasm_client_stamp.py)" >"$dist/BUILT_FROM"
+fi
 
 raw=$(wc -c <"$out/wasm_client_bg.wasm")
 gz=$(gzip -9 -c "$out/wasm_client_bg.wasm" | wc -c)

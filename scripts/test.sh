@@ -114,8 +114,14 @@ edge_tests() {
 }
 
 # The browser package, size-optimised, into wasm-client/pkg; prints its size raw and gzip.
+# First checks that the copy the native host embeds (wasm-client/dist, committed) was built
+# from these sources; the build refreshes it either way, so the tests below run the current
+# package, and the step fails until the refreshed copy is committed.
 build_wasm_client() {
+    local rc=0
+    python3 scripts/wasm_client_stamp.py --check || rc=$?
     bash scripts/build-wasm-client.sh
+    return "$rc"
 }
 
 # Runs a command with TMPDIR pointing at a fresh folder, removed afterwards: Chromium leaves
@@ -138,7 +144,9 @@ browser_tests() {
 }
 
 # Playwright (playwright-core, /usr/bin/chromium) end to end: the package built above, two
-# browser profiles and a cloud-mode native host (wasm-client/e2e/); then the same package
+# browser profiles and a cloud-mode native host, and the inspector embedded in the binary
+# (a host run alone from a temporary folder; the monitor view of a hybrid link going down
+# and up) (wasm-client/e2e/); then the same package
 # through the edge relay under wrangler dev (tests/tests/edge_browser.rs; the bundle is the
 # one test-edge built, or is built here).
 browser_e2e() {

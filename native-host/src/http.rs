@@ -115,8 +115,8 @@ async fn handle(
         }
     };
     if method == "GET" {
-        if let Some(resp) = web_file(&path) {
-            return Ok(respond(resp));
+        if let Some(resp) = crate::web::get(&path, token.as_deref()).await {
+            return Ok(resp);
         }
     }
     let route = api::parse(&ApiRequest {
@@ -149,48 +149,6 @@ async fn handle(
         }
     };
     Ok(respond(resp))
-}
-
-/// The web inspector, static files: `/` is `inspector/index.html`, and `/inspector/*` and
-/// `/pkg/*` (the browser package) are read from `$SACRED_BRIDGE_WEB_ROOT`, by default
-/// `wasm-client` under the working directory (the host run from the repository). `None` for
-/// every other path, which the API handles.
-fn web_file(path: &str) -> Option<ApiResponse> {
-    let rel = match path {
-        "/" | "/index.html" => "inspector/index.html",
-        p if p.starts_with("/inspector/") || p.starts_with("/pkg/") => &p[1..],
-        _ => return None,
-    };
-    let not_found = || {
-        ApiError::not_found(format!(
-            "{path}: no such file. The inspector needs the package built \
-             (bash scripts/build-wasm-client.sh) and the host started from the repository, \
-             or SACRED_BRIDGE_WEB_ROOT set to the wasm-client folder"
-        ))
-        .response()
-    };
-    if rel.split('/').any(|s| s.is_empty() || s.starts_with('.')) {
-        return Some(not_found());
-    }
-    let root = std::env::var_os("SACRED_BRIDGE_WEB_ROOT")
-        .map_or_else(|| std::path::PathBuf::from("wasm-client"), Into::into);
-    let content_type = match rel.rsplit('.').next() {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("wasm") => "application/wasm",
-        Some("json") => "application/json",
-        _ => "application/octet-stream",
-    };
-    // Small files, read at most once per page load: a blocking read is fine here.
-    Some(match std::fs::read(root.join(rel)) {
-        Ok(body) => ApiResponse {
-            status: 200,
-            content_type,
-            body,
-        },
-        Err(_) => not_found(),
-    })
 }
 
 /// One HTTP/1.1 request to `base` (`http://host:port`), for the CLI.

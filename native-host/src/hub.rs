@@ -10,7 +10,7 @@ use crate::store::{now_ms, Store};
 use bridge_core::api::{self, ApiError, ApiResponse, Outcome, SpaceOp};
 use bridge_core::{
     check_name, Engine, EngineConfig, Error, ErrorCode, Event, Frame, PersistBatch, Policy,
-    SessionId, Tier, Transmit,
+    SessionId, Tier, Transmit, VersionVector,
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -182,6 +182,9 @@ struct Link {
     not_linked: Option<String>,
     /// Why the link is not up: the last failed dial, or the cloud's `error` frame.
     last_error: Option<String>,
+    /// What the cloud had acknowledged of ours when the link last went down: while it is
+    /// down, status counts pending uploads and lag against it.
+    acked_when_down: Option<VersionVector>,
 }
 
 struct Conn {
@@ -491,6 +494,12 @@ impl Hub {
                     .filter(|l| l.session == Some(session))
                 {
                     link.session = None;
+                    link.acked_when_down = self
+                        .spaces
+                        .get(&space)
+                        .and_then(|s| s.engine.peer_status(session))
+                        .map(|p| p.acked)
+                        .or(link.acked_when_down.take());
                 }
                 if let Some(s) = self.spaces.get_mut(&space) {
                     s.engine.close(session);
@@ -842,6 +851,7 @@ impl Hub {
                 let link = self.links.get(name).map(|l| {
                     let peer = l.session.and_then(|id| s.engine.peer_status(id));
                     let up = peer.as_ref().is_some_and(|p| p.open);
+                    let down = l.acked_when_down.as_ref().filter(|_| peer.is_none());
                     let (state, reason) = match (&l.not_linked, up) {
                         (Some(why), _) => ("not_linked", Some(why)),
                         (None, true) => ("connected", None),
@@ -854,9 +864,11 @@ impl Hub {
                         "up_since_ms": l.up_since_ms,
                         "last_sync_ms": l.last_sync_ms,
                         "last_sync_age_ms": (l.last_sync_ms > 0).then(|| now.saturating_sub(l.last_sync_ms)),
-                        "pending": peer.as_ref().map(|p| p.pending),
-                        "lag": peer.as_ref().map(|p| p.lag),
-                        "acked": peer.as_ref().map(|p| api::format_cursor(&p.acked)),
+                        "pending": peer.as_ref().map(|p| p.pending).or_else(|| down.map(|a| {
+                            r.latest_vector().get(r.id()).saturating_sub(a.get(r.id()))
+                        })),
+                        "lag": peer.as_ref().map(|p| p.lag).or_else(|| down.map(|a| r.vector().ahead_of(a))),
+                        "acked": peer.as_ref().map(|p| api::format_cursor(&p.acked)).or_else(|| down.map(api::format_cursor)),
                         "push": {"sent": l.push_sent, "remaining": l.push_remaining},
                         "pull": {"received": l.pull_received, "remaining": l.pull_remaining, "last_ms": l.pull_last_ms},
                         "event_pushes": l.event_pushes,

@@ -16,6 +16,7 @@ mod progress;
 mod serve;
 mod store;
 mod upstream;
+mod web;
 mod ws;
 
 use clap::{Parser, Subcommand};

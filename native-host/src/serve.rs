@@ -125,6 +125,13 @@ pub async fn run(cfg: Config) -> Result<(), String> {
 
     let default_space: Arc<str> = Arc::from(cfg.default_space.as_str());
     tokio::spawn(crate::ws::serve(ws, tx.clone(), default_space));
+    crate::web::configure(crate::web::HostInfo {
+        ws_port: cfg.ws_port,
+        mode: cfg.mode.as_str(),
+        cloud_api: cfg.cloud_api_url.clone(),
+        secret_set: cfg.secret.is_some(),
+        cloud_token: std::env::var("BRIDGE_TOKEN").ok(),
+    });
     let mcp = crate::mcp::http_service(&cfg);
     tokio::spawn(crate::http::serve(api, tx.clone(), mcp));
     if let Some((spaces, rx, link_cfg)) = links {

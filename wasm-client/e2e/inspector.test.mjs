@@ -13,7 +13,7 @@ const ARTIFACTS = process.env.ARTIFACTS_DIR || join(repo, "artifacts");
 let host, web, browser, token;
 
 before(async () => {
-  host = await CloudHost.start({ SACRED_BRIDGE_WEB_ROOT: join(repo, "wasm-client") });
+  host = await CloudHost.start();
   token = mintToken(host.dir, SPACE);
   web = await staticServer(testRoots());
   browser = await launch();
@@ -30,13 +30,15 @@ test("a manual conflict is shown in the inspector and resolved there", async () 
   const ctxI = await browser.newContext({ viewport: { width: 1400, height: 900 } });
   const inspector = await ctxI.newPage();
   inspector.on("pageerror", (e) => console.error("inspector error:", e));
-  // The token travels in the fragment, which the browser never sends to the server.
-  const q = new URLSearchParams({ url: host.url, space: SPACE, name: "inspector" });
+  // The token goes in the fragment, which the browser never sends; the page takes it into
+  // the form and drops it from the address bar.
+  const q = new URLSearchParams({ space: SPACE, name: "inspector" });
   const seen = [];
   inspector.on("request", (r) => seen.push(r.url()));
-  await inspector.goto(`http://127.0.0.1:${host.apiPort}/?${q}#${new URLSearchParams({ token })}`);
+  await inspector.goto(`http://127.0.0.1:${host.apiPort}/?${q}#token=${token}`);
   await until("inspector online", async () =>
     (await inspector.textContent("#status-text"))?.startsWith("online"));
+  assert.equal(await inspector.inputValue("#connect input[name=url]"), host.url);
   assert.ok(!inspector.url().includes(token), `the token left the address bar: ${inspector.url()}`);
   assert.ok(seen.length > 0 && seen.every((u) => !u.includes(token)), "no request carries the token in its URL");
 

@@ -1,10 +1,12 @@
 // The web inspector: one more browser replica of a space, built only on the public package
-// API (open, list, subscribe, onMessage, presence, conflicts, resolve, status). Served by the
-// native host at http://127.0.0.1:3001/ ; `?url=&space=&name=` fill the form and connect. A
-// token is typed into the form or passed in the URL fragment (`#token=...`), which browsers
-// never send to the server; the page removes it from the address bar at once. A `token` in
-// the query string is ignored: it would land in server logs and history.
+// API (open, list, subscribe, onMessage, presence, conflicts, resolve, status), and the
+// monitor view (monitor.js). Embedded in the native host's binary and served at its API
+// port's `/`: it dials the WebSocket port of the host that served it (`/inspector/host.json`)
+// and connects at once. `?url=&space=&name=&view=` override the form; a token is read from the
+// URL fragment (`#token=...`, never sent to a server) or typed into the form, never a query
+// (a `token` in the query string is ignored: it would land in server logs and history).
 import init, { open } from "/pkg/wasm_client.js";
+import { startMonitor } from "/inspector/monitor.js";
 
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, attrs = {}, ...kids) => {
@@ -185,12 +187,37 @@ function formOptions() {
   return o;
 }
 
+let view = "docs";
+let monitor = null;
+
+/** The page's own URL: the form's non-secret fields and the view (the token stays out). */
+function rememberInUrl() {
+  const f = $("#connect");
+  const q = new URLSearchParams({ url: f.url.value.trim(), space: f.space.value.trim(),
+    name: f.name.value.trim(), view });
+  history.replaceState(null, "", `?${q}`);
+}
+
+function showView(v) {
+  view = v === "monitor" ? "monitor" : "docs";
+  $("#docs-view").hidden = view !== "docs";
+  $("#monitor-view").hidden = view !== "monitor";
+  for (const a of document.querySelectorAll("#views a")) a.classList.toggle("active", a.dataset.view === view);
+  if (view === "monitor") monitor?.render();
+}
+
+$("#views").addEventListener("click", (e) => {
+  const a = e.target.closest("a[data-view]");
+  if (!a) return;
+  e.preventDefault();
+  showView(a.dataset.view);
+  rememberInUrl();
+});
+
 $("#connect").addEventListener("submit", (e) => {
   e.preventDefault();
-  const o = formOptions();
-  const q = new URLSearchParams({ url: o.url, space: o.space, name: o.name });
-  history.replaceState(null, "", `?${q}`);
-  connect(o);
+  rememberInUrl();
+  connect(formOptions());
 });
 
 $("#new-collection").addEventListener("submit", (e) => {
@@ -232,7 +259,17 @@ $("#send").addEventListener("submit", async (e) => {
   f.payload.value = "";
 });
 
-await init();
+/** What the serving host says about itself: its WebSocket port, mode and cloud API. */
+async function hostInfo() {
+  try {
+    const r = await fetch("/inspector/host.json", { cache: "no-store" });
+    return r.ok ? await r.json() : null;
+  } catch {
+    return null;
+  }
+}
+
+const [host] = await Promise.all([hostInfo(), init()]);
 const q = new URLSearchParams(location.search);
 const fragment = new URLSearchParams(location.hash.slice(1));
 if (q.has("token")) {
@@ -242,9 +279,17 @@ if (q.has("token")) {
 // Keep the token out of the address bar and history: drop the fragment (and any query token).
 history.replaceState(null, "", `${location.pathname}${q.size ? `?${q}` : ""}`);
 const f = $("#connect");
-f.url.value = q.get("url") ?? `ws://${location.hostname}:3333`;
+const scheme = location.protocol === "https:" ? "wss" : "ws";
+f.url.value = q.get("url") ?? `${scheme}://${location.hostname}:${host?.ws_port ?? 3333}`;
 f.space.value = q.get("space") ?? "default";
 f.token.value = fragment.get("token") ?? "";
 f.name.value = q.get("name") ?? "inspector";
+// The token leaves the address bar (and the history) once it is in the form.
+if (fragment.has("token")) history.replaceState(null, "", location.pathname + location.search);
 document.title = "Sacred Bridge inspector";
+monitor = startMonitor({
+  host,
+  auth: () => (f.token.value.trim() ? { authorization: `Bearer ${f.token.value.trim()}` } : {}),
+});
+showView(q.get("view"));
 connect(formOptions());
