@@ -205,7 +205,9 @@ test("two tabs of one profile share one store: one upload, and closing the leade
   const st = await host.get("/v1/status", tabsToken);
   const space = st.body.spaces.find((s) => s.space === "tabs");
   assert.equal(space.sessions, 1, "one link for both tabs");
-  assert.equal(space.docs, 20);
+  // The 20 notes, and the space's configuration (`_config/space`, the host's default-policy
+  // seed, written when the space was created).
+  assert.equal(space.docs, 21);
 
   // The leader's tab closes with a write of tab 2 in flight: tab 2 takes over, nothing lost.
   const pending = tab2.evaluate(() => window.db.put("notes", "during-handover", { ok: true }));
