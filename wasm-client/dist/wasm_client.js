@@ -865,7 +865,7 @@ function __wbg_get_imports() {
         },
         __wbindgen_generic_0000000000000003: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("CloseEvent")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h9e697a01d72e6554);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h8aa9926b831da8ba);
             return ret;
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
@@ -875,17 +875,17 @@ function __wbg_get_imports() {
         },
         __wbindgen_generic_0000000000000005: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("IDBVersionChangeEvent")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h9e697a01d72e6554_32);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h8aa9926b831da8ba_32);
             return ret;
         },
         __wbindgen_generic_0000000000000006: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h9e697a01d72e6554_33);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h8aa9926b831da8ba_33);
             return ret;
         },
         __wbindgen_generic_0000000000000007: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [], shim_idx: 3, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hed523badb2cfe65e);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__hd536001aceb7503d);
             return ret;
         },
         __wbindgen_generic_0000000000000008: function(arg0) {
@@ -913,24 +913,24 @@ function __wbg_get_imports() {
     };
 }
 
-function wasm_bindgen__convert__closures_____invoke__hed523badb2cfe65e(arg0, arg1) {
-    wasm.wasm_bindgen__convert__closures_____invoke__hed523badb2cfe65e(arg0, arg1);
+function wasm_bindgen__convert__closures_____invoke__hd536001aceb7503d(arg0, arg1) {
+    wasm.wasm_bindgen__convert__closures_____invoke__hd536001aceb7503d(arg0, arg1);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h9e697a01d72e6554(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h9e697a01d72e6554(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h8aa9926b831da8ba(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h8aa9926b831da8ba(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__h2ef341af7e9c2fff(arg0, arg1, arg2) {
     wasm.wasm_bindgen__convert__closures_____invoke__h2ef341af7e9c2fff(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h9e697a01d72e6554_32(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h9e697a01d72e6554_32(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h8aa9926b831da8ba_32(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h8aa9926b831da8ba_32(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h9e697a01d72e6554_33(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h9e697a01d72e6554_33(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h8aa9926b831da8ba_33(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h8aa9926b831da8ba_33(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__ha088033662949123(arg0, arg1, arg2) {
