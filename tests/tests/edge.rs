@@ -186,7 +186,10 @@ async fn acknowledged_documents_and_retained_messages_survive_a_restart() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(n, 21, "20 documents (one a tombstone) and the HTTP one");
+    assert_eq!(
+        n, 22,
+        "20 documents (one a tombstone), the HTTP one, and the space's default-policy seed"
+    );
     drop(conn);
 
     edge.restart();
