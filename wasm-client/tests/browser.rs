@@ -179,7 +179,10 @@ async fn store_restores_an_engine_batch_exactly() {
     let mut store = IdbStore::open(&name).await.unwrap();
     let id = store.replica_id(|| Some(42)).await.unwrap();
     assert_eq!(id, ReplicaId(42));
-    let mut e = Engine::new(EngineConfig::new(id, Tier::Local, "s"));
+    let mut cfg = EngineConfig::new(id, Tier::Local, "s");
+    // As the browser package configures it: a browser does not seed a space's default.
+    cfg.seed_default_policy = false;
+    let mut e = Engine::new(cfg);
     for i in 0..3 {
         let v = json!({"i": i, "nested": {"a": [1, 2.5, null, "x"]}});
         let m = v.as_object().cloned().unwrap();
