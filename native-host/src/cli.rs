@@ -4,6 +4,8 @@
 use crate::config::Config;
 use crate::http::request;
 use bridge_core::auth::{self, Claims, Rights};
+use bridge_core::codec;
+use bridge_core::frame::{Frame, Hello};
 use bridge_core::status::{HostStatus, LinkState, PullProgress, PushProgress, UpstreamLink};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -1020,16 +1022,20 @@ async fn subscribe(
     let (mut ws, _) = tokio_tungstenite::connect_async(&url)
         .await
         .map_err(|e| format!("cannot connect to {url}: {e}. Is `sacred-bridge serve` running?"))?;
-    let mut hello = json!({"type": "hello", "v": 1, "space": c.space, "name": "cli-subscribe"});
-    if let Some(tok) = &c.token {
-        hello["token"] = Value::from(tok.as_str());
-    }
-    let mut sub = json!({"type": "subscribe", "v": 1, "req": 1, "channel": channel});
-    if let Some(f) = from {
-        sub["from"] = Value::from(f);
-    }
+    let hello = Frame::Hello(Hello {
+        space: c.space.clone(),
+        name: Some("cli-subscribe".into()),
+        token: c.token.clone(),
+        ..Hello::default()
+    });
+    let sub = Frame::Subscribe {
+        req: Some(1),
+        channel: Some(channel),
+        collection: None,
+        from,
+    };
     for f in [hello, sub] {
-        ws.send(Message::Text(f.to_string().into()))
+        ws.send(Message::Text(codec::encode_json(&f).into()))
             .await
             .map_err(|e| format!("sending to {url} failed: {e}"))?;
     }
@@ -1044,21 +1050,17 @@ async fn subscribe(
             }
             continue;
         };
-        let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
-        match v["type"].as_str() {
-            Some("broadcast") => {
-                let mut m = v["message"].clone();
+        // A frame this CLI cannot decode (a newer host's) is not for it: skip it.
+        match codec::decode_json(text.as_bytes()) {
+            Ok(Frame::Broadcast { message, offset }) => {
+                let mut m = serde_json::to_value(&message).unwrap_or(Value::Null);
                 if let Some(obj) = m.as_object_mut() {
-                    obj.insert("offset".into(), v["offset"].clone());
+                    obj.insert("offset".into(), offset.map_or(Value::Null, Value::from));
                 }
                 print(&m);
             }
-            Some("error") => {
-                return Err(format!(
-                    "{} ({})",
-                    v["message"].as_str().unwrap_or("error"),
-                    v["code"].as_str().unwrap_or("error")
-                ))
+            Ok(Frame::Error { code, message, .. }) => {
+                return Err(format!("{message} ({})", code.as_str()))
             }
             _ => {}
         }
