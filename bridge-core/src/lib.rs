@@ -21,7 +21,8 @@
 //! - [`engine`]: sessions, acks gated on persistence, the sync state machine;
 //! - [`auth`]: HMAC tokens; [`backoff`]: reconnect pacing;
 //! - [`api`]: the HTTP API as values, shared by the native host and the edge worker;
-//! - [`schema`]: the SQLite schema and statements both stores run.
+//! - [`schema`]: the SQLite schema and statements both stores run;
+//! - [`status`]: the native host's status document (`GET /v1/status`) as types.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -42,6 +43,7 @@ pub mod requests;
 pub mod schema;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+pub mod status;
 pub mod vv;
 
 pub use clock::{Hlc, Stamp};

@@ -4,6 +4,9 @@
 use crate::config::Config;
 use crate::http::request;
 use bridge_core::auth::{self, Claims, Rights};
+use bridge_core::codec;
+use bridge_core::frame::{Frame, Hello};
+use bridge_core::status::{HostStatus, LinkState, PullProgress, PushProgress, UpstreamLink};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -38,9 +41,31 @@ pub struct CloudTarget {
     cloud_token: Option<String>,
 }
 
+/// The cloud's side of `status` and `monitor`: its status, or why it could not be read.
+pub enum CloudStatus {
+    Read { api: String, status: HostStatus },
+    Unreachable { api: String, error: String },
+}
+
+impl CloudStatus {
+    /// As `status` prints it: the cloud's status with its `api`, or `{"api", "error"}`.
+    fn to_json(&self) -> Value {
+        match self {
+            CloudStatus::Read { api, status } => {
+                let mut v = serde_json::to_value(status).unwrap_or(Value::Null);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("api".into(), Value::from(api.as_str()));
+                }
+                v
+            }
+            CloudStatus::Unreachable { api, error } => json!({"api": api, "error": error}),
+        }
+    }
+}
+
 impl CloudTarget {
-    /// The cloud's status, `None` without a cloud API, `{"error": ..}` when it cannot be read.
-    async fn status(&self, cfg: &Config, local: &Ctx) -> Option<Value> {
+    /// The cloud's status, `None` without a cloud API.
+    async fn status(&self, cfg: &Config, local: &Ctx) -> Option<CloudStatus> {
         let api = self
             .cloud_api
             .clone()
@@ -52,12 +77,9 @@ impl CloudTarget {
             space: local.space.clone(),
             token,
         };
-        Some(match c.call("GET", "/v1/status", None).await {
-            Ok(mut v) => {
-                v["api"] = Value::from(api);
-                v
-            }
-            Err(e) => json!({"api": api, "error": e}),
+        Some(match c.status().await {
+            Ok(status) => CloudStatus::Read { api, status },
+            Err(error) => CloudStatus::Unreachable { api, error },
         })
     }
 }
@@ -426,6 +448,17 @@ impl Ctx {
         }
         Ok(v)
     }
+
+    /// `GET /v1/status`, typed: a document this CLI cannot read is an error, not zeros.
+    async fn status(&self) -> Result<HostStatus, String> {
+        let v = self.call("GET", "/v1/status", None).await?;
+        serde_json::from_value(v).map_err(|e| {
+            format!(
+                "the status from {} is not what this version of sacred-bridge reads ({e}); is it an older or newer host?",
+                self.api
+            )
+        })
+    }
 }
 
 /// The cursor after a page of changes: everything `cursor` covered and everything `next`
@@ -555,13 +588,10 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
                 Some(s) => s,
                 None => {
                     // "From now": the host's current cursor for this space.
-                    let st = c.call("GET", "/v1/status", None).await?;
-                    st["spaces"]
-                        .as_array()
-                        .and_then(|a| a.iter().find(|s| s["space"] == c.space.as_str()))
-                        .and_then(|s| s["cursor"].as_str())
-                        .unwrap_or("")
-                        .to_owned()
+                    let st = c.status().await?;
+                    st.space(&c.space)
+                        .map(|s| s.cursor.clone())
+                        .unwrap_or_default()
                 }
             };
             eprintln!("watching space {} from cursor {cursor:?}", c.space);
@@ -644,9 +674,9 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
         }
         ClientCmd::Status { t, cloud } => {
             let c = Ctx::new(cfg, t);
-            let mut v = c.call("GET", "/v1/status", None).await?;
-            if let Some(cs) = cloud.status(cfg, &c).await {
-                v["cloud"] = cs;
+            let mut v = serde_json::to_value(c.status().await?).map_err(|e| e.to_string())?;
+            if let (Some(cs), Some(o)) = (cloud.status(cfg, &c).await, v.as_object_mut()) {
+                o.insert("cloud".into(), cs.to_json());
             }
             println!(
                 "{}",
@@ -672,8 +702,8 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
         } => {
             let c = Ctx::new(cfg, t);
             loop {
-                let v = c.call("GET", "/v1/status", None).await?;
-                let mut screen = crate::monitor::render(&v, &c.api);
+                let st = c.status().await?;
+                let mut screen = crate::monitor::render(&st, &c.api);
                 if let Some(cs) = cloud.status(cfg, &c).await {
                     screen.push_str(&crate::monitor::render_cloud(&cs));
                 }
@@ -699,15 +729,15 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
                     print(a);
                 }
             } else {
-                let st = c.call("GET", "/v1/status", None).await?;
-                let here = st["spaces"]
-                    .as_array()
-                    .and_then(|a| a.iter().find(|s| s["space"] == c.space.as_str()))
-                    .and_then(|s| s["replica"].as_str())
-                    .unwrap_or("")
-                    .to_owned();
-                let now = st["now_ms"].as_u64().unwrap_or(0);
-                print!("{}", crate::monitor::agents_table(&agents, &here, now));
+                let st = c.status().await?;
+                let here = st
+                    .space(&c.space)
+                    .map(|s| s.replica.to_string())
+                    .unwrap_or_default();
+                print!(
+                    "{}",
+                    crate::monitor::agents_table(&agents, &here, st.now_ms)
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -717,12 +747,9 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
                 None => {
                     // The running host knows its database; else the configured one.
                     let c = Ctx::new(cfg, t);
-                    match c.call("GET", "/v1/status", None).await {
-                        Ok(v) => v["db"]
-                            .as_str()
-                            .map(std::path::PathBuf::from)
-                            .unwrap_or_else(|| cfg.db_path.clone()),
-                        Err(_) => cfg.db_path.clone(),
+                    match c.status().await.map(|s| s.host) {
+                        Ok(Some(host)) => std::path::PathBuf::from(host.db),
+                        _ => cfg.db_path.clone(),
                     }
                 }
             };
@@ -794,31 +821,45 @@ fn conflict_text(v: &Value) -> String {
 
 /// Every upstream link in a status answer, summed: `POST /v1/sync` syncs them all. Spaces
 /// that are not linked (no token for the cloud) have nothing to wait for.
-fn links_total(status: &Value) -> Option<Value> {
-    let links: Vec<&Value> = status["spaces"]
-        .as_array()?
-        .iter()
-        .map(|s| &s["upstream"])
-        .filter(|u| u.is_object() && u["state"] != "not_linked")
-        .collect();
-    if links.is_empty() {
-        return None;
+#[derive(Debug, serde::Serialize)]
+struct LinksTotal {
+    up: bool,
+    pending: u64,
+    lag: u64,
+    push: PushProgress,
+    pull: PullProgress,
+    last_sync_age_ms: Option<u64>,
+}
+
+impl LinksTotal {
+    fn of(status: &HostStatus) -> Option<LinksTotal> {
+        let links: Vec<&UpstreamLink> = status
+            .spaces
+            .iter()
+            .filter_map(|s| s.upstream.as_ref())
+            .filter(|u| u.state != LinkState::NotLinked)
+            .collect();
+        if links.is_empty() {
+            return None;
+        }
+        let sum = |f: &dyn Fn(&UpstreamLink) -> u64| -> u64 { links.iter().map(|l| f(l)).sum() };
+        Some(LinksTotal {
+            up: links.iter().all(|l| l.up),
+            // A link that never came up has no count yet: nothing known pending.
+            pending: sum(&|l| l.pending.unwrap_or(0)),
+            lag: sum(&|l| l.lag.unwrap_or(0)),
+            push: PushProgress {
+                sent: sum(&|l| l.push.sent),
+                remaining: sum(&|l| l.push.remaining),
+            },
+            pull: PullProgress {
+                received: sum(&|l| l.pull.received),
+                remaining: sum(&|l| l.pull.remaining),
+                last_ms: links.iter().map(|l| l.pull.last_ms).max().unwrap_or(0),
+            },
+            last_sync_age_ms: links.iter().filter_map(|l| l.last_sync_age_ms).max(),
+        })
     }
-    let sum = |f: &dyn Fn(&Value) -> &Value| -> u64 {
-        links.iter().map(|l| f(l).as_u64().unwrap_or(0)).sum()
-    };
-    Some(json!({
-        "up": links.iter().all(|l| l["up"] == true),
-        "pending": sum(&|l| &l["pending"]),
-        "lag": sum(&|l| &l["lag"]),
-        "push": {"sent": sum(&|l| &l["push"]["sent"]), "remaining": sum(&|l| &l["push"]["remaining"])},
-        "pull": {
-            "received": sum(&|l| &l["pull"]["received"]),
-            "remaining": sum(&|l| &l["pull"]["remaining"]),
-            "last_ms": links.iter().filter_map(|l| l["pull"]["last_ms"].as_u64()).max(),
-        },
-        "last_sync_age_ms": links.iter().filter_map(|l| l["last_sync_age_ms"].as_u64()).max(),
-    }))
 }
 
 /// `sync`: asks the host to sync, then follows the link's progress until done.
@@ -835,9 +876,7 @@ async fn sync(
         _ => "",
     };
     let (push, pull) = (push || !pull, pull || !push);
-    let asked = c.call("GET", "/v1/status", None).await?["now_ms"]
-        .as_u64()
-        .unwrap_or(0);
+    let asked = c.status().await?.now_ms;
     // With no upstream link up the host answers 404 `not_found`, which `call` turns into
     // the error this command exits 1 with.
     let v = c.call("POST", &format!("/v1/sync{dir}"), None).await?;
@@ -853,28 +892,27 @@ async fn sync(
     let mut quiet_since = tokio::time::Instant::now();
     let mut last_pull = 0;
     loop {
-        let st = c.call("GET", "/v1/status", None).await?;
-        let Some(link) = links_total(&st) else {
+        let st = c.status().await?;
+        let Some(link) = LinksTotal::of(&st) else {
             return Err("the host has no upstream link".into());
         };
-        if link["up"] != true {
+        if !link.up {
             return Err("the upstream link went down; the sync resumes when it comes back (`sacred-bridge monitor` shows it)".into());
         }
         if !push_done {
-            let sent = link["push"]["sent"].as_u64().unwrap_or(0);
-            let remaining = link["push"]["remaining"].as_u64().unwrap_or(0);
+            let PushProgress { sent, remaining } = link.push;
             up.update(sent, sent + remaining, "docs");
             // Done when the cloud has acknowledged every write made here. (`lag` also counts
             // changes that came from the cloud itself, which it never acknowledges back.)
-            push_done = link["pending"].as_u64() == Some(0);
+            push_done = link.pending == 0;
             if push_done {
                 up.finish();
             }
         }
         if !pull_done {
-            let got = link["pull"]["received"].as_u64().unwrap_or(0);
-            let remaining = link["pull"]["remaining"].as_u64().unwrap_or(0);
-            let last = link["pull"]["last_ms"].as_u64().unwrap_or(0);
+            let got = link.pull.received;
+            let remaining = link.pull.remaining;
+            let last = link.pull.last_ms;
             if got > 0 {
                 down.update(got, got + remaining, "docs");
             }
@@ -893,14 +931,15 @@ async fn sync(
         if push_done && pull_done {
             eprintln!(
                 "synced; last successful sync {}",
-                crate::monitor::age(link["last_sync_age_ms"].as_u64())
+                crate::monitor::age(link.last_sync_age_ms)
             );
             return Ok(ExitCode::SUCCESS);
         }
         if tokio::time::Instant::now() > deadline {
             return Err(format!(
-                "the sync did not finish within {} s (it goes on in the host); link: {link}",
-                timeout.as_secs()
+                "the sync did not finish within {} s (it goes on in the host); link: {}",
+                timeout.as_secs(),
+                serde_json::to_string(&link).unwrap_or_default()
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -983,16 +1022,20 @@ async fn subscribe(
     let (mut ws, _) = tokio_tungstenite::connect_async(&url)
         .await
         .map_err(|e| format!("cannot connect to {url}: {e}. Is `sacred-bridge serve` running?"))?;
-    let mut hello = json!({"type": "hello", "v": 1, "space": c.space, "name": "cli-subscribe"});
-    if let Some(tok) = &c.token {
-        hello["token"] = Value::from(tok.as_str());
-    }
-    let mut sub = json!({"type": "subscribe", "v": 1, "req": 1, "channel": channel});
-    if let Some(f) = from {
-        sub["from"] = Value::from(f);
-    }
+    let hello = Frame::Hello(Hello {
+        space: c.space.clone(),
+        name: Some("cli-subscribe".into()),
+        token: c.token.clone(),
+        ..Hello::default()
+    });
+    let sub = Frame::Subscribe {
+        req: Some(1),
+        channel: Some(channel),
+        collection: None,
+        from,
+    };
     for f in [hello, sub] {
-        ws.send(Message::Text(f.to_string().into()))
+        ws.send(Message::Text(codec::encode_json(&f).into()))
             .await
             .map_err(|e| format!("sending to {url} failed: {e}"))?;
     }
@@ -1007,21 +1050,17 @@ async fn subscribe(
             }
             continue;
         };
-        let v: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
-        match v["type"].as_str() {
-            Some("broadcast") => {
-                let mut m = v["message"].clone();
+        // A frame this CLI cannot decode (a newer host's) is not for it: skip it.
+        match codec::decode_json(text.as_bytes()) {
+            Ok(Frame::Broadcast { message, offset }) => {
+                let mut m = serde_json::to_value(&message).unwrap_or(Value::Null);
                 if let Some(obj) = m.as_object_mut() {
-                    obj.insert("offset".into(), v["offset"].clone());
+                    obj.insert("offset".into(), offset.map_or(Value::Null, Value::from));
                 }
                 print(&m);
             }
-            Some("error") => {
-                return Err(format!(
-                    "{} ({})",
-                    v["message"].as_str().unwrap_or("error"),
-                    v["code"].as_str().unwrap_or("error")
-                ))
+            Ok(Frame::Error { code, message, .. }) => {
+                return Err(format!("{message} ({})", code.as_str()))
             }
             _ => {}
         }

@@ -8,11 +8,15 @@
 
 use crate::store::{now_ms, Store};
 use bridge_core::api::{self, ApiError, ApiResponse, Outcome, SpaceOp};
+use bridge_core::status::{
+    HostDetails, HostStatus, LinkState, PeerSession, PullProgress, PushProgress, SpaceStatus,
+    Stored, UpstreamLink,
+};
 use bridge_core::{
     check_name, Engine, EngineConfig, Error, ErrorCode, Event, Frame, PersistBatch, Policy,
     SessionId, Tier, Transmit, VersionVector,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -540,7 +544,13 @@ impl Hub {
             }
             Input::Status { token, reply } => {
                 let resp = match self.visible_spaces(token.as_deref(), now) {
-                    Ok(visible) => ApiResponse::json(200, &self.status(visible.as_ref())),
+                    // Through a `Value`, whose keys are ordered as they always were.
+                    Ok(visible) => match serde_json::to_value(self.status(visible.as_ref())) {
+                        Ok(v) => ApiResponse::json(200, &v),
+                        Err(e) => {
+                            ApiError::new(ErrorCode::Internal, format!("status: {e}")).response()
+                        }
+                    },
                     Err(e) => e.response(),
                 };
                 let _ = reply.send(resp);
@@ -823,94 +833,111 @@ impl Hub {
         Ok(Some(open))
     }
 
-    fn status(&self, visible: Option<&BTreeSet<String>>) -> Value {
+    fn status(&self, visible: Option<&BTreeSet<String>>) -> HostStatus {
         let now = now_ms();
-        let spaces: Vec<Value> = self
+        let spaces = self
             .spaces
             .iter()
             .filter(|(name, _)| visible.is_none_or(|v| v.contains(*name)))
             .map(|(name, s)| {
                 let r = s.engine.replica();
-                let peers: Vec<Value> = s
+                let peers = s
                     .conns
                     .keys()
                     .filter_map(|id| {
                         let p = s.engine.peer_status(*id)?;
-                        Some(json!({
-                            "session": id,
-                            "upstream": s.conns.get(id).is_some_and(|c| c.upstream),
-                            "replica": p.replica.to_string(),
-                            "tier": p.tier.as_str(),
-                            "pending": p.pending,
-                            "lag": p.lag,
-                            "acked": api::format_cursor(&p.acked),
-                            "open": p.open,
-                        }))
+                        Some(PeerSession {
+                            session: *id,
+                            upstream: s.conns.get(id).is_some_and(|c| c.upstream),
+                            replica: p.replica,
+                            tier: p.tier,
+                            pending: p.pending,
+                            lag: p.lag,
+                            acked: api::format_cursor(&p.acked),
+                            open: p.open,
+                        })
                     })
                     .collect();
-                let link = self.links.get(name).map(|l| {
+                let upstream = self.links.get(name).map(|l| {
                     let peer = l.session.and_then(|id| s.engine.peer_status(id));
                     let up = peer.as_ref().is_some_and(|p| p.open);
                     let down = l.acked_when_down.as_ref().filter(|_| peer.is_none());
                     let (state, reason) = match (&l.not_linked, up) {
-                        (Some(why), _) => ("not_linked", Some(why)),
-                        (None, true) => ("connected", None),
-                        (None, false) => ("connecting", l.last_error.as_ref()),
+                        (Some(why), _) => (LinkState::NotLinked, Some(why)),
+                        (None, true) => (LinkState::Connected, None),
+                        (None, false) => (LinkState::Connecting, l.last_error.as_ref()),
                     };
-                    json!({
-                        "state": state,
-                        "reason": reason,
-                        "up": up,
-                        "up_since_ms": l.up_since_ms,
-                        "last_sync_ms": l.last_sync_ms,
-                        "last_sync_age_ms": (l.last_sync_ms > 0).then(|| now.saturating_sub(l.last_sync_ms)),
-                        "pending": peer.as_ref().map(|p| p.pending).or_else(|| down.map(|a| {
-                            r.latest_vector().get(r.id()).saturating_sub(a.get(r.id()))
-                        })),
-                        "lag": peer.as_ref().map(|p| p.lag).or_else(|| down.map(|a| r.vector().ahead_of(a))),
-                        "acked": peer.as_ref().map(|p| api::format_cursor(&p.acked)).or_else(|| down.map(api::format_cursor)),
-                        "push": {"sent": l.push_sent, "remaining": l.push_remaining},
-                        "pull": {"received": l.pull_received, "remaining": l.pull_remaining, "last_ms": l.pull_last_ms},
-                        "event_pushes": l.event_pushes,
-                    })
+                    UpstreamLink {
+                        state,
+                        reason: reason.cloned(),
+                        up,
+                        up_since_ms: l.up_since_ms,
+                        last_sync_ms: l.last_sync_ms,
+                        last_sync_age_ms: (l.last_sync_ms > 0)
+                            .then(|| now.saturating_sub(l.last_sync_ms)),
+                        pending: peer.as_ref().map(|p| p.pending).or_else(|| {
+                            down.map(|a| {
+                                r.latest_vector().get(r.id()).saturating_sub(a.get(r.id()))
+                            })
+                        }),
+                        lag: peer
+                            .as_ref()
+                            .map(|p| p.lag)
+                            .or_else(|| down.map(|a| r.vector().ahead_of(a))),
+                        acked: peer
+                            .as_ref()
+                            .map(|p| api::format_cursor(&p.acked))
+                            .or_else(|| down.map(api::format_cursor)),
+                        push: PushProgress {
+                            sent: l.push_sent,
+                            remaining: l.push_remaining,
+                        },
+                        pull: PullProgress {
+                            received: l.pull_received,
+                            remaining: l.pull_remaining,
+                            last_ms: l.pull_last_ms,
+                        },
+                        event_pushes: l.event_pushes,
+                    }
                 });
-                json!({
-                    "space": name,
-                    "replica": r.id().to_string(),
-                    "tier": r.tier().as_str(),
-                    "docs": r.doc_count(),
-                    "cursor": api::format_cursor(r.vector()),
-                    "sessions": s.engine.session_count(),
-                    "open_conflicts": r.conflicts(None).len(),
-                    "default_policy": r.space_default_policy().as_str(),
-                    "conflict_strategy": r.local_default_policy().as_str(),
-                    "default_policy_mismatch": r.space_default_policy() != r.local_default_policy(),
-                    "presence": serde_json::to_value(s.engine.presence()).unwrap_or(Value::Null),
-                    "peers": peers,
-                    "upstream": link,
-                })
+                SpaceStatus {
+                    space: name.clone(),
+                    replica: r.id(),
+                    tier: r.tier(),
+                    docs: r.doc_count() as u64,
+                    cursor: api::format_cursor(r.vector()),
+                    sessions: s.engine.session_count() as u64,
+                    open_conflicts: r.conflicts(None).len() as u64,
+                    default_policy: r.space_default_policy(),
+                    conflict_strategy: r.local_default_policy(),
+                    default_policy_mismatch: r.space_default_policy() != r.local_default_policy(),
+                    presence: s.engine.presence(),
+                    peers,
+                    upstream,
+                }
             })
             .collect();
-        if visible.is_some() {
-            // A token sees its spaces, not the database's totals or where it lives.
-            return json!({
-                "uptime_s": self.started.elapsed().as_secs(),
-                "tier": self.cfg.tier.as_str(),
-                "now_ms": now,
-                "spaces": spaces,
-            });
+        // A token sees its spaces, not the database's totals or where it lives.
+        let host = visible.is_none().then(|| {
+            let (spaces, docs, messages) = self.store.counts().unwrap_or_default();
+            HostDetails {
+                stored: Stored {
+                    spaces,
+                    docs,
+                    messages,
+                },
+                db: self.cfg.db_path.clone(),
+                pid: std::process::id(),
+                last_peer_ack_ms: self.metrics.last_peer_ack_ms,
+            }
+        });
+        HostStatus {
+            uptime_s: self.started.elapsed().as_secs(),
+            host,
+            tier: self.cfg.tier,
+            now_ms: now,
+            spaces,
         }
-        let (n_spaces, n_docs, n_messages) = self.store.counts().unwrap_or_default();
-        json!({
-            "uptime_s": self.started.elapsed().as_secs(),
-            "stored": {"spaces": n_spaces, "docs": n_docs, "messages": n_messages},
-            "tier": self.cfg.tier.as_str(),
-            "db": self.cfg.db_path,
-            "pid": std::process::id(),
-            "now_ms": now,
-            "last_peer_ack_ms": self.metrics.last_peer_ack_ms,
-            "spaces": spaces,
-        })
     }
 
     fn render_metrics(&self) -> String {

@@ -1,6 +1,8 @@
 //! `sacred-bridge monitor`: the host's status as a screen that redraws every second (plain
 //! ANSI, no curses), or once with `--once` for scripts. Also the text of `agents`.
 
+use crate::cli::CloudStatus;
+use bridge_core::status::{HostStatus, LinkState, SpaceStatus};
 use serde_json::Value;
 use std::fmt::Write as _;
 
@@ -23,38 +25,51 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// A text field, `-` when empty or absent.
+fn text(v: Option<&str>) -> String {
+    match v {
+        None | Some("") => "-".into(),
+        Some(t) => t.to_owned(),
+    }
+}
+
+/// A number, `-` when absent.
+fn num<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |n| n.to_string())
+}
+
 /// One space: documents, sessions, open conflicts, cursor.
-fn space_row(o: &mut String, sp: &Value) {
+fn space_row(o: &mut String, sp: &SpaceStatus) {
     let _ = writeln!(
         o,
         "{:<20} {:>8} {:>9} {:>10}  {}",
-        s(&sp["space"]),
-        s(&sp["docs"]),
-        s(&sp["sessions"]),
-        s(&sp["open_conflicts"]),
-        s(&sp["cursor"]),
+        text(Some(&sp.space)),
+        sp.docs,
+        sp.sessions,
+        sp.open_conflicts,
+        text(Some(&sp.cursor)),
     );
 }
 
 /// The status screen, as text.
-pub fn render(status: &Value, api: &str) -> String {
+pub fn render(status: &HostStatus, api: &str) -> String {
     let mut o = String::new();
-    let now = status["now_ms"].as_u64().unwrap_or(0);
+    let host = status.host.as_ref();
     let _ = writeln!(
         o,
         "sacred-bridge {api}  tier {}  pid {}  up {} s  db {}",
-        s(&status["tier"]),
-        s(&status["pid"]),
-        s(&status["uptime_s"]),
-        s(&status["db"]),
+        status.tier.as_str(),
+        num(host.map(|h| h.pid)),
+        status.uptime_s,
+        text(host.map(|h| h.db.as_str())),
     );
-    let st = &status["stored"];
+    let st = host.map(|h| h.stored);
     let _ = writeln!(
         o,
         "stored: {} spaces, {} documents, {} messages",
-        s(&st["spaces"]),
-        s(&st["docs"]),
-        s(&st["messages"])
+        num(st.map(|s| s.spaces)),
+        num(st.map(|s| s.docs)),
+        num(st.map(|s| s.messages))
     );
     let _ = writeln!(o);
     let _ = writeln!(
@@ -62,79 +77,82 @@ pub fn render(status: &Value, api: &str) -> String {
         "{:<20} {:>8} {:>9} {:>10}  cursor (version vector)",
         "SPACE", "DOCS", "SESSIONS", "CONFLICTS"
     );
-    for sp in status["spaces"].as_array().into_iter().flatten() {
+    for sp in &status.spaces {
         space_row(&mut o, sp);
-        let _ = writeln!(o, "  default policy {}", s(&sp["default_policy"]));
-        if sp["default_policy_mismatch"] == true {
+        let _ = writeln!(o, "  default policy {}", sp.default_policy.as_str());
+        if sp.default_policy_mismatch {
             let _ = writeln!(
                 o,
                 "  NOTE: CONFLICT_STRATEGY here is {}; it only seeds new spaces, and this space's replicated default ({}) applies",
-                s(&sp["conflict_strategy"]),
-                s(&sp["default_policy"]),
+                sp.conflict_strategy.as_str(),
+                sp.default_policy.as_str(),
             );
         }
-        let up = &sp["upstream"];
-        if up["state"] == "not_linked" {
-            let _ = writeln!(o, "  upstream NOT LINKED: {}", s(&up["reason"]));
-        } else if up.is_object() {
-            let state = match up["reason"].as_str() {
-                _ if up["up"] == true => "up".to_owned(),
-                Some(why) => format!("DOWN ({why})"),
-                None => "DOWN".to_owned(),
-            };
-            let _ = writeln!(
-                o,
-                "  upstream {state}: pending uploads {}, lag {}, last successful sync {}, push {}/{}, pull {} (+{} to come), event pushes {}",
-                s(&up["pending"]),
-                s(&up["lag"]),
-                age(up["last_sync_age_ms"].as_u64()),
-                s(&up["push"]["sent"]),
-                up["push"]["sent"].as_u64().unwrap_or(0) + up["push"]["remaining"].as_u64().unwrap_or(0),
-                s(&up["pull"]["received"]),
-                s(&up["pull"]["remaining"]),
-                s(&up["event_pushes"]),
-            );
-            let _ = writeln!(o, "    cloud has of ours: {}", s(&up["acked"]));
-        }
-        for p in sp["peers"].as_array().into_iter().flatten() {
-            if p["upstream"] == true {
-                continue;
+        match &sp.upstream {
+            Some(up) if up.state == LinkState::NotLinked => {
+                let _ = writeln!(o, "  upstream NOT LINKED: {}", text(up.reason.as_deref()));
             }
+            Some(up) => {
+                let state = match up.reason.as_deref() {
+                    _ if up.up => "up".to_owned(),
+                    Some(why) => format!("DOWN ({why})"),
+                    None => "DOWN".to_owned(),
+                };
+                let _ = writeln!(
+                    o,
+                    "  upstream {state}: pending uploads {}, lag {}, last successful sync {}, push {}/{}, pull {} (+{} to come), event pushes {}",
+                    num(up.pending),
+                    num(up.lag),
+                    age(up.last_sync_age_ms),
+                    up.push.sent,
+                    up.push.sent + up.push.remaining,
+                    up.pull.received,
+                    up.pull.remaining,
+                    up.event_pushes,
+                );
+                let _ = writeln!(o, "    cloud has of ours: {}", text(up.acked.as_deref()));
+            }
+            None => {}
+        }
+        for p in sp.peers.iter().filter(|p| !p.upstream) {
             let _ = writeln!(
                 o,
                 "  peer {} ({}): pending {}, lag {}, has {}",
-                s(&p["replica"]),
-                s(&p["tier"]),
-                s(&p["pending"]),
-                s(&p["lag"]),
-                s(&p["acked"]),
+                p.replica,
+                p.tier.as_str(),
+                p.pending,
+                p.lag,
+                text(Some(&p.acked)),
             );
         }
     }
-    let _ = writeln!(o, "at {}", clock(now));
+    let _ = writeln!(o, "at {}", clock(status.now_ms));
     o
 }
 
 /// The cloud's side, from its `/v1/status`: counts, sessions and open conflicts per space.
-pub fn render_cloud(cloud: &Value) -> String {
+pub fn render_cloud(cloud: &CloudStatus) -> String {
     let mut o = String::new();
     let _ = writeln!(o);
-    if let Some(e) = cloud["error"].as_str() {
-        let _ = writeln!(o, "cloud {}: unreachable: {e}", s(&cloud["api"]));
-        return o;
-    }
-    let st = &cloud["stored"];
+    let (api, status) = match cloud {
+        CloudStatus::Unreachable { api, error } => {
+            let _ = writeln!(o, "cloud {}: unreachable: {error}", text(Some(api)));
+            return o;
+        }
+        CloudStatus::Read { api, status } => (api, status),
+    };
+    let st = status.host.as_ref().map(|h| h.stored);
     let _ = writeln!(
         o,
         "cloud {} (tier {}, up {} s): {} spaces, {} documents, {} messages",
-        s(&cloud["api"]),
-        s(&cloud["tier"]),
-        s(&cloud["uptime_s"]),
-        s(&st["spaces"]),
-        s(&st["docs"]),
-        s(&st["messages"])
+        text(Some(api)),
+        status.tier.as_str(),
+        status.uptime_s,
+        num(st.map(|s| s.spaces)),
+        num(st.map(|s| s.docs)),
+        num(st.map(|s| s.messages))
     );
-    for sp in cloud["spaces"].as_array().into_iter().flatten() {
+    for sp in &status.spaces {
         space_row(&mut o, sp);
     }
     o

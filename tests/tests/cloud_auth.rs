@@ -3,6 +3,7 @@
 //! token the spaces it opens and nothing else.
 #![allow(clippy::unwrap_used)]
 
+use bridge_core::status::HostStatus;
 use serde_json::json;
 use tests::{bridge_cmd, http, Agent, Host, TempDir};
 
@@ -96,6 +97,10 @@ async fn cloud_mode_refuses_missing_wrong_space_and_expired_tokens() {
         let (s, v) = http(port, "GET", "/v1/status", None, Some(token));
         assert_eq!(s, 200, "{v}");
         assert!(v.get("db").is_none() && v.get("stored").is_none(), "{v}");
+        // The token-limited document is the core's typed status too, without host details.
+        let typed: HostStatus = serde_json::from_value(v.clone()).expect("typed status");
+        assert!(typed.host.is_none(), "{v}");
+        assert_eq!(serde_json::to_value(&typed).expect("encodes"), v);
         let names: Vec<String> = v["spaces"]
             .as_array()
             .unwrap()

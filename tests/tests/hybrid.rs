@@ -3,6 +3,7 @@
 //! restarts.
 #![allow(clippy::unwrap_used)]
 
+use bridge_core::status::HostStatus;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tests::{bridge_cmd, cli, http, mint_token, Agent, Host, TempDir, PAIR_SECRET};
@@ -341,6 +342,11 @@ fn hybrid_links_every_space_it_serves() {
     });
     // A link the cloud refuses stays `connecting`, retrying with backoff, and says why.
     assert_eq!(link(&v, "forged")["state"], "connecting", "{v}");
+    // The whole document, with links in every state, is the core's typed status exactly:
+    // what the CLI, `monitor` and MCP read back is what the host sent.
+    let typed: HostStatus = serde_json::from_value(v.clone()).expect("typed status");
+    assert!(typed.host.is_some(), "{v}");
+    assert_eq!(serde_json::to_value(&typed).expect("encodes"), v);
     let solo = link(&v, "solo");
     assert!(
         solo["reason"]

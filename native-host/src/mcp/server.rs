@@ -5,6 +5,7 @@
 use super::link::{lock, BridgeError, Events, Link};
 use super::tools::{self, Args};
 use super::uri::{self, Target};
+use bridge_core::status::HostStatus;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, InitializeRequestParams,
     InitializeResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
@@ -407,7 +408,7 @@ impl Bridge {
             "space": ident.space, "name": ident.name, "rights": w["rights"],
             "replica": w["replica"], "tier": w["tier"], "session": w["session"],
         });
-        let local = http_get(&self.s.opts.api, "/v1/status", ident.token.as_deref()).await?;
+        let local = status_get(&self.s.opts.api, ident.token.as_deref()).await?;
         let mut out = json!({"session": session, "local": local});
         if let Some(api) = &self.s.opts.cloud_api {
             let token = self
@@ -416,7 +417,7 @@ impl Bridge {
                 .cloud_token
                 .as_deref()
                 .or(ident.token.as_deref());
-            out["cloud"] = match http_get(api, "/v1/status", token).await {
+            out["cloud"] = match status_get(api, token).await {
                 Ok(v) => v,
                 Err(e) => json!({"api": api, "error": {"code": e.code, "message": e.message}}),
             };
@@ -441,6 +442,19 @@ impl Bridge {
 
 fn written(ack: Value) -> Result<Value, BridgeError> {
     Ok(json!({"ok": true, "dot": ack.get("dot").cloned().unwrap_or(Value::Null)}))
+}
+
+/// `GET {base}/v1/status`, read as the typed [`HostStatus`] (a document this version cannot
+/// read is an error, not zeros) and shown as the host sent it.
+async fn status_get(base: &str, token: Option<&str>) -> Result<Value, BridgeError> {
+    let v = http_get(base, "/v1/status", token).await?;
+    let status: HostStatus = serde_json::from_value(v).map_err(|e| {
+        BridgeError::new(
+            "internal",
+            format!("the status from {base} is not what this version of sacred-bridge reads: {e}"),
+        )
+    })?;
+    serde_json::to_value(status).map_err(|e| BridgeError::new("internal", e.to_string()))
 }
 
 /// `GET {base}{path}` as JSON; an error answer keeps the bridge's code.
