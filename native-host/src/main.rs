@@ -10,6 +10,7 @@ mod config;
 mod http;
 mod hub;
 mod mcp;
+mod metrics;
 mod monitor;
 mod ops;
 mod progress;
