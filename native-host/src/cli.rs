@@ -321,7 +321,7 @@ pub enum TokenCmd {
         /// read | write | admin
         #[arg(long, default_value = "write")]
         rights: String,
-        /// Lifetime: seconds, or with a unit: 30s, 15m, 12h, 7d
+        /// Lifetime: seconds, or a duration: 30s, 15m, 12h, 7d, 1w, 1h30m
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
@@ -337,21 +337,14 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// A token's lifetime in ms: `humantime` durations (`30s`, `15m`, `12h`, `7d`, `1w`,
+/// `1h 30m`), or a bare number of seconds.
 pub fn parse_ttl(s: &str) -> Option<u64> {
     let s = s.trim();
-    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: u64 = n.parse().ok()?;
-    let mul = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    n.checked_mul(mul)?.checked_mul(1000)
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<u64>().ok()?.checked_mul(1000);
+    }
+    u64::try_from(humantime::parse_duration(s).ok()?.as_millis()).ok()
 }
 
 pub fn token(cfg: &Config, cmd: TokenCmd) -> ExitCode {
@@ -369,7 +362,7 @@ pub fn token(cfg: &Config, cmd: TokenCmd) -> ExitCode {
     };
     let Some(ttl_ms) = parse_ttl(&ttl) else {
         return usage(format!(
-            "--ttl {ttl:?}: expected seconds or a number with s, m, h or d"
+            "--ttl {ttl:?}: expected seconds or a duration such as 30s, 15m, 12h, 7d, 1w or 1h30m"
         ));
     };
     if let Err(e) = bridge_core::check_name("space", &space, false) {
@@ -1038,7 +1031,11 @@ mod tests {
         assert_eq!(parse_ttl("90"), Some(90_000));
         assert_eq!(parse_ttl("15m"), Some(900_000));
         assert_eq!(parse_ttl("7d"), Some(604_800_000));
-        assert_eq!(parse_ttl("1w"), None);
+        assert_eq!(parse_ttl("1w"), Some(604_800_000));
+        assert_eq!(parse_ttl("1h 30m"), Some(5_400_000));
+        assert_eq!(parse_ttl("1h30m"), Some(5_400_000));
+        assert_eq!(parse_ttl("1x"), None);
         assert_eq!(parse_ttl("h"), None);
+        assert_eq!(parse_ttl(""), None);
     }
 }
