@@ -52,7 +52,7 @@ fn backup_then_restore_gives_identical_documents_and_bad_restores_harm_nothing()
     );
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("\"imported\":300") && err.contains("import ["),
+        out.contains("\"imported\":300") && err.contains("import: "),
         "{out} {err}"
     );
     assert_eq!(export(&host, "ops2"), before);
