@@ -22,8 +22,8 @@ pub struct Target {
     /// WebSocket base URL (default ws://127.0.0.1:LOCAL_WS_PORT)
     #[arg(long, value_name = "URL")]
     ws: Option<String>,
-    /// Access token (needed by cloud hosts)
-    #[arg(long, env = "BRIDGE_TOKEN", hide_env_values = true)]
+    /// Access token (else BRIDGE_TOKEN from the environment or .env; needed by cloud hosts)
+    #[arg(long)]
     token: Option<String>,
 }
 
@@ -399,7 +399,7 @@ impl Ctx {
                 .ws
                 .unwrap_or_else(|| format!("ws://{host}:{}", cfg.ws_port)),
             space: t.space.unwrap_or_else(|| cfg.default_space.clone()),
-            token: t.token,
+            token: t.token.or_else(|| cfg.token.clone()),
         }
     }
 

@@ -113,6 +113,9 @@ pub struct Config {
     /// a peer session silent for three of these is closed. 0 = off.
     pub heartbeat_ms: u64,
     pub secret: Option<String>,
+    /// `BRIDGE_TOKEN`: the token the CLI and `mcp` present (unless `--token`), and a hybrid
+    /// host's upstream token for the space it names.
+    pub token: Option<String>,
     /// `METRICS_TOKEN`: the bearer token `/metrics` requires. Unset, `/metrics` is open in
     /// local and hybrid mode (the API listens on 127.0.0.1) and refused in cloud mode (it
     /// names every space).
@@ -445,6 +448,16 @@ impl Config {
             None => report.push(("BRIDGE_SECRET", "(unset)".into(), Source::Default)),
         }
 
+        let token = l.get("BRIDGE_TOKEN");
+        match &token {
+            Some((v, s)) => report.push((
+                "BRIDGE_TOKEN",
+                format!("(set, {} bytes)", v.len()),
+                s.clone(),
+            )),
+            None => report.push(("BRIDGE_TOKEN", "(unset)".into(), Source::Default)),
+        }
+
         let metrics_token = l.get("METRICS_TOKEN");
         match &metrics_token {
             Some((v, s)) => report.push((
@@ -481,6 +494,7 @@ impl Config {
             hello_timeout_ms,
             heartbeat_ms,
             secret: secret.map(|(v, _)| v),
+            token: token.map(|(v, _)| v),
             metrics_token: metrics_token.map(|(v, _)| v).filter(|v| !v.is_empty()),
             report,
         })
@@ -528,7 +542,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::write(
             dir.join(".env"),
-            "LOCAL_API_PORT=4001\nSYNC_INTERVAL=1000\nBRIDGE_MODE=hybrid\n",
+            "LOCAL_API_PORT=4001\nSYNC_INTERVAL=1000\nBRIDGE_MODE=hybrid\nBRIDGE_TOKEN=sb1.secret\n",
         )
         .expect("write .env");
         let o = Overrides {
@@ -547,6 +561,10 @@ mod tests {
         };
         assert_eq!(src("LOCAL_API_PORT"), Some(Source::DotEnv));
         assert_eq!(src("BRIDGE_MODE"), Some(Source::Flag("--mode")));
+        // `.env` reaches BRIDGE_TOKEN too, and `env` shows it masked.
+        assert_eq!(c.token.as_deref(), Some("sb1.secret"));
+        assert_eq!(src("BRIDGE_TOKEN"), Some(Source::DotEnv));
+        assert!(c.render().contains("(set, 10 bytes)") && !c.render().contains("sb1.secret"));
         std::fs::write(dir.join(".env"), "CONFLICT_STRATEGY=newest\n").expect("write .env");
         let e = Config::resolve(&Overrides::default(), &dir).expect_err("invalid");
         assert_eq!(e.key, "CONFLICT_STRATEGY");
