@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::http::request;
 use bridge_core::auth::{self, Claims, Rights};
+use bridge_core::Policy;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -148,7 +149,8 @@ pub enum ClientCmd {
     #[command(after_help = "Example:\n  sacred-bridge policy tasks manual")]
     Policy {
         collection: String,
-        policy: String,
+        #[arg(value_enum)]
+        policy: PolicyArg,
         #[command(flatten)]
         t: Target,
     },
@@ -318,12 +320,11 @@ pub enum TokenCmd {
     Create {
         #[arg(long)]
         space: String,
-        /// read | write | admin
-        #[arg(long, default_value = "write")]
-        rights: String,
+        #[arg(long, value_enum, default_value_t = RightsArg::Write)]
+        rights: RightsArg,
         /// Lifetime: seconds, or a duration: 30s, 15m, 12h, 7d, 1w, 1h30m
-        #[arg(long, default_value = "1h")]
-        ttl: String,
+        #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = ttl_arg)]
+        ttl: u64,
     },
 }
 
@@ -339,6 +340,55 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
 
 /// A token's lifetime in ms: `humantime` durations (`30s`, `15m`, `12h`, `7d`, `1w`,
 /// `1h 30m`), or a bare number of seconds.
+/// `--ttl` for clap: the lifetime in ms.
+fn ttl_arg(s: &str) -> Result<u64, String> {
+    parse_ttl(s).ok_or_else(|| {
+        "expected seconds or a duration such as 30s, 15m, 12h, 7d, 1w or 1h30m".to_owned()
+    })
+}
+
+/// `--rights`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RightsArg {
+    Read,
+    Write,
+    Admin,
+}
+
+impl From<RightsArg> for Rights {
+    fn from(r: RightsArg) -> Rights {
+        match r {
+            RightsArg::Read => Rights::Read,
+            RightsArg::Write => Rights::Write,
+            RightsArg::Admin => Rights::Admin,
+        }
+    }
+}
+
+/// A collection's conflict policy, as `policy` takes it.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum PolicyArg {
+    #[value(alias = "last_write_wins")]
+    Lww,
+    CloudWins,
+    LocalWins,
+    Merge,
+    Manual,
+}
+
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Policy {
+        match p {
+            PolicyArg::Lww => Policy::Lww,
+            PolicyArg::CloudWins => Policy::CloudWins,
+            PolicyArg::LocalWins => Policy::LocalWins,
+            PolicyArg::Merge => Policy::Merge,
+            PolicyArg::Manual => Policy::Manual,
+        }
+    }
+}
+
 pub fn parse_ttl(s: &str) -> Option<u64> {
     let s = s.trim();
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
@@ -352,26 +402,13 @@ pub fn token(cfg: &Config, cmd: TokenCmd) -> ExitCode {
     let Some(secret) = &cfg.secret else {
         return usage("BRIDGE_SECRET is not set; tokens are signed with it (set it in the environment or .env)");
     };
-    let rights: Rights = match rights.parse() {
-        Ok(r) => r,
-        Err(_) => {
-            return usage(format!(
-                "--rights {rights:?}: accepted values: read, write, admin"
-            ))
-        }
-    };
-    let Some(ttl_ms) = parse_ttl(&ttl) else {
-        return usage(format!(
-            "--ttl {ttl:?}: expected seconds or a duration such as 30s, 15m, 12h, 7d, 1w or 1h30m"
-        ));
-    };
     if let Err(e) = bridge_core::check_name("space", &space, false) {
         return usage(e);
     }
     let claims = Claims {
         space,
-        rights,
-        exp: crate::store::now_ms().saturating_add(ttl_ms),
+        rights: rights.into(),
+        exp: crate::store::now_ms().saturating_add(ttl),
     };
     println!("{}", auth::mint(secret.as_bytes(), &claims));
     ExitCode::SUCCESS
@@ -630,7 +667,9 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
             t,
         } => {
             let c = Ctx::new(cfg, t);
-            let body = json!({ "policy": policy }).to_string().into_bytes();
+            let body = json!({ "policy": Policy::from(policy).as_str() })
+                .to_string()
+                .into_bytes();
             let p = c.path(&format!("policies/{}", enc(&collection)));
             print(&c.call("PUT", &p, Some(body)).await?);
             Ok(ExitCode::SUCCESS)
