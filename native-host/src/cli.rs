@@ -7,6 +7,7 @@ use bridge_core::auth::{self, Claims, Rights};
 use bridge_core::codec;
 use bridge_core::frame::{Frame, Hello};
 use bridge_core::status::{HostStatus, LinkState, PullProgress, PushProgress, UpstreamLink};
+use bridge_core::Policy;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -25,8 +26,8 @@ pub struct Target {
     /// WebSocket base URL (default ws://127.0.0.1:LOCAL_WS_PORT)
     #[arg(long, value_name = "URL")]
     ws: Option<String>,
-    /// Access token (needed by cloud hosts)
-    #[arg(long, env = "BRIDGE_TOKEN", hide_env_values = true)]
+    /// Access token (else BRIDGE_TOKEN from the environment or .env; needed by cloud hosts)
+    #[arg(long)]
     token: Option<String>,
 }
 
@@ -170,7 +171,8 @@ pub enum ClientCmd {
     #[command(after_help = "Example:\n  sacred-bridge policy tasks manual")]
     Policy {
         collection: String,
-        policy: String,
+        #[arg(value_enum)]
+        policy: PolicyArg,
         #[command(flatten)]
         t: Target,
     },
@@ -340,12 +342,11 @@ pub enum TokenCmd {
     Create {
         #[arg(long)]
         space: String,
-        /// read | write | admin
-        #[arg(long, default_value = "write")]
-        rights: String,
-        /// Lifetime: seconds, or with a unit: 30s, 15m, 12h, 7d
-        #[arg(long, default_value = "1h")]
-        ttl: String,
+        #[arg(long, value_enum, default_value_t = RightsArg::Write)]
+        rights: RightsArg,
+        /// Lifetime: seconds, or a duration: 30s, 15m, 12h, 7d, 1w, 1h30m
+        #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = ttl_arg)]
+        ttl: u64,
     },
 }
 
@@ -359,21 +360,63 @@ fn usage(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// A token's lifetime in ms: `humantime` durations (`30s`, `15m`, `12h`, `7d`, `1w`,
+/// `1h 30m`), or a bare number of seconds.
+/// `--ttl` for clap: the lifetime in ms.
+fn ttl_arg(s: &str) -> Result<u64, String> {
+    parse_ttl(s).ok_or_else(|| {
+        "expected seconds or a duration such as 30s, 15m, 12h, 7d, 1w or 1h30m".to_owned()
+    })
+}
+
+/// `--rights`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RightsArg {
+    Read,
+    Write,
+    Admin,
+}
+
+impl From<RightsArg> for Rights {
+    fn from(r: RightsArg) -> Rights {
+        match r {
+            RightsArg::Read => Rights::Read,
+            RightsArg::Write => Rights::Write,
+            RightsArg::Admin => Rights::Admin,
+        }
+    }
+}
+
+/// A collection's conflict policy, as `policy` takes it.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum PolicyArg {
+    #[value(alias = "last_write_wins")]
+    Lww,
+    CloudWins,
+    LocalWins,
+    Merge,
+    Manual,
+}
+
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Policy {
+        match p {
+            PolicyArg::Lww => Policy::Lww,
+            PolicyArg::CloudWins => Policy::CloudWins,
+            PolicyArg::LocalWins => Policy::LocalWins,
+            PolicyArg::Merge => Policy::Merge,
+            PolicyArg::Manual => Policy::Manual,
+        }
+    }
+}
+
 pub fn parse_ttl(s: &str) -> Option<u64> {
     let s = s.trim();
-    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: u64 = n.parse().ok()?;
-    let mul = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    n.checked_mul(mul)?.checked_mul(1000)
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<u64>().ok()?.checked_mul(1000);
+    }
+    u64::try_from(humantime::parse_duration(s).ok()?.as_millis()).ok()
 }
 
 pub fn token(cfg: &Config, cmd: TokenCmd) -> ExitCode {
@@ -381,26 +424,13 @@ pub fn token(cfg: &Config, cmd: TokenCmd) -> ExitCode {
     let Some(secret) = &cfg.secret else {
         return usage("BRIDGE_SECRET is not set; tokens are signed with it (set it in the environment or .env)");
     };
-    let rights: Rights = match rights.parse() {
-        Ok(r) => r,
-        Err(_) => {
-            return usage(format!(
-                "--rights {rights:?}: accepted values: read, write, admin"
-            ))
-        }
-    };
-    let Some(ttl_ms) = parse_ttl(&ttl) else {
-        return usage(format!(
-            "--ttl {ttl:?}: expected seconds or a number with s, m, h or d"
-        ));
-    };
     if let Err(e) = bridge_core::check_name("space", &space, false) {
         return usage(e);
     }
     let claims = Claims {
         space,
-        rights,
-        exp: crate::store::now_ms().saturating_add(ttl_ms),
+        rights: rights.into(),
+        exp: crate::store::now_ms().saturating_add(ttl),
     };
     println!("{}", auth::mint(secret.as_bytes(), &claims));
     ExitCode::SUCCESS
@@ -428,7 +458,7 @@ impl Ctx {
                 .ws
                 .unwrap_or_else(|| format!("ws://{host}:{}", cfg.ws_port)),
             space: t.space.unwrap_or_else(|| cfg.default_space.clone()),
-            token: t.token,
+            token: t.token.or_else(|| cfg.token.clone()),
         }
     }
 
@@ -477,17 +507,17 @@ fn advance(cursor: &str, next: &str) -> String {
     }
 }
 
+/// What a path segment escapes: all but unreserved characters and `:`.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b':');
+
 /// Percent-encodes a path segment.
 fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~:".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 fn json_arg(what: &str, s: &str) -> Result<Vec<u8>, ExitCode> {
@@ -667,7 +697,9 @@ async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
             t,
         } => {
             let c = Ctx::new(cfg, t);
-            let body = json!({ "policy": policy }).to_string().into_bytes();
+            let body = json!({ "policy": Policy::from(policy).as_str() })
+                .to_string()
+                .into_bytes();
             let p = c.path(&format!("policies/{}", enc(&collection)));
             print(&c.call("PUT", &p, Some(body)).await?);
             Ok(ExitCode::SUCCESS)
@@ -1077,7 +1109,11 @@ mod tests {
         assert_eq!(parse_ttl("90"), Some(90_000));
         assert_eq!(parse_ttl("15m"), Some(900_000));
         assert_eq!(parse_ttl("7d"), Some(604_800_000));
-        assert_eq!(parse_ttl("1w"), None);
+        assert_eq!(parse_ttl("1w"), Some(604_800_000));
+        assert_eq!(parse_ttl("1h 30m"), Some(5_400_000));
+        assert_eq!(parse_ttl("1h30m"), Some(5_400_000));
+        assert_eq!(parse_ttl("1x"), None);
         assert_eq!(parse_ttl("h"), None);
+        assert_eq!(parse_ttl(""), None);
     }
 }

@@ -40,7 +40,7 @@ pub struct ConfigError {
     pub accepted: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     Local,
     Cloud,
@@ -57,7 +57,7 @@ impl Mode {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SyncMode {
     Realtime,
     Periodic,
@@ -76,14 +76,14 @@ impl SyncMode {
     }
 }
 
-/// Flags that override the environment.
+/// Flags that override the environment, already parsed by clap.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
-    pub mode: Option<String>,
-    pub listen: Option<String>,
-    pub ws_port: Option<String>,
-    pub api_port: Option<String>,
-    pub db: Option<String>,
+    pub mode: Option<Mode>,
+    pub listen: Option<IpAddr>,
+    pub ws_port: Option<u16>,
+    pub api_port: Option<u16>,
+    pub db: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -113,6 +113,9 @@ pub struct Config {
     /// a peer session silent for three of these is closed. 0 = off.
     pub heartbeat_ms: u64,
     pub secret: Option<String>,
+    /// `BRIDGE_TOKEN`: the token the CLI and `mcp` present (unless `--token`), and a hybrid
+    /// host's upstream token for the space it names.
+    pub token: Option<String>,
     /// `METRICS_TOKEN`: the bearer token `/metrics` requires. Unset, `/metrics` is open in
     /// local and hybrid mode (the API listens on 127.0.0.1) and refused in cloud mode (it
     /// names every space).
@@ -160,17 +163,6 @@ impl Lookup {
             .filter(|v| !v.is_empty())
             .map(|v| (v.clone(), Source::DotEnv))
     }
-
-    fn pick(
-        &self,
-        flag: Option<(&String, &'static str)>,
-        key: &'static str,
-    ) -> Option<(String, Source)> {
-        if let Some((v, name)) = flag {
-            return Some((v.clone(), Source::Flag(name)));
-        }
-        self.get(key)
-    }
 }
 
 fn bad(key: &str, value: &str, accepted: &str) -> ConfigError {
@@ -181,13 +173,16 @@ fn bad(key: &str, value: &str, accepted: &str) -> ConfigError {
     }
 }
 
-pub fn parse_mode(key: &str, v: &str) -> Result<Mode, ConfigError> {
-    match v {
-        "local" => Ok(Mode::Local),
-        "cloud" => Ok(Mode::Cloud),
-        "hybrid" => Ok(Mode::Hybrid),
-        _ => Err(bad(key, v, "accepted values: local, cloud, hybrid")),
-    }
+/// A value of a clap `ValueEnum` from the environment, refused with the accepted values.
+fn parse_enum<T: clap::ValueEnum>(key: &str, v: &str) -> Result<T, ConfigError> {
+    T::from_str(v, false).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|x| x.to_possible_value())
+            .map(|p| p.get_name().to_owned())
+            .collect();
+        bad(key, v, &format!("accepted values: {}", names.join(", ")))
+    })
 }
 
 fn parse_port(key: &str, v: &str) -> Result<u16, ConfigError> {
@@ -201,10 +196,10 @@ impl Config {
         let l = Lookup::load(dir)?;
         let mut report = Vec::new();
 
-        let (mode, src) = if let Some(v) = &overrides.mode {
-            (parse_mode("--mode", v)?, Source::Flag("--mode"))
+        let (mode, src) = if let Some(m) = overrides.mode {
+            (m, Source::Flag("--mode"))
         } else if let Some((v, s)) = l.get("BRIDGE_MODE") {
-            (parse_mode("BRIDGE_MODE", &v)?, s)
+            (parse_enum("BRIDGE_MODE", &v)?, s)
         } else if let Some((v, s)) = l.get("NODE_ENV") {
             let m = match v.as_str() {
                 "development" => Mode::Local,
@@ -228,47 +223,30 @@ impl Config {
         };
         report.push(("BRIDGE_MODE", mode.as_str().to_owned(), src));
 
-        let (listen, src) = match l.pick(overrides.listen.as_ref().map(|v| (v, "--listen")), "") {
-            Some((v, s)) => (
-                v.parse::<IpAddr>().map_err(|_| {
-                    bad(
-                        "--listen",
-                        &v,
-                        "expected an IP address to bind, e.g. 127.0.0.1 or 0.0.0.0",
-                    )
-                })?,
-                s,
-            ),
+        let (listen, src) = match overrides.listen {
+            Some(a) => (a, Source::Flag("--listen")),
             None => (IpAddr::from([127, 0, 0, 1]), Source::Default),
         };
         report.push(("LISTEN", listen.to_string(), src));
 
-        let mut port = |flag: Option<&String>, flag_name, key, default: u16| {
-            let (p, s) = match l.pick(flag.map(|v| (v, flag_name)), key) {
-                Some((v, s)) => (parse_port(key, &v)?, s),
-                None => (default, Source::Default),
+        let mut port = |flag: Option<u16>, flag_name, key, default: u16| {
+            let (p, s) = match (flag, l.get(key)) {
+                (Some(p), _) => (p, Source::Flag(flag_name)),
+                (None, Some((v, s))) => (parse_port(key, &v)?, s),
+                (None, None) => (default, Source::Default),
             };
             report.push((key, p.to_string(), s));
             Ok::<u16, ConfigError>(p)
         };
-        let ws_port = port(
-            overrides.ws_port.as_ref(),
-            "--ws-port",
-            "LOCAL_WS_PORT",
-            3333,
-        )?;
-        let api_port = port(
-            overrides.api_port.as_ref(),
-            "--api-port",
-            "LOCAL_API_PORT",
-            3001,
-        )?;
+        let ws_port = port(overrides.ws_port, "--ws-port", "LOCAL_WS_PORT", 3333)?;
+        let api_port = port(overrides.api_port, "--api-port", "LOCAL_API_PORT", 3001)?;
 
-        let (db, src) = l
-            .pick(overrides.db.as_ref().map(|v| (v, "--db")), "LOCAL_DB_PATH")
-            .unwrap_or_else(|| (DEFAULT_DB_PATH.to_owned(), Source::Default));
-        report.push(("LOCAL_DB_PATH", db.clone(), src));
-        let db_path = PathBuf::from(db);
+        let (db_path, src) = match (&overrides.db, l.get("LOCAL_DB_PATH")) {
+            (Some(p), _) => (p.clone(), Source::Flag("--db")),
+            (None, Some((v, s))) => (PathBuf::from(v), s),
+            (None, None) => (PathBuf::from(DEFAULT_DB_PATH), Source::Default),
+        };
+        report.push(("LOCAL_DB_PATH", db_path.display().to_string(), src));
 
         let mut url = |key: &'static str| -> Result<Option<String>, ConfigError> {
             match l.get(key) {
@@ -322,22 +300,7 @@ impl Config {
         report.push(("CLOUD_PROJECT_ID", space.clone(), src));
 
         let (sync_mode, src) = match l.get("SYNC_MODE") {
-            Some((v, s)) => (
-                match v.as_str() {
-                    "realtime" => SyncMode::Realtime,
-                    "periodic" => SyncMode::Periodic,
-                    "manual" => SyncMode::Manual,
-                    "event" => SyncMode::Event,
-                    _ => {
-                        return Err(bad(
-                            "SYNC_MODE",
-                            &v,
-                            "accepted values: realtime, periodic, manual, event",
-                        ))
-                    }
-                },
-                s,
-            ),
+            Some((v, s)) => (parse_enum("SYNC_MODE", &v)?, s),
             None => (SyncMode::Realtime, Source::Default),
         };
         report.push(("SYNC_MODE", sync_mode.as_str().into(), src));
@@ -445,6 +408,16 @@ impl Config {
             None => report.push(("BRIDGE_SECRET", "(unset)".into(), Source::Default)),
         }
 
+        let token = l.get("BRIDGE_TOKEN");
+        match &token {
+            Some((v, s)) => report.push((
+                "BRIDGE_TOKEN",
+                format!("(set, {} bytes)", v.len()),
+                s.clone(),
+            )),
+            None => report.push(("BRIDGE_TOKEN", "(unset)".into(), Source::Default)),
+        }
+
         let metrics_token = l.get("METRICS_TOKEN");
         match &metrics_token {
             Some((v, s)) => report.push((
@@ -481,6 +454,7 @@ impl Config {
             hello_timeout_ms,
             heartbeat_ms,
             secret: secret.map(|(v, _)| v),
+            token: token.map(|(v, _)| v),
             metrics_token: metrics_token.map(|(v, _)| v).filter(|v| !v.is_empty()),
             report,
         })
@@ -528,11 +502,11 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::write(
             dir.join(".env"),
-            "LOCAL_API_PORT=4001\nSYNC_INTERVAL=1000\nBRIDGE_MODE=hybrid\n",
+            "LOCAL_API_PORT=4001\nSYNC_INTERVAL=1000\nBRIDGE_MODE=hybrid\nBRIDGE_TOKEN=sb1.secret\n",
         )
         .expect("write .env");
         let o = Overrides {
-            mode: Some("cloud".into()),
+            mode: Some(Mode::Cloud),
             ..Overrides::default()
         };
         let c = Config::resolve(&o, &dir).expect("valid");
@@ -547,10 +521,21 @@ mod tests {
         };
         assert_eq!(src("LOCAL_API_PORT"), Some(Source::DotEnv));
         assert_eq!(src("BRIDGE_MODE"), Some(Source::Flag("--mode")));
+        // `.env` reaches BRIDGE_TOKEN too, and `env` shows it masked.
+        assert_eq!(c.token.as_deref(), Some("sb1.secret"));
+        assert_eq!(src("BRIDGE_TOKEN"), Some(Source::DotEnv));
+        assert!(c.render().contains("(set, 10 bytes)") && !c.render().contains("sb1.secret"));
         std::fs::write(dir.join(".env"), "CONFLICT_STRATEGY=newest\n").expect("write .env");
         let e = Config::resolve(&Overrides::default(), &dir).expect_err("invalid");
         assert_eq!(e.key, "CONFLICT_STRATEGY");
         assert!(e.to_string().contains("cloud_wins"));
+        std::fs::write(dir.join(".env"), "SYNC_MODE=soon\n").expect("write .env");
+        let e = Config::resolve(&Overrides::default(), &dir).expect_err("invalid");
+        assert!(
+            e.to_string()
+                .ends_with("accepted values: realtime, periodic, manual, event"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -6,6 +6,7 @@
 //! only then hand out what the engines want sent. An ack therefore never leaves before the
 //! commit that holds its write.
 
+use crate::metrics::Metrics;
 use crate::store::{now_ms, Store};
 use bridge_core::api::{self, ApiError, ApiResponse, Outcome, SpaceOp};
 use bridge_core::status::{
@@ -207,32 +208,6 @@ struct Space {
     default_logged: Option<Policy>,
 }
 
-/// Upper bounds (seconds) of the commit-duration histogram in `/metrics`: a commit gates
-/// every ack in it, so its tail is the floor of the write latency's tail.
-const COMMIT_BUCKETS: [f64; 10] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-];
-
-#[derive(Default)]
-struct Metrics {
-    inputs: u64,
-    frames_in: u64,
-    frames_out: u64,
-    decode_errors: u64,
-    commits: u64,
-    batches: u64,
-    docs_written: u64,
-    messages_written: u64,
-    commit_seconds: f64,
-    /// Commits per duration bucket ([`COMMIT_BUCKETS`], then +Inf), not cumulative.
-    commit_hist: [u64; COMMIT_BUCKETS.len() + 1],
-    api_requests: u64,
-    api_errors: u64,
-    dropped_slow: u64,
-    acks_local: u64,
-    last_peer_ack_ms: u64,
-}
-
 pub struct Hub {
     cfg: HubConfig,
     store: Store,
@@ -388,7 +363,7 @@ impl Hub {
     }
 
     fn handle(&mut self, input: Input) {
-        self.metrics.inputs += 1;
+        self.metrics.inputs.inc();
         let now = now_ms();
         match input {
             Input::Accept {
@@ -449,7 +424,7 @@ impl Hub {
                 session,
                 frame,
             } => {
-                self.metrics.frames_in += 1;
+                self.metrics.frames_in.inc();
                 if let Frame::Error { code, message, .. } = &frame {
                     // The cloud refused something (e.g. our token): status shows it.
                     if let Some(link) = self
@@ -486,7 +461,7 @@ impl Hub {
                 req,
                 error,
             } => {
-                self.metrics.decode_errors += 1;
+                self.metrics.decode_errors.inc();
                 if let Some(s) = self.spaces.get_mut(&space) {
                     s.engine.handle_decode_error(session, req, &error);
                 }
@@ -516,7 +491,7 @@ impl Hub {
                 token,
                 reply,
             } => {
-                self.metrics.api_requests += 1;
+                self.metrics.api_requests.inc();
                 let result = self.api(now, &space, op, token.as_deref());
                 match result {
                     Ok(Outcome::Done(resp)) => {
@@ -528,7 +503,7 @@ impl Hub {
                         }
                     }
                     Err(e) => {
-                        self.metrics.api_errors += 1;
+                        self.metrics.api_errors.inc();
                         let _ = reply.send(e.response());
                     }
                 }
@@ -536,7 +511,7 @@ impl Hub {
             Input::Metrics { token, reply } => {
                 let resp = match self.cfg.metrics.check(token.as_deref()) {
                     Ok(()) => {
-                        ApiResponse::text(200, "text/plain; version=0.0.4", self.render_metrics())
+                        ApiResponse::text(200, crate::metrics::CONTENT_TYPE, self.render_metrics())
                     }
                     Err(e) => e.response(),
                 };
@@ -636,18 +611,13 @@ impl Hub {
                 tracing::error!(error = %e, "could not persist; stopping so that no unpersisted write is acknowledged");
                 std::process::exit(70);
             }
-            self.metrics.commits += 1;
-            let took = t.elapsed().as_secs_f64();
-            self.metrics.commit_seconds += took;
-            let bucket = COMMIT_BUCKETS
-                .iter()
-                .position(|b| took <= *b)
-                .unwrap_or(COMMIT_BUCKETS.len());
-            self.metrics.commit_hist[bucket] += 1;
+            self.metrics.commit(t.elapsed().as_secs_f64());
             for (name, b) in &batches {
-                self.metrics.batches += 1;
-                self.metrics.docs_written += b.docs.len() as u64;
-                self.metrics.messages_written += b.messages.len() as u64;
+                self.metrics.batches.inc();
+                self.metrics.docs_written.inc_by(b.docs.len() as u64);
+                self.metrics
+                    .messages_written
+                    .inc_by(b.messages.len() as u64);
                 if let Some(s) = self.spaces.get_mut(name) {
                     if let Err(e) = s.engine.persisted(b.id) {
                         tracing::error!(error = %e, space = %name, "engine refused a persisted report");
@@ -693,7 +663,7 @@ impl Hub {
                         }
                     }
                     Event::Acked { req, .. } => {
-                        self.metrics.acks_local += 1;
+                        self.metrics.acks_local.inc();
                         if let Some((reply, resp)) = s.waiting.remove(&req) {
                             let _ = reply.send(resp);
                         }
@@ -764,7 +734,7 @@ impl Hub {
                     let Some(c) = s.conns.get(&session) else {
                         continue;
                     };
-                    self.metrics.frames_out += 1;
+                    self.metrics.frames_out.inc();
                     if let Err(e) = c.out.try_send(out) {
                         if matches!(e, mpsc::error::TrySendError::Full(_)) {
                             tracing::warn!(session, "connection too slow; dropping it");
@@ -799,7 +769,7 @@ impl Hub {
         if peer_acked {
             self.metrics.last_peer_ack_ms = now_ms();
         }
-        self.metrics.dropped_slow += dropped_total;
+        self.metrics.dropped_slow.inc_by(dropped_total);
     }
 
     /// Which spaces a status request may see: `None` for all (no secret: local mode), else
@@ -941,135 +911,16 @@ impl Hub {
     }
 
     fn render_metrics(&self) -> String {
-        let m = &self.metrics;
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: String| {
-            out.push_str(&format!(
-                "# HELP sacred_bridge_{name} {help}\n# TYPE sacred_bridge_{name} counter\nsacred_bridge_{name} {v}\n"
-            ));
-        };
-        counter(
-            "inputs_total",
-            "Inputs handled by the hub.",
-            m.inputs.to_string(),
-        );
-        counter(
-            "frames_in_total",
-            "WebSocket frames received.",
-            m.frames_in.to_string(),
-        );
-        counter(
-            "frames_out_total",
-            "WebSocket frames sent.",
-            m.frames_out.to_string(),
-        );
-        counter(
-            "decode_errors_total",
-            "Frames that could not be decoded.",
-            m.decode_errors.to_string(),
-        );
-        counter(
-            "commits_total",
-            "SQLite group commits.",
-            m.commits.to_string(),
-        );
-        counter(
-            "batches_total",
-            "Persist batches written.",
-            m.batches.to_string(),
-        );
-        counter(
-            "docs_written_total",
-            "Document states written.",
-            m.docs_written.to_string(),
-        );
-        counter(
-            "messages_written_total",
-            "Messages written.",
-            m.messages_written.to_string(),
-        );
-        counter(
-            "commit_seconds_total",
-            "Time spent in commits.",
-            format!("{:.6}", m.commit_seconds),
-        );
-        counter(
-            "api_requests_total",
-            "HTTP API requests that reached the hub.",
-            m.api_requests.to_string(),
-        );
-        counter(
-            "api_errors_total",
-            "HTTP API requests answered with an error.",
-            m.api_errors.to_string(),
-        );
-        counter(
-            "acks_local_total",
-            "Local API writes acknowledged.",
-            m.acks_local.to_string(),
-        );
-        counter(
-            "ws_bytes_in_total",
-            "WebSocket message bytes received (framing not counted).",
-            crate::ws::BYTES_IN
-                .load(std::sync::atomic::Ordering::Relaxed)
-                .to_string(),
-        );
-        counter(
-            "ws_bytes_out_total",
-            "WebSocket message bytes sent (framing not counted).",
-            crate::ws::BYTES_OUT
-                .load(std::sync::atomic::Ordering::Relaxed)
-                .to_string(),
-        );
-        counter(
-            "dropped_connections_total",
-            "Connections dropped for falling behind.",
-            m.dropped_slow.to_string(),
-        );
-        out.push_str(
-            "# HELP sacred_bridge_commit_duration_seconds SQLite group commits by duration (each gates the acks in it).\n# TYPE sacred_bridge_commit_duration_seconds histogram\n",
-        );
-        let mut cumulative = 0;
-        for (i, n) in m.commit_hist.iter().enumerate() {
-            cumulative += n;
-            let le = COMMIT_BUCKETS
-                .get(i)
-                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
-            out.push_str(&format!(
-                "sacred_bridge_commit_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}\n"
-            ));
-        }
-        out.push_str(&format!(
-            "sacred_bridge_commit_duration_seconds_sum {:.6}\nsacred_bridge_commit_duration_seconds_count {cumulative}\n",
-            m.commit_seconds
-        ));
-        let mut gauge = |name: &str, help: &str, v: String| {
-            out.push_str(&format!(
-                "# HELP sacred_bridge_{name} {help}\n# TYPE sacred_bridge_{name} gauge\n{v}"
-            ));
-        };
-        let per = |f: &dyn Fn(&Space) -> u64| -> String {
-            self.spaces
-                .iter()
-                .map(|(n, s)| format!("sacred_bridge_{{space=\"{n}\"}} {}\n", f(s)))
-                .collect()
-        };
-        let docs = per(&|s| s.engine.replica().doc_count() as u64)
-            .replace("sacred_bridge_{", "sacred_bridge_docs{");
-        gauge("docs", "Documents per space (tombstones included).", docs);
-        let sessions = per(&|s| s.engine.session_count() as u64)
-            .replace("sacred_bridge_{", "sacred_bridge_sessions{");
-        gauge("sessions", "Open sessions per space.", sessions);
-        gauge(
-            "uptime_seconds",
-            "Seconds since start.",
-            format!(
-                "sacred_bridge_uptime_seconds {}\n",
-                self.started.elapsed().as_secs()
-            ),
-        );
-        out
+        self.metrics.render(
+            self.spaces.iter().map(|(name, s)| {
+                (
+                    name.as_str(),
+                    s.engine.replica().doc_count() as u64,
+                    s.engine.session_count() as u64,
+                )
+            }),
+            self.started.elapsed().as_secs(),
+        )
     }
 }
 

@@ -10,6 +10,7 @@ mod config;
 mod http;
 mod hub;
 mod mcp;
+mod metrics;
 mod monitor;
 mod ops;
 mod progress;
@@ -37,30 +38,30 @@ struct Cli {
 /// Flags that override the environment and `.env`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ConfigFlags {
-    /// local | cloud | hybrid (else BRIDGE_MODE, else NODE_ENV, else local)
+    /// Else BRIDGE_MODE, else NODE_ENV, else local
     #[arg(long)]
-    mode: Option<String>,
+    mode: Option<config::Mode>,
     /// Address to bind both listeners on (default 127.0.0.1)
     #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
+    listen: Option<std::net::IpAddr>,
     /// WebSocket port (else LOCAL_WS_PORT, default 3333)
-    #[arg(long)]
-    ws_port: Option<String>,
+    #[arg(long, value_name = "PORT")]
+    ws_port: Option<u16>,
     /// HTTP API port (else LOCAL_API_PORT, default 3001)
-    #[arg(long)]
-    api_port: Option<String>,
+    #[arg(long, value_name = "PORT")]
+    api_port: Option<u16>,
     /// SQLite database file (else LOCAL_DB_PATH)
     #[arg(long, value_name = "FILE")]
-    db: Option<String>,
+    db: Option<std::path::PathBuf>,
 }
 
 impl ConfigFlags {
     fn overrides(&self) -> config::Overrides {
         config::Overrides {
-            mode: self.mode.clone(),
-            listen: self.listen.clone(),
-            ws_port: self.ws_port.clone(),
-            api_port: self.api_port.clone(),
+            mode: self.mode,
+            listen: self.listen,
+            ws_port: self.ws_port,
+            api_port: self.api_port,
             db: self.db.clone(),
         }
     }

@@ -35,7 +35,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         (Mode::Hybrid, Some(url)) => {
             let tokens = crate::upstream::Tokens::load(
                 cfg.cloud_tokens_file.as_deref(),
-                std::env::var("BRIDGE_TOKEN").ok().as_deref(),
+                cfg.token.as_deref(),
                 secret.clone(),
             )?;
             let (tx, rx) = mpsc::unbounded_channel::<String>();
@@ -130,7 +130,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         mode: cfg.mode.as_str(),
         cloud_api: cfg.cloud_api_url.clone(),
         secret_set: cfg.secret.is_some(),
-        cloud_token: std::env::var("BRIDGE_TOKEN").ok(),
+        cloud_token: cfg.token.clone(),
     });
     let mcp = crate::mcp::http_service(&cfg);
     tokio::spawn(crate::http::serve(api, tx.clone(), mcp));

@@ -22,12 +22,6 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
-/// WebSocket message payload bytes received and sent by this process (all connections,
-/// upstream link included; framing not counted), for `/metrics`.
-pub static BYTES_IN: AtomicU64 = AtomicU64::new(0);
-/// See [`BYTES_IN`].
-pub static BYTES_OUT: AtomicU64 = AtomicU64::new(0);
-
 /// A fresh session number, unique in this process.
 pub fn next_session() -> SessionId {
     NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
@@ -238,7 +232,7 @@ where
                 return (Ended::Refused, stream);
             }
         };
-        BYTES_IN.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        crate::metrics::WS_BYTES_IN.inc_by(bytes.len() as u64);
         let input = match decoded {
             Ok(frame) => {
                 binary.store(is_binary, Ordering::Relaxed);
@@ -329,7 +323,7 @@ fn encode(f: &Frame, binary: bool) -> Message {
     } else {
         Message::Text(codec::encode_json(f).into())
     };
-    BYTES_OUT.fetch_add(m.len() as u64, Ordering::Relaxed);
+    crate::metrics::WS_BYTES_OUT.inc_by(m.len() as u64);
     m
 }
 

@@ -161,7 +161,7 @@ fn manual_sync_mode_pushes_only_when_asked() {
     assert!(out.status.success(), "{err}");
     // The CLI waited for the cloud's ack and shows the bar and the last successful sync.
     assert!(
-        err.contains("push [") && err.contains("synced; last successful sync"),
+        err.contains("push: ") && err.contains("synced; last successful sync"),
         "{err}"
     );
     let v = http(local.api_port, "GET", "/v1/status", None, None).1;

@@ -52,7 +52,7 @@ fn backup_then_restore_gives_identical_documents_and_bad_restores_harm_nothing()
     );
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("\"imported\":300") && err.contains("import ["),
+        out.contains("\"imported\":300") && err.contains("import: "),
         "{out} {err}"
     );
     assert_eq!(export(&host, "ops2"), before);
@@ -65,6 +65,7 @@ fn backup_then_restore_gives_identical_documents_and_bad_restores_harm_nothing()
     );
     assert_eq!(code, 1);
     assert!(
+        // 300 exported lines, then the bad one alone in the fourth batch.
         err.contains("lines 301..301") && err.contains("the 300 before them are"),
         "{err}"
     );

@@ -31,7 +31,7 @@ pub struct McpArgs {
     #[arg(long, value_name = "URL")]
     api: Option<String>,
     /// Access token (else BRIDGE_TOKEN from the environment or .env; needed by cloud hosts)
-    #[arg(long, env = "BRIDGE_TOKEN", hide_env_values = true)]
+    #[arg(long)]
     token: Option<String>,
     /// The cloud's HTTP API, for the cloud side of `status` (default CLOUD_API_URL)
     #[arg(long, value_name = "URL")]
@@ -51,15 +51,6 @@ fn dial(ip: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// BRIDGE_TOKEN from `.env` in the working directory (the environment and `--token` come first).
-fn dotenv_token() -> Option<String> {
-    dotenvy::from_path_iter(".env")
-        .ok()?
-        .filter_map(Result::ok)
-        .find(|(k, v)| k == "BRIDGE_TOKEN" && !v.is_empty())
-        .map(|(_, v)| v)
-}
-
 /// Serves MCP on stdin/stdout until the client closes stdin.
 pub async fn run_stdio(cfg: &Config, a: McpArgs) -> Result<(), String> {
     let opts = Options {
@@ -70,7 +61,7 @@ pub async fn run_stdio(cfg: &Config, a: McpArgs) -> Result<(), String> {
             .api
             .unwrap_or_else(|| format!("http://{}", dial(cfg.listen, cfg.api_port))),
         space: a.space.unwrap_or_else(|| cfg.default_space.clone()),
-        token: a.token.or_else(dotenv_token),
+        token: a.token.or_else(|| cfg.token.clone()),
         cloud_api: a.cloud_api.or_else(|| cfg.cloud_api_url.clone()),
         cloud_token: a.cloud_token,
         http: false,
