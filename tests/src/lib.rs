@@ -387,6 +387,33 @@ impl Agent {
         }
     }
 
+    /// Waits (bounded by `limit`) for the `error` frame and the close frame that end this
+    /// connection when the server closes it; returns them. Fails if anything else arrives or
+    /// nothing does in time.
+    pub async fn closed_by_server(&mut self, limit: Duration) -> (Value, Option<u16>) {
+        let deadline = Instant::now() + limit;
+        let mut error = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = tokio::time::timeout(left, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("the server did not close the socket within {limit:?}"));
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("JSON frame");
+                    assert!(error.is_none(), "more than one frame: {v}");
+                    error = Some(v);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let e = error.expect("an error frame before the close");
+                    return (e, frame.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("the connection ended without a close frame: {other:?}"),
+            }
+        }
+    }
+
     /// Skips frames until one of `ty` arrives (e.g. skipping `presence`).
     pub async fn recv_type(&mut self, ty: &str) -> Value {
         loop {

@@ -814,32 +814,6 @@ async fn a_hybrid_link_outlives_hibernation() {
     );
 }
 
-/// Waits (bounded by `limit`) for the `error` frame and the close that end `a`'s connection.
-async fn closed_by_worker(a: &mut Agent, limit: Duration) -> (Value, Option<u16>) {
-    use futures_util::StreamExt;
-    let deadline = Instant::now() + limit;
-    let mut error = None;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, a.ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("the worker did not close the socket within {limit:?}"));
-        match msg {
-            Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(t.as_str()).expect("JSON frame");
-                assert!(error.is_none(), "more than one frame: {v}");
-                error = Some(v);
-            }
-            Some(Ok(Message::Close(frame))) => {
-                let e = error.expect("an error frame before the close");
-                return (e, frame.map(|f| u16::from(f.code)));
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("the connection ended without a close frame: {other:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
 async fn a_socket_that_never_says_hello_is_closed_after_the_hello_timeout() {
@@ -853,7 +827,7 @@ async fn a_socket_that_never_says_hello_is_closed_after_the_hello_timeout() {
     let (mut talker, w) = Agent::hello(&url, "quiet", Some(&tok)).await;
     assert_eq!(w["type"], "welcome", "{w}");
 
-    let (error, code) = closed_by_worker(&mut silent, Duration::from_secs(30)).await;
+    let (error, code) = silent.closed_by_server(Duration::from_secs(30)).await;
     assert_eq!(error["code"], "timeout", "{error}");
     assert_eq!(code, Some(1001), "close code for `timeout`");
     // An agent that said hello is not closed for being quiet.

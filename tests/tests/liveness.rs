@@ -4,12 +4,10 @@
 //! runs again. Durations are never asserted: each condition is polled with a generous bound.
 #![allow(clippy::unwrap_used)]
 
-use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::{eventually, http, start_pair, wait_link_up, Agent, Host, Pair, TempDir};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Sends `signal` (e.g. "STOP", "CONT") to `pid`.
 fn signal(pid: u32, signal: &str) {
@@ -48,32 +46,6 @@ fn link_up(local: &Host) -> Option<bool> {
         .as_bool()
 }
 
-/// Waits (bounded by `limit`) for the `error` frame and the close frame that end `a`'s
-/// connection; returns them. Fails if anything else arrives or nothing does in time.
-async fn closed_by_server(a: &mut Agent, limit: Duration) -> (Value, Option<u16>) {
-    let deadline = Instant::now() + limit;
-    let mut error = None;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, a.ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("the server did not close the socket within {limit:?}"));
-        match msg {
-            Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(t.as_str()).expect("JSON frame");
-                assert!(error.is_none(), "more than one frame: {v}");
-                error = Some(v);
-            }
-            Some(Ok(Message::Close(frame))) => {
-                let e = error.expect("an error frame before the close");
-                return (e, frame.map(|f| u16::from(f.code)));
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("the connection ended without a close frame: {other:?}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_that_never_says_hello_is_closed_after_the_hello_timeout() {
     let dir = TempDir::new("hello-timeout");
@@ -85,7 +57,7 @@ async fn a_socket_that_never_says_hello_is_closed_after_the_hello_timeout() {
     let (mut talker, w) = Agent::hello(&url, "team", None).await;
     assert_eq!(w["type"], "welcome", "{w}");
 
-    let (error, code) = closed_by_server(&mut silent, Duration::from_secs(15)).await;
+    let (error, code) = silent.closed_by_server(Duration::from_secs(15)).await;
     assert_eq!(error["type"], "error", "{error}");
     assert_eq!(error["code"], "timeout", "{error}");
     assert_eq!(code, Some(1001), "close code for `timeout`");
