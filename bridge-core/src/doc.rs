@@ -6,7 +6,7 @@
 //! and idempotent, and a stale write (one the context covers) can never come back — that is
 //! what keeps deleted documents deleted.
 
-use crate::policy::{self, Field, Fields, Policy};
+use crate::field::Fields;
 use crate::{Dot, Stamp, Tier, VersionVector};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -121,72 +121,17 @@ impl DocState {
         self.context.join(&context);
     }
 
-    /// Applies a local write that saw this whole state: the new sibling supersedes all others.
-    /// `base` is the visible field set under the collection's policy, from which unchanged
-    /// fields keep their stamps (so `merge` keeps concurrent edits to other fields).
-    pub fn write(&mut self, policy: Policy, dot: Dot, stamp: Stamp, tier: Tier, op: WriteOp) {
-        let base = policy::visible_fields(policy, self);
-        let body = match op {
-            WriteOp::Delete => None,
-            WriteOp::Put(obj) => {
-                let mut fields = Fields::new();
-                if let Some(base) = &base {
-                    for (k, f) in base {
-                        if !obj.contains_key(k) {
-                            let stamp = if f.value.is_none() { f.stamp } else { stamp };
-                            fields.insert(k.clone(), Field { stamp, value: None });
-                        }
-                    }
-                }
-                for (k, v) in obj {
-                    let keep = base
-                        .as_ref()
-                        .and_then(|b| b.get(&k))
-                        .filter(|f| f.value.as_ref() == Some(&v));
-                    let field = match keep {
-                        Some(f) => f.clone(),
-                        None => Field {
-                            stamp,
-                            value: Some(v),
-                        },
-                    };
-                    fields.insert(k, field);
-                }
-                Some(fields)
-            }
-            WriteOp::Patch(obj) => {
-                let mut fields = base.unwrap_or_default();
-                for (k, v) in obj {
-                    let new = if v.is_null() { None } else { Some(v) };
-                    if fields.get(&k).map(|f| &f.value) != Some(&new) {
-                        fields.insert(k, Field { stamp, value: new });
-                    }
-                }
-                Some(fields)
-            }
-        };
-        self.context.add_dot(dot);
-        self.siblings = vec![Sibling {
-            dot,
-            stamp,
-            tier,
-            body,
-        }];
-    }
-
     /// The newest stamp in the state (for clock observation).
     pub fn max_stamp(&self) -> Option<Stamp> {
         self.siblings.iter().map(|s| s.stamp).max()
-    }
-
-    pub fn visible(&self, policy: Policy) -> Option<Value> {
-        policy::visible(policy, self)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The tests build states with writes, which depend on the policy (`policy.rs`).
+    use crate::policy::Policy;
     use crate::ReplicaId;
     use serde_json::json;
     // On wasm32 the same `#[test]` functions run under wasm-bindgen-test (see scripts/test.sh).
@@ -330,7 +275,7 @@ mod tests {
                     let mut f = Fields::new();
                     f.insert(
                         "x".into(),
-                        crate::policy::Field {
+                        crate::field::Field {
                             stamp: Stamp::new(c, 0, ReplicaId(r)),
                             value: Some(Value::from(next(5))),
                         },

@@ -20,15 +20,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest frame accepted in either encoding.
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionKind {
-    /// A program using the agent verbs; holds no replica.
-    #[default]
-    Agent,
-    /// A replica that syncs documents with `push`.
-    Peer,
-}
+/// Lives with the other identities ([`crate::ids`]); re-exported where frames name it.
+pub use crate::ids::SessionKind;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct Hello {

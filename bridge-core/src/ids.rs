@@ -1,4 +1,5 @@
-//! Identities: replicas, their tier, and the dots that name single writes.
+//! Identities: replicas, their tier, sessions and their kind, and the dots that name single
+//! writes.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -104,6 +105,17 @@ impl DocKey {
 
 /// A connection as the host numbers it; opaque to the core.
 pub type SessionId = u64;
+
+/// What is on the other end of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    /// A program using the agent verbs; holds no replica.
+    #[default]
+    Agent,
+    /// A replica that syncs documents with `push`.
+    Peer,
+}
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,8 @@
 //! The pieces, bottom up:
 //! - [`clock`]: hybrid logical clock with a skew bound;
 //! - [`vv`]: version vectors;
+//! - `field` (public as [`policy::Field`]): a document's body, each field stamped by the
+//!   write that last changed it;
 //! - [`doc`]: a document as a multi-value register with dotted version vectors;
 //! - [`policy`]: the five conflict policies;
 //! - [`replica`]: one space at one store: documents, live-dot index, delta extraction;
@@ -33,6 +35,7 @@ pub mod codec;
 pub mod doc;
 pub mod engine;
 pub mod error;
+mod field;
 pub mod frame;
 pub mod ids;
 pub mod limits;

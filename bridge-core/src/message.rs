@@ -7,6 +7,7 @@
 //! its last N messages with a store-local offset, so a reconnecting agent replays from a
 //! cursor and a reconnecting peer receives what it missed.
 
+use crate::ids::SessionKind;
 use crate::{ReplicaId, Stamp, Tier};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -34,7 +35,7 @@ pub struct PresenceEntry {
     /// The session number on that store.
     pub session: u64,
     pub name: String,
-    pub kind: crate::frame::SessionKind,
+    pub kind: SessionKind,
     pub tier: Tier,
     /// When the session started (ms since the epoch, the host's clock).
     pub since: u64,

@@ -5,11 +5,13 @@
 //! `local_wins`) only breaks ties between *concurrent* siblings: a write made after seeing
 //! another has already removed it from the set.
 
-use crate::doc::{DocState, Sibling};
-use crate::{Error, Stamp, Tier};
+use crate::doc::{DocState, Sibling, WriteOp};
+use crate::{Dot, Error, Stamp, Tier};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+
+// Bodies live in `field.rs`, below both `doc` and this module; named here, as they always were.
+pub use crate::field::{Field, Fields};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -117,44 +119,64 @@ pub fn fields_to_object(fields: Fields) -> Value {
     Value::Object(m)
 }
 
-/// One top-level field as a write left it: the stamp of the write that last changed it, and
-/// its value (`None` when that write removed it, kept so an older concurrent value loses).
-///
-/// In JSON an absent `value` is a removed field and `"value": null` is a field holding `null`
-/// (a `put` of `{"a": null}`); plain `Option` deserialization would read both as removed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Field {
-    pub stamp: Stamp,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present_value"
-    )]
-    pub value: Option<Value>,
-}
+/// A write is made under the policy of its collection: the writer saw the visible document,
+/// and a field keeps its stamp unless the write changed it.
+impl DocState {
+    /// Applies a local write that saw this whole state: the new sibling supersedes all others.
+    /// `base` is the visible field set under the collection's policy, from which unchanged
+    /// fields keep their stamps (so `merge` keeps concurrent edits to other fields).
+    pub fn write(&mut self, policy: Policy, dot: Dot, stamp: Stamp, tier: Tier, op: WriteOp) {
+        let base = visible_fields(policy, self);
+        let body = match op {
+            WriteOp::Delete => None,
+            WriteOp::Put(obj) => {
+                let mut fields = Fields::new();
+                if let Some(base) = &base {
+                    for (k, f) in base {
+                        if !obj.contains_key(k) {
+                            let stamp = if f.value.is_none() { f.stamp } else { stamp };
+                            fields.insert(k.clone(), Field { stamp, value: None });
+                        }
+                    }
+                }
+                for (k, v) in obj {
+                    let keep = base
+                        .as_ref()
+                        .and_then(|b| b.get(&k))
+                        .filter(|f| f.value.as_ref() == Some(&v));
+                    let field = match keep {
+                        Some(f) => f.clone(),
+                        None => Field {
+                            stamp,
+                            value: Some(v),
+                        },
+                    };
+                    fields.insert(k, field);
+                }
+                Some(fields)
+            }
+            WriteOp::Patch(obj) => {
+                let mut fields = base.unwrap_or_default();
+                for (k, v) in obj {
+                    let new = if v.is_null() { None } else { Some(v) };
+                    if fields.get(&k).map(|f| &f.value) != Some(&new) {
+                        fields.insert(k, Field { stamp, value: new });
+                    }
+                }
+                Some(fields)
+            }
+        };
+        self.context.add_dot(dot);
+        self.siblings = vec![Sibling {
+            dot,
+            stamp,
+            tier,
+            body,
+        }];
+    }
 
-fn present_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
-}
-
-pub type Fields = BTreeMap<String, Field>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    // On wasm32 the same `#[test]` functions run under wasm-bindgen-test (see scripts/test.sh).
-    use crate::ReplicaId;
-    #[cfg(target_arch = "wasm32")]
-    use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    #[test]
-    fn a_null_field_survives_json_and_a_removed_one_stays_removed() {
-        let stamp = Stamp::new(1, 0, ReplicaId(1));
-        for value in [None, Some(Value::Null), Some(Value::from(1))] {
-            let f = Field { stamp, value };
-            let text = serde_json::to_string(&f).expect("serializable");
-            let back: Field = serde_json::from_str(&text).expect("round trip");
-            assert_eq!(back, f, "{text}");
-        }
+    /// The JSON object `policy` shows, or `None` when deleted.
+    pub fn visible(&self, policy: Policy) -> Option<Value> {
+        visible(policy, self)
     }
 }

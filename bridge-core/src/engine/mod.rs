@@ -1,0 +1,849 @@
+//! The sync state machine of one space at one store, for both ends of every connection.
+//!
+//! An [`Engine`] owns a [`Replica`] and the sessions attached to it: agents (programs using
+//! the agent verbs) and peers (other replicas). It is driven like quinn-proto: the host feeds
+//! it (`accept`, `connect`, `handle_frame`, `close`, local `write` / `publish`,
+//! `persisted`) and drains it (`poll_transmit`, `poll_persist`, `poll_event`). Nothing in it
+//! blocks or reads a clock.
+//!
+//! ## Sync
+//! Every peer session keeps `known`: the vector the peer is known to hold. It starts from the
+//! vector in the peer's `hello` / `welcome` and grows with each push either way. Whenever our
+//! durable vector is ahead of `known`, [`Engine::poll_transmit`] cuts the next [`Push`] from
+//! [`Replica::delta`]: initial sync, live propagation and resume after reconnect are the same
+//! loop. At most `window` pushes per session are unacknowledged, which bounds memory and
+//! paces a large initial sync.
+//!
+//! ## Durability on ack
+//! A write (agent `put`, peer `push`, local [`Engine::write`]) is applied to the staged layer
+//! at once, so reads see it, but its `ack` waits until the host has persisted the batch that
+//! holds it ([`Engine::persisted`]). Pushes and forwarded messages carry only durable state.
+//!
+//! ```
+//! use bridge_core::{DocKey, Engine, EngineConfig, ReplicaId, Tier, Transmit, WriteOp};
+//! let mut a = Engine::new(EngineConfig::new(ReplicaId(1), Tier::Local, "demo"));
+//! let mut b = Engine::new(EngineConfig::new(ReplicaId(2), Tier::Cloud, "demo"));
+//! let doc = serde_json::json!({"title": "hello"});
+//! a.write(0, 1, DocKey::new("notes", "n1"), WriteOp::Put(doc.as_object().cloned().unwrap()))
+//!     .unwrap();
+//! a.connect(0, 7, None, "to-b"); // session 7 on `a` is the link to `b`
+//! b.accept(0, 9); //                session 9 on `b` is the same link
+//! // The host loop: persist what is staged, then carry frames across, until both are quiet.
+//! for _round in 0..100 {
+//!     let mut moved = false;
+//!     for e in [&mut a, &mut b] {
+//!         while let Some(batch) = e.poll_persist() {
+//!             e.persisted(batch.id).unwrap(); // a real host writes `batch` to disk first
+//!         }
+//!     }
+//!     while let Some(Transmit::Frame { frame, .. }) = a.poll_transmit() {
+//!         b.handle_frame(0, 9, frame);
+//!         moved = true;
+//!     }
+//!     while let Some(Transmit::Frame { frame, .. }) = b.poll_transmit() {
+//!         a.handle_frame(0, 7, frame);
+//!         moved = true;
+//!     }
+//!     if !moved && !a.has_staged() && !b.has_staged() {
+//!         break;
+//!     }
+//! }
+//! assert_eq!(b.replica().get(&DocKey::new("notes", "n1")).unwrap()["title"], "hello");
+//! assert_eq!(a.peer_status(7).unwrap().pending, 0); // b persisted and acknowledged it
+//! ```
+//!
+//! ## The methods, sorted
+//! - **Getters**: [`Engine::new`], [`Engine::config`], [`Engine::replica`],
+//!   [`Engine::replica_mut`] (to restore from storage before any session is attached),
+//!   [`Engine::has_staged`], [`Engine::peer_status`], [`Engine::session_count`],
+//!   [`Engine::presence`], [`Engine::default_policies`].
+//! - **Inputs** from connections and the clock: [`Engine::accept`], [`Engine::connect`],
+//!   [`Engine::handle_frame`], [`Engine::handle_decode_error`], [`Engine::close`],
+//!   [`Engine::handle_timeout`]; manual sync: [`Engine::set_auto_push`], [`Engine::sync_now`],
+//!   [`Engine::pull`]. From the store: [`Engine::persisted`], [`Engine::restore_requests`],
+//!   and [`Engine::crash`] (drops what is not durable, as a crash does).
+//! - **Local writes**, the host's own API: [`Engine::write`], [`Engine::resolve`],
+//!   [`Engine::set_policy`], [`Engine::publish`], and [`Engine::once`] around any of them.
+//! - **Outputs**, all `#[must_use]`: [`Engine::poll_persist`], [`Engine::poll_transmit`],
+//!   [`Engine::poll_event`], [`Engine::poll_timeout`].
+//!
+//! ## In which order to poll
+//! After every input, drain the engine in this order:
+//! 1. [`Engine::poll_persist`] until `None`: write each batch (in order; several may share one
+//!    commit) and call [`Engine::persisted`] once it is durable. This releases the gated acks
+//!    and the changes and messages the batch holds into the queues below.
+//! 2. [`Engine::poll_event`] and [`Engine::poll_transmit`] until `None`. Transmit after
+//!    persisting: pushes are cut from the durable layer when polled, so they carry the batch.
+//! 3. [`Engine::poll_timeout`] last, and arm the host's one timer for it (`None`: no timer);
+//!    when it fires call [`Engine::handle_timeout`] and drain again.
+//!
+//! ## Where things live
+//! This file holds the state and the public API; the rest is split by concern: the agent
+//! verbs in `agent.rs`; the peer handshake, push / ack / pull, trust checks and push cutting
+//! in `peer.rs`; presence in `presence.rs`; timers in `timers.rs`; requests with an
+//! idempotency key in `once.rs`.
+
+use crate::auth::Rights;
+use crate::doc::WriteOp;
+use crate::frame::{Conflict, DocView, Frame, Hello, SessionKind};
+use crate::message::{Message, MessageId, PresenceEntry, Retained};
+use crate::replica::{PersistBatch, Replica, CONFIG_COLLECTION};
+use crate::{
+    check_name, DocKey, Dot, Error, ErrorCode, Policy, ReplicaId, Result, SessionId, Tier,
+    VersionVector,
+};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+mod agent;
+mod once;
+mod peer;
+mod presence;
+mod timers;
+
+/// Budget for the documents of one push: half the frame limit, so a push stays under
+/// [`crate::frame::MAX_FRAME_BYTES`] in either encoding with room for the envelope.
+pub const PUSH_BYTES: usize = crate::frame::MAX_FRAME_BYTES / 2;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub replica: ReplicaId,
+    pub tier: Tier,
+    pub space: String,
+    /// The default policy this store seeds a new space with (`_config/space`), and uses until
+    /// the space's replicated default is known. Not the space's policy: that is replicated.
+    pub default_policy: Policy,
+    /// Whether this store writes the seed when it finds the space without one. Hosts that
+    /// serve a space (native, Durable Object) do; a browser joins spaces and does not.
+    pub seed_default_policy: bool,
+    /// Messages a channel retains unless its configuration says otherwise.
+    pub default_retain: usize,
+    pub max_skew_ms: u64,
+    /// Documents per push.
+    pub batch_docs: usize,
+    /// Unacknowledged pushes allowed per peer session.
+    pub window: usize,
+    /// When set, every session must present a token signed with it.
+    pub secret: Option<Vec<u8>>,
+    /// Display name sent in `hello`.
+    pub name: String,
+    /// A connection that has not finished its handshake this long after it began is closed
+    /// (`timeout`).
+    pub hello_timeout_ms: u64,
+    /// Peer links: the side that dialed sends `ping` after this long without hearing from
+    /// the other side, and either side closes a peer session (`timeout`) that has been silent
+    /// for three times this long. 0 turns heartbeats and idle closes off.
+    pub heartbeat_ms: u64,
+}
+
+/// Default for [`EngineConfig::hello_timeout_ms`].
+pub const DEFAULT_HELLO_TIMEOUT_MS: u64 = 10_000;
+/// Default for [`EngineConfig::heartbeat_ms`].
+pub const DEFAULT_HEARTBEAT_MS: u64 = 15_000;
+/// A peer session silent for this many heartbeats is closed.
+pub const SILENT_HEARTBEATS: u64 = 3;
+
+impl EngineConfig {
+    pub fn new(replica: ReplicaId, tier: Tier, space: impl Into<String>) -> Self {
+        EngineConfig {
+            replica,
+            tier,
+            space: space.into(),
+            default_policy: Policy::Lww,
+            seed_default_policy: true,
+            default_retain: crate::replica::DEFAULT_RETAIN,
+            max_skew_ms: crate::clock::DEFAULT_MAX_SKEW_MS,
+            batch_docs: 256,
+            window: 4,
+            secret: None,
+            name: String::new(),
+            hello_timeout_ms: DEFAULT_HELLO_TIMEOUT_MS,
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+        }
+    }
+}
+
+/// Something the host must put on the wire.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transmit {
+    Frame {
+        session: SessionId,
+        frame: Frame,
+    },
+    /// Close the connection after sending what was queued before.
+    Close {
+        session: SessionId,
+        code: ErrorCode,
+        reason: String,
+    },
+}
+
+/// Something the host may show or act on.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A document's durable state changed (locally or from a peer).
+    DocChanged(DocView),
+    /// A `manual` collection has an open conflict on this document.
+    ConflictOpened(Conflict),
+    /// A message was stored here (published here or arrived from a peer).
+    Message { message: Message, offset: u64 },
+    /// A local request ([`Engine::write`], [`Engine::publish`]) is durable.
+    Acked { req: u64, dot: Option<Dot> },
+    /// A peer has persisted our changes up to `vector` ("synced" when the peer is cloud).
+    PeerAcked {
+        session: SessionId,
+        tier: Tier,
+        vector: VersionVector,
+    },
+    /// Catch-up progress on a peer session: documents sent so far and still to come.
+    SyncProgress {
+        session: SessionId,
+        sent: u64,
+        remaining: u64,
+    },
+    /// A session finished its handshake.
+    SessionOpened {
+        session: SessionId,
+        kind: SessionKind,
+        name: String,
+        replica: Option<ReplicaId>,
+    },
+    /// The set of connected agents and peers changed.
+    PresenceChanged,
+}
+
+#[derive(Debug)]
+enum Phase {
+    AwaitHello,
+    AwaitWelcome,
+    Open,
+}
+
+#[derive(Debug)]
+struct PeerLink {
+    replica: ReplicaId,
+    tier: Tier,
+    known: VersionVector,
+    msg_known: VersionVector,
+    next_seq: u64,
+    unacked: VecDeque<(u64, VersionVector)>,
+    acked: VersionVector,
+    sync_requested: bool,
+    run_sent: u64,
+    learned: Vec<PresenceEntry>,
+    presence_sent: Vec<PresenceEntry>,
+    /// The other side lets us introduce only our own writes (its `welcome` gave us rights
+    /// below `admin`): we push only those, and forward only our own messages.
+    own_only: bool,
+    /// On an `own_only` link: `known` when the last push stopped at a document the peer may
+    /// not take from us yet. Nothing more goes until `known` moves.
+    blocked_at: Option<VersionVector>,
+}
+
+#[derive(Debug)]
+struct Session {
+    phase: Phase,
+    kind: SessionKind,
+    name: String,
+    since: u64,
+    rights: Rights,
+    peer: Option<PeerLink>,
+    channels: BTreeSet<String>,
+    collections: BTreeSet<String>,
+    /// Push automatically once open (peer sessions); settable before the handshake ends.
+    auto_push: bool,
+    /// We dialed this connection ([`Engine::connect`]): we keep it alive with `ping`.
+    dialed: bool,
+    /// When a frame last arrived on it.
+    last_rx: u64,
+    /// When we last sent it a `ping`.
+    last_ping: u64,
+    /// A close is on its way to the host: no more timers for it.
+    closing: bool,
+}
+
+#[derive(Debug)]
+enum Gated {
+    Frame(SessionId, Frame),
+    Local(u64, Option<Dot>),
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    replica: Replica,
+    sessions: BTreeMap<SessionId, Session>,
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    staged_gates: Vec<Gated>,
+    inflight_gates: VecDeque<(u64, Vec<Gated>)>,
+    msg_from: BTreeMap<MessageId, SessionId>,
+    presence_dirty: bool,
+    push_cursor: SessionId,
+    /// The space's default policy was seeded or found (checked once, at the first cut).
+    seeded: bool,
+    /// Done requests with an idempotency key ([`Engine::once`]).
+    requests: crate::requests::Requests,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Self {
+        let replica = Replica::new(cfg.replica, cfg.tier, cfg.space.clone())
+            .with_default_policy(cfg.default_policy)
+            .with_default_retain(cfg.default_retain)
+            .with_max_skew(cfg.max_skew_ms);
+        Engine {
+            cfg,
+            replica,
+            sessions: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            staged_gates: Vec::new(),
+            inflight_gates: VecDeque::new(),
+            msg_from: BTreeMap::new(),
+            presence_dirty: false,
+            push_cursor: 0,
+            seeded: false,
+            requests: Default::default(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// For restoring from storage before any session is attached.
+    pub fn replica_mut(&mut self) -> &mut Replica {
+        &mut self.replica
+    }
+
+    pub fn has_staged(&self) -> bool {
+        self.replica.has_staged()
+    }
+
+    // ---- sessions ------------------------------------------------------------------------
+
+    /// A connection arrived; it must open with `hello`.
+    pub fn accept(&mut self, now_ms: u64, session: SessionId) {
+        self.sessions
+            .insert(session, Session::new(Phase::AwaitHello, now_ms));
+    }
+
+    /// We opened a connection to an upstream peer; sends our `hello`.
+    pub fn connect(&mut self, now_ms: u64, session: SessionId, token: Option<String>, name: &str) {
+        let mut s = Session::new(Phase::AwaitWelcome, now_ms);
+        s.kind = SessionKind::Peer;
+        s.dialed = true;
+        s.name = name.to_owned();
+        self.sessions.insert(session, s);
+        let hello = Hello {
+            space: self.cfg.space.clone(),
+            kind: SessionKind::Peer,
+            name: Some(if self.cfg.name.is_empty() {
+                self.replica.id().to_string()
+            } else {
+                self.cfg.name.clone()
+            }),
+            token,
+            replica: Some(self.replica.id()),
+            tier: Some(self.replica.tier()),
+            vector: Some(self.replica.vector().clone()),
+            messages: Some(self.replica.message_seen().clone()),
+        };
+        self.send(session, Frame::Hello(hello));
+    }
+
+    /// The connection is gone (either side closed it, or it broke).
+    pub fn close(&mut self, session: SessionId) {
+        if let Some(s) = self.sessions.remove(&session) {
+            if matches!(s.phase, Phase::Open) {
+                self.presence_dirty = true;
+            }
+        }
+        self.outbox.retain(|t| match t {
+            Transmit::Frame { session: s, .. } | Transmit::Close { session: s, .. } => {
+                *s != session
+            }
+        });
+    }
+
+    /// Manual sync: stop or resume pushing to a peer automatically.
+    /// May be called right after [`Engine::connect`]: the setting holds from the handshake on.
+    pub fn set_auto_push(&mut self, session: SessionId, on: bool) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.auto_push = on;
+        }
+    }
+
+    /// Push everything the peer lacks now, even when automatic pushing is off.
+    pub fn sync_now(&mut self, session: SessionId) {
+        if let Some(p) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.peer.as_mut())
+        {
+            p.sync_requested = true;
+        }
+    }
+
+    /// Ask the peer to (re)send everything we lack (`sync --pull`).
+    pub fn pull(&mut self, session: SessionId) {
+        let vector = self.replica.vector().clone();
+        self.send(session, Frame::Pull { vector });
+    }
+
+    /// What the peer on `session` has acknowledged as persisted, and how far behind it is.
+    pub fn peer_status(&self, session: SessionId) -> Option<PeerStatus> {
+        let s = self.sessions.get(&session)?;
+        let p = s.peer.as_ref()?;
+        Some(PeerStatus {
+            replica: p.replica,
+            tier: p.tier,
+            acked: p.acked.clone(),
+            pending: self
+                .replica
+                .latest_vector()
+                .get(self.replica.id())
+                .saturating_sub(p.acked.get(self.replica.id())),
+            lag: self.replica.vector().ahead_of(&p.acked),
+            open: matches!(s.phase, Phase::Open),
+        })
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    // ---- local API (host HTTP / CLI / JS) --------------------------------------------------
+
+    /// A write made through the host's own API. `Event::Acked { req }` follows once durable.
+    pub fn write(&mut self, now_ms: u64, req: u64, key: DocKey, op: WriteOp) -> Result<Dot> {
+        self.check_write(&key, &op)?;
+        let dot = self.replica.write(now_ms, key, op)?;
+        self.gate(Gated::Local(req, Some(dot)));
+        Ok(dot)
+    }
+
+    /// Resolves an open conflict with `value` (`None` deletes).
+    pub fn resolve(
+        &mut self,
+        now_ms: u64,
+        req: u64,
+        key: DocKey,
+        value: Option<Map<String, Value>>,
+    ) -> Result<Dot> {
+        if self.replica.conflict(&key).is_none() {
+            return Err(Error::NoConflict {
+                collection: key.collection,
+                id: key.id,
+            });
+        }
+        let op = value.map_or(WriteOp::Delete, WriteOp::Put);
+        self.write(now_ms, req, key, op)
+    }
+
+    /// Sets a collection's policy (replicated space configuration).
+    pub fn set_policy(
+        &mut self,
+        now_ms: u64,
+        req: u64,
+        collection: &str,
+        policy: Policy,
+    ) -> Result<Dot> {
+        check_name("collection", collection, false)?;
+        let mut m = Map::new();
+        m.insert("policy".into(), Value::from(policy.as_str()));
+        self.write(
+            now_ms,
+            req,
+            DocKey::new(CONFIG_COLLECTION, format!("collection:{collection}")),
+            WriteOp::Patch(m),
+        )
+    }
+
+    /// Publishes a message. `Event::Acked { req }` follows once stored.
+    pub fn publish(
+        &mut self,
+        now_ms: u64,
+        req: u64,
+        channel: &str,
+        payload: Value,
+    ) -> Result<MessageId> {
+        crate::limits::check_message(channel, &payload)?;
+        let id = self.replica.publish(now_ms, channel.to_owned(), payload);
+        self.gate(Gated::Local(req, None));
+        Ok(id)
+    }
+
+    // ---- persistence -----------------------------------------------------------------------
+
+    /// The next batch to persist. Persist batches in order, then report each with
+    /// [`Engine::persisted`]. Call after each round of input to group commits.
+    #[must_use]
+    pub fn poll_persist(&mut self) -> Option<PersistBatch> {
+        self.seed_space();
+        let mut batch = self.replica.cut()?;
+        batch.requests = self.requests.take_staged();
+        let gates = std::mem::take(&mut self.staged_gates);
+        self.inflight_gates.push_back((batch.id, gates));
+        Some(batch)
+    }
+
+    /// A store that creates a space writes its local default policy as the seed
+    /// (`_config/space`), once, with the space's first batch: a connection that only reads
+    /// (or never says `hello`) creates nothing on disk. "Creates" means the store's durable
+    /// state has no seed yet; a seed that arrived from a peer in the same batch is a
+    /// concurrent write, which `_config`'s `cloud_wins` settles the same way everywhere.
+    fn seed_space(&mut self) {
+        if self.seeded || !self.replica.has_staged() {
+            return;
+        }
+        self.seeded = true;
+        if !self.cfg.seed_default_policy || self.replica.has_durable_space_entry() {
+            return;
+        }
+        let mut m = Map::new();
+        m.insert(
+            "default_policy".into(),
+            Value::from(self.cfg.default_policy.as_str()),
+        );
+        let key = DocKey::new(CONFIG_COLLECTION, crate::replica::SPACE_ENTRY);
+        // No wall time is known here: the seed takes the clock as it stands.
+        let _ = self.replica.write(0, key, WriteOp::Patch(m));
+    }
+
+    /// The space's default policy as this store sees it now, and this store's local seed.
+    pub fn default_policies(&self) -> (Policy, Policy) {
+        (
+            self.replica.space_default_policy(),
+            self.replica.local_default_policy(),
+        )
+    }
+
+    /// The host has durably stored batch `id`: release its acks, changes and messages.
+    pub fn persisted(&mut self, id: u64) -> Result<()> {
+        let released = self.replica.persisted(id)?;
+        if let Some(pos) = self.inflight_gates.iter().position(|(b, _)| *b == id) {
+            let (_, gates) = self.inflight_gates.remove(pos).unwrap_or_default();
+            for g in gates {
+                match g {
+                    Gated::Frame(s, f) => self.send(s, f),
+                    Gated::Local(req, dot) => self.events.push_back(Event::Acked { req, dot }),
+                }
+            }
+        }
+        for key in released.docs {
+            self.announce_doc(&key);
+        }
+        for r in released.messages {
+            self.deliver(r);
+        }
+        Ok(())
+    }
+
+    /// Drops everything not yet persisted, as a crash does. Sessions are dropped too.
+    pub fn crash(&mut self) {
+        self.replica.forget_unpersisted();
+        self.sessions.clear();
+        self.outbox.clear();
+        self.staged_gates.clear();
+        self.inflight_gates.clear();
+        self.msg_from.clear();
+    }
+
+    // ---- output ------------------------------------------------------------------------------
+
+    /// The next frame to send (or connection to close).
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.presence_dirty {
+            self.presence_dirty = false;
+            self.broadcast_presence();
+        }
+        if let Some(t) = self.outbox.pop_front() {
+            return Some(t);
+        }
+        self.next_push()
+    }
+
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---- input -------------------------------------------------------------------------------
+
+    /// A frame arrived on `session`. Errors are answered on the session (an `error` frame,
+    /// and a close where the session cannot go on); they never touch stored data.
+    pub fn handle_frame(&mut self, now_ms: u64, session: SessionId, frame: Frame) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        s.last_rx = s.last_rx.max(now_ms);
+        let s = &*s;
+        let req = frame_req(&frame);
+        let result = match (&s.phase, frame) {
+            (Phase::AwaitHello, Frame::Hello(h)) => self.on_hello(now_ms, session, h),
+            (Phase::AwaitHello, _) => Err(Fatal(Error::HelloRequired)),
+            (Phase::AwaitWelcome, Frame::Welcome(w)) => self.on_welcome(session, w),
+            (Phase::AwaitWelcome, Frame::Error { code, message, .. }) => {
+                self.outbox.push_back(Transmit::Close {
+                    session,
+                    code,
+                    reason: message,
+                });
+                Ok(())
+            }
+            (Phase::AwaitWelcome, _) => Err(Fatal(Error::Protocol("expected `welcome`".into()))),
+            (Phase::Open, f) => self.on_open_frame(now_ms, session, f),
+        };
+        if let Err(Fatal(e)) = result {
+            let fatal = matches!(
+                e.code(),
+                ErrorCode::HelloRequired
+                    | ErrorCode::Unauthorized
+                    | ErrorCode::WrongSpace
+                    | ErrorCode::Protocol
+                    | ErrorCode::ClockSkew
+            ) || self
+                .sessions
+                .get(&session)
+                .is_some_and(|s| s.kind == SessionKind::Peer);
+            self.send(session, Frame::error(req, &e));
+            if fatal {
+                self.outbox.push_back(Transmit::Close {
+                    session,
+                    code: e.code(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+
+    /// A frame could not be decoded: answer with an error and keep the session if it is an
+    /// agent (peers cannot skip a push safely, so they are closed). `req` is the request id
+    /// the bytes carry ([`crate::codec::request_id`]), so the answer names its request.
+    pub fn handle_decode_error(&mut self, session: SessionId, req: Option<u64>, e: &Error) {
+        self.send(session, Frame::error(req, e));
+        let peer = self
+            .sessions
+            .get(&session)
+            .is_some_and(|s| s.kind == SessionKind::Peer || matches!(s.phase, Phase::AwaitHello));
+        if peer {
+            self.outbox.push_back(Transmit::Close {
+                session,
+                code: e.code(),
+                reason: e.to_string(),
+            });
+        }
+    }
+
+    fn need(&self, session: SessionId, rights: Rights) -> Result<(), Fatal> {
+        let has = self
+            .sessions
+            .get(&session)
+            .map_or(Rights::Read, |s| s.rights);
+        if has < rights {
+            return Err(Fatal(Error::Forbidden {
+                has: has.as_str(),
+                needs: rights.as_str(),
+            }));
+        }
+        Ok(())
+    }
+
+    fn on_open_frame(&mut self, now_ms: u64, session: SessionId, f: Frame) -> Result<(), Fatal> {
+        match f {
+            // Peers: sync and relay (peer.rs, presence.rs).
+            Frame::Push(p) => self.on_push(now_ms, session, p),
+            Frame::Ack(a) => self.on_ack(session, a),
+            Frame::Pull { vector } => self.on_pull(session, vector),
+            Frame::Broadcast { message, .. } => self.on_broadcast(now_ms, session, message),
+            Frame::Presence { entries } => self.on_presence(session, entries),
+            // Agents: the verbs (agent.rs).
+            verb @ (Frame::Put { .. }
+            | Frame::Patch { .. }
+            | Frame::Delete { .. }
+            | Frame::Resolve { .. }
+            | Frame::SetPolicy { .. }
+            | Frame::Get { .. }
+            | Frame::List { .. }
+            | Frame::Subscribe { .. }
+            | Frame::Unsubscribe { .. }
+            | Frame::Send { .. }
+            | Frame::Conflicts { .. }) => self.on_agent_verb(now_ms, session, verb),
+            // Either kind of session.
+            Frame::Ping { nonce } => {
+                self.send(session, Frame::Pong { nonce });
+                Ok(())
+            }
+            Frame::Pong { .. } | Frame::Error { .. } => Ok(()),
+            Frame::Hello(_) | Frame::Welcome(_) => Err(Fatal(Error::Protocol(
+                "the handshake is already done".into(),
+            ))),
+            other @ (Frame::Doc { .. }
+            | Frame::Docs { .. }
+            | Frame::Change { .. }
+            | Frame::ConflictList { .. }
+            | Frame::Conflict { .. }) => Err(Fatal(Error::Protocol(format!(
+                "`{}` is sent by servers, not to them",
+                other.type_name()
+            )))),
+        }
+    }
+
+    /// Every limit on a document write ([`crate::limits::check_doc_write`]), before it is made.
+    fn check_write(&self, key: &DocKey, op: &WriteOp) -> Result<()> {
+        let current = match op {
+            WriteOp::Patch(_) => self.replica.get(key),
+            _ => None,
+        };
+        crate::limits::check_doc_write(key, op, current.as_ref())
+    }
+
+    /// Holds an acknowledgement until everything it vouches for is durable.
+    fn gate(&mut self, g: Gated) {
+        if self.replica.has_staged() {
+            self.staged_gates.push(g);
+        } else if let Some((_, last)) = self.inflight_gates.back_mut() {
+            last.push(g);
+        } else {
+            match g {
+                Gated::Frame(s, f) => self.send(s, f),
+                Gated::Local(req, dot) => self.events.push_back(Event::Acked { req, dot }),
+            }
+        }
+    }
+
+    fn send(&mut self, session: SessionId, frame: Frame) {
+        self.outbox.push_back(Transmit::Frame { session, frame });
+    }
+
+    fn announce_doc(&mut self, key: &DocKey) {
+        let view = self.replica.view(key);
+        let conflict = if view.conflict {
+            self.replica.conflict(key)
+        } else {
+            None
+        };
+        let targets: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.collections.contains(&key.collection))
+            .map(|(id, _)| *id)
+            .collect();
+        for t in targets {
+            self.send(t, Frame::Change { doc: view.clone() });
+            if let Some(c) = &conflict {
+                self.send(
+                    t,
+                    Frame::Conflict {
+                        conflict: c.clone(),
+                    },
+                );
+            }
+        }
+        self.events.push_back(Event::DocChanged(view));
+        if let Some(c) = conflict {
+            self.events.push_back(Event::ConflictOpened(c));
+        }
+    }
+
+    fn deliver(&mut self, r: Retained) {
+        let from = self.msg_from.remove(&r.message.id);
+        let mut out = Vec::new();
+        for (id, s) in self.sessions.iter_mut() {
+            if !matches!(s.phase, Phase::Open) || Some(*id) == from {
+                continue;
+            }
+            match s.peer.as_mut() {
+                Some(link) if link.own_only && r.message.id.origin != self.replica.id() => {}
+                Some(link) if link.msg_known.get(r.message.id.origin) < r.message.id.seq => {
+                    link.msg_known.raise(r.message.id.origin, r.message.id.seq);
+                    out.push((*id, None));
+                }
+                Some(_) => {}
+                None if s.channels.contains(&r.message.channel) => out.push((*id, Some(r.offset))),
+                None => {}
+            }
+        }
+        for (id, offset) in out {
+            self.send(
+                id,
+                Frame::Broadcast {
+                    message: r.message.clone(),
+                    offset,
+                },
+            );
+        }
+        self.events.push_back(Event::Message {
+            message: r.message,
+            offset: r.offset,
+        });
+    }
+}
+
+/// A peer's sync position, for status displays.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerStatus {
+    pub replica: ReplicaId,
+    pub tier: Tier,
+    /// What the peer has persisted of ours.
+    pub acked: VersionVector,
+    /// Our own writes the peer has not acknowledged yet.
+    pub pending: u64,
+    /// Changes (any origin) we hold durably that the peer has not persisted, as far as we
+    /// know: neither acknowledged by it nor received from it.
+    pub lag: u64,
+    pub open: bool,
+}
+
+/// An error that is answered on the session.
+struct Fatal(Error);
+
+impl From<Error> for Fatal {
+    fn from(e: Error) -> Self {
+        Fatal(e)
+    }
+}
+
+impl Session {
+    fn new(phase: Phase, now_ms: u64) -> Self {
+        Session {
+            phase,
+            kind: SessionKind::Agent,
+            name: String::new(),
+            since: now_ms,
+            rights: Rights::Read,
+            peer: None,
+            channels: BTreeSet::new(),
+            collections: BTreeSet::new(),
+            auto_push: true,
+            dialed: false,
+            last_rx: now_ms,
+            last_ping: now_ms,
+            closing: false,
+        }
+    }
+}
+
+fn frame_req(f: &Frame) -> Option<u64> {
+    match f {
+        Frame::Put { req, .. }
+        | Frame::Patch { req, .. }
+        | Frame::Delete { req, .. }
+        | Frame::Get { req, .. }
+        | Frame::List { req, .. }
+        | Frame::Subscribe { req, .. }
+        | Frame::Unsubscribe { req, .. }
+        | Frame::Send { req, .. }
+        | Frame::Conflicts { req, .. }
+        | Frame::Resolve { req, .. }
+        | Frame::SetPolicy { req, .. } => *req,
+        _ => None,
+    }
+}

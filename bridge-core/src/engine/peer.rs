@@ -1,0 +1,413 @@
+//! The peer side of a session: the handshake (`hello` / `welcome`), sync (`push`, `ack`,
+//! `pull`, and `next_push`, which cuts the next push for [`Engine::poll_transmit`]),
+//! relayed messages (`broadcast`), and the trust checks every write and message from a peer
+//! passes before anything changes.
+
+use super::{Engine, Event, Fatal, Gated, PeerLink, Phase, Transmit, PUSH_BYTES};
+use crate::auth::{self, Rights};
+use crate::frame::{Ack, Frame, Hello, Push, SessionKind, Welcome};
+use crate::message::Message;
+use crate::replica::CONFIG_COLLECTION;
+use crate::{check_name, Error, ReplicaId, SessionId, Tier, VersionVector};
+use std::collections::VecDeque;
+
+impl Engine {
+    pub(super) fn on_hello(
+        &mut self,
+        now_ms: u64,
+        session: SessionId,
+        h: Hello,
+    ) -> Result<(), Fatal> {
+        if h.space != self.cfg.space {
+            return Err(Fatal(Error::WrongSpace {
+                expected: self.cfg.space.clone(),
+                got: h.space,
+            }));
+        }
+        let rights = match (&self.cfg.secret, &h.token) {
+            (None, _) => Rights::Admin,
+            (Some(secret), Some(t)) => auth::verify(secret, t, &self.cfg.space, now_ms)?,
+            (Some(_), None) => {
+                return Err(Fatal(Error::Unauthorized(
+                    "this server requires a token; pass one in `hello.token`".into(),
+                )))
+            }
+        };
+        let kind = h.kind_str();
+        let peer = match h.kind {
+            SessionKind::Agent => None,
+            SessionKind::Peer => {
+                let (Some(replica), Some(tier)) = (h.replica, h.tier) else {
+                    return Err(Fatal(Error::Malformed(
+                        "a peer `hello` needs `replica` and `tier`".into(),
+                    )));
+                };
+                if replica == self.replica.id() {
+                    return Err(Fatal(Error::Protocol(
+                        "the peer has this store's own replica id".into(),
+                    )));
+                }
+                let mut known = h.vector.unwrap_or_default();
+                self.distrust_own_claim(&mut known);
+                Some(PeerLink::new(
+                    replica,
+                    tier,
+                    known,
+                    h.messages.unwrap_or_default(),
+                ))
+            }
+        };
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Ok(());
+        };
+        s.phase = Phase::Open;
+        s.kind = h.kind;
+        s.rights = rights;
+        s.name = h.name.unwrap_or_else(|| format!("{kind}-{session}"));
+        s.peer = peer;
+        let welcome = Welcome {
+            space: self.cfg.space.clone(),
+            replica: self.replica.id(),
+            tier: self.replica.tier(),
+            vector: self.replica.vector().clone(),
+            messages: self.replica.message_seen().clone(),
+            session,
+            rights: Some(rights),
+        };
+        self.send(session, Frame::Welcome(welcome));
+        self.opened(session);
+        Ok(())
+    }
+
+    pub(super) fn on_welcome(&mut self, session: SessionId, w: Welcome) -> Result<(), Fatal> {
+        if w.space != self.cfg.space {
+            return Err(Fatal(Error::WrongSpace {
+                expected: self.cfg.space.clone(),
+                got: w.space,
+            }));
+        }
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Ok(());
+        };
+        s.phase = Phase::Open;
+        // We chose this server: what it sends is taken as a relay's.
+        s.rights = Rights::Admin;
+        let mut known = w.vector;
+        self.distrust_own_claim(&mut known);
+        let mut link = PeerLink::new(w.replica, w.tier, known, w.messages);
+        link.own_only = w.rights.is_some_and(|r| r < Rights::Admin);
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.peer = Some(link);
+        }
+        self.opened(session);
+        Ok(())
+    }
+
+    /// A peer claims to hold more writes of this replica than it ever made: forged by a
+    /// session that claimed our id, or we were restored from an older copy. Either way the
+    /// claim must not hide our writes from it, nor may our next write reuse a counter it
+    /// covers: we forget what the peer holds of us (everything of ours is offered again,
+    /// which the peer takes idempotently) and move our counter past the claim.
+    fn distrust_own_claim(&mut self, known: &mut VersionVector) {
+        let me = self.replica.id();
+        let claimed = known.get(me);
+        if claimed > self.replica.latest_vector().get(me) {
+            self.replica.skip_own_counter(claimed);
+            known.forget(me);
+        }
+    }
+
+    fn opened(&mut self, session: SessionId) {
+        self.presence_dirty = true;
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        self.events.push_back(Event::SessionOpened {
+            session,
+            kind: s.kind,
+            name: s.name.clone(),
+            replica: s.peer.as_ref().map(|p| p.replica),
+        });
+        // Replay retained messages the peer has not seen, oldest first.
+        let Some((known, own_only)) = s.peer.as_ref().map(|p| (p.msg_known.clone(), p.own_only))
+        else {
+            return;
+        };
+        let me = self.replica.id();
+        let mut frames = Vec::new();
+        let mut seen = known;
+        for r in self.replica.logs().all() {
+            if own_only && r.message.id.origin != me {
+                continue;
+            }
+            if r.message.id.seq > seen.get(r.message.id.origin) {
+                seen.raise(r.message.id.origin, r.message.id.seq);
+                frames.push(Frame::Broadcast {
+                    message: r.message.clone(),
+                    offset: None,
+                });
+            }
+        }
+        if let Some(p) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.peer.as_mut())
+        {
+            p.msg_known = seen;
+        }
+        for f in frames {
+            self.send(session, f);
+        }
+    }
+
+    /// `push`: the trust rule, then the join; the `ack` waits until the push is durable.
+    pub(super) fn on_push(
+        &mut self,
+        now_ms: u64,
+        session: SessionId,
+        p: Push,
+    ) -> Result<(), Fatal> {
+        self.need(session, Rights::Write)?;
+        let Some(s) = self.sessions.get(&session) else {
+            return Ok(());
+        };
+        let Some(link) = s.peer.as_ref() else {
+            return Err(Fatal(Error::PeerOnly("push")));
+        };
+        // The trust rule, for every push from every session, before anything changes.
+        if s.rights < Rights::Admin {
+            if p.docs.iter().any(|d| d.collection == CONFIG_COLLECTION) {
+                return Err(Fatal(Error::Forbidden {
+                    has: s.rights.as_str(),
+                    needs: "admin (the push changes `_config`)",
+                }));
+            }
+            self.replica
+                .check_introduced(link.replica, &p.docs, &p.watermark)?;
+        }
+        let Push {
+            seq,
+            docs,
+            mut watermark,
+            ..
+        } = p;
+        self.distrust_own_claim(&mut watermark);
+        self.replica.apply_remote(now_ms, docs, &watermark)?;
+        if let Some(link) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.peer.as_mut())
+        {
+            link.known.join(&watermark);
+            // A peer only sends what it has persisted: that counts as acknowledged, so
+            // changes that came from the peer never show as lag towards it.
+            link.acked.join(&watermark);
+        }
+        self.gate(Gated::Frame(
+            session,
+            Frame::Ack(Ack {
+                seq: Some(seq),
+                ..Ack::default()
+            }),
+        ));
+        Ok(())
+    }
+
+    /// `ack` of our pushes: what the peer has persisted of ours.
+    pub(super) fn on_ack(&mut self, session: SessionId, a: Ack) -> Result<(), Fatal> {
+        let Some(seq) = a.seq else { return Ok(()) };
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Ok(());
+        };
+        let Some(link) = s.peer.as_mut() else {
+            return Ok(());
+        };
+        let mut acked = None;
+        while link.unacked.front().is_some_and(|(q, _)| *q <= seq) {
+            acked = link.unacked.pop_front();
+        }
+        if let Some((_, wm)) = acked {
+            link.acked.join(&wm);
+            self.events.push_back(Event::PeerAcked {
+                session,
+                tier: link.tier,
+                vector: link.acked.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `pull`: the peer asks for everything above `vector` again.
+    pub(super) fn on_pull(
+        &mut self,
+        session: SessionId,
+        mut vector: VersionVector,
+    ) -> Result<(), Fatal> {
+        self.distrust_own_claim(&mut vector);
+        if let Some(link) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.peer.as_mut())
+        {
+            link.known = vector;
+            link.sync_requested = true;
+        }
+        Ok(())
+    }
+
+    /// `broadcast` from a peer: a message relayed to this store, checked like a push.
+    pub(super) fn on_broadcast(
+        &mut self,
+        now_ms: u64,
+        session: SessionId,
+        message: Message,
+    ) -> Result<(), Fatal> {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Ok(());
+        };
+        let Some(link) = s.peer.as_mut() else {
+            return Err(Fatal(Error::PeerOnly("broadcast")));
+        };
+        if s.rights < Rights::Write {
+            return Err(Fatal(Error::Forbidden {
+                has: s.rights.as_str(),
+                needs: "write",
+            }));
+        }
+        if s.rights < Rights::Admin && message.id.origin != link.replica {
+            return Err(Fatal(Error::RelayForbidden {
+                own: link.replica,
+                what: format!("message {} of origin {}", message.id.seq, message.id.origin),
+            }));
+        }
+        link.msg_known.raise(message.id.origin, message.id.seq);
+        check_name("channel", &message.channel, false)?;
+        self.replica.accept_message(now_ms, message)?;
+        Ok(())
+    }
+
+    pub(super) fn next_push(&mut self) -> Option<Transmit> {
+        let ids: Vec<SessionId> = self
+            .sessions
+            .range(self.push_cursor..)
+            .chain(self.sessions.range(..self.push_cursor))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let Some(s) = self.sessions.get(&id) else {
+                continue;
+            };
+            let Some(link) = s.peer.as_ref() else {
+                continue;
+            };
+            if !matches!(s.phase, Phase::Open)
+                || link.unacked.len() >= self.cfg.window
+                || !(s.auto_push || link.sync_requested)
+            {
+                continue;
+            }
+            let me = self.replica.id();
+            let ahead = if link.own_only {
+                self.replica.vector().get(me) > link.known.get(me)
+                    && link.blocked_at.as_ref() != Some(&link.known)
+            } else {
+                self.replica.ahead_of(&link.known)
+            };
+            if !ahead {
+                if let Some(link) = self.sessions.get_mut(&id).and_then(|s| s.peer.as_mut()) {
+                    link.sync_requested = false;
+                    link.run_sent = 0;
+                }
+                continue;
+            }
+            let (delta, blocked) = if link.own_only {
+                let d = self
+                    .replica
+                    .delta_own(&link.known, self.cfg.batch_docs, PUSH_BYTES);
+                (d.delta, d.blocked)
+            } else {
+                let d = self
+                    .replica
+                    .delta_bounded(&link.known, self.cfg.batch_docs, PUSH_BYTES);
+                (d, false)
+            };
+            let Some(link) = self.sessions.get_mut(&id).and_then(|s| s.peer.as_mut()) else {
+                continue;
+            };
+            if blocked {
+                // Everything before the blocking document goes now; then we wait for `known`
+                // to move. The peer believes we hold what we got elsewhere, so it would never
+                // send it to us once it gets it: a `pull` with what we hold lowered to what
+                // it holds makes its normal delta bring those writes, and `known` with them.
+                let mut after = link.known.clone();
+                after.join(&delta.watermark);
+                link.blocked_at = Some(after);
+                let mut vector = self.replica.vector().clone();
+                for (r, c) in self.replica.vector().iter() {
+                    if r != me && c > link.known.get(r) {
+                        vector.forget(r);
+                        vector.raise(r, link.known.get(r));
+                    }
+                }
+                let pull = Transmit::Frame {
+                    session: id,
+                    frame: Frame::Pull { vector },
+                };
+                if delta.docs.is_empty() && link.known.dominates(&delta.watermark) {
+                    return Some(pull);
+                }
+                self.outbox.push_back(pull);
+            }
+            let seq = link.next_seq;
+            link.next_seq += 1;
+            link.known.join(&delta.watermark);
+            link.unacked.push_back((seq, delta.watermark.clone()));
+            link.run_sent += delta.docs.len() as u64;
+            let (sent, remaining) = (link.run_sent, delta.remaining);
+            self.events.push_back(Event::SyncProgress {
+                session: id,
+                sent,
+                remaining,
+            });
+            self.push_cursor = id + 1;
+            let frame = Frame::Push(Push {
+                seq,
+                docs: delta.docs,
+                watermark: delta.watermark,
+                remaining,
+            });
+            return Some(Transmit::Frame { session: id, frame });
+        }
+        None
+    }
+}
+
+impl PeerLink {
+    fn new(replica: ReplicaId, tier: Tier, known: VersionVector, msg_known: VersionVector) -> Self {
+        PeerLink {
+            replica,
+            tier,
+            // The vector in `hello` / `welcome` is what the peer holds durably.
+            acked: known.clone(),
+            known,
+            msg_known,
+            next_seq: 1,
+            unacked: VecDeque::new(),
+            sync_requested: false,
+            run_sent: 0,
+            learned: Vec::new(),
+            presence_sent: Vec::new(),
+            own_only: false,
+            blocked_at: None,
+        }
+    }
+}
+
+impl Hello {
+    fn kind_str(&self) -> &'static str {
+        match self.kind {
+            SessionKind::Agent => "agent",
+            SessionKind::Peer => "peer",
+        }
+    }
+}
