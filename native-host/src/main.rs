@@ -10,7 +10,6 @@ mod config;
 mod http;
 mod hub;
 mod mcp;
-mod metrics;
 mod monitor;
 mod ops;
 mod progress;
