@@ -6,8 +6,10 @@
 //! transport (the edge worker uses the same module).
 
 mod cli;
+mod clock;
 mod config;
 mod http;
+mod http_client;
 mod hub;
 mod mcp;
 mod monitor;

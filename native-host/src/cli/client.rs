@@ -3,7 +3,7 @@
 //! requests and turns error answers into messages.
 
 use crate::config::Config;
-use crate::http::request;
+use crate::http_client::request;
 use bridge_core::status::HostStatus;
 use serde_json::Value;
 

@@ -4,7 +4,7 @@
 use super::client::{Ctx, Target};
 use super::print;
 use crate::config::Config;
-use crate::http::request;
+use crate::http_client::request;
 use serde_json::json;
 use std::process::ExitCode;
 

@@ -68,7 +68,7 @@ pub fn token(cfg: &Config, cmd: TokenCmd) -> ExitCode {
     let claims = Claims {
         space,
         rights: rights.into(),
-        exp: crate::store::now_ms().saturating_add(ttl),
+        exp: crate::clock::now_ms().saturating_add(ttl),
     };
     println!("{}", auth::mint(secret.as_bytes(), &claims));
     ExitCode::SUCCESS

@@ -3,7 +3,7 @@
 //! the engines want sent. One timer serves every engine's earliest deadline.
 
 use super::{Conn, Hub, Input, LinkNote, Output, NO_LINK};
-use crate::store::now_ms;
+use crate::clock::now_ms;
 use bridge_core::api::{self, ApiError, ApiResponse, Outcome, SpaceOp};
 use bridge_core::{ErrorCode, Event, Frame, PersistBatch, Transmit};
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! engines, links and store; with a secret, a token sees only the spaces it opens.
 
 use super::Hub;
-use crate::store::now_ms;
+use crate::clock::now_ms;
 use bridge_core::api::{self, ApiError};
 use bridge_core::status::{
     HostDetails, HostStatus, LinkState, PeerSession, PullProgress, PushProgress, SpaceStatus,
