@@ -1,5 +1,6 @@
 //! HTTP transport (hyper, HTTP/1.1): reads the request and its bounded body, hands it to
-//! [`bridge_core::api`] and the hub, writes the answer. The CLI's small HTTP client lives here too.
+//! [`bridge_core::api`] and the hub, writes the answer. (The client side is
+//! [`crate::http_client`].)
 
 use crate::hub::Input;
 use bridge_core::api::{self, ApiError, ApiRequest, ApiResponse, Route};
@@ -149,52 +150,4 @@ async fn handle(
         }
     };
     Ok(respond(resp))
-}
-
-/// One HTTP/1.1 request to `base` (`http://host:port`), for the CLI.
-pub async fn request(
-    base: &str,
-    method: &str,
-    path: &str,
-    body: Option<Vec<u8>>,
-    token: Option<&str>,
-) -> Result<(u16, Bytes), String> {
-    let authority = base
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{base}: only http:// URLs are supported"))?
-        .trim_end_matches('/');
-    let stream = TcpStream::connect(authority).await.map_err(|e| {
-        format!("cannot reach the host at {base}: {e}. Is `sacred-bridge serve` running?")
-    })?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake with {base} failed: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut b = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, authority);
-    if let Some(t) = token {
-        b = b.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-    }
-    if body.is_some() {
-        b = b.header(hyper::header::CONTENT_TYPE, "application/json");
-    }
-    let req = b
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| format!("bad request: {e}"))?;
-    let resp = send
-        .send_request(req)
-        .await
-        .map_err(|e| format!("request to {base} failed: {e}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("reading the answer from {base} failed: {e}"))?
-        .to_bytes();
-    Ok((status, body))
 }

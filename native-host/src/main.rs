@@ -6,11 +6,12 @@
 //! transport (the edge worker uses the same module).
 
 mod cli;
+mod clock;
 mod config;
 mod http;
+mod http_client;
 mod hub;
 mod mcp;
-mod metrics;
 mod monitor;
 mod ops;
 mod progress;
@@ -77,7 +78,7 @@ enum Cmd {
     Env(ConfigFlags),
     /// Mint an access token (HMAC-SHA256 with BRIDGE_SECRET).
     #[command(subcommand)]
-    Token(cli::TokenCmd),
+    Token(cli::tokens::TokenCmd),
     /// MCP server on stdin/stdout for AI agents (Claude Code, Claude Desktop, Gemini CLI),
     /// connected to a running host as an agent named after the MCP client.
     #[command(
@@ -145,7 +146,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            cli::token(&cfg, t)
+            cli::tokens::token(&cfg, t)
         }
         Cmd::Mcp(a) => {
             let cfg = match resolve(&ConfigFlags::default()) {

@@ -1,7 +1,7 @@
 //! `sacred-bridge monitor`: the host's status as a screen that redraws every second (plain
 //! ANSI, no curses), or once with `--once` for scripts. Also the text of `agents`.
 
-use crate::cli::CloudStatus;
+use crate::cli::status::CloudStatus;
 use bridge_core::status::{HostStatus, LinkState, SpaceStatus};
 use serde_json::Value;
 use std::fmt::Write as _;

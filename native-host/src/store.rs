@@ -5,6 +5,7 @@
 //! that returned is on disk: the host reports a batch persisted (releasing its acks) only
 //! after that commit.
 
+use crate::clock::now_ms;
 use bridge_core::doc::DocState;
 use bridge_core::message::{Message, Retained};
 use bridge_core::schema;
@@ -287,13 +288,6 @@ fn random_replica() -> Result<ReplicaId> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).map_err(|e| StoreError::Random(e.to_string()))?;
     Ok(ReplicaId::from_random(b))
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -122,7 +122,7 @@ pub async fn manage(
         if !seen.insert(space.clone()) {
             continue;
         }
-        match cfg.tokens.for_space(&space, crate::store::now_ms()) {
+        match cfg.tokens.for_space(&space, crate::clock::now_ms()) {
             Ok(_) => {
                 tokio::spawn(run(cfg.clone(), space, hub.clone()));
             }
@@ -146,7 +146,7 @@ fn random() -> u64 {
     match getrandom::fill(&mut b) {
         Ok(()) => u64::from_le_bytes(b),
         // No OS randomness: the time still spreads a fleet's retries apart.
-        Err(_) => crate::store::now_ms(),
+        Err(_) => crate::clock::now_ms(),
     }
 }
 
@@ -156,7 +156,7 @@ pub async fn run(cfg: Arc<LinkConfig>, space: String, hub: mpsc::Sender<Input>) 
     let dial_timeout = cfg.dial_timeout;
     let mut backoff = Backoff::default(); // 250 ms doubling to 30 s, equal jitter
     loop {
-        let token = match cfg.tokens.for_space(&space, crate::store::now_ms()) {
+        let token = match cfg.tokens.for_space(&space, crate::clock::now_ms()) {
             Ok(t) => t,
             Err(reason) => {
                 tracing::warn!(%space, %reason, "upstream link stopped");

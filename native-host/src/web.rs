@@ -158,7 +158,7 @@ async fn cloud_status(token: Option<&str>) -> Response<Full<Bytes>> {
         }
         (None, false) => h.cloud_token.as_deref(),
     };
-    let call = crate::http::request(api, "GET", "/v1/status", None, token);
+    let call = crate::http_client::request(api, "GET", "/v1/status", None, token);
     match tokio::time::timeout(CLOUD_TIMEOUT, call).await {
         Ok(Ok((status, body))) => reply(status, "application/json", body),
         Ok(Err(e)) => error(ApiError::new(

@@ -232,7 +232,7 @@ where
                 return (Ended::Refused, stream);
             }
         };
-        crate::metrics::WS_BYTES_IN.inc_by(bytes.len() as u64);
+        crate::hub::WS_BYTES_IN.inc_by(bytes.len() as u64);
         let input = match decoded {
             Ok(frame) => {
                 binary.store(is_binary, Ordering::Relaxed);
@@ -323,7 +323,7 @@ fn encode(f: &Frame, binary: bool) -> Message {
     } else {
         Message::Text(codec::encode_json(f).into())
     };
-    crate::metrics::WS_BYTES_OUT.inc_by(m.len() as u64);
+    crate::hub::WS_BYTES_OUT.inc_by(m.len() as u64);
     m
 }
 

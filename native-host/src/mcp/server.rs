@@ -459,7 +459,7 @@ async fn status_get(base: &str, token: Option<&str>) -> Result<Value, BridgeErro
 
 /// `GET {base}{path}` as JSON; an error answer keeps the bridge's code.
 async fn http_get(base: &str, path: &str, token: Option<&str>) -> Result<Value, BridgeError> {
-    let (status, body) = crate::http::request(base, "GET", path, None, token)
+    let (status, body) = crate::http_client::request(base, "GET", path, None, token)
         .await
         .map_err(|e| BridgeError::new("unavailable", e))?;
     let v: Value = serde_json::from_slice(&body)

@@ -6,6 +6,8 @@
 //! (`sacred_bridge_frames_in_total`), as OpenMetrics wants. Help texts get their final period
 //! from the registry.
 
+use bridge_core::api::ApiError;
+use bridge_core::ErrorCode;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -206,5 +208,55 @@ mod tests {
         // A space no longer served is not shown any more.
         let text = m.render([("team", 7, 2)].into_iter(), 6);
         assert!(!text.contains("a\\\"b"));
+    }
+}
+
+/// Who may read `/metrics`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Anyone who reaches the API port (local and hybrid mode without `METRICS_TOKEN`).
+    Open,
+    /// Requests with `Authorization: Bearer <this>` (`METRICS_TOKEN`).
+    Token(String),
+    /// Nobody (cloud mode without `METRICS_TOKEN`).
+    Off,
+}
+
+impl MetricsAccess {
+    /// Checks a request's bearer token.
+    pub fn check(&self, token: Option<&str>) -> Result<(), ApiError> {
+        match (self, token) {
+            (MetricsAccess::Open, _) => Ok(()),
+            (MetricsAccess::Token(want), Some(got)) if same_secret(want.as_bytes(), got.as_bytes()) => Ok(()),
+            (MetricsAccess::Token(_), _) => Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "/metrics needs `Authorization: Bearer <METRICS_TOKEN>` on this server",
+            )),
+            (MetricsAccess::Off, _) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "/metrics is off in cloud mode because it names every space: set METRICS_TOKEN and send it as `Authorization: Bearer <METRICS_TOKEN>`",
+            )),
+        }
+    }
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl super::Hub {
+    /// The `/metrics` text: the counters, and per-space gauges read from the engines now.
+    pub(super) fn render_metrics(&self) -> String {
+        self.metrics.render(
+            self.spaces.iter().map(|(name, s)| {
+                (
+                    name.as_str(),
+                    s.engine.replica().doc_count() as u64,
+                    s.engine.session_count() as u64,
+                )
+            }),
+            self.started.elapsed().as_secs(),
+        )
     }
 }

@@ -1,0 +1,111 @@
+//! `backup`, `restore`, `deploy`, `export` and `import`: the operator's commands. The work on
+//! files and processes is `crate::ops`; this is where each finds its database or host.
+
+use super::client::{Ctx, Target};
+use super::print;
+use crate::config::Config;
+use crate::http_client::request;
+use serde_json::json;
+use std::process::ExitCode;
+
+/// `backup`: the database the running host reports, else the configured one.
+pub(super) async fn backup(
+    cfg: &Config,
+    file: String,
+    db: Option<String>,
+    force: bool,
+    t: Target,
+) -> Result<ExitCode, String> {
+    let db = match db {
+        Some(d) => std::path::PathBuf::from(d),
+        None => {
+            // The running host knows its database; else the configured one.
+            let c = Ctx::new(cfg, t);
+            match c.status().await.map(|s| s.host) {
+                Ok(Some(host)) => std::path::PathBuf::from(host.db),
+                _ => cfg.db_path.clone(),
+            }
+        }
+    };
+    crate::ops::backup(&db, std::path::Path::new(&file), force)
+}
+
+/// `restore`: into `--db`, else the configured database.
+pub(super) fn restore(
+    cfg: &Config,
+    file: String,
+    db: Option<String>,
+    force: bool,
+) -> Result<ExitCode, String> {
+    let db = db.map_or_else(|| cfg.db_path.clone(), std::path::PathBuf::from);
+    crate::ops::restore(std::path::Path::new(&file), &db, force)
+}
+
+/// `deploy`: `npx wrangler deploy`.
+pub(super) fn deploy(config: Option<String>, extra: &[String]) -> Result<ExitCode, String> {
+    crate::ops::deploy(config.as_deref().map(std::path::Path::new), extra)
+}
+
+/// `export`: the space as NDJSON, passed through as the host wrote it.
+pub(super) async fn export(cfg: &Config, t: Target) -> Result<ExitCode, String> {
+    let c = Ctx::new(cfg, t);
+    let (status, body) =
+        request(&c.api, "GET", &c.path("export"), None, c.token.as_deref()).await?;
+    if status >= 400 {
+        return Err(String::from_utf8_lossy(&body).into_owned());
+    }
+    print!("{}", String::from_utf8_lossy(&body));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `import`: read FILE, then send it in batches.
+pub(super) async fn import(
+    cfg: &Config,
+    file: String,
+    batch: usize,
+    t: Target,
+) -> Result<ExitCode, String> {
+    let body = std::fs::read(&file).map_err(|e| format!("cannot read {file}: {e}"))?;
+    let c = Ctx::new(cfg, t);
+    send_batches(&c, &file, &body, batch.max(1)).await
+}
+
+/// The file's lines in batches of `batch` lines (or 4 MB), one request each, so a
+/// large import neither holds the host to one huge transaction nor shows nothing for minutes.
+async fn send_batches(c: &Ctx, file: &str, body: &[u8], batch: usize) -> Result<ExitCode, String> {
+    const MAX_BATCH_BYTES: usize = 4 << 20;
+    let lines: Vec<&[u8]> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .collect();
+    let total = lines.len() as u64;
+    let mut bar = crate::progress::Progress::new("import");
+    let (mut done, mut imported) = (0u64, 0u64);
+    let mut chunk: Vec<u8> = Vec::new();
+    let mut in_chunk = 0u64;
+    for (i, line) in lines.iter().enumerate() {
+        chunk.extend_from_slice(line);
+        chunk.push(b'\n');
+        in_chunk += 1;
+        if in_chunk < batch as u64 && chunk.len() < MAX_BATCH_BYTES && i + 1 < lines.len() {
+            continue;
+        }
+        let v = c
+            .call("POST", &c.path("import"), Some(std::mem::take(&mut chunk)))
+            .await
+            .map_err(|e| {
+                format!(
+                    "{e}; lines {}..{} of {file} were not imported (the {done} before them are)",
+                    done + 1,
+                    done + in_chunk
+                )
+            })?;
+        imported += v["imported"].as_u64().unwrap_or(0);
+        done += in_chunk;
+        in_chunk = 0;
+        bar.update(done, total, "docs");
+    }
+    bar.finish();
+    print(&json!({ "imported": imported }));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,93 @@
+//! `token create`: mint an access token from `BRIDGE_SECRET`, offline (no host involved).
+
+use super::usage;
+use crate::config::Config;
+use bridge_core::auth::{self, Claims, Rights};
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Mint a token for one space.
+    #[command(
+        after_help = "Example:\n  BRIDGE_SECRET=... sacred-bridge token create --space team --rights write --ttl 7d"
+    )]
+    Create {
+        #[arg(long)]
+        space: String,
+        #[arg(long, value_enum, default_value_t = RightsArg::Write)]
+        rights: RightsArg,
+        /// Lifetime: seconds, or a duration: 30s, 15m, 12h, 7d, 1w, 1h30m
+        #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = ttl_arg)]
+        ttl: u64,
+    },
+}
+
+/// `--ttl` for clap: the lifetime in ms.
+fn ttl_arg(s: &str) -> Result<u64, String> {
+    parse_ttl(s).ok_or_else(|| {
+        "expected seconds or a duration such as 30s, 15m, 12h, 7d, 1w or 1h30m".to_owned()
+    })
+}
+
+/// `--rights`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RightsArg {
+    Read,
+    Write,
+    Admin,
+}
+
+impl From<RightsArg> for Rights {
+    fn from(r: RightsArg) -> Rights {
+        match r {
+            RightsArg::Read => Rights::Read,
+            RightsArg::Write => Rights::Write,
+            RightsArg::Admin => Rights::Admin,
+        }
+    }
+}
+
+/// A token's lifetime in ms: `humantime` durations (`30s`, `15m`, `12h`, `7d`, `1w`,
+/// `1h 30m`), or a bare number of seconds.
+pub fn parse_ttl(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<u64>().ok()?.checked_mul(1000);
+    }
+    u64::try_from(humantime::parse_duration(s).ok()?.as_millis()).ok()
+}
+
+pub fn token(cfg: &Config, cmd: TokenCmd) -> ExitCode {
+    let TokenCmd::Create { space, rights, ttl } = cmd;
+    let Some(secret) = &cfg.secret else {
+        return usage("BRIDGE_SECRET is not set; tokens are signed with it (set it in the environment or .env)");
+    };
+    if let Err(e) = bridge_core::check_name("space", &space, false) {
+        return usage(e);
+    }
+    let claims = Claims {
+        space,
+        rights: rights.into(),
+        exp: crate::clock::now_ms().saturating_add(ttl),
+    };
+    println!("{}", auth::mint(secret.as_bytes(), &claims));
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90"), Some(90_000));
+        assert_eq!(parse_ttl("15m"), Some(900_000));
+        assert_eq!(parse_ttl("7d"), Some(604_800_000));
+        assert_eq!(parse_ttl("1w"), Some(604_800_000));
+        assert_eq!(parse_ttl("1h 30m"), Some(5_400_000));
+        assert_eq!(parse_ttl("1h30m"), Some(5_400_000));
+        assert_eq!(parse_ttl("1x"), None);
+        assert_eq!(parse_ttl("h"), None);
+        assert_eq!(parse_ttl(""), None);
+    }
+}
