@@ -80,6 +80,26 @@ export function mintToken(dir, space, rights = "admin") {
 }
 
 /** A native host in cloud mode; `restart()` brings it back on the same ports and database. */
+/**
+ * Starts `bin serve --mode MODE` on `host.wsPort` / `host.apiPort` with its database in
+ * `host.dir`; `ready` resolves on the "listening" line, rejects if it exits or is silent 30 s.
+ */
+export function serve(bin, mode, host, env) {
+  const args = ["serve", "--mode", mode, "--ws-port", String(host.wsPort),
+    "--api-port", String(host.apiPort), "--db", join(host.dir, "bridge.db")];
+  const child = spawn(bin, args, { cwd: host.dir, env, stdio: ["ignore", "pipe", "inherit"] });
+  const ready = new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error("sacred-bridge did not start in 30 s")), 30_000);
+    child.stdout.once("data", (line) => {
+      clearTimeout(timer);
+      if (String(line).includes("listening")) ok();
+      else fail(new Error(`unexpected first line: ${line}`));
+    });
+    child.once("exit", (code) => fail(new Error(`sacred-bridge exited with ${code}`)));
+  });
+  return { child, ready };
+}
+
 export class CloudHost {
   static async start(env = {}) {
     const h = new CloudHost();
@@ -99,22 +119,9 @@ export class CloudHost {
   }
 
   spawn() {
-    const args = ["serve", "--mode", "cloud", "--ws-port", String(this.wsPort),
-      "--api-port", String(this.apiPort), "--db", join(this.dir, "bridge.db")];
-    this.child = spawn(bridgeBin(), args, {
-      cwd: this.dir,
-      env: cleanEnv({ BRIDGE_SECRET: SECRET, ...this.env }),
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    return new Promise((ok, fail) => {
-      const timer = setTimeout(() => fail(new Error("sacred-bridge did not start in 30 s")), 30_000);
-      this.child.stdout.once("data", (line) => {
-        clearTimeout(timer);
-        if (String(line).includes("listening")) ok();
-        else fail(new Error(`unexpected first line: ${line}`));
-      });
-      this.child.once("exit", (code) => fail(new Error(`sacred-bridge exited with ${code}`)));
-    });
+    const s = serve(bridgeBin(), "cloud", this, cleanEnv({ BRIDGE_SECRET: SECRET, ...this.env }));
+    this.child = s.child;
+    return s.ready;
   }
 
   get url() {

@@ -1,11 +1,10 @@
 // A native host in any mode, run as a user would run it: the binary alone, copied into a
 // fresh temporary folder (no repository beside it) and started there on free, non-default
 // ports. Used by the tests of the embedded inspector and its monitor view.
-import { spawn } from "node:child_process";
 import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { bridgeBin, freePort } from "./harness.mjs";
+import { bridgeBin, freePort, serve } from "./harness.mjs";
 
 export class NativeHost {
   /** `mode`: local | hybrid | cloud; `env`: the only settings it gets besides PATH and HOME. */
@@ -30,22 +29,10 @@ export class NativeHost {
   }
 
   spawn() {
-    const args = ["serve", "--mode", this.mode, "--ws-port", String(this.wsPort),
-      "--api-port", String(this.apiPort), "--db", join(this.dir, "bridge.db")];
-    this.child = spawn(this.bin, args, {
-      cwd: this.dir,
-      env: { PATH: process.env.PATH, HOME: this.dir, RUST_LOG: "warn", ...this.env },
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    return new Promise((ok, fail) => {
-      const timer = setTimeout(() => fail(new Error("sacred-bridge did not start in 30 s")), 30_000);
-      this.child.stdout.once("data", (line) => {
-        clearTimeout(timer);
-        if (String(line).includes("listening")) ok();
-        else fail(new Error(`unexpected first line: ${line}`));
-      });
-      this.child.once("exit", (code) => fail(new Error(`sacred-bridge exited with ${code}`)));
-    });
+    const env = { PATH: process.env.PATH, HOME: this.dir, RUST_LOG: "warn", ...this.env };
+    const s = serve(this.bin, this.mode, this, env);
+    this.child = s.child;
+    return s.ready;
   }
 
   get api() {
