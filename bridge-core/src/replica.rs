@@ -799,10 +799,17 @@ impl Replica {
     /// writes (the receiver's token for us is below `admin`): walks our own live dots above
     /// `known` only, and sends a document only when the receiver, as far as `known` tells,
     /// already holds every other replica's write in it. At the first document it may not
-    /// send yet it stops (`blocked`), so the watermark never claims a write that has not
-    /// gone; that document goes once `known` shows the receiver got the rest from a session
-    /// that may relay it. Documents of `_config` are never sent on such a link (they need
-    /// `admin`); the watermark passes over them.
+    /// send yet it stops (`blocked`); that document goes once `known` shows the receiver got
+    /// the rest from a session that may relay it. Documents of `_config` are never sent on
+    /// such a link (they need `admin`).
+    ///
+    /// The watermark claims our writes only up to the last document carried (the receiver
+    /// refuses a claim of our own writes beyond what a push carries or it holds): writes
+    /// in a gap below it were superseded or are `_config`, and nothing is lost by claiming
+    /// them; writes after it that did not go (`_config`, or superseded by a write the
+    /// receiver lacks) are left unclaimed and `blocked` is set, so that the link waits
+    /// instead of walking them again — a relay claims them, or our next write carries the
+    /// claim past them.
     pub fn delta_own(&self, known: &VersionVector, max_docs: usize, max_bytes: usize) -> OwnDelta {
         let mut out = OwnDelta::default();
         let me = self.id;
@@ -811,17 +818,14 @@ impl Replica {
         if from >= upto {
             return out;
         }
-        let mut last = from;
+        let mut claim = from;
         let mut bytes = 0usize;
         let mut range = self.live.range(Dot::new(me, from + 1)..=Dot::new(me, upto));
-        let mut exhausted = true;
         for (dot, key) in range.by_ref() {
             let Some(state) = self.docs.get(key) else {
-                last = dot.counter;
                 continue;
             };
             if key.collection == CONFIG_COLLECTION {
-                last = dot.counter;
                 continue;
             }
             let foreign_held = state
@@ -834,7 +838,6 @@ impl Replica {
                     .all(|(r, c)| r == me || c <= known.get(r));
             if !foreign_held {
                 out.blocked = true;
-                exhausted = false;
                 out.delta.remaining += 1;
                 break;
             }
@@ -842,12 +845,11 @@ impl Replica {
             if !out.delta.docs.is_empty()
                 && (out.delta.docs.len() >= max_docs || bytes.saturating_add(size) > max_bytes)
             {
-                exhausted = false;
                 out.delta.remaining += 1;
                 break;
             }
             bytes = bytes.saturating_add(size);
-            last = dot.counter;
+            claim = dot.counter;
             out.delta.docs.push(DocEntry {
                 collection: key.collection.clone(),
                 id: key.id.clone(),
@@ -855,9 +857,11 @@ impl Replica {
             });
         }
         out.delta.remaining += range.count() as u64;
-        out.delta
-            .watermark
-            .raise(me, if exhausted { upto } else { last });
+        if out.delta.remaining == 0 && claim < upto {
+            // Only unclaimable writes remain after the last one carried.
+            out.blocked = true;
+        }
+        out.delta.watermark.raise(me, claim);
         out
     }
 

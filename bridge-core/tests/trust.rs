@@ -441,3 +441,45 @@ fn an_impersonated_replica_still_gets_its_writes_through() {
         Some(json!({"r": 3}))
     );
 }
+
+/// A browser whose only writes the cloud lacks are ones it may not send itself — a policy it
+/// set locally (`_config` needs admin), or a document a local host's agent overwrote after it
+/// (superseded by a write the cloud does not have) — is not closed for it: the watermark never
+/// claims its writes that did not go, its later writes still go, and the rest reaches the
+/// cloud through the local host's admin link.
+#[test]
+fn writes_a_browser_may_not_send_itself_never_lock_it_out() {
+    let (local, server, b) = (0, 1, 2);
+    for binary in [false, true] {
+        let mut net = Net::new(vec![browser(ReplicaId(0x10)), cloud(), browser(REAL)]);
+        // A write of the browser, synced to the local host, where an agent overwrites it.
+        net.write(b, "x", put(json!({"by": "browser"})));
+        let to_local = net.link(b, local, None, binary);
+        assert_eq!(net.pump(), []);
+        net.write(local, "x", put(json!({"by": "local agent"})));
+        assert_eq!(net.pump(), []);
+        net.unlink(to_local);
+        // And a policy the browser sets on its own store (it is admin there).
+        net.nodes[b]
+            .set_policy(NOW, 0, "notes", Policy::Merge)
+            .expect("set_policy");
+
+        let to_cloud = net.link(b, server, Some(Rights::Write), binary);
+        assert_eq!(net.pump(), [], "not closed for what it may not send");
+        assert!(!net.has(server, "notes", "x"));
+        // A later write goes, on the same link.
+        net.write(b, "later", put(json!({"n": 1})));
+        assert_eq!(net.pump(), []);
+        assert!(net.has(server, "notes", "later"));
+        // The local host's admin link brings the overwritten document.
+        net.link(local, server, Some(Rights::Admin), binary);
+        assert_eq!(net.pump(), []);
+        assert_eq!(
+            net.nodes[server].replica().get(&DocKey::new("notes", "x")),
+            Some(json!({"by": "local agent"}))
+        );
+        assert_eq!(net.nodes[server].replica().policy("notes"), Policy::Lww);
+        let session = net.links[to_cloud].1;
+        assert!(net.nodes[b].peer_status(session).is_some_and(|s| s.open));
+    }
+}

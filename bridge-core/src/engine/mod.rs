@@ -236,9 +236,10 @@ struct PeerLink {
     /// The other side lets us introduce only our own writes (its `welcome` gave us rights
     /// below `admin`): we push only those, and forward only our own messages.
     own_only: bool,
-    /// On an `own_only` link: `known` when the last push stopped at a document the peer may
-    /// not take from us yet. Nothing more goes until `known` moves.
-    blocked_at: Option<VersionVector>,
+    /// On an `own_only` link: `known` and our own durable counter when the last push stopped
+    /// before writes the peer may not take from us yet. Nothing more goes until one of them
+    /// moves (the peer got the rest through a relay, or we wrote again).
+    blocked_at: Option<(VersionVector, u64)>,
 }
 
 #[derive(Debug)]

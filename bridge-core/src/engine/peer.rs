@@ -308,8 +308,12 @@ impl Engine {
             }
             let me = self.replica.id();
             let ahead = if link.own_only {
-                self.replica.vector().get(me) > link.known.get(me)
-                    && link.blocked_at.as_ref() != Some(&link.known)
+                let mine = self.replica.vector().get(me);
+                mine > link.known.get(me)
+                    && link
+                        .blocked_at
+                        .as_ref()
+                        .is_none_or(|(k, m)| k != &link.known || *m != mine)
             } else {
                 self.replica.ahead_of(&link.known)
             };
@@ -341,7 +345,7 @@ impl Engine {
                 // it holds makes its normal delta bring those writes, and `known` with them.
                 let mut after = link.known.clone();
                 after.join(&delta.watermark);
-                link.blocked_at = Some(after);
+                link.blocked_at = Some((after, self.replica.vector().get(me)));
                 let mut vector = self.replica.vector().clone();
                 for (r, c) in self.replica.vector().iter() {
                     if r != me && c > link.known.get(r) {
