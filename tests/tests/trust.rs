@@ -315,13 +315,18 @@ async fn a_write_token_peer_cannot_forge_and_real_writes_still_arrive() {
             before = after;
         }
     }
-    // The policy of `notes` was never changed.
-    let (_, conflicts) = tests::http(
-        host.api_port,
-        "GET",
-        &format!("/v1/spaces/{SPACE}/docs/_config/collection:notes"),
-        None,
-        Some(&admin),
+    // The policy of `notes` was never changed: an admin agent reads `_config` over the
+    // WebSocket (HTTP does not serve reserved collections).
+    let (mut admin_agent, w) = tests::Agent::hello(&host.ws_url(SPACE), SPACE, Some(&admin)).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    admin_agent
+        .send(&json!({"type": "get", "req": 1, "collection": "_config", "id": "collection:notes"}))
+        .await;
+    let doc = admin_agent.recv_type("doc").await;
+    assert_eq!(doc["req"], 1, "{doc}");
+    assert_eq!(
+        doc["doc"]["value"],
+        Value::Null,
+        "no policy entry for notes: {doc}"
     );
-    assert_ne!(conflicts["value"]["policy"], "manual", "{conflicts}");
 }
