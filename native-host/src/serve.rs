@@ -99,6 +99,15 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let api = TcpListener::bind(api_addr)
         .await
         .map_err(|e| format!("cannot listen for HTTP on {api_addr}: {e} (LOCAL_API_PORT)"))?;
+    // Port 0 asks the system for a free port: from here on, everything (the `listening:`
+    // line, the pid file, the inspector's `host.json`, `/mcp`'s dial) uses the bound ones.
+    let ws_addr = ws.local_addr().unwrap_or(ws_addr);
+    let api_addr = api.local_addr().unwrap_or(api_addr);
+    let cfg = Config {
+        ws_port: ws_addr.port(),
+        api_port: api_addr.port(),
+        ..cfg
+    };
 
     let (tx, rx) = mpsc::channel::<Input>(HUB_QUEUE);
     let sync_every = (cfg.mode == Mode::Hybrid && cfg.sync_mode == SyncMode::Periodic)

@@ -1,7 +1,7 @@
-//! Helpers for the end-to-end tests: build and run real `sacred-bridge` processes on free
-//! loopback ports with a throw-away database, and talk to them the way any client would —
-//! raw JSON over a plain WebSocket, plain HTTP/1.1 over TCP — never through the project's own
-//! Rust types.
+//! Helpers for the end-to-end tests: build and run real `sacred-bridge` processes on loopback
+//! ports they bind themselves (port 0, read back from their `listening:` line) with a
+//! throw-away database, and talk to them the way any client would — raw JSON over a plain
+//! WebSocket, plain HTTP/1.1 over TCP — never through the project's own Rust types.
 #![allow(clippy::unwrap_used)] // test support: a failed unwrap is a failed test
 
 pub mod edge;
@@ -40,7 +40,8 @@ pub fn bridge_bin() -> PathBuf {
     .clone()
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago (racy: hosts bind port 0 instead; the edge harness
+/// still needs it for wrangler).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -160,8 +161,9 @@ impl Host {
         Self::spawn(dir, mode, env, dir.join("bridge.db"))
     }
 
+    /// Starts on ports the host binds itself (port 0), read from its `listening:` line.
     fn spawn(dir: &Path, mode: &str, env: Vec<(String, String)>, db: PathBuf) -> Host {
-        Self::spawn_on(dir, mode, env, db, (free_port(), free_port()))
+        Self::spawn_on(dir, mode, env, db, (0, 0))
     }
 
     fn spawn_on(
@@ -196,7 +198,7 @@ impl Host {
             for _ in lines {}
         });
         let line = rx.recv_timeout(Duration::from_secs(30));
-        let host = Host {
+        let mut host = Host {
             child,
             ws_port,
             api_port,
@@ -206,7 +208,16 @@ impl Host {
             mode: mode.to_owned(),
         };
         match line {
-            Ok(l) => assert!(l.contains("listening"), "unexpected first line: {l}"),
+            Ok(l) => {
+                let (ws, api) =
+                    listening_ports(&l).unwrap_or_else(|| panic!("unexpected first line: {l}"));
+                assert!(
+                    (ws_port == 0 || ws == ws_port) && (api_port == 0 || api == api_port),
+                    "asked for ports {ws_port}/{api_port}, got: {l}"
+                );
+                host.ws_port = ws;
+                host.api_port = api;
+            }
             Err(_) => panic!("sacred-bridge did not start within 30 s"),
         }
         host
@@ -226,7 +237,8 @@ impl Host {
         drop(old);
     }
 
-    /// Starts a new process on the same database and the same ports (clients reconnect).
+    /// Starts a new process on the same database and the ports the previous one bound
+    /// (clients reconnect).
     pub fn restart_same_ports(&mut self) {
         self.kill9();
         let ports = (self.ws_port, self.api_port);
@@ -248,6 +260,19 @@ impl Host {
     pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         http(self.api_port, method, path, body, None)
     }
+}
+
+/// The (WebSocket, HTTP) ports of a host's `sacred-bridge <mode> listening: ws://ADDR
+/// http://ADDR` line.
+pub fn listening_ports(line: &str) -> Option<(u16, u16)> {
+    let rest = line.split_once(" listening: ")?.1;
+    let port = |scheme: &str| -> Option<u16> {
+        let addr = rest
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(scheme))?;
+        addr.rsplit_once(':')?.1.parse().ok()
+    };
+    Some((port("ws://")?, port("http://")?))
 }
 
 impl Drop for Host {

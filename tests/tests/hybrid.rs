@@ -126,8 +126,59 @@ async fn hybrid_syncs_docs_and_messages_both_ways() {
     });
 }
 
-#[test]
-fn manual_sync_mode_pushes_only_when_asked() {
+/// A cloud agent listening on channel `barrier` (which no trigger lists), to tell when the
+/// upstream link has carried everything the hybrid host sent before a given moment.
+struct Barrier {
+    cloud_agent: Agent,
+    n: u64,
+}
+
+impl Barrier {
+    async fn new(cloud: &Host, token: Option<&str>) -> Barrier {
+        let (mut cloud_agent, w) = Agent::hello(&cloud.ws_url("proj"), "proj", token).await;
+        assert_eq!(w["type"], "welcome", "{w}");
+        cloud_agent
+            .send(&json!({"type": "subscribe", "req": 1, "channel": "barrier"}))
+            .await;
+        cloud_agent.recv_type("ack").await;
+        Barrier { cloud_agent, n: 0 }
+    }
+
+    /// Sends a message on `barrier` from the hybrid host and waits until the cloud delivers
+    /// it. Messages go up at once in every sync mode, on the same link as pushes, and the
+    /// cloud handles that link's frames in order: whatever the hybrid host pushed before this
+    /// call is on the cloud when it returns.
+    async fn pass(&mut self, local: &Host) {
+        self.n += 1;
+        let (s, v) = local.http(
+            "POST",
+            "/v1/spaces/proj/messages/barrier",
+            Some(&self.n.to_string()),
+        );
+        assert_eq!(s, 200, "{v}");
+        loop {
+            let b = self.cloud_agent.recv_type("broadcast").await;
+            if b["message"]["payload"] == self.n {
+                return;
+            }
+        }
+    }
+}
+
+/// The hybrid host's upstream link in space `proj`, from its `/v1/status`.
+fn proj_link(local: &Host) -> serde_json::Value {
+    let v = http(local.api_port, "GET", "/v1/status", None, None).1;
+    v["spaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["space"] == "proj")
+        .map(|s| s["upstream"].clone())
+        .unwrap_or_else(|| panic!("no space proj: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_sync_mode_pushes_only_when_asked() {
     let Pair {
         cloud,
         local,
@@ -136,9 +187,12 @@ fn manual_sync_mode_pushes_only_when_asked() {
     } = start_pair(&[("SYNC_MODE", "manual")]);
     let tok = Some(token.as_str());
     wait_link_up(&local);
+    let mut barrier = Barrier::new(&cloud, tok).await;
     let (s, _) = local.http("PUT", "/v1/spaces/proj/docs/n/held", Some(r#"{"x":1}"#));
     assert_eq!(s, 200);
-    std::thread::sleep(Duration::from_millis(700));
+    barrier.pass(&local).await;
+    let link = proj_link(&local);
+    assert!(link["pending"].as_u64().unwrap() >= 1, "{link}");
     let (s, _) = http(
         cloud.api_port,
         "GET",
@@ -208,14 +262,38 @@ async fn event_mode_pushes_when_a_trigger_fires() {
             |s, _| s == 200,
         );
     };
-    let held = |path: &str, why: &str| {
-        std::thread::sleep(Duration::from_millis(700));
+    let mut barrier = Barrier::new(&cloud, tok).await;
+    // Held: no trigger fired (the count of event pushes is still `pushes`, read before the
+    // writes), and once the link has carried everything sent so far, the document is not on
+    // the cloud.
+    async fn held(
+        barrier: &mut Barrier,
+        local: &Host,
+        on_cloud: impl Fn(&str) -> u16,
+        path: &str,
+        pushes: u64,
+        why: &str,
+    ) {
+        let link = proj_link(local);
+        assert_eq!(link["event_pushes"], pushes, "{why}: {link}");
+        barrier.pass(local).await;
         assert_eq!(on_cloud(&format!("/v1/spaces/proj/{path}")), 404, "{why}");
-    };
+    }
+
+    let event_pushes = || proj_link(&local)["event_pushes"].as_u64().unwrap();
 
     // A write to a collection that is not a trigger waits.
+    let pushes = event_pushes();
     local_ok("PUT", "docs/notes/a", r#"{"x":1}"#);
-    held("docs/notes/a", "not a trigger: held");
+    held(
+        &mut barrier,
+        &local,
+        on_cloud,
+        "docs/notes/a",
+        pushes,
+        "not a trigger: held",
+    )
+    .await;
 
     // A durable write to a listed collection pushes, and takes everything waiting with it.
     local_ok("PUT", "docs/orders/o1", r#"{"n":1}"#);
@@ -223,9 +301,18 @@ async fn event_mode_pushes_when_a_trigger_fires() {
     reaches_cloud("docs/notes/a");
 
     // A message on a channel that is not listed pushes nothing.
+    let pushes = event_pushes();
     local_ok("PUT", "docs/notes/b", r#"{"x":2}"#);
     local_ok("POST", "messages/chat", r#""hi""#);
-    held("docs/notes/b", "chat is not a trigger");
+    held(
+        &mut barrier,
+        &local,
+        on_cloud,
+        "docs/notes/b",
+        pushes,
+        "chat is not a trigger",
+    )
+    .await;
 
     // A message on a listed channel (here sent by a WebSocket agent) pushes.
     let (mut agent, _) = Agent::hello(&local.ws_url("proj"), "proj", None).await;

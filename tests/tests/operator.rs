@@ -99,7 +99,11 @@ fn backup_then_restore_gives_identical_documents_and_bad_restores_harm_nothing()
         ],
     );
     assert_eq!(code, 1);
-    assert!(err.contains("Stop it first"), "{err}");
+    // The host was started on port 0: its pid file names the port it bound.
+    assert!(
+        err.contains("Stop it first") && err.contains(&format!("pid {}, {api})", host.child.id())),
+        "{err}"
+    );
 
     // A write after the backup, then stop the host and restore into a fresh file.
     host.http("PUT", "/v1/spaces/ops/docs/notes/late", Some("{}"));
