@@ -2,6 +2,7 @@
 //! the MCP `status` tool and the inspector's cloud-status proxy (`web.rs`) send. Only
 //! `http://` URLs; an answer of any status is returned, for the caller to read.
 
+use crate::error::{Error, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
@@ -15,17 +16,25 @@ pub async fn request(
     path: &str,
     body: Option<Vec<u8>>,
     token: Option<&str>,
-) -> Result<(u16, Bytes), String> {
+) -> Result<(u16, Bytes)> {
     let authority = base
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{base}: only http:// URLs are supported"))?
+        .ok_or_else(|| Error::NotHttp {
+            base: base.to_owned(),
+        })?
         .trim_end_matches('/');
-    let stream = TcpStream::connect(authority).await.map_err(|e| {
-        format!("cannot reach the host at {base}: {e}. Is `sacred-bridge serve` running?")
-    })?;
+    let stream = TcpStream::connect(authority)
+        .await
+        .map_err(|source| Error::Unreachable {
+            base: base.to_owned(),
+            source,
+        })?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("HTTP handshake with {base} failed: {e}"))?;
+        .map_err(|source| Error::Handshake {
+            base: base.to_owned(),
+            source,
+        })?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -41,17 +50,23 @@ pub async fn request(
     }
     let req = b
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| format!("bad request: {e}"))?;
+        .map_err(Error::BadRequest)?;
     let resp = send
         .send_request(req)
         .await
-        .map_err(|e| format!("request to {base} failed: {e}"))?;
+        .map_err(|source| Error::RequestFailed {
+            base: base.to_owned(),
+            source,
+        })?;
     let status = resp.status().as_u16();
     let body = resp
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("reading the answer from {base} failed: {e}"))?
+        .map_err(|source| Error::AnswerUnread {
+            base: base.to_owned(),
+            source,
+        })?
         .to_bytes();
     Ok((status, body))
 }

@@ -8,6 +8,7 @@
 mod cli;
 mod clock;
 mod config;
+mod error;
 mod http;
 mod http_client;
 mod hub;
@@ -99,74 +100,43 @@ fn init_logs() {
         .try_init();
 }
 
-fn resolve(flags: &ConfigFlags) -> Result<config::Config, ExitCode> {
+fn resolve(flags: &ConfigFlags) -> Result<config::Config, error::Error> {
     let dir = std::env::current_dir().unwrap_or_else(|_| ".".into());
-    config::Config::resolve(&flags.overrides(), &dir).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(2)
-    })
+    Ok(config::Config::resolve(&flags.overrides(), &dir)?)
+}
+
+/// Runs the command; every error comes back here, to be printed and turned into the exit
+/// code (`Error::exit_code`).
+fn run(cmd: Cmd) -> Result<ExitCode, error::Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(error::Error::Runtime)?;
+    match cmd {
+        Cmd::Serve(flags) => {
+            let cfg = resolve(&flags)?;
+            rt.block_on(serve::run(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Env(flags) => {
+            print!("{}", resolve(&flags)?.render());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Token(t) => cli::tokens::token(&resolve(&ConfigFlags::default())?, t),
+        Cmd::Mcp(a) => {
+            let cfg = resolve(&ConfigFlags::default())?;
+            rt.block_on(mcp::run_stdio(&cfg, a))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Client(c) => {
+            let cfg = resolve(&ConfigFlags::default())?;
+            rt.block_on(cli::run(&cfg, c))
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match cli.cmd {
-        Cmd::Serve(flags) => {
-            let cfg = match resolve(&flags) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match rt.block_on(serve::run(cfg)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::Env(flags) => match resolve(&flags) {
-            Ok(cfg) => {
-                print!("{}", cfg.render());
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
-        Cmd::Token(t) => {
-            let cfg = match resolve(&ConfigFlags::default()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            cli::tokens::token(&cfg, t)
-        }
-        Cmd::Mcp(a) => {
-            let cfg = match resolve(&ConfigFlags::default()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match rt.block_on(mcp::run_stdio(&cfg, a)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::Client(c) => {
-            let cfg = match resolve(&ConfigFlags::default()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            rt.block_on(cli::run(&cfg, c))
-        }
-    }
+    run(cli.cmd).unwrap_or_else(|e| e.report())
 }

@@ -7,6 +7,7 @@
 //! version, the tables) before anything is renamed into place, and a restore never writes
 //! over the live file: it builds the new database beside it and renames it in.
 
+use crate::error::{Error, Result};
 use crate::progress::Progress;
 use bridge_core::schema;
 use rusqlite::backup::{Backup, StepResult};
@@ -79,18 +80,19 @@ pub struct Verified {
     pub messages: u64,
 }
 
-fn sql_err<'a>(what: &str, path: &'a Path) -> impl Fn(rusqlite::Error) -> String + 'a {
-    let what = what.to_owned();
-    move |e| format!("{what} {}: {e}", path.display())
+fn sql_err<'a>(action: &'static str, path: &'a Path) -> impl Fn(rusqlite::Error) -> Error + 'a {
+    move |source| Error::Sqlite {
+        action,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Checks that `conn` holds a sound Sacred Bridge database this build can open.
-fn verify(conn: &Connection, path: &Path) -> Result<Verified, String> {
-    let bad = |why: String| {
-        format!(
-            "{} is not a usable Sacred Bridge database: {why}",
-            path.display()
-        )
+fn verify(conn: &Connection, path: &Path) -> Result<Verified> {
+    let bad = |why: String| Error::NotADatabase {
+        path: path.to_owned(),
+        why,
     };
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -122,7 +124,7 @@ fn verify(conn: &Connection, path: &Path) -> Result<Verified, String> {
     if version < 1 {
         return Err(bad("no schema migration was ever applied".into()));
     }
-    let n = |sql: &str| -> Result<u64, String> {
+    let n = |sql: &str| -> Result<u64> {
         conn.query_row(sql, [], |r| r.get::<_, i64>(0))
             .map(|v| v as u64)
             .map_err(|e| bad(e.to_string()))
@@ -135,12 +137,9 @@ fn verify(conn: &Connection, path: &Path) -> Result<Verified, String> {
     })
 }
 
-fn open_read_only(path: &Path) -> Result<Connection, String> {
+fn open_read_only(path: &Path) -> Result<Connection> {
     if !path.is_file() {
-        return Err(format!(
-            "{} does not exist (or is not a file)",
-            path.display()
-        ));
+        return Err(Error::NoSuchFile(path.to_owned()));
     }
     let conn = Connection::open_with_flags(
         path,
@@ -153,7 +152,7 @@ fn open_read_only(path: &Path) -> Result<Connection, String> {
 }
 
 /// Copies `src` into a new file `dst` with the online backup API, showing progress.
-fn copy_database(src: &Connection, dst: &Path, label: &str) -> Result<(), String> {
+fn copy_database(src: &Connection, dst: &Path, label: &str) -> Result<()> {
     let mut out = Connection::open(dst).map_err(sql_err("cannot create", dst))?;
     let mut bar = Progress::new(label);
     {
@@ -188,15 +187,18 @@ fn copy_database(src: &Connection, dst: &Path, label: &str) -> Result<(), String
     out.execute_batch("PRAGMA journal_mode=DELETE;")
         .map_err(sql_err("cannot finish", dst))?;
     out.close()
-        .map_err(|(_, e)| format!("cannot close {}: {e}", dst.display()))
+        .map_err(|(_, e)| sql_err("cannot close", dst)(e))
 }
 
 /// Copies `src` into a new file `tmp` (its folder created) and verifies the copy; on any
 /// failure `tmp` is removed.
-fn copy_verified(src: &Connection, tmp: &Path, label: &str) -> Result<Verified, String> {
+fn copy_verified(src: &Connection, tmp: &Path, label: &str) -> Result<Verified> {
     if let Some(dir) = tmp.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create the folder {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            action: "cannot create the folder",
+            path: dir.to_owned(),
+            source,
+        })?;
     }
     let _ = std::fs::remove_file(tmp);
     let result = copy_database(src, tmp, label).and_then(|()| {
@@ -223,21 +225,19 @@ fn report(v: &Verified) -> String {
 }
 
 /// `sacred-bridge backup FILE`.
-pub fn backup(db: &Path, file: &Path, force: bool) -> Result<ExitCode, String> {
+pub fn backup(db: &Path, file: &Path, force: bool) -> Result<ExitCode> {
     if file.exists() && !force {
-        return Err(format!(
-            "{} already exists; pass --force to overwrite it",
-            file.display()
-        ));
+        return Err(Error::BackupExists(file.to_owned()));
     }
-    let src = open_read_only(db).map_err(|e| {
-        format!("{e}. Which database? Pass --db, or run the command where the host's .env is")
-    })?;
+    let src = open_read_only(db).map_err(|e| Error::WhichDatabase(Box::new(e)))?;
     verify(&src, db)?;
     let tmp = sibling(file, ".partial");
     let result = copy_verified(&src, &tmp, "backup").and_then(|v| {
-        std::fs::rename(&tmp, file)
-            .map_err(|e| format!("cannot move the backup to {}: {e}", file.display()))?;
+        std::fs::rename(&tmp, file).map_err(|source| Error::Io {
+            action: "cannot move the backup to",
+            path: file.to_owned(),
+            source,
+        })?;
         Ok(v)
     });
     match result {
@@ -258,29 +258,26 @@ pub fn backup(db: &Path, file: &Path, force: bool) -> Result<ExitCode, String> {
 }
 
 /// `sacred-bridge restore FILE`.
-pub fn restore(file: &Path, db: &Path, force: bool) -> Result<ExitCode, String> {
+pub fn restore(file: &Path, db: &Path, force: bool) -> Result<ExitCode> {
     // Everything is checked before anything is touched.
-    let src = open_read_only(file).map_err(|e| format!("cannot restore: {e}"))?;
-    let v = verify(&src, file).map_err(|e| format!("refusing to restore: {e}"))?;
+    let src = open_read_only(file).map_err(|e| Error::CannotRestore(Box::new(e)))?;
+    let v = verify(&src, file).map_err(|e| Error::BadBackup(Box::new(e)))?;
     if let Some((pid, api)) = HostPidFile::live(db) {
-        return Err(format!(
-            "refusing to restore: a sacred-bridge host (pid {pid}, {api}) is serving {}. Stop it first, then run restore again",
-            db.display()
-        ));
+        return Err(Error::HostServing {
+            pid,
+            api,
+            db: db.to_owned(),
+        });
     }
     if db.exists() && !force {
-        return Err(format!(
-            "refusing to restore: {} already exists. Pass --force to replace it (take a backup of it first: sacred-bridge backup FILE --db {})",
-            db.display(),
-            db.display()
-        ));
+        return Err(Error::RestoreOver(db.to_owned()));
     }
     let tmp = sibling(db, ".restoring");
     if let Err(e) = copy_verified(&src, &tmp, "restore") {
-        return Err(format!(
-            "restore failed; {} is unchanged: {e}",
-            db.display()
-        ));
+        return Err(Error::RestoreFailed {
+            db: db.to_owned(),
+            source: Box::new(e),
+        });
     }
     if db.exists() {
         // Fold the old database's WAL into it and drop the -wal/-shm files, so no stale WAL
@@ -289,13 +286,16 @@ pub fn restore(file: &Path, db: &Path, force: bool) -> Result<ExitCode, String> 
         old.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(sql_err("cannot checkpoint", db))?;
         old.close()
-            .map_err(|(_, e)| format!("cannot close {}: {e}", db.display()))?;
+            .map_err(|(_, e)| sql_err("cannot close", db)(e))?;
         for suffix in ["-wal", "-shm"] {
             let _ = std::fs::remove_file(sibling(db, suffix));
         }
     }
-    std::fs::rename(&tmp, db)
-        .map_err(|e| format!("cannot move the restored database to {}: {e}", db.display()))?;
+    std::fs::rename(&tmp, db).map_err(|source| Error::Io {
+        action: "cannot move the restored database to",
+        path: db.to_owned(),
+        source,
+    })?;
     eprintln!(
         "restored {} from {}: {}",
         db.display(),
@@ -314,28 +314,23 @@ fn on_path(name: &str) -> Option<PathBuf> {
 }
 
 /// The project's wrangler.toml: `--config`, else the first found from here upwards.
-fn find_wrangler_toml(given: Option<&Path>) -> Result<PathBuf, String> {
+fn find_wrangler_toml(given: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = given {
         return if p.is_file() {
             Ok(p.to_owned())
         } else {
-            Err(format!("--config {}: no such file", p.display()))
+            Err(Error::NoWranglerConfig(p.to_owned()))
         };
     }
-    let here = std::env::current_dir().map_err(|e| format!("no working directory: {e}"))?;
+    let here = std::env::current_dir().map_err(Error::NoWorkingDir)?;
     here.ancestors()
         .map(|d| d.join("wrangler.toml"))
         .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!(
-                "no wrangler.toml in {} or any folder above it; run deploy from the project, or pass --config PATH",
-                here.display()
-            )
-        })
+        .ok_or_else(|| Error::NoWranglerToml(here.clone()))
 }
 
 /// `sacred-bridge deploy`: `npx wrangler deploy` with the project's wrangler.toml.
-pub fn deploy(config: Option<&Path>, extra: &[String]) -> Result<ExitCode, String> {
+pub fn deploy(config: Option<&Path>, extra: &[String]) -> Result<ExitCode> {
     let toml = find_wrangler_toml(config)?;
     let dir = toml
         .parent()
@@ -371,14 +366,9 @@ pub fn deploy(config: Option<&Path>, extra: &[String]) -> Result<ExitCode, Strin
             }
         }
     }
-    if !missing.is_empty() {
-        return Err(format!(
-            "cannot deploy with {}:\n  - {}",
-            toml.display(),
-            missing.join("\n  - ")
-        ));
-    }
-    let npx = npx.ok_or("npx vanished")?;
+    let Some(npx) = npx.filter(|_| missing.is_empty()) else {
+        return Err(Error::DeployNotReady { toml, missing });
+    };
     eprintln!("deploying with {} (npx wrangler deploy)", toml.display());
     let status = Command::new(npx)
         .args(["--no-install", "wrangler", "deploy", "--config"])
@@ -386,10 +376,10 @@ pub fn deploy(config: Option<&Path>, extra: &[String]) -> Result<ExitCode, Strin
         .args(extra)
         .current_dir(&dir)
         .status()
-        .map_err(|e| format!("cannot run npx: {e}"))?;
+        .map_err(Error::Npx)?;
     if status.success() {
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(format!("wrangler deploy failed ({status})"))
+        Err(Error::DeployFailed(status))
     }
 }

@@ -1,6 +1,7 @@
 //! `sacred-bridge serve`: open the store, start the hub thread, bind the listeners.
 
 use crate::config::{Config, Mode, SyncMode};
+use crate::error::{Error, Result};
 use crate::hub::{Hub, HubConfig, Input, MetricsAccess};
 use crate::store::Store;
 use bridge_core::Tier;
@@ -13,18 +14,13 @@ use tokio::sync::mpsc;
 /// Inputs queued for the hub before connections feel back-pressure.
 const HUB_QUEUE: usize = 16_384;
 
-pub async fn run(cfg: Config) -> Result<(), String> {
+pub async fn run(cfg: Config) -> Result<()> {
     let secret = cfg.secret.clone().map(String::into_bytes);
     if cfg.mode == Mode::Cloud && secret.is_none() {
-        return Err(
-            "cloud mode requires tokens: set BRIDGE_SECRET (in the environment or .env) to a long random string, then mint tokens with `sacred-bridge token create`".into(),
-        );
+        return Err(Error::CloudNeedsSecret);
     }
     if cfg.mode == Mode::Hybrid && cfg.cloud_ws_url.is_none() {
-        return Err(
-            "hybrid mode needs CLOUD_WS_URL (e.g. ws://cloud.example:3333) for the upstream link"
-                .into(),
-        );
+        return Err(Error::HybridNeedsUrl);
     }
     let tier = match cfg.mode {
         Mode::Cloud => Tier::Cloud,
@@ -55,8 +51,10 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         }
         _ => None,
     };
-    let store = Store::open(&cfg.db_path)
-        .map_err(|e| format!("cannot open the database {}: {e}", cfg.db_path.display()))?;
+    let store = Store::open(&cfg.db_path).map_err(|source| Error::OpenStore {
+        path: cfg.db_path.clone(),
+        source,
+    })?;
     let hub = Hub::new(
         HubConfig {
             tier,
@@ -89,16 +87,29 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         },
         store,
     )
-    .map_err(|e| format!("cannot restore from {}: {e}", cfg.db_path.display()))?;
+    .map_err(|source| Error::LoadStore {
+        path: cfg.db_path.clone(),
+        source,
+    })?;
 
     let ws_addr = SocketAddr::new(cfg.listen, cfg.ws_port);
     let api_addr = SocketAddr::new(cfg.listen, cfg.api_port);
     let ws = TcpListener::bind(ws_addr)
         .await
-        .map_err(|e| format!("cannot listen for WebSockets on {ws_addr}: {e} (LOCAL_WS_PORT)"))?;
+        .map_err(|source| Error::Listen {
+            what: "WebSockets",
+            addr: ws_addr,
+            var: "LOCAL_WS_PORT",
+            source,
+        })?;
     let api = TcpListener::bind(api_addr)
         .await
-        .map_err(|e| format!("cannot listen for HTTP on {api_addr}: {e} (LOCAL_API_PORT)"))?;
+        .map_err(|source| Error::Listen {
+            what: "HTTP",
+            addr: api_addr,
+            var: "LOCAL_API_PORT",
+            source,
+        })?;
     // Port 0 asks the system for a free port: from here on, everything (the `listening:`
     // line, the pid file, the inspector's `host.json`, `/mcp`'s dial) uses the bound ones.
     let ws_addr = ws.local_addr().unwrap_or(ws_addr);
@@ -115,7 +126,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let hub_thread = std::thread::Builder::new()
         .name("hub".into())
         .spawn(move || hub.run(rx, sync_every))
-        .map_err(|e| format!("cannot start the hub thread: {e}"))?;
+        .map_err(Error::HubThread)?;
 
     tracing::info!(
         mode = cfg.mode.as_str(),

@@ -8,6 +8,7 @@
 //! resumes where the cloud left off); [`run`] only dials, moves frames, and redials with
 //! capped, jittered exponential backoff.
 
+use crate::error::Error;
 use crate::hub::{Input, LinkNote, OUTPUT_QUEUE};
 use crate::ws::{next_session, ws_config};
 use bridge_core::auth::{self, Claims, Rights};
@@ -37,29 +38,25 @@ impl Tokens {
         file: Option<&Path>,
         bridge_token: Option<&str>,
         secret: Option<Vec<u8>>,
-    ) -> Result<Tokens, String> {
+    ) -> Result<Tokens, Error> {
         let mut given = BTreeMap::new();
         if let Some(t) = bridge_token.map(str::trim).filter(|t| !t.is_empty()) {
-            let c = auth::peek(t).map_err(|_| {
-                "BRIDGE_TOKEN is not a token (expected `sb1.…` from `sacred-bridge token create`)"
-                    .to_owned()
-            })?;
+            let c = auth::peek(t).map_err(|_| Error::BadBridgeToken)?;
             given.insert(c.space.clone(), (t.to_owned(), c));
         }
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read CLOUD_TOKENS_FILE {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|source| Error::TokensFileUnread {
+                path: path.to_owned(),
+                source,
+            })?;
             for (i, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let c = auth::peek(line).map_err(|_| {
-                    format!(
-                        "CLOUD_TOKENS_FILE {} line {}: not a token; expected one token a line, from `sacred-bridge token create --space SPACE --rights admin`",
-                        path.display(),
-                        i + 1
-                    )
+                let c = auth::peek(line).map_err(|_| Error::BadTokenLine {
+                    path: path.to_owned(),
+                    line: i + 1,
                 })?;
                 given.insert(c.space.clone(), (line.to_owned(), c));
             }
@@ -293,6 +290,7 @@ mod tests {
         std::fs::write(&file, "sb1.zz.00\n").expect("write tokens");
         let e = Tokens::load(Some(&file), None, None)
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("line 1"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);

@@ -3,6 +3,7 @@
 //! requests and turns error answers into messages.
 
 use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::http_client::request;
 use bridge_core::status::HostStatus;
 use serde_json::Value;
@@ -61,26 +62,28 @@ impl Ctx {
         method: &str,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<Value, String> {
+    ) -> Result<Value> {
         let (status, bytes) = request(&self.api, method, path, body, self.token.as_deref()).await?;
         let v: Value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         if status >= 400 {
             let msg = v["error"]["message"].as_str().unwrap_or("request failed");
             let code = v["error"]["code"].as_str().unwrap_or("error");
-            return Err(format!("{msg} ({code}, HTTP {status})"));
+            return Err(Error::Refused {
+                message: msg.to_owned(),
+                code: code.to_owned(),
+                status,
+            });
         }
         Ok(v)
     }
 
     /// `GET /v1/status`, typed: a document this CLI cannot read is an error, not zeros.
-    pub(super) async fn status(&self) -> Result<HostStatus, String> {
+    pub(super) async fn status(&self) -> Result<HostStatus> {
         let v = self.call("GET", "/v1/status", None).await?;
-        serde_json::from_value(v).map_err(|e| {
-            format!(
-                "the status from {} is not what this version of sacred-bridge reads ({e}); is it an older or newer host?",
-                self.api
-            )
+        serde_json::from_value(v).map_err(|source| Error::UnreadableStatus {
+            api: self.api.clone(),
+            source,
         })
     }
 }

@@ -4,6 +4,7 @@
 use super::client::{enc, Ctx, Target};
 use super::{json_arg, print};
 use crate::config::Config;
+use crate::error::Result;
 use bridge_core::Policy;
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -70,7 +71,7 @@ impl From<PolicyArg> for Policy {
 }
 
 /// `conflicts ...`.
-pub(super) async fn run(cfg: &Config, cmd: ConflictsCmd) -> Result<ExitCode, String> {
+pub(super) async fn run(cfg: &Config, cmd: ConflictsCmd) -> Result<ExitCode> {
     match cmd {
         ConflictsCmd::List { collection, t } => list(cfg, collection, t).await,
         ConflictsCmd::Show {
@@ -89,7 +90,7 @@ pub(super) async fn run(cfg: &Config, cmd: ConflictsCmd) -> Result<ExitCode, Str
 }
 
 /// `conflicts list`: open conflicts as NDJSON.
-async fn list(cfg: &Config, collection: Option<String>, t: Target) -> Result<ExitCode, String> {
+async fn list(cfg: &Config, collection: Option<String>, t: Target) -> Result<ExitCode> {
     let c = Ctx::new(cfg, t);
     let mut p = c.path("conflicts");
     if let Some(col) = collection {
@@ -109,7 +110,7 @@ async fn show(
     id: String,
     json: bool,
     t: Target,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode> {
     let c = Ctx::new(cfg, t);
     let p = c.path(&format!("conflicts/{}/{}", enc(&collection), enc(&id)));
     let v = c.call("GET", &p, None).await?;
@@ -128,11 +129,8 @@ async fn resolve(
     id: String,
     json: String,
     t: Target,
-) -> Result<ExitCode, String> {
-    let body = match json_arg("the resolution", &json) {
-        Ok(b) => b,
-        Err(code) => return Ok(code),
-    };
+) -> Result<ExitCode> {
+    let body = json_arg("the resolution", &json)?;
     let c = Ctx::new(cfg, t);
     let p = c.path(&format!(
         "conflicts/{}/{}/resolve",
@@ -188,7 +186,7 @@ pub(super) async fn policy(
     collection: String,
     policy: PolicyArg,
     t: Target,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode> {
     let c = Ctx::new(cfg, t);
     let body = json!({ "policy": Policy::from(policy).as_str() })
         .to_string()

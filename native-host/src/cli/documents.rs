@@ -3,6 +3,7 @@
 use super::client::{enc, Ctx, Target};
 use super::{json_arg, print};
 use crate::config::Config;
+use crate::error::Result;
 use std::process::ExitCode;
 
 /// `get`: one document.
@@ -11,7 +12,7 @@ pub(super) async fn get(
     collection: String,
     id: String,
     t: Target,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode> {
     let c = Ctx::new(cfg, t);
     let v = c
         .call(
@@ -31,7 +32,7 @@ pub(super) async fn list(
     after: Option<String>,
     limit: Option<usize>,
     t: Target,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode> {
     let c = Ctx::new(cfg, t);
     let mut after = after;
     let mut left = limit.unwrap_or(usize::MAX);
@@ -63,12 +64,9 @@ pub(super) async fn write(
     id: &str,
     json: Option<&str>,
     t: Target,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode> {
     let body = match json {
-        Some(j) => match json_arg("the document", j) {
-            Ok(b) => Some(b),
-            Err(code) => return Ok(code),
-        },
+        Some(j) => Some(json_arg("the document", j)?),
         None => None,
     };
     let c = Ctx::new(cfg, t);

@@ -4,6 +4,7 @@
 use super::client::{enc, Ctx, Target};
 use super::{json_arg, print};
 use crate::config::Config;
+use crate::error::{Error, Result};
 use bridge_core::codec;
 use bridge_core::frame::{Frame, Hello};
 use futures_util::{SinkExt, StreamExt};
@@ -18,11 +19,8 @@ pub(super) async fn send(
     channel: String,
     json: String,
     t: Target,
-) -> Result<ExitCode, String> {
-    let body = match json_arg("the message", &json) {
-        Ok(b) => b,
-        Err(code) => return Ok(code),
-    };
+) -> Result<ExitCode> {
+    let body = json_arg("the message", &json)?;
     let c = Ctx::new(cfg, t);
     let v = c
         .call(
@@ -41,16 +39,20 @@ pub(super) async fn subscribe(
     channel: String,
     from: Option<u64>,
     t: Target,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode> {
     let c = Ctx::new(cfg, t);
     let url = format!(
         "{}/v1/spaces/{}/ws",
         c.ws.trim_end_matches('/'),
         enc(&c.space)
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
-        .await
-        .map_err(|e| format!("cannot connect to {url}: {e}. Is `sacred-bridge serve` running?"))?;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(&url)
+            .await
+            .map_err(|e| Error::WsUnreachable {
+                url: url.clone(),
+                source: Box::new(e),
+            })?;
     let hello = Frame::Hello(Hello {
         space: c.space.clone(),
         name: Some("cli-subscribe".into()),
@@ -66,16 +68,21 @@ pub(super) async fn subscribe(
     for f in [hello, sub] {
         ws.send(Message::Text(codec::encode_json(&f).into()))
             .await
-            .map_err(|e| format!("sending to {url} failed: {e}"))?;
+            .map_err(|e| Error::WsSend {
+                url: url.clone(),
+                source: Box::new(e),
+            })?;
     }
     while let Some(msg) = ws.next().await {
-        let msg = msg.map_err(|e| format!("connection to {url} failed: {e}"))?;
+        let msg = msg.map_err(|e| Error::WsLost {
+            url: url.clone(),
+            source: Box::new(e),
+        })?;
         let Message::Text(text) = msg else {
             if let Message::Close(f) = msg {
-                return Err(format!(
-                    "the host closed the connection: {}",
-                    f.map(|f| f.reason.to_string()).unwrap_or_default()
-                ));
+                return Err(Error::Closed {
+                    reason: f.map(|f| f.reason.to_string()).unwrap_or_default(),
+                });
             }
             continue;
         };
@@ -89,7 +96,10 @@ pub(super) async fn subscribe(
                 print(&m);
             }
             Ok(Frame::Error { code, message, .. }) => {
-                return Err(format!("{message} ({})", code.as_str()))
+                return Err(Error::Rejected {
+                    code: code.as_str().to_owned(),
+                    message,
+                })
             }
             _ => {}
         }
@@ -103,7 +113,7 @@ pub(super) async fn watch(
     since: Option<String>,
     interval: u64,
     t: Target,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode> {
     let c = Ctx::new(cfg, t);
     let mut cursor = match since {
         Some(s) => s,

@@ -26,6 +26,7 @@ mod sync;
 pub mod tokens;
 
 use crate::config::Config;
+use crate::error::{Error, Result};
 use client::Target;
 use conflicts::{ConflictsCmd, PolicyArg};
 use serde_json::Value;
@@ -244,35 +245,18 @@ pub enum ClientCmd {
     },
 }
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::FAILURE
-}
-
-fn usage(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::from(2)
-}
-
-fn json_arg(what: &str, s: &str) -> Result<Vec<u8>, ExitCode> {
-    match serde_json::from_str::<Value>(s) {
-        Ok(v) => Ok(v.to_string().into_bytes()),
-        Err(e) => Err(usage(format!("{what} is not JSON: {e}"))),
-    }
+/// A JSON argument, compacted for the request body.
+fn json_arg(what: &'static str, s: &str) -> Result<Vec<u8>> {
+    serde_json::from_str::<Value>(s)
+        .map(|v| v.to_string().into_bytes())
+        .map_err(|source| Error::NotJson { what, source })
 }
 
 fn print(v: &Value) {
     println!("{v}");
 }
 
-pub async fn run(cfg: &Config, cmd: ClientCmd) -> ExitCode {
-    match run_inner(cfg, cmd).await {
-        Ok(code) => code,
-        Err(e) => fail(e),
-    }
-}
-
-async fn run_inner(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode, String> {
+pub async fn run(cfg: &Config, cmd: ClientCmd) -> Result<ExitCode> {
     match cmd {
         ClientCmd::Put {
             collection,

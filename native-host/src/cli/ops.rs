@@ -4,6 +4,7 @@
 use super::client::{Ctx, Target};
 use super::print;
 use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::http_client::request;
 use serde_json::json;
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ pub(super) async fn backup(
     db: Option<String>,
     force: bool,
     t: Target,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode> {
     let db = match db {
         Some(d) => std::path::PathBuf::from(d),
         None => {
@@ -36,23 +37,25 @@ pub(super) fn restore(
     file: String,
     db: Option<String>,
     force: bool,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode> {
     let db = db.map_or_else(|| cfg.db_path.clone(), std::path::PathBuf::from);
     crate::ops::restore(std::path::Path::new(&file), &db, force)
 }
 
 /// `deploy`: `npx wrangler deploy`.
-pub(super) fn deploy(config: Option<String>, extra: &[String]) -> Result<ExitCode, String> {
+pub(super) fn deploy(config: Option<String>, extra: &[String]) -> Result<ExitCode> {
     crate::ops::deploy(config.as_deref().map(std::path::Path::new), extra)
 }
 
 /// `export`: the space as NDJSON, passed through as the host wrote it.
-pub(super) async fn export(cfg: &Config, t: Target) -> Result<ExitCode, String> {
+pub(super) async fn export(cfg: &Config, t: Target) -> Result<ExitCode> {
     let c = Ctx::new(cfg, t);
     let (status, body) =
         request(&c.api, "GET", &c.path("export"), None, c.token.as_deref()).await?;
     if status >= 400 {
-        return Err(String::from_utf8_lossy(&body).into_owned());
+        return Err(Error::RefusedRaw(
+            String::from_utf8_lossy(&body).into_owned(),
+        ));
     }
     print!("{}", String::from_utf8_lossy(&body));
     Ok(ExitCode::SUCCESS)
@@ -64,15 +67,18 @@ pub(super) async fn import(
     file: String,
     batch: usize,
     t: Target,
-) -> Result<ExitCode, String> {
-    let body = std::fs::read(&file).map_err(|e| format!("cannot read {file}: {e}"))?;
+) -> Result<ExitCode> {
+    let body = std::fs::read(&file).map_err(|source| Error::ImportUnread {
+        file: file.clone(),
+        source,
+    })?;
     let c = Ctx::new(cfg, t);
     send_batches(&c, &file, &body, batch.max(1)).await
 }
 
 /// The file's lines in batches of `batch` lines (or 4 MB), one request each, so a
 /// large import neither holds the host to one huge transaction nor shows nothing for minutes.
-async fn send_batches(c: &Ctx, file: &str, body: &[u8], batch: usize) -> Result<ExitCode, String> {
+async fn send_batches(c: &Ctx, file: &str, body: &[u8], batch: usize) -> Result<ExitCode> {
     const MAX_BATCH_BYTES: usize = 4 << 20;
     let lines: Vec<&[u8]> = body
         .split(|b| *b == b'\n')
@@ -93,12 +99,12 @@ async fn send_batches(c: &Ctx, file: &str, body: &[u8], batch: usize) -> Result<
         let v = c
             .call("POST", &c.path("import"), Some(std::mem::take(&mut chunk)))
             .await
-            .map_err(|e| {
-                format!(
-                    "{e}; lines {}..{} of {file} were not imported (the {done} before them are)",
-                    done + 1,
-                    done + in_chunk
-                )
+            .map_err(|e| Error::ImportStopped {
+                source: Box::new(e),
+                first: done + 1,
+                last: done + in_chunk,
+                file: file.to_owned(),
+                done,
             })?;
         imported += v["imported"].as_u64().unwrap_or(0);
         done += in_chunk;

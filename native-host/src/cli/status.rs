@@ -4,6 +4,7 @@
 use super::client::{Ctx, Target};
 use super::print;
 use crate::config::Config;
+use crate::error::Result;
 use bridge_core::status::HostStatus;
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -58,19 +59,18 @@ impl CloudTarget {
         };
         Some(match c.status().await {
             Ok(status) => CloudStatus::Read { api, status },
-            Err(error) => CloudStatus::Unreachable { api, error },
+            Err(e) => CloudStatus::Unreachable {
+                api,
+                error: e.to_string(),
+            },
         })
     }
 }
 
 /// `status`: the host's status as pretty JSON, the cloud's under `cloud`.
-pub(super) async fn status(
-    cfg: &Config,
-    t: Target,
-    cloud: CloudTarget,
-) -> Result<ExitCode, String> {
+pub(super) async fn status(cfg: &Config, t: Target, cloud: CloudTarget) -> Result<ExitCode> {
     let c = Ctx::new(cfg, t);
-    let mut v = serde_json::to_value(c.status().await?).map_err(|e| e.to_string())?;
+    let mut v = serde_json::to_value(c.status().await?).unwrap_or(Value::Null);
     if let (Some(cs), Some(o)) = (cloud.status(cfg, &c).await, v.as_object_mut()) {
         o.insert("cloud".into(), cs.to_json());
     }
@@ -88,7 +88,7 @@ pub(super) async fn monitor(
     cloud: CloudTarget,
     once: bool,
     interval: u64,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode> {
     let c = Ctx::new(cfg, t);
     loop {
         let st = c.status().await?;
@@ -111,7 +111,7 @@ pub(super) async fn monitor(
 }
 
 /// `agents`: who is connected, here and on the other side of the links.
-pub(super) async fn agents(cfg: &Config, t: Target, json: bool) -> Result<ExitCode, String> {
+pub(super) async fn agents(cfg: &Config, t: Target, json: bool) -> Result<ExitCode> {
     let c = Ctx::new(cfg, t);
     let v = c.call("GET", &c.path("presence"), None).await?;
     let agents = v["agents"].as_array().cloned().unwrap_or_default();

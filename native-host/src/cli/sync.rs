@@ -4,6 +4,7 @@
 use super::client::{Ctx, Target};
 use super::print;
 use crate::config::Config;
+use crate::error::{Error, Result};
 use bridge_core::status::{HostStatus, LinkState, PullProgress, PushProgress, UpstreamLink};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -59,7 +60,7 @@ pub(super) async fn sync(
     pull: bool,
     no_wait: bool,
     timeout: Duration,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode> {
     let dir = match (push, pull) {
         (true, _) => "?direction=push",
         (_, true) => "?direction=pull",
@@ -85,10 +86,10 @@ pub(super) async fn sync(
     loop {
         let st = c.status().await?;
         let Some(link) = LinksTotal::of(&st) else {
-            return Err("the host has no upstream link".into());
+            return Err(Error::NoLink);
         };
         if !link.up {
-            return Err("the upstream link went down; the sync resumes when it comes back (`sacred-bridge monitor` shows it)".into());
+            return Err(Error::LinkDown);
         }
         if !push_done {
             let PushProgress { sent, remaining } = link.push;
@@ -127,11 +128,10 @@ pub(super) async fn sync(
             return Ok(ExitCode::SUCCESS);
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(format!(
-                "the sync did not finish within {} s (it goes on in the host); link: {}",
-                timeout.as_secs(),
-                serde_json::to_string(&link).unwrap_or_default()
-            ));
+            return Err(Error::SyncTimeout {
+                secs: timeout.as_secs(),
+                link: serde_json::to_string(&link).unwrap_or_default(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -1,7 +1,7 @@
 //! `token create`: mint an access token from `BRIDGE_SECRET`, offline (no host involved).
 
-use super::usage;
 use crate::config::Config;
+use crate::error::{Error, Result};
 use bridge_core::auth::{self, Claims, Rights};
 use std::process::ExitCode;
 
@@ -23,7 +23,7 @@ pub enum TokenCmd {
 }
 
 /// `--ttl` for clap: the lifetime in ms.
-fn ttl_arg(s: &str) -> Result<u64, String> {
+fn ttl_arg(s: &str) -> std::result::Result<u64, String> {
     parse_ttl(s).ok_or_else(|| {
         "expected seconds or a duration such as 30s, 15m, 12h, 7d, 1w or 1h30m".to_owned()
     })
@@ -57,21 +57,17 @@ pub fn parse_ttl(s: &str) -> Option<u64> {
     u64::try_from(humantime::parse_duration(s).ok()?.as_millis()).ok()
 }
 
-pub fn token(cfg: &Config, cmd: TokenCmd) -> ExitCode {
+pub fn token(cfg: &Config, cmd: TokenCmd) -> Result<ExitCode> {
     let TokenCmd::Create { space, rights, ttl } = cmd;
-    let Some(secret) = &cfg.secret else {
-        return usage("BRIDGE_SECRET is not set; tokens are signed with it (set it in the environment or .env)");
-    };
-    if let Err(e) = bridge_core::check_name("space", &space, false) {
-        return usage(e);
-    }
+    let secret = cfg.secret.as_ref().ok_or(Error::NoSecret)?;
+    bridge_core::check_name("space", &space, false).map_err(Error::BadName)?;
     let claims = Claims {
         space,
         rights: rights.into(),
         exp: crate::clock::now_ms().saturating_add(ttl),
     };
     println!("{}", auth::mint(secret.as_bytes(), &claims));
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

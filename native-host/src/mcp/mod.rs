@@ -9,9 +9,10 @@
 mod link;
 mod server;
 mod tools;
-mod uri;
+pub(crate) mod uri;
 
 use crate::config::Config;
+use crate::error::Error;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use server::{Bridge, Options};
@@ -52,7 +53,7 @@ fn dial(ip: IpAddr, port: u16) -> SocketAddr {
 }
 
 /// Serves MCP on stdin/stdout until the client closes stdin.
-pub async fn run_stdio(cfg: &Config, a: McpArgs) -> Result<(), String> {
+pub async fn run_stdio(cfg: &Config, a: McpArgs) -> Result<(), Error> {
     let opts = Options {
         ws: a
             .ws
@@ -68,11 +69,8 @@ pub async fn run_stdio(cfg: &Config, a: McpArgs) -> Result<(), String> {
     };
     let running = rmcp::serve_server(Bridge::new(Arc::new(opts)), rmcp::transport::stdio())
         .await
-        .map_err(|e| format!("MCP session failed to start: {e}"))?;
-    running
-        .waiting()
-        .await
-        .map_err(|e| format!("MCP session failed: {e}"))?;
+        .map_err(|e| Error::McpStart(Box::new(e)))?;
+    running.waiting().await.map_err(Error::McpSession)?;
     Ok(())
 }
 

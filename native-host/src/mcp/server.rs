@@ -461,7 +461,7 @@ async fn status_get(base: &str, token: Option<&str>) -> Result<Value, BridgeErro
 async fn http_get(base: &str, path: &str, token: Option<&str>) -> Result<Value, BridgeError> {
     let (status, body) = crate::http_client::request(base, "GET", path, None, token)
         .await
-        .map_err(|e| BridgeError::new("unavailable", e))?;
+        .map_err(|e| BridgeError::new("unavailable", e.to_string()))?;
     let v: Value = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     if status >= 400 {
@@ -695,8 +695,9 @@ impl ServerHandler for Bridge {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         self.check_bearer(&context)?;
-        let target = uri::parse(&request.uri)
-            .map_err(|e| McpError::invalid_params(e, Some(json!({"code": "bad_request"}))))?;
+        let target = uri::parse(&request.uri).map_err(|e| {
+            McpError::invalid_params(e.to_string(), Some(json!({"code": "bad_request"})))
+        })?;
         let text = match target {
             Target::Doc {
                 space,
@@ -732,9 +733,9 @@ impl ServerHandler for Bridge {
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         self.check_bearer(&context)?;
-        let (space, collection) = match uri::parse(&request.uri)
-            .map_err(|e| McpError::invalid_params(e, Some(json!({"code": "bad_request"}))))?
-        {
+        let (space, collection) = match uri::parse(&request.uri).map_err(|e| {
+            McpError::invalid_params(e.to_string(), Some(json!({"code": "bad_request"})))
+        })? {
             Target::Doc {
                 space, collection, ..
             }

@@ -2,6 +2,8 @@
 //! `sacred-bridge://{space}/{collection}` a collection's listing. Each part is percent-encoded
 //! (names may hold `/`, spaces, anything but control characters).
 
+use crate::error::Error;
+
 pub const SCHEME: &str = "sacred-bridge://";
 
 /// What a resource URI names.
@@ -55,12 +57,8 @@ pub fn collection(space: &str, collection: &str) -> String {
 }
 
 /// Parses a resource URI; `Err` says what is wrong with it.
-pub fn parse(uri: &str) -> Result<Target, String> {
-    let bad = || {
-        format!(
-            "{uri:?} is not a Sacred Bridge resource: expected {SCHEME}{{space}}/{{collection}} or {SCHEME}{{space}}/{{collection}}/{{id}}, each part percent-encoded"
-        )
-    };
+pub fn parse(uri: &str) -> Result<Target, Error> {
+    let bad = || Error::BadUri(uri.to_owned());
     let rest = uri.strip_prefix(SCHEME).ok_or_else(bad)?;
     let parts: Option<Vec<String>> = rest.split('/').map(dec).collect();
     let parts = parts.ok_or_else(bad)?;
@@ -89,16 +87,16 @@ mod tests {
         let u = doc("team", "notes/a b", "n%1");
         assert_eq!(u, "sacred-bridge://team/notes%2Fa%20b/n%251");
         assert_eq!(
-            parse(&u),
-            Ok(Target::Doc {
+            parse(&u).ok(),
+            Some(Target::Doc {
                 space: "team".into(),
                 collection: "notes/a b".into(),
                 id: "n%1".into()
             })
         );
         assert_eq!(
-            parse(&collection("team", "notes")),
-            Ok(Target::Collection {
+            parse(&collection("team", "notes")).ok(),
+            Some(Target::Collection {
                 space: "team".into(),
                 collection: "notes".into()
             })
