@@ -20,8 +20,9 @@
 //! - [`retention`]: which stored messages a channel's retention drops;
 //! - [`tabs`]: several tabs on one store — one leads, the others forward to it;
 //! - `store` (wasm32): the IndexedDB store — replica id, restore, one transaction per flush;
-//! - `client` (wasm32): the `open()` handle, the WebSocket link with jittered backoff, and
-//!   the pump that persists, releases and sends;
+//! - `client` (wasm32): the `open()` handle and its verbs (`client/mod.rs`), with a module
+//!   per concern — TypeScript declarations, the pump that persists, releases and sends, the
+//!   WebSocket link with jittered backoff and heartbeat, the leader and follower tab roles;
 //! - `js` (wasm32): the few browser globals used directly (timers, crypto, Web Locks).
 #![forbid(unsafe_code)]
 

@@ -18,6 +18,12 @@
 //! A forwarded write is the agent frame for it (`put`, `patch`, `delete`, `send`, `resolve`,
 //! `set_policy`) in the binary encoding: the core already encodes and checks those, so the
 //! tabs need no message format — or decoder — of their own.
+//!
+//! `message` (wasm32) is the envelope around those frames on the `BroadcastChannel`: which
+//! tab calls, which answers, what the leader announces.
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) mod message;
 
 use bridge_core::limits::{check_doc_write, check_message};
 use bridge_core::requests::RequestKey;

@@ -1,0 +1,709 @@
+//! The JavaScript handle: `open()` and the verbs of [`Bridge`], the package's API surface.
+//!
+//! One [`Engine`] per handle, behind `Rc<RefCell<_>>` (the browser is single-threaded). Every
+//! input — a local write, a frame from the socket, the socket opening or closing — is handed
+//! to the engine at once, then the **pump** runs (as a microtask, so a burst of inputs in one
+//! task shares one transaction): it cuts the staged changes into batches, writes them to
+//! IndexedDB in one transaction, reports them persisted, and drains what the engine wants
+//! done — frames to send, acks to release as resolved promises, changes and messages for
+//! the callbacks. A borrow is never held across an `await` or while JavaScript runs, so a
+//! callback may call back into the handle.
+//!
+//! The link is a plain `WebSocket` (binary frames, peer session). It is redialled with
+//! `bridge_core::backoff::Backoff` and jitter from `crypto.getRandomValues`, immediately on
+//! the `online` event, and dropped on `offline`; on every (re)connect the engine's `hello`
+//! carries our vector, so only what is missing travels — writes made offline included.
+//!
+//! Modules, by concern:
+//! - `ts`: the TypeScript declarations of the package's `.d.ts`;
+//! - `convert`: arguments and errors across the JavaScript boundary;
+//! - `state`: [`Inner`], the state of one handle, and the status it derives;
+//! - `drain`: the host loop — persist, report persisted, transmit and call back;
+//! - `link`: the WebSocket link, backoff, `online`/`offline`, heartbeat;
+//! - `channel`: the `BroadcastChannel` among tabs and its inbox;
+//! - `leader` / `follower`: the two roles of a tab sharing the store ([`crate::tabs`]).
+
+mod channel;
+mod convert;
+mod drain;
+mod follower;
+mod leader;
+mod link;
+mod state;
+mod ts;
+
+use self::channel::{join_tabs, tab_channel_supported};
+use self::convert::{
+    coded, core_err, describe_value, js_err, name_arg, object_from_js, opt_name_arg, to_js,
+    value_from_js,
+};
+use self::drain::schedule;
+use self::leader::promote;
+use self::link::{dial, listen_network};
+use self::state::{Inner, Shared, Sub, SubKind, Waiter};
+use crate::js;
+use crate::status::CloudProgress;
+use crate::store::{Damaged, IdbStore, Loaded};
+use crate::tabs;
+use crate::tabs::message::TabMsg;
+use bridge_core::backoff::Backoff;
+use bridge_core::{check_name, DocKey, Engine, EngineConfig, Error, Frame, Policy, Tier};
+use js_sys::{Function, Promise};
+use serde::Deserialize;
+use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OpenOptions {
+    url: Option<String>,
+    space: String,
+    token: Option<String>,
+    name: Option<String>,
+    db: Option<String>,
+    heartbeat_ms: Option<u32>,
+}
+
+/// A ping this often; a link silent for three intervals is taken for dead.
+const HEARTBEAT_MS: u32 = 15_000;
+
+/// Opens the store of `options.space` in this browser (IndexedDB), restores it, and — when
+/// `options.url` is given — keeps a link to that host, resuming by vector on every
+/// reconnect. Fails if another tab already has the same store open.
+#[wasm_bindgen]
+pub async fn open(
+    #[wasm_bindgen(unchecked_param_type = "OpenOptions")] options: JsValue,
+) -> Result<Bridge, JsValue> {
+    let opts: OpenOptions = serde_wasm_bindgen::from_value(options)
+        .map_err(|e| coded("bad_request", &format!("open(): bad options: {e}")))?;
+    check_name("space", &opts.space, false).map_err(|e| core_err(&e))?;
+    let db_name = opts
+        .db
+        .clone()
+        .unwrap_or_else(|| format!("sacred-bridge/{}", opts.space));
+    let lock_name = format!("sacred-bridge:{db_name}");
+    let (release_lock, follower) = match js::lock(&lock_name, false).await? {
+        js::Lock::Held(release) => (Some(release), false),
+        js::Lock::Unsupported => (None, false),
+        js::Lock::Busy if tab_channel_supported() => (None, true),
+        js::Lock::Busy => {
+            return Err(coded(
+                "busy",
+                &format!(
+                    "this store ({db_name}) is open in another tab or window of this browser, \
+                 and tabs cannot coordinate here (no BroadcastChannel); close it there, \
+                 or open a different `db` name"
+                ),
+            ))
+        }
+    };
+    match open_store(&opts, &db_name, !follower).await {
+        Ok((engine, store, loaded)) => {
+            let cloud = loaded.cloud;
+            let inner = Rc::new(RefCell::new(Inner {
+                engine,
+                store: Some(store),
+                url: opts.url.map(|u| socket_url(&u, &opts.space)),
+                token: opts.token,
+                name: opts.name.unwrap_or_default(),
+                link: None,
+                session: 0,
+                next_session: 1,
+                handshake_done: false,
+                backoff: Backoff::default(),
+                timer: None,
+                closed: false,
+                next_req: 1,
+                waiting: BTreeMap::new(),
+                next_sub: 1,
+                subs: Vec::new(),
+                cloud: CloudProgress { acked: cloud.acked },
+                cloud_at: cloud.at,
+                cloud_dirty: false,
+                peer: CloudProgress::default(),
+                peer_tier: None,
+                incoming: 0,
+                pumping: false,
+                unwritten: Vec::new(),
+                error: damage_report(&loaded.damaged),
+                last_status: None,
+                release_lock,
+                listeners: Vec::new(),
+                tabs: None,
+                follower,
+                // Below 2^53: it crosses JavaScript as a number.
+                tab_id: js::random_u64().unwrap_or_else(|_| js::now_ms()) >> 11,
+                forwarded: BTreeMap::new(),
+                mirror_status: None,
+                mirror_presence: None,
+                inbox: VecDeque::new(),
+                inbox_busy: false,
+                followers: false,
+                heartbeat_ms: opts.heartbeat_ms.unwrap_or(HEARTBEAT_MS).max(50),
+                last_rx: 0,
+                heartbeat: None,
+            }));
+            join_tabs(&inner, &db_name);
+            if follower {
+                let rc = inner.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    if let Ok(js::Lock::Held(release)) = js::lock(&lock_name, true).await {
+                        promote(rc, release).await;
+                    }
+                });
+            } else {
+                listen_network(&inner);
+                dial(&inner);
+            }
+            Ok(Bridge { inner })
+        }
+        Err(e) => {
+            if let Some(release) = release_lock {
+                let _ = release.call0(&JsValue::NULL);
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn open_store(
+    opts: &OpenOptions,
+    db_name: &str,
+    leader: bool,
+) -> Result<(Engine, IdbStore, Loaded), JsValue> {
+    let mut store = IdbStore::open(db_name).await.map_err(js_err)?;
+    let replica = store
+        .replica_id(|| js::random_u64().ok())
+        .await
+        .map_err(js_err)?;
+    let mut cfg = EngineConfig::new(replica, Tier::Local, opts.space.clone());
+    cfg.name = opts.name.clone().unwrap_or_default();
+    // A browser joins spaces; the hosts that serve them seed their default policy.
+    cfg.seed_default_policy = false;
+    let mut engine = Engine::new(cfg);
+    let loaded = store.load(&mut engine).await.map_err(js_err)?;
+    if leader {
+        store.set_aside(&loaded.damaged).await.map_err(js_err)?;
+    }
+    Ok((engine, store, loaded))
+}
+
+/// What `status().error` says after an open that had to set records aside.
+fn damage_report(damaged: &[Damaged]) -> Option<String> {
+    let first = damaged.first()?;
+    Some(format!(
+        "{} stored record(s) could not be read and were set aside (IndexedDB store `damaged`); \
+         everything else is open. First: {} ({})",
+        damaged.len(),
+        first.store,
+        first.why
+    ))
+}
+
+/// `ws://host:port` → `ws://host:port/v1/spaces/{space}/ws`; a URL already naming a
+/// WebSocket path is kept.
+fn socket_url(url: &str, space: &str) -> String {
+    if url.ends_with("/ws") {
+        url.to_owned()
+    } else {
+        format!("{}/v1/spaces/{}/ws", url.trim_end_matches('/'), space)
+    }
+}
+
+/// A handle on one space in this browser. Writes resolve once stored in IndexedDB; the
+/// status says when the cloud has them too.
+#[wasm_bindgen]
+pub struct Bridge {
+    inner: Shared,
+}
+
+impl Bridge {
+    /// Runs the call `make` builds here, or forwards it to the leader tab; the promise
+    /// resolves once stored. Every refusal — bad arguments, a limit, a closed handle — is a
+    /// rejection with a `code`, never a synchronous throw.
+    fn request(&self, make: impl FnOnce() -> Result<Frame, Error>) -> Promise {
+        match make().and_then(|call| self.run(call)) {
+            Ok(p) => p,
+            Err(e) => Promise::reject(&core_err(&e)),
+        }
+    }
+
+    fn run(&self, call: Frame) -> Result<Promise, Error> {
+        let promise = {
+            let mut guard = self.inner.borrow_mut();
+            let i = &mut *guard;
+            if i.closed {
+                return Ok(Promise::reject(&coded(
+                    "closed",
+                    "this handle is closed; open() a new one",
+                )));
+            }
+            if i.follower {
+                tabs::check(&call, i.engine.replica())?;
+            }
+            let id = i.next_req;
+            i.next_req += 1;
+            if i.follower {
+                let msg = TabMsg::Call {
+                    tab: i.tab_id,
+                    id,
+                    frame: call.clone(),
+                };
+                let forwarded = &mut i.forwarded;
+                let p = Promise::new(&mut |resolve, reject| {
+                    forwarded.insert(id, (call.clone(), resolve, reject));
+                });
+                if let Some(t) = &i.tabs {
+                    t.post(&msg);
+                }
+                return Ok(p);
+            }
+            tabs::apply(call, &mut i.engine, js::now_ms(), id, None)?;
+            let waiting = &mut i.waiting;
+            Promise::new(&mut |resolve, reject| {
+                waiting.insert(id, Waiter::Local(resolve, reject));
+            })
+        };
+        schedule(&self.inner);
+        Ok(promise)
+    }
+
+    fn add_sub(&self, kind: SubKind, f: Function) -> u32 {
+        let mut i = self.inner.borrow_mut();
+        let id = i.next_sub;
+        i.next_sub += 1;
+        i.subs.push(Sub { id, kind, f });
+        id
+    }
+}
+
+#[wasm_bindgen]
+impl Bridge {
+    /// Replaces document `collection/id` with `value` (a plain object). Resolves with the
+    /// write's dot once stored in IndexedDB; rejects (never throws) with a `BridgeError`:
+    /// `bad_request` (names, not an object), `malformed` (nested deeper than 64 levels),
+    /// `too_large` (over 256 KiB), `closed`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Dot>")]
+    pub fn put(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Record<string, unknown>")] value: JsValue,
+    ) -> Promise {
+        self.request(|| {
+            Ok(Frame::Put {
+                req: None,
+                collection: name_arg(&collection, "collection")?,
+                id: name_arg(&id, "document id")?,
+                value: Value::Object(object_from_js(&value)?),
+            })
+        })
+    }
+
+    /// Sets the top-level fields of `value` on the document (others are kept). Resolves and
+    /// rejects as `put` (the size limit applies to the resulting document).
+    #[wasm_bindgen(unchecked_return_type = "Promise<Dot>")]
+    pub fn patch(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Record<string, unknown>")] value: JsValue,
+    ) -> Promise {
+        self.request(|| {
+            Ok(Frame::Patch {
+                req: None,
+                collection: name_arg(&collection, "collection")?,
+                id: name_arg(&id, "document id")?,
+                value: Value::Object(object_from_js(&value)?),
+            })
+        })
+    }
+
+    /// Deletes the document (a tombstone that syncs like a write).
+    #[wasm_bindgen(unchecked_return_type = "Promise<Dot>")]
+    pub fn delete(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+    ) -> Promise {
+        self.request(|| {
+            Ok(Frame::Delete {
+                req: None,
+                collection: name_arg(&collection, "collection")?,
+                id: name_arg(&id, "document id")?,
+            })
+        })
+    }
+
+    /// The document's visible value, `null` if absent or deleted.
+    #[wasm_bindgen(unchecked_return_type = "Record<string, unknown> | null")]
+    pub fn get(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let collection = name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
+        let id = name_arg(&id, "document id").map_err(|e| core_err(&e))?;
+        let i = self.inner.borrow();
+        match i.engine.replica().get(&DocKey::new(collection, id)) {
+            Some(v) => to_js(&v),
+            None => Ok(JsValue::NULL),
+        }
+    }
+
+    /// The visible documents of a collection in id order, after `after`, at most `limit`.
+    #[wasm_bindgen(unchecked_return_type = "DocView[]")]
+    pub fn list(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | null")] after: JsValue,
+        limit: Option<u32>,
+    ) -> Result<JsValue, JsValue> {
+        let collection = name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
+        let after = opt_name_arg(&after, "document id").map_err(|e| core_err(&e))?;
+        let i = self.inner.borrow();
+        let limit = limit.map_or(usize::MAX, |l| l as usize);
+        to_js(
+            &i.engine
+                .replica()
+                .list(&collection, after.as_deref(), limit),
+        )
+    }
+
+    /// Collections holding at least one document (deleted ones included), in name order.
+    pub fn collections(&self) -> Vec<String> {
+        let i = self.inner.borrow();
+        let mut out: Vec<String> = Vec::new();
+        for (k, _) in i.engine.replica().docs() {
+            if out.last() != Some(&k.collection) && !k.collection.starts_with('_') {
+                out.push(k.collection.clone());
+            }
+        }
+        out
+    }
+
+    /// Calls `callback(doc)` for every durable change of `collection` (`"*"`: all).
+    /// Returns an id for `unsubscribe`.
+    pub fn subscribe(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "(doc: DocView) => void")] callback: Function,
+    ) -> Result<u32, JsValue> {
+        let collection = name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
+        Ok(self.add_sub(SubKind::Docs(collection), callback))
+    }
+
+    /// Removes a callback added by `subscribe`, `onMessage`, `onStatus`, `onConflict` or
+    /// `onPresence`.
+    pub fn unsubscribe(&self, id: u32) {
+        self.inner.borrow_mut().subs.retain(|s| s.id != id);
+    }
+
+    /// Publishes `payload` on `channel`; resolves once stored here (it travels on from there).
+    /// Rejects (never throws) with a `BridgeError`: `bad_request` (channel), `malformed`
+    /// (nested deeper than 64 levels), `too_large` (payload over 256 KiB), `closed`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn send(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] channel: JsValue,
+        payload: JsValue,
+    ) -> Promise {
+        self.request(|| {
+            Ok(Frame::Send {
+                req: None,
+                channel: name_arg(&channel, "channel")?,
+                payload: value_from_js(&payload, "the payload")?,
+            })
+        })
+    }
+
+    /// Calls `callback(message, offset)` for every message stored here (sent here or
+    /// arrived), each once.
+    #[wasm_bindgen(js_name = onMessage)]
+    pub fn on_message(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(message: Message, offset: number) => void")]
+        callback: Function,
+    ) -> u32 {
+        self.add_sub(SubKind::Messages, callback)
+    }
+
+    /// Retained messages of `channel` after offset `from` (replay).
+    #[wasm_bindgen(unchecked_return_type = "{ offset: number; message: Message }[]")]
+    pub fn messages(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] channel: JsValue,
+        from: Option<f64>,
+    ) -> Result<JsValue, JsValue> {
+        let channel = name_arg(&channel, "channel").map_err(|e| core_err(&e))?;
+        let i = self.inner.borrow();
+        let from = from.unwrap_or(0.0) as u64;
+        let out: Vec<Value> = i
+            .engine
+            .replica()
+            .logs()
+            .after(&channel, from)
+            .map(|r| serde_json::json!({"offset": r.offset, "message": r.message}))
+            .collect();
+        to_js(&out)
+    }
+
+    /// Who is connected: here, and through the host, on the other side.
+    #[wasm_bindgen(unchecked_return_type = "PresenceEntry[]")]
+    pub fn presence(&self) -> Result<JsValue, JsValue> {
+        let i = self.inner.borrow();
+        match (&i.mirror_presence, i.follower) {
+            (Some(p), true) => Ok(p.clone()),
+            _ => to_js(&i.engine.presence()),
+        }
+    }
+
+    #[wasm_bindgen(js_name = onPresence)]
+    pub fn on_presence(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(entries: PresenceEntry[]) => void")]
+        callback: Function,
+    ) -> u32 {
+        self.add_sub(SubKind::Presence, callback)
+    }
+
+    /// Open conflicts (collections with policy `manual`), of one collection or all.
+    #[wasm_bindgen(unchecked_return_type = "Conflict[]")]
+    pub fn conflicts(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string | null")] collection: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let collection = opt_name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
+        to_js(
+            &self
+                .inner
+                .borrow()
+                .engine
+                .replica()
+                .conflicts(collection.as_deref()),
+        )
+    }
+
+    #[wasm_bindgen(js_name = onConflict)]
+    pub fn on_conflict(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(conflict: Conflict) => void")] callback: Function,
+    ) -> u32 {
+        self.add_sub(SubKind::Conflicts, callback)
+    }
+
+    /// Resolves an open conflict with `value` (`null` deletes the document): a write that
+    /// supersedes every side.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Dot>")]
+    pub fn resolve(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Record<string, unknown> | null")] value: JsValue,
+    ) -> Promise {
+        self.request(|| {
+            let value = if value.is_null() || value.is_undefined() {
+                None
+            } else {
+                Some(Value::Object(object_from_js(&value)?))
+            };
+            Ok(Frame::Resolve {
+                req: None,
+                collection: name_arg(&collection, "collection")?,
+                id: name_arg(&id, "document id")?,
+                value,
+            })
+        })
+    }
+
+    /// Sets a collection's conflict policy for the whole space (replicated configuration).
+    #[wasm_bindgen(js_name = setPolicy, unchecked_return_type = "Promise<Dot>")]
+    pub fn set_policy(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Policy")] policy: JsValue,
+    ) -> Promise {
+        self.request(|| {
+            let policy = policy
+                .as_string()
+                .ok_or_else(|| Error::BadPolicy(describe_value(&policy)))?;
+            Ok(Frame::SetPolicy {
+                req: None,
+                collection: name_arg(&collection, "collection")?,
+                policy: policy.parse::<Policy>()?,
+            })
+        })
+    }
+
+    /// The policy a collection currently has.
+    #[wasm_bindgen(unchecked_return_type = "Policy")]
+    pub fn policy(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
+    ) -> Result<String, JsValue> {
+        let collection = name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
+        Ok(self
+            .inner
+            .borrow()
+            .engine
+            .replica()
+            .policy(&collection)
+            .as_str()
+            .to_owned())
+    }
+
+    /// Pushes and pulls now if connected; otherwise redials at once.
+    #[wasm_bindgen(js_name = syncNow)]
+    pub fn sync_now(&self) {
+        let redial = {
+            let mut i = self.inner.borrow_mut();
+            if i.follower {
+                return; // the leader tab holds the link
+            }
+            if i.session != 0 && i.handshake_done {
+                let s = i.session;
+                i.engine.sync_now(s);
+                i.engine.pull(s);
+                false
+            } else {
+                i.backoff.reset();
+                if let Some(t) = i.timer.take() {
+                    js::clear_timeout(t);
+                }
+                true
+            }
+        };
+        if redial {
+            dial(&self.inner);
+        }
+        schedule(&self.inner);
+    }
+
+    #[wasm_bindgen(unchecked_return_type = "Status")]
+    pub fn status(&self) -> Result<JsValue, JsValue> {
+        let i = self.inner.borrow();
+        match (&i.mirror_status, i.follower) {
+            (Some(s), true) => Ok(s.clone()),
+            _ => to_js(&i.status()),
+        }
+    }
+
+    /// Whether this tab holds the store (runs the link and the writes) or follows the tab
+    /// that does.
+    #[wasm_bindgen(getter)]
+    pub fn role(&self) -> String {
+        if self.inner.borrow().follower {
+            "follower"
+        } else {
+            "leader"
+        }
+        .to_owned()
+    }
+
+    /// Calls `callback(status)` whenever the status changes.
+    #[wasm_bindgen(js_name = onStatus)]
+    pub fn on_status(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(status: Status) => void")] callback: Function,
+    ) -> u32 {
+        self.add_sub(SubKind::Status, callback)
+    }
+
+    /// This store's replica id.
+    #[wasm_bindgen(getter)]
+    pub fn replica(&self) -> String {
+        self.inner.borrow().engine.replica().id().to_string()
+    }
+
+    /// What the IndexedDB store wrote since `open`: `{ commits, batches, docs, messages }`,
+    /// and `setAside`: records that could not be read at open, moved to the `damaged` store.
+    #[wasm_bindgen(
+        unchecked_return_type = "{ commits: number; batches: number; docs: number; messages: number; setAside: number }"
+    )]
+    pub fn stats(&self) -> Result<JsValue, JsValue> {
+        let i = self.inner.borrow();
+        to_js(&i.store.as_ref().map(IdbStore::stats).unwrap_or_default())
+    }
+
+    /// Documents held (tombstones included).
+    #[wasm_bindgen(js_name = docCount)]
+    pub fn doc_count(&self) -> u32 {
+        self.inner.borrow().engine.replica().doc_count() as u32
+    }
+
+    /// Closes the link and the store once pending writes are stored; resolves then.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn close(&self) -> Promise {
+        let rc = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            {
+                let mut i = rc.borrow_mut();
+                i.closed = true;
+                i.link = None;
+                let s = std::mem::take(&mut i.session);
+                if s != 0 {
+                    i.engine.close(s);
+                }
+                if let Some(t) = i.timer.take() {
+                    js::clear_timeout(t);
+                }
+                if let Some((h, _tick)) = i.heartbeat.take() {
+                    js::clear_interval(h);
+                }
+                let target: web_sys::EventTarget = js_sys::global().unchecked_into();
+                for (name, l) in i.listeners.drain(..) {
+                    let _ = target
+                        .remove_event_listener_with_callback(name, l.as_ref().unchecked_ref());
+                }
+            }
+            // Let a running pump finish its transaction.
+            while rc.borrow().pumping {
+                sleep(5).await;
+            }
+            let (unsettled, release) = {
+                let mut i = rc.borrow_mut();
+                if let Some(store) = &i.store {
+                    store.close();
+                }
+                i.tabs = None;
+                let mut unsettled: Vec<Function> = std::mem::take(&mut i.waiting)
+                    .into_values()
+                    .filter_map(|w| match w {
+                        Waiter::Local(_, reject) => Some(reject),
+                        Waiter::Tab { .. } => None,
+                    })
+                    .collect();
+                unsettled.extend(
+                    std::mem::take(&mut i.forwarded)
+                        .into_values()
+                        .map(|(_, _, reject)| reject),
+                );
+                (unsettled, i.release_lock.take())
+            };
+            // Only writes whose transaction failed (or a leader never answered) are left;
+            // say so rather than hang.
+            let reason = coded(
+                "closed",
+                "the handle was closed before this write could be stored",
+            );
+            for reject in unsettled {
+                let _ = reject.call1(&JsValue::NULL, &reason);
+            }
+            if let Some(release) = release {
+                let _ = release.call0(&JsValue::NULL);
+            }
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+}
+
+async fn sleep(ms: i32) {
+    let p = Promise::new(&mut |resolve, _| {
+        js::set_timeout(&resolve, ms);
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(p).await;
+}

@@ -1,0 +1,167 @@
+//! The state behind a handle: one [`Inner`] per `open()`, shared as [`Shared`] by the API,
+//! the pump, the link and the tab channel, and what it derives from the frames it sees
+//! (status, the peer's and the cloud's progress).
+
+use super::channel::TabChannel;
+use super::link::Link;
+use crate::status::{CloudProgress, SyncStatus};
+use crate::store::IdbStore;
+use crate::tabs::message::TabMsg;
+use bridge_core::backoff::Backoff;
+use bridge_core::{Engine, Frame, PersistBatch, SessionId, Tier};
+use js_sys::Function;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+
+pub(super) enum SubKind {
+    Docs(String),
+    Messages,
+    Status,
+    Conflicts,
+    Presence,
+}
+
+pub(super) struct Sub {
+    pub(super) id: u32,
+    pub(super) kind: SubKind,
+    pub(super) f: Function,
+}
+
+pub(super) struct Inner {
+    pub(super) engine: Engine,
+    /// Taken by the pump while it writes.
+    pub(super) store: Option<IdbStore>,
+    pub(super) url: Option<String>,
+    pub(super) token: Option<String>,
+    pub(super) name: String,
+    pub(super) link: Option<Link>,
+    /// The session of the current link, 0 when there is none.
+    pub(super) session: SessionId,
+    pub(super) next_session: SessionId,
+    pub(super) handshake_done: bool,
+    pub(super) backoff: Backoff,
+    pub(super) timer: Option<i32>,
+    pub(super) closed: bool,
+    pub(super) next_req: u64,
+    /// Requests waiting for `Event::Acked`: our own promises, or a follower tab's call.
+    pub(super) waiting: BTreeMap<u64, Waiter>,
+    pub(super) next_sub: u32,
+    pub(super) subs: Vec<Sub>,
+    /// What a cloud replica holds of our writes (persisted) and what the current peer does.
+    pub(super) cloud: CloudProgress,
+    pub(super) cloud_at: u64,
+    pub(super) cloud_dirty: bool,
+    pub(super) peer: CloudProgress,
+    pub(super) peer_tier: Option<Tier>,
+    pub(super) incoming: u64,
+    pub(super) pumping: bool,
+    /// Batches whose write failed; retried before anything newer.
+    pub(super) unwritten: Vec<PersistBatch>,
+    pub(super) error: Option<String>,
+    pub(super) last_status: Option<SyncStatus>,
+    pub(super) release_lock: Option<Function>,
+    pub(super) listeners: Vec<(&'static str, Listener)>,
+    /// Other tabs of this profile on the same store (`None` without BroadcastChannel).
+    pub(super) tabs: Option<TabChannel>,
+    /// This tab follows a leader tab (it has no link and makes no writes itself).
+    pub(super) follower: bool,
+    pub(super) tab_id: u64,
+    /// Follower: calls forwarded to the leader, by id, until it answers.
+    pub(super) forwarded: BTreeMap<u64, (Frame, Function, Function)>,
+    /// Follower: what the leader last said about the link and presence.
+    pub(super) mirror_status: Option<JsValue>,
+    pub(super) mirror_presence: Option<JsValue>,
+    /// Messages from other tabs, handled one at a time (a batch is re-read before the
+    /// replies that follow it are answered).
+    pub(super) inbox: VecDeque<TabMsg>,
+    pub(super) inbox_busy: bool,
+    /// Leader: a follower has shown up, so stored batches are worth announcing.
+    pub(super) followers: bool,
+    pub(super) heartbeat_ms: u32,
+    /// When the link last delivered a frame.
+    pub(super) last_rx: u64,
+    pub(super) heartbeat: Option<(i32, Closure<dyn FnMut()>)>,
+}
+
+pub(super) enum Waiter {
+    Local(Function, Function),
+    Tab { tab: u64, id: u64 },
+}
+
+pub(super) type Listener = Closure<dyn FnMut(web_sys::Event)>;
+
+pub(super) type Shared = Rc<RefCell<Inner>>;
+
+impl Inner {
+    pub(super) fn status(&self) -> SyncStatus {
+        let r = self.engine.replica();
+        let own = r.latest_vector().get(r.id());
+        let online = self.session != 0 && self.handshake_done;
+        SyncStatus {
+            online,
+            syncing: online && (own > self.peer.acked || self.incoming > 0),
+            pending: self.cloud.pending(own),
+            last_cloud_ack: (self.cloud_at > 0).then_some(self.cloud_at),
+            peer_tier: self.peer_tier.map(Tier::as_str),
+            replica: r.id().to_string(),
+            incoming: self.incoming,
+            error: self.error.clone(),
+        }
+    }
+
+    /// What the host learns from a frame before the engine takes it: the peer's tier and how
+    /// much of ours it holds (welcome), and how much an incoming catch-up has left.
+    pub(super) fn observe(&mut self, frame: &Frame) {
+        let me = self.engine.replica().id();
+        match frame {
+            Frame::Welcome(w) => {
+                self.peer_tier = Some(w.tier);
+                self.peer = CloudProgress::default();
+                self.peer.observe(w.vector.get(me));
+                if w.tier == Tier::Cloud {
+                    self.cloud_dirty |= self.cloud.observe(w.vector.get(me));
+                }
+            }
+            Frame::Push(p) => self.incoming = p.remaining,
+            // Any refusal from the host, before or after the handshake: one that repeats on
+            // every reconnect (a push the host will never take) stays visible, since only
+            // progress clears it (`clear_error_on_progress`).
+            Frame::Error { code, message, .. } => {
+                self.error = Some(format!("{}: {message}", code.as_str()));
+            }
+            _ => {}
+        }
+    }
+
+    /// The error is cleared once sync works again: the link is up and the peer holds every
+    /// write of ours, with nothing left to store or receive.
+    pub(super) fn clear_error_on_progress(&mut self) {
+        let r = self.engine.replica();
+        let own = r.latest_vector().get(r.id());
+        let online = self.session != 0 && self.handshake_done;
+        if online && own <= self.peer.acked && self.incoming == 0 && self.unwritten.is_empty() {
+            self.error = None;
+        }
+    }
+
+    pub(super) fn drop_link(&mut self) {
+        self.link = None;
+        let s = std::mem::take(&mut self.session);
+        if s != 0 {
+            self.engine.close(s);
+        }
+        self.handshake_done = false;
+        self.incoming = 0;
+    }
+}
+
+pub(super) fn callbacks(rc: &Shared, want: impl Fn(&SubKind) -> bool) -> Vec<Function> {
+    rc.borrow()
+        .subs
+        .iter()
+        .filter(|s| want(&s.kind))
+        .map(|s| s.f.clone())
+        .collect()
+}
