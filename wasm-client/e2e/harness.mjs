@@ -81,19 +81,24 @@ export function mintToken(dir, space, rights = "admin") {
 
 /** A native host in cloud mode; `restart()` brings it back on the same ports and database. */
 /**
- * Starts `bin serve --mode MODE` on `host.wsPort` / `host.apiPort` with its database in
- * `host.dir`; `ready` resolves on the "listening" line, rejects if it exits or is silent 30 s.
+ * Starts `bin serve --mode MODE` with its database in `host.dir`, on `host.wsPort` /
+ * `host.apiPort` when set (a restart keeps them), else on port 0: the host binds free ports
+ * and names them in its "listening" line, which sets `host.wsPort` / `host.apiPort`. `ready`
+ * resolves on that line, rejects if it exits or is silent 30 s.
  */
 export function serve(bin, mode, host, env) {
-  const args = ["serve", "--mode", mode, "--ws-port", String(host.wsPort),
-    "--api-port", String(host.apiPort), "--db", join(host.dir, "bridge.db")];
+  const args = ["serve", "--mode", mode, "--ws-port", String(host.wsPort ?? 0),
+    "--api-port", String(host.apiPort ?? 0), "--db", join(host.dir, "bridge.db")];
   const child = spawn(bin, args, { cwd: host.dir, env, stdio: ["ignore", "pipe", "inherit"] });
   const ready = new Promise((ok, fail) => {
     const timer = setTimeout(() => fail(new Error("sacred-bridge did not start in 30 s")), 30_000);
     child.stdout.once("data", (line) => {
       clearTimeout(timer);
-      if (String(line).includes("listening")) ok();
-      else fail(new Error(`unexpected first line: ${line}`));
+      const m = String(line).match(/listening: ws:\/\/[^:\s]+:(\d+) http:\/\/[^:\s]+:(\d+)/);
+      if (!m) return fail(new Error(`unexpected first line: ${line}`));
+      host.wsPort = Number(m[1]);
+      host.apiPort = Number(m[2]);
+      ok();
     });
     child.once("exit", (code) => fail(new Error(`sacred-bridge exited with ${code}`)));
   });
@@ -105,17 +110,8 @@ export class CloudHost {
     const h = new CloudHost();
     h.env = env;
     h.dir = mkdtempSync(join(tmpdir(), "sb-browser-host-"));
-    // A free port can be taken by another process before the host binds it: retry.
-    for (let attempt = 1; ; attempt++) {
-      h.wsPort = await freePort();
-      h.apiPort = await freePort();
-      try {
-        await h.spawn();
-        return h;
-      } catch (e) {
-        if (attempt >= 5) throw e;
-      }
-    }
+    await h.spawn(); // on port 0: no race for a free port
+    return h;
   }
 
   spawn() {

@@ -4,7 +4,8 @@
 import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { bridgeBin, freePort, serve } from "./harness.mjs";
+import assert from "node:assert/strict";
+import { bridgeBin, serve } from "./harness.mjs";
 
 export class NativeHost {
   /** `mode`: local | hybrid | cloud; `env`: the only settings it gets besides PATH and HOME. */
@@ -15,17 +16,10 @@ export class NativeHost {
     h.dir = mkdtempSync(join(tmpdir(), "sb-native-host-"));
     h.bin = join(h.dir, "sacred-bridge");
     copyFileSync(bridgeBin(), h.bin);
-    for (let attempt = 1; ; attempt++) {
-      h.wsPort = await freePort();
-      h.apiPort = await freePort();
-      if (h.wsPort === 3333 || h.apiPort === 3001) continue;
-      try {
-        await h.spawn();
-        return h;
-      } catch (e) {
-        if (attempt >= 5) throw e;
-      }
-    }
+    // Port 0: the system picks free ephemeral ports, never the defaults 3333 / 3001.
+    await h.spawn();
+    assert(h.wsPort !== 3333 && h.apiPort !== 3001, "non-default ports");
+    return h;
   }
 
   spawn() {
