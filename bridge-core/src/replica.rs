@@ -252,14 +252,9 @@ impl Replica {
     /// The space's default policy: the replicated `_config/space` entry once it exists
     /// anywhere this store has heard of, else this store's local seed.
     pub fn space_default_policy(&self) -> Policy {
-        self.replicated_default_policy()
-            .unwrap_or(self.default_policy)
-    }
-
-    /// The replicated default policy, if the space has one yet.
-    pub fn replicated_default_policy(&self) -> Option<Policy> {
         self.config_field(SPACE_ENTRY, "default_policy")
             .and_then(|v| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(self.default_policy)
     }
 
     /// This store's local setting: the seed it writes when it creates the space.
