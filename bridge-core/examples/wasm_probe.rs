@@ -14,7 +14,8 @@
 #[path = "../tests/support/pair.rs"]
 mod pair;
 
-use bridge_core::{DocKey, WriteOp};
+use bridge_core::auth::Rights;
+use bridge_core::{DocKey, Request, WriteOp};
 use pair::{Pair, Wire};
 use serde_json::{json, Map, Value};
 use std::hint::black_box;
@@ -29,13 +30,10 @@ fn probe(n: u64, wire: Wire) -> Result<usize, String> {
         doc.insert("i".into(), Value::from(i));
         doc.insert("tag".into(), json!(["probe", i % 3]));
         let side = if i % 2 == 0 { &mut p.a } else { &mut p.b };
-        side.write(
-            i,
-            i,
-            DocKey::new("probe", format!("d{i}")),
-            WriteOp::Put(doc),
-        )
-        .map_err(|e| format!("write {i}: {e}"))?;
+        let key = DocKey::new("probe", format!("d{i}"));
+        let op = WriteOp::Put(doc);
+        side.request(i, Rights::Admin, Request::Write { key, op })
+            .map_err(|e| format!("write {i}: {e}"))?;
     }
     p.settle(n + 1, 10_000)?;
     let (a, b) = (p.a.replica().doc_count(), p.b.replica().doc_count());

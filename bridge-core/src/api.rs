@@ -28,10 +28,12 @@
 use crate::auth::{self, Rights};
 use crate::frame::MAX_FRAME_BYTES;
 use crate::replica::CONFIG_COLLECTION;
+use crate::request::{kind, object, optional_object, page_limit, CHANGES_LIMIT, LIST_LIMIT};
+use crate::request::{Answer, ImportLine, Reply, Request};
 use crate::{
     check_name, DocKey, Engine, Error, ErrorCode, Policy, ReplicaId, VersionVector, WriteOp,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// A request as any transport hands it over.
 #[derive(Clone, Copy, Debug)]
@@ -106,68 +108,6 @@ impl From<Error> for ApiError {
     }
 }
 
-/// What a request asks of a space.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SpaceOp {
-    GetDoc(DocKey),
-    Write(DocKey, WriteKind, Option<Map<String, Value>>),
-    List {
-        collection: String,
-        after: Option<String>,
-        limit: usize,
-    },
-    Changes {
-        since: VersionVector,
-        limit: usize,
-    },
-    Publish {
-        channel: String,
-        payload: Value,
-    },
-    Conflicts {
-        collection: Option<String>,
-    },
-    Conflict(DocKey),
-    Presence,
-    Resolve {
-        key: DocKey,
-        value: Option<Map<String, Value>>,
-    },
-    SetPolicy {
-        collection: String,
-        policy: Policy,
-    },
-    Export,
-    Import(Vec<ImportLine>),
-}
-
-/// One document of an import: its key and value (`None` deletes).
-pub type ImportLine = (DocKey, Option<Map<String, Value>>);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WriteKind {
-    Put,
-    Patch,
-    Delete,
-}
-
-impl SpaceOp {
-    /// The rights a token must grant.
-    pub fn needs(&self) -> Rights {
-        match self {
-            SpaceOp::GetDoc(_)
-            | SpaceOp::List { .. }
-            | SpaceOp::Changes { .. }
-            | SpaceOp::Conflicts { .. }
-            | SpaceOp::Conflict(_)
-            | SpaceOp::Presence
-            | SpaceOp::Export => Rights::Read,
-            SpaceOp::Write(..) | SpaceOp::Publish { .. } | SpaceOp::Resolve { .. } => Rights::Write,
-            SpaceOp::SetPolicy { .. } | SpaceOp::Import(_) => Rights::Admin,
-        }
-    }
-}
-
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Route {
@@ -180,9 +120,10 @@ pub enum Route {
         push: bool,
         pull: bool,
     },
+    /// A request of a space, run by [`crate::Engine::request`].
     Space {
         space: String,
-        op: SpaceOp,
+        request: Request,
     },
 }
 
@@ -225,49 +166,17 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-fn object(v: Value) -> Result<Map<String, Value>, ApiError> {
-    match v {
-        Value::Object(m) => Ok(m),
-        other => Err(ApiError::bad(format!(
-            "a document must be a JSON object, got {}",
-            kind(&other)
-        ))),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Checks a page size: 1 to `max`, else `bad_request` (the same answer over WebSocket and
-/// HTTP; nothing is clamped silently).
-pub fn check_limit(n: u64, max: u64) -> Result<usize, Error> {
-    if (1..=max).contains(&n) {
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
-    } else {
-        Err(Error::BadLimit { got: n, max })
-    }
-}
-
-fn limit(query: Option<&str>, default: usize, max: u64) -> Result<usize, ApiError> {
-    match query_param(query, "limit") {
-        None => Ok(default),
-        Some(v) => {
-            let n = v.parse::<u64>().map_err(|_| {
-                ApiError::bad(format!(
-                    "limit={v:?}: expected a whole number from 1 to {max}"
-                ))
-            })?;
-            Ok(check_limit(n, max)?)
-        }
-    }
+fn limit(query: Option<&str>, limits: (usize, u64)) -> Result<usize, ApiError> {
+    let n = match query_param(query, "limit") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            ApiError::bad(format!(
+                "limit={v:?}: expected a whole number from 1 to {}",
+                limits.1
+            ))
+        })?),
+    };
+    Ok(page_limit(n, limits)?)
 }
 
 /// Parses a changes cursor: `replica:counter,...` (hex replica ids) or a JSON object.
@@ -333,7 +242,7 @@ pub fn parse(req: &ApiRequest<'_>) -> Result<Route, ApiError> {
         ["healthz"] | ["metrics"] | ["v1", "status"] | ["v1", "sync"] => return Err(bad_method()),
         ["v1", "spaces", space, rest @ ..] => {
             check_name("space", space, false)?;
-            let op = space_op(m, rest, q, req.body).map_err(|e| {
+            let request = space_request(m, rest, q, req.body).map_err(|e| {
                 if e.status == 405 {
                     bad_method()
                 } else {
@@ -342,7 +251,7 @@ pub fn parse(req: &ApiRequest<'_>) -> Result<Route, ApiError> {
             })?;
             Route::Space {
                 space: (*space).to_owned(),
-                op,
+                request,
             }
         }
         _ => return Err(ApiError::not_found(format!("no route for {}", req.path))),
@@ -351,7 +260,12 @@ pub fn parse(req: &ApiRequest<'_>) -> Result<Route, ApiError> {
 }
 
 /// A 405 error means the path exists but not with this method.
-fn space_op(m: &str, rest: &[&str], q: Option<&str>, body: &[u8]) -> Result<SpaceOp, ApiError> {
+fn space_request(
+    m: &str,
+    rest: &[&str],
+    q: Option<&str>,
+    body: &[u8],
+) -> Result<Request, ApiError> {
     let none = || ApiError {
         status: 405,
         code: ErrorCode::BadRequest,
@@ -363,57 +277,54 @@ fn space_op(m: &str, rest: &[&str], q: Option<&str>, body: &[u8]) -> Result<Spac
         Ok(DocKey::new(c, id))
     };
     let op = match (m, rest) {
-        ("GET", ["docs", c, id]) => SpaceOp::GetDoc(key(c, id)?),
-        ("PUT", ["docs", c, id]) => {
-            let v = object(parse_json(body)?)?;
-            SpaceOp::Write(key(c, id)?, WriteKind::Put, Some(v))
-        }
-        ("PATCH", ["docs", c, id]) => {
-            let v = object(parse_json(body)?)?;
-            SpaceOp::Write(key(c, id)?, WriteKind::Patch, Some(v))
-        }
-        ("DELETE", ["docs", c, id]) => SpaceOp::Write(key(c, id)?, WriteKind::Delete, None),
+        ("GET", ["docs", c, id]) => Request::Get { key: key(c, id)? },
+        ("PUT", ["docs", c, id]) => Request::Write {
+            key: key(c, id)?,
+            op: WriteOp::Put(object(parse_json(body)?)?),
+        },
+        ("PATCH", ["docs", c, id]) => Request::Write {
+            key: key(c, id)?,
+            op: WriteOp::Patch(object(parse_json(body)?)?),
+        },
+        ("DELETE", ["docs", c, id]) => Request::Write {
+            key: key(c, id)?,
+            op: WriteOp::Delete,
+        },
         (_, ["docs", _, _]) => return Err(none()),
         ("GET", ["docs", c]) => {
             check_name("collection", c, false)?;
-            SpaceOp::List {
+            Request::List {
                 collection: (*c).to_owned(),
                 after: query_param(q, "after").filter(|a| !a.is_empty()),
-                limit: limit(q, 100, 1000)?,
+                limit: limit(q, LIST_LIMIT)?,
             }
         }
         (_, ["docs", _]) => return Err(none()),
-        ("GET", ["changes"]) => SpaceOp::Changes {
+        ("GET", ["changes"]) => Request::Changes {
             since: parse_cursor(&query_param(q, "since").unwrap_or_default())?,
-            limit: limit(q, 1000, 10_000)?,
+            limit: limit(q, CHANGES_LIMIT)?,
         },
         (_, ["changes"]) => return Err(none()),
         ("POST", ["messages", ch]) => {
             check_name("channel", ch, false)?;
-            SpaceOp::Publish {
+            Request::Send {
                 channel: (*ch).to_owned(),
                 payload: parse_json(body)?,
             }
         }
         (_, ["messages", _]) => return Err(none()),
-        ("GET", ["conflicts"]) => SpaceOp::Conflicts {
+        ("GET", ["conflicts"]) => Request::Conflicts {
             collection: query_param(q, "collection").filter(|c| !c.is_empty()),
         },
         (_, ["conflicts"]) => return Err(none()),
-        ("GET", ["conflicts", c, id]) => SpaceOp::Conflict(key(c, id)?),
+        ("GET", ["conflicts", c, id]) => Request::Conflict { key: key(c, id)? },
         (_, ["conflicts", _, _]) => return Err(none()),
-        ("GET", ["presence"]) => SpaceOp::Presence,
+        ("GET", ["presence"]) => Request::Presence,
         (_, ["presence"]) => return Err(none()),
-        ("POST", ["conflicts", c, id, "resolve"]) => {
-            let value = match parse_json(body)? {
-                Value::Null => None,
-                v => Some(object(v)?),
-            };
-            SpaceOp::Resolve {
-                key: key(c, id)?,
-                value,
-            }
-        }
+        ("POST", ["conflicts", c, id, "resolve"]) => Request::Resolve {
+            key: key(c, id)?,
+            value: optional_object(Some(parse_json(body)?))?,
+        },
         (_, ["conflicts", _, _, "resolve"]) => return Err(none()),
         ("PUT", ["policies", c]) => {
             check_name("collection", c, false)?;
@@ -434,15 +345,15 @@ fn space_op(m: &str, rest: &[&str], q: Option<&str>, body: &[u8]) -> Result<Spac
                     )))
                 }
             };
-            SpaceOp::SetPolicy {
+            Request::SetPolicy {
                 collection: (*c).to_owned(),
                 policy: p.parse::<Policy>().map_err(ApiError::from)?,
             }
         }
         (_, ["policies", _]) => return Err(none()),
-        ("GET", ["export"]) => SpaceOp::Export,
+        ("GET", ["export"]) => Request::Export,
         (_, ["export"]) => return Err(none()),
-        ("POST", ["import"]) => SpaceOp::Import(parse_ndjson(body)?),
+        ("POST", ["import"]) => Request::Import(parse_ndjson(body)?),
         (_, ["import"]) => return Err(none()),
         _ => {
             return Err(ApiError::not_found(format!(
@@ -479,12 +390,7 @@ fn parse_ndjson(body: &[u8]) -> Result<Vec<ImportLine>, ApiError> {
         let value = match v.get("value") {
             None | Some(Value::Null) => None,
             Some(Value::Object(m)) => Some(m.clone()),
-            Some(other) => {
-                return Err(at(format!(
-                    "`value` must be an object, got {}",
-                    kind(other)
-                )))
-            }
+            Some(other) => return Err(at(Error::NotAnObject(kind(other)).to_string())),
         };
         out.push((DocKey::new(c, id), value));
     }
@@ -500,180 +406,90 @@ pub enum Outcome {
     AfterAck { req: u64, response: ApiResponse },
 }
 
-/// Checks the token for a space operation. Without a secret everything is allowed.
+/// Checks the token of a request of `space` and says what it grants: everything (`admin`)
+/// when the host has no secret. Whether that is enough for the request the engine decides
+/// ([`crate::Request::needs`]), as for every other caller.
 pub fn authorize(
     secret: Option<&[u8]>,
     token: Option<&str>,
     space: &str,
-    needs: Rights,
     now_ms: u64,
-) -> Result<(), ApiError> {
-    let Some(secret) = secret else { return Ok(()) };
+) -> Result<Rights, ApiError> {
+    let Some(secret) = secret else {
+        return Ok(Rights::Admin);
+    };
     let Some(token) = token else {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
             "this server requires a token: send `Authorization: Bearer <token>` (mint one with `sacred-bridge token create`)",
         ));
     };
-    let has = auth::verify(secret, token, space, now_ms)?;
-    if has < needs {
-        return Err(Error::Forbidden {
-            has: has.as_str(),
-            needs: needs.as_str(),
-        }
-        .into());
-    }
-    Ok(())
+    Ok(auth::verify(secret, token, space, now_ms)?)
 }
 
-/// Runs `op` on the space's engine. `next_req` hands out request ids for
-/// [`Engine::write`] / [`Engine::publish`].
+/// Runs `request` on the space's engine for a caller holding `rights`
+/// ([`crate::Engine::request`]) and renders the reply as HTTP.
 pub fn execute(
     engine: &mut Engine,
     now_ms: u64,
-    next_req: &mut dyn FnMut() -> u64,
-    op: SpaceOp,
+    rights: Rights,
+    request: Request,
 ) -> Result<Outcome, ApiError> {
-    let r = engine.replica();
-    let done = |v: Value| Ok(Outcome::Done(ApiResponse::json(200, &v)));
-    match op {
-        SpaceOp::GetDoc(key) => {
-            let view = r.view(&key);
-            if view.value.is_none() {
-                return Err(ApiError::not_found(format!(
-                    "document {}/{} does not exist",
-                    key.collection, key.id
-                )));
-            }
-            done(to_value(&view))
-        }
-        SpaceOp::List {
-            collection,
-            after,
-            limit,
-        } => {
-            let mut docs = r.list(&collection, after.as_deref(), limit + 1);
-            let next = if docs.len() > limit {
-                docs.truncate(limit);
-                docs.last().map(|d| d.id.clone())
-            } else {
-                None
-            };
-            done(json!({"docs": to_value(&docs), "next": next}))
-        }
-        SpaceOp::Changes { since, limit } => {
-            let delta = r.delta(&since, limit);
-            // The delta's watermark names only the ranges walked now; the cursor to pass back
-            // is everything seen so far, so `since` is part of it.
-            let mut cursor = since;
-            cursor.join(&delta.watermark);
-            let changes: Vec<Value> = delta
-                .docs
-                .iter()
-                .filter(|e| e.collection != CONFIG_COLLECTION)
-                .map(|e| to_value(&r.view(&DocKey::new(&e.collection, &e.id))))
-                .collect();
-            done(json!({
-                "changes": changes,
-                "cursor": format_cursor(&cursor),
-                "remaining": delta.remaining,
-            }))
-        }
-        SpaceOp::Conflicts { collection } => {
-            done(json!({"conflicts": to_value(&r.conflicts(collection.as_deref()))}))
-        }
-        SpaceOp::Conflict(key) => match r.conflict(&key) {
-            Some(c) => done(to_value(&c)),
-            None => Err(ApiError::not_found(format!(
-                "document {}/{} has no open conflict",
-                key.collection, key.id
-            ))),
+    Ok(match engine.request(now_ms, rights, request)? {
+        Answer::Now(reply) => Outcome::Done(render(reply)?),
+        Answer::WhenDurable { req, reply } => Outcome::AfterAck {
+            req,
+            response: render(reply)?,
         },
-        SpaceOp::Presence => done(json!({"agents": to_value(&engine.presence())})),
-        SpaceOp::Export => {
-            let all = r.delta(&VersionVector::new(), usize::MAX);
-            let mut keys: Vec<DocKey> = all
-                .docs
-                .into_iter()
-                .map(|e| DocKey::new(e.collection, e.id))
-                .collect();
-            keys.sort();
-            let mut out = String::new();
-            for k in keys {
-                if let Some(value) = r.get(&k) {
-                    out.push_str(
-                        &json!({"collection": k.collection, "id": k.id, "value": value})
-                            .to_string(),
-                    );
-                    out.push('\n');
-                }
-            }
-            Ok(Outcome::Done(ApiResponse::text(
-                200,
-                "application/x-ndjson",
-                out,
-            )))
-        }
-        SpaceOp::Write(key, kind, value) => {
-            let op = match (kind, value) {
-                (WriteKind::Put, Some(v)) => WriteOp::Put(v),
-                (WriteKind::Patch, Some(v)) => WriteOp::Patch(v),
-                _ => WriteOp::Delete,
-            };
-            let req = next_req();
-            let dot = engine.write(now_ms, req, key.clone(), op)?;
-            Ok(written(engine, req, dot, &key))
-        }
-        SpaceOp::Resolve { key, value } => {
-            let req = next_req();
-            let dot = engine.resolve(now_ms, req, key.clone(), value)?;
-            Ok(written(engine, req, dot, &key))
-        }
-        SpaceOp::SetPolicy { collection, policy } => {
-            let req = next_req();
-            let dot = engine.set_policy(now_ms, req, &collection, policy)?;
-            Ok(Outcome::AfterAck {
-                req,
-                response: ApiResponse::json(
-                    200,
-                    &json!({"dot": to_value(&dot), "collection": collection, "policy": policy.as_str()}),
-                ),
-            })
-        }
-        SpaceOp::Publish { channel, payload } => {
-            let req = next_req();
-            let id = engine.publish(now_ms, req, &channel, payload)?;
-            Ok(Outcome::AfterAck {
-                req,
-                response: ApiResponse::json(200, &json!({"id": to_value(&id), "channel": channel})),
-            })
-        }
-        SpaceOp::Import(docs) => {
-            let n = docs.len();
-            let mut last = None;
-            for (key, value) in docs {
-                let req = next_req();
-                let op = value.map_or(WriteOp::Delete, WriteOp::Put);
-                engine.write(now_ms, req, key, op)?;
-                last = Some(req);
-            }
-            let response = ApiResponse::json(200, &json!({"imported": n}));
-            // Acks are released batch by batch in order, so the last one vouches for all.
-            Ok(match last {
-                Some(req) => Outcome::AfterAck { req, response },
-                None => Outcome::Done(response),
-            })
-        }
-    }
+    })
 }
 
-/// The answer to a document write, sent once the write is durable.
-fn written(engine: &Engine, req: u64, dot: crate::Dot, key: &DocKey) -> Outcome {
-    let view = engine.replica().view(key);
-    Outcome::AfterAck {
-        req,
-        response: ApiResponse::json(200, &json!({"dot": to_value(&dot), "doc": to_value(&view)})),
-    }
+/// The HTTP answer to a [`Reply`]: JSON, or NDJSON for an export; a missing document or
+/// conflict is 404.
+pub fn render(reply: Reply) -> Result<ApiResponse, ApiError> {
+    let v = match reply {
+        Reply::Doc(doc) if doc.value.is_none() => {
+            return Err(ApiError::not_found(format!(
+                "document {}/{} does not exist",
+                doc.collection, doc.id
+            )))
+        }
+        Reply::Doc(doc) => to_value(&doc),
+        Reply::Docs { docs, next } => json!({"docs": to_value(&docs), "next": next}),
+        Reply::Changes {
+            changes,
+            cursor,
+            remaining,
+        } => json!({
+            "changes": to_value(&changes),
+            "cursor": format_cursor(&cursor),
+            "remaining": remaining,
+        }),
+        Reply::Conflicts(c) => json!({"conflicts": to_value(&c)}),
+        Reply::Conflict(c) => to_value(&c),
+        Reply::Presence(agents) => json!({"agents": to_value(&agents)}),
+        Reply::Export(docs) => {
+            let mut out = String::new();
+            for (k, value) in docs {
+                out.push_str(
+                    &json!({"collection": k.collection, "id": k.id, "value": value}).to_string(),
+                );
+                out.push('\n');
+            }
+            return Ok(ApiResponse::text(200, "application/x-ndjson", out));
+        }
+        Reply::Written { dot, doc } => json!({"dot": to_value(&dot), "doc": to_value(&doc)}),
+        Reply::PolicySet {
+            dot,
+            collection,
+            policy,
+        } => json!({"dot": to_value(&dot), "collection": collection, "policy": policy.as_str()}),
+        Reply::Sent { id, channel } => json!({"id": to_value(&id), "channel": channel}),
+        Reply::Imported { count } => json!({"imported": count}),
+        Reply::Again { dot } => json!({"dot": to_value(&dot)}),
+        Reply::Subscribed { .. } | Reply::Unsubscribed => json!({}),
+    };
+    Ok(ApiResponse::json(200, &v))
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
@@ -701,11 +517,11 @@ mod tests {
     #[test]
     fn routes_and_errors() {
         let r = parse(&req("PUT", "/v1/spaces/s/docs/notes/a%20b", br#"{"t":1}"#));
-        let Ok(Route::Space { space, op }) = r else {
+        let Ok(Route::Space { space, request }) = r else {
             panic!("{r:?}")
         };
         assert_eq!(space, "s");
-        assert!(matches!(op, SpaceOp::Write(k, WriteKind::Put, Some(_)) if k.id == "a b"));
+        assert!(matches!(request, Request::Write { key, op: WriteOp::Put(_) } if key.id == "a b"));
         let e = parse(&req("PUT", "/v1/spaces/s/docs/notes/a", b"[1]")).unwrap_err();
         assert_eq!((e.status, e.code), (400, ErrorCode::BadRequest));
         let e = parse(&req("PUT", "/v1/spaces/s/docs/notes/a", b"{")).unwrap_err();
@@ -724,40 +540,47 @@ mod tests {
     fn paths_decode_as_rfc_3986_and_queries_as_forms() {
         assert_eq!(percent_decode("a+b%20c%2B"), "a+b c+");
         assert_eq!(query_decode("a+b%2B"), "a b+");
-        let Ok(Route::Space { op, .. }) = parse(&req("GET", "/v1/spaces/s/docs/c/a+b", b"")) else {
+        let Ok(Route::Space { request, .. }) = parse(&req("GET", "/v1/spaces/s/docs/c/a+b", b""))
+        else {
             panic!("route")
         };
-        assert_eq!(op, SpaceOp::GetDoc(DocKey::new("c", "a+b")));
+        let key = DocKey::new("c", "a+b");
+        assert_eq!(request, Request::Get { key });
         for bad in ["limit=0", "limit=1001", "limit=-1", "limit=x"] {
             let e = parse(&req("GET", &format!("/v1/spaces/s/docs/c?{bad}"), b"")).unwrap_err();
             assert_eq!((e.status, e.code), (400, ErrorCode::BadRequest), "{bad}");
         }
-        assert_eq!(check_limit(1000, 1000), Ok(1000));
+        assert_eq!(page_limit(Some(1000), LIST_LIMIT), Ok(1000));
+        assert_eq!(page_limit(None, LIST_LIMIT), Ok(100));
     }
 
     #[test]
     fn write_then_read_through_execute() {
         let mut e = Engine::new(EngineConfig::new(ReplicaId(7), Tier::Local, "s"));
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            n
-        };
-        let Ok(Route::Space { op, .. }) =
+        let Ok(Route::Space { request, .. }) =
             parse(&req("PUT", "/v1/spaces/s/docs/c/x", br#"{"a":1}"#))
         else {
             panic!("route")
         };
-        let out = execute(&mut e, 10, &mut next, op).expect("write");
-        assert!(matches!(out, Outcome::AfterAck { req: 1, .. }));
+        let out = execute(&mut e, 10, Rights::Write, request).expect("write");
+        let Outcome::AfterAck { req: acked_req, .. } = out else {
+            panic!("a write is answered once durable: {out:?}")
+        };
         while let Some(b) = e.poll_persist() {
             e.persisted(b.id).expect("persisted");
         }
-        let Ok(Route::Space { op, .. }) = parse(&req("GET", "/v1/spaces/s/changes?since=", b""))
+        let acked = std::iter::from_fn(|| e.poll_event())
+            .any(|ev| matches!(ev, crate::Event::Acked { req, .. } if req == acked_req));
+        assert!(
+            acked,
+            "the engine names the request it allocated once durable"
+        );
+        let Ok(Route::Space { request, .. }) =
+            parse(&req("GET", "/v1/spaces/s/changes?since=", b""))
         else {
             panic!("route")
         };
-        let Ok(Outcome::Done(resp)) = execute(&mut e, 11, &mut next, op) else {
+        let Ok(Outcome::Done(resp)) = execute(&mut e, 11, Rights::Read, request) else {
             panic!("changes")
         };
         let v: Value = serde_json::from_slice(&resp.body).expect("json");
@@ -765,5 +588,15 @@ mod tests {
         // Write 1 of replica 7 is the space's default-policy seed (`_config/space`), which
         // the changes feed leaves out but its cursor covers.
         assert_eq!(v["cursor"], "0000000000000007:2");
+        // Rights are the engine's to check: a read token cannot write.
+        let Ok(Route::Space { request, .. }) = parse(&req(
+            "PUT",
+            "/v1/spaces/s/policies/c",
+            br#"{"policy":"merge"}"#,
+        )) else {
+            panic!("route")
+        };
+        let e = execute(&mut e, 12, Rights::Write, request).expect_err("needs admin");
+        assert_eq!((e.status, e.code), (403, ErrorCode::Forbidden));
     }
 }

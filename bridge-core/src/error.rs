@@ -53,6 +53,8 @@ pub enum Error {
     NoConflict { collection: String, id: String },
     #[error("`{0}` is only for peers (replicas); agents use put/patch/delete")]
     PeerOnly(&'static str),
+    #[error("`{0}` is for WebSocket sessions: it says what the session receives")]
+    SessionOnly(&'static str),
     #[error("the peer sent a change out of order: {0}")]
     Protocol(String),
     #[error("{0}")]
@@ -148,7 +150,9 @@ impl Error {
             Error::BadReplicaId(_) | Error::NotAnObject(_) | Error::BadName { .. } => {
                 ErrorCode::BadRequest
             }
-            Error::PeerOnly(_) | Error::BadLimit { .. } => ErrorCode::BadRequest,
+            Error::PeerOnly(_) | Error::SessionOnly(_) | Error::BadLimit { .. } => {
+                ErrorCode::BadRequest
+            }
             Error::HelloRequired => ErrorCode::HelloRequired,
             Error::WrongSpace { .. } => ErrorCode::WrongSpace,
             Error::Unauthorized(_) => ErrorCode::Unauthorized,

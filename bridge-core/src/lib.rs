@@ -18,7 +18,8 @@
 //! - [`replica`]: one space at one store: documents, live-dot index, delta extraction;
 //! - [`message`]: channel messages, retention, presence;
 //! - [`frame`] and [`codec`]: the protocol and its JSON and binary encodings;
-//! - [`requests`]: idempotency keys, so a request run twice is done once;
+//! - [`request`]: the one request type every transport decodes into (agent verbs, HTTP,
+//!   forwarded tab calls), its reply, and idempotency keys;
 //! - [`limits`]: what a write or a message may hold, checked before anything is stored;
 //! - [`engine`]: sessions, acks gated on persistence, the sync state machine;
 //! - [`auth`]: HMAC tokens; [`backoff`]: reconnect pacing;
@@ -42,11 +43,13 @@ pub mod limits;
 pub mod message;
 pub mod policy;
 pub mod replica;
-pub mod requests;
+pub mod request;
 pub mod schema;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod status;
+#[cfg(any(test, feature = "sim"))]
+pub mod testing;
 pub mod vv;
 
 pub use clock::{Hlc, Stamp};
@@ -59,4 +62,5 @@ pub use message::{Message, MessageId};
 pub use policy::Policy;
 pub use replica::PersistBatch;
 pub use replica::Replica;
+pub use request::{Answer, Reply, Request};
 pub use vv::VersionVector;

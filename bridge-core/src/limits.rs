@@ -1,6 +1,6 @@
 //! Every limit on what a write or a message may hold, checked in one place **before**
 //! anything is stored, by every path that stores: agent frames and the host API
-//! ([`crate::Engine::write`], [`crate::Engine::publish`]) in the native host, the edge worker
+//! ([`crate::Request::check`], run by [`crate::Engine::request`] and the session path) in the native host, the edge worker
 //! and the browser alike. A store therefore never holds a record it cannot read back or send
 //! on in one frame.
 //!
@@ -118,7 +118,7 @@ mod tests {
         }
         // The deepest accepted document survives a store record (a one-document push).
         let mut e = Engine::new(EngineConfig::new(ReplicaId(1), Tier::Local, "s"));
-        assert!(e.write(1, 1, key(), ok).is_ok());
+        assert!(crate::testing::write(&mut e, 1, key(), ok).is_ok());
         let batch = e.poll_persist();
         let state = batch.and_then(|b| b.docs.into_iter().next());
         let Some((k, state)) = state else {

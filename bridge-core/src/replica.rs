@@ -50,7 +50,7 @@ pub struct PersistBatch {
     pub retain: Vec<(String, usize)>,
     /// Requests with an idempotency key done by this batch's writes ([`crate::Engine::once`]):
     /// stored with the batch, given back with [`crate::Engine::restore_requests`].
-    pub requests: Vec<crate::requests::DoneRequest>,
+    pub requests: Vec<crate::request::DoneRequest>,
 }
 
 impl PersistBatch {

@@ -33,6 +33,7 @@ use crate::doc::WriteOp;
 use crate::frame::{Ack, DocEntry, Frame, Hello, Push, SessionKind};
 use crate::message::{Message, MessageId, Retained};
 use crate::replica::{PersistBatch, Replica};
+use crate::request::{Answer, Reply, Request};
 use crate::{
     DocKey, DocState, Dot, Engine, EngineConfig, Event, Policy, ReplicaId, SessionId, Stamp, Tier,
     Transmit, VersionVector,
@@ -325,7 +326,6 @@ struct World<'c, C: Choices> {
     time: u64,
     step: usize,
     next_sid: SessionId,
-    next_req: u64,
     acked: Vec<(DocKey, Dot)>,
     delete_ctx: BTreeMap<Dot, (DocKey, VersionVector)>,
     acked_deletes: Vec<Dot>,
@@ -406,7 +406,6 @@ impl<'c, C: Choices> World<'c, C> {
             time: 1_000_000,
             step: 0,
             next_sid: 1,
-            next_req: 1,
             acked: Vec::new(),
             delete_ctx: BTreeMap::new(),
             acked_deletes: Vec::new(),
@@ -802,13 +801,23 @@ impl<'c, C: Choices> World<'c, C> {
         let key = self.random_key();
         let op = self.random_op();
         let is_delete = op == WriteOp::Delete;
-        let req = self.next_req;
-        self.next_req += 1;
         let now = self.now(n);
-        let dot = self.nodes[n]
+        let request = Request::Write {
+            key: key.clone(),
+            op,
+        };
+        let answer = self.nodes[n]
             .engine
-            .write(now, req, key.clone(), op)
+            .request(now, Rights::Admin, request)
             .map_err(|e| format!("local write refused: {e}"))?;
+        let Answer::WhenDurable { req, reply } = answer else {
+            return Err(format!(
+                "a local write was answered before durable: {answer:?}"
+            ));
+        };
+        let Some(dot) = reply.dot() else {
+            return Err(format!("a local write made no dot: {reply:?}"));
+        };
         if is_delete {
             if let Some(st) = self.nodes[n].engine.replica().state(&key) {
                 self.delete_ctx
@@ -817,6 +826,27 @@ impl<'c, C: Choices> World<'c, C> {
         }
         self.local_reqs.insert((n, req), key);
         Ok(())
+    }
+
+    /// Node `n` publishes through its host's API.
+    fn publish(
+        &mut self,
+        n: usize,
+        now: u64,
+        channel: &str,
+        payload: Value,
+    ) -> Result<MessageId, String> {
+        let request = Request::Send {
+            channel: channel.into(),
+            payload,
+        };
+        match self.nodes[n].engine.request(now, Rights::Admin, request) {
+            Ok(Answer::WhenDurable {
+                reply: Reply::Sent { id, .. },
+                ..
+            }) => Ok(id),
+            other => Err(format!("node {n} could not publish: {other:?}")),
+        }
     }
 
     fn agent_action(&mut self, a: usize) {
@@ -1020,12 +1050,7 @@ impl<'c, C: Choices> World<'c, C> {
                 if self.c.chance(150) {
                     let now = self.now(n);
                     let ch = CHANNELS[self.c.below(2)];
-                    let req = self.next_req;
-                    self.next_req += 1;
-                    self.nodes[n]
-                        .engine
-                        .publish(now, req, ch, json!({"from": n}))
-                        .map_err(|e| e.to_string())?;
+                    self.publish(n, now, ch, json!({"from": n}))?;
                 } else {
                     self.local_write(n)?;
                 }
@@ -1153,13 +1178,7 @@ impl<'c, C: Choices> World<'c, C> {
         let mut finals = Vec::new();
         for n in 0..self.nodes.len() {
             let now = self.now(n);
-            let req = self.next_req;
-            self.next_req += 1;
-            let id = self.nodes[n]
-                .engine
-                .publish(now, req, "c0", json!({"final": n}))
-                .map_err(|e| e.to_string())?;
-            finals.push(id);
+            finals.push(self.publish(n, now, "c0", json!({"final": n}))?);
         }
         self.settle()?;
         for (a, agent) in self.agents.iter().enumerate() {

@@ -117,17 +117,17 @@ fn agent_write_is_acked_only_after_persist() {
 #[test]
 fn persisted_out_of_order_is_refused() {
     let mut e = engine(1, Tier::Local);
-    e.write(
+    bridge_core::testing::write(
+        &mut e,
         0,
-        1,
         DocKey::new("c", "a"),
         WriteOp::Put(obj(json!({"x": 1}))),
     )
     .expect("write");
     let b1 = e.poll_persist().expect("batch 1");
-    e.write(
+    bridge_core::testing::write(
+        &mut e,
         0,
-        2,
         DocKey::new("c", "b"),
         WriteOp::Put(obj(json!({"x": 2}))),
     )
@@ -149,15 +149,15 @@ fn persisted_out_of_order_is_refused() {
 fn list_pages_and_skips_deleted() {
     let mut e = engine(1, Tier::Local);
     for i in 0..5 {
-        e.write(
+        bridge_core::testing::write(
+            &mut e,
             0,
-            i,
             DocKey::new("c", format!("d{i}")),
             WriteOp::Put(obj(json!({"i": i}))),
         )
         .expect("write");
     }
-    e.write(0, 9, DocKey::new("c", "d2"), WriteOp::Delete)
+    bridge_core::testing::write(&mut e, 0, DocKey::new("c", "d2"), WriteOp::Delete)
         .expect("delete");
     persist_all(&mut e);
     agent(&mut e, 1, None);
@@ -471,31 +471,33 @@ fn policies_decide_concurrent_writes_the_same_everywhere() {
         let mut local = engine(1, Tier::Local);
         let mut cloud = engine(2, Tier::Cloud);
         let key = DocKey::new("c", "doc");
-        local.set_policy(0, 1, "c", policy).expect("policy");
-        local
-            .write(0, 2, key.clone(), WriteOp::Put(obj(json!({"x": 0}))))
-            .expect("base");
+        bridge_core::testing::set_policy(&mut local, 0, "c", policy).expect("policy");
+        bridge_core::testing::write(
+            &mut local,
+            0,
+            key.clone(),
+            WriteOp::Put(obj(json!({"x": 0}))),
+        )
+        .expect("base");
         link(&mut local, &mut cloud);
         assert_eq!(cloud.replica().policy("c"), policy, "policy replicates");
         local.close(10);
         cloud.close(20);
         // Concurrent edits while apart; the cloud one is later in time.
-        local
-            .write(
-                100,
-                3,
-                key.clone(),
-                WriteOp::Patch(obj(json!({"x": "local", "z": 1}))),
-            )
-            .expect("w");
-        cloud
-            .write(
-                200,
-                4,
-                key.clone(),
-                WriteOp::Patch(obj(json!({"x": "cloud", "y": 2}))),
-            )
-            .expect("w");
+        bridge_core::testing::write(
+            &mut local,
+            100,
+            key.clone(),
+            WriteOp::Patch(obj(json!({"x": "local", "z": 1}))),
+        )
+        .expect("w");
+        bridge_core::testing::write(
+            &mut cloud,
+            200,
+            key.clone(),
+            WriteOp::Patch(obj(json!({"x": "cloud", "y": 2}))),
+        )
+        .expect("w");
         link(&mut local, &mut cloud);
         assert_eq!(local.replica().get(&key), Some(want.clone()), "{policy}");
         assert_eq!(cloud.replica().get(&key), Some(want), "{policy}");
@@ -506,28 +508,31 @@ fn policies_decide_concurrent_writes_the_same_everywhere() {
             assert_eq!(conflicts[0].fields, ["x", "y", "z"]);
             assert_eq!(conflicts[0].sides.len(), 2);
             // Resolve on one side; the resolution supersedes both sides everywhere.
-            local
-                .resolve(300, 5, key.clone(), Some(obj(json!({"x": "agreed"}))))
-                .expect("resolve");
+            bridge_core::testing::resolve(
+                &mut local,
+                300,
+                key.clone(),
+                Some(obj(json!({"x": "agreed"}))),
+            )
+            .expect("resolve");
             sync(&mut local, &mut cloud);
             assert!(cloud.replica().conflicts(None).is_empty());
             assert_eq!(cloud.replica().get(&key), Some(json!({"x": "agreed"})));
             assert!(
-                local.resolve(400, 6, key.clone(), None).is_err(),
+                bridge_core::testing::resolve(&mut local, 400, key.clone(), None).is_err(),
                 "nothing left to resolve"
             );
         } else {
             assert!(conflicts.is_empty());
         }
         // A write made after seeing the other always wins, whatever the tiers.
-        cloud
-            .write(
-                500,
-                7,
-                key.clone(),
-                WriteOp::Put(obj(json!({"after": true}))),
-            )
-            .expect("w");
+        bridge_core::testing::write(
+            &mut cloud,
+            500,
+            key.clone(),
+            WriteOp::Put(obj(json!({"after": true}))),
+        )
+        .expect("w");
         sync(&mut local, &mut cloud);
         assert_eq!(
             local.replica().get(&key),
@@ -545,14 +550,13 @@ fn initial_sync_streams_in_batches_with_progress() {
     cfg.seed_default_policy = false;
     let mut cloud = Engine::new(cfg);
     for i in 0..95 {
-        cloud
-            .write(
-                0,
-                i,
-                DocKey::new("c", format!("{i:03}")),
-                WriteOp::Put(obj(json!({"i": i}))),
-            )
-            .expect("w");
+        bridge_core::testing::write(
+            &mut cloud,
+            0,
+            DocKey::new("c", format!("{i:03}")),
+            WriteOp::Put(obj(json!({"i": i}))),
+        )
+        .expect("w");
     }
     persist_all(&mut cloud);
     let mut local = engine(2, Tier::Local);
@@ -575,14 +579,13 @@ fn initial_sync_streams_in_batches_with_progress() {
     local.close(10);
     cloud.close(20);
     for i in 0..3 {
-        cloud
-            .write(
-                1,
-                100 + i,
-                DocKey::new("c", format!("{i:03}")),
-                WriteOp::Put(obj(json!({"v": 2}))),
-            )
-            .expect("w");
+        bridge_core::testing::write(
+            &mut cloud,
+            1,
+            DocKey::new("c", format!("{i:03}")),
+            WriteOp::Put(obj(json!({"v": 2}))),
+        )
+        .expect("w");
     }
     persist_all(&mut cloud);
     local.connect(0, 10, None, "up");
@@ -608,9 +611,9 @@ fn initial_sync_streams_in_batches_with_progress() {
 #[test]
 fn a_stamp_far_in_the_future_is_refused_and_nothing_is_stored() {
     let mut far = engine(1, Tier::Local);
-    far.write(
+    bridge_core::testing::write(
+        &mut far,
         10_000_000,
-        1,
         DocKey::new("c", "a"),
         WriteOp::Put(obj(json!({"x": 1}))),
     )
@@ -704,14 +707,13 @@ fn documents_too_large_to_travel_are_refused() {
     assert!(doc.get("b").is_none());
     // Control characters count as their JSON escapes.
     let controls = "\u{1}".repeat(50 * 1024);
-    let err = e
-        .write(
-            0,
-            3,
-            DocKey::new("c", "b"),
-            WriteOp::Put(obj(json!({"c": controls}))),
-        )
-        .unwrap_err();
+    let err = bridge_core::testing::write(
+        &mut e,
+        0,
+        DocKey::new("c", "b"),
+        WriteOp::Put(obj(json!({"c": controls}))),
+    )
+    .unwrap_err();
     assert_eq!(err.code(), ErrorCode::TooLarge);
 }
 
@@ -720,14 +722,13 @@ fn pushes_stay_under_the_frame_limit_with_large_documents() {
     let mut cloud = engine(1, Tier::Cloud);
     let big = "y\u{2}\"".repeat(25 * 1024); // escapes make the JSON form ~2.7x the bytes
     for i in 0..8 {
-        cloud
-            .write(
-                0,
-                i,
-                DocKey::new("c", format!("d{i}")),
-                WriteOp::Put(obj(json!({"b": big}))),
-            )
-            .expect("w");
+        bridge_core::testing::write(
+            &mut cloud,
+            0,
+            DocKey::new("c", format!("d{i}")),
+            WriteOp::Put(obj(json!({"b": big}))),
+        )
+        .expect("w");
     }
     persist_all(&mut cloud);
     let mut local = engine(2, Tier::Local);
@@ -764,22 +765,20 @@ fn pushes_stay_under_the_frame_limit_with_large_documents() {
 fn lag_and_pending_reach_zero_both_ways() {
     let mut local = engine(1, Tier::Local);
     let mut cloud = engine(2, Tier::Cloud);
-    local
-        .write(
-            0,
-            1,
-            DocKey::new("c", "l"),
-            WriteOp::Put(obj(json!({"from": "local"}))),
-        )
-        .expect("w");
-    cloud
-        .write(
-            0,
-            2,
-            DocKey::new("c", "c"),
-            WriteOp::Put(obj(json!({"from": "cloud"}))),
-        )
-        .expect("w");
+    bridge_core::testing::write(
+        &mut local,
+        0,
+        DocKey::new("c", "l"),
+        WriteOp::Put(obj(json!({"from": "local"}))),
+    )
+    .expect("w");
+    bridge_core::testing::write(
+        &mut cloud,
+        0,
+        DocKey::new("c", "c"),
+        WriteOp::Put(obj(json!({"from": "cloud"}))),
+    )
+    .expect("w");
     link(&mut local, &mut cloud);
     let up = local.peer_status(10).expect("link");
     let down = cloud.peer_status(20).expect("link");
@@ -788,9 +787,13 @@ fn lag_and_pending_reach_zero_both_ways() {
     // A write not yet synced shows as pending and lag.
     local.close(10);
     cloud.close(20);
-    local
-        .write(0, 3, DocKey::new("c", "l2"), WriteOp::Put(obj(json!({}))))
-        .expect("w");
+    bridge_core::testing::write(
+        &mut local,
+        0,
+        DocKey::new("c", "l2"),
+        WriteOp::Put(obj(json!({}))),
+    )
+    .expect("w");
     persist_all(&mut local);
     local.connect(0, 11, None, "up");
     cloud.accept(0, 21);

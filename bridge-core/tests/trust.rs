@@ -129,8 +129,7 @@ impl Net {
     }
 
     fn write(&mut self, n: usize, id: &str, op: WriteOp) {
-        self.nodes[n]
-            .write(NOW, 0, DocKey::new("notes", id), op)
+        bridge_core::testing::write(&mut self.nodes[n], NOW, DocKey::new("notes", id), op)
             .expect("write");
     }
 }
@@ -460,8 +459,7 @@ fn writes_a_browser_may_not_send_itself_never_lock_it_out() {
         assert_eq!(net.pump(), []);
         net.unlink(to_local);
         // And a policy the browser sets on its own store (it is admin there).
-        net.nodes[b]
-            .set_policy(NOW, 0, "notes", Policy::Merge)
+        bridge_core::testing::set_policy(&mut net.nodes[b], NOW, "notes", Policy::Merge)
             .expect("set_policy");
 
         let to_cloud = net.link(b, server, Some(Rights::Write), binary);

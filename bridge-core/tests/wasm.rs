@@ -33,8 +33,7 @@ fn writes_on_one_side_reach_the_other_and_are_acked(wire: Wire) {
     for i in 0..25u64 {
         let key = DocKey::new("notes", format!("n{i:02}"));
         let doc = obj(json!({ "title": format!("note {i}"), "n": i }));
-        p.a.write(10 + i, i, key, WriteOp::Put(doc))
-            .expect("local write");
+        bridge_core::testing::write(&mut p.a, 10 + i, key, WriteOp::Put(doc)).expect("local write");
     }
     p.settle(100, 200).expect("settles");
 
@@ -56,23 +55,23 @@ fn both_sides_write_and_converge(wire: Wire) {
     p.settle(0, 50).expect("handshake");
 
     let shared = DocKey::new("notes", "shared");
-    p.a.write(
+    bridge_core::testing::write(
+        &mut p.a,
         1_000,
-        1,
         shared.clone(),
         WriteOp::Put(obj(json!({ "by": "a" }))),
     )
     .expect("write on a");
-    p.b.write(
+    bridge_core::testing::write(
+        &mut p.b,
         1_001,
-        1,
         shared.clone(),
         WriteOp::Put(obj(json!({ "by": "b" }))),
     )
     .expect("write on b");
-    p.b.write(
+    bridge_core::testing::write(
+        &mut p.b,
         1_002,
-        2,
         DocKey::new("todo", "t1"),
         WriteOp::Put(obj(json!({ "done": false }))),
     )
@@ -86,14 +85,14 @@ fn both_sides_write_and_converge(wire: Wire) {
 
     // A patch and a delete made after seeing the other side's writes win everywhere.
     let t1 = DocKey::new("todo", "t1");
-    p.a.write(
+    bridge_core::testing::write(
+        &mut p.a,
         3_000,
-        2,
         t1.clone(),
         WriteOp::Patch(obj(json!({ "done": true }))),
     )
     .expect("patch on a");
-    p.b.write(3_001, 3, shared.clone(), WriteOp::Delete)
+    bridge_core::testing::write(&mut p.b, 3_001, shared.clone(), WriteOp::Delete)
         .expect("delete on b");
     p.settle(4_000, 200).expect("settles");
 
@@ -112,8 +111,8 @@ fn initial_sync_of_600_documents(wire: Wire) -> u64 {
     let mut p = Pair::connect("wasm-e2e", wire);
     for i in 0..600u64 {
         let key = DocKey::new("bulk", format!("d{i:04}"));
-        p.a.write(
-            i,
+        bridge_core::testing::write(
+            &mut p.a,
             i,
             key,
             WriteOp::Put(obj(json!({ "i": i, "tag": "bulk" }))),

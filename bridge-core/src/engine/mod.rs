@@ -2,7 +2,7 @@
 //!
 //! An [`Engine`] owns a [`Replica`] and the sessions attached to it: agents (programs using
 //! the agent verbs) and peers (other replicas). It is driven like quinn-proto: the host feeds
-//! it (`accept`, `connect`, `handle_frame`, `close`, local `write` / `publish`,
+//! it (`accept`, `connect`, `handle_frame`, `close`, the host's own [`Request`]s,
 //! `persisted`) and drains it (`poll_transmit`, `poll_persist`, `poll_event`). Nothing in it
 //! blocks or reads a clock.
 //!
@@ -15,17 +15,19 @@
 //! paces a large initial sync.
 //!
 //! ## Durability on ack
-//! A write (agent `put`, peer `push`, local [`Engine::write`]) is applied to the staged layer
+//! A write (agent `put`, peer `push`, a local [`Engine::request`]) is applied to the staged layer
 //! at once, so reads see it, but its `ack` waits until the host has persisted the batch that
 //! holds it ([`Engine::persisted`]). Pushes and forwarded messages carry only durable state.
 //!
 //! ```
-//! use bridge_core::{DocKey, Engine, EngineConfig, ReplicaId, Tier, Transmit, WriteOp};
+//! use bridge_core::auth::Rights;
+//! use bridge_core::{DocKey, Engine, EngineConfig, ReplicaId, Request, Tier, Transmit, WriteOp};
 //! let mut a = Engine::new(EngineConfig::new(ReplicaId(1), Tier::Local, "demo"));
 //! let mut b = Engine::new(EngineConfig::new(ReplicaId(2), Tier::Cloud, "demo"));
 //! let doc = serde_json::json!({"title": "hello"});
-//! a.write(0, 1, DocKey::new("notes", "n1"), WriteOp::Put(doc.as_object().cloned().unwrap()))
-//!     .unwrap();
+//! let key = DocKey::new("notes", "n1");
+//! let op = WriteOp::Put(doc.as_object().cloned().unwrap());
+//! a.request(0, Rights::Admin, Request::Write { key, op }).unwrap();
 //! a.connect(0, 7, None, "to-b"); // session 7 on `a` is the link to `b`
 //! b.accept(0, 9); //                session 9 on `b` is the same link
 //! // The host loop: persist what is staged, then carry frames across, until both are quiet.
@@ -62,8 +64,9 @@
 //!   [`Engine::handle_timeout`]; manual sync: [`Engine::set_auto_push`], [`Engine::sync_now`],
 //!   [`Engine::pull`]. From the store: [`Engine::persisted`], [`Engine::restore_requests`],
 //!   and [`Engine::crash`] (drops what is not durable, as a crash does).
-//! - **Local writes**, the host's own API: [`Engine::write`], [`Engine::resolve`],
-//!   [`Engine::set_policy`], [`Engine::publish`], and [`Engine::once`] around any of them.
+//! - **Requests** of the host's own API (HTTP, CLI, JS, forwarded tab calls):
+//!   [`Engine::request`], and [`Engine::request_once`] with an idempotency key. Agents' verb
+//!   frames run through the same code (`request.rs`).
 //! - **Outputs**, all `#[must_use]`: [`Engine::poll_persist`], [`Engine::poll_transmit`],
 //!   [`Engine::poll_event`], [`Engine::poll_timeout`].
 //!
@@ -78,27 +81,26 @@
 //!    when it fires call [`Engine::handle_timeout`] and drain again.
 //!
 //! ## Where things live
-//! This file holds the state and the public API; the rest is split by concern: the agent
-//! verbs in `agent.rs`; the peer handshake, push / ack / pull, trust checks and push cutting
-//! in `peer.rs`; presence in `presence.rs`; timers in `timers.rs`; requests with an
-//! idempotency key in `once.rs`.
+//! This file holds the state and the public API; the rest is split by concern: every
+//! [`Request`] (agent verbs, HTTP, JS and tab calls) in `request.rs`; the peer handshake,
+//! push / ack / pull, trust checks and push cutting in `peer.rs`; presence in `presence.rs`;
+//! timers in `timers.rs`.
 
 use crate::auth::Rights;
 use crate::doc::WriteOp;
 use crate::frame::{Conflict, DocView, Frame, Hello, SessionKind};
 use crate::message::{Message, MessageId, PresenceEntry, Retained};
 use crate::replica::{PersistBatch, Replica, CONFIG_COLLECTION};
+use crate::request::Request;
 use crate::{
-    check_name, DocKey, Dot, Error, ErrorCode, Policy, ReplicaId, Result, SessionId, Tier,
-    VersionVector,
+    DocKey, Dot, Error, ErrorCode, Policy, ReplicaId, Result, SessionId, Tier, VersionVector,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-mod agent;
-mod once;
 mod peer;
 mod presence;
+mod request;
 mod timers;
 
 /// Budget for the documents of one push: half the frame limit, so a push stays under
@@ -188,7 +190,8 @@ pub enum Event {
     ConflictOpened(Conflict),
     /// A message was stored here (published here or arrived from a peer).
     Message { message: Message, offset: u64 },
-    /// A local request ([`Engine::write`], [`Engine::publish`]) is durable.
+    /// A write of the host's own API ([`Engine::request`], answered
+    /// [`crate::Answer::WhenDurable`]) is durable.
     Acked { req: u64, dot: Option<Dot> },
     /// A peer has persisted our changes up to `vector` ("synced" when the peer is cloud).
     PeerAcked {
@@ -284,7 +287,9 @@ pub struct Engine {
     /// The space's default policy was seeded or found (checked once, at the first cut).
     seeded: bool,
     /// Done requests with an idempotency key ([`Engine::once`]).
-    requests: crate::requests::Requests,
+    requests: crate::request::key::Requests,
+    /// The last request id handed out for a write of the host's own API ([`Engine::request`]).
+    next_req: u64,
 }
 
 impl Engine {
@@ -306,6 +311,7 @@ impl Engine {
             push_cursor: 0,
             seeded: false,
             requests: Default::default(),
+            next_req: 0,
         }
     }
 
@@ -417,67 +423,6 @@ impl Engine {
 
     pub fn session_count(&self) -> usize {
         self.sessions.len()
-    }
-
-    // ---- local API (host HTTP / CLI / JS) --------------------------------------------------
-
-    /// A write made through the host's own API. `Event::Acked { req }` follows once durable.
-    pub fn write(&mut self, now_ms: u64, req: u64, key: DocKey, op: WriteOp) -> Result<Dot> {
-        self.check_write(&key, &op)?;
-        let dot = self.replica.write(now_ms, key, op)?;
-        self.gate(Gated::Local(req, Some(dot)));
-        Ok(dot)
-    }
-
-    /// Resolves an open conflict with `value` (`None` deletes).
-    pub fn resolve(
-        &mut self,
-        now_ms: u64,
-        req: u64,
-        key: DocKey,
-        value: Option<Map<String, Value>>,
-    ) -> Result<Dot> {
-        if self.replica.conflict(&key).is_none() {
-            return Err(Error::NoConflict {
-                collection: key.collection,
-                id: key.id,
-            });
-        }
-        let op = value.map_or(WriteOp::Delete, WriteOp::Put);
-        self.write(now_ms, req, key, op)
-    }
-
-    /// Sets a collection's policy (replicated space configuration).
-    pub fn set_policy(
-        &mut self,
-        now_ms: u64,
-        req: u64,
-        collection: &str,
-        policy: Policy,
-    ) -> Result<Dot> {
-        check_name("collection", collection, false)?;
-        let mut m = Map::new();
-        m.insert("policy".into(), Value::from(policy.as_str()));
-        self.write(
-            now_ms,
-            req,
-            DocKey::new(CONFIG_COLLECTION, format!("collection:{collection}")),
-            WriteOp::Patch(m),
-        )
-    }
-
-    /// Publishes a message. `Event::Acked { req }` follows once stored.
-    pub fn publish(
-        &mut self,
-        now_ms: u64,
-        req: u64,
-        channel: &str,
-        payload: Value,
-    ) -> Result<MessageId> {
-        crate::limits::check_message(channel, &payload)?;
-        let id = self.replica.publish(now_ms, channel.to_owned(), payload);
-        self.gate(Gated::Local(req, None));
-        Ok(id)
     }
 
     // ---- persistence -----------------------------------------------------------------------
@@ -665,7 +610,13 @@ impl Engine {
             Frame::Pull { vector } => self.on_pull(session, vector),
             Frame::Broadcast { message, .. } => self.on_broadcast(now_ms, session, message),
             Frame::Presence { entries } => self.on_presence(session, entries),
-            // Agents: the verbs (agent.rs).
+            // Either kind of session.
+            Frame::Ping { nonce } => {
+                self.send(session, Frame::Pong { nonce });
+                Ok(())
+            }
+            Frame::Pong { .. } | Frame::Error { .. } => Ok(()),
+            // Agents: the verbs (request.rs).
             verb @ (Frame::Put { .. }
             | Frame::Patch { .. }
             | Frame::Delete { .. }
@@ -676,13 +627,16 @@ impl Engine {
             | Frame::Subscribe { .. }
             | Frame::Unsubscribe { .. }
             | Frame::Send { .. }
-            | Frame::Conflicts { .. }) => self.on_agent_verb(now_ms, session, verb),
-            // Either kind of session.
-            Frame::Ping { nonce } => {
-                self.send(session, Frame::Pong { nonce });
-                Ok(())
-            }
-            Frame::Pong { .. } | Frame::Error { .. } => Ok(()),
+            | Frame::Conflicts { .. }) => match Request::from_frame(verb) {
+                Ok(decoded) => {
+                    let (req, request) = decoded?;
+                    self.on_request(now_ms, session, req, request)
+                }
+                Err(other) => Err(Fatal(Error::Protocol(format!(
+                    "`{}` is not an agent verb",
+                    other.type_name()
+                )))),
+            },
             Frame::Hello(_) | Frame::Welcome(_) => Err(Fatal(Error::Protocol(
                 "the handshake is already done".into(),
             ))),
@@ -695,15 +649,6 @@ impl Engine {
                 other.type_name()
             )))),
         }
-    }
-
-    /// Every limit on a document write ([`crate::limits::check_doc_write`]), before it is made.
-    fn check_write(&self, key: &DocKey, op: &WriteOp) -> Result<()> {
-        let current = match op {
-            WriteOp::Patch(_) => self.replica.get(key),
-            _ => None,
-        };
-        crate::limits::check_doc_write(key, op, current.as_ref())
     }
 
     /// Holds an acknowledgement until everything it vouches for is durable.

@@ -1,0 +1,396 @@
+//! One request type for everything an agent, the host's HTTP API or a browser tab asks of a
+//! space.
+//!
+//! Three transports decode into a [`Request`]: a WebSocket verb frame
+//! ([`Request::from_frame`]), an HTTP request (`crate::api::parse`) and a write a follower
+//! tab forwards to the leader (the verb frame again, in the binary encoding). One engine
+//! entry point runs it: [`crate::Engine::request`] for the host's own callers, the frame path
+//! for a session. Both check the caller's rights against [`Request::needs`] (per collection:
+//! `_config` needs `admin`), every limit with [`Request::check`], and execute it in
+//! `engine/request.rs`. The answer is a [`Reply`]: the engine turns it into frames for a
+//! session ([`Reply::into_frames`]), the HTTP layer into JSON.
+//!
+//! [`key`] holds the idempotency keys that make a forwarded call safe to run twice.
+
+pub mod key;
+
+pub use key::{DoneRequest, RequestKey, REMEMBERED_REQUESTS};
+
+use crate::auth::Rights;
+use crate::doc::WriteOp;
+use crate::frame::{Ack, Conflict, DocView, Frame};
+use crate::message::PresenceEntry;
+use crate::message::Retained;
+use crate::replica::CONFIG_COLLECTION;
+use crate::{check_name, DocKey, Dot, Error, MessageId, Policy, Replica, Result, VersionVector};
+use serde_json::{Map, Value};
+
+/// Default and largest page of `list` (WebSocket and HTTP alike).
+pub const LIST_LIMIT: (usize, u64) = (100, 1000);
+/// Default and largest page of the HTTP changes feed.
+pub const CHANGES_LIMIT: (usize, u64) = (1000, 10_000);
+
+/// What is asked of a space.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    /// `put`, `patch` or `delete` of one document.
+    Write { key: DocKey, op: WriteOp },
+    /// Ends an open conflict with `value` (`None` deletes the document).
+    Resolve {
+        key: DocKey,
+        value: Option<Map<String, Value>>,
+    },
+    /// Sets a collection's policy (a write to `_config/collection:NAME`).
+    SetPolicy { collection: String, policy: Policy },
+    /// Publishes a message on a channel.
+    Send { channel: String, payload: Value },
+    /// Writes many documents (`None` deletes); answered once all are durable.
+    Import(Vec<ImportLine>),
+    /// One document (absent ones have no value).
+    Get { key: DocKey },
+    /// A page of a collection, after the document id `after`.
+    List {
+        collection: String,
+        after: Option<String>,
+        limit: usize,
+    },
+    /// Open conflicts, of one collection or all.
+    Conflicts { collection: Option<String> },
+    /// One document's open conflict.
+    Conflict { key: DocKey },
+    /// Documents changed since a cursor (`_config` left out).
+    Changes { since: VersionVector, limit: usize },
+    /// Who is connected, here and through peers.
+    Presence,
+    /// Every live document, configuration included, in key order.
+    Export,
+    /// Session only: `broadcast` on a channel (replayed after `from`), `change` for a
+    /// collection.
+    Subscribe {
+        channel: Option<String>,
+        collection: Option<String>,
+        from: Option<u64>,
+    },
+    /// Session only: stops what `subscribe` started.
+    Unsubscribe {
+        channel: Option<String>,
+        collection: Option<String>,
+    },
+}
+
+/// One document of an import: its key and value (`None` deletes).
+pub type ImportLine = (DocKey, Option<Map<String, Value>>);
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// A document write (write, resolve, policy): its dot and the document as it now shows.
+    Written {
+        dot: Dot,
+        doc: DocView,
+    },
+    /// A policy was set.
+    PolicySet {
+        dot: Dot,
+        collection: String,
+        policy: Policy,
+    },
+    /// A message was stored.
+    Sent {
+        id: MessageId,
+        channel: String,
+    },
+    /// An import was stored.
+    Imported {
+        count: usize,
+    },
+    /// A request with an idempotency key that was already done: its first result.
+    Again {
+        dot: Option<Dot>,
+    },
+    Doc(DocView),
+    Docs {
+        docs: Vec<DocView>,
+        next: Option<String>,
+    },
+    Conflicts(Vec<Conflict>),
+    Conflict(Conflict),
+    Changes {
+        changes: Vec<DocView>,
+        cursor: VersionVector,
+        remaining: u64,
+    },
+    Presence(Vec<PresenceEntry>),
+    Export(Vec<(DocKey, Value)>),
+    /// Subscribed; the retained messages to replay after the acknowledgement.
+    Subscribed {
+        replay: Vec<Retained>,
+    },
+    Unsubscribed,
+}
+
+/// How the engine answers a request from the host's own API.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    /// A read: the reply now.
+    Now(Reply),
+    /// A write: give `reply` once the engine reports `Event::Acked { req }` (durable).
+    WhenDurable { req: u64, reply: Reply },
+}
+
+impl Request {
+    /// The verb frame's request number and request; any other frame is given back.
+    /// A value that must be an object and is not is refused here (`bad_request`).
+    pub fn from_frame(f: Frame) -> std::result::Result<Result<(Option<u64>, Request)>, Frame> {
+        let doc = |req, collection, id, op: Result<WriteOp>| {
+            op.map(|op| {
+                (
+                    req,
+                    Request::Write {
+                        key: DocKey::new(collection, id),
+                        op,
+                    },
+                )
+            })
+        };
+        Ok(match f {
+            Frame::Put {
+                req,
+                collection,
+                id,
+                value,
+            } => doc(req, collection, id, object(value).map(WriteOp::Put)),
+            Frame::Patch {
+                req,
+                collection,
+                id,
+                value,
+            } => doc(req, collection, id, object(value).map(WriteOp::Patch)),
+            Frame::Delete {
+                req,
+                collection,
+                id,
+            } => doc(req, collection, id, Ok(WriteOp::Delete)),
+            Frame::Resolve {
+                req,
+                collection,
+                id,
+                value,
+            } => optional_object(value).map(|value| {
+                let key = DocKey::new(collection, id);
+                (req, Request::Resolve { key, value })
+            }),
+            Frame::SetPolicy {
+                req,
+                collection,
+                policy,
+            } => Ok((req, Request::SetPolicy { collection, policy })),
+            Frame::Send {
+                req,
+                channel,
+                payload,
+            } => Ok((req, Request::Send { channel, payload })),
+            Frame::Get {
+                req,
+                collection,
+                id,
+            } => Ok((
+                req,
+                Request::Get {
+                    key: DocKey::new(collection, id),
+                },
+            )),
+            Frame::List {
+                req,
+                collection,
+                after,
+                limit,
+            } => page_limit(limit.map(u64::from), LIST_LIMIT).map(|limit| {
+                let list = Request::List {
+                    collection,
+                    after,
+                    limit,
+                };
+                (req, list)
+            }),
+            Frame::Conflicts { req, collection } => Ok((req, Request::Conflicts { collection })),
+            Frame::Subscribe {
+                req,
+                channel,
+                collection,
+                from,
+            } => Ok((
+                req,
+                Request::Subscribe {
+                    channel,
+                    collection,
+                    from,
+                },
+            )),
+            Frame::Unsubscribe {
+                req,
+                channel,
+                collection,
+            } => Ok((
+                req,
+                Request::Unsubscribe {
+                    channel,
+                    collection,
+                },
+            )),
+            other => return Err(other),
+        })
+    }
+
+    /// The rights the caller needs: reading needs `read`, writing `write`, and the space's
+    /// configuration (`_config`, a policy) and imports (which may carry it) need `admin`.
+    pub fn needs(&self) -> Rights {
+        match self {
+            Request::Write { key, .. } | Request::Resolve { key, .. }
+                if key.collection == CONFIG_COLLECTION =>
+            {
+                Rights::Admin
+            }
+            Request::SetPolicy { .. } | Request::Import(_) => Rights::Admin,
+            Request::Write { .. } | Request::Resolve { .. } | Request::Send { .. } => Rights::Write,
+            Request::Get { .. }
+            | Request::List { .. }
+            | Request::Conflicts { .. }
+            | Request::Conflict { .. }
+            | Request::Changes { .. }
+            | Request::Presence
+            | Request::Export
+            | Request::Subscribe { .. }
+            | Request::Unsubscribe { .. } => Rights::Read,
+        }
+    }
+
+    /// Whether it changes the space (a follower tab forwards these to the leader).
+    pub fn is_write(&self) -> bool {
+        self.needs() > Rights::Read
+    }
+
+    /// Every check that needs no more than a read of `replica` (names, nesting, sizes — see
+    /// [`crate::limits`]), so a follower tab refuses a call at once, with the error the
+    /// leader would give. Whether a conflict is open is the engine's to say.
+    pub fn check(&self, replica: &Replica) -> Result<()> {
+        let doc = |key: &DocKey, op: &WriteOp| {
+            let current = match op {
+                WriteOp::Patch(_) => replica.get(key),
+                _ => None,
+            };
+            crate::limits::check_doc_write(key, op, current.as_ref())
+        };
+        match self {
+            Request::Write { key, op } => doc(key, op),
+            Request::Resolve { key, value } => match value {
+                Some(m) => doc(key, &WriteOp::Put(m.clone())),
+                None => doc(key, &WriteOp::Delete),
+            },
+            Request::SetPolicy { collection, .. } => check_name("collection", collection, false),
+            Request::Send { channel, payload } => crate::limits::check_message(channel, payload),
+            Request::Import(lines) => lines.iter().try_for_each(|(key, value)| match value {
+                Some(m) => doc(key, &WriteOp::Put(m.clone())),
+                None => doc(key, &WriteOp::Delete),
+            }),
+            Request::Subscribe {
+                channel,
+                collection,
+                ..
+            } => {
+                if let Some(ch) = channel {
+                    check_name("channel", ch, false)?;
+                }
+                match collection {
+                    Some(c) => check_name("collection", c, true),
+                    None => Ok(()),
+                }
+            }
+            Request::Get { .. }
+            | Request::List { .. }
+            | Request::Conflicts { .. }
+            | Request::Conflict { .. }
+            | Request::Changes { .. }
+            | Request::Presence
+            | Request::Export
+            | Request::Unsubscribe { .. } => Ok(()),
+        }
+    }
+}
+
+impl Reply {
+    /// The frames that answer request `req` on a session, in order.
+    pub fn into_frames(self, req: Option<u64>) -> Vec<Frame> {
+        let ack = |dot| {
+            Frame::Ack(Ack {
+                req,
+                dot,
+                seq: None,
+            })
+        };
+        match self {
+            Reply::Written { dot, .. } | Reply::PolicySet { dot, .. } => vec![ack(Some(dot))],
+            Reply::Again { dot } => vec![ack(dot)],
+            Reply::Sent { .. } | Reply::Imported { .. } | Reply::Unsubscribed => vec![ack(None)],
+            Reply::Doc(doc) => vec![Frame::Doc { req, doc }],
+            Reply::Docs { docs, next } => vec![Frame::Docs { req, docs, next }],
+            Reply::Conflicts(conflicts) => vec![Frame::ConflictList { req, conflicts }],
+            Reply::Subscribed { replay } => std::iter::once(ack(None))
+                .chain(replay.into_iter().map(|r| Frame::Broadcast {
+                    message: r.message,
+                    offset: Some(r.offset),
+                }))
+                .collect(),
+            // Reached only through the host's API (no frame asks for them).
+            Reply::Conflict(conflict) => vec![Frame::Conflict { conflict }],
+            Reply::Changes { .. } | Reply::Presence(_) | Reply::Export(_) => vec![ack(None)],
+        }
+    }
+
+    /// The dot a write made, as an idempotent request remembers it.
+    pub fn dot(&self) -> Option<Dot> {
+        match self {
+            Reply::Written { dot, .. } | Reply::PolicySet { dot, .. } => Some(*dot),
+            Reply::Again { dot } => *dot,
+            _ => None,
+        }
+    }
+}
+
+/// A document value: a JSON object, else `bad_request` naming what it was.
+pub fn object(v: Value) -> Result<Map<String, Value>> {
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(Error::NotAnObject(kind(&other))),
+    }
+}
+
+/// A document value or `null` (resolve: `null` deletes).
+pub fn optional_object(v: Option<Value>) -> Result<Option<Map<String, Value>>> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => object(v).map(Some),
+    }
+}
+
+/// What a JSON value is, for error messages ("got a string").
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A page size: `default` when not given, else 1 to `max`, else `bad_request` (the same
+/// answer over WebSocket and HTTP; nothing is clamped silently).
+pub fn page_limit(n: Option<u64>, (default, max): (usize, u64)) -> Result<usize> {
+    match n {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        Some(got) => Err(Error::BadLimit { got, max }),
+    }
+}
