@@ -55,7 +55,6 @@ struct Host {
     engine: Engine,
     sockets: BTreeMap<SessionId, Socket>,
     next_session: SessionId,
-    next_req: u64,
     /// The storage alarm this instance set (ms since the epoch), not yet fired: always at or
     /// before the engine's deadline, so it is moved only when the deadline comes earlier.
     armed: Option<u64>,
@@ -300,7 +299,6 @@ impl SpaceObject {
             engine,
             next_session: sockets.keys().max().map_or(1, |m| m + 1),
             sockets,
-            next_req: 0,
             armed: None,
         };
         for id in resumed.reconnect {
@@ -386,21 +384,16 @@ impl SpaceObject {
             query: url.query(),
             body: &body,
         })?;
-        let Route::Space { space, op } = route else {
+        let Route::Space { space, request } = route else {
             return Err(ApiError::not_found(
                 "this path is served by the Worker, not a space",
             ));
         };
         let now = now_ms();
         let secret = self.engine_config(&space)?.secret;
-        api::authorize(secret.as_deref(), token.as_deref(), &space, op.needs(), now)?;
+        let rights = api::authorize(secret.as_deref(), token.as_deref(), &space, now)?;
         let (outcome, acked) = self.with_host(&space, |host| {
-            let next_req = &mut host.next_req;
-            let mut gen = move || {
-                *next_req += 1;
-                *next_req
-            };
-            api::execute(&mut host.engine, now, &mut gen, op)
+            api::execute(&mut host.engine, now, rights, request)
         })?;
         match outcome {
             Outcome::Done(resp) => Ok(resp),

@@ -292,7 +292,7 @@ mod tests {
         assert_eq!(out.reconnect, [2]);
         assert!(out.transmits.is_empty(), "{:?}", out.transmits);
         // The agent still gets broadcasts on its channel.
-        e.publish(300, 1, "chat", json!("hi")).expect("publish");
+        bridge_core::testing::publish(&mut e, 300, "chat", json!("hi")).expect("publish");
         while let Some(b) = e.poll_persist() {
             e.persisted(b.id).expect("persisted");
         }

@@ -314,9 +314,9 @@ mod tests {
         let Some(doc) = serde_json::json!({"a": 1}).as_object().cloned() else {
             panic!("object")
         };
-        e.write(10, 1, DocKey::new("c", "x"), WriteOp::Put(doc))
+        bridge_core::testing::write(&mut e, 10, DocKey::new("c", "x"), WriteOp::Put(doc))
             .expect("write");
-        e.publish(11, 2, "chat", serde_json::json!("hi"))
+        bridge_core::testing::publish(&mut e, 11, "chat", serde_json::json!("hi"))
             .expect("publish");
         let Some(batch) = e.poll_persist() else {
             panic!("a batch")

@@ -139,10 +139,10 @@ async fn handle(
             })
             .await
         }
-        Ok(Route::Space { space, op }) => {
+        Ok(Route::Space { space, request }) => {
             ask(&hub, |reply| Input::Api {
                 space,
-                op,
+                request,
                 token,
                 reply,
             })

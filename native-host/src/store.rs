@@ -357,10 +357,10 @@ mod tests {
             let Some(m) = obj.as_object().cloned() else {
                 panic!("object")
             };
-            e.write(1000, 1, DocKey::new("notes", "x"), WriteOp::Put(m))
+            bridge_core::testing::write(&mut e, 1000, DocKey::new("notes", "x"), WriteOp::Put(m))
                 .expect("write");
             for i in 0..5 {
-                e.publish(1001, 2, "chat", serde_json::json!(i))
+                bridge_core::testing::publish(&mut e, 1001, "chat", serde_json::json!(i))
                     .expect("publish");
             }
             drive(&mut s, &mut e);

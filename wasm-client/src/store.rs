@@ -34,7 +34,7 @@ use bridge_core::codec::encode_binary;
 use bridge_core::doc::DocState;
 use bridge_core::frame::{DocEntry, Hello, Push, SessionKind};
 use bridge_core::message::Retained;
-use bridge_core::requests::{DoneRequest, RequestKey, REMEMBERED_REQUESTS};
+use bridge_core::request::{DoneRequest, RequestKey, REMEMBERED_REQUESTS};
 use bridge_core::{DocKey, Dot, Engine, Frame, PersistBatch, ReplicaId, Stamp, VersionVector};
 use idb::{Database, Factory, ObjectStoreParams, TransactionMode};
 use js_sys::{Array, Function, Reflect, Uint8Array};

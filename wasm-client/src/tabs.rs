@@ -16,8 +16,9 @@
 //! recognised and answered with its first result, not made again.
 //!
 //! A forwarded write is the agent frame for it (`put`, `patch`, `delete`, `send`, `resolve`,
-//! `set_policy`) in the binary encoding: the core already encodes and checks those, so the
-//! tabs need no message format — or decoder — of their own.
+//! `set_policy`) in the binary encoding, decoded on both sides into the core's one
+//! [`Request`] type and run by [`Engine::request`] like any other request: the tabs need no
+//! message format, decoder or checks of their own.
 //!
 //! `message` (wasm32) is the envelope around those frames on the `BroadcastChannel`: which
 //! tab calls, which answers, what the leader announces.
@@ -25,13 +26,28 @@
 #[cfg(target_arch = "wasm32")]
 pub(crate) mod message;
 
-use bridge_core::limits::{check_doc_write, check_message};
-use bridge_core::requests::RequestKey;
-use bridge_core::{check_name, DocKey, Dot, Engine, Error, Frame, Replica, WriteOp};
-use serde_json::{Map, Value};
+use bridge_core::auth::Rights;
+use bridge_core::request::RequestKey;
+use bridge_core::{Answer, Engine, Error, Frame, Replica, Request};
 
-/// Runs a write frame (made here, or forwarded by a follower tab) on the leader's engine as
-/// request `req`; `Event::Acked { req }` follows once it is stored.
+/// The write a call frame names; anything else is refused (a tab forwards only writes).
+fn write(frame: Frame) -> bridge_core::Result<Request> {
+    let name = frame.type_name();
+    let (_, request) = Request::from_frame(frame)?;
+    if request.is_write() {
+        Ok(request)
+    } else {
+        Err(not_a_write(name))
+    }
+}
+
+fn not_a_write(what: &str) -> Error {
+    Error::Protocol(format!("a tab forwarded `{what}`, which is not a write"))
+}
+
+/// Runs a write call (made here, or forwarded by a follower tab) on the leader's engine, with
+/// the rights of the store's owner; gives the request id that `Event::Acked` names once it
+/// is stored.
 ///
 /// A forwarded call carries `key` (the follower's tab id and call id): the engine stores it
 /// with the write, so when a new leader runs again a call the old one stored but never
@@ -41,129 +57,31 @@ pub fn apply(
     frame: Frame,
     engine: &mut Engine,
     now_ms: u64,
-    req: u64,
     key: Option<RequestKey>,
-) -> bridge_core::Result<()> {
-    match key {
-        Some(key) => engine.once(key, req, |e| run(frame, e, now_ms, req)),
-        None => run(frame, engine, now_ms, req).map(drop),
+) -> bridge_core::Result<u64> {
+    let request = write(frame)?;
+    let answer = match key {
+        Some(key) => engine.request_once(now_ms, key, Rights::Admin, request)?,
+        None => engine.request(now_ms, Rights::Admin, request)?,
+    };
+    match answer {
+        Answer::WhenDurable { req, .. } => Ok(req),
+        Answer::Now(_) => Err(not_a_write("a read")),
     }
 }
 
-/// Every limit the engine will check on this write (the core's `limits`), checked against a
-/// follower's read replica before the call is forwarded, so it is refused at once, with the
+/// Every check the engine will make of this call that a read of the follower's replica
+/// allows ([`Request::check`]), before it is forwarded, so it is refused at once, with the
 /// same error.
 pub fn check(frame: &Frame, replica: &Replica) -> bridge_core::Result<()> {
-    let doc = |collection: &str, id: &str, op: WriteOp| {
-        let key = DocKey::new(collection, id);
-        let current = match op {
-            WriteOp::Patch(_) => replica.get(&key),
-            _ => None,
-        };
-        check_doc_write(&key, &op, current.as_ref())
-    };
-    match frame {
-        Frame::Put {
-            collection,
-            id,
-            value,
-            ..
-        } => doc(collection, id, WriteOp::Put(object(value.clone())?)),
-        Frame::Patch {
-            collection,
-            id,
-            value,
-            ..
-        } => doc(collection, id, WriteOp::Patch(object(value.clone())?)),
-        Frame::Delete { collection, id, .. } => doc(collection, id, WriteOp::Delete),
-        Frame::Resolve {
-            collection,
-            id,
-            value: Some(v @ Value::Object(_)),
-            ..
-        } => doc(collection, id, WriteOp::Put(object(v.clone())?)),
-        Frame::Resolve { collection, id, .. } => doc(collection, id, WriteOp::Delete),
-        Frame::SetPolicy { collection, .. } => check_name("collection", collection, false),
-        Frame::Send {
-            channel, payload, ..
-        } => check_message(channel, payload),
-        _ => Ok(()),
-    }
-}
-
-fn run(
-    frame: Frame,
-    engine: &mut Engine,
-    now_ms: u64,
-    req: u64,
-) -> bridge_core::Result<Option<Dot>> {
-    let (key, op) = match frame {
-        Frame::Put {
-            collection,
-            id,
-            value,
-            ..
-        } => (DocKey::new(collection, id), WriteOp::Put(object(value)?)),
-        Frame::Patch {
-            collection,
-            id,
-            value,
-            ..
-        } => (DocKey::new(collection, id), WriteOp::Patch(object(value)?)),
-        Frame::Delete { collection, id, .. } => (DocKey::new(collection, id), WriteOp::Delete),
-        other => return apply_other(other, engine, now_ms, req),
-    };
-    engine.write(now_ms, req, key, op).map(Some)
-}
-
-fn object(v: Value) -> bridge_core::Result<Map<String, Value>> {
-    match v {
-        Value::Object(m) => Ok(m),
-        _ => Err(Error::NotAnObject("something else")),
-    }
-}
-
-/// The writes that are not document writes: resolve, policy, message.
-fn apply_other(
-    frame: Frame,
-    engine: &mut Engine,
-    now_ms: u64,
-    req: u64,
-) -> bridge_core::Result<Option<Dot>> {
-    match frame {
-        Frame::Resolve {
-            collection,
-            id,
-            value,
-            ..
-        } => {
-            let value = match value {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(object(v)?),
-            };
-            engine.resolve(now_ms, req, DocKey::new(collection, id), value)
-        }
-        Frame::SetPolicy {
-            collection, policy, ..
-        } => engine.set_policy(now_ms, req, &collection, policy),
-        Frame::Send {
-            channel, payload, ..
-        } => return engine.publish(now_ms, req, &channel, payload).map(|_| None),
-        other => {
-            return Err(Error::Protocol(format!(
-                "a tab forwarded `{}`, which is not a write",
-                other.type_name()
-            )))
-        }
-    }
-    .map(Some)
+    write(frame.clone())?.check(replica)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use bridge_core::codec::{decode_binary, encode_binary};
-    use bridge_core::{EngineConfig, Event, Policy, ReplicaId, Tier};
+    use bridge_core::{DocKey, EngineConfig, Event, Policy, ReplicaId, Tier};
     use serde_json::json;
 
     #[test]
@@ -193,10 +111,11 @@ mod tests {
                 payload: json!("hi"),
             },
         ];
-        for (req, f) in frames.into_iter().enumerate() {
+        for f in frames {
             // Through the binary encoding, as between tabs.
             let f = decode_binary(&encode_binary(&f)).unwrap_or(Frame::Ping { nonce: 0 });
-            assert!(apply(f, &mut e, 10, req as u64, None).is_ok());
+            assert!(check(&f, e.replica()).is_ok());
+            assert!(apply(f, &mut e, 10, None).is_ok());
         }
         while let Some(b) = e.poll_persist() {
             assert!(e.persisted(b.id).is_ok());
@@ -210,14 +129,24 @@ mod tests {
             Some(json!({"a": 1, "b": 2}))
         );
         assert_eq!(e.replica().policy("c"), Policy::Merge);
-        let not_a_write = apply(Frame::Ping { nonce: 1 }, &mut e, 10, 9, None);
+        let not_a_write = apply(Frame::Ping { nonce: 1 }, &mut e, 10, None);
         assert!(matches!(not_a_write, Err(Error::Protocol(_))));
+        let get = Frame::Get {
+            req: None,
+            collection: "c".into(),
+            id: "d".into(),
+        };
+        assert!(matches!(
+            apply(get, &mut e, 10, None),
+            Err(Error::Protocol(_))
+        ));
         let not_an_object = Frame::Put {
             req: None,
             collection: "c".into(),
             id: "x".into(),
             value: json!([1]),
         };
-        assert!(apply(not_an_object, &mut e, 10, 10, None).is_err());
+        assert!(check(&not_an_object, e.replica()).is_err());
+        assert!(apply(not_an_object, &mut e, 10, None).is_err());
     }
 }

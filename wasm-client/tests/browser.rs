@@ -186,15 +186,15 @@ async fn store_restores_an_engine_batch_exactly() {
     for i in 0..3 {
         let v = json!({"i": i, "nested": {"a": [1, 2.5, null, "x"]}});
         let m = v.as_object().cloned().unwrap();
-        e.write(
+        bridge_core::testing::write(
+            &mut e,
             1_000 + i,
-            i,
             DocKey::new("c", format!("{i}")),
             WriteOp::Put(m),
         )
         .unwrap();
     }
-    e.publish(2_000, 9, "ch", json!("m")).unwrap();
+    bridge_core::testing::publish(&mut e, 2_000, "ch", json!("m")).unwrap();
     let batch = e.poll_persist().unwrap();
     store.write(std::slice::from_ref(&batch)).await.unwrap();
     e.persisted(batch.id).unwrap();
@@ -221,9 +221,9 @@ async fn store_restores_an_engine_batch_exactly() {
 fn binary_codec_round_trips_in_the_browser() {
     let mut e = Engine::new(EngineConfig::new(ReplicaId(1), Tier::Local, "s"));
     let v = json!({"t": "ünïcode ✓", "f": 0.1, "big": 9_007_199_254_740_993_u64, "l": [true]});
-    e.write(
+    bridge_core::testing::write(
+        &mut e,
         5,
-        1,
         DocKey::new("c", "d"),
         WriteOp::Put(v.as_object().cloned().unwrap()),
     )

@@ -627,16 +627,10 @@ impl Engine {
             | Frame::Subscribe { .. }
             | Frame::Unsubscribe { .. }
             | Frame::Send { .. }
-            | Frame::Conflicts { .. }) => match Request::from_frame(verb) {
-                Ok(decoded) => {
-                    let (req, request) = decoded?;
-                    self.on_request(now_ms, session, req, request)
-                }
-                Err(other) => Err(Fatal(Error::Protocol(format!(
-                    "`{}` is not an agent verb",
-                    other.type_name()
-                )))),
-            },
+            | Frame::Conflicts { .. }) => {
+                let (req, request) = Request::from_frame(verb)?;
+                self.on_request(now_ms, session, req, request)
+            }
             Frame::Hello(_) | Frame::Welcome(_) => Err(Fatal(Error::Protocol(
                 "the handshake is already done".into(),
             ))),

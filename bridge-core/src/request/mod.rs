@@ -139,9 +139,9 @@ pub enum Answer {
 }
 
 impl Request {
-    /// The verb frame's request number and request; any other frame is given back.
-    /// A value that must be an object and is not is refused here (`bad_request`).
-    pub fn from_frame(f: Frame) -> std::result::Result<Result<(Option<u64>, Request)>, Frame> {
+    /// The verb frame's request number and request. A value that must be an object and is
+    /// not is refused here (`bad_request`); a frame that is no request, as `protocol`.
+    pub fn from_frame(f: Frame) -> Result<(Option<u64>, Request)> {
         let doc = |req, collection, id, op: Result<WriteOp>| {
             op.map(|op| {
                 (
@@ -153,7 +153,7 @@ impl Request {
                 )
             })
         };
-        Ok(match f {
+        match f {
             Frame::Put {
                 req,
                 collection,
@@ -238,8 +238,11 @@ impl Request {
                     collection,
                 },
             )),
-            other => return Err(other),
-        })
+            other => Err(Error::Protocol(format!(
+                "`{}` is not a request",
+                other.type_name()
+            ))),
+        }
     }
 
     /// The rights the caller needs: reading needs `read`, writing `write`, and the space's

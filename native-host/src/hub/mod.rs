@@ -20,7 +20,8 @@ mod status;
 pub use metrics::{MetricsAccess, WS_BYTES_IN, WS_BYTES_OUT};
 
 use crate::store::Store;
-use bridge_core::api::{ApiError, ApiResponse, SpaceOp};
+use bridge_core::api::{ApiError, ApiResponse};
+use bridge_core::Request;
 use bridge_core::{
     check_name, Engine, EngineConfig, Error, ErrorCode, Frame, Policy, SessionId, Tier,
     VersionVector,
@@ -81,7 +82,7 @@ pub enum Input {
     },
     Api {
         space: String,
-        op: SpaceOp,
+        request: Request,
         token: Option<String>,
         reply: oneshot::Sender<ApiResponse>,
     },
@@ -187,7 +188,6 @@ pub struct Hub {
     spaces: BTreeMap<String, Space>,
     /// Upstream links by space (hybrid mode).
     links: BTreeMap<String, Link>,
-    next_req: u64,
     metrics: Metrics,
     started: Instant,
 }
@@ -220,7 +220,6 @@ impl Hub {
             store,
             spaces,
             links: BTreeMap::new(),
-            next_req: 1,
             metrics: Metrics::default(),
             started: Instant::now(),
         };

@@ -4,7 +4,8 @@
 
 use super::{Conn, Hub, Input, LinkNote, Output, NO_LINK};
 use crate::clock::now_ms;
-use bridge_core::api::{self, ApiError, ApiResponse, Outcome, SpaceOp};
+use bridge_core::api::{self, ApiError, ApiResponse, Outcome};
+use bridge_core::Request;
 use bridge_core::{ErrorCode, Event, Frame, PersistBatch, Transmit};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -208,12 +209,12 @@ impl Hub {
             }
             Input::Api {
                 space,
-                op,
+                request,
                 token,
                 reply,
             } => {
                 self.metrics.api_requests.inc();
-                let result = self.api(now, &space, op, token.as_deref());
+                let result = self.api(now, &space, request, token.as_deref());
                 match result {
                     Ok(Outcome::Done(resp)) => {
                         let _ = reply.send(resp);
@@ -299,20 +300,12 @@ impl Hub {
         &mut self,
         now: u64,
         space: &str,
-        op: SpaceOp,
+        request: Request,
         token: Option<&str>,
     ) -> Result<Outcome, ApiError> {
-        api::authorize(self.cfg.secret.as_deref(), token, space, op.needs(), now)?;
-        let mut next = self.next_req;
+        let rights = api::authorize(self.cfg.secret.as_deref(), token, space, now)?;
         let s = self.space(space)?;
-        let mut gen = || {
-            let r = next;
-            next += 1;
-            r
-        };
-        let out = api::execute(&mut s.engine, now, &mut gen, op);
-        self.next_req = next;
-        out
+        api::execute(&mut s.engine, now, rights, request)
     }
 
     /// Persist, release, send: the second half of every round.

@@ -11,7 +11,7 @@ use crate::js;
 use crate::status::CloudProgress;
 use crate::tabs;
 use crate::tabs::message::TabMsg;
-use bridge_core::requests::RequestKey;
+use bridge_core::request::RequestKey;
 use bridge_core::{Engine, Frame};
 use js_sys::Function;
 use wasm_bindgen::prelude::*;
@@ -23,11 +23,9 @@ pub(super) fn on_tab_message(rc: &Shared, msg: TabMsg) {
             let failed = {
                 let mut i = rc.borrow_mut();
                 i.followers = true;
-                let req = i.next_req;
-                i.next_req += 1;
                 let key = RequestKey { origin: tab, id };
-                match tabs::apply(frame, &mut i.engine, js::now_ms(), req, Some(key)) {
-                    Ok(()) => {
+                match tabs::apply(frame, &mut i.engine, js::now_ms(), Some(key)) {
+                    Ok(req) => {
                         i.waiting.insert(req, Waiter::Tab { tab, id });
                         None
                     }
@@ -123,14 +121,12 @@ pub(super) async fn promote(rc: Shared, release: Function) {
         // Each with its key: a call the old leader stored but did not answer is answered
         // from the store, not made again.
         for (id, (frame, resolve, reject)) in std::mem::take(&mut i.forwarded) {
-            let req = i.next_req;
-            i.next_req += 1;
             let key = RequestKey {
                 origin: i.tab_id,
                 id,
             };
-            match tabs::apply(frame, &mut i.engine, js::now_ms(), req, Some(key)) {
-                Ok(()) => {
+            match tabs::apply(frame, &mut i.engine, js::now_ms(), Some(key)) {
+                Ok(req) => {
                     i.waiting.insert(req, Waiter::Local(resolve, reject));
                 }
                 Err(e) => rejected.push((reject, core_err(&e))),

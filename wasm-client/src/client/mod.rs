@@ -117,7 +117,7 @@ pub async fn open(
                 backoff: Backoff::default(),
                 timer: None,
                 closed: false,
-                next_req: 1,
+                next_call: 1,
                 waiting: BTreeMap::new(),
                 next_sub: 1,
                 subs: Vec::new(),
@@ -245,9 +245,9 @@ impl Bridge {
             if i.follower {
                 tabs::check(&call, i.engine.replica())?;
             }
-            let id = i.next_req;
-            i.next_req += 1;
             if i.follower {
+                let id = i.next_call;
+                i.next_call += 1;
                 let msg = TabMsg::Call {
                     tab: i.tab_id,
                     id,
@@ -262,10 +262,10 @@ impl Bridge {
                 }
                 return Ok(p);
             }
-            tabs::apply(call, &mut i.engine, js::now_ms(), id, None)?;
+            let req = tabs::apply(call, &mut i.engine, js::now_ms(), None)?;
             let waiting = &mut i.waiting;
             Promise::new(&mut |resolve, reject| {
-                waiting.insert(id, Waiter::Local(resolve, reject));
+                waiting.insert(req, Waiter::Local(resolve, reject));
             })
         };
         schedule(&self.inner);

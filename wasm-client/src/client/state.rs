@@ -44,7 +44,9 @@ pub(super) struct Inner {
     pub(super) backoff: Backoff,
     pub(super) timer: Option<i32>,
     pub(super) closed: bool,
-    pub(super) next_req: u64,
+    /// The id of the next call this tab forwards to the leader (with its tab id, the
+    /// idempotency key).
+    pub(super) next_call: u64,
     /// Requests waiting for `Event::Acked`: our own promises, or a follower tab's call.
     pub(super) waiting: BTreeMap<u64, Waiter>,
     pub(super) next_sub: u32,
