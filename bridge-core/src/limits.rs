@@ -32,13 +32,21 @@ const _: () = assert!(MAX_MESSAGE_BYTES + 6 * 256 + 1024 < MAX_FRAME_BYTES);
 /// `patch` needs it: the result keeps the other fields). Writes to `_config` are allowed here;
 /// who may make them is the caller's business (rights).
 pub fn check_doc_write(key: &DocKey, op: &WriteOp, current: Option<&Value>) -> Result<()> {
+    match op {
+        WriteOp::Delete => check_doc(key, None, 0),
+        WriteOp::Put(m) => check_doc(key, Some(m), 0),
+        WriteOp::Patch(m) => check_doc(key, Some(m), current.map_or(0, size_bound)),
+    }
+}
+
+/// [`check_doc_write`] of a write that leaves `written` (`None`: a delete) over `base` bytes
+/// of fields it keeps.
+pub fn check_doc(key: &DocKey, written: Option<&Map<String, Value>>, base: usize) -> Result<()> {
     let config = key.collection == CONFIG_COLLECTION;
     check_name("collection", &key.collection, config)?;
     check_name("document id", &key.id, true)?;
-    let (m, base) = match op {
-        WriteOp::Delete => return Ok(()),
-        WriteOp::Put(m) => (m, 0),
-        WriteOp::Patch(m) => (m, current.map_or(0, size_bound)),
+    let Some(m) = written else {
+        return Ok(());
     };
     check_object_depth(m)?;
     let size = base + object_size_bound(m);
