@@ -41,6 +41,13 @@ const worker = await wrangler.unstable_startWorker({
 await worker.ready;
 const url = await worker.url;
 console.log(`ready on ${url}`);
+// The first call to the runtime's control service sets it up (seconds); make it now, in the
+// background, so that an `evict` later takes milliseconds. Evicting an object that is not
+// running only fails.
+const mf = worker.raw.runtimes[0].mf;
+const warm = mf
+    .unsafeEvictDurableObject(worker.config.name, "SpaceObject", { name: "warm-up" })
+    .catch(() => {});
 
 let stopping = false;
 async function stop(code) {
@@ -64,7 +71,7 @@ async function command(line) {
     const [verb, arg] = line.split(/\s+/);
     try {
         if (verb === "evict" && arg) {
-            const mf = worker.raw.runtimes[0].mf;
+            await warm;
             await mf.unsafeEvictDurableObject(worker.config.name, "SpaceObject", {
                 name: arg,
                 webSockets: "hibernate",

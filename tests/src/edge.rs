@@ -221,11 +221,13 @@ impl Edge {
     /// instance from storage. Returns once the runtime has done it. Fails if the object is
     /// not running.
     pub fn evict(&mut self, space: &str) {
+        let asked = Instant::now();
         let commands = self.commands.as_mut().expect("a running server");
         writeln!(commands, "evict {space}").expect("send evict");
         commands.flush().expect("send evict");
         let done = format!("evicted {space}");
         self.wait_line(Duration::from_secs(30), |l| l == done);
+        eprintln!("edge: {space} evicted in {:?}", asked.elapsed());
     }
 
     /// Stops the dev server (SIGTERM to its process group, SIGKILL after 10 s).

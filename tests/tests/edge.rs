@@ -13,6 +13,7 @@
 //! `cargo test -p tests --test edge -- --ignored`.
 #![allow(clippy::unwrap_used)]
 
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tests::edge::{serial, Edge};
@@ -864,11 +865,19 @@ async fn a_socket_that_never_says_hello_is_closed_after_the_hello_timeout() {
 async fn the_hello_timeout_outlives_an_eviction() {
     let _one = serial().await;
     let state = TempDir::new("edge-state");
-    let mut edge = Edge::start_with_vars(&state.0, SECRET, &[("HELLO_TIMEOUT_MS", "3000")]);
+    // Long enough that the eviction, a few milliseconds, comes first even on a busy machine;
+    // checked below rather than assumed.
+    let mut edge = Edge::start_with_vars(&state.0, SECRET, &[("HELLO_TIMEOUT_MS", "10000")]);
     let mut silent = Agent::connect(&edge.ws_url("asleep")).await;
     // The socket is accepted (and the alarm set) before the upgrade's answer: the object is
     // running, and nothing but the alarm can wake it after this.
     edge.evict("asleep");
+    assert!(
+        tokio::time::timeout(Duration::ZERO, silent.ws.next())
+            .await
+            .is_err(),
+        "the hello timeout ran out before the eviction was done"
+    );
     let (error, code) = silent.closed_by_server(Duration::from_secs(30)).await;
     assert_eq!(error["code"], "timeout", "{error}");
     assert_eq!(code, Some(1001), "close code for `timeout`");
