@@ -106,7 +106,7 @@ wasm_tests() {
 }
 
 # The edge worker on the real workerd runtime: build the bundle once (worker-build, offline),
-# then the end-to-end tests under `wrangler dev` (tests/tests/edge.rs; plain `cargo test`
+# then the end-to-end tests under wrangler's dev server (tests/tests/edge.rs; plain `cargo test`
 # skips them because they need this build). Prints the round-trip benchmark too.
 edge_tests() {
     bash scripts/edge-build.sh
@@ -147,7 +147,7 @@ browser_tests() {
 # browser profiles and a cloud-mode native host, and the inspector embedded in the binary
 # (a host run alone from a temporary folder; the monitor view of a hybrid link going down
 # and up) (wasm-client/e2e/); then the same package
-# through the edge relay under wrangler dev (tests/tests/edge_browser.rs; the bundle is the
+# through the edge relay under wrangler's dev server (tests/tests/edge_browser.rs; the bundle is the
 # one test-edge built, or is built here).
 browser_e2e() {
     cargo build -p native-host --bin sacred-bridge

@@ -11,12 +11,11 @@
 //!
 //! Natively it runs too: `cargo run -p bridge-core --example wasm_probe -- 40`.
 
-#[path = "../tests/support/pair.rs"]
-mod pair;
+#[path = "../tests/support/harness.rs"]
+mod harness;
 
-use bridge_core::auth::Rights;
-use bridge_core::{DocKey, Request, WriteOp};
-use pair::{Pair, Wire};
+use bridge_core::{DocKey, WriteOp};
+use harness::{Pair, Wire};
 use serde_json::{json, Map, Value};
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -29,14 +28,12 @@ fn probe(n: u64, wire: Wire) -> Result<usize, String> {
         let mut doc = Map::new();
         doc.insert("i".into(), Value::from(i));
         doc.insert("tag".into(), json!(["probe", i % 3]));
-        let side = if i % 2 == 0 { &mut p.a } else { &mut p.b };
-        let key = DocKey::new("probe", format!("d{i}"));
-        let op = WriteOp::Put(doc);
-        side.request(i, Rights::Admin, Request::Write { key, op })
+        let side = if i % 2 == 0 { p.a() } else { p.b() };
+        side.write(i, DocKey::new("probe", format!("d{i}")), WriteOp::Put(doc))
             .map_err(|e| format!("write {i}: {e}"))?;
     }
     p.settle(n + 1, 10_000)?;
-    let (a, b) = (p.a.replica().doc_count(), p.b.replica().doc_count());
+    let (a, b) = (p.replicas().0.doc_count(), p.replicas().1.doc_count());
     if a != b {
         return Err(format!("replicas differ: {a} vs {b} documents"));
     }

@@ -4,40 +4,26 @@
 use bridge_core::auth::{self, Claims, Rights};
 use bridge_core::frame::{Conflict, Hello, SessionKind};
 use bridge_core::{
-    DocKey, Engine, EngineConfig, ErrorCode, Event, Frame, Policy, ReplicaId, Tier, Transmit,
-    WriteOp,
+    DocKey, EngineConfig, ErrorCode, Event, Frame, Policy, ReplicaId, Tier, WriteOp,
 };
 use serde_json::{json, Value};
 
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::{sync_pair, Net, Node, Out, Wire};
+
 const SPACE: &str = "team";
 
-fn engine(id: u64, tier: Tier) -> Engine {
-    Engine::new(EngineConfig::new(ReplicaId(id), tier, SPACE))
+fn engine(id: u64, tier: Tier) -> Node {
+    Node::of(id, tier, SPACE)
 }
 
 fn obj(v: Value) -> serde_json::Map<String, Value> {
     v.as_object().cloned().expect("object")
 }
 
-/// Everything the engine wants to send, as (session, frame); closes as `None` frames.
-fn drain(e: &mut Engine) -> Vec<(u64, Option<Frame>)> {
-    let mut out = Vec::new();
-    while let Some(t) = e.poll_transmit() {
-        match t {
-            Transmit::Frame { session, frame } => out.push((session, Some(frame))),
-            Transmit::Close { session, .. } => out.push((session, None)),
-        }
-    }
-    out
-}
-
-fn persist_all(e: &mut Engine) {
-    while let Some(b) = e.poll_persist() {
-        e.persisted(b.id).expect("in order");
-    }
-}
-
-fn agent(e: &mut Engine, session: u64, token: Option<String>) -> Vec<(u64, Option<Frame>)> {
+fn agent(e: &mut Node, session: u64, token: Option<String>) -> Vec<Out> {
     e.accept(0, session);
     e.handle_frame(
         0,
@@ -50,17 +36,17 @@ fn agent(e: &mut Engine, session: u64, token: Option<String>) -> Vec<(u64, Optio
             ..Hello::default()
         }),
     );
-    drain(e)
+    e.drain()
 }
 
-fn error_code(frames: &[(u64, Option<Frame>)]) -> Option<ErrorCode> {
+fn error_code(frames: &[Out]) -> Option<ErrorCode> {
     frames.iter().find_map(|(_, f)| match f {
         Some(Frame::Error { code, .. }) => Some(*code),
         _ => None,
     })
 }
 
-fn closed(frames: &[(u64, Option<Frame>)]) -> bool {
+fn closed(frames: &[Out]) -> bool {
     frames.iter().any(|(_, f)| f.is_none())
 }
 
@@ -79,10 +65,7 @@ fn agent_write_is_acked_only_after_persist() {
             value: json!({"t": 1}),
         },
     );
-    assert!(
-        drain(&mut e).is_empty(),
-        "no ack before the batch is persisted"
-    );
+    assert!(e.drain().is_empty(), "no ack before the batch is persisted");
     // Reads see the staged write at once.
     e.handle_frame(
         0,
@@ -93,7 +76,7 @@ fn agent_write_is_acked_only_after_persist() {
             id: "a".into(),
         },
     );
-    let got = drain(&mut e);
+    let got = e.drain();
     assert!(
         matches!(&got[0].1, Some(Frame::Doc { doc, .. }) if doc.value == Some(json!({"t": 1})))
     );
@@ -106,32 +89,22 @@ fn agent_write_is_acked_only_after_persist() {
         .collect();
     assert_eq!(keys, ["_config/space", "notes/a"]);
     assert!(
-        drain(&mut e).is_empty(),
+        e.drain().is_empty(),
         "still no ack while the batch is in flight"
     );
     e.persisted(batch.id).expect("persisted");
-    let acks = drain(&mut e);
+    let acks = e.drain();
     assert!(matches!(&acks[0].1, Some(Frame::Ack(a)) if a.req == Some(5) && a.dot.is_some()));
 }
 
 #[test]
 fn persisted_out_of_order_is_refused() {
     let mut e = engine(1, Tier::Local);
-    bridge_core::testing::write(
-        &mut e,
-        0,
-        DocKey::new("c", "a"),
-        WriteOp::Put(obj(json!({"x": 1}))),
-    )
-    .expect("write");
+    e.write(0, DocKey::new("c", "a"), WriteOp::Put(obj(json!({"x": 1}))))
+        .expect("write");
     let b1 = e.poll_persist().expect("batch 1");
-    bridge_core::testing::write(
-        &mut e,
-        0,
-        DocKey::new("c", "b"),
-        WriteOp::Put(obj(json!({"x": 2}))),
-    )
-    .expect("write");
+    e.write(0, DocKey::new("c", "b"), WriteOp::Put(obj(json!({"x": 2}))))
+        .expect("write");
     let b2 = e.poll_persist().expect("batch 2");
     assert!(e.persisted(b2.id).is_err());
     e.persisted(b1.id).expect("first");
@@ -149,17 +122,16 @@ fn persisted_out_of_order_is_refused() {
 fn list_pages_and_skips_deleted() {
     let mut e = engine(1, Tier::Local);
     for i in 0..5 {
-        bridge_core::testing::write(
-            &mut e,
+        e.write(
             0,
             DocKey::new("c", format!("d{i}")),
             WriteOp::Put(obj(json!({"i": i}))),
         )
         .expect("write");
     }
-    bridge_core::testing::write(&mut e, 0, DocKey::new("c", "d2"), WriteOp::Delete)
+    e.write(0, DocKey::new("c", "d2"), WriteOp::Delete)
         .expect("delete");
-    persist_all(&mut e);
+    e.persist_all();
     agent(&mut e, 1, None);
     e.handle_frame(
         0,
@@ -171,7 +143,7 @@ fn list_pages_and_skips_deleted() {
             limit: Some(2),
         },
     );
-    let page = drain(&mut e);
+    let page = e.drain();
     let Some(Frame::Docs { docs, next, .. }) = &page[0].1 else {
         panic!("docs expected: {page:?}")
     };
@@ -187,7 +159,7 @@ fn list_pages_and_skips_deleted() {
             limit: Some(10),
         },
     );
-    let page = drain(&mut e);
+    let page = e.drain();
     let Some(Frame::Docs { docs, next, .. }) = &page[0].1 else {
         panic!("docs expected")
     };
@@ -202,7 +174,7 @@ fn bad_requests_get_codes_and_the_session_goes_on() {
     // Anything before hello closes the connection.
     e.accept(0, 9);
     e.handle_frame(0, 9, Frame::Ping { nonce: 1 });
-    let out = drain(&mut e);
+    let out = e.drain();
     assert_eq!(error_code(&out), Some(ErrorCode::HelloRequired));
     assert!(closed(&out));
 
@@ -217,7 +189,7 @@ fn bad_requests_get_codes_and_the_session_goes_on() {
             value: json!([1, 2]),
         },
     );
-    let out = drain(&mut e);
+    let out = e.drain();
     assert_eq!(error_code(&out), Some(ErrorCode::BadRequest));
     assert!(!closed(&out));
     e.handle_frame(
@@ -230,7 +202,7 @@ fn bad_requests_get_codes_and_the_session_goes_on() {
             value: json!({}),
         },
     );
-    assert_eq!(error_code(&drain(&mut e)), Some(ErrorCode::BadRequest));
+    assert_eq!(error_code(&e.drain()), Some(ErrorCode::BadRequest));
     e.handle_frame(
         0,
         1,
@@ -242,7 +214,7 @@ fn bad_requests_get_codes_and_the_session_goes_on() {
         },
     );
     assert_eq!(
-        error_code(&drain(&mut e)),
+        error_code(&e.drain()),
         Some(ErrorCode::BadRequest),
         "unknown config entry"
     );
@@ -257,7 +229,7 @@ fn bad_requests_get_codes_and_the_session_goes_on() {
         },
     );
     assert_eq!(
-        error_code(&drain(&mut e)),
+        error_code(&e.drain()),
         Some(ErrorCode::BadRequest),
         "reserved names"
     );
@@ -271,17 +243,17 @@ fn bad_requests_get_codes_and_the_session_goes_on() {
             value: json!({"policy": "nope"}),
         },
     );
-    assert_eq!(error_code(&drain(&mut e)), Some(ErrorCode::BadPolicy));
+    assert_eq!(error_code(&e.drain()), Some(ErrorCode::BadPolicy));
     e.handle_decode_error(
         1,
         None,
         &bridge_core::codec::decode_json(b"{nope").unwrap_err(),
     );
-    let out = drain(&mut e);
+    let out = e.drain();
     assert_eq!(error_code(&out), Some(ErrorCode::Malformed));
     assert!(!closed(&out), "an agent survives a malformed frame");
     e.handle_frame(0, 1, Frame::Ping { nonce: 7 });
-    assert!(matches!(drain(&mut e)[0].1, Some(Frame::Pong { nonce: 7 })));
+    assert!(matches!(e.drain()[0].1, Some(Frame::Pong { nonce: 7 })));
     assert_eq!(
         e.replica().latest_vector().get(ReplicaId(1)),
         0,
@@ -294,7 +266,7 @@ fn tokens_open_one_space_with_their_rights() {
     let secret = b"k".to_vec();
     let mut cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
     cfg.secret = Some(secret.clone());
-    let mut e = Engine::new(cfg);
+    let mut e = Node::new(cfg);
     let tok = |space: &str, rights, exp| {
         auth::mint(
             &secret,
@@ -326,7 +298,7 @@ fn tokens_open_one_space_with_their_rights() {
             value: json!({}),
         },
     );
-    assert_eq!(error_code(&drain(&mut e)), Some(ErrorCode::Forbidden));
+    assert_eq!(error_code(&e.drain()), Some(ErrorCode::Forbidden));
     e.handle_frame(
         0,
         4,
@@ -336,7 +308,7 @@ fn tokens_open_one_space_with_their_rights() {
             id: "a".into(),
         },
     );
-    assert!(matches!(drain(&mut e)[0].1, Some(Frame::Doc { .. })));
+    assert!(matches!(e.drain()[0].1, Some(Frame::Doc { .. })));
 
     let out = agent(&mut e, 5, Some(tok(SPACE, Rights::Write, u64::MAX)));
     assert!(matches!(out[0].1, Some(Frame::Welcome(_))));
@@ -350,7 +322,7 @@ fn tokens_open_one_space_with_their_rights() {
         },
     );
     assert_eq!(
-        error_code(&drain(&mut e)),
+        error_code(&e.drain()),
         Some(ErrorCode::Forbidden),
         "policy needs admin"
     );
@@ -371,7 +343,7 @@ fn channel_messages_reach_subscribers_and_replay_from_a_cursor() {
             from: None,
         },
     );
-    drain(&mut e);
+    e.drain();
     for n in 0..3 {
         e.handle_frame(
             0,
@@ -383,8 +355,8 @@ fn channel_messages_reach_subscribers_and_replay_from_a_cursor() {
             },
         );
     }
-    persist_all(&mut e);
-    let out = drain(&mut e);
+    e.persist_all();
+    let out = e.drain();
     let to_2: Vec<u64> = out
         .iter()
         .filter_map(|(s, f)| match f {
@@ -412,7 +384,7 @@ fn channel_messages_reach_subscribers_and_replay_from_a_cursor() {
             from: Some(to_2[0]),
         },
     );
-    let replay = drain(&mut e);
+    let replay = e.drain();
     let payloads: Vec<Value> = replay
         .iter()
         .filter_map(|(_, f)| match f {
@@ -423,39 +395,16 @@ fn channel_messages_reach_subscribers_and_replay_from_a_cursor() {
     assert_eq!(payloads, vec![json!({"n": 1}), json!({"n": 2})]);
 }
 
-/// Two engines joined by one link, carrying frames through the JSON codec both ways.
-fn sync(a: &mut Engine, b: &mut Engine) {
-    for _ in 0..1000 {
-        persist_all(a);
-        persist_all(b);
-        let mut moved = false;
-        for (s, f) in drain(a) {
-            assert_eq!(s, 10);
-            let f = f.expect("no close");
-            let f = bridge_core::codec::decode_json(bridge_core::codec::encode_json(&f).as_bytes())
-                .expect("codec");
-            b.handle_frame(0, 20, f);
-            moved = true;
-        }
-        for (s, f) in drain(b) {
-            assert_eq!(s, 20);
-            let f = f.expect("no close");
-            let f = bridge_core::codec::decode_binary(&bridge_core::codec::encode_binary(&f))
-                .expect("codec");
-            a.handle_frame(0, 10, f);
-            moved = true;
-        }
-        if !moved && !a.has_staged() && !b.has_staged() {
-            return;
-        }
-    }
-    panic!("sync did not finish");
-}
-
-fn link(a: &mut Engine, b: &mut Engine) {
+/// Two engines joined by one link (`a`'s session 10, `b`'s 20), synced until quiet.
+fn link(a: &mut Node, b: &mut Node) {
     a.connect(0, 10, None, "up");
     b.accept(0, 20);
     sync(a, b);
+}
+
+/// Carries frames between `a` (session 10) and `b` (session 20) until quiet.
+fn sync(a: &mut Node, b: &mut Node) {
+    sync_pair(0, (a, 10), (b, 20), Wire::Json);
 }
 
 #[test]
@@ -471,33 +420,29 @@ fn policies_decide_concurrent_writes_the_same_everywhere() {
         let mut local = engine(1, Tier::Local);
         let mut cloud = engine(2, Tier::Cloud);
         let key = DocKey::new("c", "doc");
-        bridge_core::testing::set_policy(&mut local, 0, "c", policy).expect("policy");
-        bridge_core::testing::write(
-            &mut local,
-            0,
-            key.clone(),
-            WriteOp::Put(obj(json!({"x": 0}))),
-        )
-        .expect("base");
+        local.set_policy(0, "c", policy).expect("policy");
+        local
+            .write(0, key.clone(), WriteOp::Put(obj(json!({"x": 0}))))
+            .expect("base");
         link(&mut local, &mut cloud);
         assert_eq!(cloud.replica().policy("c"), policy, "policy replicates");
         local.close(10);
         cloud.close(20);
         // Concurrent edits while apart; the cloud one is later in time.
-        bridge_core::testing::write(
-            &mut local,
-            100,
-            key.clone(),
-            WriteOp::Patch(obj(json!({"x": "local", "z": 1}))),
-        )
-        .expect("w");
-        bridge_core::testing::write(
-            &mut cloud,
-            200,
-            key.clone(),
-            WriteOp::Patch(obj(json!({"x": "cloud", "y": 2}))),
-        )
-        .expect("w");
+        local
+            .write(
+                100,
+                key.clone(),
+                WriteOp::Patch(obj(json!({"x": "local", "z": 1}))),
+            )
+            .expect("w");
+        cloud
+            .write(
+                200,
+                key.clone(),
+                WriteOp::Patch(obj(json!({"x": "cloud", "y": 2}))),
+            )
+            .expect("w");
         link(&mut local, &mut cloud);
         assert_eq!(local.replica().get(&key), Some(want.clone()), "{policy}");
         assert_eq!(cloud.replica().get(&key), Some(want), "{policy}");
@@ -508,31 +453,23 @@ fn policies_decide_concurrent_writes_the_same_everywhere() {
             assert_eq!(conflicts[0].fields, ["x", "y", "z"]);
             assert_eq!(conflicts[0].sides.len(), 2);
             // Resolve on one side; the resolution supersedes both sides everywhere.
-            bridge_core::testing::resolve(
-                &mut local,
-                300,
-                key.clone(),
-                Some(obj(json!({"x": "agreed"}))),
-            )
-            .expect("resolve");
+            local
+                .resolve(300, key.clone(), Some(obj(json!({"x": "agreed"}))))
+                .expect("resolve");
             sync(&mut local, &mut cloud);
             assert!(cloud.replica().conflicts(None).is_empty());
             assert_eq!(cloud.replica().get(&key), Some(json!({"x": "agreed"})));
             assert!(
-                bridge_core::testing::resolve(&mut local, 400, key.clone(), None).is_err(),
+                local.resolve(400, key.clone(), None).is_err(),
                 "nothing left to resolve"
             );
         } else {
             assert!(conflicts.is_empty());
         }
         // A write made after seeing the other always wins, whatever the tiers.
-        bridge_core::testing::write(
-            &mut cloud,
-            500,
-            key.clone(),
-            WriteOp::Put(obj(json!({"after": true}))),
-        )
-        .expect("w");
+        cloud
+            .write(500, key.clone(), WriteOp::Put(obj(json!({"after": true}))))
+            .expect("w");
         sync(&mut local, &mut cloud);
         assert_eq!(
             local.replica().get(&key),
@@ -548,17 +485,17 @@ fn initial_sync_streams_in_batches_with_progress() {
     cfg.batch_docs = 10;
     // Exactly 95 documents to count (no `_config/space` seed).
     cfg.seed_default_policy = false;
-    let mut cloud = Engine::new(cfg);
+    let mut cloud = Node::new(cfg);
     for i in 0..95 {
-        bridge_core::testing::write(
-            &mut cloud,
-            0,
-            DocKey::new("c", format!("{i:03}")),
-            WriteOp::Put(obj(json!({"i": i}))),
-        )
-        .expect("w");
+        cloud
+            .write(
+                0,
+                DocKey::new("c", format!("{i:03}")),
+                WriteOp::Put(obj(json!({"i": i}))),
+            )
+            .expect("w");
     }
-    persist_all(&mut cloud);
+    cloud.persist_all();
     let mut local = engine(2, Tier::Local);
     local.connect(0, 10, None, "up");
     cloud.accept(0, 20);
@@ -579,31 +516,31 @@ fn initial_sync_streams_in_batches_with_progress() {
     local.close(10);
     cloud.close(20);
     for i in 0..3 {
-        bridge_core::testing::write(
-            &mut cloud,
-            1,
-            DocKey::new("c", format!("{i:03}")),
-            WriteOp::Put(obj(json!({"v": 2}))),
-        )
-        .expect("w");
+        cloud
+            .write(
+                1,
+                DocKey::new("c", format!("{i:03}")),
+                WriteOp::Put(obj(json!({"v": 2}))),
+            )
+            .expect("w");
     }
-    persist_all(&mut cloud);
+    cloud.persist_all();
     local.connect(0, 10, None, "up");
     cloud.accept(0, 20);
-    persist_all(&mut local);
+    local.persist_all();
     let mut pushed = 0;
     for _ in 0..10 {
-        for (_, f) in drain(&mut local) {
+        for (_, f) in local.drain() {
             cloud.handle_frame(0, 20, f.expect("frame"));
         }
-        persist_all(&mut cloud);
-        for (_, f) in drain(&mut cloud) {
+        cloud.persist_all();
+        for (_, f) in cloud.drain() {
             if let Some(Frame::Push(p)) = &f {
                 pushed += p.docs.len();
             }
             local.handle_frame(0, 10, f.expect("frame"));
         }
-        persist_all(&mut local);
+        local.persist_all();
     }
     assert_eq!(pushed, 3, "resume sends only what changed");
 }
@@ -611,26 +548,25 @@ fn initial_sync_streams_in_batches_with_progress() {
 #[test]
 fn a_stamp_far_in_the_future_is_refused_and_nothing_is_stored() {
     let mut far = engine(1, Tier::Local);
-    bridge_core::testing::write(
-        &mut far,
+    far.write(
         10_000_000,
         DocKey::new("c", "a"),
         WriteOp::Put(obj(json!({"x": 1}))),
     )
     .expect("w");
-    persist_all(&mut far);
+    far.persist_all();
     let mut cloud = engine(2, Tier::Cloud);
     far.connect(0, 10, None, "up");
     cloud.accept(0, 20);
     let mut refused = false;
     for _ in 0..5 {
-        for (_, f) in drain(&mut far) {
+        for (_, f) in far.drain() {
             if let Some(f) = f {
                 cloud.handle_frame(0, 20, f);
             }
         }
-        persist_all(&mut cloud);
-        for (_, f) in drain(&mut cloud) {
+        cloud.persist_all();
+        for (_, f) in cloud.drain() {
             match f {
                 Some(Frame::Error {
                     code: ErrorCode::ClockSkew,
@@ -684,8 +620,8 @@ fn documents_too_large_to_travel_are_refused() {
             value: json!({"a": big}),
         },
     );
-    persist_all(&mut e);
-    assert!(matches!(drain(&mut e)[0].1, Some(Frame::Ack(_))));
+    e.persist_all();
+    assert!(matches!(e.drain()[0].1, Some(Frame::Ack(_))));
     // Growing it past the limit by a patch is refused, and the stored document is intact.
     e.handle_frame(
         0,
@@ -697,7 +633,7 @@ fn documents_too_large_to_travel_are_refused() {
             value: json!({"b": big}),
         },
     );
-    let out = drain(&mut e);
+    let out = e.drain();
     assert_eq!(error_code(&out), Some(ErrorCode::TooLarge));
     assert!(!closed(&out));
     let doc = e
@@ -707,13 +643,13 @@ fn documents_too_large_to_travel_are_refused() {
     assert!(doc.get("b").is_none());
     // Control characters count as their JSON escapes.
     let controls = "\u{1}".repeat(50 * 1024);
-    let err = bridge_core::testing::write(
-        &mut e,
-        0,
-        DocKey::new("c", "b"),
-        WriteOp::Put(obj(json!({"c": controls}))),
-    )
-    .unwrap_err();
+    let err = e
+        .write(
+            0,
+            DocKey::new("c", "b"),
+            WriteOp::Put(obj(json!({"c": controls}))),
+        )
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::TooLarge);
 }
 
@@ -722,25 +658,25 @@ fn pushes_stay_under_the_frame_limit_with_large_documents() {
     let mut cloud = engine(1, Tier::Cloud);
     let big = "y\u{2}\"".repeat(25 * 1024); // escapes make the JSON form ~2.7x the bytes
     for i in 0..8 {
-        bridge_core::testing::write(
-            &mut cloud,
-            0,
-            DocKey::new("c", format!("d{i}")),
-            WriteOp::Put(obj(json!({"b": big}))),
-        )
-        .expect("w");
+        cloud
+            .write(
+                0,
+                DocKey::new("c", format!("d{i}")),
+                WriteOp::Put(obj(json!({"b": big}))),
+            )
+            .expect("w");
     }
-    persist_all(&mut cloud);
+    cloud.persist_all();
     let mut local = engine(2, Tier::Local);
     local.connect(0, 10, None, "up");
     cloud.accept(0, 20);
     let mut pushes = 0;
     for _ in 0..50 {
-        for (_, f) in drain(&mut local) {
+        for (_, f) in local.drain() {
             cloud.handle_frame(0, 20, f.expect("frame"));
         }
-        persist_all(&mut cloud);
-        for (_, f) in drain(&mut cloud) {
+        cloud.persist_all();
+        for (_, f) in cloud.drain() {
             let f = f.expect("frame");
             if let Frame::Push(p) = &f {
                 pushes += 1;
@@ -755,7 +691,7 @@ fn pushes_stay_under_the_frame_limit_with_large_documents() {
             }
             local.handle_frame(0, 10, f);
         }
-        persist_all(&mut local);
+        local.persist_all();
     }
     assert!(pushes >= 2, "the documents needed several pushes");
     assert_eq!(local.replica().list("c", None, 100).len(), 8);
@@ -765,20 +701,20 @@ fn pushes_stay_under_the_frame_limit_with_large_documents() {
 fn lag_and_pending_reach_zero_both_ways() {
     let mut local = engine(1, Tier::Local);
     let mut cloud = engine(2, Tier::Cloud);
-    bridge_core::testing::write(
-        &mut local,
-        0,
-        DocKey::new("c", "l"),
-        WriteOp::Put(obj(json!({"from": "local"}))),
-    )
-    .expect("w");
-    bridge_core::testing::write(
-        &mut cloud,
-        0,
-        DocKey::new("c", "c"),
-        WriteOp::Put(obj(json!({"from": "cloud"}))),
-    )
-    .expect("w");
+    local
+        .write(
+            0,
+            DocKey::new("c", "l"),
+            WriteOp::Put(obj(json!({"from": "local"}))),
+        )
+        .expect("w");
+    cloud
+        .write(
+            0,
+            DocKey::new("c", "c"),
+            WriteOp::Put(obj(json!({"from": "cloud"}))),
+        )
+        .expect("w");
     link(&mut local, &mut cloud);
     let up = local.peer_status(10).expect("link");
     let down = cloud.peer_status(20).expect("link");
@@ -787,25 +723,55 @@ fn lag_and_pending_reach_zero_both_ways() {
     // A write not yet synced shows as pending and lag.
     local.close(10);
     cloud.close(20);
-    bridge_core::testing::write(
-        &mut local,
-        0,
-        DocKey::new("c", "l2"),
-        WriteOp::Put(obj(json!({}))),
-    )
-    .expect("w");
-    persist_all(&mut local);
+    local
+        .write(0, DocKey::new("c", "l2"), WriteOp::Put(obj(json!({}))))
+        .expect("w");
+    local.persist_all();
     local.connect(0, 11, None, "up");
     cloud.accept(0, 21);
     // Only the handshake: the cloud's welcome says what it holds durably.
-    for (_, f) in drain(&mut local) {
+    for (_, f) in local.drain() {
         cloud.handle_frame(0, 21, f.expect("hello"));
     }
-    for (_, f) in drain(&mut cloud) {
+    for (_, f) in cloud.drain() {
         if let Some(f @ Frame::Welcome(_)) = f {
             local.handle_frame(0, 11, f);
         }
     }
     let st = local.peer_status(11).expect("link");
     assert_eq!((st.pending, st.lag), (1, 1), "{st:?}");
+}
+
+/// The engine's timers on the harness's virtual clock: nothing happens before a deadline, and
+/// at it the engine closes a handshake that did not finish, pings a quiet link it dialed, and
+/// closes a link silent for three heartbeats. Time moves only when the test says so.
+#[test]
+fn timers_fire_at_their_deadlines_on_the_virtual_clock() {
+    // A socket that never says hello.
+    let mut alone = Net::new(vec![engine(2, Tier::Cloud)]);
+    let hello = alone.nodes[0].config().hello_timeout_ms;
+    alone.nodes[0].accept(alone.now_ms, 99);
+    assert_eq!(alone.advance(hello - 1), [], "not before the hello timeout");
+    assert_eq!(alone.advance(1), [ErrorCode::Timeout], "at it");
+
+    // A linked pair: a quiet link gets one ping and pong per heartbeat, and stays up.
+    let mut net = Net::new(vec![engine(1, Tier::Local), engine(2, Tier::Cloud)]);
+    let link = net.link(0, 1, None, Wire::Binary);
+    assert_eq!(net.pump(), []);
+    let hb = net.nodes[0].config().heartbeat_ms;
+    let frames = net.frames;
+    assert_eq!(net.advance(hb - 1), []);
+    assert_eq!(net.frames, frames, "nothing is due before a heartbeat");
+    assert_eq!(net.advance(1), []);
+    assert_eq!(net.frames, frames + 2, "a ping and its pong");
+    assert_eq!(net.advance(10 * hb), [], "pinged and answered all along");
+    assert!(net.links[link].is_open());
+
+    // The link freezes: frames are lost. Three heartbeats after it last heard anything, and
+    // not before, an end gives up and closes the connection (the other end sees it drop).
+    net.frozen.push(link);
+    assert_eq!(net.advance(3 * hb - 1), []);
+    assert!(net.links[link].is_open());
+    assert_eq!(net.advance(1), [ErrorCode::Timeout]);
+    assert!(!net.links[link].is_open());
 }

@@ -4,13 +4,17 @@
 //! a stable code, changes nothing and closes the session; real replicas keep syncing.
 
 use bridge_core::auth::{self, Claims, Rights};
-use bridge_core::codec::{decode_binary, decode_json, encode_binary, encode_json};
 use bridge_core::frame::{DocEntry, Hello, Push, SessionKind};
 use bridge_core::{
-    DocKey, Dot, Engine, EngineConfig, ErrorCode, Frame, Policy, Replica, ReplicaId, Tier,
-    Transmit, VersionVector, WriteOp,
+    DocKey, Dot, EngineConfig, ErrorCode, Frame, Policy, Replica, ReplicaId, Tier, Transmit,
+    VersionVector, WriteOp,
 };
 use serde_json::{json, Value};
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::{Net, Node, Wire};
 
 const SPACE: &str = "team";
 const SECRET: &[u8] = b"trust-test-secret";
@@ -35,90 +39,36 @@ fn obj(v: Value) -> serde_json::Map<String, Value> {
 
 /// A frame as it arrives after crossing the wire in one encoding.
 fn wire(f: &Frame, binary: bool) -> Frame {
+    encoding(binary).round_trip(f)
+}
+
+fn encoding(binary: bool) -> Wire {
     if binary {
-        decode_binary(&encode_binary(f)).expect("binary round trip")
+        Wire::Binary
     } else {
-        decode_json(encode_json(f).as_bytes()).expect("json round trip")
+        Wire::Json
     }
 }
 
-fn persist_all(e: &mut Engine) {
-    while let Some(b) = e.poll_persist() {
-        e.persisted(b.id).expect("in order");
-    }
+/// A [`Net`] whose clock reads [`NOW`].
+fn net_of(nodes: Vec<Node>) -> Net {
+    let mut net = Net::new(nodes);
+    net.at(NOW);
+    net
 }
 
-/// Engines joined by links; frames cross in the link's encoding.
-struct Net {
-    nodes: Vec<Engine>,
-    /// (dialer node, its session, acceptor node, its session, binary)
-    links: Vec<(usize, u64, usize, u64, bool)>,
-    next_session: u64,
-}
-
-impl Net {
-    fn new(nodes: Vec<Engine>) -> Self {
-        Net {
-            nodes,
-            links: Vec::new(),
-            next_session: 1,
-        }
-    }
-
+/// What these tests do on a [`Net`].
+trait Trust {
     /// Node `a` dials node `b` with a token of `rights` (`None`: no token); returns the
     /// link's index.
-    fn link(&mut self, a: usize, b: usize, rights: Option<Rights>, binary: bool) -> usize {
-        let (sa, sb) = (self.next_session, self.next_session + 1);
-        self.next_session += 2;
-        self.nodes[a].connect(NOW, sa, rights.map(token), "up");
-        self.nodes[b].accept(NOW, sb);
-        self.links.push((a, sa, b, sb, binary));
-        self.links.len() - 1
-    }
+    fn dial(&mut self, a: usize, b: usize, rights: Option<Rights>, binary: bool) -> usize;
+    fn has(&self, n: usize, collection: &str, id: &str) -> bool;
+    fn write(&mut self, n: usize, id: &str, op: WriteOp);
+}
 
-    fn unlink(&mut self, i: usize) {
-        let (a, sa, b, sb, _) = self.links[i];
-        self.nodes[a].close(sa);
-        self.nodes[b].close(sb);
-        self.links[i].1 = 0;
-        self.links[i].3 = 0;
-    }
-
-    /// Carries frames until everything is quiet. Returns the close codes asked for; a link
-    /// that is closed stops carrying.
-    fn pump(&mut self) -> Vec<ErrorCode> {
-        let mut closes = Vec::new();
-        for _ in 0..10_000 {
-            let mut moved = false;
-            for n in 0..self.nodes.len() {
-                persist_all(&mut self.nodes[n]);
-                while let Some(t) = self.nodes[n].poll_transmit() {
-                    moved = true;
-                    let (session, frame) = match t {
-                        Transmit::Frame { session, frame } => (session, Some(frame)),
-                        Transmit::Close { session, code, .. } => {
-                            closes.push(code);
-                            (session, None)
-                        }
-                    };
-                    let Some(i) = self.links.iter().position(|&(a, sa, b, sb, _)| {
-                        (a == n && sa == session) || (b == n && sb == session)
-                    }) else {
-                        continue;
-                    };
-                    let (a, sa, b, sb, binary) = self.links[i];
-                    match frame {
-                        Some(f) if a == n => self.nodes[b].handle_frame(NOW, sb, wire(&f, binary)),
-                        Some(f) => self.nodes[a].handle_frame(NOW, sa, wire(&f, binary)),
-                        None => self.unlink(i),
-                    }
-                }
-            }
-            if !moved && self.nodes.iter().all(|e| !e.has_staged()) {
-                return closes;
-            }
-        }
-        panic!("the net did not settle");
+impl Trust for Net {
+    fn dial(&mut self, a: usize, b: usize, rights: Option<Rights>, binary: bool) -> usize {
+        self.link(a, b, rights.map(token), encoding(binary))
     }
 
     fn has(&self, n: usize, collection: &str, id: &str) -> bool {
@@ -129,7 +79,9 @@ impl Net {
     }
 
     fn write(&mut self, n: usize, id: &str, op: WriteOp) {
-        bridge_core::testing::write(&mut self.nodes[n], NOW, DocKey::new("notes", id), op)
+        let now = self.now_ms;
+        self.nodes[n]
+            .write(now, DocKey::new("notes", id), op)
             .expect("write");
     }
 }
@@ -138,16 +90,16 @@ fn put(v: Value) -> WriteOp {
     WriteOp::Put(obj(v))
 }
 
-fn cloud() -> Engine {
+fn cloud() -> Node {
     let mut cfg = EngineConfig::new(ReplicaId(0xc1), Tier::Cloud, SPACE);
     cfg.secret = Some(SECRET.to_vec());
-    Engine::new(cfg)
+    Node::new(cfg)
 }
 
-fn browser(id: ReplicaId) -> Engine {
+fn browser(id: ReplicaId) -> Node {
     let mut cfg = EngineConfig::new(id, Tier::Local, SPACE);
     cfg.seed_default_policy = false;
-    Engine::new(cfg)
+    Node::new(cfg)
 }
 
 /// A document state as replica `by` would write it, then edited by `forge`.
@@ -264,10 +216,10 @@ fn every_attack_of_a_write_token_peer_is_refused_and_real_writes_still_arrive() 
     const REAL_NODE: usize = 1;
     for binary in [false, true] {
         for (name, attack, code) in attacks() {
-            let mut net = Net::new(vec![cloud(), browser(REAL)]);
+            let mut net = net_of(vec![cloud(), browser(REAL)]);
             // A real replica (a browser with a write token) syncs its first write.
             net.write(REAL_NODE, "b1", put(json!({"n": 1})));
-            let l = net.link(REAL_NODE, SERVER, Some(Rights::Write), binary);
+            let l = net.dial(REAL_NODE, SERVER, Some(Rights::Write), binary);
             assert_eq!(net.pump(), []);
             net.unlink(l);
             let server = &mut net.nodes[SERVER];
@@ -288,7 +240,7 @@ fn every_attack_of_a_write_token_peer_is_refused_and_real_writes_still_arrive() 
             });
             server.handle_frame(NOW, 30, wire(&hello, binary));
             server.handle_frame(NOW, 30, wire(&Frame::Push(attack), binary));
-            persist_all(server);
+            server.persist_all();
             let mut answered = None;
             let mut closed = None;
             while let Some(t) = server.poll_transmit() {
@@ -320,12 +272,12 @@ fn every_attack_of_a_write_token_peer_is_refused_and_real_writes_still_arrive() 
 
             // The real replica's later writes still arrive, and are all acknowledged.
             net.write(REAL_NODE, "b2", put(json!({"n": 2})));
-            let l = net.link(REAL_NODE, SERVER, Some(Rights::Write), binary);
+            let l = net.dial(REAL_NODE, SERVER, Some(Rights::Write), binary);
             assert_eq!(net.pump(), []);
             for id in ["b1", "b2"] {
                 assert!(net.has(SERVER, "notes", id), "{name}: notes/{id} arrived");
             }
-            let session = net.links[l].1;
+            let session = net.links[l].dialer_session;
             assert_eq!(
                 net.nodes[REAL_NODE].peer_status(session).map(|s| s.pending),
                 Some(0)
@@ -337,22 +289,22 @@ fn every_attack_of_a_write_token_peer_is_refused_and_real_writes_still_arrive() 
 #[test]
 fn an_admin_peer_may_relay_other_replicas_writes_and_a_write_peer_only_its_own() {
     let (server, relay, origin) = (0, 1, 2);
-    let mut net = Net::new(vec![
+    let mut net = net_of(vec![
         cloud(),
         browser(ReplicaId(0x11)),
         browser(ReplicaId(0x22)),
     ]);
     net.write(origin, "o", put(json!({"o": 1})));
-    net.link(origin, relay, None, true);
+    net.dial(origin, relay, None, true);
     assert_eq!(net.pump(), []);
-    let up = net.link(relay, server, Some(Rights::Write), false);
+    let up = net.dial(relay, server, Some(Rights::Write), false);
     assert_eq!(net.pump(), [], "a write-token relay is not refused");
     assert!(
         !net.has(server, "notes", "o"),
         "it sends only its own writes"
     );
     net.unlink(up);
-    net.link(relay, server, Some(Rights::Admin), false);
+    net.dial(relay, server, Some(Rights::Admin), false);
     assert_eq!(net.pump(), []);
     assert!(net.has(server, "notes", "o"), "with admin it relays");
 }
@@ -366,17 +318,17 @@ fn a_browser_that_moved_between_hosts_is_never_locked_out() {
     let (local, server, b) = (0, 1, 2);
     for binary in [false, true] {
         // The local host has no secret, so every session there is admin.
-        let mut net = Net::new(vec![browser(ReplicaId(0x10)), cloud(), browser(REAL)]);
+        let mut net = net_of(vec![browser(ReplicaId(0x10)), cloud(), browser(REAL)]);
         net.write(local, "l1", put(json!({"l": 1})));
         net.write(b, "b0", put(json!({"b": 0})));
-        let to_local = net.link(b, local, None, binary);
+        let to_local = net.dial(b, local, None, binary);
         assert_eq!(net.pump(), []);
         net.unlink(to_local);
         // Offline edits: one built on the local host's document, one independent after it.
         net.write(b, "l1", WriteOp::Patch(obj(json!({"b": 1}))));
         net.write(b, "b2", put(json!({"b": 2})));
 
-        let to_cloud = net.link(b, server, Some(Rights::Write), binary);
+        let to_cloud = net.dial(b, server, Some(Rights::Write), binary);
         assert_eq!(net.pump(), [], "never closed");
         assert!(net.has(server, "notes", "b0"), "its own earlier write went");
         assert!(
@@ -390,7 +342,7 @@ fn a_browser_that_moved_between_hosts_is_never_locked_out() {
 
         // The local host links up with an admin token and relays what it has; the cloud
         // passes it down the open browser link, and the browser's writes follow.
-        net.link(local, server, Some(Rights::Admin), binary);
+        net.dial(local, server, Some(Rights::Admin), binary);
         assert_eq!(net.pump(), []);
         for id in ["b0", "l1", "b2"] {
             assert!(net.has(server, "notes", id), "notes/{id} reached the cloud");
@@ -399,7 +351,7 @@ fn a_browser_that_moved_between_hosts_is_never_locked_out() {
             net.nodes[server].replica().get(&DocKey::new("notes", "l1")),
             Some(json!({"l": 1, "b": 1}))
         );
-        let session = net.links[to_cloud].1;
+        let session = net.links[to_cloud].dialer_session;
         assert_eq!(
             net.nodes[b].peer_status(session).map(|s| s.pending),
             Some(0)
@@ -414,18 +366,18 @@ fn a_browser_that_moved_between_hosts_is_never_locked_out() {
 #[test]
 fn an_impersonated_replica_still_gets_its_writes_through() {
     let (server, real, impostor) = (0, 1, 2);
-    let mut net = Net::new(vec![cloud(), browser(REAL), browser(REAL)]);
+    let mut net = net_of(vec![cloud(), browser(REAL), browser(REAL)]);
     net.write(real, "r1", put(json!({"r": 1})));
     net.nodes[impostor]
         .replica_mut()
         .skip_own_counter(1_000_000);
     net.write(impostor, "r1", put(json!({"forged": true})));
-    let l = net.link(impostor, server, Some(Rights::Write), true);
+    let l = net.dial(impostor, server, Some(Rights::Write), true);
     assert_eq!(net.pump(), []);
     net.unlink(l);
     assert!(net.nodes[server].replica().vector().get(REAL) > 1_000_000);
     // The real replica connects: its earlier and later writes arrive.
-    net.link(real, server, Some(Rights::Write), false);
+    net.dial(real, server, Some(Rights::Write), false);
     assert_eq!(net.pump(), []);
     // The forged write claimed to have seen r1, so it overwrote it, as any write-token
     // holder may overwrite a document. What matters: the real replica's later writes,
@@ -450,19 +402,20 @@ fn an_impersonated_replica_still_gets_its_writes_through() {
 fn writes_a_browser_may_not_send_itself_never_lock_it_out() {
     let (local, server, b) = (0, 1, 2);
     for binary in [false, true] {
-        let mut net = Net::new(vec![browser(ReplicaId(0x10)), cloud(), browser(REAL)]);
+        let mut net = net_of(vec![browser(ReplicaId(0x10)), cloud(), browser(REAL)]);
         // A write of the browser, synced to the local host, where an agent overwrites it.
         net.write(b, "x", put(json!({"by": "browser"})));
-        let to_local = net.link(b, local, None, binary);
+        let to_local = net.dial(b, local, None, binary);
         assert_eq!(net.pump(), []);
         net.write(local, "x", put(json!({"by": "local agent"})));
         assert_eq!(net.pump(), []);
         net.unlink(to_local);
         // And a policy the browser sets on its own store (it is admin there).
-        bridge_core::testing::set_policy(&mut net.nodes[b], NOW, "notes", Policy::Merge)
+        net.nodes[b]
+            .set_policy(NOW, "notes", Policy::Merge)
             .expect("set_policy");
 
-        let to_cloud = net.link(b, server, Some(Rights::Write), binary);
+        let to_cloud = net.dial(b, server, Some(Rights::Write), binary);
         assert_eq!(net.pump(), [], "not closed for what it may not send");
         assert!(!net.has(server, "notes", "x"));
         // A later write goes, on the same link.
@@ -470,14 +423,14 @@ fn writes_a_browser_may_not_send_itself_never_lock_it_out() {
         assert_eq!(net.pump(), []);
         assert!(net.has(server, "notes", "later"));
         // The local host's admin link brings the overwritten document.
-        net.link(local, server, Some(Rights::Admin), binary);
+        net.dial(local, server, Some(Rights::Admin), binary);
         assert_eq!(net.pump(), []);
         assert_eq!(
             net.nodes[server].replica().get(&DocKey::new("notes", "x")),
             Some(json!({"by": "local agent"}))
         );
         assert_eq!(net.nodes[server].replica().policy("notes"), Policy::Lww);
-        let session = net.links[to_cloud].1;
+        let session = net.links[to_cloud].dialer_session;
         assert!(net.nodes[b].peer_status(session).is_some_and(|s| s.open));
     }
 }

@@ -8,11 +8,11 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-#[path = "support/pair.rs"]
-mod pair;
+#[path = "support/harness.rs"]
+mod harness;
 
 use bridge_core::{DocKey, Policy, WriteOp};
-use pair::{Pair, Wire, A_SIDE, B_SIDE};
+use harness::{Pair, Wire, A_SIDE, B_SIDE};
 use serde_json::{json, Map, Value};
 
 fn obj(v: Value) -> Map<String, Value> {
@@ -23,8 +23,8 @@ fn obj(v: Value) -> Map<String, Value> {
 }
 
 fn assert_same_collection(p: &Pair, collection: &str) {
-    let a = p.a.replica().list(collection, None, usize::MAX);
-    let b = p.b.replica().list(collection, None, usize::MAX);
+    let a = p.replicas().0.list(collection, None, usize::MAX);
+    let b = p.replicas().1.list(collection, None, usize::MAX);
     assert_eq!(a, b, "replicas differ in `{collection}`");
 }
 
@@ -33,21 +33,23 @@ fn writes_on_one_side_reach_the_other_and_are_acked(wire: Wire) {
     for i in 0..25u64 {
         let key = DocKey::new("notes", format!("n{i:02}"));
         let doc = obj(json!({ "title": format!("note {i}"), "n": i }));
-        bridge_core::testing::write(&mut p.a, 10 + i, key, WriteOp::Put(doc)).expect("local write");
+        p.a()
+            .write(10 + i, key, WriteOp::Put(doc))
+            .expect("local write");
     }
     p.settle(100, 200).expect("settles");
 
-    assert_eq!(p.b.replica().doc_count(), p.a.replica().doc_count());
-    let got = p.b.replica().get(&DocKey::new("notes", "n07"));
+    assert_eq!(p.replicas().1.doc_count(), p.replicas().0.doc_count());
+    let got = p.replicas().1.get(&DocKey::new("notes", "n07"));
     assert_eq!(got, Some(json!({ "title": "note 7", "n": 7 })));
     assert_same_collection(&p, "notes");
-    let status = p.a.peer_status(A_SIDE).expect("link is a peer session");
+    let status = p.a().peer_status(A_SIDE).expect("link is a peer session");
     assert!(status.open);
     assert_eq!(
         status.pending, 0,
         "the cloud persisted and acknowledged every write"
     );
-    assert!(p.frames > 0 && p.bytes > 0);
+    assert!(p.net.frames > 0 && p.net.bytes > 0);
 }
 
 fn both_sides_write_and_converge(wire: Wire) {
@@ -55,54 +57,55 @@ fn both_sides_write_and_converge(wire: Wire) {
     p.settle(0, 50).expect("handshake");
 
     let shared = DocKey::new("notes", "shared");
-    bridge_core::testing::write(
-        &mut p.a,
-        1_000,
-        shared.clone(),
-        WriteOp::Put(obj(json!({ "by": "a" }))),
-    )
-    .expect("write on a");
-    bridge_core::testing::write(
-        &mut p.b,
-        1_001,
-        shared.clone(),
-        WriteOp::Put(obj(json!({ "by": "b" }))),
-    )
-    .expect("write on b");
-    bridge_core::testing::write(
-        &mut p.b,
-        1_002,
-        DocKey::new("todo", "t1"),
-        WriteOp::Put(obj(json!({ "done": false }))),
-    )
-    .expect("write on b");
+    p.a()
+        .write(
+            1_000,
+            shared.clone(),
+            WriteOp::Put(obj(json!({ "by": "a" }))),
+        )
+        .expect("write on a");
+    p.b()
+        .write(
+            1_001,
+            shared.clone(),
+            WriteOp::Put(obj(json!({ "by": "b" }))),
+        )
+        .expect("write on b");
+    p.b()
+        .write(
+            1_002,
+            DocKey::new("todo", "t1"),
+            WriteOp::Put(obj(json!({ "done": false }))),
+        )
+        .expect("write on b");
     p.settle(2_000, 200).expect("settles");
 
     // Concurrent writes under `lww`: the same winner everywhere (b's stamp is higher).
-    assert_eq!(p.a.replica().get(&shared), Some(json!({ "by": "b" })));
-    assert_eq!(p.a.replica().get(&shared), p.b.replica().get(&shared));
-    assert_eq!(p.a.replica().policy("notes"), Policy::Lww);
+    assert_eq!(p.replicas().0.get(&shared), Some(json!({ "by": "b" })));
+    assert_eq!(p.replicas().0.get(&shared), p.replicas().1.get(&shared));
+    assert_eq!(p.replicas().0.policy("notes"), Policy::Lww);
 
     // A patch and a delete made after seeing the other side's writes win everywhere.
     let t1 = DocKey::new("todo", "t1");
-    bridge_core::testing::write(
-        &mut p.a,
-        3_000,
-        t1.clone(),
-        WriteOp::Patch(obj(json!({ "done": true }))),
-    )
-    .expect("patch on a");
-    bridge_core::testing::write(&mut p.b, 3_001, shared.clone(), WriteOp::Delete)
+    p.a()
+        .write(
+            3_000,
+            t1.clone(),
+            WriteOp::Patch(obj(json!({ "done": true }))),
+        )
+        .expect("patch on a");
+    p.b()
+        .write(3_001, shared.clone(), WriteOp::Delete)
         .expect("delete on b");
     p.settle(4_000, 200).expect("settles");
 
-    assert_eq!(p.b.replica().get(&t1), Some(json!({ "done": true })));
-    assert_eq!(p.a.replica().get(&shared), None, "the delete reached a");
+    assert_eq!(p.replicas().1.get(&t1), Some(json!({ "done": true })));
+    assert_eq!(p.replicas().0.get(&shared), None, "the delete reached a");
     for c in ["notes", "todo"] {
         assert_same_collection(&p, c);
     }
-    assert_eq!(p.a.replica().vector(), p.b.replica().vector());
-    assert_eq!(p.b.peer_status(B_SIDE).map(|s| s.pending), Some(0));
+    assert_eq!(p.replicas().0.vector(), p.replicas().1.vector());
+    assert_eq!(p.b().peer_status(B_SIDE).map(|s| s.pending), Some(0));
 }
 
 /// A long initial sync (several bounded batches) through each codec: `settle` fails on any
@@ -111,19 +114,15 @@ fn initial_sync_of_600_documents(wire: Wire) -> u64 {
     let mut p = Pair::connect("wasm-e2e", wire);
     for i in 0..600u64 {
         let key = DocKey::new("bulk", format!("d{i:04}"));
-        bridge_core::testing::write(
-            &mut p.a,
-            i,
-            key,
-            WriteOp::Put(obj(json!({ "i": i, "tag": "bulk" }))),
-        )
-        .expect("local write");
+        p.a()
+            .write(i, key, WriteOp::Put(obj(json!({ "i": i, "tag": "bulk" }))))
+            .expect("local write");
     }
     p.settle(1_000, 1_000).expect("settles");
-    assert_eq!(p.b.replica().list("bulk", None, 1000).len(), 600);
+    assert_eq!(p.replicas().1.list("bulk", None, 1000).len(), 600);
     assert_same_collection(&p, "bulk");
-    assert!(p.frames >= 4, "600 documents take more than one push");
-    p.bytes
+    assert!(p.net.frames >= 4, "600 documents take more than one push");
+    p.net.bytes
 }
 
 #[test]

@@ -68,6 +68,12 @@ impl Store {
         Ok(store)
     }
 
+    /// A store over an in-memory SQLite database (tests of the hub without a file).
+    #[cfg(test)]
+    pub fn in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
     fn init(conn: Connection) -> Result<Store> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;

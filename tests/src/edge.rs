@@ -1,19 +1,26 @@
-//! The edge worker under `wrangler dev` (the real workerd runtime), for the end-to-end tests.
+//! The edge worker under wrangler's local dev server (the real workerd runtime), for the
+//! end-to-end tests.
 //!
 //! [`Edge::start`] writes a throw-away copy of the repository's wrangler.toml (without the
 //! `[build]` step, `main` pointing at the prebuilt bundle) and a `.dev.vars` holding the
-//! secret, then runs `wrangler dev` on a free loopback port with the offline variables of
-//! scripts/edge-env.sh and Node 22 first on PATH, persisting to a folder the test chooses.
-//! It waits (bounded) for `/healthz`, and stops by signalling the process group it started.
+//! secret, then runs scripts/edge-dev.mjs — wrangler's own dev server (`unstable_startWorker`,
+//! what `wrangler dev` runs) with the offline variables of scripts/edge-env.sh and Node 22
+//! first on PATH, persisting to a folder the test chooses. It binds port 0 and prints the
+//! address it got, which the harness reads: no free-port race. [`Edge::evict`] asks it to
+//! evict a space's Durable Object the way workerd evicts an idle one, so hibernation is
+//! tested on demand instead of by waiting for workerd's idle timer. It stops by signalling
+//! the process group it started.
 //!
 //! The bundle is built once per test binary by scripts/edge-build.sh, unless
 //! `SACRED_BRIDGE_EDGE_BUILT=1` says scripts/test.sh already built it.
 #![allow(clippy::unwrap_used)] // test support: a failed unwrap is a failed test
 
-use crate::{free_port, TempDir};
+use crate::TempDir;
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -49,25 +56,29 @@ pub fn edge_bundle() -> PathBuf {
         .clone()
 }
 
-/// One `wrangler dev` at a time: each runs workerd, and the machine is small.
+/// One dev server at a time: each runs workerd, and the machine is small.
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
 
-/// A running `wrangler dev`. Stopped on drop.
+/// A running dev server (scripts/edge-dev.mjs). Stopped on drop.
 pub struct Edge {
     child: Option<Child>,
+    /// Its command input (`evict SPACE`).
+    commands: Option<ChildStdin>,
+    /// Its output lines (also appended to the log).
+    lines: Option<Receiver<String>>,
     pub port: u16,
     /// Where workerd keeps Durable Object state (`--persist-to`).
     pub persist: PathBuf,
-    /// Time from spawn to the first `/healthz` answer.
+    /// Time from spawn to the first `/healthz` answer after the server said it was ready.
     pub ready_after: Duration,
     config: TempDir,
 }
 
 impl Edge {
-    /// Starts `wrangler dev` with `secret` as BRIDGE_SECRET, persisting to `persist`.
+    /// Starts the dev server with `secret` as BRIDGE_SECRET, persisting to `persist`.
     pub fn start(persist: &Path, secret: &str) -> Edge {
         Self::start_with_vars(persist, secret, &[])
     }
@@ -101,16 +112,17 @@ impl Edge {
             vars_file.push_str(&format!("{k}={v:?}\n"));
         }
         std::fs::write(config.0.join(".dev.vars"), vars_file).expect("write .dev.vars");
-        Self::spawn(config, persist, free_port())
+        Self::spawn(config, persist, 0)
     }
 
+    /// Starts the dev server on `port` (0: one the OS picks) and waits for its `ready on`
+    /// line and a `/healthz` answer (bounded).
     fn spawn(config: TempDir, persist: &Path, port: u16) -> Edge {
         let root = repo_root();
         let script = format!(
-            "source {:?} && exec {:?} dev --config {:?} --ip 127.0.0.1 --port {port} \
-             --persist-to {:?} --show-interactive-dev-session=false --log-level info",
+            "source {:?} && exec node {:?} {:?} {:?} {port}",
             root.join("scripts/edge-env.sh"),
-            root.join("node_modules/.bin/wrangler"),
+            root.join("scripts/edge-dev.mjs"),
             config.0.join("wrangler.toml"),
             persist,
         );
@@ -120,53 +132,108 @@ impl Edge {
             .append(true)
             .open(config.0.join("wrangler.log"))
             .expect("wrangler.log");
-        let child = Command::new("bash")
+        let mut child = Command::new("bash")
             .args(["-c", &script])
             .current_dir(&config.0)
             .env("XDG_CONFIG_HOME_EDGE", config.0.join("xdg"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log.try_clone().expect("log file"))
             .process_group(0)
             .spawn()
-            .expect("spawn wrangler dev");
+            .expect("spawn scripts/edge-dev.mjs");
+        // Every output line goes to the log, and to the harness (the ready line, answers to
+        // commands).
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut log = log;
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{l}");
+                let _ = tx.send(l);
+            }
+        });
         let mut edge = Edge {
+            commands: child.stdin.take(),
             child: Some(child),
+            lines: Some(lines),
             port,
             persist: persist.to_owned(),
             ready_after: Duration::ZERO,
             config,
         };
-        let deadline = started + Duration::from_secs(90);
-        loop {
-            if health(port) {
-                break;
-            }
-            if let Some(c) = edge.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    let log = std::fs::read_to_string(edge.config.0.join("wrangler.log"));
-                    panic!(
-                        "wrangler dev exited before it was ready: {status}\n{}",
-                        log.unwrap_or_default()
-                    );
-                }
-            }
+        let ready = edge.wait_line(Duration::from_secs(90), |l| l.starts_with("ready on "));
+        let bound = ready
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.trim_end_matches('/').parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("no port in {ready:?}"));
+        assert!(
+            port == 0 || bound == port,
+            "asked for {port}, got {ready:?}"
+        );
+        edge.port = bound;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !health(bound) {
             assert!(
                 Instant::now() < deadline,
-                "wrangler dev not ready within 90 s"
+                "no /healthz answer within 30 s after {ready:?}; log:\n{}",
+                edge.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
         edge.ready_after = started.elapsed();
         eprintln!(
-            "edge: wrangler dev ready on port {port} in {:.2} s",
+            "edge: dev server ready on port {bound} in {:.2} s",
             edge.ready_after.as_secs_f64()
         );
         edge
     }
 
-    /// Stops wrangler dev (SIGTERM to its process group, SIGKILL after 10 s).
+    /// The next output line that satisfies `want`, skipping others (bounded by `limit`).
+    /// Panics with the log if the server exits or says `error:` first.
+    fn wait_line(&mut self, limit: Duration, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        let lines = self.lines.as_ref().expect("a running server");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) if want(&l) => return l,
+                Ok(l) if l.starts_with("error: ") => {
+                    panic!("edge dev server: {l}\nlog:\n{}", self.log())
+                }
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "edge dev server: nothing within {limit:?}; log:\n{}",
+                        self.log()
+                    )
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.as_mut().and_then(|c| c.wait().ok());
+                    panic!("edge dev server exited ({status:?}); log:\n{}", self.log())
+                }
+            }
+        }
+    }
+
+    /// Evicts the Durable Object of `space` as workerd evicts an idle one: its in-memory
+    /// state is gone, its hibernatable WebSockets stay open, and the next event builds a new
+    /// instance from storage. Returns once the runtime has done it. Fails if the object is
+    /// not running.
+    pub fn evict(&mut self, space: &str) {
+        let asked = Instant::now();
+        let commands = self.commands.as_mut().expect("a running server");
+        writeln!(commands, "evict {space}").expect("send evict");
+        commands.flush().expect("send evict");
+        let done = format!("evicted {space}");
+        self.wait_line(Duration::from_secs(30), |l| l == done);
+        eprintln!("edge: {space} evicted in {:?}", asked.elapsed());
+    }
+
+    /// Stops the dev server (SIGTERM to its process group, SIGKILL after 10 s).
     pub fn stop(&mut self) {
+        self.commands = None;
+        self.lines = None;
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -184,7 +251,8 @@ impl Edge {
         let _ = child.wait();
     }
 
-    /// Stops and starts again on the same state folder and port.
+    /// Stops and starts again on the same state folder and the port the previous server
+    /// bound (clients reconnect).
     pub fn restart(&mut self) {
         self.stop();
         let config = std::mem::replace(&mut self.config, TempDir::new("wrangler-old"));
@@ -192,7 +260,21 @@ impl Edge {
         *self = next;
     }
 
-    /// What wrangler dev and the worker printed so far (requests, `console.*`).
+    /// Waits (bounded: 30 s) until the log holds `text` at least `times` times: what the
+    /// worker prints reaches the log through the server's output, a little after the event.
+    pub fn wait_log(&self, text: &str, times: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log().matches(text).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} not logged {times} time(s) within 30 s; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the dev server and the worker printed so far (requests, `console.*`).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.config.0.join("wrangler.log")).unwrap_or_default()
     }

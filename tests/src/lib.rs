@@ -9,7 +9,7 @@ pub mod edge;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,15 +38,6 @@ pub fn bridge_bin() -> PathBuf {
         dir.join(format!("sacred-bridge{}", std::env::consts::EXE_SUFFIX))
     })
     .clone()
-}
-
-/// A port that was free a moment ago (racy: hosts bind port 0 instead; the edge harness
-/// still needs it for wrangler).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind port 0")
 }
 
 /// A temporary directory removed on drop.

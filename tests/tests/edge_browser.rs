@@ -1,4 +1,4 @@
-//! The browser package against the edge relay: `wrangler dev` runs the Durable Object, and
+//! The browser package against the edge relay: wrangler's dev server runs the Durable Object, and
 //! wasm-client/e2e/edge.mjs drives two headless Chromium profiles through it (offline edits
 //! converging under `merge`, a message crossing).
 //!

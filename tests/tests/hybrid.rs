@@ -5,7 +5,6 @@
 
 use bridge_core::status::HostStatus;
 use serde_json::json;
-use std::time::{Duration, Instant};
 use tests::{bridge_cmd, cli, http, mint_token, Agent, Host, TempDir, PAIR_SECRET};
 
 use tests::{eventually, start_hybrid, start_pair, wait_link_up, Pair};
@@ -63,36 +62,27 @@ async fn hybrid_syncs_docs_and_messages_both_ways() {
         .await;
     ca.send(&json!({"type": "send", "req": 2, "channel": "chat", "payload": "down"}))
         .await;
-    let mut got_local = Vec::new();
-    let mut got_cloud = Vec::new();
-    // Until both arrived, then a little longer to catch a duplicate (bounded).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut settle: Option<Instant> = None;
-    while Instant::now() < deadline
-        && settle.is_none_or(|t| t.elapsed() < Duration::from_millis(500))
-    {
-        if settle.is_none() && !got_local.is_empty() && !got_cloud.is_empty() {
-            settle = Some(Instant::now());
-        }
-        for (a, got) in [(&mut la, &mut got_local), (&mut ca, &mut got_cloud)] {
-            if let Ok(Some(v)) = tokio::time::timeout(Duration::from_millis(100), a.recv()).await {
-                if v["type"] == "broadcast" {
-                    got.push(v["message"]["payload"].clone());
-                }
-            }
-        }
-    }
-    got_local.sort_by_key(|v| v.to_string());
-    got_cloud.sort_by_key(|v| v.to_string());
+    // Each side reads until the other's message arrived, then sends an end marker and reads
+    // until the other's marker. A side sends its marker only after its host delivered the
+    // other's message, so any duplicate or echo of either message travels each link before
+    // the marker that follows it: what a side read before the marker is all it ever gets.
+    let mut got_local = broadcasts_until(&mut la, "down").await;
+    let mut got_cloud = broadcasts_until(&mut ca, "up").await;
+    la.send(&json!({"type": "send", "req": 3, "channel": "chat", "payload": "end-local"}))
+        .await;
+    ca.send(&json!({"type": "send", "req": 3, "channel": "chat", "payload": "end-cloud"}))
+        .await;
+    got_local.extend(broadcasts_until(&mut la, "end-cloud").await);
+    got_cloud.extend(broadcasts_until(&mut ca, "end-local").await);
     assert_eq!(
         got_local,
-        [json!("down")],
-        "local agent gets the cloud message once"
+        [json!("down"), json!("end-cloud")],
+        "local agent gets each cloud message once, and none of its own"
     );
     assert_eq!(
         got_cloud,
-        [json!("up")],
-        "cloud agent gets the local message once"
+        [json!("up"), json!("end-local")],
+        "cloud agent gets each local message once, and none of its own"
     );
 
     // the cloud goes down: local writes go on and wait durably, then go up on reconnect
@@ -124,6 +114,20 @@ async fn hybrid_syncs_docs_and_messages_both_ways() {
                     .is_some_and(|p| p.len() == 1 && p[0]["pending"] == 0 && p[0]["open"] == true)
         })
     });
+}
+
+/// The payloads of the `broadcast` frames `a` reads, up to and including `last` (each read
+/// is bounded by [`Agent::recv`]).
+async fn broadcasts_until(a: &mut Agent, last: &str) -> Vec<serde_json::Value> {
+    let mut got = Vec::new();
+    loop {
+        let b = a.recv_type("broadcast").await;
+        let payload = b["message"]["payload"].clone();
+        got.push(payload.clone());
+        if payload == last {
+            return got;
+        }
+    }
 }
 
 /// A cloud agent listening on channel `barrier` (which no trigger lists), to tell when the

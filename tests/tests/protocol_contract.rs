@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-use tests::{bridge_cmd, cli, http, Agent, Host, TempDir};
+use tests::{bridge_cmd, cli, eventually, http, Agent, Host, TempDir};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -296,6 +296,23 @@ impl Drop for Watch {
     }
 }
 
+/// A counter's value in a `/metrics` answer (0 when absent).
+fn metric(body: &Value, name: &str) -> u64 {
+    body.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The API requests `host` has served so far.
+fn api_requests(host: &Host) -> u64 {
+    let (s, v) = host.http("GET", "/metrics", None);
+    assert_eq!(s, 200, "{v}");
+    metric(&v, "sacred_bridge_api_requests_total")
+}
+
 #[test]
 fn watch_prints_each_change_once_from_its_cursor() {
     let dir = TempDir::new("watch");
@@ -318,9 +335,13 @@ fn watch_prints_each_change_once_from_its_cursor() {
     assert_eq!(everything.ids_until("z"), ["a", "b", "x", "y", "z"]);
     assert_eq!(now.ids_until("z"), ["x", "y", "z"]);
     assert_eq!(from_a.ids_until("z"), ["b", "x", "y", "z"]);
-    // Let the watchers poll many times over what they have printed (every 20 ms), then
-    // write once more: the next line of each must be that write, nothing printed again.
-    std::thread::sleep(Duration::from_millis(400));
+    // Let the watchers poll many times over what they have printed, counted by the host
+    // (every poll is one `GET /changes`, one API request; `/metrics` is not one), then write
+    // once more: the next line of each must be that write, nothing printed again.
+    let polled = api_requests(&host);
+    eventually(host.api_port, "/metrics", None, |s, v| {
+        s == 200 && metric(v, "sacred_bridge_api_requests_total") >= polled + 30
+    });
     put("end");
     for w in [&everything, &now, &from_a] {
         assert_eq!(w.ids_until("end"), ["end"]);

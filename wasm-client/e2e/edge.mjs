@@ -1,6 +1,6 @@
-// Two browser profiles sync through the edge relay (the Durable Object under `wrangler dev`)
+// Two browser profiles sync through the edge relay (the Durable Object under wrangler's dev server)
 // instead of the native host: one goes offline, both edit, both converge. Run by
-// tests/tests/edge_browser.rs, which starts wrangler dev and passes EDGE_URL and EDGE_TOKEN.
+// tests/tests/edge_browser.rs, which starts wrangler's dev server and passes EDGE_URL and EDGE_TOKEN.
 import assert from "node:assert/strict";
 import { launch, staticServer, testPage, testRoots, until } from "./harness.mjs";
 

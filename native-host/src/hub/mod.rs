@@ -16,6 +16,8 @@
 mod metrics;
 mod run;
 mod status;
+#[cfg(test)]
+mod tests;
 
 pub use metrics::{MetricsAccess, WS_BYTES_IN, WS_BYTES_OUT};
 
