@@ -436,17 +436,17 @@ pub fn execute(
     request: Request,
 ) -> Result<Outcome, ApiError> {
     Ok(match engine.request(now_ms, rights, request)? {
-        Answer::Now(reply) => Outcome::Done(render(reply)?),
+        Answer::Now(reply) => Outcome::Done(render(engine, reply)?),
         Answer::WhenDurable { req, reply } => Outcome::AfterAck {
             req,
-            response: render(reply)?,
+            response: render(engine, reply)?,
         },
     })
 }
 
-/// The HTTP answer to a [`Reply`]: JSON, or NDJSON for an export; a missing document or
-/// conflict is 404.
-pub fn render(reply: Reply) -> Result<ApiResponse, ApiError> {
+/// The HTTP answer to a [`Reply`]: JSON, or NDJSON for an export; a missing document is 404.
+/// A write is answered with the document as `engine` shows it now.
+pub fn render(engine: &Engine, reply: Reply) -> Result<ApiResponse, ApiError> {
     let v = match reply {
         Reply::Doc(doc) if doc.value.is_none() => {
             return Err(ApiError::not_found(format!(
@@ -478,7 +478,10 @@ pub fn render(reply: Reply) -> Result<ApiResponse, ApiError> {
             }
             return Ok(ApiResponse::text(200, "application/x-ndjson", out));
         }
-        Reply::Written { dot, doc } => json!({"dot": to_value(&dot), "doc": to_value(&doc)}),
+        Reply::Written { dot, key } => {
+            let doc = engine.replica().view(&key);
+            json!({"dot": to_value(&dot), "doc": to_value(&doc)})
+        }
         Reply::PolicySet {
             dot,
             collection,

@@ -228,8 +228,7 @@ impl Engine {
 
     fn write_doc(&mut self, now_ms: u64, key: DocKey, op: WriteOp) -> Result<(Reply, bool)> {
         let dot = self.replica.write(now_ms, key.clone(), op)?;
-        let doc = self.replica.view(&key);
-        Ok((Reply::Written { dot, doc }, true))
+        Ok((Reply::Written { dot, key }, true))
     }
 }
 

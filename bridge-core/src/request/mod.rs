@@ -84,10 +84,11 @@ pub type ImportLine = (DocKey, Option<Map<String, Value>>);
 /// The answer to a [`Request`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reply {
-    /// A document write (write, resolve, policy): its dot and the document as it now shows.
+    /// A document write (write, resolve): its dot, and the document written (the HTTP API
+    /// answers with how it shows).
     Written {
         dot: Dot,
-        doc: DocView,
+        key: DocKey,
     },
     /// A policy was set.
     PolicySet {
