@@ -51,26 +51,36 @@ const DAMAGED: &str = "damaged";
 const SCHEMA_VERSION: u32 = 2;
 
 /// Why the store could not do what was asked, in words a developer can act on.
-#[derive(Debug)]
-pub struct StoreError(pub String);
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// IndexedDB refused or failed a request.
+    #[error("IndexedDB: {0}")]
+    Idb(String),
+    /// This page has no IndexedDB (or no `crypto.getRandomValues` for a replica id).
+    #[error("{0} is not available here")]
+    Unavailable(String),
+    /// A transaction did not commit: nothing of it was stored.
+    #[error("IndexedDB aborted {0}")]
+    Aborted(&'static str),
+    /// A stored record does not read back.
+    #[error(
+        "stored {what} could not be read ({why}); the browser store is damaged: delete it \
+         (DevTools → Application → IndexedDB) and let it sync again"
+    )]
+    Corrupt { what: String, why: String },
 }
 
 impl From<idb::Error> for StoreError {
     fn from(e: idb::Error) -> Self {
-        StoreError(format!("IndexedDB: {e}"))
+        StoreError::Idb(e.to_string())
     }
 }
 
 fn corrupt(what: &str, why: impl std::fmt::Display) -> StoreError {
-    StoreError(format!(
-        "stored {what} could not be read ({why}); the browser store is damaged: delete it \
-         (DevTools → Application → IndexedDB) and let it sync again"
-    ))
+    StoreError::Corrupt {
+        what: what.to_owned(),
+        why: why.to_string(),
+    }
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -132,8 +142,8 @@ pub struct Damaged {
 impl IdbStore {
     /// Opens (creating on first use) the database `name`.
     pub async fn open(name: &str) -> Result<IdbStore> {
-        let factory = Factory::new()
-            .map_err(|e| StoreError(format!("IndexedDB is not available here: {e}")))?;
+        let factory =
+            Factory::new().map_err(|e| StoreError::Unavailable(format!("IndexedDB ({e})")))?;
         let mut req = factory.open(name, Some(SCHEMA_VERSION))?;
         req.on_upgrade_needed(|event| {
             let Ok(db) = idb::Event::target(&event).and_then(|r| r.database()) else {
@@ -177,7 +187,7 @@ impl IdbStore {
                 .map_err(|e| corrupt("replica id", e))?,
             None => {
                 let r = random()
-                    .ok_or_else(|| StoreError("crypto.getRandomValues is not available".into()))?;
+                    .ok_or_else(|| StoreError::Unavailable("crypto.getRandomValues".into()))?;
                 let id = ReplicaId::from_random(r.to_le_bytes());
                 meta.put(
                     &JsValue::from_str(&id.to_string()),
@@ -188,7 +198,7 @@ impl IdbStore {
         };
         let done = tx.await?;
         if !done.is_committed() {
-            return Err(StoreError("the replica id could not be stored".into()));
+            return Err(StoreError::Aborted("storing the replica id"));
         }
         Ok(id)
     }
@@ -301,9 +311,7 @@ impl IdbStore {
         }
         let done = tx.await?;
         if !done.is_committed() {
-            return Err(StoreError(
-                "IndexedDB aborted setting damaged records aside".into(),
-            ));
+            return Err(StoreError::Aborted("setting damaged records aside"));
         }
         self.stats.set_aside += damaged.len() as u64;
         Ok(())
@@ -398,8 +406,8 @@ impl IdbStore {
         }
         let done = tx.await?;
         if !done.is_committed() {
-            return Err(StoreError(
-                "IndexedDB aborted the write (storage full or the database was deleted)".into(),
+            return Err(StoreError::Aborted(
+                "the write (storage full or the database was deleted)",
             ));
         }
         self.retention = retention;
@@ -420,7 +428,7 @@ impl IdbStore {
     /// "relaxed" (complete once handed to the OS), and a write lost in a power cut after its
     /// dot was pushed would let the restarted store hand the same dot to another write.
     fn strict_transaction(&self, stores: &[&str]) -> Result<idb::Transaction> {
-        let js = |e: JsValue| StoreError(format!("IndexedDB: cannot start a transaction: {e:?}"));
+        let js = |e: JsValue| StoreError::Idb(format!("cannot start a transaction: {e:?}"));
         let names: Array = stores.iter().map(|s| JsValue::from_str(s)).collect();
         let options = js_sys::Object::new();
         Reflect::set(&options, &"durability".into(), &"strict".into()).map_err(js)?;
