@@ -37,8 +37,10 @@ fn persist_all(e: &mut Engine) {
     }
 }
 
+/// Opens an agent session, which must be the engine's `session`-th: the engine numbers its
+/// sessions in order from 1.
 fn agent(e: &mut Engine, session: u64, token: Option<String>) -> Vec<(u64, Option<Frame>)> {
-    e.accept(0, session);
+    assert_eq!(e.accept(0), session, "sessions are numbered in order");
     e.handle_frame(
         0,
         session,
@@ -200,9 +202,10 @@ fn list_pages_and_skips_deleted() {
 fn bad_requests_get_codes_and_the_session_goes_on() {
     let mut e = engine(1, Tier::Local);
     // Anything before hello closes the connection.
-    e.accept(0, 9);
-    e.handle_frame(0, 9, Frame::Ping { nonce: 1 });
-    let out = drain(&mut e);
+    let mut pre = engine(1, Tier::Local);
+    let s = pre.accept(0);
+    pre.handle_frame(0, s, Frame::Ping { nonce: 1 });
+    let out = drain(&mut pre);
     assert_eq!(error_code(&out), Some(ErrorCode::HelloRequired));
     assert!(closed(&out));
 
@@ -424,25 +427,25 @@ fn channel_messages_reach_subscribers_and_replay_from_a_cursor() {
 }
 
 /// Two engines joined by one link, carrying frames through the JSON codec both ways.
-fn sync(a: &mut Engine, b: &mut Engine) {
+fn sync(a: &mut Engine, b: &mut Engine, sa: u64, sb: u64) {
     for _ in 0..1000 {
         persist_all(a);
         persist_all(b);
         let mut moved = false;
         for (s, f) in drain(a) {
-            assert_eq!(s, 10);
+            assert_eq!(s, sa);
             let f = f.expect("no close");
             let f = bridge_core::codec::decode_json(bridge_core::codec::encode_json(&f).as_bytes())
                 .expect("codec");
-            b.handle_frame(0, 20, f);
+            b.handle_frame(0, sb, f);
             moved = true;
         }
         for (s, f) in drain(b) {
-            assert_eq!(s, 20);
+            assert_eq!(s, sb);
             let f = f.expect("no close");
             let f = bridge_core::codec::decode_binary(&bridge_core::codec::encode_binary(&f))
                 .expect("codec");
-            a.handle_frame(0, 10, f);
+            a.handle_frame(0, sa, f);
             moved = true;
         }
         if !moved && !a.has_staged() && !b.has_staged() {
@@ -452,10 +455,11 @@ fn sync(a: &mut Engine, b: &mut Engine) {
     panic!("sync did not finish");
 }
 
-fn link(a: &mut Engine, b: &mut Engine) {
-    a.connect(0, 10, None, "up");
-    b.accept(0, 20);
-    sync(a, b);
+/// Links `a` (dialing) to `b`; returns the link's session on each side.
+fn link(a: &mut Engine, b: &mut Engine) -> (u64, u64) {
+    let (sa, sb) = (a.connect(0, None, "up"), b.accept(0));
+    sync(a, b, sa, sb);
+    (sa, sb)
 }
 
 #[test]
@@ -475,10 +479,10 @@ fn policies_decide_concurrent_writes_the_same_everywhere() {
         local
             .write(0, 2, key.clone(), WriteOp::Put(obj(json!({"x": 0}))))
             .expect("base");
-        link(&mut local, &mut cloud);
+        let (sa, sb) = link(&mut local, &mut cloud);
         assert_eq!(cloud.replica().policy("c"), policy, "policy replicates");
-        local.close(10);
-        cloud.close(20);
+        local.close(sa);
+        cloud.close(sb);
         // Concurrent edits while apart; the cloud one is later in time.
         local
             .write(
@@ -496,7 +500,7 @@ fn policies_decide_concurrent_writes_the_same_everywhere() {
                 WriteOp::Patch(obj(json!({"x": "cloud", "y": 2}))),
             )
             .expect("w");
-        link(&mut local, &mut cloud);
+        let (sa, sb) = link(&mut local, &mut cloud);
         assert_eq!(local.replica().get(&key), Some(want.clone()), "{policy}");
         assert_eq!(cloud.replica().get(&key), Some(want), "{policy}");
         let conflicts: Vec<Conflict> = local.replica().conflicts(None);
@@ -509,7 +513,7 @@ fn policies_decide_concurrent_writes_the_same_everywhere() {
             local
                 .resolve(300, 5, key.clone(), Some(obj(json!({"x": "agreed"}))))
                 .expect("resolve");
-            sync(&mut local, &mut cloud);
+            sync(&mut local, &mut cloud, sa, sb);
             assert!(cloud.replica().conflicts(None).is_empty());
             assert_eq!(cloud.replica().get(&key), Some(json!({"x": "agreed"})));
             assert!(
@@ -528,7 +532,7 @@ fn policies_decide_concurrent_writes_the_same_everywhere() {
                 WriteOp::Put(obj(json!({"after": true}))),
             )
             .expect("w");
-        sync(&mut local, &mut cloud);
+        sync(&mut local, &mut cloud, sa, sb);
         assert_eq!(
             local.replica().get(&key),
             Some(json!({"after": true})),
@@ -556,9 +560,8 @@ fn initial_sync_streams_in_batches_with_progress() {
     }
     persist_all(&mut cloud);
     let mut local = engine(2, Tier::Local);
-    local.connect(0, 10, None, "up");
-    cloud.accept(0, 20);
-    sync(&mut local, &mut cloud);
+    let (sa, sb) = (local.connect(0, None, "up"), cloud.accept(0));
+    sync(&mut local, &mut cloud, sa, sb);
     assert_eq!(local.replica().list("c", None, 1000).len(), 95);
     let progress: Vec<(u64, u64)> = std::iter::from_fn(|| cloud.poll_event())
         .filter_map(|e| match e {
@@ -571,9 +574,34 @@ fn initial_sync_streams_in_batches_with_progress() {
     assert_eq!(progress.len(), 10, "{progress:?}");
     assert_eq!(progress.first(), Some(&(10, 85)));
     assert_eq!(progress.last(), Some(&(95, 0)));
+    // The receiving side hears of the welcome and of each push as typed events: hosts show
+    // them without reading the frames themselves.
+    let events: Vec<Event> = std::iter::from_fn(|| local.poll_event()).collect();
+    let welcomed = events.iter().find_map(|e| match e {
+        Event::Welcomed {
+            session,
+            tier,
+            vector,
+            ..
+        } => Some((*session, *tier, vector.get(ReplicaId(1)))),
+        _ => None,
+    });
+    assert_eq!(welcomed, Some((sa, Tier::Cloud, 95)));
+    let received: Vec<(u64, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PushReceived {
+                docs, remaining, ..
+            } => Some((*docs, *remaining)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(received.len(), 10, "{received:?}");
+    assert_eq!(received.first(), Some(&(10, 85)));
+    assert_eq!(received.last(), Some(&(5, 0)));
     // Reconnect after a few edits: only the changes travel.
-    local.close(10);
-    cloud.close(20);
+    local.close(sa);
+    cloud.close(sb);
     for i in 0..3 {
         cloud
             .write(
@@ -585,20 +613,19 @@ fn initial_sync_streams_in_batches_with_progress() {
             .expect("w");
     }
     persist_all(&mut cloud);
-    local.connect(0, 10, None, "up");
-    cloud.accept(0, 20);
+    let (sa, sb) = (local.connect(0, None, "up"), cloud.accept(0));
     persist_all(&mut local);
     let mut pushed = 0;
     for _ in 0..10 {
         for (_, f) in drain(&mut local) {
-            cloud.handle_frame(0, 20, f.expect("frame"));
+            cloud.handle_frame(0, sb, f.expect("frame"));
         }
         persist_all(&mut cloud);
         for (_, f) in drain(&mut cloud) {
             if let Some(Frame::Push(p)) = &f {
                 pushed += p.docs.len();
             }
-            local.handle_frame(0, 10, f.expect("frame"));
+            local.handle_frame(0, sa, f.expect("frame"));
         }
         persist_all(&mut local);
     }
@@ -617,13 +644,12 @@ fn a_stamp_far_in_the_future_is_refused_and_nothing_is_stored() {
     .expect("w");
     persist_all(&mut far);
     let mut cloud = engine(2, Tier::Cloud);
-    far.connect(0, 10, None, "up");
-    cloud.accept(0, 20);
+    let (sa, sb) = (far.connect(0, None, "up"), cloud.accept(0));
     let mut refused = false;
     for _ in 0..5 {
         for (_, f) in drain(&mut far) {
             if let Some(f) = f {
-                cloud.handle_frame(0, 20, f);
+                cloud.handle_frame(0, sb, f);
             }
         }
         persist_all(&mut cloud);
@@ -633,7 +659,7 @@ fn a_stamp_far_in_the_future_is_refused_and_nothing_is_stored() {
                     code: ErrorCode::ClockSkew,
                     ..
                 }) => refused = true,
-                Some(f) => far.handle_frame(0, 10, f),
+                Some(f) => far.handle_frame(0, sa, f),
                 None => {}
             }
         }
@@ -649,8 +675,8 @@ fn a_stamp_far_in_the_future_is_refused_and_nothing_is_stored() {
 fn presence_is_seen_from_both_sides() {
     let mut local = engine(1, Tier::Local);
     let mut cloud = engine(2, Tier::Cloud);
-    agent(&mut local, 5, None);
-    agent(&mut cloud, 6, None);
+    agent(&mut local, 1, None);
+    agent(&mut cloud, 1, None);
     link(&mut local, &mut cloud);
     for e in [&local, &cloud] {
         let names: Vec<(String, Tier)> =
@@ -731,12 +757,11 @@ fn pushes_stay_under_the_frame_limit_with_large_documents() {
     }
     persist_all(&mut cloud);
     let mut local = engine(2, Tier::Local);
-    local.connect(0, 10, None, "up");
-    cloud.accept(0, 20);
+    let (sa, sb) = (local.connect(0, None, "up"), cloud.accept(0));
     let mut pushes = 0;
     for _ in 0..50 {
         for (_, f) in drain(&mut local) {
-            cloud.handle_frame(0, 20, f.expect("frame"));
+            cloud.handle_frame(0, sb, f.expect("frame"));
         }
         persist_all(&mut cloud);
         for (_, f) in drain(&mut cloud) {
@@ -752,7 +777,7 @@ fn pushes_stay_under_the_frame_limit_with_large_documents() {
                 );
                 assert!(bin <= bridge_core::frame::MAX_FRAME_BYTES);
             }
-            local.handle_frame(0, 10, f);
+            local.handle_frame(0, sa, f);
         }
         persist_all(&mut local);
     }
@@ -780,29 +805,28 @@ fn lag_and_pending_reach_zero_both_ways() {
             WriteOp::Put(obj(json!({"from": "cloud"}))),
         )
         .expect("w");
-    link(&mut local, &mut cloud);
-    let up = local.peer_status(10).expect("link");
-    let down = cloud.peer_status(20).expect("link");
+    let (sa, sb) = link(&mut local, &mut cloud);
+    let up = local.peer_status(sa).expect("link");
+    let down = cloud.peer_status(sb).expect("link");
     assert_eq!((up.pending, up.lag), (0, 0), "{up:?}");
     assert_eq!((down.pending, down.lag), (0, 0), "{down:?}");
     // A write not yet synced shows as pending and lag.
-    local.close(10);
-    cloud.close(20);
+    local.close(sa);
+    cloud.close(sb);
     local
         .write(0, 3, DocKey::new("c", "l2"), WriteOp::Put(obj(json!({}))))
         .expect("w");
     persist_all(&mut local);
-    local.connect(0, 11, None, "up");
-    cloud.accept(0, 21);
+    let (sa, sb) = (local.connect(0, None, "up"), cloud.accept(0));
     // Only the handshake: the cloud's welcome says what it holds durably.
     for (_, f) in drain(&mut local) {
-        cloud.handle_frame(0, 21, f.expect("hello"));
+        cloud.handle_frame(0, sb, f.expect("hello"));
     }
     for (_, f) in drain(&mut cloud) {
         if let Some(f @ Frame::Welcome(_)) = f {
-            local.handle_frame(0, 11, f);
+            local.handle_frame(0, sa, f);
         }
     }
-    let st = local.peer_status(11).expect("link");
+    let st = local.peer_status(sa).expect("link");
     assert_eq!((st.pending, st.lag), (1, 1), "{st:?}");
 }

@@ -53,7 +53,6 @@ struct Net {
     nodes: Vec<Engine>,
     /// (dialer node, its session, acceptor node, its session, binary)
     links: Vec<(usize, u64, usize, u64, bool)>,
-    next_session: u64,
 }
 
 impl Net {
@@ -61,17 +60,15 @@ impl Net {
         Net {
             nodes,
             links: Vec::new(),
-            next_session: 1,
         }
     }
 
     /// Node `a` dials node `b` with a token of `rights` (`None`: no token); returns the
     /// link's index.
     fn link(&mut self, a: usize, b: usize, rights: Option<Rights>, binary: bool) -> usize {
-        let (sa, sb) = (self.next_session, self.next_session + 1);
-        self.next_session += 2;
-        self.nodes[a].connect(NOW, sa, rights.map(token), "up");
-        self.nodes[b].accept(NOW, sb);
+        // A session is named by its node and the id that node's engine gave it.
+        let sa = self.nodes[a].connect(NOW, rights.map(token), "up");
+        let sb = self.nodes[b].accept(NOW);
         self.links.push((a, sa, b, sb, binary));
         self.links.len() - 1
     }
@@ -276,7 +273,7 @@ fn every_attack_of_a_write_token_peer_is_refused_and_real_writes_still_arrive() 
             let before_docs = server.replica().doc_count();
 
             // The attacker: hello as a peer with a write token, then the forged push.
-            server.accept(NOW, 30);
+            let x = server.accept(NOW);
             let hello = Frame::Hello(Hello {
                 space: SPACE.into(),
                 kind: SessionKind::Peer,
@@ -287,30 +284,30 @@ fn every_attack_of_a_write_token_peer_is_refused_and_real_writes_still_arrive() 
                 vector: Some(VersionVector::new()),
                 messages: Some(VersionVector::new()),
             });
-            server.handle_frame(NOW, 30, wire(&hello, binary));
-            server.handle_frame(NOW, 30, wire(&Frame::Push(attack), binary));
+            server.handle_frame(NOW, x, wire(&hello, binary));
+            server.handle_frame(NOW, x, wire(&Frame::Push(attack), binary));
             persist_all(server);
             let mut answered = None;
             let mut closed = None;
             while let Some(t) = server.poll_transmit() {
                 match t {
                     Transmit::Frame {
-                        session: 30,
+                        session,
                         frame: Frame::Error { code, .. },
-                    } => answered = Some(code),
+                    } if session == x => answered = Some(code),
                     Transmit::Frame {
-                        session: 30,
+                        session,
                         frame: Frame::Ack(a),
-                    } if a.seq.is_some() => panic!("{name}: the forged push was acknowledged"),
-                    Transmit::Close {
-                        session: 30, code, ..
-                    } => closed = Some(code),
+                    } if session == x && a.seq.is_some() => {
+                        panic!("{name}: the forged push was acknowledged")
+                    }
+                    Transmit::Close { session, code, .. } if session == x => closed = Some(code),
                     _ => {}
                 }
             }
             assert_eq!(answered, Some(code), "{name} (binary: {binary})");
             assert_eq!(closed, Some(code), "{name}: the session is closed");
-            server.close(30);
+            server.close(x);
             assert_eq!(
                 server.replica().vector(),
                 &before_vector,

@@ -8,10 +8,10 @@
 use bridge_core::codec::{decode_binary, decode_json, encode_binary, encode_json};
 use bridge_core::{Engine, EngineConfig, Frame, ReplicaId, SessionId, Tier, Transmit};
 
-/// The link's session id on `a` (the side that connects).
+/// The link's session id on `a` (the side that connects): its engine's first session.
 pub const A_SIDE: SessionId = 1;
-/// The link's session id on `b` (the side that accepts).
-pub const B_SIDE: SessionId = 2;
+/// The link's session id on `b` (the side that accepts): its engine's first session.
+pub const B_SIDE: SessionId = 1;
 
 /// How frames cross the link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,8 +39,12 @@ impl Pair {
     pub fn connect(space: &str, wire: Wire) -> Pair {
         let mut a = Engine::new(EngineConfig::new(ReplicaId(1), Tier::Local, space));
         let mut b = Engine::new(EngineConfig::new(ReplicaId(2), Tier::Cloud, space));
-        a.connect(0, A_SIDE, None, "probe-a");
-        b.accept(0, B_SIDE);
+        let sides = (a.connect(0, None, "probe-a"), b.accept(0));
+        assert_eq!(
+            sides,
+            (A_SIDE, B_SIDE),
+            "the engines number sessions from 1"
+        );
         Pair {
             a,
             b,
