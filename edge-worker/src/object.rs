@@ -320,7 +320,7 @@ impl SpaceObject {
         let reconnect = session::resume(&mut engine, &atts);
         if !atts.is_empty() {
             worker::console_warn!(
-                "space {space}: woke with {} sockets: {} restored, {} asked to reconnect",
+                "space {space}: woke with {} sockets: {} resumed, {} asked to reconnect",
                 atts.len(),
                 atts.len() - reconnect.len(),
                 reconnect.len()
