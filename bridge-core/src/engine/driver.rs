@@ -108,6 +108,8 @@ mod tests {
     use crate::frame::{Frame, Hello, SessionKind};
     use crate::{DocKey, EngineConfig, ReplicaId, Tier, WriteOp};
     use serde_json::json;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn engine() -> Engine {
         Engine::new(EngineConfig::new(ReplicaId(1), Tier::Cloud, "s"))

@@ -181,6 +181,8 @@ mod tests {
     use crate::{DocKey, EngineConfig, Event, Output, Transmit, WriteOp};
     use serde_json::json;
     use std::collections::BTreeMap;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     /// A store on disk: what the batches wrote, to restore a fresh engine from.
     #[derive(Default)]
