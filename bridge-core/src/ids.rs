@@ -103,7 +103,7 @@ impl DocKey {
     }
 }
 
-/// A connection as the host numbers it; opaque to the core.
+/// A connection, numbered by the engine ([`crate::Engine::accept`], [`crate::Engine::connect`]).
 pub type SessionId = u64;
 
 /// What is on the other end of a session.

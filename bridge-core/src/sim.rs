@@ -35,8 +35,8 @@ use crate::message::{Message, MessageId, Retained};
 use crate::replica::{PersistBatch, Replica};
 use crate::request::{Answer, Reply, Request};
 use crate::{
-    DocKey, DocState, Dot, Engine, EngineConfig, Event, Policy, ReplicaId, SessionId, Stamp, Tier,
-    Transmit, VersionVector,
+    DocKey, DocState, Dot, Engine, EngineConfig, Event, Output, Policy, ReplicaId, SessionId,
+    Stamp, Tier, Transmit, VersionVector,
 };
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -325,7 +325,6 @@ struct World<'c, C: Choices> {
     agents: Vec<Agent>,
     time: u64,
     step: usize,
-    next_sid: SessionId,
     acked: Vec<(DocKey, Dot)>,
     delete_ctx: BTreeMap<Dot, (DocKey, VersionVector)>,
     acked_deletes: Vec<Dot>,
@@ -405,7 +404,6 @@ impl<'c, C: Choices> World<'c, C> {
             agents: Vec::new(),
             time: 1_000_000,
             step: 0,
-            next_sid: 1,
             acked: Vec::new(),
             delete_ctx: BTreeMap::new(),
             acked_deletes: Vec::new(),
@@ -459,24 +457,20 @@ impl<'c, C: Choices> World<'c, C> {
 
     fn connect(&mut self, l: usize) {
         let (client, server) = (self.links[l].client, self.links[l].server);
-        let csid = self.next_sid;
-        let ssid = self.next_sid + 1;
-        self.next_sid += 2;
         {
             let link = &mut self.links[l];
             link.up = true;
-            link.client_sid = csid;
-            link.server_sid = ssid;
+            link.client_sid = 0;
             link.to_server.clear();
             link.to_client.clear();
         }
         let now = self.now(server);
-        self.nodes[server].engine.accept(now, ssid);
+        self.links[l].server_sid = self.nodes[server].engine.accept(now);
         match client {
             End::Node(n) => {
                 let now = self.now(n);
                 let t = token(self.links[l].rights);
-                self.nodes[n].engine.connect(now, csid, Some(t), "sim");
+                self.links[l].client_sid = self.nodes[n].engine.connect(now, Some(t), "sim");
             }
             End::Attacker(x) => {
                 let hello = Frame::Hello(Hello {
@@ -565,22 +559,25 @@ impl<'c, C: Choices> World<'c, C> {
 
     fn pump(&mut self) -> Result<(), String> {
         for n in 0..self.nodes.len() {
-            while let Some(b) = self.nodes[n].engine.poll_persist() {
-                self.nodes[n].writing.push_back(b);
-            }
-            while let Some(t) = self.nodes[n].engine.poll_transmit() {
-                self.transmit(n, t)?;
-            }
-            while let Some(e) = self.nodes[n].engine.poll_event() {
-                if let Event::Acked {
-                    req,
-                    dot: Some(dot),
-                } = e
-                {
-                    if let Some(key) = self.local_reqs.remove(&(n, req)) {
-                        self.check_durable(n, &key, dot)?;
-                        self.acked.push((key, dot));
+            // The simulated disk is asynchronous: batches are written (and reported with
+            // `batches_persisted`) at random later steps, or lost in a crash.
+            let node = &mut self.nodes[n];
+            node.writing.extend(node.engine.cut_batches());
+            let mut outputs = Vec::new();
+            node.engine.drain(|_, o| outputs.push(o));
+            for o in outputs {
+                match o {
+                    Output::Transmit(t) => self.transmit(n, t)?,
+                    Output::Event(Event::Acked {
+                        req,
+                        dot: Some(dot),
+                    }) => {
+                        if let Some(key) = self.local_reqs.remove(&(n, req)) {
+                            self.check_durable(n, &key, dot)?;
+                            self.acked.push((key, dot));
+                        }
                     }
+                    Output::Event(_) => {}
                 }
             }
         }
@@ -646,7 +643,9 @@ impl<'c, C: Choices> World<'c, C> {
     fn agent_write_key(&self, n: usize, sid: SessionId, req: u64) -> Option<DocKey> {
         let a = self.agents.iter().find(|a| {
             let l = &self.links[a.link];
-            a.node == n && l.server_sid == sid
+            // Session ids are per engine and start again after a crash: only an open link
+            // names a live session.
+            a.node == n && l.up && l.server_sid == sid
         })?;
         a.writes.get(&req).cloned()
     }
@@ -1041,7 +1040,7 @@ impl<'c, C: Choices> World<'c, C> {
                     self.nodes[n].disk.write(&b);
                     self.nodes[n]
                         .engine
-                        .persisted(b.id)
+                        .batches_persisted(std::slice::from_ref(&b))
                         .map_err(|e| format!("node {n} refused its own batch: {e}"))?;
                 }
             }
@@ -1123,11 +1122,14 @@ impl<'c, C: Choices> World<'c, C> {
             self.pump()?;
             let mut moved = false;
             for n in 0..self.nodes.len() {
-                while let Some(b) = self.nodes[n].writing.pop_front() {
-                    self.nodes[n].disk.write(&b);
+                let batches: Vec<PersistBatch> = self.nodes[n].writing.drain(..).collect();
+                for b in &batches {
+                    self.nodes[n].disk.write(b);
+                }
+                if !batches.is_empty() {
                     self.nodes[n]
                         .engine
-                        .persisted(b.id)
+                        .batches_persisted(&batches)
                         .map_err(|e| e.to_string())?;
                     moved = true;
                 }

@@ -24,7 +24,7 @@ fn obj(v: Value) -> serde_json::Map<String, Value> {
 }
 
 fn agent(e: &mut Node, session: u64, token: Option<String>) -> Vec<Out> {
-    e.accept(0, session);
+    e.accept_as(0, session);
     e.handle_frame(
         0,
         session,
@@ -172,8 +172,8 @@ fn list_pages_and_skips_deleted() {
 fn bad_requests_get_codes_and_the_session_goes_on() {
     let mut e = engine(1, Tier::Local);
     // Anything before hello closes the connection.
-    e.accept(0, 9);
-    e.handle_frame(0, 9, Frame::Ping { nonce: 1 });
+    let s = e.accept(0);
+    e.handle_frame(0, s, Frame::Ping { nonce: 1 });
     let out = e.drain();
     assert_eq!(error_code(&out), Some(ErrorCode::HelloRequired));
     assert!(closed(&out));
@@ -395,16 +395,23 @@ fn channel_messages_reach_subscribers_and_replay_from_a_cursor() {
     assert_eq!(payloads, vec![json!({"n": 1}), json!({"n": 2})]);
 }
 
-/// Two engines joined by one link (`a`'s session 10, `b`'s 20), synced until quiet.
+/// What the tests call the sessions of a link between two engines (the harness maps them to
+/// the engines' own ids), and of the link that replaces it.
+const UP: bridge_core::SessionId = 10;
+const DOWN: bridge_core::SessionId = 20;
+const UP_AGAIN: bridge_core::SessionId = 11;
+const DOWN_AGAIN: bridge_core::SessionId = 21;
+
+/// Two engines joined by one link (`a`'s session [`UP`], `b`'s [`DOWN`]), synced until quiet.
 fn link(a: &mut Node, b: &mut Node) {
-    a.connect(0, 10, None, "up");
-    b.accept(0, 20);
+    a.connect_as(0, UP, None, "up");
+    b.accept_as(0, DOWN);
     sync(a, b);
 }
 
-/// Carries frames between `a` (session 10) and `b` (session 20) until quiet.
+/// Carries frames between `a` (session [`UP`]) and `b` (session [`DOWN`]) until quiet.
 fn sync(a: &mut Node, b: &mut Node) {
-    sync_pair(0, (a, 10), (b, 20), Wire::Json);
+    sync_pair(0, (a, UP), (b, DOWN), Wire::Json);
 }
 
 #[test]
@@ -426,8 +433,8 @@ fn policies_decide_concurrent_writes_the_same_everywhere() {
             .expect("base");
         link(&mut local, &mut cloud);
         assert_eq!(cloud.replica().policy("c"), policy, "policy replicates");
-        local.close(10);
-        cloud.close(20);
+        local.close(UP);
+        cloud.close(DOWN);
         // Concurrent edits while apart; the cloud one is later in time.
         local
             .write(
@@ -497,8 +504,8 @@ fn initial_sync_streams_in_batches_with_progress() {
     }
     cloud.persist_all();
     let mut local = engine(2, Tier::Local);
-    local.connect(0, 10, None, "up");
-    cloud.accept(0, 20);
+    local.connect_as(0, UP, None, "up");
+    cloud.accept_as(0, DOWN);
     sync(&mut local, &mut cloud);
     assert_eq!(local.replica().list("c", None, 1000).len(), 95);
     let progress: Vec<(u64, u64)> = std::iter::from_fn(|| cloud.poll_event())
@@ -512,9 +519,29 @@ fn initial_sync_streams_in_batches_with_progress() {
     assert_eq!(progress.len(), 10, "{progress:?}");
     assert_eq!(progress.first(), Some(&(10, 85)));
     assert_eq!(progress.last(), Some(&(95, 0)));
+    // The receiving side hears of the welcome and of each push as typed events: hosts show
+    // them without reading the frames themselves.
+    let events: Vec<Event> = std::iter::from_fn(|| local.poll_event()).collect();
+    let welcomed = events.iter().find_map(|e| match e {
+        Event::Welcomed { tier, vector, .. } => Some((*tier, vector.get(ReplicaId(1)))),
+        _ => None,
+    });
+    assert_eq!(welcomed, Some((Tier::Cloud, 95)));
+    let received: Vec<(u64, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PushReceived {
+                docs, remaining, ..
+            } => Some((*docs, *remaining)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(received.len(), 10, "{received:?}");
+    assert_eq!(received.first(), Some(&(10, 85)));
+    assert_eq!(received.last(), Some(&(5, 0)));
     // Reconnect after a few edits: only the changes travel.
-    local.close(10);
-    cloud.close(20);
+    local.close(UP);
+    cloud.close(DOWN);
     for i in 0..3 {
         cloud
             .write(
@@ -525,20 +552,20 @@ fn initial_sync_streams_in_batches_with_progress() {
             .expect("w");
     }
     cloud.persist_all();
-    local.connect(0, 10, None, "up");
-    cloud.accept(0, 20);
+    local.connect_as(0, UP, None, "up");
+    cloud.accept_as(0, DOWN);
     local.persist_all();
     let mut pushed = 0;
     for _ in 0..10 {
         for (_, f) in local.drain() {
-            cloud.handle_frame(0, 20, f.expect("frame"));
+            cloud.handle_frame(0, DOWN, f.expect("frame"));
         }
         cloud.persist_all();
         for (_, f) in cloud.drain() {
             if let Some(Frame::Push(p)) = &f {
                 pushed += p.docs.len();
             }
-            local.handle_frame(0, 10, f.expect("frame"));
+            local.handle_frame(0, UP, f.expect("frame"));
         }
         local.persist_all();
     }
@@ -556,13 +583,13 @@ fn a_stamp_far_in_the_future_is_refused_and_nothing_is_stored() {
     .expect("w");
     far.persist_all();
     let mut cloud = engine(2, Tier::Cloud);
-    far.connect(0, 10, None, "up");
-    cloud.accept(0, 20);
+    far.connect_as(0, UP, None, "up");
+    cloud.accept_as(0, DOWN);
     let mut refused = false;
     for _ in 0..5 {
         for (_, f) in far.drain() {
             if let Some(f) = f {
-                cloud.handle_frame(0, 20, f);
+                cloud.handle_frame(0, DOWN, f);
             }
         }
         cloud.persist_all();
@@ -572,7 +599,7 @@ fn a_stamp_far_in_the_future_is_refused_and_nothing_is_stored() {
                     code: ErrorCode::ClockSkew,
                     ..
                 }) => refused = true,
-                Some(f) => far.handle_frame(0, 10, f),
+                Some(f) => far.handle_frame(0, UP, f),
                 None => {}
             }
         }
@@ -668,12 +695,12 @@ fn pushes_stay_under_the_frame_limit_with_large_documents() {
     }
     cloud.persist_all();
     let mut local = engine(2, Tier::Local);
-    local.connect(0, 10, None, "up");
-    cloud.accept(0, 20);
+    local.connect_as(0, UP, None, "up");
+    cloud.accept_as(0, DOWN);
     let mut pushes = 0;
     for _ in 0..50 {
         for (_, f) in local.drain() {
-            cloud.handle_frame(0, 20, f.expect("frame"));
+            cloud.handle_frame(0, DOWN, f.expect("frame"));
         }
         cloud.persist_all();
         for (_, f) in cloud.drain() {
@@ -689,7 +716,7 @@ fn pushes_stay_under_the_frame_limit_with_large_documents() {
                 );
                 assert!(bin <= bridge_core::frame::MAX_FRAME_BYTES);
             }
-            local.handle_frame(0, 10, f);
+            local.handle_frame(0, UP, f);
         }
         local.persist_all();
     }
@@ -716,29 +743,29 @@ fn lag_and_pending_reach_zero_both_ways() {
         )
         .expect("w");
     link(&mut local, &mut cloud);
-    let up = local.peer_status(10).expect("link");
-    let down = cloud.peer_status(20).expect("link");
+    let up = local.peer_status(UP).expect("link");
+    let down = cloud.peer_status(DOWN).expect("link");
     assert_eq!((up.pending, up.lag), (0, 0), "{up:?}");
     assert_eq!((down.pending, down.lag), (0, 0), "{down:?}");
     // A write not yet synced shows as pending and lag.
-    local.close(10);
-    cloud.close(20);
+    local.close(UP);
+    cloud.close(DOWN);
     local
         .write(0, DocKey::new("c", "l2"), WriteOp::Put(obj(json!({}))))
         .expect("w");
     local.persist_all();
-    local.connect(0, 11, None, "up");
-    cloud.accept(0, 21);
+    local.connect_as(0, UP_AGAIN, None, "up");
+    cloud.accept_as(0, DOWN_AGAIN);
     // Only the handshake: the cloud's welcome says what it holds durably.
     for (_, f) in local.drain() {
-        cloud.handle_frame(0, 21, f.expect("hello"));
+        cloud.handle_frame(0, DOWN_AGAIN, f.expect("hello"));
     }
     for (_, f) in cloud.drain() {
         if let Some(f @ Frame::Welcome(_)) = f {
-            local.handle_frame(0, 11, f);
+            local.handle_frame(0, UP_AGAIN, f);
         }
     }
-    let st = local.peer_status(11).expect("link");
+    let st = local.peer_status(UP_AGAIN).expect("link");
     assert_eq!((st.pending, st.lag), (1, 1), "{st:?}");
 }
 
@@ -750,7 +777,7 @@ fn timers_fire_at_their_deadlines_on_the_virtual_clock() {
     // A socket that never says hello.
     let mut alone = Net::new(vec![engine(2, Tier::Cloud)]);
     let hello = alone.nodes[0].config().hello_timeout_ms;
-    alone.nodes[0].accept(alone.now_ms, 99);
+    alone.nodes[0].accept(alone.now_ms);
     assert_eq!(alone.advance(hello - 1), [], "not before the hello timeout");
     assert_eq!(alone.advance(1), [ErrorCode::Timeout], "at it");
 

@@ -227,7 +227,7 @@ fn every_attack_of_a_write_token_peer_is_refused_and_real_writes_still_arrive() 
             let before_docs = server.replica().doc_count();
 
             // The attacker: hello as a peer with a write token, then the forged push.
-            server.accept(NOW, 30);
+            let attacker = server.accept(NOW);
             let hello = Frame::Hello(Hello {
                 space: SPACE.into(),
                 kind: SessionKind::Peer,
@@ -238,24 +238,26 @@ fn every_attack_of_a_write_token_peer_is_refused_and_real_writes_still_arrive() 
                 vector: Some(VersionVector::new()),
                 messages: Some(VersionVector::new()),
             });
-            server.handle_frame(NOW, 30, wire(&hello, binary));
-            server.handle_frame(NOW, 30, wire(&Frame::Push(attack), binary));
+            server.handle_frame(NOW, attacker, wire(&hello, binary));
+            server.handle_frame(NOW, attacker, wire(&Frame::Push(attack), binary));
             server.persist_all();
             let mut answered = None;
             let mut closed = None;
             while let Some(t) = server.poll_transmit() {
                 match t {
                     Transmit::Frame {
-                        session: 30,
+                        session,
                         frame: Frame::Error { code, .. },
-                    } => answered = Some(code),
+                    } if session == attacker => answered = Some(code),
                     Transmit::Frame {
-                        session: 30,
+                        session,
                         frame: Frame::Ack(a),
-                    } if a.seq.is_some() => panic!("{name}: the forged push was acknowledged"),
-                    Transmit::Close {
-                        session: 30, code, ..
-                    } => closed = Some(code),
+                    } if session == attacker && a.seq.is_some() => {
+                        panic!("{name}: the forged push was acknowledged")
+                    }
+                    Transmit::Close { session, code, .. } if session == attacker => {
+                        closed = Some(code)
+                    }
                     _ => {}
                 }
             }

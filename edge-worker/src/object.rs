@@ -1,21 +1,22 @@
 //! The Durable Object: one per space, running a bridge-core replica of tier `cloud`.
 //!
-//! The host loop is the native hub's, on one object: feed the engine (a WebSocket frame, a
-//! close, an HTTP request), then [`Host::flush`]: persist every batch the engine cuts (one
-//! `transactionSync` each, [`store::write`]), report it persisted, and only then send what
-//! the engine wants sent. Acks therefore leave after the write they vouch for; the runtime's
-//! output gate would hold them until the write is durable in any case.
+//! The host loop is the core's ([`Engine::flush`]), on one object: feed the engine (a
+//! WebSocket frame, a close, an HTTP request), then [`Host::flush`]: persist every batch the
+//! engine cuts (one `transactionSync` each, [`store::write`]), report it persisted, and only
+//! then send what the engine wants sent. Acks therefore leave after the write they vouch for;
+//! the runtime's output gate would hold them until the write is durable in any case.
 //!
 //! The engine lives in a `RefCell` (the `DurableObject` trait takes `&self`); it is created
 //! on first use, restored from storage, and never borrowed across an `await`. WebSockets are
-//! hibernatable (`accept_web_socket`): each carries a [`session::Attachment`] so a woken
-//! object maps its sockets back to sessions ([`session::resume`]).
+//! hibernatable (`accept_web_socket`): each carries a [`session::Attachment`], its session's
+//! snapshot, kept current after every flush, from which a woken object restores the session
+//! ([`session::resume`]).
 
 use crate::session::{self, Attachment, CLOSE_RECONNECT, RECONNECT_REASON};
 use crate::store::{self, StoreError};
 use bridge_core::api::{self, ApiError, ApiRequest, ApiResponse, Outcome, Route};
 use bridge_core::{codec, EngineConfig, Error, ErrorCode, Event, Policy, SessionId, Tier};
-use bridge_core::{Engine, Transmit};
+use bridge_core::{Engine, Output, Transmit};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use worker::{
@@ -47,71 +48,65 @@ pub struct SpaceObject {
 
 struct Socket {
     ws: WebSocket,
-    att: Attachment,
+    /// Answer in the binary encoding (the last frame that decoded was binary).
+    binary: bool,
+    /// The attachment as last stored on the socket (JSON), to store it only when it changed.
+    stored: String,
 }
 
 struct Host {
     space: String,
     engine: Engine,
     sockets: BTreeMap<SessionId, Socket>,
-    next_session: SessionId,
     /// The storage alarm this instance set (ms since the epoch), not yet fired: always at or
     /// before the engine's deadline, so it is moved only when the deadline comes earlier.
     armed: Option<u64>,
 }
 
 impl Host {
-    /// Persist, release, send. On a storage failure nothing more is acknowledged: the caller
-    /// drops the host (as a crash would) and clients reconnect to a restored one.
+    /// The core's host loop ([`Engine::flush`]): persist, release, send; then each socket's
+    /// attachment is brought up to date with its session. On a storage failure nothing more
+    /// is acknowledged: the caller drops the host (as a crash would) and clients reconnect to
+    /// a restored one.
     fn flush(&mut self, state: &State) -> std::result::Result<Vec<u64>, StoreError> {
         let storage = state.storage();
-        while let Some(batch) = self.engine.poll_persist() {
-            store::write(&storage, &self.space, &batch)?;
-            if let Err(e) = self.engine.persisted(batch.id) {
-                worker::console_error!("engine refused a persisted report: {e}");
-            }
-        }
+        let space = &self.space;
+        let sockets = &mut self.sockets;
         let mut acked = Vec::new();
-        while let Some(ev) = self.engine.poll_event() {
-            if let Event::Acked { req, .. } = ev {
-                acked.push(req);
-            }
-        }
-        while let Some(t) = self.engine.poll_transmit() {
-            self.transmit(t);
-        }
+        self.engine.flush(
+            |batches| {
+                batches
+                    .iter()
+                    .try_for_each(|b| store::write(&storage, space, b))
+            },
+            |engine, out| match out {
+                Output::Event(Event::Acked { req, .. }) => acked.push(req),
+                Output::Event(_) => {}
+                Output::Transmit(t) => transmit(engine, sockets, t),
+            },
+        )?;
+        self.store_attachments();
         Ok(acked)
     }
 
-    fn transmit(&mut self, t: Transmit) {
-        match t {
-            Transmit::Frame { session, frame } => {
-                let Some(s) = self.sockets.get(&session) else {
-                    return;
-                };
-                let sent = if s.att.binary {
-                    s.ws.send_with_bytes(codec::encode_binary(&frame))
-                } else {
-                    s.ws.send_with_str(codec::encode_json(&frame))
-                };
-                if sent.is_err() {
-                    self.drop_session(session, 1011, "the connection broke");
+    /// Stores the attachment of every socket whose session changed since it was stored.
+    fn store_attachments(&mut self) {
+        for (id, s) in self.sockets.iter_mut() {
+            let Some(att) = Attachment::of(&self.engine, *id, &self.space, s.binary) else {
+                continue;
+            };
+            let json = att.to_json();
+            if json != s.stored {
+                if let Err(e) = s.ws.serialize_attachment(&json) {
+                    worker::console_error!("could not store a socket attachment: {e}");
                 }
+                s.stored = json;
             }
-            Transmit::Close {
-                session,
-                code,
-                reason,
-            } => self.drop_session(session, code.close_code(), &reason),
         }
     }
 
     fn drop_session(&mut self, session: SessionId, code: u16, reason: &str) {
-        self.engine.close(session);
-        if let Some(s) = self.sockets.remove(&session) {
-            // Closing an already closed socket throws; nothing to do about it.
-            let _ = s.ws.close(Some(code), Some(session::close_reason(reason)));
-        }
+        drop_session(&mut self.engine, &mut self.sockets, session, code, reason);
     }
 
     fn close_all(&mut self, code: u16, reason: &str) {
@@ -122,17 +117,46 @@ impl Host {
     }
 }
 
-fn attachment(ws: &WebSocket) -> Option<Attachment> {
-    ws.deserialize_attachment::<String>()
-        .ok()
-        .flatten()
-        .and_then(|s| Attachment::from_json(&s))
+fn transmit(engine: &mut Engine, sockets: &mut BTreeMap<SessionId, Socket>, t: Transmit) {
+    match t {
+        Transmit::Frame { session, frame } => {
+            let Some(s) = sockets.get(&session) else {
+                return;
+            };
+            let sent = if s.binary {
+                s.ws.send_with_bytes(codec::encode_binary(&frame))
+            } else {
+                s.ws.send_with_str(codec::encode_json(&frame))
+            };
+            if sent.is_err() {
+                drop_session(engine, sockets, session, 1011, "the connection broke");
+            }
+        }
+        Transmit::Close {
+            session,
+            code,
+            reason,
+        } => drop_session(engine, sockets, session, code.close_code(), &reason),
+    }
 }
 
-fn store_attachment(ws: &WebSocket, att: &Attachment) {
-    if let Err(e) = ws.serialize_attachment(att.to_json()) {
-        worker::console_error!("could not store a socket attachment: {e}");
+fn drop_session(
+    engine: &mut Engine,
+    sockets: &mut BTreeMap<SessionId, Socket>,
+    session: SessionId,
+    code: u16,
+    reason: &str,
+) {
+    engine.close(session);
+    if let Some(s) = sockets.remove(&session) {
+        // Closing an already closed socket throws; nothing to do about it.
+        let _ = s.ws.close(Some(code), Some(session::close_reason(reason)));
     }
+}
+
+fn attachment(ws: &WebSocket) -> Option<(Attachment, String)> {
+    let json = ws.deserialize_attachment::<String>().ok().flatten()?;
+    Attachment::from_json(&json).map(|a| (a, json))
 }
 
 fn respond(r: ApiResponse) -> Result<Response> {
@@ -276,36 +300,39 @@ impl SpaceObject {
         let mut atts = Vec::new();
         for ws in self.state.get_websockets() {
             match attachment(&ws) {
-                Some(att) => {
-                    atts.push(att.clone());
-                    sockets.insert(att.session, Socket { ws, att });
+                Some((att, stored)) if att.space == space => {
+                    sockets.insert(
+                        att.session,
+                        Socket {
+                            ws,
+                            binary: att.binary,
+                            stored,
+                        },
+                    );
+                    atts.push(att);
                 }
-                None => {
+                _ => {
                     let _ = ws.close(Some(CLOSE_RECONNECT), Some(RECONNECT_REASON));
                 }
             }
         }
-        let resumed = session::resume(&mut engine, now, &atts);
+        let reconnect = session::resume(&mut engine, &atts);
         if !atts.is_empty() {
             worker::console_warn!(
                 "space {space}: woke with {} sockets: {} resumed, {} asked to reconnect",
                 atts.len(),
-                atts.len() - resumed.reconnect.len(),
-                resumed.reconnect.len()
+                atts.len() - reconnect.len(),
+                reconnect.len()
             );
         }
         let mut host = Host {
             space: space.to_owned(),
             engine,
-            next_session: sockets.keys().max().map_or(1, |m| m + 1),
             sockets,
             armed: None,
         };
-        for id in resumed.reconnect {
+        for id in reconnect {
             host.drop_session(id, CLOSE_RECONNECT, RECONNECT_REASON);
-        }
-        for t in resumed.transmits {
-            host.transmit(t);
         }
         *self.host.borrow_mut() = Some(host);
         Ok(())
@@ -339,16 +366,14 @@ impl SpaceObject {
         let now = now_ms();
         self.with_host(space, |host| {
             self.state.accept_web_socket(&pair.server);
-            let session = host.next_session;
-            host.next_session += 1;
-            let att = Attachment::new(session, space, now);
-            store_attachment(&pair.server, &att);
-            host.engine.accept(now, session);
+            // The flush that follows stores the socket's attachment.
+            let session = host.engine.accept(now);
             host.sockets.insert(
                 session,
                 Socket {
                     ws: pair.server.clone(),
-                    att,
+                    binary: false,
+                    stored: String::new(),
                 },
             );
             Ok(())
@@ -404,7 +429,7 @@ impl SpaceObject {
 
     /// A frame arrived on a socket (or failed to decode).
     fn on_message(&self, ws: &WebSocket, bytes: &[u8], binary: bool) {
-        let Some(att) = attachment(ws) else {
+        let Some((att, _)) = attachment(ws) else {
             let _ = ws.close(Some(CLOSE_RECONNECT), Some(RECONNECT_REASON));
             return;
         };
@@ -418,9 +443,7 @@ impl SpaceObject {
             match decoded {
                 Ok(frame) => {
                     if let Some(s) = host.sockets.get_mut(&session) {
-                        if s.att.observe(&frame, binary) {
-                            store_attachment(&s.ws, &s.att);
-                        }
+                        s.binary = binary;
                     }
                     host.engine.handle_frame(now_ms(), session, frame);
                 }
@@ -438,7 +461,9 @@ impl SpaceObject {
     }
 
     fn on_closed(&self, ws: &WebSocket) {
-        let Some(att) = attachment(ws) else { return };
+        let Some((att, _)) = attachment(ws) else {
+            return;
+        };
         let mut guard = self.host.borrow_mut();
         if let Some(host) = guard.as_mut() {
             host.engine.close(att.session);

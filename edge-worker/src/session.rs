@@ -1,27 +1,24 @@
-//! What a hibernatable WebSocket carries so that a woken Durable Object can map it back to a
-//! session, and how sessions are resumed on wake. Pure: no Worker types, tested natively.
+//! What a hibernatable WebSocket carries so that a woken Durable Object takes its session
+//! back exactly. Pure: no Worker types, tested natively.
 //!
 //! A Durable Object with hibernatable WebSockets may be evicted from memory while its sockets
-//! stay open; the next message wakes a fresh object whose [`Engine`] is restored from storage
-//! and knows no session. Each socket therefore carries an [`Attachment`] (serialized with
-//! `serialize_attachment`, at most 2 KiB) and on wake [`resume`] rebuilds the sessions:
+//! stay open; the next message (or the alarm) wakes a fresh object whose [`Engine`] is
+//! restored from storage and knows no session. Each socket therefore carries an
+//! [`Attachment`] (`serialize_attachment`, at most 2 KiB): the session's
+//! [`SessionSnapshot`], which the engine makes and takes back
+//! ([`Engine::session_snapshot`], [`Engine::restore_session`]). The object stores it again
+//! after every round in which the snapshot changed, so it is current whenever the object is
+//! idle, which is the only time it can be evicted.
 //!
-//! - **Agents resume in place.** The attachment keeps what the agent's `hello` established
-//!   (name and token) and its subscriptions; on wake the engine is fed that `hello` again —
-//!   authorised at the time it was first accepted, so a resumed session keeps the rights it
-//!   had — and the subscriptions (without `from`: nothing is replayed twice). The answers to
-//!   these replayed frames (`welcome`, `ack`, presence) are dropped: the agent already had
-//!   them. The agent notices nothing.
-//! - **Peers are asked to reconnect** (close code 1012, "service restart"). A peer session's
-//!   state — the vector the peer holds, unacknowledged pushes — is too large for an attachment
-//!   and must be exact: guessing it could leave the peer without writes until its next
-//!   reconnect. Peers reconnect with backoff and resume by vector anyway, so a reconnect
-//!   costs one handshake and only what is missing travels.
-//! - A socket whose attachment overflowed (very many subscriptions) or could not be read is
-//!   closed the same way, so its client reconnects and subscribes again.
+//! On wake, [`resume`] restores every session from its snapshot: agents and peers alike keep
+//! their id, rights, subscriptions, timers and, for a peer, its sync position (what it
+//! holds, unacknowledged pushes): nothing is replayed and nothing sent, and the other side
+//! notices nothing. A session whose snapshot does not fit (a peer relaying the presence of
+//! very many sessions, very many subscriptions) is closed on wake with 1012 ("service
+//! restart") instead; its client reconnects and resumes by vector, so only what is missing
+//! travels.
 
-use bridge_core::frame::{Hello, SessionKind};
-use bridge_core::{Engine, Frame, SessionId, Transmit};
+use bridge_core::{Engine, SessionId, SessionSnapshot};
 use serde::{Deserialize, Serialize};
 
 /// Largest serialized attachment the runtime accepts.
@@ -30,96 +27,41 @@ pub const MAX_ATTACHMENT_BYTES: usize = 2048;
 /// WebSocket close code asking a client to reconnect (RFC 6455 "service restart").
 pub const CLOSE_RECONNECT: u16 = 1012;
 
+/// Why sessions that cannot be restored are closed.
+pub const RECONNECT_REASON: &str = "the relay restarted; reconnect to resume";
+
 /// Per-socket state that survives hibernation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Attachment {
     /// Session id in this object's engine.
     pub session: SessionId,
     pub space: String,
-    /// When the socket was accepted (ms): the session's `since`, and the time its `hello`
-    /// was authorised.
-    pub since: u64,
     /// Answer in the binary encoding (the last frame that decoded was binary).
     #[serde(default, skip_serializing_if = "is_false")]
     pub binary: bool,
-    /// The agent's `hello` as accepted (name, token), once it has sent one.
+    /// The session as the engine last had it; `None` when it did not fit (close on wake).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hello: Option<AgentHello>,
-    /// A peer session: not resumable in place (see the module doc).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub peer: bool,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub channels: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub collections: Vec<String>,
-    /// More state than fits: close on wake.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub overflow: bool,
+    pub state: Option<SessionSnapshot>,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct AgentHello {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-}
-
 impl Attachment {
-    pub fn new(session: SessionId, space: impl Into<String>, since: u64) -> Self {
-        Attachment {
+    /// The attachment for `session` of `engine` now, within [`MAX_ATTACHMENT_BYTES`]: a
+    /// snapshot that does not fit is left out. `None` when the engine has no such session.
+    pub fn of(engine: &Engine, session: SessionId, space: &str, binary: bool) -> Option<Self> {
+        let mut att = Attachment {
             session,
-            space: space.into(),
-            since,
-            ..Attachment::default()
+            space: space.to_owned(),
+            binary,
+            state: Some(engine.session_snapshot(session)?),
+        };
+        if att.to_json().len() > MAX_ATTACHMENT_BYTES {
+            att.state = None;
         }
-    }
-
-    /// Records what `frame` (which decoded, in `binary` or not) changes about the session.
-    /// Returns whether the attachment changed and must be stored again.
-    pub fn observe(&mut self, frame: &Frame, binary: bool) -> bool {
-        let before = self.clone();
-        self.binary = binary;
-        match frame {
-            Frame::Hello(h) if self.hello.is_none() && !self.peer => match h.kind {
-                SessionKind::Agent => {
-                    self.hello = Some(AgentHello {
-                        name: h.name.clone(),
-                        token: h.token.clone(),
-                    })
-                }
-                SessionKind::Peer => self.peer = true,
-            },
-            Frame::Subscribe {
-                channel,
-                collection,
-                ..
-            } => {
-                add(&mut self.channels, channel);
-                add(&mut self.collections, collection);
-            }
-            Frame::Unsubscribe {
-                channel,
-                collection,
-                ..
-            } => {
-                remove(&mut self.channels, channel);
-                remove(&mut self.collections, collection);
-            }
-            _ => {}
-        }
-        if *self != before && self.to_json().len() > MAX_ATTACHMENT_BYTES {
-            // Keep what identifies the socket; drop what does not fit and close on wake.
-            self.channels.clear();
-            self.collections.clear();
-            self.hello = None;
-            self.overflow = true;
-        }
-        *self != before
+        Some(att)
     }
 
     pub fn to_json(&self) -> String {
@@ -129,88 +71,21 @@ impl Attachment {
     pub fn from_json(s: &str) -> Option<Attachment> {
         serde_json::from_str(s).ok()
     }
-
-    fn resumable(&self) -> bool {
-        !self.peer && !self.overflow
-    }
 }
 
-fn add(list: &mut Vec<String>, name: &Option<String>) {
-    if let Some(n) = name {
-        if !list.contains(n) {
-            list.push(n.clone());
-        }
-    }
-}
-
-fn remove(list: &mut Vec<String>, name: &Option<String>) {
-    if let Some(n) = name {
-        list.retain(|x| x != n);
-    }
-}
-
-/// What a woken object must do about its sockets.
-#[derive(Debug, Default)]
-pub struct Resumed {
-    /// Sessions to close with [`CLOSE_RECONNECT`] (peers, overflowed attachments).
-    pub reconnect: Vec<SessionId>,
-    /// What the engine has for the resumed sessions besides the answers to replayed frames.
-    pub transmits: Vec<Transmit>,
-}
-
-/// Why [`Resumed::reconnect`] sessions are closed.
-pub const RECONNECT_REASON: &str = "the relay restarted; reconnect to resume";
-
-/// Rebuilds the sessions of `sockets` in a freshly restored `engine` (see the module doc).
-pub fn resume(engine: &mut Engine, now_ms: u64, sockets: &[Attachment]) -> Resumed {
-    let mut out = Resumed::default();
+/// Takes the sessions of `sockets` back into a freshly restored `engine` (see the module
+/// doc). Returns the sessions to close with [`CLOSE_RECONNECT`]: those without a snapshot.
+pub fn resume(engine: &mut Engine, sockets: &[Attachment]) -> Vec<SessionId> {
+    let mut reconnect = Vec::new();
     for a in sockets {
-        if !a.resumable() {
-            out.reconnect.push(a.session);
-            continue;
-        }
-        engine.accept(a.since, a.session);
-        let Some(h) = &a.hello else { continue };
-        let hello = Hello {
-            space: a.space.clone(),
-            kind: SessionKind::Agent,
-            name: h.name.clone(),
-            token: h.token.clone(),
-            ..Hello::default()
-        };
-        engine.handle_frame(a.since, a.session, Frame::Hello(hello));
-        let subs = a
-            .channels
-            .iter()
-            .map(|c| (Some(c.clone()), None))
-            .chain(a.collections.iter().map(|c| (None, Some(c.clone()))));
-        for (channel, collection) in subs {
-            let sub = Frame::Subscribe {
-                req: None,
-                channel,
-                collection,
-                from: None,
-            };
-            engine.handle_frame(now_ms, a.session, sub);
-        }
-    }
-    while engine.poll_event().is_some() {}
-    while let Some(t) = engine.poll_transmit() {
-        let replayed_answer = matches!(
-            &t,
-            Transmit::Frame {
-                frame: Frame::Welcome(_)
-                    | Frame::Ack(_)
-                    | Frame::Error { .. }
-                    | Frame::Presence { .. },
-                ..
+        match &a.state {
+            Some(s) if s.session == a.session => {
+                engine.restore_session(s.clone());
             }
-        );
-        if !replayed_answer {
-            out.transmits.push(t);
+            _ => reconnect.push(a.session),
         }
     }
-    out
+    reconnect
 }
 
 /// A close reason fits in 123 bytes (RFC 6455); cut at a character boundary.
@@ -225,7 +100,7 @@ pub fn close_reason(reason: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bridge_core::{EngineConfig, ReplicaId, Tier};
+    use bridge_core::{EngineConfig, Frame, Output, PersistBatch, ReplicaId, Tier, Transmit};
     use serde_json::json;
 
     fn engine() -> Engine {
@@ -239,131 +114,156 @@ mod tests {
         }
     }
 
-    #[test]
-    fn attachment_tracks_hello_and_subscriptions() {
-        let mut a = Attachment::new(3, "s", 100);
-        assert!(a.observe(
-            &frame(json!({"type":"hello","space":"s","name":"n"})),
-            false
-        ));
-        assert_eq!(a.hello.as_ref().and_then(|h| h.name.as_deref()), Some("n"));
-        assert!(a.observe(&frame(json!({"type":"subscribe","channel":"c"})), false));
-        assert!(!a.observe(&frame(json!({"type":"subscribe","channel":"c"})), false));
-        assert!(a.observe(&frame(json!({"type":"ping","nonce":1})), true));
-        assert!(a.observe(&frame(json!({"type":"unsubscribe","channel":"c"})), true));
-        assert!(a.channels.is_empty());
-        let back = Attachment::from_json(&a.to_json());
-        assert_eq!(back.as_ref(), Some(&a));
-        let mut p = Attachment::new(4, "s", 100);
-        let hello = json!({"type":"hello","space":"s","kind":"peer","replica":"0000000000000001","tier":"local"});
-        p.observe(&frame(hello), true);
-        assert!(p.peer && p.hello.is_none());
-    }
-
-    #[test]
-    fn attachment_overflow_is_bounded() {
-        let mut a = Attachment::new(3, "s", 100);
-        for i in 0..200 {
-            a.observe(
-                &frame(json!({"type":"subscribe","channel": format!("channel-{i}")})),
-                false,
-            );
-            assert!(a.to_json().len() <= MAX_ATTACHMENT_BYTES);
-        }
-        assert!(a.overflow);
-    }
-
-    #[test]
-    fn woken_agent_keeps_its_subscriptions_and_peer_is_asked_to_reconnect() {
-        let mut agent = Attachment::new(1, "s", 100);
-        agent.observe(
-            &frame(json!({"type":"hello","space":"s","name":"a"})),
-            false,
+    fn flush(e: &mut Engine) -> Vec<Transmit> {
+        let mut out = Vec::new();
+        let stored = e.flush(
+            |_: &[PersistBatch]| Ok::<(), ()>(()),
+            |_, o| {
+                if let Output::Transmit(t) = o {
+                    out.push(t)
+                }
+            },
         );
-        agent.observe(&frame(json!({"type":"subscribe","channel":"chat"})), false);
-        let mut peer = Attachment::new(2, "s", 100);
-        peer.observe(&frame(json!({"type":"hello","space":"s","kind":"peer","replica":"0000000000000001","tier":"local"})), true);
-        let mut idle = Attachment::new(3, "s", 100);
-        idle.binary = true;
+        assert!(stored.is_ok());
+        out
+    }
 
+    /// Attachments as the runtime keeps them: JSON text.
+    fn stored(e: &Engine, sessions: &[SessionId]) -> Vec<Attachment> {
+        sessions
+            .iter()
+            .map(|s| {
+                let att = Attachment::of(e, *s, "s", false).expect("session");
+                let json = att.to_json();
+                assert!(json.len() <= MAX_ATTACHMENT_BYTES);
+                Attachment::from_json(&json).expect("reads back")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn woken_sessions_are_restored_from_their_attachments() {
         let mut e = engine();
-        let out = resume(&mut e, 200, &[agent, peer, idle]);
-        // The peer reconnects; no welcome / ack is replayed to the agent.
-        assert_eq!(out.reconnect, [2]);
-        assert!(out.transmits.is_empty(), "{:?}", out.transmits);
+        let agent = e.accept(100);
+        e.handle_frame(
+            100,
+            agent,
+            frame(json!({"type":"hello","space":"s","name":"a"})),
+        );
+        e.handle_frame(
+            100,
+            agent,
+            frame(json!({"type":"subscribe","channel":"chat"})),
+        );
+        let peer = e.accept(100);
+        e.handle_frame(100, peer, frame(json!({"type":"hello","space":"s","kind":"peer","replica":"0000000000000001","tier":"local"})));
+        let idle = e.accept(100);
+        flush(&mut e);
+        let atts = stored(&e, &[agent, peer, idle]);
+        assert!(atts.iter().all(|a| a.state.is_some()));
+
+        // The object is evicted; a fresh engine from storage takes the sessions back.
+        let mut e = engine();
+        let reconnect = resume(&mut e, &atts);
+        assert!(reconnect.is_empty());
+        assert!(flush(&mut e).is_empty(), "nothing is replayed");
+        assert!(e.peer_status(peer).is_some_and(|p| p.open));
         // The agent still gets broadcasts on its channel.
         bridge_core::testing::publish(&mut e, 300, "chat", json!("hi")).expect("publish");
-        while let Some(b) = e.poll_persist() {
-            e.persisted(b.id).expect("persisted");
-        }
-        let mut got = Vec::new();
-        while let Some(t) = e.poll_transmit() {
-            got.push(t);
-        }
+        let got = flush(&mut e);
         assert!(
             got.iter().any(|t| matches!(
                 t,
                 Transmit::Frame {
-                    session: 1,
+                    session,
                     frame: Frame::Broadcast { .. }
-                }
+                } if *session == agent
             )),
             "{got:?}"
         );
         // The session that had not said hello yet must still say it.
         e.handle_frame(
             400,
-            3,
+            idle,
             frame(json!({"type":"hello","space":"s","name":"late"})),
         );
-        let welcome = e.poll_transmit();
+        let got = flush(&mut e);
         assert!(
             matches!(
-                welcome,
+                got.first(),
                 Some(Transmit::Frame {
-                    session: 3,
+                    session,
                     frame: Frame::Welcome(_)
-                })
+                }) if *session == idle
             ),
-            "{welcome:?}"
+            "{got:?}"
         );
+        // New sessions get ids none of the restored ones has.
+        assert!(e.accept(500) > idle);
+    }
+
+    #[test]
+    fn a_snapshot_too_large_for_an_attachment_closes_the_session_on_wake() {
+        let mut e = engine();
+        let agent = e.accept(100);
+        e.handle_frame(
+            100,
+            agent,
+            frame(json!({"type":"hello","space":"s","name":"a"})),
+        );
+        for i in 0..200 {
+            let sub = json!({"type":"subscribe","channel": format!("channel-{i}")});
+            e.handle_frame(100, agent, frame(sub));
+        }
+        flush(&mut e);
+        let att = Attachment::of(&e, agent, "s", true).expect("session");
+        assert!(att.to_json().len() <= MAX_ATTACHMENT_BYTES);
+        assert!(att.state.is_none());
+        let mut fresh = engine();
+        assert_eq!(resume(&mut fresh, &[att]), [agent]);
+        // A snapshot of another session than the socket's is not taken either.
+        let mut small = engine();
+        let one = small.accept(0);
+        let mut other = Attachment::of(&small, one, "s", false).expect("session");
+        other.session = one + 1;
+        assert_eq!(resume(&mut fresh, &[other]), [one + 1]);
     }
 
     #[test]
     fn woken_sessions_keep_their_deadlines() {
         // Accepted at 100 (default hello timeout 10 s); the object wakes at 5_000.
-        let mut agent = Attachment::new(1, "s", 100);
-        agent.observe(
-            &frame(json!({"type":"hello","space":"s","name":"a"})),
-            false,
-        );
-        let pending = Attachment::new(2, "s", 100);
         let mut e = engine();
-        let out = resume(&mut e, 5_000, &[agent, pending]);
-        assert!(out.reconnect.is_empty() && out.transmits.is_empty());
+        let agent = e.accept(100);
+        e.handle_frame(
+            100,
+            agent,
+            frame(json!({"type":"hello","space":"s","name":"a"})),
+        );
+        let pending = e.accept(100);
+        flush(&mut e);
+        let atts = stored(&e, &[agent, pending]);
+        let mut e = engine();
+        assert!(resume(&mut e, &atts).is_empty());
         // The handshake that was pending before hibernation still runs out when it would
         // have: from its accept time, not from the wake-up.
         assert_eq!(e.poll_timeout(), Some(100 + 10_000));
         e.handle_timeout(100 + 10_000);
-        let mut got = Vec::new();
-        while let Some(t) = e.poll_transmit() {
-            got.push(t);
-        }
+        let got = flush(&mut e);
         assert!(
             matches!(
                 got.as_slice(),
                 [
                     Transmit::Frame {
-                        session: 2,
-                        frame: Frame::Error { .. }
+                        frame: Frame::Error { .. },
+                        ..
                     },
-                    Transmit::Close { session: 2, .. }
-                ]
+                    Transmit::Close { session, .. }
+                ] if *session == pending
             ),
             "{got:?}"
         );
         // The restored agent is never closed for silence: nothing more is due.
-        e.close(2);
+        e.close(pending);
         assert_eq!(e.poll_timeout(), None);
         e.handle_timeout(u64::MAX / 2);
         assert!(e.poll_transmit().is_none());

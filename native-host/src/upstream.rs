@@ -10,7 +10,7 @@
 
 use crate::error::Error;
 use crate::hub::{Input, LinkNote, OUTPUT_QUEUE};
-use crate::ws::{next_session, ws_config};
+use crate::ws::ws_config;
 use bridge_core::auth::{self, Claims, Rights};
 use bridge_core::backoff::Backoff;
 use std::collections::{BTreeMap, BTreeSet};
@@ -176,19 +176,22 @@ pub async fn run(cfg: Arc<LinkConfig>, space: String, hub: mpsc::Sender<Input>) 
         match dial.await {
             Ok(Ok((ws, _))) => {
                 tracing::info!(%target, "upstream link up");
-                let session = next_session();
                 let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
                 let refuse = out_tx.downgrade();
+                let (session_tx, session_rx) = tokio::sync::oneshot::channel();
                 let connect = Input::Connect {
                     space: space.clone(),
-                    session,
                     token: Some(token),
                     out: out_tx,
                     manual: cfg.manual,
+                    session: session_tx,
                 };
                 if hub.send(connect).await.is_err() {
                     return;
                 }
+                // The space's engine numbers the session (0: the space could not be opened,
+                // and the link ends at once).
+                let session = session_rx.await.unwrap_or(0);
                 // Peers speak the compact binary encoding. The link ends when the cloud closes
                 // it or breaks, or when the engine closes it (e.g. nothing heard for three
                 // heartbeats: `HEARTBEAT_MS`).

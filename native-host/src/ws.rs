@@ -10,22 +10,15 @@ use crate::hub::{Input, Output, OUTPUT_QUEUE};
 use bridge_core::frame::MAX_FRAME_BYTES;
 use bridge_core::{codec, ErrorCode, Frame, SessionId};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
-
-static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
-
-/// A fresh session number, unique in this process.
-pub fn next_session() -> SessionId {
-    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
-}
 
 /// Messages up to this size reach the codec (which answers `too_large` above
 /// [`MAX_FRAME_BYTES`] and keeps an agent's session); a larger one is answered with a
@@ -101,21 +94,24 @@ async fn accept(stream: TcpStream, hub: mpsc::Sender<Input>, default_space: Arc<
             }
         };
     let Some(space) = space else { return };
-    let session = next_session();
     let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
     // Weak: the hub's sender alone keeps the writer going (dropping it closes the socket).
     let refuse = out_tx.downgrade();
+    let (session_tx, session_rx) = oneshot::channel();
     if hub
         .send(Input::Accept {
             space: space.clone(),
-            session,
             out: out_tx,
+            session: session_tx,
         })
         .await
         .is_err()
     {
         return;
     }
+    // The space's engine numbers the session. When the space could not be opened there is
+    // none (0 names no session): the hub has queued an error and a close, which `run` sends.
+    let session: SessionId = session_rx.await.unwrap_or(0);
     tracing::debug!(session, %space, "connection accepted");
     let lingering = run(ws, out_rx, &hub, &space, session, false, &refuse).await;
     let _ = hub.send(Input::Closed { space, session }).await;

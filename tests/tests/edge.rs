@@ -787,8 +787,9 @@ async fn every_policy_shows_the_same_document_on_the_worker_and_the_host() {
     }
 }
 
-/// A peer link outlives the object's eviction: the woken object asks the hybrid host to
-/// reconnect (1012), the host redials and resumes by vector, and writes keep flowing both ways.
+/// A peer link outlives the object's eviction: the woken object restores the peer session
+/// from the socket's attachment (the engine's session snapshot), the link stays up without a
+/// redial, and writes keep flowing both ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
 async fn a_hybrid_link_outlives_hibernation() {
@@ -807,19 +808,35 @@ async fn a_hybrid_link_outlives_hibernation() {
     let (s, _) = local.http("PUT", "/v1/spaces/proj/docs/notes/first", Some("{}"));
     assert_eq!(s, 200);
     reaches_edge("/v1/spaces/proj/docs/notes/first");
+    // When the link came up: the same after the wake-up, since the link never went down.
+    let up_since = || {
+        let (s, v) = local.http("GET", "/v1/status", None);
+        assert_eq!(s, 200, "{v}");
+        let link = v["spaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["space"] == "proj")
+            .map(|s| s["upstream"].clone())
+            .unwrap_or_default();
+        assert_eq!(link["up"], true, "{v}");
+        link["up_since_ms"].as_u64().unwrap_or_default()
+    };
+    let first_up = up_since();
 
     edge.evict("proj");
     // The first event after the eviction: the next write, pushed up the hybrid's link.
     let (s, v) = local.http("PUT", "/v1/spaces/proj/docs/notes/after", Some("{}"));
     assert_eq!(s, 200, "{v}");
-    // The new instance asks the peer to reconnect (1012), and the host redials and resumes:
-    // the write arrives.
+    // The new instance restores the peer's session from its snapshot (no 1012, no redial),
+    // and the write arrives over the same link.
     edge.wait_log(
-        "space proj: woke with 1 sockets: 0 resumed, 1 asked to reconnect",
+        "space proj: woke with 1 sockets: 1 resumed, 0 asked to reconnect",
         1,
     );
     reaches_edge("/v1/spaces/proj/docs/notes/after");
-    // And back down: a write on the worker reaches the host over the new link.
+    assert_eq!(up_since(), first_up, "the link was not redialed");
+    // And back down: a write on the worker reaches the host over the same link.
     let (s, v) = http(
         edge.port,
         "PUT",

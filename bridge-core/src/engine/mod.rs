@@ -21,29 +21,40 @@
 //!
 //! ```
 //! use bridge_core::auth::Rights;
-//! use bridge_core::{DocKey, Engine, EngineConfig, ReplicaId, Request, Tier, Transmit, WriteOp};
+//! use bridge_core::{DocKey, Engine, EngineConfig, Output, PersistBatch, ReplicaId, Request, Tier, Transmit, WriteOp};
 //! let mut a = Engine::new(EngineConfig::new(ReplicaId(1), Tier::Local, "demo"));
 //! let mut b = Engine::new(EngineConfig::new(ReplicaId(2), Tier::Cloud, "demo"));
 //! let doc = serde_json::json!({"title": "hello"});
 //! let key = DocKey::new("notes", "n1");
 //! let op = WriteOp::Put(doc.as_object().cloned().unwrap());
 //! a.request(0, Rights::Admin, Request::Write { key, op }).unwrap();
-//! a.connect(0, 7, None, "to-b"); // session 7 on `a` is the link to `b`
-//! b.accept(0, 9); //                session 9 on `b` is the same link
-//! // The host loop: persist what is staged, then carry frames across, until both are quiet.
+//! let up = a.connect(0, None, "to-b"); // the engine numbers its sessions
+//! let down = b.accept(0); //              the same link, seen from `b`
+//! // The host loop (`Engine::flush`): persist what is staged, report it persisted, then
+//! // carry what each side transmits to the other, until both are quiet.
 //! for _round in 0..100 {
 //!     let mut moved = false;
-//!     for e in [&mut a, &mut b] {
-//!         while let Some(batch) = e.poll_persist() {
-//!             e.persisted(batch.id).unwrap(); // a real host writes `batch` to disk first
+//!     let (mut to_b, mut to_a) = (Vec::new(), Vec::new());
+//!     // A real host writes the batches to disk in `persist`, before anything is sent.
+//!     let persist = |_: &[PersistBatch]| Ok::<(), ()>(());
+//!     a.flush(persist, |_, out| {
+//!         if let Output::Transmit(Transmit::Frame { frame, .. }) = out {
+//!             to_b.push(frame);
 //!         }
-//!     }
-//!     while let Some(Transmit::Frame { frame, .. }) = a.poll_transmit() {
-//!         b.handle_frame(0, 9, frame);
+//!     })
+//!     .unwrap();
+//!     b.flush(persist, |_, out| {
+//!         if let Output::Transmit(Transmit::Frame { frame, .. }) = out {
+//!             to_a.push(frame);
+//!         }
+//!     })
+//!     .unwrap();
+//!     for frame in to_b {
+//!         b.handle_frame(0, down, frame);
 //!         moved = true;
 //!     }
-//!     while let Some(Transmit::Frame { frame, .. }) = b.poll_transmit() {
-//!         a.handle_frame(0, 7, frame);
+//!     for frame in to_a {
+//!         a.handle_frame(0, up, frame);
 //!         moved = true;
 //!     }
 //!     if !moved && !a.has_staged() && !b.has_staged() {
@@ -51,7 +62,7 @@
 //!     }
 //! }
 //! assert_eq!(b.replica().get(&DocKey::new("notes", "n1")).unwrap()["title"], "hello");
-//! assert_eq!(a.peer_status(7).unwrap().pending, 0); // b persisted and acknowledged it
+//! assert_eq!(a.peer_status(up).unwrap().pending, 0); // b persisted and acknowledged it
 //! ```
 //!
 //! ## The methods, sorted
@@ -59,19 +70,25 @@
 //!   [`Engine::replica_mut`] (to restore from storage before any session is attached),
 //!   [`Engine::has_staged`], [`Engine::peer_status`], [`Engine::session_count`],
 //!   [`Engine::presence`], [`Engine::default_policies`].
-//! - **Inputs** from connections and the clock: [`Engine::accept`], [`Engine::connect`],
+//! - **Inputs** from connections and the clock: [`Engine::accept`], [`Engine::connect`]
+//!   (both return the new session's id: the engine numbers sessions, hosts do not),
 //!   [`Engine::handle_frame`], [`Engine::handle_decode_error`], [`Engine::close`],
 //!   [`Engine::handle_timeout`]; manual sync: [`Engine::set_auto_push`], [`Engine::sync_now`],
 //!   [`Engine::pull`]. From the store: [`Engine::persisted`], [`Engine::restore_requests`],
-//!   and [`Engine::crash`] (drops what is not durable, as a crash does).
+//!   and [`Engine::crash`] (drops what is not durable, as a crash does). Sessions as values:
+//!   [`Engine::session_snapshot`] and [`Engine::restore_session`] (a host that loses its
+//!   memory while its connections live on, like a hibernating Durable Object).
 //! - **Requests** of the host's own API (HTTP, CLI, JS, forwarded tab calls):
 //!   [`Engine::request`], and [`Engine::request_once`] with an idempotency key. Agents' verb
 //!   frames run through the same code (`request.rs`).
 //! - **Outputs**, all `#[must_use]`: [`Engine::poll_persist`], [`Engine::poll_transmit`],
 //!   [`Engine::poll_event`], [`Engine::poll_timeout`].
+//! - **The host loop** over them, written once (`driver.rs`): [`Engine::flush`] for a
+//!   synchronous store, or its steps [`Engine::cut_batches`], [`Engine::batches_persisted`],
+//!   [`Engine::drain`] for an asynchronous one or a commit shared by several engines.
 //!
 //! ## In which order to poll
-//! After every input, drain the engine in this order:
+//! After every input, drain the engine in this order ([`Engine::flush`] does 1 and 2):
 //! 1. [`Engine::poll_persist`] until `None`: write each batch (in order; several may share one
 //!    commit) and call [`Engine::persisted`] once it is durable. This releases the gated acks
 //!    and the changes and messages the batch holds into the queues below.
@@ -84,7 +101,7 @@
 //! This file holds the state and the public API; the rest is split by concern: every
 //! [`Request`] (agent verbs, HTTP, JS and tab calls) in `request.rs`; the peer handshake,
 //! push / ack / pull, trust checks and push cutting in `peer.rs`; presence in `presence.rs`;
-//! timers in `timers.rs`.
+//! timers in `timers.rs`; the host loop in `driver.rs`; session snapshots in `snapshot.rs`.
 
 use crate::auth::Rights;
 use crate::doc::WriteOp;
@@ -98,10 +115,15 @@ use crate::{
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+mod driver;
 mod peer;
 mod presence;
 mod request;
+mod snapshot;
 mod timers;
+
+pub use driver::Output;
+pub use snapshot::SessionSnapshot;
 
 /// Budget for the documents of one push: half the frame limit, so a push stays under
 /// [`crate::frame::MAX_FRAME_BYTES`] in either encoding with room for the envelope.
@@ -205,6 +227,24 @@ pub enum Event {
         sent: u64,
         remaining: u64,
     },
+    /// A peer's push was taken (staged; its `ack` follows once durable): `docs` documents,
+    /// and the `remaining` ones the peer says are still to come in this catch-up.
+    PushReceived {
+        session: SessionId,
+        docs: u64,
+        remaining: u64,
+    },
+    /// The server we dialed ([`Engine::connect`]) welcomed us: its replica and tier, what it
+    /// holds durably (its `welcome` vector; a claim on our own writes beyond what we made is
+    /// not believed and reads as nothing), and the rights it gave us. Comes just before
+    /// [`Event::SessionOpened`] for the same session.
+    Welcomed {
+        session: SessionId,
+        replica: ReplicaId,
+        tier: Tier,
+        vector: VersionVector,
+        rights: Option<Rights>,
+    },
     /// A session finished its handshake.
     SessionOpened {
         session: SessionId,
@@ -284,6 +324,8 @@ pub struct Engine {
     msg_from: BTreeMap<MessageId, SessionId>,
     presence_dirty: bool,
     push_cursor: SessionId,
+    /// The id [`Engine::accept`] / [`Engine::connect`] give the next session.
+    next_session: SessionId,
     /// The space's default policy was seeded or found (checked once, at the first cut).
     seeded: bool,
     /// Done requests with an idempotency key ([`Engine::once`]).
@@ -309,6 +351,7 @@ impl Engine {
             msg_from: BTreeMap::new(),
             presence_dirty: false,
             push_cursor: 0,
+            next_session: 1,
             seeded: false,
             requests: Default::default(),
             next_req: 0,
@@ -334,14 +377,19 @@ impl Engine {
 
     // ---- sessions ------------------------------------------------------------------------
 
-    /// A connection arrived; it must open with `hello`.
-    pub fn accept(&mut self, now_ms: u64, session: SessionId) {
+    /// A connection arrived; it must open with `hello`. Returns the session's id, which the
+    /// host uses for every later call about this connection (and finds in [`Transmit`]s).
+    pub fn accept(&mut self, now_ms: u64) -> SessionId {
+        let session = self.new_session_id();
         self.sessions
             .insert(session, Session::new(Phase::AwaitHello, now_ms));
+        session
     }
 
-    /// We opened a connection to an upstream peer; sends our `hello`.
-    pub fn connect(&mut self, now_ms: u64, session: SessionId, token: Option<String>, name: &str) {
+    /// We opened a connection to an upstream peer; sends our `hello`. Returns the session's
+    /// id, as [`Engine::accept`] does.
+    pub fn connect(&mut self, now_ms: u64, token: Option<String>, name: &str) -> SessionId {
+        let session = self.new_session_id();
         let mut s = Session::new(Phase::AwaitWelcome, now_ms);
         s.kind = SessionKind::Peer;
         s.dialed = true;
@@ -362,6 +410,16 @@ impl Engine {
             messages: Some(self.replica.message_seen().clone()),
         };
         self.send(session, Frame::Hello(hello));
+        session
+    }
+
+    /// Session ids are never reused by one engine (nor after [`Engine::restore_session`],
+    /// which moves the next id past the restored one), so a late frame or close for an ended
+    /// session can never reach a new one.
+    fn new_session_id(&mut self) -> SessionId {
+        let id = self.next_session;
+        self.next_session += 1;
+        id
     }
 
     /// The connection is gone (either side closed it, or it broke).

@@ -96,6 +96,13 @@ impl Engine {
         self.distrust_own_claim(&mut known);
         let mut link = PeerLink::new(w.replica, w.tier, known, w.messages);
         link.own_only = w.rights.is_some_and(|r| r < Rights::Admin);
+        self.events.push_back(Event::Welcomed {
+            session,
+            replica: w.replica,
+            tier: w.tier,
+            vector: link.acked.clone(),
+            rights: w.rights,
+        });
         if let Some(s) = self.sessions.get_mut(&session) {
             s.peer = Some(link);
         }
@@ -189,10 +196,16 @@ impl Engine {
             seq,
             docs,
             mut watermark,
-            ..
+            remaining,
         } = p;
         self.distrust_own_claim(&mut watermark);
+        let count = docs.len() as u64;
         self.replica.apply_remote(now_ms, docs, &watermark)?;
+        self.events.push_back(Event::PushReceived {
+            session,
+            docs: count,
+            remaining,
+        });
         if let Some(link) = self
             .sessions
             .get_mut(&session)

@@ -22,6 +22,7 @@ use bridge_core::{
     Replica, ReplicaId, SessionId, Tier, Transmit, WriteOp,
 };
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// How frames cross a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,14 +61,56 @@ impl Wire {
 pub type Out = (SessionId, Option<Frame>);
 
 /// One engine, driven as a host drives it.
+///
+/// The engine numbers its sessions; a test that wants to name one itself opens it with
+/// [`Node::accept_as`] / [`Node::connect_as`], and the node translates that name to the
+/// engine's id and back on every call (sessions opened with [`Node::accept`] /
+/// [`Node::connect`] keep the engine's id).
 pub struct Node {
     engine: Engine,
+    /// The test's name of a session → the engine's id, and back.
+    to_engine: BTreeMap<SessionId, SessionId>,
+    to_test: BTreeMap<SessionId, SessionId>,
 }
 
 impl Node {
     pub fn new(cfg: EngineConfig) -> Node {
         Node {
             engine: Engine::new(cfg),
+            to_engine: BTreeMap::new(),
+            to_test: BTreeMap::new(),
+        }
+    }
+
+    fn engine_id(&self, session: SessionId) -> SessionId {
+        self.to_engine.get(&session).copied().unwrap_or(session)
+    }
+
+    fn test_id(&self, session: SessionId) -> SessionId {
+        self.to_test.get(&session).copied().unwrap_or(session)
+    }
+
+    fn name(&mut self, name: SessionId, id: SessionId) -> SessionId {
+        self.to_engine.insert(name, id);
+        self.to_test.insert(id, name);
+        name
+    }
+
+    fn translate(&self, t: Transmit) -> Transmit {
+        match t {
+            Transmit::Frame { session, frame } => Transmit::Frame {
+                session: self.test_id(session),
+                frame,
+            },
+            Transmit::Close {
+                session,
+                code,
+                reason,
+            } => Transmit::Close {
+                session: self.test_id(session),
+                code,
+                reason,
+            },
         }
     }
 
@@ -96,7 +139,7 @@ impl Node {
     }
 
     pub fn peer_status(&self, session: SessionId) -> Option<PeerStatus> {
-        self.engine.peer_status(session)
+        self.engine.peer_status(self.engine_id(session))
     }
 
     pub fn presence(&self) -> Vec<PresenceEntry> {
@@ -105,24 +148,46 @@ impl Node {
 
     // ---- sessions and frames ---------------------------------------------------------------
 
-    pub fn accept(&mut self, now_ms: u64, session: SessionId) {
-        self.engine.accept(now_ms, session);
+    /// A connection came in; the session id the engine gave it.
+    pub fn accept(&mut self, now_ms: u64) -> SessionId {
+        self.engine.accept(now_ms)
     }
 
-    pub fn connect(&mut self, now_ms: u64, session: SessionId, token: Option<String>, name: &str) {
-        self.engine.connect(now_ms, session, token, name);
+    /// We dial a peer; the session id the engine gave the link.
+    pub fn connect(&mut self, now_ms: u64, token: Option<String>, name: &str) -> SessionId {
+        self.engine.connect(now_ms, token, name)
+    }
+
+    /// [`Node::accept`], the session named `name` by the test.
+    pub fn accept_as(&mut self, now_ms: u64, name: SessionId) -> SessionId {
+        let id = self.engine.accept(now_ms);
+        self.name(name, id)
+    }
+
+    /// [`Node::connect`], the session named `name` by the test.
+    pub fn connect_as(
+        &mut self,
+        now_ms: u64,
+        name: SessionId,
+        token: Option<String>,
+        peer: &str,
+    ) -> SessionId {
+        let id = self.engine.connect(now_ms, token, peer);
+        self.name(name, id)
     }
 
     pub fn close(&mut self, session: SessionId) {
-        self.engine.close(session);
+        self.engine.close(self.engine_id(session));
     }
 
     pub fn handle_frame(&mut self, now_ms: u64, session: SessionId, frame: Frame) {
-        self.engine.handle_frame(now_ms, session, frame);
+        self.engine
+            .handle_frame(now_ms, self.engine_id(session), frame);
     }
 
     pub fn handle_decode_error(&mut self, session: SessionId, req: Option<u64>, e: &Error) {
-        self.engine.handle_decode_error(session, req, e);
+        self.engine
+            .handle_decode_error(self.engine_id(session), req, e);
     }
 
     // ---- the host's own API ----------------------------------------------------------------------
@@ -174,7 +239,7 @@ impl Node {
     pub fn drain(&mut self) -> Vec<Out> {
         let mut out = Vec::new();
         while let Some(t) = self.engine.poll_transmit() {
-            out.push(match t {
+            out.push(match self.translate(t) {
                 Transmit::Frame { session, frame } => (session, Some(frame)),
                 Transmit::Close { session, .. } => (session, None),
             });
@@ -184,7 +249,7 @@ impl Node {
 
     /// The next transmit, closes with their codes (for links that must see them).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.engine.poll_transmit()
+        self.engine.poll_transmit().map(|t| self.translate(t))
     }
 
     /// A host's turn after an input: persist, then send.
@@ -278,7 +343,6 @@ pub struct Net {
     /// Links that carry nothing for now (a frozen or partitioned peer): frames sent on them
     /// are lost.
     pub frozen: Vec<usize>,
-    next_session: SessionId,
 }
 
 impl Net {
@@ -290,7 +354,6 @@ impl Net {
             frames: 0,
             bytes: 0,
             frozen: Vec::new(),
-            next_session: 1,
         }
     }
 
@@ -328,10 +391,8 @@ impl Net {
 
     /// Node `a` dials node `b` presenting `token`; returns the link's index.
     pub fn link(&mut self, a: usize, b: usize, token: Option<String>, wire: Wire) -> usize {
-        let (sa, sb) = (self.next_session, self.next_session + 1);
-        self.next_session += 2;
-        self.nodes[a].connect(self.now_ms, sa, token, "up");
-        self.nodes[b].accept(self.now_ms, sb);
+        let sa = self.nodes[a].connect(self.now_ms, token, "up");
+        let sb = self.nodes[b].accept(self.now_ms);
         self.links.push(Link {
             dialer: a,
             dialer_session: sa,
@@ -425,10 +486,10 @@ impl Net {
     }
 }
 
-/// The link's session id on `a` (the side that connects) in a [`Pair`].
+/// The link's session id on `a` (the side that connects) in a [`Pair`]: its engine's first.
 pub const A_SIDE: SessionId = 1;
-/// The link's session id on `b` (the side that accepts) in a [`Pair`].
-pub const B_SIDE: SessionId = 2;
+/// The link's session id on `b` (the side that accepts) in a [`Pair`]: its engine's first.
+pub const B_SIDE: SessionId = 1;
 
 /// A local replica `a` (replica 1: a native host or a browser) linked to a cloud replica `b`
 /// (replica 2: the relay), the link's frames in one encoding.
@@ -444,6 +505,12 @@ impl Pair {
             Node::of(2, Tier::Cloud, space),
         ]);
         net.link(0, 1, None, wire);
+        let link = &net.links[0];
+        assert_eq!(
+            (link.dialer_session, link.acceptor_session),
+            (A_SIDE, B_SIDE),
+            "the engines number sessions from 1"
+        );
         Pair { net }
     }
 

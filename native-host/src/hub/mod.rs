@@ -52,19 +52,20 @@ pub const OUTPUT_QUEUE: usize = 8192;
 
 #[derive(Debug)]
 pub enum Input {
-    /// A WebSocket connection for `space` opened (agent or peer, it says in `hello`).
+    /// A WebSocket connection for `space` opened (agent or peer, it says in `hello`). The
+    /// hub answers with the session id the space's engine gave it, which later inputs name.
     Accept {
         space: String,
-        session: SessionId,
         out: mpsc::Sender<Output>,
+        session: oneshot::Sender<SessionId>,
     },
-    /// This host dialled an upstream peer for `space`.
+    /// This host dialled an upstream peer for `space`; answered like [`Input::Accept`].
     Connect {
         space: String,
-        session: SessionId,
         token: Option<String>,
         out: mpsc::Sender<Output>,
         manual: bool,
+        session: oneshot::Sender<SessionId>,
     },
     Frame {
         space: String,

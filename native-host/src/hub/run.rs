@@ -5,8 +5,7 @@
 use super::{Conn, Hub, Input, LinkNote, Output, NO_LINK};
 use crate::clock::now_ms;
 use bridge_core::api::{self, ApiError, ApiResponse, Outcome};
-use bridge_core::Request;
-use bridge_core::{ErrorCode, Event, Frame, PersistBatch, Transmit};
+use bridge_core::{Engine, ErrorCode, Event, Frame, PersistBatch, Request, SessionId, Transmit};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -90,11 +89,11 @@ impl Hub {
         match input {
             Input::Accept {
                 space,
-                session,
                 out,
+                session: reply,
             } => match self.space(&space) {
                 Ok(s) => {
-                    s.engine.accept(now, session);
+                    let session = s.engine.accept(now);
                     s.conns.insert(
                         session,
                         Conn {
@@ -103,6 +102,7 @@ impl Hub {
                             manual: false,
                         },
                     );
+                    let _ = reply.send(session);
                 }
                 Err(e) => {
                     let _ = out.try_send(Output::Frame(Frame::Error {
@@ -118,19 +118,15 @@ impl Hub {
             },
             Input::Connect {
                 space,
-                session,
                 token,
                 out,
                 manual,
+                session: reply,
             } => {
-                let name = format!("upstream-{session}");
-                let link = self.links.entry(space.clone()).or_default();
-                link.session = Some(session);
-                link.up_since_ms = now;
                 if let Ok(s) = self.space(&space) {
                     // `set_auto_push` only sticks once the handshake made the session a
                     // peer, so it is applied on `SessionOpened` (see `flush`).
-                    s.engine.connect(now, session, token, &name);
+                    let session = s.engine.connect(now, token, "upstream");
                     s.conns.insert(
                         session,
                         Conn {
@@ -139,6 +135,10 @@ impl Hub {
                             manual,
                         },
                     );
+                    let link = self.links.entry(space.clone()).or_default();
+                    link.session = Some(session);
+                    link.up_since_ms = now;
+                    let _ = reply.send(session);
                 }
             }
             Input::Frame {
@@ -156,21 +156,6 @@ impl Hub {
                     {
                         link.last_error =
                             Some(format!("the cloud answered `{}`: {message}", code.as_str()));
-                    }
-                }
-                if let Frame::Push(p) = &frame {
-                    // A catch-up batch from the cloud: pull progress for `sync --pull`.
-                    if let Some(link) = self
-                        .links
-                        .get_mut(&space)
-                        .filter(|l| l.session == Some(session))
-                    {
-                        link.pull_received += p.docs.len() as u64;
-                        link.pull_remaining = p.remaining;
-                        link.pull_last_ms = now;
-                        if p.remaining == 0 {
-                            link.last_sync_ms = now;
-                        }
                     }
                 }
                 if let Some(s) = self.spaces.get_mut(&space) {
@@ -308,32 +293,39 @@ impl Hub {
         api::execute(&mut s.engine, now, rights, request)
     }
 
-    /// Persist, release, send: the second half of every round.
+    /// Persist, release, send: the second half of every round — the core's host loop
+    /// (`Engine::cut_batches`, `batches_persisted`, `drain`) over every space, with one
+    /// commit for the batches of all of them.
     fn flush(&mut self) {
-        let mut batches: Vec<(String, PersistBatch)> = Vec::new();
+        let mut batches: Vec<(String, Vec<PersistBatch>)> = Vec::new();
         for (name, s) in self.spaces.iter_mut() {
-            while let Some(b) = s.engine.poll_persist() {
-                batches.push((name.clone(), b));
+            let cut = s.engine.cut_batches();
+            if !cut.is_empty() {
+                batches.push((name.clone(), cut));
             }
         }
         if !batches.is_empty() {
             let t = Instant::now();
-            let refs: Vec<(&str, &PersistBatch)> =
-                batches.iter().map(|(n, b)| (n.as_str(), b)).collect();
+            let refs: Vec<(&str, &PersistBatch)> = batches
+                .iter()
+                .flat_map(|(n, bs)| bs.iter().map(move |b| (n.as_str(), b)))
+                .collect();
             if let Err(e) = self.store.write(&refs) {
                 // Nothing can be acknowledged any more; stop rather than pretend.
                 tracing::error!(error = %e, "could not persist; stopping so that no unpersisted write is acknowledged");
                 std::process::exit(70);
             }
             self.metrics.commit(t.elapsed().as_secs_f64());
-            for (name, b) in &batches {
-                self.metrics.batches.inc();
-                self.metrics.docs_written.inc_by(b.docs.len() as u64);
-                self.metrics
-                    .messages_written
-                    .inc_by(b.messages.len() as u64);
+            for (name, bs) in &batches {
+                for b in bs {
+                    self.metrics.batches.inc();
+                    self.metrics.docs_written.inc_by(b.docs.len() as u64);
+                    self.metrics
+                        .messages_written
+                        .inc_by(b.messages.len() as u64);
+                }
                 if let Some(s) = self.spaces.get_mut(name) {
-                    if let Err(e) = s.engine.persisted(b.id) {
+                    if let Err(e) = s.engine.batches_persisted(bs) {
                         tracing::error!(error = %e, space = %name, "engine refused a persisted report");
                     }
                     let (space_default, local) = s.engine.default_policies();
@@ -354,17 +346,29 @@ impl Hub {
         let mut dropped_total = 0;
         let mut peer_acked = false;
         let now = now_ms();
+        let (cfg, metrics) = (&self.cfg, &mut self.metrics);
         for (space, s) in self.spaces.iter_mut() {
             let mut link = self.links.get_mut(space);
             let upstream = link.as_ref().and_then(|l| l.session);
-            let mut trigger = false;
-            while let Some(ev) = s.engine.poll_event() {
-                match ev {
-                    Event::DocChanged(view) => {
-                        trigger |= self.cfg.event_collections.contains(&view.collection);
+            let mut triggered = false;
+            let (conns, waiting) = (&mut s.conns, &mut s.waiting);
+            s.engine.drain(|engine, out| match out {
+                bridge_core::Output::Event(ev) => match ev {
+                    // SYNC_MODE=event: a durable change that matches a trigger pushes now
+                    // (events come before transmits, so the push leaves in this round).
+                    // Changes that came down from the cloud match too; the push then finds
+                    // nothing to send.
+                    Event::DocChanged(view)
+                        if !triggered && cfg.event_collections.contains(&view.collection) =>
+                    {
+                        triggered = true;
+                        event_push(engine, upstream, link.as_deref_mut());
                     }
-                    Event::Message { message, .. } => {
-                        trigger |= self.cfg.event_channels.contains(&message.channel);
+                    Event::Message { message, .. }
+                        if !triggered && cfg.event_channels.contains(&message.channel) =>
+                    {
+                        triggered = true;
+                        event_push(engine, upstream, link.as_deref_mut());
                     }
                     Event::SyncProgress {
                         session,
@@ -376,9 +380,24 @@ impl Hub {
                             l.push_remaining = remaining;
                         }
                     }
+                    Event::PushReceived {
+                        session,
+                        docs,
+                        remaining,
+                    } if Some(session) == upstream => {
+                        // A catch-up batch from the cloud: pull progress for `sync --pull`.
+                        if let Some(l) = link.as_deref_mut() {
+                            l.pull_received += docs;
+                            l.pull_remaining = remaining;
+                            l.pull_last_ms = now;
+                            if remaining == 0 {
+                                l.last_sync_ms = now;
+                            }
+                        }
+                    }
                     Event::Acked { req, .. } => {
-                        self.metrics.acks_local.inc();
-                        if let Some((reply, resp)) = s.waiting.remove(&req) {
+                        metrics.acks_local.inc();
+                        if let Some((reply, resp)) = waiting.remove(&req) {
                             let _ = reply.send(resp);
                         }
                     }
@@ -397,92 +416,76 @@ impl Hub {
                         ..
                     } => {
                         tracing::debug!(session, ?kind, %name, "session opened");
-                        if s.conns.get(&session).is_some_and(|c| c.manual) {
-                            s.engine.set_auto_push(session, false);
+                        if conns.get(&session).is_some_and(|c| c.manual) {
+                            engine.set_auto_push(session, false);
                         }
                         if Some(session) == upstream {
                             if let Some(l) = link.as_deref_mut() {
                                 l.last_error = None;
-                                if s.engine
-                                    .peer_status(session)
-                                    .is_some_and(|p| p.pending == 0)
-                                {
+                                if engine.peer_status(session).is_some_and(|p| p.pending == 0) {
                                     l.last_sync_ms = now;
                                 }
                             }
                         }
                     }
                     _ => {}
-                }
-            }
-            // SYNC_MODE=event: a durable change that matches a trigger pushes now. Changes
-            // that came down from the cloud match too; the push then finds nothing to send.
-            if trigger {
-                if let (Some(id), Some(l)) = (upstream, link) {
-                    s.engine.sync_now(id);
-                    l.event_pushes += 1;
-                }
-            }
-            // Ending sessions changes presence, which the next round sends to the others.
-            loop {
-                let mut dropped = Vec::new();
-                let mut closed = Vec::new();
-                while let Some(t) = s.engine.poll_transmit() {
-                    let (session, out) = match t {
-                        Transmit::Frame { session, frame } => (session, Output::Frame(frame)),
+                },
+                bridge_core::Output::Transmit(t) => {
+                    let (session, out, close) = match t {
+                        Transmit::Frame { session, frame } => {
+                            (session, Output::Frame(frame), false)
+                        }
                         Transmit::Close {
                             session,
                             code,
                             reason,
-                        } => {
-                            closed.push(session);
-                            (
-                                session,
-                                Output::Close {
-                                    code: code.close_code(),
-                                    reason,
-                                },
-                            )
-                        }
+                        } => (
+                            session,
+                            Output::Close {
+                                code: code.close_code(),
+                                reason,
+                            },
+                            true,
+                        ),
                     };
-                    let Some(c) = s.conns.get(&session) else {
-                        continue;
+                    let Some(c) = conns.get(&session) else {
+                        return;
                     };
-                    self.metrics.frames_out.inc();
-                    if let Err(e) = c.out.try_send(out) {
+                    metrics.frames_out.inc();
+                    let sent = c.out.try_send(out);
+                    if let Err(e) = &sent {
                         if matches!(e, mpsc::error::TrySendError::Full(_)) {
                             tracing::warn!(session, "connection too slow; dropping it");
                         }
-                        dropped.push(session);
+                        dropped_total += 1;
+                    }
+                    // A close the engine asked for (error, timeout) ends the session now,
+                    // whether or not the other side ever answers it (a frozen peer does
+                    // not); so does a connection that cannot take more. Ending a session
+                    // changes presence, which this same drain sends to the others.
+                    if close || sent.is_err() {
+                        conns.remove(&session);
+                        engine.close(session);
+                        if close && Some(session) == upstream {
+                            if let Some(l) = link.as_deref_mut() {
+                                l.session = None;
+                            }
+                        }
                     }
                 }
-                let ended = dropped.len() + closed.len();
-                for session in dropped {
-                    dropped_total += 1;
-                    s.conns.remove(&session);
-                    s.engine.close(session);
-                }
-                // The engine ended these sessions (error, timeout): they are over now, whether
-                // or not the other side ever answers the close (a frozen peer does not).
-                for session in closed {
-                    s.conns.remove(&session);
-                    s.engine.close(session);
-                    if let Some(l) = self
-                        .links
-                        .get_mut(space)
-                        .filter(|l| l.session == Some(session))
-                    {
-                        l.session = None;
-                    }
-                }
-                if ended == 0 {
-                    break;
-                }
-            }
+            });
         }
         if peer_acked {
             self.metrics.last_peer_ack_ms = now_ms();
         }
         self.metrics.dropped_slow.inc_by(dropped_total);
+    }
+}
+
+/// `SYNC_MODE=event`: a trigger matched; push on the upstream link now.
+fn event_push(engine: &mut Engine, upstream: Option<SessionId>, link: Option<&mut super::Link>) {
+    if let (Some(id), Some(l)) = (upstream, link) {
+        engine.sync_now(id);
+        l.event_pushes += 1;
     }
 }

@@ -1,15 +1,16 @@
-//! The host loop: every input is handed to the engine, then the pump persists the staged
-//! batches to IndexedDB in one transaction, reports them persisted, and drains what the
-//! engine wants done — frames to send, acks to release, events for the callbacks and for
-//! follower tabs.
+//! The host loop: every input is handed to the engine, then the pump runs the core's loop in
+//! its split form, since IndexedDB is asynchronous: `Engine::cut_batches`, one IndexedDB
+//! transaction for them, `Engine::batches_persisted`, and `Engine::drain` — frames to send,
+//! acks to release, events for the callbacks and for follower tabs.
 
 use super::convert::to_js;
 use super::link::reconnect_later;
 use super::state::{Shared, SubKind, Waiter};
 use crate::js;
+use crate::status::CloudProgress;
 use crate::store::CloudMeta;
 use crate::tabs::message::TabMsg;
-use bridge_core::{codec, DocKey, Event, Frame, Tier, Transmit};
+use bridge_core::{codec, DocKey, Event, Frame, Output, Tier, Transmit};
 use js_sys::Function;
 use wasm_bindgen::prelude::*;
 
@@ -32,10 +33,9 @@ async fn pump(rc: Shared) {
         drain(&rc);
         let (batches, mut store, cloud) = {
             let mut i = rc.borrow_mut();
+            // Batches whose write failed go first, then what the engine cut since.
             let mut batches = std::mem::take(&mut i.unwritten);
-            while let Some(b) = i.engine.poll_persist() {
-                batches.push(b);
-            }
+            batches.extend(i.engine.cut_batches());
             let cloud = std::mem::take(&mut i.cloud_dirty).then_some(CloudMeta {
                 acked: i.cloud.acked,
                 at: i.cloud_at,
@@ -59,10 +59,8 @@ async fn pump(rc: Shared) {
         i.store = Some(store);
         match written {
             Ok(()) => {
-                for b in &batches {
-                    if let Err(e) = i.engine.persisted(b.id) {
-                        i.error = Some(e.to_string());
-                    }
+                if let Err(e) = i.engine.batches_persisted(&batches) {
+                    i.error = Some(e.to_string());
                 }
             }
             Err(e) => {
@@ -91,30 +89,23 @@ fn drain(rc: &Shared) {
     {
         let mut guard = rc.borrow_mut();
         let i = &mut *guard;
-        while let Some(t) = i.engine.poll_transmit() {
-            match t {
-                Transmit::Frame { session, frame } if session == i.session => {
-                    if let Some(link) = &i.link {
-                        let bytes = codec::encode_binary(&frame);
-                        let _ = link.ws.send_with_u8_array(&bytes);
-                    }
-                }
-                Transmit::Close {
-                    session, reason, ..
-                } if session == i.session => {
-                    i.error = Some(reason);
-                    closed_session = true;
-                }
-                _ => {}
-            }
-        }
-        if closed_session {
-            i.drop_link();
-        }
         let me = i.engine.replica().id();
         let mut presence = false;
-        while let Some(ev) = i.engine.poll_event() {
-            match ev {
+        i.engine.drain(|_, out| match out {
+            Output::Transmit(Transmit::Frame { session, frame }) if session == i.session => {
+                if let Some(link) = &i.link {
+                    let bytes = codec::encode_binary(&frame);
+                    let _ = link.ws.send_with_u8_array(&bytes);
+                }
+            }
+            Output::Transmit(Transmit::Close {
+                session, reason, ..
+            }) if session == i.session => {
+                i.error = Some(reason);
+                closed_session = true;
+            }
+            Output::Transmit(_) => {}
+            Output::Event(ev) => match ev {
                 Event::Acked { req, dot } => match i.waiting.remove(&req) {
                     Some(Waiter::Local(resolve, _)) => {
                         let v = dot.map_or(Ok(JsValue::UNDEFINED), |d| to_js(&d));
@@ -174,6 +165,24 @@ fn drain(rc: &Shared) {
                         calls.push((s.f.clone(), v, JsValue::from_f64(offset as f64)));
                     }
                 }
+                Event::Welcomed {
+                    session,
+                    tier,
+                    vector,
+                    ..
+                } if session == i.session => {
+                    // What the server holds of ours: the status's starting point, since after
+                    // a reconnect with nothing to push no `ack` comes.
+                    i.peer_tier = Some(tier);
+                    i.peer = CloudProgress::default();
+                    i.peer.observe(vector.get(me));
+                    if tier == Tier::Cloud {
+                        i.cloud_dirty |= i.cloud.observe(vector.get(me));
+                    }
+                }
+                Event::PushReceived {
+                    session, remaining, ..
+                } if session == i.session => i.incoming = remaining,
                 Event::PeerAcked {
                     session,
                     tier,
@@ -193,7 +202,10 @@ fn drain(rc: &Shared) {
                 }
                 Event::PresenceChanged => presence = true,
                 _ => {}
-            }
+            },
+        });
+        if closed_session {
+            i.drop_link();
         }
         if presence && i.followers {
             posts.push(TabMsg::Presence(

@@ -31,7 +31,7 @@ impl Drop for Link {
 
 /// Opens the link if there is a URL, no link, and the browser thinks it is online.
 pub(super) fn dial(rc: &Shared) {
-    let (url, sid) = {
+    let (url, dial) = {
         let mut i = rc.borrow_mut();
         let Some(url) = i.url.clone() else { return };
         if i.closed || i.follower || i.link.is_some() || i.timer.is_some() {
@@ -40,9 +40,9 @@ pub(super) fn dial(rc: &Shared) {
         if !js::navigator_online() {
             return; // the `online` event dials
         }
-        let sid = i.next_session;
-        i.next_session += 1;
-        (url, sid)
+        let dial = i.next_dial;
+        i.next_dial += 1;
+        (url, dial)
     };
     let ws = match WebSocket::new(&url) {
         Ok(ws) => ws,
@@ -60,12 +60,12 @@ pub(super) fn dial(rc: &Shared) {
             let Some(rc) = weak.upgrade() else { return };
             {
                 let mut i = rc.borrow_mut();
-                if i.session != sid {
+                if i.dial != dial {
                     return;
                 }
                 let (token, name) = (i.token.clone(), i.name.clone());
                 i.last_rx = js::now_ms();
-                i.engine.connect(js::now_ms(), sid, token, &name);
+                i.session = i.engine.connect(js::now_ms(), token, &name);
             }
             schedule(&rc);
         }
@@ -84,17 +84,19 @@ pub(super) fn dial(rc: &Shared) {
             let decoded = codec::decode_binary(&bytes);
             {
                 let mut i = rc.borrow_mut();
-                if i.session != sid {
+                if i.dial != dial {
                     return;
                 }
                 i.last_rx = js::now_ms();
                 match decoded {
                     Ok(frame) => {
                         i.observe(&frame);
+                        let sid = i.session;
                         i.engine.handle_frame(js::now_ms(), sid, frame);
                     }
                     Err(err) => {
                         let req = codec::request_id(&bytes, true);
+                        let sid = i.session;
                         i.engine.handle_decode_error(sid, req, &err);
                     }
                 }
@@ -106,7 +108,7 @@ pub(super) fn dial(rc: &Shared) {
         let Some(rc) = weak.upgrade() else { return };
         {
             let mut i = rc.borrow_mut();
-            if i.session != sid {
+            if i.dial != dial {
                 return;
             }
             if !e.was_clean() && i.error.is_none() && !i.handshake_done {
@@ -124,7 +126,7 @@ pub(super) fn dial(rc: &Shared) {
     ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
     let mut i = rc.borrow_mut();
-    i.session = sid;
+    i.dial = dial;
     i.link = Some(Link {
         ws,
         _on_open: on_open,

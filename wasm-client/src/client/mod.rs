@@ -112,7 +112,8 @@ pub async fn open(
                 name: opts.name.unwrap_or_default(),
                 link: None,
                 session: 0,
-                next_session: 1,
+                dial: 0,
+                next_dial: 1,
                 handshake_done: false,
                 backoff: Backoff::default(),
                 timer: None,
@@ -644,6 +645,7 @@ impl Bridge {
                 let mut i = rc.borrow_mut();
                 i.closed = true;
                 i.link = None;
+                i.dial = 0;
                 let s = std::mem::take(&mut i.session);
                 if s != 0 {
                     i.engine.close(s);

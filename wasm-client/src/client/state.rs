@@ -37,9 +37,13 @@ pub(super) struct Inner {
     pub(super) token: Option<String>,
     pub(super) name: String,
     pub(super) link: Option<Link>,
-    /// The session of the current link, 0 when there is none.
+    /// The engine's session of the current link, 0 while there is none (or it is still
+    /// opening).
     pub(super) session: SessionId,
-    pub(super) next_session: SessionId,
+    /// The current link's number, 0 when there is none: callbacks of an older socket find
+    /// another number here and do nothing.
+    pub(super) dial: u64,
+    pub(super) next_dial: u64,
     pub(super) handshake_done: bool,
     pub(super) backoff: Backoff,
     pub(super) timer: Option<i32>,
@@ -113,27 +117,14 @@ impl Inner {
         }
     }
 
-    /// What the host learns from a frame before the engine takes it: the peer's tier and how
-    /// much of ours it holds (welcome), and how much an incoming catch-up has left.
+    /// What the host learns from a frame before the engine takes it: a refusal from the
+    /// host, before or after the handshake. One that repeats on every reconnect (a push the
+    /// host will never take) stays visible, since only progress clears it
+    /// (`clear_error_on_progress`). What the engine understands — the peer's tier and what
+    /// it holds, catch-up progress — comes as events instead (`drain.rs`).
     pub(super) fn observe(&mut self, frame: &Frame) {
-        let me = self.engine.replica().id();
-        match frame {
-            Frame::Welcome(w) => {
-                self.peer_tier = Some(w.tier);
-                self.peer = CloudProgress::default();
-                self.peer.observe(w.vector.get(me));
-                if w.tier == Tier::Cloud {
-                    self.cloud_dirty |= self.cloud.observe(w.vector.get(me));
-                }
-            }
-            Frame::Push(p) => self.incoming = p.remaining,
-            // Any refusal from the host, before or after the handshake: one that repeats on
-            // every reconnect (a push the host will never take) stays visible, since only
-            // progress clears it (`clear_error_on_progress`).
-            Frame::Error { code, message, .. } => {
-                self.error = Some(format!("{}: {message}", code.as_str()));
-            }
-            _ => {}
+        if let Frame::Error { code, message, .. } = frame {
+            self.error = Some(format!("{}: {message}", code.as_str()));
         }
     }
 
@@ -150,6 +141,7 @@ impl Inner {
 
     pub(super) fn drop_link(&mut self) {
         self.link = None;
+        self.dial = 0;
         let s = std::mem::take(&mut self.session);
         if s != 0 {
             self.engine.close(s);
