@@ -40,7 +40,7 @@ use self::convert::{
 use self::drain::schedule;
 use self::leader::promote;
 use self::link::{dial, listen_network};
-use self::state::{Inner, Shared, Sub, SubKind, Waiter};
+use self::state::{Inner, Pending, Shared, Sub, SubKind, Waiter};
 use crate::js;
 use crate::status::CloudProgress;
 use crate::store::{Damaged, IdbStore, Loaded};
@@ -51,7 +51,7 @@ use bridge_core::{check_name, DocKey, Engine, EngineConfig, Error, Frame, Policy
 use js_sys::{Function, Promise};
 use serde_json::Value;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -156,7 +156,7 @@ pub async fn open(
                 timer: None,
                 closed: false,
                 next_call: 1,
-                waiting: BTreeMap::new(),
+                waiting: Pending::default(),
                 next_sub: 1,
                 subs: Vec::new(),
                 cloud: CloudProgress { acked: cloud.acked },
@@ -175,7 +175,7 @@ pub async fn open(
                 follower,
                 // Below 2^53: it crosses JavaScript as a number.
                 tab_id: js::random_u64().unwrap_or_else(|_| js::now_ms()) >> 11,
-                forwarded: BTreeMap::new(),
+                forwarded: Pending::default(),
                 mirror_status: None,
                 mirror_presence: None,
                 inbox: VecDeque::new(),
