@@ -5,6 +5,8 @@
 #   bash scripts/build-wasm-client.sh           # size-optimised ([profile.wasm-release])
 #   bash scripts/build-wasm-client.sh --dev     # debug build, no wasm-opt (fast, for tests)
 #   bash scripts/build-wasm-client.sh --check   # only: is wasm-client/dist built from these sources?
+#   bash scripts/build-wasm-client.sh --names   # size-optimised, keeping function names, for
+#                                               # `python3 scripts/wasm-size.py` (not copied to dist)
 #
 # The size-optimised build also refreshes wasm-client/dist (the .js glue and the .wasm, and
 # BUILT_FROM, the fingerprint of the sources: scripts/wasm_client_stamp.py). That copy is
@@ -21,7 +23,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
 
 profile=wasm-release
+names=
 [[ "${1:-}" == "--dev" ]] && profile=dev
+[[ "${1:-}" == "--names" ]] && names=--debuginfo
 if [[ "${1:-}" == "--check" ]]; then
     exec python3 scripts/wasm_client_stamp.py --check
 fi
@@ -39,13 +43,16 @@ wasm-bindgen --target web --out-dir "$out" "$wasm"
 if [[ "$profile" != dev ]]; then
     opt=node_modules/.bin/wasm-opt
     [[ -x "$opt" ]] || { echo "build-wasm-client: $opt missing; run scripts/setup.sh (npm ci)" >&2; exit 1; }
-    "$opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    # merge-similar-functions first: B-tree and other generic code monomorphised for many
+    # types differs in constants only; --converge repeats -Oz while it still shrinks.
+    "$opt" --merge-similar-functions -Oz --converge --strip-producers ${names:+"$names"} \
+        --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
         --enable-mutable-globals --enable-reference-types --enable-multivalue \
         "$out/wasm_client_bg.wasm" -o "$out/wasm_client_bg.wasm"
 fi
 cp wasm-client/js/package.json "$out/package.json"
 cp wasm-client/README.md "$out/README.md"
-if [[ "$profile" != dev ]]; then
+if [[ "$profile" != dev && -z "$names" ]]; then
     dist=wasm-client/dist
     mkdir -p "$dist"
     cp "$out/wasm_client.js" "$out/wasm_client_bg.wasm" "$dist/"

@@ -4,10 +4,16 @@
 //! `{"space": "...", "rights": "read"|"write"|"admin", "exp": <ms since the epoch>}`. A token
 //! names exactly one space and opens nothing in another. Pure functions: the host passes the
 //! secret and the current time.
+//!
+//! [`Rights`] and [`Claims`] are always here; minting, reading and verifying tokens need the
+//! feature `tokens` (on by default; the browser package, which holds no secret, leaves it
+//! out, and with it HMAC-SHA256 and the claims' JSON parser).
 
 use crate::{Error, Result};
+#[cfg(feature = "tokens")]
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "tokens")]
 use sha2::Sha256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -49,6 +55,7 @@ pub struct Claims {
     pub exp: u64,
 }
 
+#[cfg(feature = "tokens")]
 fn mac(secret: &[u8], msg: &[u8]) -> Vec<u8> {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut m = match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
@@ -59,6 +66,7 @@ fn mac(secret: &[u8], msg: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
+#[cfg(feature = "tokens")]
 fn hex(bytes: &[u8]) -> String {
     const D: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -69,6 +77,7 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
+#[cfg(feature = "tokens")]
 fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
@@ -79,6 +88,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+#[cfg(feature = "tokens")]
 /// Mints a token.
 pub fn mint(secret: &[u8], claims: &Claims) -> String {
     let body = hex(serde_json::to_string(claims).unwrap_or_default().as_bytes());
@@ -86,6 +96,7 @@ pub fn mint(secret: &[u8], claims: &Claims) -> String {
     format!("sb1.{body}.{sig}")
 }
 
+#[cfg(feature = "tokens")]
 /// Reads a token's claims without checking its signature: for the holder of a token (a
 /// hybrid host's upstream link) to know which space it names and until when. Never a
 /// substitute for [`verify`]: anyone can write claims.
@@ -104,6 +115,7 @@ pub fn peek(token: &str) -> Result<Claims> {
     serde_json::from_slice(&unhex(body).ok_or_else(bad)?).map_err(|_| bad())
 }
 
+#[cfg(feature = "tokens")]
 /// Verifies a token for `space` at `now_ms` and returns its rights.
 pub fn verify(secret: &[u8], token: &str, space: &str, now_ms: u64) -> Result<Rights> {
     let bad = || {
@@ -137,7 +149,7 @@ pub fn verify(secret: &[u8], token: &str, space: &str, now_ms: u64) -> Result<Ri
     Ok(claims.rights)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tokens"))]
 mod tests {
     use super::*;
     // On wasm32 the same `#[test]` functions run under wasm-bindgen-test (see scripts/test.sh).

@@ -44,6 +44,14 @@ fn has_dot(siblings: &[Sibling], d: Dot) -> bool {
     siblings.binary_search_by(|s| s.dot.cmp(&d)).is_ok()
 }
 
+/// Sorts siblings by dot and keeps the first of each dot. Every caller goes through this one
+/// function, so the stable sort is compiled once for siblings (it is large, and a closure per
+/// call site would compile it once per site).
+pub(crate) fn sort_siblings(siblings: &mut Vec<Sibling>) {
+    siblings.sort_by_key(|s| s.dot);
+    siblings.dedup_by(|a, b| a.dot == b.dot);
+}
+
 impl DocState {
     pub fn is_empty(&self) -> bool {
         self.siblings.is_empty()
@@ -67,8 +75,7 @@ impl DocState {
                 out.push(s.clone());
             }
         }
-        out.sort_by_key(|s| s.dot);
-        out.dedup_by(|a, b| a.dot == b.dot);
+        sort_siblings(&mut out);
         self.siblings = out;
         self.context.join(&other.context);
     }
@@ -115,8 +122,7 @@ impl DocState {
                 .zip(take_theirs)
                 .filter_map(|(s, take)| take.then_some(s)),
         );
-        out.sort_by_key(|s| s.dot);
-        out.dedup_by(|a, b| a.dot == b.dot);
+        sort_siblings(&mut out);
         self.siblings = out;
         self.context.join(&context);
     }

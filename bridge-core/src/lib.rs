@@ -22,12 +22,17 @@
 //!   forwarded tab calls), its reply, and idempotency keys;
 //! - [`limits`]: what a write or a message may hold, checked before anything is stored;
 //! - [`engine`]: sessions, acks gated on persistence, the sync state machine;
-//! - [`auth`]: HMAC tokens; [`backoff`]: reconnect pacing;
-//! - [`api`]: the HTTP API as values, shared by the native host and the edge worker;
-//! - [`schema`]: the SQLite schema and statements both stores run;
+//! - [`auth`]: rights, and HMAC tokens (feature `tokens`); [`backoff`]: reconnect pacing;
+//! - [`api`] (feature `http`): the HTTP API as values, shared by the native host and the
+//!   edge worker;
+//! - [`schema`] (feature `sql`): the SQLite schema and statements both stores run;
 //! - [`status`]: the native host's status document (`GET /v1/status`) as types.
+//!
+//! Servers build with the default features (`tokens`, `http`, `sql`); the browser package
+//! builds with none of them, so it links no HTTP routing, token verification or SQL.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "http")]
 pub mod api;
 pub mod auth;
 pub mod backoff;
@@ -44,6 +49,7 @@ pub mod message;
 pub mod policy;
 pub mod replica;
 pub mod request;
+#[cfg(feature = "sql")]
 pub mod schema;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

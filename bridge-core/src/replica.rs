@@ -451,8 +451,7 @@ impl Replica {
         let mut changed = Vec::new();
         for e in docs {
             let mut state = e.state;
-            state.siblings.sort_by_key(|s| s.dot);
-            state.siblings.dedup_by(|a, b| a.dot == b.dot);
+            crate::doc::sort_siblings(&mut state.siblings);
             if let Some(st) = state.max_stamp() {
                 self.clock.observe(st);
             }

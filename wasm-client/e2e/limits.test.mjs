@@ -97,6 +97,13 @@ test("limits are checked before anything is stored, as promise rejections with a
     } catch (e) {
       out.getNumber = { threw: true, name: e?.name, code: e?.code };
     }
+    out.loneSurrogate = await outcome(() => db.put("notes", "lone", { s: "a\ud800b" }));
+    out.numbers = await outcome(() =>
+      db.put("notes", "numbers", {
+        big: 2 ** 60, neg: -(2 ** 60), small: -5, half: 1.5, zero: -0, huge: 1e21, nan: NaN,
+        emoji: "\ud83d\ude00",
+      }),
+    );
     out.ok = await outcome(() => db.put("notes", "after", { fine: true }));
     out.sendOk = await outcome(() => db.send("chat", { text: "hi" }));
     return out;
@@ -115,6 +122,8 @@ test("limits are checked before anything is stored, as promise rejections with a
     assert.equal(results[k].rejected, true, `${k}: ${JSON.stringify(results[k])}`);
     assert.equal(results[k].code, "bad_request", k);
   }
+  assert.equal(results.loneSurrogate.code, "malformed", JSON.stringify(results.loneSurrogate));
+  assert.deepEqual(results.numbers, { resolved: true });
   assert.deepEqual(results.getNumber, { threw: true, name: "Error", code: "bad_request" });
   assert.deepEqual(results.ok, { resolved: true });
   assert.deepEqual(results.sendOk, { resolved: true });
@@ -126,6 +135,20 @@ test("limits are checked before anything is stored, as promise rejections with a
   });
   const r = await host.get(`/v1/spaces/${space}/docs/notes/after`, token);
   assert.deepEqual(r.body.value, { fine: true });
+  // Numbers arrive as the JSON text `JSON.stringify` wrote would have been read: integers
+  // as integers (2^60 as its shortest digits), the rest as floats, NaN as null.
+  const raw = await fetch(`http://127.0.0.1:${host.apiPort}/v1/spaces/${space}/docs/notes/numbers`, {
+    headers: { authorization: `Bearer ${token}` },
+  }).then((x) => x.text());
+  const rawField = (k) => raw.match(new RegExp(`"${k}":([^,}]*)`))?.[1];
+  assert.equal(rawField("big"), "1152921504606847000", raw);
+  assert.equal(rawField("neg"), "-1152921504606847000", raw);
+  assert.equal(rawField("small"), "-5", raw);
+  assert.equal(rawField("half"), "1.5", raw);
+  assert.equal(rawField("zero"), "0", raw);
+  assert.match(rawField("huge"), /^1(\.0)?e\+?21$/, raw);
+  assert.equal(rawField("nan"), "null", raw);
+  assert.equal(rawField("emoji"), '"\u{1F600}"', raw);
 
   // And the store opens again with all of it.
   assert.deepEqual(await reopen(page, options), { ok: true });

@@ -147,7 +147,8 @@ pub struct EngineConfig {
     pub batch_docs: usize,
     /// Unacknowledged pushes allowed per peer session.
     pub window: usize,
-    /// When set, every session must present a token signed with it.
+    /// When set, every session must present a token signed with it (without the feature
+    /// `tokens`, none can: every `hello` is refused).
     pub secret: Option<Vec<u8>>,
     /// Display name sent in `hello`.
     pub name: String,

@@ -4,7 +4,9 @@
 //! passes before anything changes.
 
 use super::{Engine, Event, Fatal, Gated, PeerLink, Phase, Transmit, PUSH_BYTES};
-use crate::auth::{self, Rights};
+#[cfg(feature = "tokens")]
+use crate::auth;
+use crate::auth::Rights;
 use crate::frame::{Ack, Frame, Hello, Push, SessionKind, Welcome};
 use crate::message::Message;
 use crate::replica::CONFIG_COLLECTION;
@@ -26,7 +28,16 @@ impl Engine {
         }
         let rights = match (&self.cfg.secret, &h.token) {
             (None, _) => Rights::Admin,
+            #[cfg(feature = "tokens")]
             (Some(secret), Some(t)) => auth::verify(secret, t, &self.cfg.space, now_ms)?,
+            // Built without token verification (the browser): a secret opens nothing.
+            #[cfg(not(feature = "tokens"))]
+            (Some(_), Some(_)) => {
+                let _ = now_ms;
+                return Err(Fatal(Error::Unauthorized(
+                    "this build cannot verify tokens (bridge-core without `tokens`)".into(),
+                )));
+            }
             (Some(_), None) => {
                 return Err(Fatal(Error::Unauthorized(
                     "this server requires a token; pass one in `hello.token`".into(),

@@ -95,7 +95,8 @@ pub(super) fn dial(rc: &Shared) {
                         i.engine.handle_frame(js::now_ms(), sid, frame);
                     }
                     Err(err) => {
-                        let req = codec::request_id(&bytes, true);
+                        // The binary reader only: `codec::request_id` would link the JSON one.
+                        let req = codec::binary::request_id(&bytes);
                         let sid = i.session;
                         i.engine.handle_decode_error(sid, req, &err);
                     }

@@ -40,7 +40,7 @@ use self::convert::{
 use self::drain::schedule;
 use self::leader::promote;
 use self::link::{dial, listen_network};
-use self::state::{Inner, Shared, Sub, SubKind, Waiter};
+use self::state::{Inner, Pending, Shared, Sub, SubKind, Waiter};
 use crate::js;
 use crate::status::CloudProgress;
 use crate::store::{Damaged, IdbStore, Loaded};
@@ -49,16 +49,14 @@ use crate::tabs::message::TabMsg;
 use bridge_core::backoff::Backoff;
 use bridge_core::{check_name, DocKey, Engine, EngineConfig, Error, Frame, Policy, Tier};
 use js_sys::{Function, Promise};
-use serde::Deserialize;
 use serde_json::Value;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// `open()`'s options (`OpenOptions` in the typings).
 struct OpenOptions {
     url: Option<String>,
     space: String,
@@ -66,6 +64,46 @@ struct OpenOptions {
     name: Option<String>,
     db: Option<String>,
     heartbeat_ms: Option<u32>,
+}
+
+impl OpenOptions {
+    /// Reads the options object field by field: `undefined` and `null` are absent, other
+    /// fields are ignored, and a field of the wrong type is an error naming it.
+    fn from_js(v: &JsValue) -> Result<Self, String> {
+        if !v.is_object() {
+            return Err("expected an object with `space`".into());
+        }
+        let get = |k: &str| js_sys::Reflect::get(v, &k.into()).unwrap_or(JsValue::UNDEFINED);
+        let absent = |x: &JsValue| x.is_undefined() || x.is_null();
+        let text = |k: &str| -> Result<Option<String>, String> {
+            let x = get(k);
+            if absent(&x) {
+                return Ok(None);
+            }
+            x.as_string()
+                .map(Some)
+                .ok_or_else(|| format!("`{k}` must be a string"))
+        };
+        let heartbeat = get("heartbeatMs");
+        let heartbeat_ms = if absent(&heartbeat) {
+            None
+        } else {
+            match heartbeat.as_f64() {
+                Some(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => {
+                    Some(n as u32)
+                }
+                _ => return Err("`heartbeatMs` must be a whole number of milliseconds".into()),
+            }
+        };
+        Ok(OpenOptions {
+            url: text("url")?,
+            space: text("space")?.ok_or("missing field `space`")?,
+            token: text("token")?,
+            name: text("name")?,
+            db: text("db")?,
+            heartbeat_ms,
+        })
+    }
 }
 
 /// A ping this often; a link silent for three intervals is taken for dead.
@@ -78,7 +116,7 @@ const HEARTBEAT_MS: u32 = 15_000;
 pub async fn open(
     #[wasm_bindgen(unchecked_param_type = "OpenOptions")] options: JsValue,
 ) -> Result<Bridge, JsValue> {
-    let opts: OpenOptions = serde_wasm_bindgen::from_value(options)
+    let opts = OpenOptions::from_js(&options)
         .map_err(|e| coded("bad_request", &format!("open(): bad options: {e}")))?;
     check_name("space", &opts.space, false).map_err(|e| core_err(&e))?;
     let db_name = opts
@@ -119,7 +157,7 @@ pub async fn open(
                 timer: None,
                 closed: false,
                 next_call: 1,
-                waiting: BTreeMap::new(),
+                waiting: Pending::default(),
                 next_sub: 1,
                 subs: Vec::new(),
                 cloud: CloudProgress { acked: cloud.acked },
@@ -138,7 +176,7 @@ pub async fn open(
                 follower,
                 // Below 2^53: it crosses JavaScript as a number.
                 tab_id: js::random_u64().unwrap_or_else(|_| js::now_ms()) >> 11,
-                forwarded: BTreeMap::new(),
+                forwarded: Pending::default(),
                 mirror_status: None,
                 mirror_presence: None,
                 inbox: VecDeque::new(),

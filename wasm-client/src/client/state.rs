@@ -11,7 +11,7 @@ use bridge_core::backoff::Backoff;
 use bridge_core::{Engine, Frame, PersistBatch, SessionId, Tier};
 use js_sys::Function;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
@@ -52,7 +52,7 @@ pub(super) struct Inner {
     /// idempotency key).
     pub(super) next_call: u64,
     /// Requests waiting for `Event::Acked`: our own promises, or a follower tab's call.
-    pub(super) waiting: BTreeMap<u64, Waiter>,
+    pub(super) waiting: Pending<Waiter>,
     pub(super) next_sub: u32,
     pub(super) subs: Vec<Sub>,
     /// What a cloud replica holds of our writes (persisted) and what the current peer does.
@@ -75,7 +75,7 @@ pub(super) struct Inner {
     pub(super) follower: bool,
     pub(super) tab_id: u64,
     /// Follower: calls forwarded to the leader, by id, until it answers.
-    pub(super) forwarded: BTreeMap<u64, (Frame, Function, Function)>,
+    pub(super) forwarded: Pending<(Frame, Function, Function)>,
     /// Follower: what the leader last said about the link and presence.
     pub(super) mirror_status: Option<JsValue>,
     pub(super) mirror_presence: Option<JsValue>,
@@ -158,4 +158,50 @@ pub(super) fn callbacks(rc: &Shared, want: impl Fn(&SubKind) -> bool) -> Vec<Fun
         .filter(|s| want(&s.kind))
         .map(|s| s.f.clone())
         .collect()
+}
+
+/// Calls waiting for an answer, by id, in id order. Ids are handed out in increasing order
+/// and answered mostly in order, so a sorted `VecDeque` does what a `BTreeMap` would, and
+/// compiles to far less code in the package than a B-tree per value type.
+pub(super) struct Pending<V>(VecDeque<(u64, V)>);
+
+impl<V> Default for Pending<V> {
+    fn default() -> Self {
+        Pending(VecDeque::new())
+    }
+}
+
+impl<V> Pending<V> {
+    /// Adds (or replaces) the entry of `id`.
+    pub(super) fn insert(&mut self, id: u64, v: V) {
+        match self.0.binary_search_by_key(&id, |e| e.0) {
+            Ok(i) => self.0[i].1 = v,
+            Err(i) => self.0.insert(i, (id, v)),
+        }
+    }
+
+    pub(super) fn remove(&mut self, id: &u64) -> Option<V> {
+        let i = self.0.binary_search_by_key(id, |e| e.0).ok()?;
+        self.0.remove(i).map(|e| e.1)
+    }
+
+    pub(super) fn into_values(self) -> impl Iterator<Item = V> {
+        self.0.into_iter().map(|e| e.1)
+    }
+}
+
+impl<V> IntoIterator for Pending<V> {
+    type Item = (u64, V);
+    type IntoIter = std::collections::vec_deque::IntoIter<(u64, V)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a, V> IntoIterator for &'a Pending<V> {
+    type Item = &'a (u64, V);
+    type IntoIter = std::collections::vec_deque::Iter<'a, (u64, V)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }
