@@ -1,0 +1,165 @@
+//! The end of a run: the network heals and settles, every node restarts from its disk, and
+//! the invariants are checked (convergence, acknowledged writes present, no resurrection,
+//! messages exactly once).
+
+use super::*;
+
+impl<C: Choices> World<'_, C> {
+    /// Heals the network and runs without faults until nothing moves.
+    pub(super) fn settle(&mut self) -> Result<(), String> {
+        for n in 0..self.nodes.len() {
+            self.nodes[n].partitioned_until = 0;
+        }
+        for l in 0..self.links.len() {
+            if !self.links[l].up {
+                self.connect(l);
+            }
+        }
+        for round in 0..200_000 {
+            self.pump()?;
+            let mut moved = false;
+            for n in 0..self.nodes.len() {
+                let batches: Vec<PersistBatch> = self.nodes[n].writing.drain(..).collect();
+                for b in &batches {
+                    self.nodes[n].disk.write(b);
+                }
+                if !batches.is_empty() {
+                    self.nodes[n]
+                        .engine
+                        .batches_persisted(&batches)
+                        .map_err(|e| e.to_string())?;
+                    moved = true;
+                }
+            }
+            for l in 0..self.links.len() {
+                for s in [true, false] {
+                    let k = &self.links[l];
+                    let pending = if s {
+                        !k.to_server.is_empty()
+                    } else {
+                        !k.to_client.is_empty()
+                    };
+                    if k.up && pending {
+                        self.deliver(l, s, false)?;
+                        moved = true;
+                    }
+                }
+            }
+            if !moved {
+                // A link closed by a protocol error during healing comes back.
+                let down: Vec<usize> = (0..self.links.len())
+                    .filter(|&l| !self.links[l].up)
+                    .collect();
+                if down.is_empty() {
+                    self.report.heal_rounds += round;
+                    return Ok(());
+                }
+                for l in down {
+                    self.connect(l);
+                }
+            }
+        }
+        Err("the network did not go quiet after healing".into())
+    }
+
+    pub(super) fn run(&mut self) -> Result<(), String> {
+        self.pump()?;
+        while self.step < self.cfg.steps && self.c.more() {
+            self.step_faulty()?;
+            self.step += 1;
+        }
+        // Agents still waiting for acks after the faults stop are fine: the write may have
+        // been lost in a crash before it was durable, which is allowed.
+        self.settle()?;
+        // Every node publishes once after healing: each subscriber must get each exactly once.
+        let before: Vec<BTreeSet<MessageId>> =
+            self.agents.iter().map(|a| a.received.clone()).collect();
+        let mut finals = Vec::new();
+        for n in 0..self.nodes.len() {
+            let now = self.now(n);
+            finals.push(self.publish(n, now, "c0", json!({"final": n}))?);
+        }
+        self.settle()?;
+        for (a, agent) in self.agents.iter().enumerate() {
+            for id in &finals {
+                if !agent.received.contains(id) || before[a].contains(id) {
+                    return Err(format!(
+                        "agent {a} did not receive message {id:?} published after healing"
+                    ));
+                }
+            }
+        }
+        self.check()
+    }
+
+    pub(super) fn check(&mut self) -> Result<(), String> {
+        // Restart every node from its disk: what is compared is what survives.
+        for n in 0..self.nodes.len() {
+            let disk = std::mem::take(&mut self.nodes[n].disk);
+            let (cfg, offset) = (self.nodes[n].cfg.clone(), self.nodes[n].offset_ms);
+            self.nodes[n] = Node::boot(cfg, disk, offset);
+        }
+        let reference = &self.nodes[0];
+        let docs0 = &reference.disk.docs;
+        let conflicts0 = reference.engine.replica().conflicts(None);
+        for (n, node) in self.nodes.iter().enumerate().skip(1) {
+            if &node.disk.docs != docs0 && std::env::var("SIM_DEBUG").is_ok() {
+                for (i, nd) in self.nodes.iter().enumerate() {
+                    eprintln!(
+                        "node {i}: vv {:?} docs {}",
+                        nd.disk.vector,
+                        nd.disk.docs.len()
+                    );
+                }
+            }
+            if &node.disk.docs != docs0 {
+                let diff = docs0
+                    .keys()
+                    .chain(node.disk.docs.keys())
+                    .find(|k| docs0.get(*k) != node.disk.docs.get(*k));
+                return Err(format!(
+                    "node {n} differs from node 0 on {diff:?}: {:?} vs {:?}",
+                    diff.and_then(|k| node.disk.docs.get(k)),
+                    diff.and_then(|k| docs0.get(k))
+                ));
+            }
+            let conflicts = node.engine.replica().conflicts(None);
+            if conflicts != conflicts0 {
+                return Err(format!("node {n} shows other open conflicts than node 0"));
+            }
+            for key in docs0.keys() {
+                if node.engine.replica().get(key) != reference.engine.replica().get(key) {
+                    return Err(format!("node {n} shows {key:?} differently from node 0"));
+                }
+            }
+        }
+        for (key, dot) in &self.acked {
+            let present = docs0.get(key).is_some_and(|s| s.context.contains(*dot));
+            if !present {
+                return Err(format!("acknowledged write {dot:?} on {key:?} is missing"));
+            }
+        }
+        for dot in &self.acked_deletes {
+            let Some((key, ctx)) = self.delete_ctx.get(dot) else {
+                continue;
+            };
+            let Some(st) = docs0.get(key) else {
+                return Err(format!("deleted document {key:?} vanished entirely"));
+            };
+            for s in &st.siblings {
+                if s.body.is_some() && ctx.contains(s.dot) {
+                    return Err(format!(
+                        "write {:?} that delete {dot:?} had seen is back on {key:?}",
+                        s.dot
+                    ));
+                }
+            }
+        }
+        self.report.acked_writes = self.acked.len();
+        self.report.acked_deletes = self.acked_deletes.len();
+        self.report.conflicts_open = conflicts0.len();
+        self.report.docs = docs0.len();
+        self.report.attacks = self.attacks;
+        Ok(())
+    }
+}
