@@ -28,6 +28,9 @@ fn rss_mb(host: &Host) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// What the cloud-mode hosts here take for `/metrics`.
+const METRICS_TOKEN: &str = "bench-metrics";
+
 fn metric(port: u16, token: Option<&str>, name: &str) -> u64 {
     let (_, v) = http(port, "GET", "/metrics", None, token);
     let text = v.as_str().unwrap_or_default().to_owned();
@@ -170,9 +173,15 @@ fn sync() {
     let n = 100_000;
     let cloud_dir = TempDir::new("bench-cloud");
     let local_dir = TempDir::new("bench-local");
-    let cloud = Host::start(&cloud_dir.0, "cloud", &[("BRIDGE_SECRET", SECRET)]);
+    // A cloud-mode host serves /metrics only to METRICS_TOKEN (it names every space).
+    let cloud = Host::start(
+        &cloud_dir.0,
+        "cloud",
+        &[("BRIDGE_SECRET", SECRET), ("METRICS_TOKEN", METRICS_TOKEN)],
+    );
     let token = mint_token(&cloud_dir.0, SECRET, "big", "admin", "1h");
     let tok = Some(token.as_str());
+    let mtok = Some(METRICS_TOKEN);
     let mut body = String::new();
     for i in 0..n {
         body.push_str(
@@ -214,8 +223,8 @@ fn sync() {
         rss_mb(&cloud)
     );
 
-    let out0 = metric(cloud.api_port, tok, "ws_bytes_out_total");
-    let in0 = metric(cloud.api_port, tok, "ws_bytes_in_total");
+    let out0 = metric(cloud.api_port, mtok, "ws_bytes_out_total");
+    let in0 = metric(cloud.api_port, mtok, "ws_bytes_in_total");
     let url = format!("ws://127.0.0.1:{}", cloud.ws_port);
     let t = Instant::now();
     let mut local = Host::start(
@@ -235,8 +244,8 @@ fn sync() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let secs = t.elapsed().as_secs_f64();
-    let bytes = metric(cloud.api_port, tok, "ws_bytes_out_total") - out0
-        + metric(cloud.api_port, tok, "ws_bytes_in_total")
+    let bytes = metric(cloud.api_port, mtok, "ws_bytes_out_total") - out0
+        + metric(cloud.api_port, mtok, "ws_bytes_in_total")
         - in0;
     println!(
         "sync: initial sync of {n} docs cloud host → hybrid host (process start included): {secs:.2} s, {:.1} MB on the wire (binary frames, both directions), {:.2}× the NDJSON",
@@ -268,8 +277,8 @@ fn sync() {
             );
             assert_eq!(s, 200);
         }
-        let out0 = metric(cloud.api_port, tok, "ws_bytes_out_total");
-        let in0 = metric(cloud.api_port, tok, "ws_bytes_in_total");
+        let out0 = metric(cloud.api_port, mtok, "ws_bytes_out_total");
+        let in0 = metric(cloud.api_port, mtok, "ws_bytes_in_total");
         local.restart();
         let t = Instant::now();
         let last = format!("/v1/spaces/big/docs/docs/d{:06}", 99 * 997);
@@ -285,8 +294,8 @@ fn sync() {
         }
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         std::thread::sleep(Duration::from_millis(200));
-        let bytes = metric(cloud.api_port, tok, "ws_bytes_out_total") - out0
-            + metric(cloud.api_port, tok, "ws_bytes_in_total")
+        let bytes = metric(cloud.api_port, mtok, "ws_bytes_out_total") - out0
+            + metric(cloud.api_port, mtok, "ws_bytes_in_total")
             - in0;
         for i in 0..100 {
             let (_, v) = local.http(
