@@ -266,12 +266,11 @@ pub fn load(storage: &Storage, cfg: EngineConfig) -> Result<Engine> {
     let sql = storage.sql();
     let space = Value::String(cfg.space.clone());
     let mut engine = Engine::new(cfg);
-    let replica = engine.replica_mut();
     if let Some(row) = exec(&sql, schema::SELECT_META, vec![space.clone()])?.first() {
         let vector: VersionVector = parse(&text(row, 0, "meta.vector")?, "meta.vector")?;
         let clock: Stamp = parse(&text(row, 1, "meta.clock")?, "meta.clock")?;
         let seen: VersionVector = parse(&text(row, 2, "meta.message_seen")?, "meta.message_seen")?;
-        replica.restore_meta(vector, clock, seen);
+        engine.restore_meta(vector, clock, seen);
     }
     for row in exec(&sql, schema::SELECT_DOCS, vec![space.clone()])? {
         let (collection, id) = (text(&row, 0, "docs.collection")?, text(&row, 1, "docs.id")?);
@@ -279,7 +278,7 @@ pub fn load(storage: &Storage, cfg: EngineConfig) -> Result<Engine> {
             &text(&row, 2, "docs.state")?,
             format!("docs.state of {collection}/{id}"),
         )?;
-        replica.restore_doc(DocKey::new(collection, id), state);
+        engine.restore_doc(DocKey::new(collection, id), state);
     }
     for row in exec(&sql, schema::SELECT_MESSAGES, vec![space])? {
         let offset = integer(&row, 0, "messages.offset")?;
@@ -287,7 +286,7 @@ pub fn load(storage: &Storage, cfg: EngineConfig) -> Result<Engine> {
             &text(&row, 1, "messages.message")?,
             format!("messages.message at {offset}"),
         )?;
-        replica.restore_message(Retained {
+        engine.restore_message(Retained {
             offset: u64::try_from(offset).map_err(|e| corrupt("messages.offset", e))?,
             message,
         });

@@ -184,7 +184,6 @@ impl Store {
         cfg.replica = self.replica_for(&cfg.space)?;
         let space = cfg.space.clone();
         let mut engine = Engine::new(cfg);
-        let replica = engine.replica_mut();
 
         let meta: Option<(String, String, String)> = self
             .conn
@@ -198,7 +197,7 @@ impl Store {
             let clock: Stamp = serde_json::from_str(&c).map_err(|e| corrupt("meta.clock", e))?;
             let seen: VersionVector =
                 serde_json::from_str(&m).map_err(|e| corrupt("meta.message_seen", e))?;
-            replica.restore_meta(vector, clock, seen);
+            engine.restore_meta(vector, clock, seen);
         }
 
         let mut st = self.conn.prepare(schema::SELECT_DOCS)?;
@@ -213,7 +212,7 @@ impl Store {
             let (collection, id, state) = row?;
             let state: DocState = serde_json::from_str(&state)
                 .map_err(|e| corrupt(format!("docs.state of {collection}/{id}"), e))?;
-            replica.restore_doc(DocKey::new(collection, id), state);
+            engine.restore_doc(DocKey::new(collection, id), state);
         }
         drop(st);
 
@@ -225,7 +224,7 @@ impl Store {
             let (offset, message) = row?;
             let message: Message = serde_json::from_str(&message)
                 .map_err(|e| corrupt(format!("messages.message at {offset}"), e))?;
-            replica.restore_message(Retained {
+            engine.restore_message(Retained {
                 offset: offset as u64,
                 message,
             });

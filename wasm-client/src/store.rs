@@ -233,10 +233,9 @@ impl IdbStore {
 
         let mut loaded = Loaded::default();
         self.retention = RetentionIndex::default();
-        let replica = engine.replica_mut();
         if let Some(v) = space {
-            let (vector, clock, seen) = read_space_meta(&v, replica.id())?;
-            replica.restore_meta(vector, clock, seen);
+            let (vector, clock, seen) = read_space_meta(&v, engine.replica().id())?;
+            engine.restore_meta(vector, clock, seen);
         }
         if let Some(v) = cloud {
             let a = Array::from(&v);
@@ -262,7 +261,7 @@ impl IdbStore {
             match decode_record(v, "document") {
                 Ok(Frame::Push(p)) => {
                     for e in p.docs {
-                        replica.restore_doc(DocKey::new(e.collection, e.id), e.state);
+                        engine.restore_doc(DocKey::new(e.collection, e.id), e.state);
                         loaded.docs += 1;
                     }
                 }
@@ -281,7 +280,7 @@ impl IdbStore {
                     offset: Some(offset),
                 }) => {
                     self.retention.stored(&message.channel, offset);
-                    replica.restore_message(Retained { offset, message });
+                    engine.restore_message(Retained { offset, message });
                     loaded.messages += 1;
                 }
                 Ok(_) => damaged(MESSAGES, k, v, "not a broadcast record".into()),

@@ -67,15 +67,15 @@
 //!
 //! ## The methods, sorted
 //! - **Getters**: [`Engine::new`], [`Engine::config`], [`Engine::replica`],
-//!   [`Engine::replica_mut`] (to restore from storage before any session is attached),
 //!   [`Engine::has_staged`], [`Engine::peer_status`], [`Engine::session_count`],
 //!   [`Engine::presence`], [`Engine::default_policies`].
 //! - **Inputs** from connections and the clock: [`Engine::accept`], [`Engine::connect`]
 //!   (both return the new session's id: the engine numbers sessions, hosts do not),
 //!   [`Engine::handle_frame`], [`Engine::handle_decode_error`], [`Engine::close`],
 //!   [`Engine::handle_timeout`]; manual sync: [`Engine::set_auto_push`], [`Engine::sync_now`],
-//!   [`Engine::pull`]. From the store: [`Engine::persisted`], [`Engine::restore_requests`],
-//!   and [`Engine::crash`] (drops what is not durable, as a crash does). Sessions as values:
+//!   [`Engine::pull`]. From the store: [`Engine::persisted`], [`Engine::restore_doc`],
+//!   [`Engine::restore_meta`], [`Engine::restore_message`], [`Engine::restore_requests`]
+//!   (and, for the simulation only, `crash`: drops what is not durable). Sessions as values:
 //!   [`Engine::session_snapshot`] and [`Engine::restore_session`] (a host that loses its
 //!   memory while its connections live on, like a hibernating Durable Object).
 //! - **Requests** of the host's own API (HTTP, CLI, JS, forwarded tab calls):
@@ -367,7 +367,30 @@ impl Engine {
         &self.replica
     }
 
-    /// For restoring from storage before any session is attached.
+    /// Loads a document's state as read back from the store: when the host opens a space,
+    /// and in a browser tab that mirrors another tab's writes from the shared store.
+    pub fn restore_doc(&mut self, key: DocKey, state: crate::DocState) {
+        self.replica.restore_doc(key, state);
+    }
+
+    /// Loads the space's metadata as read back from the store (before any session).
+    pub fn restore_meta(
+        &mut self,
+        vector: VersionVector,
+        clock: crate::Stamp,
+        message_seen: VersionVector,
+    ) {
+        self.replica.restore_meta(vector, clock, message_seen);
+    }
+
+    /// Loads a retained channel message as read back from the store (before any session).
+    pub fn restore_message(&mut self, r: Retained) {
+        self.replica.restore_message(r);
+    }
+
+    /// The replica itself, bypassing every gate (tests and the simulation only: hosts restore
+    /// through [`Engine::restore_doc`], [`Engine::restore_meta`], [`Engine::restore_message`]).
+    #[cfg(any(test, feature = "sim"))]
     pub fn replica_mut(&mut self) -> &mut Replica {
         &mut self.replica
     }
@@ -550,7 +573,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Drops everything not yet persisted, as a crash does. Sessions are dropped too.
+    /// Drops everything not yet persisted, as a crash does. Sessions are dropped too. For
+    /// the simulation (a host that crashes simply starts a new engine from its store).
+    #[cfg(any(test, feature = "sim"))]
     pub fn crash(&mut self) {
         self.replica.forget_unpersisted();
         self.sessions.clear();

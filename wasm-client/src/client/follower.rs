@@ -115,7 +115,7 @@ async fn refresh(rc: &Shared, keys: Vec<DocKey>) {
             }
         };
         for (key, state) in states {
-            i.engine.replica_mut().restore_doc(key.clone(), state);
+            i.engine.restore_doc(key.clone(), state);
             let view = i.engine.replica().view(&key);
             let conflict = if view.conflict {
                 i.engine.replica().conflict(&key)
