@@ -599,7 +599,22 @@ mod tests {
         )) else {
             panic!("route")
         };
-        let e = execute(&mut e, 12, Rights::Write, request).expect_err("needs admin");
-        assert_eq!((e.status, e.code), (403, ErrorCode::Forbidden));
+        let err = execute(&mut e, 12, Rights::Write, request).expect_err("needs admin");
+        assert_eq!((err.status, err.code), (403, ErrorCode::Forbidden));
+        // An import is checked whole before any of it is written: a bad configuration line
+        // after a good document refuses the request and stores neither.
+        let body = concat!(
+            r#"{"collection":"c","id":"fine","value":{"a":1}}"#,
+            "\n",
+            r#"{"collection":"_config","id":"collection:c","value":{"policy":"bogus"}}"#,
+        );
+        let Ok(Route::Space { request, .. }) =
+            parse(&req("POST", "/v1/spaces/s/import", body.as_bytes()))
+        else {
+            panic!("route")
+        };
+        let err = execute(&mut e, 13, Rights::Admin, request).expect_err("bad policy");
+        assert_eq!(err.code, ErrorCode::BadPolicy);
+        assert_eq!(e.replica().get(&DocKey::new("c", "fine")), None);
     }
 }

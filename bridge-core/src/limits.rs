@@ -48,6 +48,10 @@ pub fn check_doc(key: &DocKey, written: Option<&Map<String, Value>>, base: usize
     let Some(m) = written else {
         return Ok(());
     };
+    if config {
+        // A configuration entry must name a known setting with a valid value.
+        crate::replica::check_config(&key.id, m)?;
+    }
     check_object_depth(m)?;
     let size = base + object_size_bound(m);
     if size > MAX_DOC_BYTES {

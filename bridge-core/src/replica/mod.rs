@@ -645,7 +645,7 @@ fn unstaged_state<'a>(
 }
 
 /// Validates a write to the space configuration, so a bad policy never replicates.
-fn check_config(id: &str, m: &serde_json::Map<String, Value>) -> Result<()> {
+pub(crate) fn check_config(id: &str, m: &serde_json::Map<String, Value>) -> Result<()> {
     if id == SPACE_ENTRY {
         if let Some(p) = m.get("default_policy") {
             let s = p.as_str().ok_or_else(|| Error::BadPolicy(p.to_string()))?;
