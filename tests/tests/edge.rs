@@ -578,8 +578,9 @@ async fn bench_round_trip_write_to_other_client() {
         ms(n99),
         ms(nmax)
     );
-    // Generous: the target (p50 <= 5 ms) is for an idle machine; CI shares its cores.
-    assert!(p50 < Duration::from_millis(50), "p50 {p50:?}");
+    // The figures are for BENCHMARKS.md (target p50 <= 5 ms on an idle machine); a test does
+    // not assert on wall time. What it checks is that every round trip arrived, in order
+    // (`round_trips`).
 }
 
 /// An idle object may be evicted while its hibernatable sockets stay open; the next event
