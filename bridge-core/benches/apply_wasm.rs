@@ -18,7 +18,12 @@ const RUNS: usize = 7;
 /// `now_ms`.
 fn measure(target: &str, now_ms: impl Fn() -> f64, print: impl Fn(&str)) {
     let batches = common::remote_batches(DOCS);
-    assert_eq!(common::apply_workload(batches.clone()).doc_count(), DOCS);
+    assert_eq!(
+        common::apply_workload(batches.clone())
+            .doc_count()
+            .expect("in memory") as usize,
+        DOCS
+    );
     let mut times = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
         let input = batches.clone();
@@ -26,7 +31,7 @@ fn measure(target: &str, now_ms: impl Fn() -> f64, print: impl Fn(&str)) {
         let replica = common::apply_workload(std::hint::black_box(input));
         times.push(now_ms() - start);
         // Dropped after the clock stops, as criterion does in `core.rs`.
-        assert_eq!(replica.doc_count(), DOCS);
+        assert_eq!(replica.doc_count().expect("in memory") as usize, DOCS);
     }
     times.sort_by(f64::total_cmp);
     let median = times[RUNS / 2];

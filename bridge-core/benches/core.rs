@@ -24,7 +24,12 @@ mod native {
 
     fn apply(c: &mut Criterion) {
         let batches: Vec<Batch> = common::remote_batches(DOCS);
-        assert_eq!(common::apply_workload(batches.clone()).doc_count(), DOCS);
+        assert_eq!(
+            common::apply_workload(batches.clone())
+                .doc_count()
+                .expect("in memory") as usize,
+            DOCS
+        );
         let mut g = c.benchmark_group("apply");
         g.sample_size(10)
             .warm_up_time(Duration::from_secs(1))
@@ -56,8 +61,13 @@ mod native {
                 edited.len()
             );
             for k in &edited {
-                assert_eq!(a.get(k), b.get(k), "{policy}: {k:?}");
-                assert_eq!(a.state(k).map(|s| s.siblings.len()), Some(2));
+                assert_eq!(
+                    a.get(k).expect("read"),
+                    b.get(k).expect("read"),
+                    "{policy}: {k:?}"
+                );
+                let siblings = a.state(k).expect("read").map(|s| s.siblings.len());
+                assert_eq!(siblings, Some(2));
             }
             g.bench_function(policy.as_str(), |bench| {
                 bench.iter_batched(

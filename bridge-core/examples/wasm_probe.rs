@@ -33,11 +33,14 @@ fn probe(n: u64, wire: Wire) -> Result<usize, String> {
             .map_err(|e| format!("write {i}: {e}"))?;
     }
     p.settle(n + 1, 10_000)?;
-    let (a, b) = (p.replicas().0.doc_count(), p.replicas().1.doc_count());
+    let (a, b) = (
+        p.replicas().0.doc_count().expect("in memory"),
+        p.replicas().1.doc_count().expect("in memory"),
+    );
     if a != b {
         return Err(format!("replicas differ: {a} vs {b} documents"));
     }
-    Ok(a)
+    Ok(a as usize)
 }
 
 fn main() -> ExitCode {

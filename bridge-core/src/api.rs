@@ -479,7 +479,7 @@ pub fn render(engine: &Engine, reply: Reply) -> Result<ApiResponse, ApiError> {
             return Ok(ApiResponse::text(200, "application/x-ndjson", out));
         }
         Reply::Written { dot, key } => {
-            let doc = engine.replica().view(&key);
+            let doc = engine.replica().view(&key)?;
             json!({"dot": to_value(&dot), "doc": to_value(&doc)})
         }
         Reply::PolicySet {
@@ -615,6 +615,9 @@ mod tests {
         };
         let err = execute(&mut e, 13, Rights::Admin, request).expect_err("bad policy");
         assert_eq!(err.code, ErrorCode::BadPolicy);
-        assert_eq!(e.replica().get(&DocKey::new("c", "fine")), None);
+        assert_eq!(
+            e.replica().get(&DocKey::new("c", "fine")).expect("read"),
+            None
+        );
     }
 }

@@ -59,6 +59,8 @@ pub enum Error {
     Protocol(String),
     #[error("{0}")]
     Timeout(String),
+    #[error("the store could not be read: {0}")]
+    Store(String),
     #[error("this session may introduce only writes of its own replica {own}: {what}. Writes of other replicas reach this server through a session whose token is `admin` (a relay)")]
     RelayForbidden { own: crate::ReplicaId, what: String },
 }
@@ -161,6 +163,7 @@ impl Error {
             Error::Protocol(_) => ErrorCode::Protocol,
             Error::Timeout(_) => ErrorCode::Timeout,
             Error::RelayForbidden { .. } => ErrorCode::RelayForbidden,
+            Error::Store(_) => ErrorCode::Internal,
         }
     }
 }

@@ -47,6 +47,26 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (space, offset)
      ) WITHOUT ROWID;
      CREATE INDEX messages_by_channel ON messages (space, channel, offset);",
+    // 2: the store is the replica's durable layer. The live-dot index (every sibling's dot,
+    // to its document: what a peer at a vector lacks is a range scan per replica) and each
+    // document's sibling count (open conflicts by a partial index), filled from the stored
+    // states. Replica ids are the 16-hex-digit text of `ReplicaId`, as in the state JSON.
+    "CREATE TABLE dots (
+        space TEXT NOT NULL,
+        replica TEXT NOT NULL,
+        counter INTEGER NOT NULL,
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        PRIMARY KEY (space, replica, counter)
+     ) WITHOUT ROWID;
+     CREATE INDEX dots_by_doc ON dots (space, collection, id);
+     ALTER TABLE docs ADD COLUMN siblings INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX docs_in_conflict ON docs (space, collection, id) WHERE siblings > 1;
+     INSERT INTO dots (space, replica, counter, collection, id)
+        SELECT d.space, json_extract(s.value, '$.dot.replica'),
+               json_extract(s.value, '$.dot.counter'), d.collection, d.id
+        FROM docs d, json_each(d.state, '$.siblings') s;
+     UPDATE docs SET siblings = json_array_length(state, '$.siblings');",
 ];
 
 /// The schema version this build writes: the number of [`MIGRATIONS`].
@@ -84,10 +104,61 @@ pub const SELECT_DOCS: &str = "SELECT collection, id, state FROM docs WHERE spac
 pub const SELECT_MESSAGES: &str =
     "SELECT offset, message FROM messages WHERE space = ?1 ORDER BY offset";
 
-/// ?1 space, ?2 collection, ?3 id, ?4 state JSON: insert or replace a document's state.
+/// ?1 space, ?2 collection, ?3 id, ?4 state JSON, ?5 number of siblings: insert or replace
+/// a document's state. Run [`DELETE_DOC_DOTS`] and [`INSERT_DOT`] for it in the same
+/// transaction.
 pub const UPSERT_DOC: &str =
-    "INSERT INTO docs (space, collection, id, state) VALUES (?1, ?2, ?3, ?4)
- ON CONFLICT (space, collection, id) DO UPDATE SET state = excluded.state";
+    "INSERT INTO docs (space, collection, id, state, siblings) VALUES (?1, ?2, ?3, ?4, ?5)
+ ON CONFLICT (space, collection, id) DO UPDATE SET state = excluded.state,
+    siblings = excluded.siblings";
+
+/// ?1 space, ?2 collection, ?3 id: drops a document's live dots (before its new ones go in).
+pub const DELETE_DOC_DOTS: &str =
+    "DELETE FROM dots WHERE space = ?1 AND collection = ?2 AND id = ?3";
+
+/// ?1 space, ?2 replica (hex), ?3 counter, ?4 collection, ?5 id: one live dot of a document.
+pub const INSERT_DOT: &str = "INSERT OR REPLACE INTO dots (space, replica, counter, collection, id)
+ VALUES (?1, ?2, ?3, ?4, ?5)";
+
+/// ?1 space, ?2 collection, ?3 id → (state JSON): one document.
+pub const SELECT_DOC: &str =
+    "SELECT state FROM docs WHERE space = ?1 AND collection = ?2 AND id = ?3";
+
+/// ?1 space, ?2 collection, ?3 id after which to start ('' for the first), ?4 limit → (id):
+/// a page of a collection's document ids (tombstones included), in order.
+pub const SELECT_DOC_IDS: &str = "SELECT id FROM docs
+ WHERE space = ?1 AND collection = ?2 AND id > ?3 ORDER BY id LIMIT ?4";
+
+/// ?1 space, ?2 replica (hex), ?3 counter after which to start, ?4 last counter, ?5 limit →
+/// (counter, collection, id): a page of live dots of one replica, in counter order.
+pub const SELECT_DOTS: &str = "SELECT counter, collection, id FROM dots
+ WHERE space = ?1 AND replica = ?2 AND counter > ?3 AND counter <= ?4
+ ORDER BY counter LIMIT ?5";
+
+/// ?1 space, ?2 replica (hex), ?3 counter after which to count, ?4 last counter → one
+/// integer: how many live dots of the replica lie in that range.
+pub const COUNT_DOTS: &str = "SELECT COUNT(*) FROM dots
+ WHERE space = ?1 AND replica = ?2 AND counter > ?3 AND counter <= ?4";
+
+/// ?1 space, ?2 collection ('' for every collection), ?3 collection after which to start,
+/// ?4 id after which to start (both '' for the first), ?5 limit → (collection, id): a page of
+/// documents with more than one sibling, in key order.
+pub const SELECT_CONFLICTED: &str = "SELECT collection, id FROM docs
+ WHERE space = ?1 AND siblings > 1 AND (?2 = '' OR collection = ?2)
+   AND (collection > ?3 OR (collection = ?3 AND id > ?4))
+ ORDER BY collection, id LIMIT ?5";
+
+/// ?1 space → one integer: the space's documents, tombstones included.
+pub const COUNT_SPACE_DOCS: &str = "SELECT COUNT(*) FROM docs WHERE space = ?1";
+
+/// ?1 space → (collection): the collections holding a document, in order.
+pub const SELECT_COLLECTIONS: &str =
+    "SELECT DISTINCT collection FROM docs WHERE space = ?1 ORDER BY collection";
+
+/// ?1 space, ?2 collection → (id, state JSON): every document of one collection (used for
+/// the few `_config` entries a replica keeps in memory).
+pub const SELECT_COLLECTION_DOCS: &str =
+    "SELECT id, state FROM docs WHERE space = ?1 AND collection = ?2 ORDER BY id";
 
 /// ?1 space, ?2 vector JSON, ?3 clock JSON, ?4 message_seen JSON.
 pub const UPSERT_META: &str =
@@ -116,7 +187,7 @@ pub const COUNT_DOCS: &str = "SELECT COUNT(*) FROM docs";
 pub const COUNT_MESSAGES: &str = "SELECT COUNT(*) FROM messages";
 
 /// The tables a store of this schema must hold (a restore checks them).
-pub const TABLES: &[&str] = &["migrations", "spaces", "meta", "docs", "messages"];
+pub const TABLES: &[&str] = &["migrations", "spaces", "meta", "docs", "messages", "dots"];
 
 #[cfg(test)]
 mod tests {
@@ -124,7 +195,7 @@ mod tests {
 
     #[test]
     fn version_matches_migrations() {
-        assert_eq!(SCHEMA_VERSION, 1);
+        assert_eq!(SCHEMA_VERSION, 2);
         for t in TABLES.iter().filter(|t| **t != "migrations") {
             assert!(MIGRATIONS
                 .iter()

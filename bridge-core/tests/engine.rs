@@ -451,10 +451,18 @@ fn policies_decide_concurrent_writes_the_same_everywhere() {
             )
             .expect("w");
         link(&mut local, &mut cloud);
-        assert_eq!(local.replica().get(&key), Some(want.clone()), "{policy}");
-        assert_eq!(cloud.replica().get(&key), Some(want), "{policy}");
-        let conflicts: Vec<Conflict> = local.replica().conflicts(None);
-        assert_eq!(conflicts, cloud.replica().conflicts(None));
+        assert_eq!(
+            local.replica().get(&key).expect("read"),
+            Some(want.clone()),
+            "{policy}"
+        );
+        assert_eq!(
+            cloud.replica().get(&key).expect("read"),
+            Some(want),
+            "{policy}"
+        );
+        let conflicts: Vec<Conflict> = local.replica().conflicts(None).expect("read");
+        assert_eq!(conflicts, cloud.replica().conflicts(None).expect("read"));
         if policy == Policy::Manual {
             assert_eq!(conflicts.len(), 1);
             assert_eq!(conflicts[0].fields, ["x", "y", "z"]);
@@ -464,8 +472,11 @@ fn policies_decide_concurrent_writes_the_same_everywhere() {
                 .resolve(300, key.clone(), Some(obj(json!({"x": "agreed"}))))
                 .expect("resolve");
             sync(&mut local, &mut cloud);
-            assert!(cloud.replica().conflicts(None).is_empty());
-            assert_eq!(cloud.replica().get(&key), Some(json!({"x": "agreed"})));
+            assert!(cloud.replica().conflicts(None).expect("read").is_empty());
+            assert_eq!(
+                cloud.replica().get(&key).expect("read"),
+                Some(json!({"x": "agreed"}))
+            );
             assert!(
                 local.resolve(400, key.clone(), None).is_err(),
                 "nothing left to resolve"
@@ -479,7 +490,7 @@ fn policies_decide_concurrent_writes_the_same_everywhere() {
             .expect("w");
         sync(&mut local, &mut cloud);
         assert_eq!(
-            local.replica().get(&key),
+            local.replica().get(&key).expect("read"),
             Some(json!({"after": true})),
             "{policy}"
         );
@@ -507,7 +518,10 @@ fn initial_sync_streams_in_batches_with_progress() {
     local.connect_as(0, UP, None, "up");
     cloud.accept_as(0, DOWN);
     sync(&mut local, &mut cloud);
-    assert_eq!(local.replica().list("c", None, 1000).len(), 95);
+    assert_eq!(
+        local.replica().list("c", None, 1000).expect("read").len(),
+        95
+    );
     let progress: Vec<(u64, u64)> = std::iter::from_fn(|| cloud.poll_event())
         .filter_map(|e| match e {
             Event::SyncProgress {
@@ -605,10 +619,13 @@ fn a_stamp_far_in_the_future_is_refused_and_nothing_is_stored() {
         }
     }
     assert!(refused);
-    assert_eq!(cloud.replica().get(&DocKey::new("c", "a")), None);
+    assert_eq!(
+        cloud.replica().get(&DocKey::new("c", "a")).expect("read"),
+        None
+    );
     // Nothing is stored, not even the space's default-policy seed (a space is seeded with
     // its first batch, and a refused frame makes none).
-    assert_eq!(cloud.replica().doc_count(), 0);
+    assert_eq!(cloud.replica().doc_count().expect("read"), 0);
 }
 
 #[test]
@@ -666,6 +683,7 @@ fn documents_too_large_to_travel_are_refused() {
     let doc = e
         .replica()
         .get(&DocKey::new("c", "a"))
+        .expect("read")
         .expect("still there");
     assert!(doc.get("b").is_none());
     // Control characters count as their JSON escapes.
@@ -721,7 +739,7 @@ fn pushes_stay_under_the_frame_limit_with_large_documents() {
         local.persist_all();
     }
     assert!(pushes >= 2, "the documents needed several pushes");
-    assert_eq!(local.replica().list("c", None, 100).len(), 8);
+    assert_eq!(local.replica().list("c", None, 100).expect("read").len(), 8);
 }
 
 #[test]

@@ -75,6 +75,7 @@ impl Trust for Net {
         self.nodes[n]
             .replica()
             .get(&DocKey::new(collection, id))
+            .expect("read")
             .is_some()
     }
 
@@ -112,7 +113,11 @@ fn forged(
     let mut r = Replica::new(by, Tier::Local, SPACE);
     r.write(NOW, key.clone(), WriteOp::Put(obj(value)))
         .expect("write");
-    let mut state = r.state(key).cloned().expect("state");
+    let mut state = r
+        .state(key)
+        .expect("read")
+        .map(|s| (*s).clone())
+        .expect("state");
     forge(&mut state);
     DocEntry {
         collection: key.collection.clone(),
@@ -224,7 +229,7 @@ fn every_attack_of_a_write_token_peer_is_refused_and_real_writes_still_arrive() 
             net.unlink(l);
             let server = &mut net.nodes[SERVER];
             let before_vector = server.replica().vector().clone();
-            let before_docs = server.replica().doc_count();
+            let before_docs = server.replica().doc_count().expect("read");
 
             // The attacker: hello as a peer with a write token, then the forged push.
             let attacker = server.accept(NOW);
@@ -269,7 +274,11 @@ fn every_attack_of_a_write_token_peer_is_refused_and_real_writes_still_arrive() 
                 &before_vector,
                 "{name}: vector unchanged"
             );
-            assert_eq!(server.replica().doc_count(), before_docs, "{name}");
+            assert_eq!(
+                server.replica().doc_count().expect("read"),
+                before_docs,
+                "{name}"
+            );
             assert_eq!(server.replica().policy("notes"), Policy::Lww, "{name}");
 
             // The real replica's later writes still arrive, and are all acknowledged.
@@ -350,7 +359,10 @@ fn a_browser_that_moved_between_hosts_is_never_locked_out() {
             assert!(net.has(server, "notes", id), "notes/{id} reached the cloud");
         }
         assert_eq!(
-            net.nodes[server].replica().get(&DocKey::new("notes", "l1")),
+            net.nodes[server]
+                .replica()
+                .get(&DocKey::new("notes", "l1"))
+                .expect("read"),
             Some(json!({"l": 1, "b": 1}))
         );
         let session = net.links[to_cloud].dialer_session;
@@ -390,7 +402,10 @@ fn an_impersonated_replica_still_gets_its_writes_through() {
     assert!(net.nodes[real].replica().vector().get(REAL) > 1_000_000);
     assert!(net.has(server, "notes", "r2"));
     assert_eq!(
-        net.nodes[server].replica().get(&DocKey::new("notes", "r1")),
+        net.nodes[server]
+            .replica()
+            .get(&DocKey::new("notes", "r1"))
+            .expect("read"),
         Some(json!({"r": 3}))
     );
 }
@@ -428,7 +443,10 @@ fn writes_a_browser_may_not_send_itself_never_lock_it_out() {
         net.dial(local, server, Some(Rights::Admin), binary);
         assert_eq!(net.pump(), []);
         assert_eq!(
-            net.nodes[server].replica().get(&DocKey::new("notes", "x")),
+            net.nodes[server]
+                .replica()
+                .get(&DocKey::new("notes", "x"))
+                .expect("read"),
             Some(json!({"by": "local agent"}))
         );
         assert_eq!(net.nodes[server].replica().policy("notes"), Policy::Lww);

@@ -39,8 +39,15 @@ fn writes_on_one_side_reach_the_other_and_are_acked(wire: Wire) {
     }
     p.settle(100, 200).expect("settles");
 
-    assert_eq!(p.replicas().1.doc_count(), p.replicas().0.doc_count());
-    let got = p.replicas().1.get(&DocKey::new("notes", "n07"));
+    assert_eq!(
+        p.replicas().1.doc_count().expect("read"),
+        p.replicas().0.doc_count().expect("read")
+    );
+    let got = p
+        .replicas()
+        .1
+        .get(&DocKey::new("notes", "n07"))
+        .expect("read");
     assert_eq!(got, Some(json!({ "title": "note 7", "n": 7 })));
     assert_same_collection(&p, "notes");
     let status = p.a().peer_status(A_SIDE).expect("link is a peer session");
@@ -81,8 +88,14 @@ fn both_sides_write_and_converge(wire: Wire) {
     p.settle(2_000, 200).expect("settles");
 
     // Concurrent writes under `lww`: the same winner everywhere (b's stamp is higher).
-    assert_eq!(p.replicas().0.get(&shared), Some(json!({ "by": "b" })));
-    assert_eq!(p.replicas().0.get(&shared), p.replicas().1.get(&shared));
+    assert_eq!(
+        p.replicas().0.get(&shared).expect("read"),
+        Some(json!({ "by": "b" }))
+    );
+    assert_eq!(
+        p.replicas().0.get(&shared).expect("read"),
+        p.replicas().1.get(&shared).expect("read")
+    );
     assert_eq!(p.replicas().0.policy("notes"), Policy::Lww);
 
     // A patch and a delete made after seeing the other side's writes win everywhere.
@@ -99,8 +112,15 @@ fn both_sides_write_and_converge(wire: Wire) {
         .expect("delete on b");
     p.settle(4_000, 200).expect("settles");
 
-    assert_eq!(p.replicas().1.get(&t1), Some(json!({ "done": true })));
-    assert_eq!(p.replicas().0.get(&shared), None, "the delete reached a");
+    assert_eq!(
+        p.replicas().1.get(&t1).expect("read"),
+        Some(json!({ "done": true }))
+    );
+    assert_eq!(
+        p.replicas().0.get(&shared).expect("read"),
+        None,
+        "the delete reached a"
+    );
     for c in ["notes", "todo"] {
         assert_same_collection(&p, c);
     }
@@ -119,7 +139,10 @@ fn initial_sync_of_600_documents(wire: Wire) -> u64 {
             .expect("local write");
     }
     p.settle(1_000, 1_000).expect("settles");
-    assert_eq!(p.replicas().1.list("bulk", None, 1000).len(), 600);
+    assert_eq!(
+        p.replicas().1.list("bulk", None, 1000).expect("read").len(),
+        600
+    );
     assert_same_collection(&p, "bulk");
     assert!(p.net.frames >= 4, "600 documents take more than one push");
     p.net.bytes

@@ -79,15 +79,31 @@ pub fn plan_batch(space: &str, batch: &PersistBatch) -> Result<Vec<Stmt>> {
     let sp = || Value::String(space.to_owned());
     let mut out = Vec::with_capacity(batch.docs.len() + batch.messages.len() + 2);
     for (key, state) in &batch.docs {
+        let coll = || Value::String(key.collection.clone());
+        let id = || Value::String(key.id.clone());
         out.push(stmt(
             schema::UPSERT_DOC,
             vec![
                 sp(),
-                Value::String(key.collection.clone()),
-                Value::String(key.id.clone()),
+                coll(),
+                id(),
                 json(state)?,
+                int(state.siblings.len() as u64),
             ],
         ));
+        out.push(stmt(schema::DELETE_DOC_DOTS, vec![sp(), coll(), id()]));
+        for s in &state.siblings {
+            out.push(stmt(
+                schema::INSERT_DOT,
+                vec![
+                    sp(),
+                    Value::String(s.dot.replica.to_string()),
+                    int(s.dot.counter),
+                    coll(),
+                    id(),
+                ],
+            ));
+        }
     }
     for r in &batch.messages {
         out.push(stmt(
@@ -326,6 +342,8 @@ mod tests {
             sqls,
             [
                 schema::UPSERT_DOC,
+                schema::DELETE_DOC_DOTS,
+                schema::INSERT_DOT,
                 schema::UPSERT_MESSAGE,
                 schema::TRIM_CHANNEL,
                 schema::UPSERT_META
@@ -340,7 +358,7 @@ mod tests {
             assert_eq!(s.args.len(), highest, "{}", s.sql);
         }
         assert_eq!(
-            plan[1].args[1],
+            plan[3].args[1],
             Value::Integer(1),
             "the first message offset"
         );

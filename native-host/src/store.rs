@@ -1,17 +1,23 @@
 //! The SQLite store: several spaces in one database, each with its own stable replica id.
 //!
 //! The engine decides what to write ([`PersistBatch`]); this module only writes it, in one
-//! transaction, and reads it back on start. WAL mode with `synchronous=FULL`, so a commit
-//! that returned is on disk: the host reports a batch persisted (releasing its acks) only
-//! after that commit.
+//! transaction. WAL mode with `synchronous=FULL`, so a commit that returned is on disk: the
+//! host reports a batch persisted (releasing its acks) only after that commit.
+//!
+//! The database *is* each replica's durable layer: an engine reads documents, pages of a
+//! collection, the live-dot index and open conflicts from it through [`SqlDocs`] (its
+//! [`DocStore`]), with a bounded cache in front. Opening a space reads its metadata, its
+//! `_config` entries and its retained messages, never its documents.
 
 use crate::clock::now_ms;
 use bridge_core::doc::DocState;
 use bridge_core::message::{Message, Retained};
+use bridge_core::replica::DocStore;
 use bridge_core::schema;
 use bridge_core::{DocKey, Engine, EngineConfig, PersistBatch, ReplicaId, Stamp, VersionVector};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,7 +39,9 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 pub struct Store {
-    conn: Connection,
+    /// Shared with every space's [`SqlDocs`]: all of them run on the hub's one thread, so
+    /// the lock is never contended; it only makes the connection shareable.
+    conn: Arc<Mutex<Connection>>,
     /// Held while the store lives; the checkpointer thread stops when it is gone.
     _alive: std::sync::Arc<()>,
 }
@@ -84,7 +92,7 @@ impl Store {
             "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;",
         )?;
         let mut store = Store {
-            conn,
+            conn: Arc::new(Mutex::new(conn)),
             _alive: std::sync::Arc::new(()),
         };
         store.migrate()?;
@@ -119,21 +127,28 @@ impl Store {
         }
     }
 
+    /// The connection (never contended: see [`Store::conn`]; a panic while it was held
+    /// left no transaction open, so a poisoned lock is still a usable connection).
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.conn)
+    }
+
     pub fn schema_version(&self) -> Result<i64> {
         Ok(self
-            .conn
+            .conn()
             .query_row(schema::SELECT_SCHEMA_VERSION, [], |r| r.get(0))?)
     }
 
     fn migrate(&mut self) -> Result<()> {
-        self.conn.execute_batch(schema::CREATE_MIGRATIONS_TABLE)?;
+        self.conn().execute_batch(schema::CREATE_MIGRATIONS_TABLE)?;
         let found = self.schema_version()?;
         let known = schema::SCHEMA_VERSION;
         if found > known {
             return Err(StoreError::TooNew { found, known });
         }
+        let mut conn = self.conn();
         for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
-            let tx = self.conn.transaction()?;
+            let tx = conn.transaction()?;
             tx.execute_batch(sql)?;
             tx.execute(
                 schema::INSERT_MIGRATION,
@@ -146,7 +161,8 @@ impl Store {
     }
 
     pub fn spaces(&self) -> Result<Vec<SpaceRow>> {
-        let mut st = self.conn.prepare(schema::SELECT_SPACES)?;
+        let conn = self.conn();
+        let mut st = conn.prepare(schema::SELECT_SPACES)?;
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
@@ -162,7 +178,7 @@ impl Store {
     /// The replica id of `space`, drawn at random from the OS and stored on first use.
     pub fn replica_for(&mut self, space: &str) -> Result<ReplicaId> {
         let found: Option<String> = self
-            .conn
+            .conn()
             .query_row(schema::SELECT_REPLICA, [space], |r| r.get(0))
             .optional()?;
         if let Some(r) = found {
@@ -171,22 +187,26 @@ impl Store {
                 .map_err(|e| corrupt(format!("spaces.replica of {space}"), e));
         }
         let id = random_replica()?;
-        self.conn.execute(
+        self.conn().execute(
             schema::INSERT_SPACE,
             params![space, id.to_string(), now_ms() as i64],
         )?;
         Ok(id)
     }
 
-    /// Opens `space`: its replica id (created if new) and an engine restored from the
-    /// database.
+    /// Opens `space`: its replica id (created if new) and an engine whose durable layer is
+    /// this database. Reads the metadata, the `_config` entries and the retained messages.
     pub fn load_engine(&mut self, mut cfg: EngineConfig) -> Result<Engine> {
         cfg.replica = self.replica_for(&cfg.space)?;
         let space = cfg.space.clone();
-        let mut engine = Engine::new(cfg);
+        let docs = SqlDocs {
+            conn: self.conn.clone(),
+            space: space.clone(),
+        };
+        let mut engine = Engine::with_store(cfg, Box::new(docs));
+        let conn = self.conn();
 
-        let meta: Option<(String, String, String)> = self
-            .conn
+        let meta: Option<(String, String, String)> = conn
             .query_row(schema::SELECT_META, [&space], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
@@ -200,23 +220,20 @@ impl Store {
             engine.restore_meta(vector, clock, seen);
         }
 
-        let mut st = self.conn.prepare(schema::SELECT_DOCS)?;
-        let rows = st.query_map([&space], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
+        let config = bridge_core::replica::CONFIG_COLLECTION;
+        let mut st = conn.prepare(schema::SELECT_COLLECTION_DOCS)?;
+        let rows = st.query_map([&space, config], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?;
         for row in rows {
-            let (collection, id, state) = row?;
+            let (id, state) = row?;
             let state: DocState = serde_json::from_str(&state)
-                .map_err(|e| corrupt(format!("docs.state of {collection}/{id}"), e))?;
-            engine.restore_doc(DocKey::new(collection, id), state);
+                .map_err(|e| corrupt(format!("docs.state of {config}/{id}"), e))?;
+            engine.restore_doc(DocKey::new(config, id), state);
         }
         drop(st);
 
-        let mut st = self.conn.prepare(schema::SELECT_MESSAGES)?;
+        let mut st = conn.prepare(schema::SELECT_MESSAGES)?;
         let rows = st.query_map([&space], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })?;
@@ -229,21 +246,38 @@ impl Store {
                 message,
             });
         }
+        drop(st);
+        drop(conn);
         Ok(engine)
     }
 
     /// Writes batches of several spaces in one transaction: a group commit.
     pub fn write(&mut self, batches: &[(&str, &PersistBatch)]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
         {
             let mut put_doc = tx.prepare_cached(schema::UPSERT_DOC)?;
+            let mut drop_dots = tx.prepare_cached(schema::DELETE_DOC_DOTS)?;
+            let mut put_dot = tx.prepare_cached(schema::INSERT_DOT)?;
             let mut put_meta = tx.prepare_cached(schema::UPSERT_META)?;
             let mut put_msg = tx.prepare_cached(schema::UPSERT_MESSAGE)?;
             let mut trim = tx.prepare_cached(schema::TRIM_CHANNEL)?;
             for (space, b) in batches {
                 for (key, state) in &b.docs {
                     let json = to_json(state)?;
-                    put_doc.execute(params![space, key.collection, key.id, json])?;
+                    let n = state.siblings.len() as i64;
+                    put_doc.execute(params![space, key.collection, key.id, json, n])?;
+                    drop_dots.execute(params![space, key.collection, key.id])?;
+                    for s in &state.siblings {
+                        let (replica, counter) = (s.dot.replica.to_string(), s.dot.counter as i64);
+                        put_dot.execute(params![
+                            space,
+                            replica,
+                            counter,
+                            key.collection,
+                            key.id
+                        ])?;
+                    }
                 }
                 for r in &b.messages {
                     let json = to_json(&r.message)?;
@@ -268,20 +302,160 @@ impl Store {
     #[cfg(test)]
     pub fn integrity_check(&self) -> Result<String> {
         Ok(self
-            .conn
+            .conn()
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 
     /// Row counts per table, for status and metrics.
     pub fn counts(&self) -> Result<(u64, u64, u64)> {
+        let conn = self.conn();
         let n = |sql: &str| -> Result<u64> {
-            Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+            Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
         };
         Ok((
             n(schema::COUNT_SPACES)?,
             n(schema::COUNT_DOCS)?,
             n(schema::COUNT_MESSAGES)?,
         ))
+    }
+}
+
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One space's documents in the database: the [`DocStore`] its engine reads its durable
+/// layer from.
+pub struct SqlDocs {
+    conn: Arc<Mutex<Connection>>,
+    space: String,
+}
+
+/// A store read that failed, as the core reports it (`internal` to whoever asked).
+fn read_err(e: impl std::fmt::Display) -> bridge_core::Error {
+    bridge_core::Error::Store(e.to_string())
+}
+
+impl SqlDocs {
+    fn keys_of(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> bridge_core::Result<Vec<DocKey>> {
+        let conn = lock(&self.conn);
+        let mut st = conn.prepare_cached(sql).map_err(read_err)?;
+        let rows = st
+            .query_map(params, |r| {
+                Ok(DocKey::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(read_err)?;
+        rows.collect::<Result<_, _>>().map_err(read_err)
+    }
+}
+
+impl DocStore for SqlDocs {
+    fn load(&self, key: &DocKey) -> bridge_core::Result<Option<DocState>> {
+        let conn = lock(&self.conn);
+        let mut st = conn.prepare_cached(schema::SELECT_DOC).map_err(read_err)?;
+        let json: Option<String> = st
+            .query_row(params![self.space, key.collection, key.id], |r| r.get(0))
+            .optional()
+            .map_err(read_err)?;
+        json.map(|j| {
+            serde_json::from_str(&j)
+                .map_err(|e| read_err(format!("docs.state of {}/{}: {e}", key.collection, key.id)))
+        })
+        .transpose()
+    }
+
+    fn keys(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> bridge_core::Result<Vec<DocKey>> {
+        let conn = lock(&self.conn);
+        let mut st = conn
+            .prepare_cached(schema::SELECT_DOC_IDS)
+            .map_err(read_err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = st
+            .query_map(
+                params![self.space, collection, after.unwrap_or(""), limit],
+                |r| Ok(DocKey::new(collection, r.get::<_, String>(0)?)),
+            )
+            .map_err(read_err)?;
+        rows.collect::<Result<_, _>>().map_err(read_err)
+    }
+
+    fn dots(
+        &self,
+        replica: ReplicaId,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> bridge_core::Result<Vec<(u64, DocKey)>> {
+        let conn = lock(&self.conn);
+        let mut st = conn.prepare_cached(schema::SELECT_DOTS).map_err(read_err)?;
+        let (from, upto) = (from as i64, upto as i64);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = st
+            .query_map(
+                params![self.space, replica.to_string(), from, upto, limit],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        DocKey::new(r.get::<_, String>(1)?, r.get::<_, String>(2)?),
+                    ))
+                },
+            )
+            .map_err(read_err)?;
+        rows.collect::<Result<_, _>>().map_err(read_err)
+    }
+
+    fn count_dots(&self, replica: ReplicaId, from: u64, upto: u64) -> bridge_core::Result<u64> {
+        let conn = lock(&self.conn);
+        let mut st = conn.prepare_cached(schema::COUNT_DOTS).map_err(read_err)?;
+        let n: i64 = st
+            .query_row(
+                params![self.space, replica.to_string(), from as i64, upto as i64],
+                |r| r.get(0),
+            )
+            .map_err(read_err)?;
+        Ok(n as u64)
+    }
+
+    fn conflicted(
+        &self,
+        collection: Option<&str>,
+        after: Option<&DocKey>,
+        limit: usize,
+    ) -> bridge_core::Result<Vec<DocKey>> {
+        let (ac, ai) = after.map_or(("", ""), |k| (k.collection.as_str(), k.id.as_str()));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.keys_of(
+            schema::SELECT_CONFLICTED,
+            params![self.space, collection.unwrap_or(""), ac, ai, limit],
+        )
+    }
+
+    fn doc_count(&self) -> bridge_core::Result<u64> {
+        let conn = lock(&self.conn);
+        let n: i64 = conn
+            .query_row(schema::COUNT_SPACE_DOCS, [&self.space], |r| r.get(0))
+            .map_err(read_err)?;
+        Ok(n as u64)
+    }
+
+    fn collections(&self) -> bridge_core::Result<Vec<String>> {
+        let conn = lock(&self.conn);
+        let mut st = conn
+            .prepare_cached(schema::SELECT_COLLECTIONS)
+            .map_err(read_err)?;
+        let rows = st
+            .query_map([&self.space], |r| r.get::<_, String>(0))
+            .map_err(read_err)?;
+        rows.collect::<Result<_, _>>().map_err(read_err)
     }
 }
 
@@ -318,7 +492,8 @@ mod tests {
         let conn = Connection::open_in_memory().expect("memory db");
         let mut s = Store::init(conn).expect("init");
         s.replica_for("s").expect("space");
-        let tx = s.conn.transaction().expect("tx");
+        let mut conn = s.conn();
+        let tx = conn.transaction().expect("tx");
         for (offset, ch) in [(1, "a"), (2, "b"), (3, "a"), (4, "a"), (5, "b"), (6, "a")] {
             tx.execute(schema::UPSERT_MESSAGE, params!["s", offset, ch, "{}"])
                 .expect("insert");
@@ -372,7 +547,7 @@ mod tests {
             let mut other = s.load_engine(cfg("b")).expect("second space");
             drive(&mut s, &mut other);
             assert_eq!(s.integrity_check().expect("check"), "ok");
-            assert_eq!(s.schema_version().expect("version"), 1);
+            assert_eq!(s.schema_version().expect("version"), 2);
             (e.replica().id(), e.replica().vector().clone())
         };
         let mut s = Store::open(&path).expect("reopen");
@@ -381,7 +556,7 @@ mod tests {
         assert_eq!(e.replica().id(), rid);
         assert_eq!(e.replica().vector(), &vector);
         assert_eq!(
-            e.replica().get(&DocKey::new("notes", "x")),
+            e.replica().get(&DocKey::new("notes", "x")).expect("read"),
             Some(serde_json::json!({"t": 1}))
         );
         assert_eq!(e.replica().logs().after("chat", 0).count(), 5);

@@ -111,7 +111,11 @@ fn entry(key: &DocKey, value: Value, dot: Dot, extra_context: &[(ReplicaId, u64)
     let m = value.as_object().cloned().unwrap_or_default();
     r.write(now_ms(), key.clone(), WriteOp::Put(m))
         .expect("write");
-    let mut state = r.state(key).cloned().expect("state");
+    let mut state = r
+        .state(key)
+        .expect("read")
+        .map(|s| (*s).clone())
+        .expect("state");
     for s in &mut state.siblings {
         s.dot = dot;
     }

@@ -125,7 +125,7 @@ mod tests {
             .count();
         assert_eq!(acked, 4);
         assert_eq!(
-            e.replica().get(&DocKey::new("c", "d")),
+            e.replica().get(&DocKey::new("c", "d")).expect("read"),
             Some(json!({"a": 1, "b": 2}))
         );
         assert_eq!(e.replica().policy("c"), Policy::Merge);

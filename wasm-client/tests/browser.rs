@@ -211,8 +211,17 @@ async fn store_restores_an_engine_batch_exactly() {
     assert_eq!((loaded.docs, loaded.messages), (3, 1));
     assert_eq!(back.replica().vector(), e.replica().vector());
     assert_eq!(back.replica().clock(), e.replica().clock());
-    for (k, s) in e.replica().docs() {
-        assert_eq!(back.replica().durable_state(k), Some(s));
+    // Every durable state, tombstones included.
+    let all = e
+        .replica()
+        .delta(&VersionVector::new(), usize::MAX)
+        .unwrap();
+    assert_eq!(all.docs.len(), 3);
+    for d in all.docs {
+        let got = back
+            .replica()
+            .durable_state(&DocKey::new(&d.collection, &d.id));
+        assert_eq!(got.unwrap().as_deref(), Some(&d.state));
     }
     store.close();
 }

@@ -64,7 +64,7 @@ pub fn deltas(from: &Replica, known: &VersionVector) -> Vec<Batch> {
     let mut known = known.clone();
     let mut out = Vec::new();
     while from.ahead_of(&known) {
-        let d = from.delta(&known, BATCH);
+        let d = from.delta(&known, BATCH).expect("in memory");
         known.join(&d.watermark);
         out.push((d.docs, d.watermark));
     }
@@ -90,7 +90,7 @@ pub fn apply(r: &mut Replica, batches: Vec<Batch>) -> usize {
 pub fn apply_workload(batches: Vec<Batch>) -> Replica {
     let mut r = Replica::new(TARGET, Tier::Cloud, "bench");
     let changed = apply(&mut r, batches);
-    assert_eq!(changed, r.doc_count());
+    assert_eq!(changed, r.doc_count().expect("in memory") as usize);
     r
 }
 
@@ -108,7 +108,10 @@ impl Snapshot {
         Snapshot {
             id: r.id(),
             tier: r.tier(),
-            docs: r.delta(&VersionVector::new(), usize::MAX).docs,
+            docs: r
+                .delta(&VersionVector::new(), usize::MAX)
+                .expect("in memory")
+                .docs,
             vector: r.vector().clone(),
             clock: r.clock(),
         }
@@ -165,8 +168,8 @@ pub fn merge_workload(a: &mut Replica, b: &mut Replica, edited: &[DocKey]) -> us
     apply(a, b_to_a);
     let mut shown = 0;
     for k in edited {
-        let va = a.get(k);
-        let vb = b.get(k);
+        let va = a.get(k).expect("in memory");
+        let vb = b.get(k).expect("in memory");
         if va.is_some() && vb.is_some() {
             shown += 1;
         }

@@ -61,7 +61,8 @@
 //!         break;
 //!     }
 //! }
-//! assert_eq!(b.replica().get(&DocKey::new("notes", "n1")).unwrap()["title"], "hello");
+//! let got = b.replica().get(&DocKey::new("notes", "n1")).unwrap(); // a read of the store
+//! assert_eq!(got.unwrap()["title"], "hello");
 //! assert_eq!(a.peer_status(up).unwrap().pending, 0); // b persisted and acknowledged it
 //! ```
 //!
@@ -159,7 +160,13 @@ pub struct EngineConfig {
     /// the other side, and either side closes a peer session (`timeout`) that has been silent
     /// for three times this long. 0 turns heartbeats and idle closes off.
     pub heartbeat_ms: u64,
+    /// Bytes of document states a replica whose durable layer is a store
+    /// ([`Engine::with_store`]) keeps cached in memory. Ignored in memory.
+    pub cache_bytes: usize,
 }
+
+/// Default for [`EngineConfig::cache_bytes`]: 64 MiB.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 /// Default for [`EngineConfig::hello_timeout_ms`].
 pub const DEFAULT_HELLO_TIMEOUT_MS: u64 = 10_000;
@@ -184,6 +191,7 @@ impl EngineConfig {
             name: String::new(),
             hello_timeout_ms: DEFAULT_HELLO_TIMEOUT_MS,
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -357,6 +365,18 @@ impl Engine {
             requests: Default::default(),
             next_req: 0,
         }
+    }
+
+    /// An engine whose durable layer is `store` (see [`crate::replica::DocStore`]), with a
+    /// cache of [`EngineConfig::cache_bytes`]. The host writes every batch to that store
+    /// before it calls [`Engine::persisted`], and restores only the metadata, the `_config`
+    /// documents and the retained messages: no document needs reading at start.
+    pub fn with_store(cfg: EngineConfig, store: Box<dyn crate::replica::DocStore>) -> Self {
+        let budget = cfg.cache_bytes;
+        let mut e = Engine::new(cfg);
+        e.replica = std::mem::replace(&mut e.replica, Replica::new(ReplicaId(0), Tier::Local, ""))
+            .with_store(store, budget);
+        e
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -564,13 +584,18 @@ impl Engine {
                 }
             }
         }
+        // A change that cannot be read back is not announced; the others still are, and the
+        // first such error is returned once the batch is fully released.
+        let mut failed = Ok(());
         for key in released.docs {
-            self.announce_doc(&key);
+            if let Err(e) = self.announce_doc(&key) {
+                failed = failed.and(Err(e));
+            }
         }
         for r in released.messages {
             self.deliver(r);
         }
-        Ok(())
+        failed
     }
 
     /// Drops everything not yet persisted, as a crash does. Sessions are dropped too. For
@@ -747,10 +772,10 @@ impl Engine {
         self.outbox.push_back(Transmit::Frame { session, frame });
     }
 
-    fn announce_doc(&mut self, key: &DocKey) {
-        let view = self.replica.view(key);
+    fn announce_doc(&mut self, key: &DocKey) -> Result<()> {
+        let view = self.replica.view(key)?;
         let conflict = if view.conflict {
-            self.replica.conflict(key)
+            self.replica.conflict(key)?
         } else {
             None
         };
@@ -775,6 +800,7 @@ impl Engine {
         if let Some(c) = conflict {
             self.events.push_back(Event::ConflictOpened(c));
         }
+        Ok(())
     }
 
     fn deliver(&mut self, r: Retained) {

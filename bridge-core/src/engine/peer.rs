@@ -348,16 +348,32 @@ impl Engine {
                 }
                 continue;
             }
-            let (delta, blocked) = if link.own_only {
-                let d = self
-                    .replica
-                    .delta_own(&link.known, self.cfg.batch_docs, PUSH_BYTES);
-                (d.delta, d.blocked)
+            let cut = if link.own_only {
+                self.replica
+                    .delta_own(&link.known, self.cfg.batch_docs, PUSH_BYTES)
+                    .map(|d| (d.delta, d.blocked))
             } else {
-                let d = self
-                    .replica
-                    .delta_bounded(&link.known, self.cfg.batch_docs, PUSH_BYTES);
-                (d, false)
+                self.replica
+                    .delta_bounded(&link.known, self.cfg.batch_docs, PUSH_BYTES)
+                    .map(|d| (d, false))
+            };
+            let (delta, blocked) = match cut {
+                Ok(cut) => cut,
+                Err(e) => {
+                    // The store could not be read: this link stops pushing and is closed;
+                    // the peer resumes from its vector when it comes back.
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        s.auto_push = false;
+                        if let Some(link) = s.peer.as_mut() {
+                            link.sync_requested = false;
+                        }
+                    }
+                    return Some(Transmit::Close {
+                        session: id,
+                        code: e.code(),
+                        reason: e.to_string(),
+                    });
+                }
             };
             let Some(link) = self.sessions.get_mut(&id).and_then(|s| s.peer.as_mut()) else {
                 continue;

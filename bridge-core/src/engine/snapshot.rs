@@ -409,7 +409,10 @@ mod tests {
             }
             pending = frames(flush(&mut local, &mut local_disk), up);
         }
-        assert_eq!(local.replica().list("c", None, 100).len(), 40);
+        assert_eq!(
+            local.replica().list("c", None, 100).expect("read").len(),
+            40
+        );
         // Progress goes on counting from where it was, and ends with everything sent.
         assert_eq!(progress.first(), Some(&(sent_before + 5)), "{progress:?}");
         assert_eq!(progress.last(), Some(&40));

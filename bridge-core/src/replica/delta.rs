@@ -30,18 +30,24 @@ impl Replica {
     /// documents. The watermark holds the ranges covered by this batch (never beyond our own
     /// durable vector). Dots are visited replica by replica in counter order, so the watermark can
     /// say "everything of replica r up to c" as soon as r's live dots up to c are sent.
-    pub fn delta(&self, known: &VersionVector, max_docs: usize) -> Delta {
+    pub fn delta(&self, known: &VersionVector, max_docs: usize) -> Result<Delta> {
         self.delta_bounded(known, max_docs, usize::MAX)
     }
 
     /// [`Replica::delta`] that also stops before the documents' encoded size (by
     /// [`crate::codec::doc_state_size_bound`]) passes `max_bytes` — except that the first
-    /// document always goes, so a large document cannot stall a sync.
-    pub fn delta_bounded(&self, known: &VersionVector, max_docs: usize, max_bytes: usize) -> Delta {
+    /// document always goes, so a large document cannot stall a sync. The live dots are read
+    /// in pages, so a store is never read whole.
+    pub fn delta_bounded(
+        &self,
+        known: &VersionVector,
+        max_docs: usize,
+        max_bytes: usize,
+    ) -> Result<Delta> {
         // The watermark names only ranges walked here: every entry is something this store
         // holds, so the receiver may also credit it to us (not just to itself).
         let mut out = Delta::default();
-        let mut sent: BTreeSet<&DocKey> = BTreeSet::new();
+        let mut sent: BTreeSet<DocKey> = BTreeSet::new();
         let mut bytes = 0usize;
         let mut full = false;
         for (r, upto) in self.vv.iter() {
@@ -49,50 +55,52 @@ impl Replica {
             if from >= upto {
                 continue;
             }
-            let mut range = self.live.range(Dot::new(r, from + 1)..=Dot::new(r, upto));
             if full {
-                out.remaining += range.count() as u64;
+                out.remaining += self.durable.count_dots(r, from, upto)?;
                 continue;
             }
             let mut last = from;
             let mut exhausted = true;
-            for (dot, key) in range.by_ref() {
-                let state = if sent.contains(key) {
-                    None
-                } else {
-                    self.docs.get(key)
-                };
-                let size = match (state, max_bytes) {
-                    (Some(st), m) if m < usize::MAX => crate::codec::doc_state_size_bound(key, st),
-                    _ => 0,
-                };
-                let over = !sent.is_empty() && bytes.saturating_add(size) > max_bytes;
-                if !sent.contains(key) && (sent.len() >= max_docs || over) {
-                    exhausted = false;
-                    full = true;
-                    out.remaining += 1;
-                    break;
-                }
-                last = dot.counter;
-                bytes = bytes.saturating_add(size);
-                if sent.insert(key) {
-                    if let Some(state) = state {
-                        out.docs.push(DocEntry {
-                            collection: key.collection.clone(),
-                            id: key.id.clone(),
-                            state: state.clone(),
-                        });
+            'walk: loop {
+                let page = self.durable.dots(r, last, upto, PAGE)?;
+                let last_page = page.len() < PAGE;
+                for (counter, key) in page {
+                    let seen = sent.contains(&key);
+                    let state = if seen { None } else { self.durable.get(&key)? };
+                    let size = match (&state, max_bytes) {
+                        (Some(st), m) if m < usize::MAX => {
+                            crate::codec::doc_state_size_bound(&key, st)
+                        }
+                        _ => 0,
+                    };
+                    let over = !sent.is_empty() && bytes.saturating_add(size) > max_bytes;
+                    if !seen && (sent.len() >= max_docs || over) {
+                        exhausted = false;
+                        full = true;
+                        // This dot and every further one of r are still to come.
+                        out.remaining += self.durable.count_dots(r, last, upto)?;
+                        break 'walk;
+                    }
+                    last = counter;
+                    bytes = bytes.saturating_add(size);
+                    if !seen {
+                        if let Some(state) = state {
+                            out.docs.push(DocEntry {
+                                collection: key.collection.clone(),
+                                id: key.id.clone(),
+                                state: (*state).clone(),
+                            });
+                        }
+                        sent.insert(key);
                     }
                 }
-            }
-            if full {
-                // Every further dot of this range is remaining too: counted by walking the
-                // range, without the per-dot lookups of the loop above.
-                out.remaining += range.count() as u64;
+                if last_page {
+                    break;
+                }
             }
             out.watermark.raise(r, if exhausted { upto } else { last });
         }
-        out
+        Ok(out)
     }
 
     /// [`Replica::delta_bounded`] for a link that may introduce only this replica's own
@@ -110,59 +118,73 @@ impl Replica {
     /// receiver lacks) are left unclaimed and `blocked` is set, so that the link waits
     /// instead of walking them again — a relay claims them, or our next write carries the
     /// claim past them.
-    pub fn delta_own(&self, known: &VersionVector, max_docs: usize, max_bytes: usize) -> OwnDelta {
+    pub fn delta_own(
+        &self,
+        known: &VersionVector,
+        max_docs: usize,
+        max_bytes: usize,
+    ) -> Result<OwnDelta> {
         let mut out = OwnDelta::default();
         let me = self.id;
         let from = known.get(me);
         let upto = self.vv.get(me);
         if from >= upto {
-            return out;
+            return Ok(out);
         }
         let mut claim = from;
         let mut bytes = 0usize;
-        let mut range = self.live.range(Dot::new(me, from + 1)..=Dot::new(me, upto));
-        for (dot, key) in range.by_ref() {
-            let Some(state) = self.docs.get(key) else {
-                continue;
-            };
-            if key.collection == CONFIG_COLLECTION {
-                continue;
-            }
-            let foreign_held = state
-                .siblings
-                .iter()
-                .all(|s| s.dot.replica == me || known.contains(s.dot))
-                && state
-                    .context
+        // The last counter walked: the dots after it are counted as remaining.
+        let mut walked = from;
+        'walk: loop {
+            let page = self.durable.dots(me, walked, upto, PAGE)?;
+            let last_page = page.len() < PAGE;
+            for (counter, key) in page {
+                let Some(state) = self.durable.get(&key)? else {
+                    walked = counter;
+                    continue;
+                };
+                if key.collection == CONFIG_COLLECTION {
+                    walked = counter;
+                    continue;
+                }
+                let foreign_held = state
+                    .siblings
                     .iter()
-                    .all(|(r, c)| r == me || c <= known.get(r));
-            if !foreign_held {
-                out.blocked = true;
-                out.delta.remaining += 1;
+                    .all(|s| s.dot.replica == me || known.contains(s.dot))
+                    && state
+                        .context
+                        .iter()
+                        .all(|(r, c)| r == me || c <= known.get(r));
+                if !foreign_held {
+                    out.blocked = true;
+                    break 'walk;
+                }
+                let size = crate::codec::doc_state_size_bound(&key, &state);
+                if !out.delta.docs.is_empty()
+                    && (out.delta.docs.len() >= max_docs || bytes.saturating_add(size) > max_bytes)
+                {
+                    break 'walk;
+                }
+                bytes = bytes.saturating_add(size);
+                claim = counter;
+                walked = counter;
+                out.delta.docs.push(DocEntry {
+                    collection: key.collection.clone(),
+                    id: key.id.clone(),
+                    state: (*state).clone(),
+                });
+            }
+            if last_page {
                 break;
             }
-            let size = crate::codec::doc_state_size_bound(key, state);
-            if !out.delta.docs.is_empty()
-                && (out.delta.docs.len() >= max_docs || bytes.saturating_add(size) > max_bytes)
-            {
-                out.delta.remaining += 1;
-                break;
-            }
-            bytes = bytes.saturating_add(size);
-            claim = dot.counter;
-            out.delta.docs.push(DocEntry {
-                collection: key.collection.clone(),
-                id: key.id.clone(),
-                state: state.clone(),
-            });
         }
-        out.delta.remaining += range.count() as u64;
+        out.delta.remaining += self.durable.count_dots(me, walked, upto)?;
         if out.delta.remaining == 0 && claim < upto {
             // Only unclaimable writes remain after the last one carried.
             out.blocked = true;
         }
         out.delta.watermark.raise(me, claim);
-        out
+        Ok(out)
     }
 
     /// True when `known` lacks something durable here.

@@ -11,6 +11,9 @@
 //! The live-dot index maps every sibling's dot to its document. A peer at vector V lacks
 //! exactly the documents with a live dot above V, so a delta is a few range scans: its cost
 //! grows with the changes, not with the data set.
+//!
+//! The durable layer is either in memory or the host's store itself, read through
+//! [`DocStore`] with a cache bounded by a byte budget ([`Replica::with_store`]; `store.rs`).
 
 use crate::doc::{DocState, WriteOp};
 use crate::frame::{Conflict, ConflictSide, DocEntry, DocView};
@@ -21,9 +24,12 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod delta;
+mod store;
 mod trust;
 
 pub use delta::{Delta, OwnDelta};
+pub use store::{DocStore, StateRef};
+use store::{Durable, PAGE};
 
 /// Collection holding the space's replicated configuration.
 pub const CONFIG_COLLECTION: &str = "_config";
@@ -95,8 +101,7 @@ pub struct Replica {
     default_policy: Policy,
     default_retain: usize,
     // durable layer
-    docs: BTreeMap<DocKey, DocState>,
-    live: BTreeMap<Dot, DocKey>,
+    durable: Durable,
     vv: VersionVector,
     msg_seen: VersionVector,
     logs: ChannelLogs,
@@ -117,8 +122,7 @@ impl Replica {
             clock: Hlc::new(id),
             default_policy: Policy::Lww,
             default_retain: DEFAULT_RETAIN,
-            docs: BTreeMap::new(),
-            live: BTreeMap::new(),
+            durable: Durable::memory(),
             vv: VersionVector::new(),
             msg_seen: VersionVector::new(),
             logs: ChannelLogs::default(),
@@ -143,6 +147,21 @@ impl Replica {
     pub fn with_max_skew(mut self, ms: u64) -> Self {
         self.clock = self.clock.clone().with_max_skew(ms);
         self
+    }
+
+    /// Reads the durable layer from `store` (which the host writes every batch to before it
+    /// reports the batch persisted), keeping at most `cache_bytes` of document states in
+    /// memory. Restore the metadata, the `_config` documents and the retained messages; no
+    /// other document needs to be read at start.
+    pub fn with_store(mut self, store: Box<dyn DocStore>, cache_bytes: usize) -> Self {
+        self.durable = Durable::stored(store, cache_bytes);
+        self
+    }
+
+    /// Bytes of document states the cache holds, and its budget (both 0 when the durable
+    /// layer is in memory).
+    pub fn cache_bytes(&self) -> (usize, usize) {
+        self.durable.cache_bytes()
     }
 
     pub fn id(&self) -> ReplicaId {
@@ -171,27 +190,25 @@ impl Replica {
     pub fn logs(&self) -> &ChannelLogs {
         &self.logs
     }
-    /// Every durable document, in key order (for export and full scans).
-    pub fn docs(&self) -> impl Iterator<Item = (&DocKey, &DocState)> {
-        self.docs.iter()
+    /// Number of durable documents (tombstones included).
+    pub fn doc_count(&self) -> Result<u64> {
+        self.durable.doc_count()
     }
 
-    /// Number of durable documents (tombstones included).
-    pub fn doc_count(&self) -> usize {
-        self.docs.len()
+    /// Collections holding at least one durable document (tombstones included), in order.
+    pub fn collections(&self) -> Result<Vec<String>> {
+        self.durable.collections()
     }
 
     // ---- restore -------------------------------------------------------------------------
 
-    /// Loads one document as read back from storage.
+    /// Loads one document as read back from storage (into the cache, when the durable layer
+    /// is a store: only `_config` documents need restoring then).
     pub fn restore_doc(&mut self, key: DocKey, state: DocState) {
-        for s in &state.siblings {
-            self.live.insert(s.dot, key.clone());
-        }
         if let Some(st) = state.max_stamp() {
             self.clock.observe(st);
         }
-        self.docs.insert(key, state);
+        self.durable.put(key, state);
     }
 
     /// Loads the space metadata as read back from storage.
@@ -215,16 +232,25 @@ impl Replica {
     // ---- reads ---------------------------------------------------------------------------
 
     /// The newest state of a document (staged, then in flight, then durable).
-    pub fn state(&self, key: &DocKey) -> Option<&DocState> {
+    pub fn state(&self, key: &DocKey) -> Result<Option<StateRef<'_>>> {
         if let Some(s) = self.staged.docs.get(key) {
-            return Some(s);
+            return Ok(Some(StateRef::Borrowed(s)));
         }
-        unstaged_state(&self.inflight, &self.docs, key)
+        unstaged_state(&self.inflight, &self.durable, key)
     }
 
     /// The durable state of a document.
-    pub fn durable_state(&self, key: &DocKey) -> Option<&DocState> {
-        self.docs.get(key)
+    pub fn durable_state(&self, key: &DocKey) -> Result<Option<StateRef<'_>>> {
+        self.durable.get(key)
+    }
+
+    /// The newest state of a `_config` document (always in memory).
+    fn config_state(&self, key: &DocKey) -> Option<&DocState> {
+        self.staged
+            .docs
+            .get(key)
+            .or_else(|| self.inflight.iter().rev().find_map(|f| f.docs.get(key)))
+            .or_else(|| self.durable.config(key))
     }
 
     pub fn policy(&self, collection: &str) -> Policy {
@@ -251,8 +277,9 @@ impl Replica {
 
     /// Whether the durable layer holds the space configuration entry.
     pub fn has_durable_space_entry(&self) -> bool {
-        self.docs
-            .contains_key(&DocKey::new(CONFIG_COLLECTION, SPACE_ENTRY))
+        self.durable
+            .config(&DocKey::new(CONFIG_COLLECTION, SPACE_ENTRY))
+            .is_some()
     }
 
     pub fn retain(&self, channel: &str) -> usize {
@@ -264,36 +291,44 @@ impl Replica {
 
     fn config_field(&self, id: &str, field: &str) -> Option<Value> {
         let key = DocKey::new(CONFIG_COLLECTION, id);
-        let v = self.state(&key)?.visible(CONFIG_POLICY)?;
+        let v = self.config_state(&key)?.visible(CONFIG_POLICY)?;
         v.get(field).cloned()
     }
 
-    pub fn view(&self, key: &DocKey) -> DocView {
+    pub fn view(&self, key: &DocKey) -> Result<DocView> {
         let policy = self.policy(&key.collection);
-        let st = self.state(key);
+        let st = self.state(key)?;
+        let st = st.as_deref();
         let winner = st.and_then(|s| crate::policy::winner(policy, s));
-        DocView {
+        Ok(DocView {
             collection: key.collection.clone(),
             id: key.id.clone(),
             value: st.and_then(|s| s.visible(policy)),
             stamp: winner.map(|w| w.stamp),
             conflict: policy == Policy::Manual && st.is_some_and(|s| s.siblings.len() > 1),
-        }
+        })
     }
 
-    pub fn get(&self, key: &DocKey) -> Option<Value> {
-        self.state(key)
-            .and_then(|s| s.visible(self.policy(&key.collection)))
+    pub fn get(&self, key: &DocKey) -> Result<Option<Value>> {
+        Ok(self
+            .state(key)?
+            .and_then(|s| s.visible(self.policy(&key.collection))))
     }
 
     /// Visible (not deleted) documents of a collection, newest layer, in id order, after
-    /// `after`, at most `limit`.
-    pub fn list(&self, collection: &str, after: Option<&str>, limit: usize) -> Vec<DocView> {
+    /// `after`, at most `limit`. The durable layer is read in pages, so deleted documents
+    /// never eat into the page and a store is never read whole.
+    pub fn list(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DocView>> {
         let start = DocKey::new(collection, after.unwrap_or(""));
-        let wanted = |k: &DocKey| after.is_none_or(|a| k.id.as_str() > a);
-        let in_coll = |k: &&DocKey| k.collection == collection;
+        let wanted =
+            |k: &DocKey| k.collection == collection && after.is_none_or(|a| k.id.as_str() > a);
         // Documents only in the newer layers are few: gather them, then merge with the
-        // durable range so deleted documents never eat into the page.
+        // durable range.
         let mut newer: BTreeSet<&DocKey> = BTreeSet::new();
         for layer in self
             .inflight
@@ -305,65 +340,87 @@ impl Replica {
                 layer
                     .range(start.clone()..)
                     .map(|(k, _)| k)
-                    .take_while(in_coll),
+                    .take_while(|k| k.collection == collection)
+                    .filter(|k| wanted(k)),
             );
         }
-        let mut durable = self
-            .docs
-            .range(start.clone()..)
-            .map(|(k, _)| k)
-            .take_while(in_coll)
-            .peekable();
         let mut newer = newer.into_iter().peekable();
         let mut out = Vec::new();
-        while out.len() < limit {
-            let key = match (durable.peek(), newer.peek()) {
-                (None, None) => break,
-                (Some(d), Some(n)) if n < d => newer.next(),
-                (Some(d), Some(n)) if n == d => {
-                    newer.next();
-                    durable.next()
-                }
-                (Some(_), _) => durable.next(),
-                (None, Some(_)) => newer.next(),
-            };
-            let Some(key) = key else { break };
-            if !wanted(key) {
-                continue;
-            }
-            let view = self.view(key);
+        let push = |out: &mut Vec<DocView>, key: &DocKey| -> Result<()> {
+            let view = self.view(key)?;
             if view.value.is_some() {
                 out.push(view);
             }
+            Ok(())
+        };
+        let mut cursor: Option<String> = after.map(str::to_owned);
+        let page_size = limit.saturating_add(1).clamp(1, PAGE);
+        'pages: loop {
+            let page = self
+                .durable
+                .keys(collection, cursor.as_deref(), page_size)?;
+            let last_page = page.len() < page_size;
+            for key in page {
+                while let Some(n) = newer.next_if(|n| **n < key) {
+                    if out.len() >= limit {
+                        break 'pages;
+                    }
+                    push(&mut out, n)?;
+                }
+                newer.next_if(|n| **n == key);
+                if out.len() >= limit {
+                    break 'pages;
+                }
+                push(&mut out, &key)?;
+                cursor = Some(key.id);
+            }
+            if last_page {
+                break;
+            }
         }
-        out
+        for n in newer {
+            if out.len() >= limit {
+                break;
+            }
+            push(&mut out, n)?;
+        }
+        Ok(out)
     }
 
     /// Open conflicts (documents of `manual` collections with more than one sibling).
-    pub fn conflicts(&self, collection: Option<&str>) -> Vec<Conflict> {
-        let mut keys: BTreeSet<&DocKey> = BTreeSet::new();
-        let layers = std::iter::once(&self.docs)
-            .chain(self.inflight.iter().map(|f| &f.docs))
+    pub fn conflicts(&self, collection: Option<&str>) -> Result<Vec<Conflict>> {
+        let mut keys: BTreeSet<DocKey> = self.durable.conflicted(collection)?.into_iter().collect();
+        let layers = self
+            .inflight
+            .iter()
+            .map(|f| &f.docs)
             .chain([&self.staged.docs]);
         for layer in layers {
             for (k, s) in layer {
                 if s.siblings.len() > 1 && collection.is_none_or(|c| c == k.collection) {
-                    keys.insert(k);
+                    keys.insert(k.clone());
                 }
             }
         }
-        keys.into_iter()
-            .filter(|k| self.policy(&k.collection) == Policy::Manual)
-            .filter_map(|k| self.conflict(k))
-            .collect()
+        let mut out = Vec::new();
+        for k in keys {
+            if self.policy(&k.collection) == Policy::Manual {
+                out.extend(self.conflict(&k)?);
+            }
+        }
+        Ok(out)
     }
 
-    pub fn conflict(&self, key: &DocKey) -> Option<Conflict> {
-        let st = self.state(key)?;
+    pub fn conflict(&self, key: &DocKey) -> Result<Option<Conflict>> {
+        let Some(st) = self.state(key)? else {
+            return Ok(None);
+        };
         if st.siblings.len() < 2 || self.policy(&key.collection) != Policy::Manual {
-            return None;
+            return Ok(None);
         }
-        let shown = crate::policy::winner(Policy::Lww, st)?.dot;
+        let Some(shown) = crate::policy::winner(Policy::Lww, &st).map(|w| w.dot) else {
+            return Ok(None);
+        };
         let sides: Vec<ConflictSide> = st
             .siblings
             .iter()
@@ -386,13 +443,13 @@ impl Replica {
             .filter(|n| sides.iter().any(|s| field(s, n) != field(&sides[0], n)))
             .map(str::to_owned)
             .collect();
-        Some(Conflict {
+        Ok(Some(Conflict {
             collection: key.collection.clone(),
             id: key.id.clone(),
             shown,
             sides,
             fields,
-        })
+        }))
     }
 
     // ---- writes --------------------------------------------------------------------------
@@ -407,7 +464,7 @@ impl Replica {
         let policy = self.policy(&key.collection);
         let dot = Dot::new(self.id, self.vv_latest.get(self.id) + 1);
         let stamp = self.clock.tick(now_ms);
-        let mut st = self.state(&key).cloned().unwrap_or_default();
+        let mut st = self.state(&key)?.map(|s| (*s).clone()).unwrap_or_default();
         st.write(policy, dot, stamp, self.tier, op);
         self.vv_latest.add_dot(dot);
         self.staged.docs.insert(key, st);
@@ -454,9 +511,9 @@ impl Replica {
                     }
                 }
                 Entry::Vacant(slot) => {
-                    let joined = match unstaged_state(&self.inflight, &self.docs, slot.key()) {
+                    let joined = match unstaged_state(&self.inflight, &self.durable, slot.key())? {
                         Some(cur) if cur.join_changes(&state) => {
-                            let mut cur = cur.clone();
+                            let mut cur = (*cur).clone();
                             cur.absorb(state);
                             Some(cur)
                         }
@@ -593,24 +650,7 @@ impl Replica {
         released.docs.reserve(f.docs.len());
         for (key, state) in f.docs {
             released.docs.push(key.clone());
-            // One lookup per document: the entry serves both the live index and the store.
-            match self.docs.entry(key) {
-                Entry::Occupied(mut slot) => {
-                    for s in &slot.get().siblings {
-                        self.live.remove(&s.dot);
-                    }
-                    for s in &state.siblings {
-                        self.live.insert(s.dot, slot.key().clone());
-                    }
-                    slot.insert(state);
-                }
-                Entry::Vacant(slot) => {
-                    for s in &state.siblings {
-                        self.live.insert(s.dot, slot.key().clone());
-                    }
-                    slot.insert(state);
-                }
-            }
+            self.durable.put(key, state);
         }
         self.vv = f.vector;
         self.msg_seen = f.message_seen;
@@ -634,14 +674,13 @@ impl Replica {
 /// The newest state of a document outside the staged layer: in flight, then durable.
 fn unstaged_state<'a>(
     inflight: &'a VecDeque<InFlight>,
-    durable: &'a BTreeMap<DocKey, DocState>,
+    durable: &'a Durable,
     key: &DocKey,
-) -> Option<&'a DocState> {
-    inflight
-        .iter()
-        .rev()
-        .find_map(|f| f.docs.get(key))
-        .or_else(|| durable.get(key))
+) -> Result<Option<StateRef<'a>>> {
+    match inflight.iter().rev().find_map(|f| f.docs.get(key)) {
+        Some(s) => Ok(Some(StateRef::Borrowed(s))),
+        None => durable.get(key),
+    }
 }
 
 /// Validates a write to the space configuration, so a bad policy never replicates.

@@ -29,7 +29,7 @@ impl Replica {
         let mut own_max = 0;
         for e in docs {
             let key = DocKey::new(e.collection.as_str(), e.id.as_str());
-            let mine = self.state(&key);
+            let mine = self.state(&key)?;
             for s in &e.state.siblings {
                 if s.dot.replica == own {
                     own_max = own_max.max(s.dot.counter);
@@ -41,7 +41,10 @@ impl Replica {
                     }
                     continue;
                 }
-                if !mine.is_some_and(|m| m.has_dot(s.dot) || m.context.contains(s.dot)) {
+                if !mine
+                    .as_deref()
+                    .is_some_and(|m| m.has_dot(s.dot) || m.context.contains(s.dot))
+                {
                     return refuse(format!(
                         "{}/{} carries write {} of replica {}, which this server does not hold",
                         e.collection, e.id, s.dot.counter, s.dot.replica

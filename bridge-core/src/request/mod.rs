@@ -282,7 +282,7 @@ impl Request {
         match self {
             Request::Write { key, op } => {
                 let current = match op {
-                    WriteOp::Patch(_) => replica.get(key),
+                    WriteOp::Patch(_) => replica.get(key)?,
                     _ => None,
                 };
                 check_doc_write(key, op, current.as_ref())

@@ -50,7 +50,12 @@ impl<C: Choices> World<'_, C> {
             return Err(format!("a local write made no dot: {reply:?}"));
         };
         if is_delete {
-            if let Some(st) = self.nodes[n].engine.replica().state(&key) {
+            if let Some(st) = self.nodes[n]
+                .engine
+                .replica()
+                .state(&key)
+                .map_err(|e| e.to_string())?
+            {
                 self.delete_ctx
                     .insert(dot, (key.clone(), st.context.clone()));
             }
@@ -124,7 +129,9 @@ impl<C: Choices> World<'_, C> {
             _ => {
                 // Resolve a conflict this agent's node shows, if any.
                 let node = self.agents[a].node;
-                let conflicts = self.nodes[node].engine.replica().conflicts(None);
+                let Ok(conflicts) = self.nodes[node].engine.replica().conflicts(None) else {
+                    return;
+                };
                 let Some(cf) = conflicts.get(self.c.below(conflicts.len().max(1))).cloned() else {
                     return;
                 };
@@ -171,7 +178,13 @@ impl<C: Choices> World<'_, C> {
             let mut m = Map::new();
             m.insert("forged".into(), json!(true));
             let _ = r.write(now, key.clone(), WriteOp::Put(m));
-            let mut state = r.state(key).cloned().unwrap_or_default();
+            // A fresh replica in memory: its reads cannot fail.
+            let mut state = r
+                .state(key)
+                .ok()
+                .flatten()
+                .map(|s| (*s).clone())
+                .unwrap_or_default();
             for s in &mut state.siblings {
                 s.dot = dot;
             }

@@ -101,7 +101,11 @@ impl<C: Choices> World<'_, C> {
         }
         let reference = &self.nodes[0];
         let docs0 = &reference.disk.docs;
-        let conflicts0 = reference.engine.replica().conflicts(None);
+        let conflicts0 = reference
+            .engine
+            .replica()
+            .conflicts(None)
+            .map_err(|e| e.to_string())?;
         for (n, node) in self.nodes.iter().enumerate().skip(1) {
             if &node.disk.docs != docs0 && std::env::var("SIM_DEBUG").is_ok() {
                 for (i, nd) in self.nodes.iter().enumerate() {
@@ -123,7 +127,11 @@ impl<C: Choices> World<'_, C> {
                     diff.and_then(|k| docs0.get(k))
                 ));
             }
-            let conflicts = node.engine.replica().conflicts(None);
+            let conflicts = node
+                .engine
+                .replica()
+                .conflicts(None)
+                .map_err(|e| e.to_string())?;
             if conflicts != conflicts0 {
                 return Err(format!("node {n} shows other open conflicts than node 0"));
             }

@@ -721,7 +721,7 @@ impl<'c, C: Choices> World<'c, C> {
     }
 
     fn note_delete(&mut self, n: usize, key: DocKey) {
-        if let Some(st) = self.nodes[n].engine.replica().state(&key) {
+        if let Ok(Some(st)) = self.nodes[n].engine.replica().state(&key) {
             if let [s] = st.siblings.as_slice() {
                 if s.body.is_none() && s.dot.replica == self.nodes[n].cfg.replica {
                     self.delete_ctx.insert(s.dot, (key, st.context.clone()));

@@ -252,7 +252,7 @@ impl super::Hub {
             self.spaces.iter().map(|(name, s)| {
                 (
                     name.as_str(),
-                    s.engine.replica().doc_count() as u64,
+                    super::status::logged(s.engine.replica().doc_count(), "count documents"),
                     s.engine.session_count() as u64,
                 )
             }),

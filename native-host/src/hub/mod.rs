@@ -204,7 +204,7 @@ impl Hub {
             tracing::info!(
                 space = %row.space,
                 replica = %row.replica,
-                docs = engine.replica().doc_count(),
+                docs = status::logged(engine.replica().doc_count(), "count documents"),
                 "restored space"
             );
             spaces.insert(

@@ -114,10 +114,10 @@ impl Hub {
                     space: name.clone(),
                     replica: r.id(),
                     tier: r.tier(),
-                    docs: r.doc_count() as u64,
+                    docs: logged(r.doc_count(), "count documents"),
                     cursor: api::format_cursor(r.vector()),
                     sessions: s.engine.session_count() as u64,
-                    open_conflicts: r.conflicts(None).len() as u64,
+                    open_conflicts: logged(r.conflicts(None), "list conflicts").len() as u64,
                     default_policy: r.space_default_policy(),
                     conflict_strategy: r.local_default_policy(),
                     default_policy_mismatch: r.space_default_policy() != r.local_default_policy(),
@@ -149,4 +149,13 @@ impl Hub {
             spaces,
         }
     }
+}
+
+/// A figure read from the store for the status, or its empty value when the read failed
+/// (logged: the status still answers, the failure shows in the log).
+pub(super) fn logged<T: Default>(read: bridge_core::Result<T>, what: &str) -> T {
+    read.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "status: could not {what}");
+        T::default()
+    })
 }

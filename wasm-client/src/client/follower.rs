@@ -116,9 +116,12 @@ async fn refresh(rc: &Shared, keys: Vec<DocKey>) {
         };
         for (key, state) in states {
             i.engine.restore_doc(key.clone(), state);
-            let view = i.engine.replica().view(&key);
+            // This tab's durable layer is in memory: reads cannot fail.
+            let Ok(view) = i.engine.replica().view(&key) else {
+                continue;
+            };
             let conflict = if view.conflict {
-                i.engine.replica().conflict(&key)
+                i.engine.replica().conflict(&key).ok().flatten()
             } else {
                 None
             };

@@ -388,7 +388,8 @@ impl Bridge {
         let collection = name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
         let id = name_arg(&id, "document id").map_err(|e| core_err(&e))?;
         let i = self.inner.borrow();
-        match i.engine.replica().get(&DocKey::new(collection, id)) {
+        let read = i.engine.replica().get(&DocKey::new(collection, id));
+        match read.map_err(|e| core_err(&e))? {
             Some(v) => to_js(&v),
             None => Ok(JsValue::NULL),
         }
@@ -406,22 +407,19 @@ impl Bridge {
         let after = opt_name_arg(&after, "document id").map_err(|e| core_err(&e))?;
         let i = self.inner.borrow();
         let limit = limit.map_or(usize::MAX, |l| l as usize);
-        to_js(
-            &i.engine
-                .replica()
-                .list(&collection, after.as_deref(), limit),
-        )
+        let docs = i
+            .engine
+            .replica()
+            .list(&collection, after.as_deref(), limit);
+        to_js(&docs.map_err(|e| core_err(&e))?)
     }
 
     /// Collections holding at least one document (deleted ones included), in name order.
     pub fn collections(&self) -> Vec<String> {
         let i = self.inner.borrow();
-        let mut out: Vec<String> = Vec::new();
-        for (k, _) in i.engine.replica().docs() {
-            if out.last() != Some(&k.collection) && !k.collection.starts_with('_') {
-                out.push(k.collection.clone());
-            }
-        }
+        // This store's durable layer is in memory: the read cannot fail.
+        let mut out = i.engine.replica().collections().unwrap_or_default();
+        out.retain(|c| !c.starts_with('_'));
         out
     }
 
@@ -517,14 +515,9 @@ impl Bridge {
         #[wasm_bindgen(unchecked_param_type = "string | null")] collection: JsValue,
     ) -> Result<JsValue, JsValue> {
         let collection = opt_name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
-        to_js(
-            &self
-                .inner
-                .borrow()
-                .engine
-                .replica()
-                .conflicts(collection.as_deref()),
-        )
+        let i = self.inner.borrow();
+        let conflicts = i.engine.replica().conflicts(collection.as_deref());
+        to_js(&conflicts.map_err(|e| core_err(&e))?)
     }
 
     #[wasm_bindgen(js_name = onConflict)]
@@ -671,7 +664,9 @@ impl Bridge {
     /// Documents held (tombstones included).
     #[wasm_bindgen(js_name = docCount)]
     pub fn doc_count(&self) -> u32 {
-        self.inner.borrow().engine.replica().doc_count() as u32
+        // In memory: the count cannot fail.
+        let n = self.inner.borrow().engine.replica().doc_count();
+        n.unwrap_or_default() as u32
     }
 
     /// Closes the link and the store once pending writes are stored; resolves then.

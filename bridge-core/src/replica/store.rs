@@ -1,0 +1,351 @@
+//! The durable layer: where a replica's persisted documents are read from.
+//!
+//! Either **in memory** (every durable state in a map, with the live-dot index beside it: what
+//! the browser and the Durable Object hold until they read from a store of their own), or
+//! **stored**: the host's store *is* the durable layer, read synchronously through
+//! [`DocStore`], with a cache of document states in front of it bounded by a byte budget.
+//! A stored replica keeps in memory only the space's metadata (vectors, clock), the
+//! `_config` documents (a few, read on every write), the staged and in-flight layers
+//! (bounded by back-pressure) and the cache.
+//!
+//! The host writes every [`super::PersistBatch`] to its store itself (one transaction, the
+//! shared statements of `schema`): documents with their live dots and sibling counts. Only
+//! then does it report the batch persisted, so from then on the store answers for it.
+
+use super::*;
+use std::cell::RefCell;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// Synchronous reads of a replica's durable layer from the host's store (the native host's
+/// SQLite, later the Durable Object's SQL). Implementations answer from committed data: the
+/// host commits a batch before it reports it persisted, so reads never see a torn batch.
+///
+/// An error is reported to the caller of the operation that needed the read (a request
+/// fails with `internal`); nothing is written on a failed read.
+pub trait DocStore: Send {
+    /// The durable state of one document.
+    fn load(&self, key: &DocKey) -> Result<Option<DocState>>;
+    /// Keys of `collection` (tombstones included) with an id above `after` (all with
+    /// `None`), in id order, at most `limit`.
+    fn keys(&self, collection: &str, after: Option<&str>, limit: usize) -> Result<Vec<DocKey>>;
+    /// Live dots of `replica` with a counter in `from + 1 ..= upto`, in counter order, at
+    /// most `limit`, each with the document it is a sibling of.
+    fn dots(
+        &self,
+        replica: ReplicaId,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, DocKey)>>;
+    /// How many live dots of `replica` have a counter in `from + 1 ..= upto`.
+    fn count_dots(&self, replica: ReplicaId, from: u64, upto: u64) -> Result<u64>;
+    /// Keys of documents with more than one sibling (in `collection`, or any), above
+    /// `after`, in key order, at most `limit`.
+    fn conflicted(
+        &self,
+        collection: Option<&str>,
+        after: Option<&DocKey>,
+        limit: usize,
+    ) -> Result<Vec<DocKey>>;
+    /// Number of durable documents, tombstones included.
+    fn doc_count(&self) -> Result<u64>;
+    /// Names of the collections holding at least one document, in order.
+    fn collections(&self) -> Result<Vec<String>>;
+}
+
+/// A document state borrowed from a layer in memory or shared with the cache.
+#[derive(Debug)]
+pub enum StateRef<'a> {
+    Borrowed(&'a DocState),
+    Shared(Arc<DocState>),
+}
+
+impl Deref for StateRef<'_> {
+    type Target = DocState;
+    fn deref(&self) -> &DocState {
+        match self {
+            StateRef::Borrowed(s) => s,
+            StateRef::Shared(s) => s,
+        }
+    }
+}
+
+/// How many dots or keys one store read asks for.
+pub(super) const PAGE: usize = 256;
+
+/// What one cached state is charged: its encoded size bound plus the map entry.
+fn charge(key: &DocKey, state: &DocState) -> usize {
+    crate::codec::doc_state_size_bound(key, state) + 96
+}
+
+/// Document states read from or written to the store, least recently used first out, never
+/// above `budget` bytes (by [`charge`]): the core's own accounting, reported by
+/// [`Replica::cache_bytes`].
+#[derive(Debug, Default)]
+pub(super) struct Cache {
+    budget: usize,
+    bytes: usize,
+    tick: u64,
+    states: BTreeMap<DocKey, (Arc<DocState>, usize, u64)>,
+    order: BTreeMap<u64, DocKey>,
+}
+
+impl Cache {
+    fn new(budget: usize) -> Self {
+        Cache {
+            budget,
+            ..Cache::default()
+        }
+    }
+
+    fn get(&mut self, key: &DocKey) -> Option<Arc<DocState>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (state, _, used) = self.states.get_mut(key)?;
+        self.order.remove(used);
+        *used = tick;
+        self.order.insert(tick, key.clone());
+        Some(state.clone())
+    }
+
+    fn put(&mut self, key: DocKey, state: Arc<DocState>) {
+        self.remove(&key);
+        let size = charge(&key, &state);
+        if size > self.budget {
+            return;
+        }
+        while self.bytes + size > self.budget {
+            let Some((_, old)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((_, s, _)) = self.states.remove(&old) {
+                self.bytes -= s;
+            }
+        }
+        self.tick += 1;
+        self.order.insert(self.tick, key.clone());
+        self.states.insert(key, (state, size, self.tick));
+        self.bytes += size;
+    }
+
+    fn remove(&mut self, key: &DocKey) {
+        if let Some((_, size, used)) = self.states.remove(key) {
+            self.order.remove(&used);
+            self.bytes -= size;
+        }
+    }
+}
+
+pub(super) enum Durable {
+    Memory {
+        docs: BTreeMap<DocKey, DocState>,
+        /// The live-dot index: every durable sibling's dot, to its document.
+        live: BTreeMap<Dot, DocKey>,
+    },
+    Stored {
+        store: Box<dyn DocStore>,
+        /// `_config` documents, always in memory: every write reads a policy.
+        config: BTreeMap<DocKey, DocState>,
+        cache: RefCell<Cache>,
+    },
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Durable::Memory { docs, .. } => write!(f, "Memory({} documents)", docs.len()),
+            Durable::Stored { cache, .. } => write!(f, "Stored({:?})", cache.borrow().bytes),
+        }
+    }
+}
+
+impl Durable {
+    pub(super) fn memory() -> Self {
+        Durable::Memory {
+            docs: BTreeMap::new(),
+            live: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn stored(store: Box<dyn DocStore>, budget: usize) -> Self {
+        Durable::Stored {
+            store,
+            config: BTreeMap::new(),
+            cache: RefCell::new(Cache::new(budget)),
+        }
+    }
+
+    /// The `_config` documents, without a store read.
+    pub(super) fn config(&self, key: &DocKey) -> Option<&DocState> {
+        match self {
+            Durable::Memory { docs, .. } => docs.get(key),
+            Durable::Stored { config, .. } => config.get(key),
+        }
+    }
+
+    pub(super) fn get(&self, key: &DocKey) -> Result<Option<StateRef<'_>>> {
+        match self {
+            Durable::Memory { docs, .. } => Ok(docs.get(key).map(StateRef::Borrowed)),
+            Durable::Stored {
+                store,
+                config,
+                cache,
+            } => {
+                if key.collection == CONFIG_COLLECTION {
+                    return Ok(config.get(key).map(StateRef::Borrowed));
+                }
+                if let Some(s) = cache.borrow_mut().get(key) {
+                    return Ok(Some(StateRef::Shared(s)));
+                }
+                let Some(state) = store.load(key)? else {
+                    return Ok(None);
+                };
+                let state = Arc::new(state);
+                cache.borrow_mut().put(key.clone(), state.clone());
+                Ok(Some(StateRef::Shared(state)))
+            }
+        }
+    }
+
+    /// A state the host persisted (or restored): it replaces the durable one.
+    pub(super) fn put(&mut self, key: DocKey, state: DocState) {
+        match self {
+            Durable::Memory { docs, live } => match docs.entry(key) {
+                Entry::Occupied(mut slot) => {
+                    for s in &slot.get().siblings {
+                        live.remove(&s.dot);
+                    }
+                    for s in &state.siblings {
+                        live.insert(s.dot, slot.key().clone());
+                    }
+                    slot.insert(state);
+                }
+                Entry::Vacant(slot) => {
+                    for s in &state.siblings {
+                        live.insert(s.dot, slot.key().clone());
+                    }
+                    slot.insert(state);
+                }
+            },
+            Durable::Stored { config, cache, .. } => {
+                if key.collection == CONFIG_COLLECTION {
+                    config.insert(key, state);
+                } else {
+                    cache.get_mut().put(key, Arc::new(state));
+                }
+            }
+        }
+    }
+
+    pub(super) fn keys(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DocKey>> {
+        match self {
+            Durable::Memory { docs, .. } => Ok(docs
+                .range(DocKey::new(collection, after.unwrap_or(""))..)
+                .map(|(k, _)| k)
+                .take_while(|k| k.collection == collection)
+                .filter(|k| after.is_none_or(|a| k.id.as_str() > a))
+                .take(limit)
+                .cloned()
+                .collect()),
+            Durable::Stored { config, .. } if collection == CONFIG_COLLECTION => Ok(config
+                .keys()
+                .filter(|k| after.is_none_or(|a| k.id.as_str() > a))
+                .take(limit)
+                .cloned()
+                .collect()),
+            Durable::Stored { store, .. } => store.keys(collection, after, limit),
+        }
+    }
+
+    pub(super) fn dots(
+        &self,
+        replica: ReplicaId,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, DocKey)>> {
+        match self {
+            Durable::Memory { live, .. } => Ok(live
+                .range(Dot::new(replica, from + 1)..=Dot::new(replica, upto))
+                .take(limit)
+                .map(|(d, k)| (d.counter, k.clone()))
+                .collect()),
+            Durable::Stored { store, .. } => store.dots(replica, from, upto, limit),
+        }
+    }
+
+    pub(super) fn count_dots(&self, replica: ReplicaId, from: u64, upto: u64) -> Result<u64> {
+        if from >= upto {
+            return Ok(0);
+        }
+        match self {
+            Durable::Memory { live, .. } => Ok(live
+                .range(Dot::new(replica, from + 1)..=Dot::new(replica, upto))
+                .count() as u64),
+            Durable::Stored { store, .. } => store.count_dots(replica, from, upto),
+        }
+    }
+
+    /// Every durable key with more than one sibling, in `collection` or any.
+    pub(super) fn conflicted(&self, collection: Option<&str>) -> Result<Vec<DocKey>> {
+        match self {
+            Durable::Memory { docs, .. } => Ok(docs
+                .iter()
+                .filter(|(k, s)| {
+                    s.siblings.len() > 1 && collection.is_none_or(|c| c == k.collection)
+                })
+                .map(|(k, _)| k.clone())
+                .collect()),
+            Durable::Stored { store, .. } => {
+                let mut out: Vec<DocKey> = Vec::new();
+                loop {
+                    let page = store.conflicted(collection, out.last(), PAGE)?;
+                    let done = page.len() < PAGE;
+                    out.extend(page);
+                    if done {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn doc_count(&self) -> Result<u64> {
+        match self {
+            Durable::Memory { docs, .. } => Ok(docs.len() as u64),
+            Durable::Stored { store, .. } => store.doc_count(),
+        }
+    }
+
+    pub(super) fn collections(&self) -> Result<Vec<String>> {
+        match self {
+            Durable::Memory { docs, .. } => {
+                let mut out: Vec<String> = Vec::new();
+                for k in docs.keys() {
+                    if out.last() != Some(&k.collection) {
+                        out.push(k.collection.clone());
+                    }
+                }
+                Ok(out)
+            }
+            Durable::Stored { store, .. } => store.collections(),
+        }
+    }
+
+    /// Bytes the cache holds and its budget (`(0, 0)` in memory: nothing is cached).
+    pub(super) fn cache_bytes(&self) -> (usize, usize) {
+        match self {
+            Durable::Memory { .. } => (0, 0),
+            Durable::Stored { cache, .. } => {
+                let c = cache.borrow();
+                (c.bytes, c.budget)
+            }
+        }
+    }
+}
