@@ -112,6 +112,9 @@ pub struct Config {
     /// Peer links: the dialing side pings after this long without hearing from the other;
     /// a peer session silent for three of these is closed. 0 = off.
     pub heartbeat_ms: u64,
+    /// `CACHE_MB`: mebibytes of document states each open space keeps in memory; the rest
+    /// stays in the database until it is read.
+    pub cache_mb: u64,
     pub secret: Option<String>,
     /// `BRIDGE_TOKEN`: the token the CLI and `mcp` present (unless `--token`), and a hybrid
     /// host's upstream token for the space it names.
@@ -398,6 +401,22 @@ impl Config {
             true,
         )?;
 
+        let default_cache_mb = (bridge_core::engine::DEFAULT_CACHE_BYTES >> 20) as u64;
+        let (cache_mb, src) = match l.get("CACHE_MB") {
+            Some((v, s)) => match v.parse::<u64>() {
+                Ok(n) if (1..=1 << 20).contains(&n) => (n, s),
+                _ => {
+                    return Err(bad(
+                        "CACHE_MB",
+                        &v,
+                        "expected a whole number of mebibytes from 1 to 1048576",
+                    ))
+                }
+            },
+            None => (default_cache_mb, Source::Default),
+        };
+        report.push(("CACHE_MB", cache_mb.to_string(), src));
+
         let secret = l.get("BRIDGE_SECRET");
         match &secret {
             Some((v, s)) => report.push((
@@ -453,6 +472,7 @@ impl Config {
             conflict_strategy,
             hello_timeout_ms,
             heartbeat_ms,
+            cache_mb,
             secret: secret.map(|(v, _)| v),
             token: token.map(|(v, _)| v),
             metrics_token: metrics_token.map(|(v, _)| v).filter(|v| !v.is_empty()),

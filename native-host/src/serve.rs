@@ -84,6 +84,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             link_spaces: links.as_ref().map(|(tx, _, _)| tx.clone()),
             hello_timeout_ms: cfg.hello_timeout_ms,
             heartbeat_ms: cfg.heartbeat_ms,
+            cache_bytes: usize::try_from(cfg.cache_mb << 20).unwrap_or(usize::MAX),
         },
         store,
     )

@@ -67,6 +67,13 @@ impl<C: Choices> World<'_, C> {
         while self.step < self.cfg.steps && self.c.more() {
             self.step_faulty()?;
             self.step += 1;
+            // The core's own accounting: a stored replica's cache never exceeds its budget.
+            for (n, node) in self.nodes.iter().enumerate() {
+                let (used, budget) = node.engine.replica().cache_bytes();
+                if used > budget {
+                    return Err(format!("node {n} caches {used} bytes, over its {budget}"));
+                }
+            }
         }
         // Agents still waiting for acks after the faults stop are fine: the write may have
         // been lost in a crash before it was durable, which is allowed.
@@ -100,30 +107,31 @@ impl<C: Choices> World<'_, C> {
             self.nodes[n] = Node::boot(cfg, disk, offset);
         }
         let reference = &self.nodes[0];
-        let docs0 = &reference.disk.docs;
+        let docs0 = &reference.disk.docs.snapshot();
         let conflicts0 = reference
             .engine
             .replica()
             .conflicts(None)
             .map_err(|e| e.to_string())?;
         for (n, node) in self.nodes.iter().enumerate().skip(1) {
-            if &node.disk.docs != docs0 && std::env::var("SIM_DEBUG").is_ok() {
+            let docs = &node.disk.docs.snapshot();
+            if docs != docs0 && std::env::var("SIM_DEBUG").is_ok() {
                 for (i, nd) in self.nodes.iter().enumerate() {
                     eprintln!(
                         "node {i}: vv {:?} docs {}",
                         nd.disk.vector,
-                        nd.disk.docs.len()
+                        nd.disk.docs.lock().docs.len()
                     );
                 }
             }
-            if &node.disk.docs != docs0 {
+            if docs != docs0 {
                 let diff = docs0
                     .keys()
-                    .chain(node.disk.docs.keys())
-                    .find(|k| docs0.get(*k) != node.disk.docs.get(*k));
+                    .chain(docs.keys())
+                    .find(|k| docs0.get(*k) != docs.get(*k));
                 return Err(format!(
                     "node {n} differs from node 0 on {diff:?}: {:?} vs {:?}",
-                    diff.and_then(|k| node.disk.docs.get(k)),
+                    diff.and_then(|k| docs.get(k)),
                     diff.and_then(|k| docs0.get(k))
                 ));
             }

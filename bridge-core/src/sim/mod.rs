@@ -35,14 +35,17 @@ use crate::message::{Message, MessageId, Retained};
 use crate::replica::{PersistBatch, Replica};
 use crate::request::{Answer, Reply, Request};
 use crate::{
-    DocKey, DocState, Dot, Engine, EngineConfig, Event, Output, Policy, ReplicaId, SessionId,
-    Stamp, Tier, Transmit, VersionVector,
+    DocKey, Dot, Engine, EngineConfig, Event, Output, Policy, ReplicaId, SessionId, Stamp, Tier,
+    Transmit, VersionVector,
 };
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod actions;
 mod checks;
+mod store;
+
+use store::SimDocs;
 
 /// Where the simulation's choices come from.
 pub trait Choices {
@@ -207,7 +210,7 @@ const COLLECTIONS: [&str; 3] = ["k0", "k1", "k2"];
 
 #[derive(Default)]
 struct Disk {
-    docs: BTreeMap<DocKey, DocState>,
+    docs: SimDocs,
     vector: VersionVector,
     clock: Stamp,
     msg_seen: VersionVector,
@@ -217,7 +220,7 @@ struct Disk {
 impl Disk {
     fn write(&mut self, b: &PersistBatch) {
         for (k, s) in &b.docs {
-            self.docs.insert(k.clone(), s.clone());
+            self.docs.put(k.clone(), s.clone());
         }
         self.vector = b.vector.clone();
         self.clock = b.clock;
@@ -251,11 +254,21 @@ struct Node {
 }
 
 impl Node {
+    /// Odd nodes read their durable layer from their disk through a tiny cache (0, 512 or
+    /// 4096 bytes: evicting at nearly every step); even nodes hold it in memory.
     fn boot(cfg: EngineConfig, disk: Disk, offset_ms: u64) -> Node {
-        let mut engine = Engine::new(cfg.clone());
+        let stored = cfg.replica.0 % 2 == 1;
+        let mut engine = if stored {
+            Engine::with_store(cfg.clone(), Box::new(disk.docs.clone()))
+        } else {
+            Engine::new(cfg.clone())
+        };
         let r = engine.replica_mut();
-        for (k, s) in &disk.docs {
-            r.restore_doc(k.clone(), s.clone());
+        for (k, s) in disk.docs.snapshot() {
+            // A stored replica reads its documents from disk; only `_config` is restored.
+            if !stored || k.collection == crate::replica::CONFIG_COLLECTION {
+                r.restore_doc(k, s);
+            }
         }
         r.restore_meta(disk.vector.clone(), disk.clock, disk.msg_seen.clone());
         for m in disk.messages.values() {
@@ -396,6 +409,7 @@ impl<'c, C: Choices> World<'c, C> {
             ec.batch_docs = 1 + c.below(4);
             ec.window = 1 + c.below(3);
             ec.default_retain = [0, 3, 100][c.below(3)];
+            ec.cache_bytes = [0, 512, 4096][i % 3];
             let offset = c.below(3000) as u64;
             nodes.push(Node::boot(ec, Disk::default(), offset));
         }
@@ -590,6 +604,8 @@ impl<'c, C: Choices> World<'c, C> {
     fn check_durable(&self, n: usize, key: &DocKey, dot: Dot) -> Result<(), String> {
         let on_disk = self.nodes[n]
             .disk
+            .docs
+            .lock()
             .docs
             .get(key)
             .is_some_and(|s| s.context.contains(dot));

@@ -141,6 +141,8 @@ pub struct HubConfig {
     pub hello_timeout_ms: u64,
     /// `HEARTBEAT_MS`: pings on links we dialed, silent peers closed after three (0 = off).
     pub heartbeat_ms: u64,
+    /// Bytes of document states each space's engine caches (`CACHE_MB`).
+    pub cache_bytes: usize,
 }
 /// What the hub remembers of a space's upstream link, across reconnects.
 #[derive(Default)]
@@ -273,5 +275,6 @@ fn engine_config(cfg: &HubConfig, space: &str) -> EngineConfig {
     c.name = cfg.name.clone();
     c.hello_timeout_ms = cfg.hello_timeout_ms;
     c.heartbeat_ms = cfg.heartbeat_ms;
+    c.cache_bytes = cfg.cache_bytes;
     c
 }

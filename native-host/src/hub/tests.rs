@@ -25,6 +25,7 @@ fn config(db_path: &str) -> HubConfig {
         link_spaces: None,
         hello_timeout_ms: 10_000,
         heartbeat_ms: 0,
+        cache_bytes: 1 << 20,
     }
 }
 
