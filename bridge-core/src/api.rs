@@ -38,20 +38,31 @@ use serde_json::{json, Value};
 /// A request as any transport hands it over.
 #[derive(Clone, Copy, Debug)]
 pub struct ApiRequest<'a> {
+    /// The HTTP method, upper case (`GET`, `PUT`, ...).
     pub method: &'a str,
+    /// The path, still percent-encoded, without the query (`/v1/spaces/team/docs/notes/n1`).
     pub path: &'a str,
+    /// The query string without its `?`, still encoded; `None` when there is none.
     pub query: Option<&'a str>,
+    /// The body's bytes (empty when there is none). [`parse`] refuses a JSON body over
+    /// [`crate::frame::MAX_FRAME_BYTES`]; the transport should refuse anything over
+    /// [`MAX_BODY_BYTES`] before reading it all.
     pub body: &'a [u8],
 }
 
+/// An answer for the transport to write back as it is.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApiResponse {
+    /// The HTTP status code.
     pub status: u16,
+    /// The `Content-Type` header's value.
     pub content_type: &'static str,
+    /// The body's bytes.
     pub body: Vec<u8>,
 }
 
 impl ApiResponse {
+    /// A JSON answer: `v` serialized, `application/json`.
     pub fn json(status: u16, v: &Value) -> Self {
         ApiResponse {
             status,
@@ -60,6 +71,7 @@ impl ApiResponse {
         }
     }
 
+    /// A text answer with its own content type (NDJSON exports, metrics).
     pub fn text(status: u16, content_type: &'static str, body: String) -> Self {
         ApiResponse {
             status,
@@ -72,12 +84,17 @@ impl ApiResponse {
 /// An error answer: `{"error":{"code":..,"message":..}}` with the code's HTTP status.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApiError {
+    /// The HTTP status: the code's ([`ErrorCode::http_status`]) unless made otherwise (405 for
+    /// a method a path does not take).
     pub status: u16,
+    /// The stable code, written as `error.code`.
     pub code: ErrorCode,
+    /// What went wrong, written as `error.message`.
     pub message: String,
 }
 
 impl ApiError {
+    /// An error with `code`'s HTTP status.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status: code.http_status(),
@@ -86,14 +103,17 @@ impl ApiError {
         }
     }
 
+    /// A `not_found` (404) error.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
     }
 
+    /// A `bad_request` (400) error.
     pub fn bad(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
     }
 
+    /// The error as an HTTP answer: `{"error":{"code":..,"message":..}}` with its status.
     pub fn response(&self) -> ApiResponse {
         ApiResponse::json(
             self.status,
@@ -111,18 +131,24 @@ impl From<Error> for ApiError {
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Route {
+    /// `GET /healthz`: the host answers that it is up; no space, no token.
     Health,
+    /// `GET /metrics`: the host's metrics (it decides who may read them).
     Metrics,
     /// Host status (counts, sessions, peers).
     Status,
     /// Manual sync of the upstream link (hybrid mode).
     Sync {
+        /// Push what the cloud lacks (`direction` is not `pull`).
         push: bool,
+        /// Pull what we lack (`direction` is not `push`).
         pull: bool,
     },
     /// A request of a space, run by [`crate::Engine::request`].
     Space {
+        /// The space named in the path (checked as a name).
         space: String,
+        /// The request, with its limits checked as far as they need no engine.
         request: Request,
     },
 }
@@ -205,6 +231,9 @@ pub fn parse_cursor(s: &str) -> Result<VersionVector, ApiError> {
     Ok(v)
 }
 
+/// Formats a version vector as a changes cursor: `replica:counter` pairs (16-digit hex
+/// replica ids) joined by `,`, in replica order; the empty vector is the empty string.
+/// [`parse_cursor`] reads it back.
 pub fn format_cursor(v: &VersionVector) -> String {
     v.iter()
         .map(|(r, c)| format!("{r}:{c}"))
@@ -403,7 +432,12 @@ pub enum Outcome {
     /// Answer now.
     Done(ApiResponse),
     /// Answer with `response` once the engine reports `Event::Acked { req }`.
-    AfterAck { req: u64, response: ApiResponse },
+    AfterAck {
+        /// The number the engine's [`crate::Event::Acked`] will carry.
+        req: u64,
+        /// The answer to write then.
+        response: ApiResponse,
+    },
 }
 
 /// Checks the token of a request of `space` and says what it grants: everything (`admin`)

@@ -16,15 +16,23 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "tokens")]
 use sha2::Sha256;
 
+/// What a token allows in its space, ordered `Read < Write < Admin`: each includes the ones
+/// below. A host without a secret gives every session `Admin`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rights {
+    /// Reads: `get`, `list`, `subscribe`, `conflicts`, presence.
     Read,
+    /// Also writes: `put`, `patch`, `delete`, `send`, `resolve`, and a peer's pushes of its own
+    /// replica's writes.
     Write,
+    /// Also `set_policy` and anything in `_config`, and, for a peer, relaying other replicas'
+    /// writes and messages.
     Admin,
 }
 
 impl Rights {
+    /// The right's wire name (`"write"`), as [`std::str::FromStr`] reads it back.
     pub fn as_str(self) -> &'static str {
         match self {
             Rights::Read => "read",
@@ -48,10 +56,14 @@ impl std::str::FromStr for Rights {
     }
 }
 
+/// What a token says: one space, its rights there, and until when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
+    /// The one space the token opens.
     pub space: String,
+    /// What it allows there.
     pub rights: Rights,
+    /// Expiry, in ms since the epoch: the token is refused from this instant on.
     pub exp: u64,
 }
 

@@ -5,6 +5,9 @@
 //! the upper half of the current step ("equal jitter"), so a fleet of clients that lost the
 //! same server does not reconnect in lockstep, yet none retries immediately.
 
+/// The pacing of one connection's reconnects: call [`Backoff::next_delay`] after each failed
+/// attempt and wait that long (ms), and [`Backoff::reset`] once connected. The `n`th delay
+/// since the last reset lies between half of and all of `min(base_ms * 2^(n-1), max_ms)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backoff {
     base_ms: u64,
@@ -20,6 +23,8 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// A backoff whose first step is `base_ms` and whose steps stop doubling at `max_ms` (both
+    /// in ms; `base_ms` is at least 1, and `max_ms` at least `base_ms`).
     pub fn new(base_ms: u64, max_ms: u64) -> Self {
         Backoff {
             base_ms: base_ms.max(1),

@@ -14,13 +14,21 @@ pub const DEFAULT_MAX_SKEW_MS: u64 = 60_000;
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
+/// A hybrid-logical-clock timestamp. Stamps order by `wall`, then `counter`, then `replica`
+/// (the derived `Ord`), so two stamps of different replicas are never equal; the newest
+/// stamp is what `lww` keeps.
 pub struct Stamp {
+    /// Wall time in ms since the Unix epoch, as the issuing replica's host saw it (or later,
+    /// when it had observed a newer stamp).
     pub wall: u64,
+    /// Orders stamps within one millisecond of `wall`; restarts at 0 when `wall` moves.
     pub counter: u32,
+    /// The replica that issued the stamp: the tie-breaker.
     pub replica: ReplicaId,
 }
 
 impl Stamp {
+    /// A stamp from its parts.
     pub fn new(wall: u64, counter: u32, replica: ReplicaId) -> Self {
         Stamp {
             wall,
@@ -39,6 +47,8 @@ pub struct Hlc {
 }
 
 impl Hlc {
+    /// A clock for `replica` that has seen nothing yet, with the default skew bound
+    /// ([`DEFAULT_MAX_SKEW_MS`]).
     pub fn new(replica: ReplicaId) -> Self {
         Hlc {
             replica,
@@ -47,6 +57,8 @@ impl Hlc {
         }
     }
 
+    /// Sets the skew bound: [`Hlc::check`] refuses a remote stamp more than `ms` milliseconds
+    /// ahead of `now_ms`.
     pub fn with_max_skew(mut self, ms: u64) -> Self {
         self.max_skew_ms = ms;
         self

@@ -11,16 +11,23 @@ use crate::{Dot, Stamp, Tier, VersionVector};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// One write that no other write of the document has seen past: a document with more than
+/// one sibling has concurrent versions, which its collection's policy picks from or combines.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sibling {
+    /// The write that made this version.
     pub dot: Dot,
+    /// Its hybrid-clock stamp (what `lww` and `merge` compare).
     pub stamp: Stamp,
+    /// The tier of the replica that made it (what `cloud_wins` / `local_wins` prefer).
     pub tier: Tier,
     /// `None` is a tombstone: the document was deleted by this write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Fields>,
 }
 
+/// A document's whole replicated state, as stored and as carried by a push. The empty state
+/// (no sibling, empty context) is a document never written.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocState {
     /// Concurrent writes, sorted by dot.
@@ -36,6 +43,7 @@ pub enum WriteOp {
     Put(Map<String, Value>),
     /// JSON merge patch on top-level fields: `null` removes a field.
     Patch(Map<String, Value>),
+    /// Delete the document: a tombstone sibling that replicates like any write.
     Delete,
 }
 
@@ -53,6 +61,7 @@ pub(crate) fn sort_siblings(siblings: &mut Vec<Sibling>) {
 }
 
 impl DocState {
+    /// No sibling: the document was never written (a deleted one keeps its tombstone sibling).
     pub fn is_empty(&self) -> bool {
         self.siblings.is_empty()
     }

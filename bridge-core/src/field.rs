@@ -14,12 +14,14 @@ use std::collections::BTreeMap;
 /// (a `put` of `{"a": null}`); plain `Option` deserialization would read both as removed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Field {
+    /// The stamp of the write that last changed the field (set or removed it).
     pub stamp: Stamp,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present_value"
     )]
+    /// The field's value; `None` when that write removed it.
     pub value: Option<Value>,
 }
 
@@ -27,6 +29,7 @@ fn present_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>
     Value::deserialize(d).map(Some)
 }
 
+/// A document body: top-level field name to [`Field`], in name order.
 pub type Fields = BTreeMap<String, Field>;
 
 #[cfg(test)]

@@ -60,11 +60,14 @@ impl<'de> Deserialize<'de> for ReplicaId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
+    /// A store on a device: a native host, a browser.
     Local,
+    /// A store in the cloud: a cloud-mode host, the edge worker's Durable Object.
     Cloud,
 }
 
 impl Tier {
+    /// The tier's wire name (`"local"` / `"cloud"`).
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::Local => "local",
@@ -77,11 +80,14 @@ impl Tier {
 /// Counters are per replica and per space, gap-free, starting at 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Dot {
+    /// The replica that made the write.
     pub replica: ReplicaId,
+    /// Its write counter there: 1 for the replica's first write in the space.
     pub counter: u64,
 }
 
 impl Dot {
+    /// The dot `(replica, counter)`.
     pub fn new(replica: ReplicaId, counter: u64) -> Self {
         Dot { replica, counter }
     }
@@ -90,11 +96,14 @@ impl Dot {
 /// A document's address inside a space.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DocKey {
+    /// The collection (a name: 1 to 256 bytes, no control characters).
     pub collection: String,
+    /// The document id inside the collection (a name, as above).
     pub id: String,
 }
 
 impl DocKey {
+    /// The key of document `id` in `collection` (not checked: see [`crate::check_name`]).
     pub fn new(collection: impl Into<String>, id: impl Into<String>) -> Self {
         DocKey {
             collection: collection.into(),

@@ -13,17 +13,28 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 
+/// A message's name: the replica that published it and its sequence there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MessageId {
+    /// The replica the message was published on.
     pub origin: ReplicaId,
+    /// The origin's message sequence: 1 for its first message, one more for each after (per
+    /// space, across channels). A store takes a message only if `seq` is above the highest it
+    /// has seen from `origin`.
     pub seq: u64,
 }
 
+/// A message published on a channel. Messages are not documents: no merge, no conflicts;
+/// each store retains the last few per channel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Message {
+    /// Its name, which makes delivery at most once per store.
     pub id: MessageId,
+    /// The channel (a name, checked like every other).
     pub channel: String,
+    /// Any JSON value, at most [`crate::limits::MAX_MESSAGE_BYTES`].
     pub payload: Value,
+    /// Hybrid-clock stamp taken when it was published.
     pub stamp: Stamp,
 }
 
@@ -34,8 +45,11 @@ pub struct PresenceEntry {
     pub node: ReplicaId,
     /// The session number on that store.
     pub session: u64,
+    /// Its display name (the `hello`'s `name`).
     pub name: String,
+    /// Agent or peer.
     pub kind: SessionKind,
+    /// A peer's own tier; for an agent, the tier of the store it is attached to.
     pub tier: Tier,
     /// When the session started (ms since the epoch, the host's clock).
     pub since: u64,
@@ -44,7 +58,10 @@ pub struct PresenceEntry {
 /// A retained message with its store-local offset.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Retained {
+    /// This store's offset of the message: increasing across all channels, never reused, and
+    /// not the same on another store. Agents pass it as `from` to resume.
     pub offset: u64,
+    /// The message.
     pub message: Message,
 }
 
@@ -75,6 +92,8 @@ impl ChannelLogs {
             .push_back(r);
     }
 
+    /// The highest offset a retained message has had (0 before the first); the next message
+    /// stored gets a higher one.
     pub fn next_offset(&self) -> u64 {
         self.next_offset
     }

@@ -13,6 +13,10 @@ use serde_json::{Map, Value};
 // Bodies live in `field.rs`, below both `doc` and this module; named here, as they always were.
 pub use crate::field::{Field, Fields};
 
+/// How a collection settles concurrent writes to one document. Set per collection in
+/// `_config/collection:NAME`, defaulting to the space's default policy (`_config/space`). In
+/// JSON: `lww`, `cloud_wins`, `local_wins`, `merge`, `manual` (`last_write_wins` is read as
+/// `lww`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
@@ -20,7 +24,11 @@ pub enum Policy {
     #[default]
     #[serde(alias = "last_write_wins")]
     Lww,
+    /// Whole document: a sibling written by a cloud replica beats any local one; among those
+    /// equal in that, the highest stamp.
     CloudWins,
+    /// Whole document: a sibling written by a local replica beats any cloud one; among those
+    /// equal in that, the highest stamp.
     LocalWins,
     /// Field by field (top level): each field takes its newest value.
     Merge,
@@ -29,6 +37,7 @@ pub enum Policy {
 }
 
 impl Policy {
+    /// Every policy, in the order of their wire names in error messages.
     pub const ALL: [Policy; 5] = [
         Policy::Lww,
         Policy::CloudWins,
@@ -37,6 +46,7 @@ impl Policy {
         Policy::Manual,
     ];
 
+    /// The policy's wire name (`"cloud_wins"`), as [`std::str::FromStr`] reads it back.
     pub fn as_str(self) -> &'static str {
         match self {
             Policy::Lww => "lww",
@@ -109,6 +119,7 @@ pub fn visible(policy: Policy, state: &DocState) -> Option<Value> {
     visible_fields(policy, state).map(fields_to_object)
 }
 
+/// The JSON object of a body: every present field's value, removed fields left out.
 pub fn fields_to_object(fields: Fields) -> Value {
     let mut m = Map::new();
     for (k, f) in fields {

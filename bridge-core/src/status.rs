@@ -9,7 +9,7 @@
 //! does not see).
 //!
 //! Cursors (`cursor`, `acked`) are the `replica:counter,...` strings of the HTTP API
-//! ([`crate::api::format_cursor`]), as a client passes them back as `since`.
+//! (`api::format_cursor`, feature `http`), as a client passes them back as `since`.
 
 use crate::message::PresenceEntry;
 use crate::{Policy, ReplicaId, SessionId, Tier};
@@ -24,18 +24,22 @@ pub struct HostStatus {
     /// when a token limits the answer to the spaces it opens.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostDetails>,
+    /// The host's tier: `local` in local and hybrid mode, `cloud` in cloud mode.
     pub tier: Tier,
     /// The host's clock (ms since the epoch) when it answered; ages are against it.
     pub now_ms: u64,
+    /// Every space the caller may see.
     pub spaces: Vec<SpaceStatus>,
 }
 
 /// The database's totals and where the host lives: not shown to a token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostDetails {
+    /// Row counts of the whole database.
     pub stored: Stored,
     /// The database file (backup and restore find it here).
     pub db: String,
+    /// The host's process id.
     pub pid: u32,
     /// When any peer last acknowledged a push (ms since the epoch, 0 = never).
     pub last_peer_ack_ms: u64,
@@ -44,28 +48,37 @@ pub struct HostDetails {
 /// Rows in the database, all spaces.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
+    /// Spaces stored.
     pub spaces: u64,
+    /// Documents stored, tombstones included.
     pub docs: u64,
+    /// Retained channel messages stored.
     pub messages: u64,
 }
 
 /// One space at this host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpaceStatus {
+    /// The space's name.
     pub space: String,
     /// This store's replica of the space.
     pub replica: ReplicaId,
+    /// This store's tier.
     pub tier: Tier,
     /// Documents, tombstones included.
     pub docs: u64,
     /// The space's version vector as a cursor (`replica:counter,...`).
     pub cursor: String,
+    /// Sessions attached to the space here (agents and peers, handshake done or not).
     pub sessions: u64,
+    /// Open conflicts in the space's `manual` collections.
     pub open_conflicts: u64,
     /// The space's replicated default policy (`_config/space`): the one that applies.
     pub default_policy: Policy,
     /// This host's `CONFLICT_STRATEGY`, which only seeds new spaces.
     pub conflict_strategy: Policy,
+    /// `default_policy` and `conflict_strategy` differ (another store seeded the space first):
+    /// shown so an operator is not surprised by the policy that applies.
     pub default_policy_mismatch: bool,
     /// Who is connected, here and through peers.
     pub presence: Vec<PresenceEntry>,
@@ -85,10 +98,13 @@ impl HostStatus {
 /// A peer session: another replica syncing with this one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerSession {
+    /// The engine's session id of the link on this host.
     pub session: SessionId,
     /// The link this host dialled to the cloud.
     pub upstream: bool,
+    /// The peer's replica id.
     pub replica: ReplicaId,
+    /// The peer's tier.
     pub tier: Tier,
     /// Our own writes the peer has not acknowledged yet.
     pub pending: u64,
@@ -104,6 +120,7 @@ pub struct PeerSession {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkState {
+    /// The link's session is open (handshake done).
     Connected,
     /// Dialling, or between dials (the reason says why the last one failed).
     Connecting,
@@ -114,21 +131,29 @@ pub enum LinkState {
 /// What the hub knows of a space's upstream link, across reconnects.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamLink {
+    /// Connected, connecting or not linked.
     pub state: LinkState,
     /// Why the link is not up (`not_linked`, or the last failure while `connecting`).
     pub reason: Option<String>,
+    /// The same as `state` being `connected`.
     pub up: bool,
+    /// When the link last came up (ms since the epoch, 0 = never).
     pub up_since_ms: u64,
     /// When the cloud last confirmed holding everything we had sent (0 = never).
     pub last_sync_ms: u64,
+    /// `now_ms - last_sync_ms` (ms), `null` when never synced.
     pub last_sync_age_ms: Option<u64>,
     /// Our writes the cloud has not acknowledged; while the link is down, counted against
     /// what it had acknowledged when it went down; `null` if it never came up.
     pub pending: Option<u64>,
+    /// Changes we hold durably that the cloud has not persisted, as far as we know (counted the
+    /// same way as `pending` while the link is down); `null` if it never came up.
     pub lag: Option<u64>,
     /// What the cloud has persisted of ours, as a cursor.
     pub acked: Option<String>,
+    /// Progress of the current (or last) push, from [`crate::Event::SyncProgress`].
     pub push: PushProgress,
+    /// Progress of the current (or last) catch-up, from [`crate::Event::PushReceived`].
     pub pull: PullProgress,
     /// Pushes started by an event trigger (`SYNC_MODE=event`).
     pub event_pushes: u64,
@@ -137,14 +162,18 @@ pub struct UpstreamLink {
 /// The current (or last) push to the cloud.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushProgress {
+    /// Documents sent so far.
     pub sent: u64,
+    /// Documents still to send, as last reported.
     pub remaining: u64,
 }
 
 /// The current (or last) catch-up from the cloud.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullProgress {
+    /// Documents received so far.
     pub received: u64,
+    /// Documents the cloud said were still to come, as last reported.
     pub remaining: u64,
     /// When the last catch-up batch arrived (0 = never).
     pub last_ms: u64,

@@ -7,6 +7,11 @@ use crate::{Dot, ReplicaId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Per replica, the highest write counter known. Since counters are gap-free, an entry
+/// `r: c` stands for every dot `(r, 1..=c)`, so a vector is a set of writes and
+/// [`VersionVector::join`] is its union. Serialized as a JSON object from hex replica id to
+/// counter.
+///
 /// Never holds a zero entry (it would mean the same as no entry, yet compare unequal), not
 /// even when deserialized.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -20,10 +25,12 @@ impl<'de> Deserialize<'de> for VersionVector {
 }
 
 impl VersionVector {
+    /// The empty vector: no write known.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// The counter known for `r`; 0 when none.
     pub fn get(&self, r: ReplicaId) -> u64 {
         self.0.get(&r).copied().unwrap_or(0)
     }
@@ -44,14 +51,17 @@ impl VersionVector {
         self.0.remove(&r);
     }
 
+    /// Adds one write: raises `d.replica`'s entry to `d.counter` (to at least that).
     pub fn add_dot(&mut self, d: Dot) {
         self.raise(d.replica, d.counter);
     }
 
+    /// Whether the vector covers the write `d` (its replica's entry is at least its counter).
     pub fn contains(&self, d: Dot) -> bool {
         self.get(d.replica) >= d.counter
     }
 
+    /// Raises every entry to at least `other`'s: afterwards `self` dominates both.
     pub fn join(&mut self, other: &VersionVector) {
         for (r, c) in &other.0 {
             self.raise(*r, *c);
@@ -63,14 +73,17 @@ impl VersionVector {
         other.0.iter().all(|(r, c)| self.get(*r) >= *c)
     }
 
+    /// The entries, in replica id order; never one with counter 0.
     pub fn iter(&self) -> impl Iterator<Item = (ReplicaId, u64)> + '_ {
         self.0.iter().map(|(r, c)| (*r, *c))
     }
 
+    /// Number of replicas with an entry.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// No entry: the vector knows no write.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

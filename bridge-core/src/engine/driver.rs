@@ -30,7 +30,9 @@ use crate::Result;
 /// on the wire.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
+    /// Something to show or act on ([`Engine::poll_event`]).
     Event(Event),
+    /// Something to put on the wire, or a connection to close ([`Engine::poll_transmit`]).
     Transmit(Transmit),
 }
 

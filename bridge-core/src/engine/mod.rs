@@ -9,9 +9,9 @@
 //! ## Sync
 //! Every peer session keeps `known`: the vector the peer is known to hold. It starts from the
 //! vector in the peer's `hello` / `welcome` and grows with each push either way. Whenever our
-//! durable vector is ahead of `known`, [`Engine::poll_transmit`] cuts the next [`Push`] from
-//! [`Replica::delta`]: initial sync, live propagation and resume after reconnect are the same
-//! loop. At most `window` pushes per session are unacknowledged, which bounds memory and
+//! durable vector is ahead of `known`, [`Engine::poll_transmit`] cuts the next
+//! [`Push`](crate::frame::Push) from [`Replica::delta`]: initial sync, live propagation and
+//! resume after reconnect are the same loop. At most `window` pushes per session are unacknowledged, which bounds memory and
 //! paces a large initial sync.
 //!
 //! ## Durability on ack
@@ -67,36 +67,9 @@
 //! ```
 //!
 //! ## The methods, sorted
-//! - **Getters**: [`Engine::new`], [`Engine::config`], [`Engine::replica`],
-//!   [`Engine::has_staged`], [`Engine::peer_status`], [`Engine::session_count`],
-//!   [`Engine::presence`], [`Engine::default_policies`].
-//! - **Inputs** from connections and the clock: [`Engine::accept`], [`Engine::connect`]
-//!   (both return the new session's id: the engine numbers sessions, hosts do not),
-//!   [`Engine::handle_frame`], [`Engine::handle_decode_error`], [`Engine::close`],
-//!   [`Engine::handle_timeout`]; manual sync: [`Engine::set_auto_push`], [`Engine::sync_now`],
-//!   [`Engine::pull`]. From the store: [`Engine::persisted`], [`Engine::restore_doc`],
-//!   [`Engine::restore_meta`], [`Engine::restore_message`], [`Engine::restore_requests`]
-//!   (and, for the simulation only, `crash`: drops what is not durable). Sessions as values:
-//!   [`Engine::session_snapshot`] and [`Engine::restore_session`] (a host that loses its
-//!   memory while its connections live on, like a hibernating Durable Object).
-//! - **Requests** of the host's own API (HTTP, CLI, JS, forwarded tab calls):
-//!   [`Engine::request`], and [`Engine::request_once`] with an idempotency key. Agents' verb
-//!   frames run through the same code (`request.rs`).
-//! - **Outputs**, all `#[must_use]`: [`Engine::poll_persist`], [`Engine::poll_transmit`],
-//!   [`Engine::poll_event`], [`Engine::poll_timeout`].
-//! - **The host loop** over them, written once (`driver.rs`): [`Engine::flush`] for a
-//!   synchronous store, or its steps [`Engine::cut_batches`], [`Engine::batches_persisted`],
-//!   [`Engine::drain`] for an asynchronous one or a commit shared by several engines.
-//!
-//! ## In which order to poll
-//! After every input, drain the engine in this order ([`Engine::flush`] does 1 and 2):
-//! 1. [`Engine::poll_persist`] until `None`: write each batch (in order; several may share one
-//!    commit) and call [`Engine::persisted`] once it is durable. This releases the gated acks
-//!    and the changes and messages the batch holds into the queues below.
-//! 2. [`Engine::poll_event`] and [`Engine::poll_transmit`] until `None`. Transmit after
-//!    persisting: pushes are cut from the durable layer when polled, so they carry the batch.
-//! 3. [`Engine::poll_timeout`] last, and arm the host's one timer for it (`None`: no timer);
-//!    when it fires call [`Engine::handle_timeout`] and drain again.
+//! [`Engine`]'s own documentation sorts its methods by role, quinn-proto style: the inputs a
+//! host feeds (sessions, frames, requests, timers, store results), the outputs it polls
+//! (persist batches, transmits, events, the timeout), and the order to poll them in.
 //!
 //! ## Where things live
 //! This file holds the state and the public API; the rest is split by concern: every
@@ -130,10 +103,19 @@ pub use snapshot::SessionSnapshot;
 /// [`crate::frame::MAX_FRAME_BYTES`] in either encoding with room for the envelope.
 pub const PUSH_BYTES: usize = crate::frame::MAX_FRAME_BYTES / 2;
 
+/// How an [`Engine`] is set up: who this store is, which space it serves, and its limits and
+/// timers. [`EngineConfig::new`] gives the defaults; set fields directly to change them
+/// before [`Engine::new`].
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
+    /// This store's replica id: stable across restarts (kept with the data), never 0, and
+    /// unique among every store that syncs the space.
     pub replica: ReplicaId,
+    /// This store's tier, stamped on each of its writes (what `cloud_wins` / `local_wins`
+    /// compare) and sent in `hello` / `welcome`.
     pub tier: Tier,
+    /// The one space this engine serves; a `hello` or `welcome` for another is refused
+    /// (`wrong_space`).
     pub space: String,
     /// The default policy this store seeds a new space with (`_config/space`), and uses until
     /// the space's replicated default is known. Not the space's policy: that is replicated.
@@ -143,6 +125,9 @@ pub struct EngineConfig {
     pub seed_default_policy: bool,
     /// Messages a channel retains unless its configuration says otherwise.
     pub default_retain: usize,
+    /// How far ahead of `now_ms` (in ms) a stamp from a peer may be; a push or message beyond
+    /// it is refused with `clock_skew` and the session closed. Default
+    /// [`crate::clock::DEFAULT_MAX_SKEW_MS`].
     pub max_skew_ms: u64,
     /// Documents per push.
     pub batch_docs: usize,
@@ -176,6 +161,9 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 15_000;
 pub const SILENT_HEARTBEATS: u64 = 3;
 
 impl EngineConfig {
+    /// The defaults for a store `replica` of `tier` serving `space`: policy `lww` (seeded),
+    /// 100 retained messages per channel, 60 s skew bound, 256 documents per push, a window
+    /// of 4 pushes, no secret, no name, a 10 s hello timeout and a 15 s heartbeat.
     pub fn new(replica: ReplicaId, tier: Tier, space: impl Into<String>) -> Self {
         EngineConfig {
             replica,
@@ -199,14 +187,20 @@ impl EngineConfig {
 /// Something the host must put on the wire.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Transmit {
+    /// Send `frame` on the connection of `session`.
     Frame {
+        /// The session whose connection carries it.
         session: SessionId,
+        /// The frame, for the host to encode in the session's encoding ([`crate::codec`]).
         frame: Frame,
     },
     /// Close the connection after sending what was queued before.
     Close {
+        /// The session to close.
         session: SessionId,
+        /// Why: the WebSocket close code is [`ErrorCode::close_code`].
         code: ErrorCode,
+        /// A human-readable reason, for the close frame.
         reason: String,
     },
 }
@@ -220,27 +214,46 @@ pub enum Event {
     /// A `manual` collection has an open conflict on this document.
     ConflictOpened(Conflict),
     /// A message was stored here (published here or arrived from a peer).
-    Message { message: Message, offset: u64 },
+    Message {
+        /// The message.
+        message: Message,
+        /// This store's offset of it ([`crate::message::Retained::offset`]).
+        offset: u64,
+    },
     /// A write of the host's own API ([`Engine::request`], answered
     /// [`crate::Answer::WhenDurable`]) is durable.
-    Acked { req: u64, dot: Option<Dot> },
+    Acked {
+        /// The request number [`crate::Answer::WhenDurable`] gave.
+        req: u64,
+        /// The write's dot; `None` for a message or an import.
+        dot: Option<Dot>,
+    },
     /// A peer has persisted our changes up to `vector` ("synced" when the peer is cloud).
     PeerAcked {
+        /// The peer's session.
         session: SessionId,
+        /// The peer's tier.
         tier: Tier,
+        /// Everything of ours the peer has acknowledged so far.
         vector: VersionVector,
     },
     /// Catch-up progress on a peer session: documents sent so far and still to come.
     SyncProgress {
+        /// The peer's session.
         session: SessionId,
+        /// Documents pushed in this catch-up run so far.
         sent: u64,
+        /// Documents still to push in it (0: caught up).
         remaining: u64,
     },
     /// A peer's push was taken (staged; its `ack` follows once durable): `docs` documents,
     /// and the `remaining` ones the peer says are still to come in this catch-up.
     PushReceived {
+        /// The peer's session.
         session: SessionId,
+        /// Documents in this push.
         docs: u64,
+        /// Documents the peer says are still to come (0: the catch-up is done).
         remaining: u64,
     },
     /// The server we dialed ([`Engine::connect`]) welcomed us: its replica and tier, what it
@@ -248,17 +261,27 @@ pub enum Event {
     /// not believed and reads as nothing), and the rights it gave us. Comes just before
     /// [`Event::SessionOpened`] for the same session.
     Welcomed {
+        /// The session we dialed.
         session: SessionId,
+        /// The server's replica id.
         replica: ReplicaId,
+        /// The server's tier.
         tier: Tier,
+        /// What the server holds durably, as we believe it.
         vector: VersionVector,
+        /// The rights the server gave us (`None` from servers that do not say).
         rights: Option<Rights>,
     },
     /// A session finished its handshake.
     SessionOpened {
+        /// The session.
         session: SessionId,
+        /// Agent or peer.
         kind: SessionKind,
+        /// Its display name (from `hello`, or `agent-N` / `peer-N`; for a session we dialed, the
+        /// name given to [`Engine::connect`]).
         name: String,
+        /// The peer's replica id; `None` for an agent.
         replica: Option<ReplicaId>,
     },
     /// The set of connected agents and peers changed.
@@ -322,6 +345,73 @@ enum Gated {
     Local(u64, Option<Dot>),
 }
 
+/// The sync state machine of one space at one store: a [`Replica`] and every session
+/// attached to it. Sans-IO, driven like quinn-proto's `Connection`: the host calls an
+/// **input** method for everything that happens to it, then **polls** the outputs until they
+/// are empty and acts on each. Nothing blocks, reads a clock or does IO; every `now_ms` is
+/// the host's wall clock in ms since the Unix epoch, and [`Engine::poll_timeout`] answers
+/// on the same clock.
+///
+/// # Inputs: what the host feeds in
+/// - **Sessions.** [`Engine::accept`] when a connection arrives (it must open with `hello`)
+///   and [`Engine::connect`] when we dial a peer (sends our `hello`): both return the new
+///   [`SessionId`], which the host keeps with the connection; the engine numbers sessions and
+///   never reuses a number. [`Engine::close`] when a connection is gone, whoever closed it
+///   (it also drops what was still queued for it). A host that loses its memory while its
+///   connections live on (a hibernating Durable Object) keeps [`Engine::session_snapshot`]s
+///   and brings them back with [`Engine::restore_session`].
+/// - **Frames.** [`Engine::handle_frame`] for every decoded frame, and
+///   [`Engine::handle_decode_error`] for bytes that did not decode. Neither returns an error:
+///   whatever is wrong is answered on the session (an `error` frame, and a close when the
+///   session cannot go on), never by touching stored data.
+/// - **Requests** of the host's own API (HTTP, CLI, JS, a tab's forwarded call):
+///   [`Engine::request`], and [`Engine::request_once`] with an idempotency key. Reads answer
+///   at once; writes answer [`crate::Answer::WhenDurable`] and are confirmed by
+///   [`Event::Acked`]. Refusals ([`crate::Error::Forbidden`], limits) come back as `Err` and
+///   store nothing. Agents' verb frames run through the same code.
+/// - **Manual sync** of a peer session: [`Engine::set_auto_push`], [`Engine::sync_now`],
+///   [`Engine::pull`].
+/// - **Timers.** [`Engine::handle_timeout`] when the time from [`Engine::poll_timeout`] is
+///   reached (early or late calls are harmless: it acts on what is due at `now_ms`).
+/// - **Store results.** [`Engine::persisted`] once batch `id` is durable (or
+///   [`Engine::batches_persisted`] for several): `Err` for a batch that is not in flight or is
+///   reported out of order. At start-up, before any session, what the store holds:
+///   [`Engine::restore_meta`], [`Engine::restore_doc`], [`Engine::restore_message`],
+///   [`Engine::restore_requests`]. (`crash`, which drops everything not durable, and
+///   `replica_mut` exist for tests and the simulation only, feature `sim`.)
+///
+/// # Outputs: what the host polls, all `#[must_use]`
+/// - [`Engine::poll_persist`]: the next [`PersistBatch`] to write, in order. Nothing a
+///   batch holds is acknowledged, announced or pushed before it is reported persisted.
+/// - [`Engine::poll_transmit`]: the next [`Transmit`]: a frame to send on a session, or a
+///   connection to close (after sending what was queued before it). Pushes to peers are
+///   cut here, from the durable layer, at most [`EngineConfig::window`] unacknowledged per
+///   session.
+/// - [`Engine::poll_event`]: the next [`Event`] to show or act on.
+/// - [`Engine::poll_timeout`]: when to call [`Engine::handle_timeout`] (`None`: no timer).
+///
+/// Getters for status and reads: [`Engine::config`], [`Engine::replica`],
+/// [`Engine::has_staged`], [`Engine::peer_status`], [`Engine::session_count`],
+/// [`Engine::presence`], [`Engine::default_policies`].
+///
+/// # In which order to poll
+/// After every input (or batch of inputs, to group commits), drain the engine in this order:
+/// 1. [`Engine::poll_persist`] until `None`: write each batch (in order; several may share one
+///    commit) and call [`Engine::persisted`] once it is durable. This releases the gated acks
+///    and the changes and messages the batch holds into the queues below. If the write
+///    failed, do not report it: nothing it holds is ever acknowledged.
+/// 2. [`Engine::poll_event`] and [`Engine::poll_transmit`] until both are `None` (events
+///    first, so that a reaction to one, such as turning automatic pushing off, comes before
+///    pushes are cut; polling transmits can queue an event, so loop until both are empty).
+///    Transmit after persisting: pushes are cut from the durable layer when polled, so they
+///    carry the batch just stored.
+/// 3. [`Engine::poll_timeout`] last, and arm the host's one timer for it; when it fires call
+///    [`Engine::handle_timeout`] and drain again.
+///
+/// The host loop is written once (`driver.rs`): [`Engine::flush`] does steps 1 and 2 for a
+/// synchronous store; [`Engine::cut_batches`], [`Engine::batches_persisted`] and
+/// [`Engine::drain`] are its three steps one by one, for an asynchronous store (IndexedDB)
+/// or a commit shared by several engines. The module documentation has a complete example.
 pub struct Engine {
     cfg: EngineConfig,
     replica: Replica,
@@ -337,13 +427,16 @@ pub struct Engine {
     next_session: SessionId,
     /// The space's default policy was seeded or found (checked once, at the first cut).
     seeded: bool,
-    /// Done requests with an idempotency key ([`Engine::once`]).
+    /// Done requests with an idempotency key ([`Engine::request_once`]).
     requests: crate::request::key::Requests,
     /// The last request id handed out for a write of the host's own API ([`Engine::request`]).
     next_req: u64,
 }
 
 impl Engine {
+    /// An engine with an empty replica and no session. A host that has data restores it
+    /// (`restore_meta`, `restore_doc`, `restore_message`, `restore_requests`) before the
+    /// first session.
     pub fn new(cfg: EngineConfig) -> Self {
         let replica = Replica::new(cfg.replica, cfg.tier, cfg.space.clone())
             .with_default_policy(cfg.default_policy)
@@ -379,10 +472,13 @@ impl Engine {
         e
     }
 
+    /// The configuration the engine was made with.
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }
 
+    /// The replica: documents, messages and vectors, for reads ([`Replica::get`],
+    /// [`Replica::vector`], ...). Changes go through [`Engine::request`] and sessions only.
     pub fn replica(&self) -> &Replica {
         &self.replica
     }
@@ -415,6 +511,8 @@ impl Engine {
         &mut self.replica
     }
 
+    /// Whether something written is not yet cut into a batch: [`Engine::poll_persist`] has
+    /// work.
     pub fn has_staged(&self) -> bool {
         self.replica.has_staged()
     }
@@ -523,6 +621,7 @@ impl Engine {
         })
     }
 
+    /// Sessions attached now (agents and peers, handshake done or not).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
@@ -573,6 +672,8 @@ impl Engine {
     }
 
     /// The host has durably stored batch `id`: release its acks, changes and messages.
+    /// Batches must be reported in the order they were cut ([`Engine::poll_persist`]); any
+    /// other `id` is refused (`protocol`) and releases nothing.
     pub fn persisted(&mut self, id: u64) -> Result<()> {
         let released = self.replica.persisted(id)?;
         if let Some(pos) = self.inflight_gates.iter().position(|(b, _)| *b == id) {
@@ -625,6 +726,8 @@ impl Engine {
         self.next_push()
     }
 
+    /// The next event to show or act on; `None` when there is none. Events are released in
+    /// the order they happened, document and message events only once durable.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -840,7 +943,9 @@ impl Engine {
 /// A peer's sync position, for status displays.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PeerStatus {
+    /// The peer's replica id.
     pub replica: ReplicaId,
+    /// The peer's tier.
     pub tier: Tier,
     /// What the peer has persisted of ours.
     pub acked: VersionVector,
@@ -849,6 +954,7 @@ pub struct PeerStatus {
     /// Changes (any origin) we hold durably that the peer has not persisted, as far as we
     /// know: neither acknowledged by it nor received from it.
     pub lag: u64,
+    /// The session's handshake is done.
     pub open: bool,
 }
 

@@ -21,6 +21,8 @@ use std::collections::{BTreeSet, VecDeque};
 /// One session of an [`Engine`], serde-encodable (JSON for a socket attachment).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionSnapshot {
+    /// The session's id, the one the host knows its connection by; [`Engine::restore_session`]
+    /// restores it under this id.
     pub session: SessionId,
     phase: SnapPhase,
     kind: SessionKind,

@@ -20,7 +20,10 @@ pub const REMEMBERED_REQUESTS: usize = 1024;
 /// Who asked (`origin`: for instance a browser tab's random id) and its own request number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RequestKey {
+    /// Who asked: a number the caller drew at random once (a tab's id), so keys of different
+    /// callers do not collide.
     pub origin: u64,
+    /// The caller's own number for this request, unique per `origin`.
     pub id: u64,
 }
 
@@ -28,7 +31,9 @@ pub struct RequestKey {
 /// message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DoneRequest {
+    /// The request's key.
     pub key: RequestKey,
+    /// Its result: the write's dot, `None` for a message.
     pub dot: Option<Dot>,
 }
 

@@ -34,32 +34,67 @@ pub const CHANGES_LIMIT: (usize, u64) = (1000, 10_000);
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
     /// `put`, `patch` or `delete` of one document.
-    Write { key: DocKey, op: WriteOp },
+    Write {
+        /// The document written.
+        key: DocKey,
+        /// What is written.
+        op: WriteOp,
+    },
     /// Ends an open conflict with `value` (`None` deletes the document).
     Resolve {
+        /// The document in conflict; without an open conflict the request is refused
+        /// ([`Error::NoConflict`]).
         key: DocKey,
+        /// The value that supersedes every side.
         value: Option<Map<String, Value>>,
     },
     /// Sets a collection's policy (a write to `_config/collection:NAME`).
-    SetPolicy { collection: String, policy: Policy },
+    SetPolicy {
+        /// The collection, not reserved.
+        collection: String,
+        /// The new policy.
+        policy: Policy,
+    },
     /// Publishes a message on a channel.
-    Send { channel: String, payload: Value },
+    Send {
+        /// The channel.
+        channel: String,
+        /// Any JSON value, at most [`crate::limits::MAX_MESSAGE_BYTES`].
+        payload: Value,
+    },
     /// Writes many documents (`None` deletes); answered once all are durable.
     Import(Vec<ImportLine>),
     /// One document (absent ones have no value).
-    Get { key: DocKey },
+    Get {
+        /// The document read.
+        key: DocKey,
+    },
     /// A page of a collection, after the document id `after`.
     List {
+        /// The collection listed.
         collection: String,
+        /// Start after this document id (the `next` of the previous page).
         after: Option<String>,
+        /// Documents per page, already checked ([`page_limit`] with [`LIST_LIMIT`]).
         limit: usize,
     },
     /// Open conflicts, of one collection or all.
-    Conflicts { collection: Option<String> },
+    Conflicts {
+        /// Only this collection's; every collection's when `None`.
+        collection: Option<String>,
+    },
     /// One document's open conflict.
-    Conflict { key: DocKey },
+    Conflict {
+        /// The document; [`Error::NoConflict`] when it has no open conflict.
+        key: DocKey,
+    },
     /// Documents changed since a cursor (`_config` left out).
-    Changes { since: VersionVector, limit: usize },
+    Changes {
+        /// The cursor: the `cursor` of the previous page, empty for everything.
+        since: VersionVector,
+        /// Most changes to return ([`page_limit`] with [`CHANGES_LIMIT`]).
+        limit: usize,
+    },
     /// Who is connected, here and through peers.
     Presence,
     /// Every live document, configuration included, in key order.
@@ -67,13 +102,18 @@ pub enum Request {
     /// Session only: `broadcast` on a channel (replayed after `from`), `change` for a
     /// collection.
     Subscribe {
+        /// The channel whose messages to receive.
         channel: Option<String>,
+        /// The collection whose changes (and conflicts) to receive.
         collection: Option<String>,
+        /// Replay the retained messages with an offset above this first.
         from: Option<u64>,
     },
     /// Session only: stops what `subscribe` started.
     Unsubscribe {
+        /// The channel to leave.
         channel: Option<String>,
+        /// The collection to leave.
         collection: Option<String>,
     },
 }
@@ -87,46 +127,70 @@ pub enum Reply {
     /// A document write (write, resolve): its dot, and the document written (the HTTP API
     /// answers with how it shows).
     Written {
+        /// The write's dot.
         dot: Dot,
+        /// The document written.
         key: DocKey,
     },
     /// A policy was set.
     PolicySet {
+        /// The dot of the `_config` write that set it.
         dot: Dot,
+        /// The collection.
         collection: String,
+        /// Its policy from now on.
         policy: Policy,
     },
     /// A message was stored.
     Sent {
+        /// The message's id (this replica and its message sequence).
         id: MessageId,
+        /// The channel it was published on.
         channel: String,
     },
     /// An import was stored.
     Imported {
+        /// How many lines were written (deletes included).
         count: usize,
     },
     /// A request with an idempotency key that was already done: its first result.
     Again {
+        /// The first run's dot (`None` for a message).
         dot: Option<Dot>,
     },
+    /// [`Request::Get`]: the document as it reads now (staged writes included).
     Doc(DocView),
+    /// [`Request::List`]: one page, in id order.
     Docs {
+        /// The page's documents.
         docs: Vec<DocView>,
+        /// The last id of the page when more follow (pass as `after`); `None` on the last.
         next: Option<String>,
     },
+    /// [`Request::Conflicts`]: the open conflicts.
     Conflicts(Vec<Conflict>),
+    /// [`Request::Conflict`]: the document's open conflict.
     Conflict(Conflict),
+    /// [`Request::Changes`]: one page of the changes feed.
     Changes {
+        /// The documents changed, each once, as they read now (deleted: `value` `None`).
         changes: Vec<DocView>,
+        /// The cursor to pass as `since` next time: covers `since` and this page.
         cursor: VersionVector,
+        /// Changes still to come after this page (ask again at once while above 0).
         remaining: u64,
     },
+    /// [`Request::Presence`]: every session known here and through peers.
     Presence(Vec<PresenceEntry>),
+    /// [`Request::Export`]: every live (not deleted) document and its value, in key order.
     Export(Vec<(DocKey, Value)>),
     /// Subscribed; the retained messages to replay after the acknowledgement.
     Subscribed {
+        /// The retained messages of the channel with an offset above `from`, in offset order
+        /// (empty without `from`).
         replay: Vec<Retained>,
     },
+    /// [`Request::Unsubscribe`] is done.
     Unsubscribed,
 }
 
@@ -136,7 +200,12 @@ pub enum Answer {
     /// A read: the reply now.
     Now(Reply),
     /// A write: give `reply` once the engine reports `Event::Acked { req }` (durable).
-    WhenDurable { req: u64, reply: Reply },
+    WhenDurable {
+        /// The number [`crate::Event::Acked`] will carry.
+        req: u64,
+        /// The answer to give then.
+        reply: Reply,
+    },
 }
 
 impl Request {

@@ -55,6 +55,7 @@ pub trait Choices {
     fn more(&self) -> bool {
         true
     }
+    /// True with a chance of `per_mille` in 1000 (drawn with [`Choices::below`]).
     fn chance(&mut self, per_mille: usize) -> bool {
         self.below(1000) < per_mille
     }
@@ -64,9 +65,11 @@ pub trait Choices {
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator seeded with `seed`: the same seed gives the same run, on every platform.
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
+    /// The next 64 pseudo-random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -89,6 +92,7 @@ pub struct Bytes<'a> {
 }
 
 impl<'a> Bytes<'a> {
+    /// Choices read from `data`, two bytes (big-endian) per choice.
     pub fn new(data: &'a [u8]) -> Self {
         Bytes { data, pos: 0 }
     }
@@ -109,18 +113,25 @@ impl Choices for Bytes<'_> {
     }
 }
 
+/// The shape of one simulated scenario: how many of each participant, how long the fault
+/// phase lasts, and how often each fault strikes.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Client replicas besides the relay (node 0) and the hybrid host (node 1).
     pub clients: usize,
+    /// Agents (protocol clients without a replica), attached to nodes 0 and 1.
     pub agents: usize,
     /// Steps of the fault phase.
     pub steps: usize,
-    /// Per-mille chances per step.
+    /// Per-mille chances per step, on average: a link breaks.
     pub break_link: usize,
+    /// On average, per mille per step (roughly): a node crashes, losing what it had not
+    /// persisted.
     pub crash: usize,
+    /// Per mille per frame delivered on a link between replicas: the frame arrives twice
+    /// (agents' links never duplicate, as a WebSocket does not).
     pub duplicate: usize,
-    /// Encode every second link's frames in binary (when the codec has it).
+    /// Document ids per collection that writes pick from (few, so that writes collide).
     pub documents: usize,
     /// Adversarial peers (write tokens, forged pushes and messages).
     pub attackers: usize,
@@ -156,24 +167,40 @@ impl SimConfig {
 /// What a passing run did (for logs and for checking that runs do real work).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
+    /// Document writes acknowledged (to agents and to nodes' own API), each checked present
+    /// or superseded at the end.
     pub acked_writes: usize,
+    /// Acknowledged deletes, each checked to stay deleted.
     pub acked_deletes: usize,
+    /// Channel messages delivered to agents.
     pub messages_delivered: usize,
+    /// Frames delivered over links.
     pub frames: usize,
+    /// Node crashes.
     pub crashes: usize,
+    /// Links broken (by the fault, by partitions, by crashes).
     pub breaks: usize,
+    /// Open conflicts left at the end (the same on every replica).
     pub conflicts_open: usize,
+    /// Documents held at the end (the same on every replica).
     pub docs: usize,
+    /// Delivery rounds the healing phase took to go quiet.
     pub heal_rounds: usize,
     /// Forged pushes and messages sent by adversarial peers, and sessions closed on them.
     pub attacks: usize,
+    /// Sessions of adversarial peers that the servers closed.
     pub attacks_refused: usize,
 }
 
+/// A run that broke an invariant (or hit an engine error): where, and what.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Failure {
+    /// The seed of the run, to replay it with `SIM_SEED`; `None` for runs from fuzzer bytes.
     pub seed: Option<u64>,
+    /// The fault-phase step it failed at (the last one when it failed while healing or in
+    /// the final checks).
     pub step: usize,
+    /// What went wrong, for a person to read.
     pub what: String,
 }
 
@@ -354,6 +381,7 @@ pub fn run(seed: u64) -> Result<Report, Failure> {
     run_with(seed, &SimConfig::default())
 }
 
+/// Runs one seeded scenario of the shape `cfg`. A failure carries `seed`.
 pub fn run_with(seed: u64, cfg: &SimConfig) -> Result<Report, Failure> {
     let mut rng = Rng::new(seed);
     simulate(&mut rng, cfg).map_err(|mut f| {
@@ -372,6 +400,8 @@ pub fn run_bytes(data: &[u8]) -> Result<Report, Failure> {
     simulate(&mut b, &cfg)
 }
 
+/// Runs one scenario with choices from `c`: the fault phase of `cfg.steps` steps, then
+/// healing, restarting every node from its disk, and the checks of the module documentation.
 pub fn simulate<C: Choices>(c: &mut C, cfg: &SimConfig) -> Result<Report, Failure> {
     let mut w = World::new(c, cfg.clone());
     w.run().map_err(|what| Failure {
