@@ -48,9 +48,6 @@ pub mod ids;
 pub mod limits;
 pub mod message;
 pub mod policy;
-// documented with the replica rework (its one broken intra-doc link, to the former
-// `Engine::once`, now `Engine::request_once`, goes with it)
-#[allow(missing_docs, rustdoc::broken_intra_doc_links)]
 pub mod replica;
 pub mod request;
 #[cfg(feature = "sql")]

@@ -8,6 +8,7 @@ use super::*;
 /// Result of [`Replica::delta_own`].
 #[derive(Debug, Default)]
 pub struct OwnDelta {
+    /// The documents, watermark and remaining count, as for [`Replica::delta_bounded`].
     pub delta: Delta,
     /// Stopped at a document the receiver may not take from us yet.
     pub blocked: bool,
@@ -16,7 +17,9 @@ pub struct OwnDelta {
 /// Result of a delta extraction.
 #[derive(Debug, Default)]
 pub struct Delta {
+    /// Full states of the documents the peer lacks, in the order their dots were walked.
     pub docs: Vec<DocEntry>,
+    /// What the peer holds once it has these documents: only ranges walked here.
     pub watermark: VersionVector,
     /// Live dots above the peer's vector not included in this batch (an upper bound on
     /// documents still to come).

@@ -45,6 +45,7 @@ pub const DEFAULT_RETAIN: usize = 100;
 /// What the host must write, atomically, before reporting [`Replica::persisted`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct PersistBatch {
+    /// The batch number, in cut order: report it to [`Replica::persisted`] (through the engine) in that order.
     pub id: u64,
     /// Full new states of changed documents (upsert by key).
     pub docs: Vec<(DocKey, DocState)>,
@@ -59,12 +60,13 @@ pub struct PersistBatch {
     /// Per channel written in this batch, how many messages it retains: the host keeps the
     /// newest that many and may delete older ones.
     pub retain: Vec<(String, usize)>,
-    /// Requests with an idempotency key done by this batch's writes ([`crate::Engine::once`]):
+    /// Requests with an idempotency key done by this batch's writes ([`crate::Engine::request_once`]):
     /// stored with the batch, given back with [`crate::Engine::restore_requests`].
     pub requests: Vec<crate::request::DoneRequest>,
 }
 
 impl PersistBatch {
+    /// Whether the batch carries no document and no message (metadata only).
     pub fn is_empty(&self) -> bool {
         self.docs.is_empty() && self.messages.is_empty()
     }
@@ -88,11 +90,16 @@ struct InFlight {
 /// A batch the host has persisted, handed back so the engine can release what it gated.
 #[derive(Debug, Default)]
 pub struct Released {
+    /// The batch that was persisted.
     pub id: u64,
+    /// Documents whose durable state changed: announced to subscribers now.
     pub docs: Vec<DocKey>,
+    /// Messages that became durable: delivered now.
     pub messages: Vec<Retained>,
 }
 
+/// One space at one store: its layers (staged, in flight, durable), vectors, clock and
+/// channel logs. See the module documentation.
 pub struct Replica {
     id: ReplicaId,
     tier: Tier,
@@ -114,6 +121,7 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// An empty replica of `space` with id `id`, its durable layer in memory.
     pub fn new(id: ReplicaId, tier: Tier, space: impl Into<String>) -> Self {
         Replica {
             id,
@@ -134,16 +142,19 @@ impl Replica {
         }
     }
 
+    /// Sets the policy this store seeds as the space default when it creates the space.
     pub fn with_default_policy(mut self, p: Policy) -> Self {
         self.default_policy = p;
         self
     }
 
+    /// Sets how many messages a channel retains when `_config` says nothing of it.
     pub fn with_default_retain(mut self, n: usize) -> Self {
         self.default_retain = n;
         self
     }
 
+    /// Sets how far ahead of `now_ms` a stamp from a peer may be, in milliseconds.
     pub fn with_max_skew(mut self, ms: u64) -> Self {
         self.clock = self.clock.clone().with_max_skew(ms);
         self
@@ -164,12 +175,15 @@ impl Replica {
         self.durable.cache_bytes()
     }
 
+    /// This replica's id.
     pub fn id(&self) -> ReplicaId {
         self.id
     }
+    /// This replica's tier (local or cloud).
     pub fn tier(&self) -> Tier {
         self.tier
     }
+    /// The space this replica holds.
     pub fn space(&self) -> &str {
         &self.space
     }
@@ -181,12 +195,15 @@ impl Replica {
     pub fn latest_vector(&self) -> &VersionVector {
         &self.vv_latest
     }
+    /// The durable vector of messages seen: per origin, the highest seq persisted here.
     pub fn message_seen(&self) -> &VersionVector {
         &self.msg_seen
     }
+    /// The clock's last stamp (persisted with every batch, so a restart never goes back).
     pub fn clock(&self) -> Stamp {
         self.clock.last()
     }
+    /// The retained messages of every channel, durable ones only.
     pub fn logs(&self) -> &ChannelLogs {
         &self.logs
     }
@@ -225,6 +242,7 @@ impl Replica {
         self.msg_seen_latest = message_seen;
     }
 
+    /// Loads a retained message as read back from storage.
     pub fn restore_message(&mut self, r: Retained) {
         self.logs.restore(r);
     }
@@ -253,6 +271,7 @@ impl Replica {
             .or_else(|| self.durable.config(key))
     }
 
+    /// The conflict policy of `collection`: its `_config` entry, else the space default.
     pub fn policy(&self, collection: &str) -> Policy {
         if collection == CONFIG_COLLECTION {
             return CONFIG_POLICY;
@@ -282,6 +301,8 @@ impl Replica {
             .is_some()
     }
 
+    /// How many messages `channel` retains: its `_config` entry (at most 100,000), else the
+    /// store's default.
     pub fn retain(&self, channel: &str) -> usize {
         self.config_field(&format!("channel:{channel}"), "retain")
             .and_then(|v| v.as_u64())
@@ -295,6 +316,8 @@ impl Replica {
         v.get(field).cloned()
     }
 
+    /// How a document looks to readers under its collection's policy (newest layer):
+    /// visible value (`None` when absent or deleted), winning stamp, open conflict.
     pub fn view(&self, key: &DocKey) -> Result<DocView> {
         let policy = self.policy(&key.collection);
         let st = self.state(key)?;
@@ -309,6 +332,7 @@ impl Replica {
         })
     }
 
+    /// The visible value of a document under its collection's policy (newest layer).
     pub fn get(&self, key: &DocKey) -> Result<Option<Value>> {
         Ok(self
             .state(key)?
@@ -411,6 +435,8 @@ impl Replica {
         Ok(out)
     }
 
+    /// The open conflict on `key`, if its collection is `manual` and it has several
+    /// siblings: every side with its fields, and the names of the fields that differ.
     pub fn conflict(&self, key: &DocKey) -> Result<Option<Conflict>> {
         let Some(st) = self.state(key)? else {
             return Ok(None);
@@ -569,6 +595,8 @@ impl Replica {
 
     // ---- persistence ---------------------------------------------------------------------
 
+    /// Whether anything waits to be cut into a batch (documents, messages, or a vector
+    /// raised by a peer's watermark).
     pub fn has_staged(&self) -> bool {
         !self.staged.docs.is_empty()
             || !self.staged.messages.is_empty()

@@ -57,7 +57,9 @@ pub trait DocStore: Send {
 /// A document state borrowed from a layer in memory or shared with the cache.
 #[derive(Debug)]
 pub enum StateRef<'a> {
+    /// A state of the staged or in-flight layer, or of a durable layer in memory.
     Borrowed(&'a DocState),
+    /// A state read from the store, shared with the cache.
     Shared(Arc<DocState>),
 }
 
