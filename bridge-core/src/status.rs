@@ -73,6 +73,13 @@ pub struct SpaceStatus {
     pub sessions: u64,
     /// Open conflicts in the space's `manual` collections.
     pub open_conflicts: u64,
+    /// Bytes of document states this host keeps in memory for the space (the core's own
+    /// accounting; the database holds every document).
+    #[serde(default)]
+    pub cache_bytes: u64,
+    /// The most [`SpaceStatus::cache_bytes`] may reach (`CACHE_MB`).
+    #[serde(default)]
+    pub cache_budget: u64,
     /// The space's replicated default policy (`_config/space`): the one that applies.
     pub default_policy: Policy,
     /// This host's `CONFLICT_STRATEGY`, which only seeds new spaces.
@@ -193,6 +200,8 @@ mod tests {
             "cursor": "00000000000000ab:3",
             "sessions": 2,
             "open_conflicts": 0,
+            "cache_bytes": 2048,
+            "cache_budget": 67108864,
             "default_policy": "lww",
             "conflict_strategy": "merge",
             "default_policy_mismatch": true,
