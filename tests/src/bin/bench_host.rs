@@ -3,6 +3,7 @@
 //! ```sh
 //! CARGO_TARGET_DIR=target cargo build --release -p native-host -p tests --bin bench_host
 //! target/release/bench_host            # all; or name some: writes latency sync fanout
+//! BENCH_DOCS=1000000 target/release/bench_host large   # by hand only: never in the default set
 //! ```
 //!
 //! Uses the release `sacred-bridge` next to this binary (or `SACRED_BRIDGE_BIN`). Prints one
@@ -423,6 +424,153 @@ async fn fanout() {
     }
 }
 
+/// Peak VmRSS of `pid` in MB, sampled every 50 ms until `stop` is set.
+fn rss_sampler(
+    pid: u32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<f64> {
+    std::thread::spawn(move || {
+        let mut peak = 0f64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if let Some(kb) = status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+            {
+                peak = peak.max(kb / 1024.0);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        peak
+    })
+}
+
+/// Reads a space the way users do: `gets` single documents spread over the space, then the
+/// first `pages` list pages of 1,000. Returns the peak RSS meanwhile.
+fn serve(host: &Host, n: usize, gets: usize, pages: usize) -> f64 {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = rss_sampler(host.child.id(), stop.clone());
+    let t = Instant::now();
+    for k in 0..gets {
+        let i = (k * 7919) % n;
+        let (s, _) = host.http("GET", &format!("/v1/spaces/big/docs/items/d{i:07}"), None);
+        assert_eq!(s, 200);
+    }
+    let gets_s = t.elapsed().as_secs_f64();
+    let mut after = String::new();
+    for _ in 0..pages {
+        let (s, v) = host.http(
+            "GET",
+            &format!("/v1/spaces/big/docs/items?limit=1000&after={after}"),
+            None,
+        );
+        assert_eq!(s, 200);
+        match v["next"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap_or(f64::NAN);
+    println!(
+        "large: {gets} GETs in {gets_s:.2} s ({:.0}/s), {pages} list pages in {:.2} s; peak RSS {peak:.1} MB",
+        gets as f64 / gets_s,
+        t.elapsed().as_secs_f64() - gets_s
+    );
+    peak
+}
+
+/// Issue 10's large figures on the native host: BENCH_DOCS documents (default 1,000,000)
+/// shaped `{"title":"Item number i","done":bool,"tags":["a","b"],"n":i}`, imported with
+/// `sacred-bridge import` into a local host on its defaults; RSS during the import, while
+/// serving, after a restart; start to `/healthz`; database size against the NDJSON.
+fn large() {
+    let n: usize = std::env::var("BENCH_DOCS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = TempDir::new("bench-large");
+    let file = dir.0.join("docs.ndjson");
+    {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        for i in 0..n {
+            let line = json!({"collection": "items", "id": format!("d{i:07}"),
+                "value": {"title": format!("Item number {i}"), "done": i % 2 == 0, "tags": ["a", "b"], "n": i}});
+            writeln!(w, "{line}").unwrap();
+        }
+    }
+    let ndjson = std::fs::metadata(&file).unwrap().len();
+    let mut host = Host::start(&dir.0, "local", &[]);
+    let api = format!("http://127.0.0.1:{}", host.api_port);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = rss_sampler(host.child.id(), stop.clone());
+    let t = Instant::now();
+    let (code, _, err) = tests::cli(
+        &dir.0,
+        &[
+            "import",
+            file.to_str().unwrap(),
+            "--space",
+            "big",
+            "--api",
+            &api,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let took = t.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap_or(f64::NAN);
+    println!(
+        "large: import of {n} documents ({:.1} MB NDJSON) took {took:.1} s ({:.0} docs/s); host peak RSS during import {peak:.1} MB, after {:.1} MB",
+        ndjson as f64 / 1e6,
+        n as f64 / took,
+        rss_mb(&host)
+    );
+    serve(&host, n, 20_000, 100);
+    println!("large: RSS after serving {:.1} MB", rss_mb(&host));
+
+    let t = Instant::now();
+    host.restart();
+    loop {
+        let (s, _) = host.http("GET", "/healthz", None);
+        if s == 200 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "no /healthz");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!(
+        "large: kill -9, start to /healthz 200: {:.3} s; RSS {:.1} MB",
+        t.elapsed().as_secs_f64(),
+        rss_mb(&host)
+    );
+    let t = Instant::now();
+    let (s, _) = host.http("GET", "/v1/spaces/big/docs/items/d0000007", None);
+    assert_eq!(s, 200);
+    println!(
+        "large: first GET after the restart: {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    serve(&host, n, 20_000, 100);
+    println!("large: RSS after serving again {:.1} MB", rss_mb(&host));
+    let db: u64 = ["bridge.db", "bridge.db-wal", "bridge.db-shm"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.0.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "large: database {:.1} MB for {:.1} MB of NDJSON ({:.2}x, {:.0} B per document)",
+        db as f64 / 1e6,
+        ndjson as f64 / 1e6,
+        db as f64 / ndjson as f64,
+        db as f64 / n as f64
+    );
+}
+
 fn main() {
     if std::env::var_os("SACRED_BRIDGE_BIN").is_none() {
         if let Some(dir) = std::env::current_exe()
@@ -450,5 +598,9 @@ fn main() {
     }
     if on("fanout") {
         rt.block_on(fanout());
+    }
+    // By hand only: a million documents take minutes and gigabytes of disk.
+    if which.iter().any(|w| w == "large") {
+        large();
     }
 }
