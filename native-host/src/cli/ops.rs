@@ -61,39 +61,83 @@ pub(super) async fn export(cfg: &Config, t: Target) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `import`: read FILE, then send it in batches.
+/// `import`: stream FILE to the host in batches (the file is never read whole: a first pass
+/// counts its lines for the progress bar, a second sends them).
 pub(super) async fn import(
     cfg: &Config,
     file: String,
     batch: usize,
     t: Target,
 ) -> Result<ExitCode> {
-    let body = std::fs::read(&file).map_err(|source| Error::ImportUnread {
+    let unread = |source| Error::ImportUnread {
         file: file.clone(),
         source,
-    })?;
+    };
+    let total = for_each_line(&file, |_| Ok(())).map_err(unread)?;
+    let reader = std::fs::File::open(&file).map_err(unread)?;
     let c = Ctx::new(cfg, t);
-    send_batches(&c, &file, &body, batch.max(1)).await
+    send_batches(
+        &c,
+        &file,
+        std::io::BufReader::new(reader),
+        total,
+        batch.max(1),
+    )
+    .await
+}
+
+/// Calls `f` with each non-blank line of `file` (without its newline); returns their number.
+fn for_each_line(
+    file: &str,
+    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::new(std::fs::File::open(file)?);
+    let (mut line, mut n) = (Vec::new(), 0u64);
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return Ok(n);
+        }
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            n += 1;
+            f(&line)?;
+        }
+    }
 }
 
 /// The file's lines in batches of `batch` lines (or 4 MB), one request each, so a
 /// large import neither holds the host to one huge transaction nor shows nothing for minutes.
-async fn send_batches(c: &Ctx, file: &str, body: &[u8], batch: usize) -> Result<ExitCode> {
+/// Memory holds one batch, whatever the file's size.
+async fn send_batches(
+    c: &Ctx,
+    file: &str,
+    mut reader: impl std::io::BufRead,
+    total: u64,
+    batch: usize,
+) -> Result<ExitCode> {
     const MAX_BATCH_BYTES: usize = 4 << 20;
-    let lines: Vec<&[u8]> = body
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-        .collect();
-    let total = lines.len() as u64;
+    let unread = |source| Error::ImportUnread {
+        file: file.to_owned(),
+        source,
+    };
     let mut bar = crate::progress::Progress::new("import");
     let (mut done, mut imported) = (0u64, 0u64);
     let mut chunk: Vec<u8> = Vec::new();
     let mut in_chunk = 0u64;
-    for (i, line) in lines.iter().enumerate() {
-        chunk.extend_from_slice(line);
-        chunk.push(b'\n');
-        in_chunk += 1;
-        if in_chunk < batch as u64 && chunk.len() < MAX_BATCH_BYTES && i + 1 < lines.len() {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let end = reader.read_until(b'\n', &mut line).map_err(unread)? == 0;
+        if !end && !line.iter().all(u8::is_ascii_whitespace) {
+            chunk.extend_from_slice(line.strip_suffix(b"\n").unwrap_or(&line));
+            chunk.push(b'\n');
+            in_chunk += 1;
+        }
+        if in_chunk == 0 || (!end && in_chunk < batch as u64 && chunk.len() < MAX_BATCH_BYTES) {
+            if end {
+                break;
+            }
             continue;
         }
         let v = c
@@ -110,6 +154,9 @@ async fn send_batches(c: &Ctx, file: &str, body: &[u8], batch: usize) -> Result<
         done += in_chunk;
         in_chunk = 0;
         bar.update(done, total, "docs");
+        if end {
+            break;
+        }
     }
     bar.finish();
     print(&json!({ "imported": imported }));
