@@ -59,6 +59,9 @@ pub struct ApiResponse {
     pub content_type: &'static str,
     /// The body's bytes.
     pub body: Vec<u8>,
+    /// An export page that is not the last: the key the next page starts after. The host
+    /// asks for it ([`Request::Export`]) and sends the pages as one body.
+    pub next: Option<DocKey>,
 }
 
 impl ApiResponse {
@@ -68,6 +71,7 @@ impl ApiResponse {
             status,
             content_type: "application/json",
             body: v.to_string().into_bytes(),
+            next: None,
         }
     }
 
@@ -77,6 +81,7 @@ impl ApiResponse {
             status,
             content_type,
             body: body.into_bytes(),
+            next: None,
         }
     }
 }
@@ -380,7 +385,7 @@ fn space_request(
             }
         }
         (_, ["policies", _]) => return Err(none()),
-        ("GET", ["export"]) => Request::Export,
+        ("GET", ["export"]) => Request::Export { after: None },
         (_, ["export"]) => return Err(none()),
         ("POST", ["import"]) => Request::Import(parse_ndjson(body)?),
         (_, ["import"]) => return Err(none()),
@@ -502,7 +507,7 @@ pub fn render(engine: &Engine, reply: Reply) -> Result<ApiResponse, ApiError> {
         Reply::Conflicts(c) => json!({"conflicts": to_value(&c)}),
         Reply::Conflict(c) => to_value(&c),
         Reply::Presence(agents) => json!({"agents": to_value(&agents)}),
-        Reply::Export(docs) => {
+        Reply::Export { docs, next } => {
             let mut out = String::new();
             for (k, value) in docs {
                 out.push_str(
@@ -510,7 +515,9 @@ pub fn render(engine: &Engine, reply: Reply) -> Result<ApiResponse, ApiError> {
                 );
                 out.push('\n');
             }
-            return Ok(ApiResponse::text(200, "application/x-ndjson", out));
+            let mut page = ApiResponse::text(200, "application/x-ndjson", out);
+            page.next = next;
+            return Ok(page);
         }
         Reply::Written { dot, key } => {
             let doc = engine.replica().view(&key)?;

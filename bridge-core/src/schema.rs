@@ -151,9 +151,10 @@ pub const SELECT_CONFLICTED: &str = "SELECT collection, id FROM docs
 /// ?1 space → one integer: the space's documents, tombstones included.
 pub const COUNT_SPACE_DOCS: &str = "SELECT COUNT(*) FROM docs WHERE space = ?1";
 
-/// ?1 space → (collection): the collections holding a document, in order.
-pub const SELECT_COLLECTIONS: &str =
-    "SELECT DISTINCT collection FROM docs WHERE space = ?1 ORDER BY collection";
+/// ?1 space, ?2 collection ('' for the first) → (collection): the first collection above ?2
+/// holding a document (one index seek).
+pub const SELECT_NEXT_COLLECTION: &str = "SELECT collection FROM docs
+ WHERE space = ?1 AND collection > ?2 ORDER BY collection LIMIT 1";
 
 /// ?1 space, ?2 collection → (id, state JSON): every document of one collection (used for
 /// the few `_config` entries a replica keeps in memory).

@@ -169,6 +169,10 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::Internal, e.to_string())
 }
 
+/// Mebibytes of document states the object keeps cached when `CACHE_MB` is unset: a
+/// quarter of the 128 MB a Durable Object may use.
+const DEFAULT_CACHE_MB: usize = 32;
+
 impl SpaceObject {
     fn engine_config(&self, space: &str) -> std::result::Result<EngineConfig, ApiError> {
         let mut cfg = EngineConfig::new(bridge_core::ReplicaId(0), Tier::Cloud, space);
@@ -187,6 +191,20 @@ impl SpaceObject {
         }
         if let Some(ms) = self.millis("HEARTBEAT_MS", true)? {
             cfg.heartbeat_ms = ms;
+        }
+        cfg.cache_bytes = DEFAULT_CACHE_MB << 20;
+        if let Ok(v) = self.env.var("CACHE_MB") {
+            let v = v.to_string();
+            if !v.is_empty() {
+                cfg.cache_bytes = match v.parse::<usize>() {
+                    Ok(mb) if (1..=1024).contains(&mb) => mb << 20,
+                    _ => {
+                        return Err(internal(format!(
+                            "CACHE_MB={v:?}: expected a whole number of mebibytes from 1 to 1024"
+                        )))
+                    }
+                };
+            }
         }
         Ok(cfg)
     }
@@ -421,7 +439,25 @@ impl SpaceObject {
             api::execute(&mut host.engine, now, rights, request)
         })?;
         match outcome {
-            Outcome::Done(resp) => Ok(resp),
+            Outcome::Done(mut resp) => {
+                // An export comes a page at a time; the pages go out as one body (built
+                // here whole: streaming it from the object is not done yet).
+                while let Some(after) = resp.next.take() {
+                    let request = bridge_core::Request::Export { after: Some(after) };
+                    let (page, _) = self.with_host(&space, |host| {
+                        api::execute(&mut host.engine, now, rights, request)
+                    })?;
+                    let Outcome::Done(page) = page else {
+                        return Err(internal("an export page waited for an ack"));
+                    };
+                    if page.status != 200 {
+                        return Ok(page);
+                    }
+                    resp.body.extend_from_slice(&page.body);
+                    resp.next = page.next;
+                }
+                Ok(resp)
+            }
             Outcome::AfterAck { req, response } if acked.contains(&req) => Ok(response),
             Outcome::AfterAck { .. } => Err(internal("the write was not stored; retry")),
         }

@@ -6,12 +6,17 @@
 //! durable, so an `ack` sent after [`write`] returned never overtakes its write.
 //!
 //! Statements are planned as plain values ([`Stmt`], built by [`plan_batch`], tested
-//! natively) and executed by [`run`]; reading rows back is [`load`].
+//! natively) and executed by [`run`]. The storage is the engine's durable layer: [`DoDocs`]
+//! reads documents, pages of ids, live dots and conflicts from it as the engine needs them,
+//! and [`load`] reads only the metadata, the `_config` entries and the retained messages, so
+//! waking the object costs the same for ten documents or a million.
 
 use bridge_core::doc::DocState;
 use bridge_core::message::{Message, Retained};
+use bridge_core::replica::{DocStore, CONFIG_COLLECTION};
 use bridge_core::schema;
 use bridge_core::{DocKey, Engine, EngineConfig, PersistBatch, ReplicaId, Stamp, VersionVector};
+use worker::send::SendWrapper;
 use worker::{SqlStorage, SqlStorageValue as Value, Storage};
 
 #[derive(Debug)]
@@ -277,24 +282,34 @@ fn random_replica() -> Result<ReplicaId> {
     Ok(ReplicaId::from_random(b))
 }
 
-/// An engine for `cfg.space` restored from storage (`cfg.replica` must be the stored id).
+/// An engine for `cfg.space` whose durable layer is this storage (`cfg.replica` must be the
+/// stored id): reads the metadata, the `_config` entries and the retained messages only.
 pub fn load(storage: &Storage, cfg: EngineConfig) -> Result<Engine> {
     let sql = storage.sql();
     let space = Value::String(cfg.space.clone());
-    let mut engine = Engine::new(cfg);
+    let docs = DoDocs {
+        sql: SendWrapper::new(storage.sql()),
+        space: cfg.space.clone(),
+    };
+    let mut engine = Engine::with_store(cfg, Box::new(docs));
     if let Some(row) = exec(&sql, schema::SELECT_META, vec![space.clone()])?.first() {
         let vector: VersionVector = parse(&text(row, 0, "meta.vector")?, "meta.vector")?;
         let clock: Stamp = parse(&text(row, 1, "meta.clock")?, "meta.clock")?;
         let seen: VersionVector = parse(&text(row, 2, "meta.message_seen")?, "meta.message_seen")?;
         engine.restore_meta(vector, clock, seen);
     }
-    for row in exec(&sql, schema::SELECT_DOCS, vec![space.clone()])? {
-        let (collection, id) = (text(&row, 0, "docs.collection")?, text(&row, 1, "docs.id")?);
+    let config = Value::String(CONFIG_COLLECTION.into());
+    for row in exec(
+        &sql,
+        schema::SELECT_COLLECTION_DOCS,
+        vec![space.clone(), config],
+    )? {
+        let id = text(&row, 0, "docs.id")?;
         let state: DocState = parse(
-            &text(&row, 2, "docs.state")?,
-            format!("docs.state of {collection}/{id}"),
+            &text(&row, 1, "docs.state")?,
+            format!("docs.state of {CONFIG_COLLECTION}/{id}"),
         )?;
-        engine.restore_doc(DocKey::new(collection, id), state);
+        engine.restore_doc(DocKey::new(CONFIG_COLLECTION, id), state);
     }
     for row in exec(&sql, schema::SELECT_MESSAGES, vec![space])? {
         let offset = integer(&row, 0, "messages.offset")?;
@@ -308,6 +323,175 @@ pub fn load(storage: &Storage, cfg: EngineConfig) -> Result<Engine> {
         });
     }
     Ok(engine)
+}
+
+/// The space's documents in this object's storage: the [`DocStore`] its engine reads its
+/// durable layer from, with the statements the native host runs on its SQLite.
+pub struct DoDocs {
+    /// A Durable Object runs on one thread; the core asks a store to be `Send` for the
+    /// native host's sake, which a JavaScript handle cannot say of itself.
+    sql: SendWrapper<SqlStorage>,
+    space: String,
+}
+
+fn read_err(e: StoreError) -> bridge_core::Error {
+    bridge_core::Error::Store(e.to_string())
+}
+
+impl DoDocs {
+    fn rows(&self, q: &str, args: Vec<Value>) -> bridge_core::Result<Vec<Vec<Value>>> {
+        exec(&self.sql, q, args).map_err(read_err)
+    }
+
+    fn sp(&self) -> Value {
+        Value::String(self.space.clone())
+    }
+
+    fn count(&self, q: &str, args: Vec<Value>) -> bridge_core::Result<u64> {
+        let rows = self.rows(q, args)?;
+        let n = match rows.first() {
+            Some(row) => integer(row, 0, "a count").map_err(read_err)?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn keys_of(&self, rows: Vec<Vec<Value>>) -> bridge_core::Result<Vec<DocKey>> {
+        rows.iter()
+            .map(|r| {
+                Ok(DocKey::new(
+                    text(r, 0, "docs.collection").map_err(read_err)?,
+                    text(r, 1, "docs.id").map_err(read_err)?,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// A limit as an SQL integer.
+fn limit(n: usize) -> Value {
+    int(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
+impl DocStore for DoDocs {
+    fn load(&self, key: &DocKey) -> bridge_core::Result<Option<DocState>> {
+        let rows = self.rows(
+            schema::SELECT_DOC,
+            vec![
+                self.sp(),
+                Value::String(key.collection.clone()),
+                Value::String(key.id.clone()),
+            ],
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let what = format!("docs.state of {}/{}", key.collection, key.id);
+        let json = text(row, 0, &what).map_err(read_err)?;
+        parse(&json, what).map(Some).map_err(read_err)
+    }
+
+    fn keys(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        n: usize,
+    ) -> bridge_core::Result<Vec<DocKey>> {
+        let rows = self.rows(
+            schema::SELECT_DOC_IDS,
+            vec![
+                self.sp(),
+                Value::String(collection.to_owned()),
+                Value::String(after.unwrap_or("").to_owned()),
+                limit(n),
+            ],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(DocKey::new(
+                    collection,
+                    text(r, 0, "docs.id").map_err(read_err)?,
+                ))
+            })
+            .collect()
+    }
+
+    fn dots(
+        &self,
+        replica: ReplicaId,
+        from: u64,
+        upto: u64,
+        n: usize,
+    ) -> bridge_core::Result<Vec<(u64, DocKey)>> {
+        let rows = self.rows(
+            schema::SELECT_DOTS,
+            vec![
+                self.sp(),
+                Value::String(replica.to_string()),
+                int(from),
+                int(upto),
+                limit(n),
+            ],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let counter = integer(r, 0, "dots.counter").map_err(read_err)?;
+                Ok((
+                    u64::try_from(counter).unwrap_or(0),
+                    DocKey::new(
+                        text(r, 1, "dots.collection").map_err(read_err)?,
+                        text(r, 2, "dots.id").map_err(read_err)?,
+                    ),
+                ))
+            })
+            .collect()
+    }
+
+    fn count_dots(&self, replica: ReplicaId, from: u64, upto: u64) -> bridge_core::Result<u64> {
+        self.count(
+            schema::COUNT_DOTS,
+            vec![
+                self.sp(),
+                Value::String(replica.to_string()),
+                int(from),
+                int(upto),
+            ],
+        )
+    }
+
+    fn conflicted(
+        &self,
+        collection: Option<&str>,
+        after: Option<&DocKey>,
+        n: usize,
+    ) -> bridge_core::Result<Vec<DocKey>> {
+        let (ac, ai) = after.map_or(("", ""), |k| (k.collection.as_str(), k.id.as_str()));
+        let rows = self.rows(
+            schema::SELECT_CONFLICTED,
+            vec![
+                self.sp(),
+                Value::String(collection.unwrap_or("").to_owned()),
+                Value::String(ac.to_owned()),
+                Value::String(ai.to_owned()),
+                limit(n),
+            ],
+        )?;
+        self.keys_of(rows)
+    }
+
+    fn doc_count(&self) -> bridge_core::Result<u64> {
+        self.count(schema::COUNT_SPACE_DOCS, vec![self.sp()])
+    }
+
+    fn next_collection(&self, after: &str) -> bridge_core::Result<Option<String>> {
+        let rows = self.rows(
+            schema::SELECT_NEXT_COLLECTION,
+            vec![self.sp(), Value::String(after.to_owned())],
+        )?;
+        rows.first()
+            .map(|r| text(r, 0, "docs.collection").map_err(read_err))
+            .transpose()
+    }
 }
 
 /// Stores `batch` of `space` atomically.

@@ -4,9 +4,11 @@
 
 use crate::hub::Input;
 use bridge_core::api::{self, ApiError, ApiRequest, ApiResponse, Route};
-use bridge_core::{Error, ErrorCode};
+use bridge_core::{DocKey, Error, ErrorCode, Request as CoreRequest};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use futures_util::StreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -41,10 +43,12 @@ pub async fn serve(listener: TcpListener, hub: mpsc::Sender<Input>, mcp: crate::
                 async move {
                     // `/mcp`: MCP over Streamable HTTP (src/mcp), everything else the API.
                     if crate::mcp::is_mcp_path(req.uri().path()) {
-                        return Ok::<_, Infallible>(mcp.handle(req).await);
+                        let resp = mcp.handle(req).await;
+                        return Ok::<_, Infallible>(
+                            resp.map(|b| BodyExt::boxed(b.map_err(|never| match never {}))),
+                        );
                     }
-                    let resp = handle(req, hub).await?;
-                    Ok(resp.map(|b| b.map_err(|never| match never {}).boxed()))
+                    handle(req, hub).await
                 }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -58,8 +62,13 @@ pub async fn serve(listener: TcpListener, hub: mpsc::Sender<Input>, mcp: crate::
     .await
 }
 
-fn respond(r: ApiResponse) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(r.body)));
+/// Every answer's body: whole, or streamed (an export); a streamed body that fails part way
+/// ends with an error, so the client sees a cut transfer rather than a short export.
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn respond(r: ApiResponse) -> Response<Body> {
+    let body = Full::new(Bytes::from(r.body)).map_err(|never| match never {});
+    let mut resp = Response::new(BodyExt::boxed(body));
     *resp.status_mut() =
         hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(v) = hyper::header::HeaderValue::from_str(r.content_type) {
@@ -81,10 +90,48 @@ async fn ask(
     })
 }
 
+/// An export of more than one page: the first page at once, then each next page asked of
+/// the hub as the client reads, so neither the hub nor this connection holds the space.
+fn export_stream(
+    hub: mpsc::Sender<Input>,
+    space: String,
+    token: Option<String>,
+    first: ApiResponse,
+) -> Response<Body> {
+    let content_type = first.content_type;
+    let head = futures_util::stream::once(std::future::ready(Ok(hyper::body::Frame::data(
+        Bytes::from(first.body),
+    ))));
+    let state = (hub, space, token, first.next);
+    let rest = futures_util::stream::unfold(Some(state), |state| async move {
+        let (hub, space, token, next) = state?;
+        let after: DocKey = next?;
+        let page = ask(&hub, |reply| Input::Api {
+            space: space.clone(),
+            request: CoreRequest::Export { after: Some(after) },
+            token: token.clone(),
+            reply,
+        })
+        .await;
+        if page.status != 200 {
+            let why = String::from_utf8_lossy(&page.body).into_owned();
+            tracing::warn!(%space, %why, "export stopped part way");
+            return Some((Err(std::io::Error::other(why)), None));
+        }
+        let chunk = Ok(hyper::body::Frame::data(Bytes::from(page.body)));
+        Some((chunk, Some((hub, space, token, page.next))))
+    });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(head.chain(rest))));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
 async fn handle(
     req: Request<Incoming>,
     hub: mpsc::Sender<Input>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Body>, Infallible> {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
@@ -117,7 +164,7 @@ async fn handle(
     };
     if method == "GET" {
         if let Some(resp) = crate::web::get(&path, token.as_deref()).await {
-            return Ok(resp);
+            return Ok(resp.map(|b| BodyExt::boxed(b.map_err(|never| match never {}))));
         }
     }
     let route = api::parse(&ApiRequest {
@@ -140,13 +187,18 @@ async fn handle(
             .await
         }
         Ok(Route::Space { space, request }) => {
-            ask(&hub, |reply| Input::Api {
-                space,
+            let export = matches!(request, CoreRequest::Export { .. });
+            let first = ask(&hub, |reply| Input::Api {
+                space: space.clone(),
                 request,
-                token,
+                token: token.clone(),
                 reply,
             })
-            .await
+            .await;
+            if export && first.status == 200 && first.next.is_some() {
+                return Ok(export_stream(hub, space, token, first));
+            }
+            first
         }
     };
     Ok(respond(resp))

@@ -447,15 +447,14 @@ impl DocStore for SqlDocs {
         Ok(n as u64)
     }
 
-    fn collections(&self) -> bridge_core::Result<Vec<String>> {
+    fn next_collection(&self, after: &str) -> bridge_core::Result<Option<String>> {
         let conn = lock(&self.conn);
         let mut st = conn
-            .prepare_cached(schema::SELECT_COLLECTIONS)
+            .prepare_cached(schema::SELECT_NEXT_COLLECTION)
             .map_err(read_err)?;
-        let rows = st
-            .query_map([&self.space], |r| r.get::<_, String>(0))
-            .map_err(read_err)?;
-        rows.collect::<Result<_, _>>().map_err(read_err)
+        st.query_row(params![self.space, after], |r| r.get::<_, String>(0))
+            .optional()
+            .map_err(read_err)
     }
 }
 

@@ -176,21 +176,9 @@ impl Engine {
             },
             Request::Changes { since, limit } => read(changes(r, since, limit)?),
             Request::Presence => read(Reply::Presence(self.presence())),
-            Request::Export => {
-                let all = r.delta(&VersionVector::new(), usize::MAX)?;
-                let mut keys: Vec<DocKey> = all
-                    .docs
-                    .into_iter()
-                    .map(|e| DocKey::new(e.collection, e.id))
-                    .collect();
-                keys.sort();
-                let mut docs = Vec::new();
-                for k in keys {
-                    if let Some(v) = r.get(&k)? {
-                        docs.push((k, v));
-                    }
-                }
-                read(Reply::Export(docs))
+            Request::Export { after } => {
+                let (docs, next) = r.export_page(after.as_ref(), crate::request::EXPORT_PAGE)?;
+                read(Reply::Export { docs, next })
             }
             Request::Subscribe {
                 channel,

@@ -212,9 +212,70 @@ impl Replica {
         self.durable.doc_count()
     }
 
-    /// Collections holding at least one durable document (tombstones included), in order.
+    /// Collections holding at least one document (tombstones included), newest layer, in
+    /// order: one store seek per collection.
     pub fn collections(&self) -> Result<Vec<String>> {
-        self.durable.collections()
+        let mut out = Vec::new();
+        let mut after = String::new();
+        while let Some(c) = self.next_collection(&after)? {
+            after.clone_from(&c);
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    /// The first collection above `after` (`""`: the first) holding a document, newest layer.
+    fn next_collection(&self, after: &str) -> Result<Option<String>> {
+        let durable = self.durable.next_collection(after)?;
+        let newer = self
+            .inflight
+            .iter()
+            .map(|f| &f.docs)
+            .chain([&self.staged.docs])
+            .filter_map(|layer| {
+                layer
+                    .keys()
+                    .map(|k| &k.collection)
+                    .find(|c| c.as_str() > after)
+            })
+            .min()
+            .cloned();
+        Ok(match (durable, newer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// A page of every visible document (configuration included) in key order after
+    /// `after`, at most `limit`, and the key to continue after when there is more. Reads
+    /// the store a page at a time, so a whole space is never held.
+    pub fn export_page(
+        &self,
+        after: Option<&DocKey>,
+        limit: usize,
+    ) -> Result<(Vec<(DocKey, Value)>, Option<DocKey>)> {
+        let mut out: Vec<(DocKey, Value)> = Vec::new();
+        let mut coll = match after {
+            Some(a) => Some(a.collection.clone()),
+            None => self.next_collection("")?,
+        };
+        let mut from = after.map(|a| a.id.clone());
+        while let Some(c) = coll {
+            let want = (limit + 1).saturating_sub(out.len());
+            for view in self.list(&c, from.as_deref(), want)? {
+                if let Some(value) = view.value {
+                    out.push((DocKey::new(view.collection, view.id), value));
+                }
+            }
+            if out.len() > limit {
+                out.truncate(limit);
+                let next = out.last().map(|(k, _)| k.clone());
+                return Ok((out, next));
+            }
+            coll = self.next_collection(&c)?;
+            from = None;
+        }
+        Ok((out, None))
     }
 
     // ---- restore -------------------------------------------------------------------------

@@ -50,8 +50,8 @@ pub trait DocStore: Send {
     ) -> Result<Vec<DocKey>>;
     /// Number of durable documents, tombstones included.
     fn doc_count(&self) -> Result<u64>;
-    /// Names of the collections holding at least one document, in order.
-    fn collections(&self) -> Result<Vec<String>>;
+    /// The first collection above `after` (`""`: the first of all) holding a document.
+    fn next_collection(&self, after: &str) -> Result<Option<String>>;
 }
 
 /// A document state borrowed from a layer in memory or shared with the cache.
@@ -325,18 +325,35 @@ impl Durable {
         }
     }
 
-    pub(super) fn collections(&self) -> Result<Vec<String>> {
+    /// The first collection above `after` (`""`: the first) with a durable document: one
+    /// seek, however large the collections.
+    pub(super) fn next_collection(&self, after: &str) -> Result<Option<String>> {
         match self {
             Durable::Memory { docs, .. } => {
-                let mut out: Vec<String> = Vec::new();
-                for k in docs.keys() {
-                    if out.last() != Some(&k.collection) {
-                        out.push(k.collection.clone());
-                    }
+                // The first key of the next collection sorts after every key of `after`.
+                let mut from = after.to_owned();
+                if !after.is_empty() {
+                    from.push('\0');
                 }
-                Ok(out)
+                Ok(docs
+                    .range(DocKey::new(from, "")..)
+                    .map(|(k, _)| &k.collection)
+                    .find(|c| c.as_str() > after)
+                    .cloned())
             }
-            Durable::Stored { store, .. } => store.collections(),
+            Durable::Stored { store, config, .. } => {
+                let stored = store.next_collection(after)?;
+                // `_config` is held in memory too; the store has it as well.
+                let config = config
+                    .keys()
+                    .next()
+                    .map(|k| k.collection.clone())
+                    .filter(|c| c.as_str() > after);
+                Ok(match (stored, config) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                })
+            }
         }
     }
 

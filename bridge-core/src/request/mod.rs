@@ -27,6 +27,8 @@ use serde_json::{Map, Value};
 
 /// Default and largest page of `list` (WebSocket and HTTP alike).
 pub const LIST_LIMIT: (usize, u64) = (100, 1000);
+/// Documents per page of [`Request::Export`].
+pub const EXPORT_PAGE: usize = 1000;
 /// Default and largest page of the HTTP changes feed.
 pub const CHANGES_LIMIT: (usize, u64) = (1000, 10_000);
 
@@ -97,8 +99,12 @@ pub enum Request {
     },
     /// Who is connected, here and through peers.
     Presence,
-    /// Every live document, configuration included, in key order.
-    Export,
+    /// A page of every live document, configuration included, in key order: at most
+    /// [`EXPORT_PAGE`] after `after`. A host streams a whole export page by page.
+    Export {
+        /// The key the previous page ended with (`None`: from the start).
+        after: Option<DocKey>,
+    },
     /// Session only: `broadcast` on a channel (replayed after `from`), `change` for a
     /// collection.
     Subscribe {
@@ -182,8 +188,14 @@ pub enum Reply {
     },
     /// [`Request::Presence`]: every session known here and through peers.
     Presence(Vec<PresenceEntry>),
-    /// [`Request::Export`]: every live (not deleted) document and its value, in key order.
-    Export(Vec<(DocKey, Value)>),
+    /// [`Request::Export`]: a page of live (not deleted) documents and their values, in key
+    /// order.
+    Export {
+        /// The page.
+        docs: Vec<(DocKey, Value)>,
+        /// Where the next page starts (`None`: this was the last).
+        next: Option<DocKey>,
+    },
     /// Subscribed; the retained messages to replay after the acknowledgement.
     Subscribed {
         /// The retained messages of the channel with an offset above `from`, in offset order
@@ -332,7 +344,7 @@ impl Request {
             | Request::Conflict { .. }
             | Request::Changes { .. }
             | Request::Presence
-            | Request::Export
+            | Request::Export { .. }
             | Request::Subscribe { .. }
             | Request::Unsubscribe { .. } => Rights::Read,
         }
@@ -406,7 +418,7 @@ impl Reply {
                 .collect(),
             // Reached only through the host's API (no frame asks for them).
             Reply::Conflict(conflict) => vec![Frame::Conflict { conflict }],
-            Reply::Changes { .. } | Reply::Presence(_) | Reply::Export(_) => vec![ack(None)],
+            Reply::Changes { .. } | Reply::Presence(_) | Reply::Export { .. } => vec![ack(None)],
         }
     }
 

@@ -111,13 +111,13 @@ impl DocStore for SimDocs {
         Ok(self.lock().docs.len() as u64)
     }
 
-    fn collections(&self) -> Result<Vec<String>> {
-        let mut out: Vec<String> = Vec::new();
-        for k in self.lock().docs.keys() {
-            if out.last() != Some(&k.collection) {
-                out.push(k.collection.clone());
-            }
-        }
-        Ok(out)
+    fn next_collection(&self, after: &str) -> Result<Option<String>> {
+        Ok(self
+            .lock()
+            .docs
+            .keys()
+            .map(|k| &k.collection)
+            .find(|c| c.as_str() > after)
+            .cloned())
     }
 }
