@@ -31,6 +31,10 @@ pub use delta::{Delta, OwnDelta};
 pub use store::{DocStore, StateRef};
 use store::{Durable, PAGE};
 
+/// A page of an export: documents with their visible values, and the key the next page
+/// starts after (`None`: the last page).
+pub type ExportPage = (Vec<(DocKey, Value)>, Option<DocKey>);
+
 /// Collection holding the space's replicated configuration.
 pub const CONFIG_COLLECTION: &str = "_config";
 /// The policy of [`CONFIG_COLLECTION`]: the cloud's value wins over a concurrent local one
@@ -253,7 +257,7 @@ impl Replica {
         &self,
         after: Option<&DocKey>,
         limit: usize,
-    ) -> Result<(Vec<(DocKey, Value)>, Option<DocKey>)> {
+    ) -> Result<ExportPage> {
         let mut out: Vec<(DocKey, Value)> = Vec::new();
         let mut coll = match after {
             Some(a) => Some(a.collection.clone()),
