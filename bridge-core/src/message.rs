@@ -12,7 +12,7 @@ use crate::vec_map::VecMap;
 use crate::{ReplicaId, Stamp, Tier};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::VecDeque;
+use std::collections::{BinaryHeap, VecDeque};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MessageId {
@@ -91,8 +91,14 @@ impl ChannelLogs {
 
     /// Every retained message, in offset order.
     pub fn all(&self) -> Vec<&Retained> {
-        let mut v: Vec<&Retained> = self.logs.values().flatten().collect();
-        v.sort_by_key(|r| r.offset);
-        v
+        let v: Vec<&Retained> = self.logs.values().flatten().collect();
+        // Ordered by (offset, position): what a stable sort by offset gives, with a heap sort
+        // of plain pairs (far less code in the browser package than `sort_by_key`).
+        let order = BinaryHeap::from_iter(v.iter().enumerate().map(|(i, r)| (r.offset, i)));
+        order
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(_, i)| v[i])
+            .collect()
     }
 }
