@@ -57,6 +57,7 @@ pub mod sim;
 pub mod status;
 #[cfg(any(test, feature = "sim"))]
 pub mod testing;
+mod vec_map;
 pub mod vv;
 
 pub use clock::{Hlc, Stamp};

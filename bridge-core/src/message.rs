@@ -8,10 +8,11 @@
 //! cursor and a reconnecting peer receives what it missed.
 
 use crate::ids::SessionKind;
+use crate::vec_map::VecMap;
 use crate::{ReplicaId, Stamp, Tier};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 
 /// A message's name: the replica that published it and its sequence there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -65,10 +66,10 @@ pub struct Retained {
     pub message: Message,
 }
 
-/// The last N messages of each channel.
+/// The last N messages of each channel (channels in name order).
 #[derive(Clone, Debug, Default)]
 pub struct ChannelLogs {
-    logs: BTreeMap<String, VecDeque<Retained>>,
+    logs: VecMap<String, VecDeque<Retained>>,
     next_offset: u64,
 }
 
@@ -76,7 +77,9 @@ impl ChannelLogs {
     /// Appends a message at its offset, keeping at most `retain` for its channel.
     pub fn append_at(&mut self, r: Retained, retain: usize) {
         self.next_offset = self.next_offset.max(r.offset);
-        let log = self.logs.entry(r.message.channel.clone()).or_default();
+        let log = self
+            .logs
+            .get_or_insert_with(r.message.channel.clone(), VecDeque::new);
         log.push_back(r);
         while log.len() > retain {
             log.pop_front();
@@ -87,8 +90,7 @@ impl ChannelLogs {
     pub fn restore(&mut self, r: Retained) {
         self.next_offset = self.next_offset.max(r.offset);
         self.logs
-            .entry(r.message.channel.clone())
-            .or_default()
+            .get_or_insert_with(r.message.channel.clone(), VecDeque::new)
             .push_back(r);
     }
 
@@ -108,8 +110,14 @@ impl ChannelLogs {
 
     /// Every retained message, in offset order.
     pub fn all(&self) -> Vec<&Retained> {
-        let mut v: Vec<&Retained> = self.logs.values().flatten().collect();
-        v.sort_by_key(|r| r.offset);
-        v
+        let v: Vec<&Retained> = self.logs.values().flatten().collect();
+        // Ordered by (offset, position): what a stable sort by offset gives, with a heap sort
+        // of plain pairs (far less code in the browser package than `sort_by_key`).
+        let order = BinaryHeap::from_iter(v.iter().enumerate().map(|(i, r)| (r.offset, i)));
+        order
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(_, i)| v[i])
+            .collect()
     }
 }

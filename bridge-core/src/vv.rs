@@ -6,6 +6,7 @@
 use crate::{Dot, ReplicaId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 
 /// Per replica, the highest write counter known. Since counters are gap-free, an entry
 /// `r: c` stands for every dot `(r, 1..=c)`, so a vector is a set of writes and
@@ -14,9 +15,34 @@ use std::collections::BTreeMap;
 ///
 /// Never holds a zero entry (it would mean the same as no entry, yet compare unequal), not
 /// even when deserialized.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct VersionVector(BTreeMap<ReplicaId, u64>);
+///
+/// Entries are kept sorted by replica id, one per replica, in a `Vec`: vectors are small, and
+/// a B-tree would be compiled once more for this key and value type (the browser package's
+/// size). Serialized as a map, as a `BTreeMap` would be.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct VersionVector(Vec<(ReplicaId, u64)>);
+
+impl fmt::Debug for VersionVector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Entries<'a>(&'a [(ReplicaId, u64)]);
+        impl fmt::Debug for Entries<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map()
+                    .entries(self.0.iter().map(|(r, c)| (r, c)))
+                    .finish()
+            }
+        }
+        f.debug_tuple("VersionVector")
+            .field(&Entries(&self.0))
+            .finish()
+    }
+}
+
+impl Serialize for VersionVector {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(r, c)| (r, c)))
+    }
+}
 
 impl<'de> Deserialize<'de> for VersionVector {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -32,7 +58,15 @@ impl VersionVector {
 
     /// The counter known for `r`; 0 when none.
     pub fn get(&self, r: ReplicaId) -> u64 {
-        self.0.get(&r).copied().unwrap_or(0)
+        match self.find(r) {
+            Ok(i) => self.0[i].1,
+            Err(_) => 0,
+        }
+    }
+
+    /// Where `r`'s entry is, or where it would go.
+    fn find(&self, r: ReplicaId) -> Result<usize, usize> {
+        self.0.binary_search_by(|(x, _)| x.cmp(&r))
     }
 
     /// Raises the entry for `r` to at least `c`.
@@ -40,15 +74,22 @@ impl VersionVector {
         if c == 0 {
             return;
         }
-        let e = self.0.entry(r).or_insert(0);
-        if *e < c {
-            *e = c;
+        match self.find(r) {
+            Ok(i) => {
+                let e = &mut self.0[i].1;
+                if *e < c {
+                    *e = c;
+                }
+            }
+            Err(i) => self.0.insert(i, (r, c)),
         }
     }
 
     /// Forgets what is known of `r` (as if nothing of it were held).
     pub fn forget(&mut self, r: ReplicaId) {
-        self.0.remove(&r);
+        if let Ok(i) = self.find(r) {
+            self.0.remove(i);
+        }
     }
 
     /// Adds one write: raises `d.replica`'s entry to `d.counter` (to at least that).
@@ -75,7 +116,7 @@ impl VersionVector {
 
     /// The entries, in replica id order; never one with counter 0.
     pub fn iter(&self) -> impl Iterator<Item = (ReplicaId, u64)> + '_ {
-        self.0.iter().map(|(r, c)| (*r, *c))
+        self.0.iter().copied()
     }
 
     /// Number of replicas with an entry.

@@ -7,42 +7,54 @@
 //! message per channel in memory (rebuilt on open) and deletes the overflow by key in the same
 //! transaction as the batch.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Offsets of the stored messages of each channel, oldest first.
+///
+/// Channels are sorted by name in a `Vec` (binary search): there are few, and a `BTreeMap`
+/// would add one more B-tree instantiation to the package.
 #[derive(Clone, Debug, Default)]
 pub struct RetentionIndex {
-    channels: BTreeMap<String, VecDeque<u64>>,
+    channels: Vec<(String, VecDeque<u64>)>,
 }
 
 impl RetentionIndex {
+    fn find(&self, channel: &str) -> Result<usize, usize> {
+        self.channels
+            .binary_search_by(|(c, _)| c.as_str().cmp(channel))
+    }
+
+    fn log(&self, channel: &str) -> Option<&VecDeque<u64>> {
+        self.find(channel).ok().map(|i| &self.channels[i].1)
+    }
+
     /// A message stored (or read back on open, in offset order) at `offset`.
     pub fn stored(&mut self, channel: &str, offset: u64) {
-        match self.channels.get_mut(channel) {
-            Some(log) => log.push_back(offset),
-            None => {
-                self.channels
-                    .insert(channel.to_owned(), VecDeque::from([offset]));
-            }
+        match self.find(channel) {
+            Ok(i) => self.channels[i].1.push_back(offset),
+            Err(i) => self
+                .channels
+                .insert(i, (channel.to_owned(), VecDeque::from([offset]))),
         }
     }
 
     /// Keeps the newest `keep` of `channel` and returns the offsets to delete, oldest first.
     pub fn trim(&mut self, channel: &str, keep: usize) -> Vec<u64> {
-        let Some(log) = self.channels.get_mut(channel) else {
+        let Ok(i) = self.find(channel) else {
             return Vec::new();
         };
+        let log = &mut self.channels[i].1;
         let excess = log.len().saturating_sub(keep);
         log.drain(..excess).collect()
     }
 
     /// Stored messages of `channel`.
     pub fn len(&self, channel: &str) -> usize {
-        self.channels.get(channel).map_or(0, VecDeque::len)
+        self.log(channel).map_or(0, VecDeque::len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.channels.values().all(VecDeque::is_empty)
+        self.channels.iter().all(|(_, log)| log.is_empty())
     }
 }
 

@@ -433,7 +433,13 @@ impl Wire for Fields {
     }
     fn get(r: &mut Reader<'_>) -> Result<Self> {
         let entries = r.sorted_entries::<String, Field>("document field names", 2)?;
-        Ok(entries.into_iter().collect())
+        // Inserted one by one (they are strictly increasing already): `collect` would sort
+        // them again, with a stable sort of (name, field) pairs compiled for it alone.
+        let mut fields = Fields::new();
+        for (name, field) in entries {
+            fields.insert(name, field);
+        }
+        Ok(fields)
     }
 }
 

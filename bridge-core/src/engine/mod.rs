@@ -83,11 +83,12 @@ use crate::frame::{Conflict, DocView, Frame, Hello, SessionKind};
 use crate::message::{Message, MessageId, PresenceEntry, Retained};
 use crate::replica::{PersistBatch, Replica, CONFIG_COLLECTION};
 use crate::request::Request;
+use crate::vec_map::VecMap;
 use crate::{
     DocKey, Dot, Error, ErrorCode, Policy, ReplicaId, Result, SessionId, Tier, VersionVector,
 };
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 mod driver;
 mod peer;
@@ -325,8 +326,9 @@ struct Session {
     since: u64,
     rights: Rights,
     peer: Option<PeerLink>,
-    channels: BTreeSet<String>,
-    collections: BTreeSet<String>,
+    /// Subscriptions of an agent session (sorted names; no values).
+    channels: VecMap<String, ()>,
+    collections: VecMap<String, ()>,
     /// Push automatically once open (peer sessions); settable before the handshake ends.
     auto_push: bool,
     /// We dialed this connection ([`Engine::connect`]): we keep it alive with `ping`.
@@ -415,12 +417,13 @@ enum Gated {
 pub struct Engine {
     cfg: EngineConfig,
     replica: Replica,
-    sessions: BTreeMap<SessionId, Session>,
+    /// Boxed: a session is large, and the map moves its entries when one is removed.
+    sessions: VecMap<SessionId, Box<Session>>,
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     staged_gates: Vec<Gated>,
     inflight_gates: VecDeque<(u64, Vec<Gated>)>,
-    msg_from: BTreeMap<MessageId, SessionId>,
+    msg_from: VecMap<MessageId, SessionId>,
     presence_dirty: bool,
     push_cursor: SessionId,
     /// The id [`Engine::accept`] / [`Engine::connect`] give the next session.
@@ -445,12 +448,12 @@ impl Engine {
         Engine {
             cfg,
             replica,
-            sessions: BTreeMap::new(),
+            sessions: VecMap::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             staged_gates: Vec::new(),
             inflight_gates: VecDeque::new(),
-            msg_from: BTreeMap::new(),
+            msg_from: VecMap::new(),
             presence_dirty: false,
             push_cursor: 0,
             next_session: 1,
@@ -885,7 +888,7 @@ impl Engine {
         let targets: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.collections.contains(&key.collection))
+            .filter(|(_, s)| s.collections.contains_key(&key.collection))
             .map(|(id, _)| *id)
             .collect();
         for t in targets {
@@ -920,7 +923,9 @@ impl Engine {
                     out.push((*id, None));
                 }
                 Some(_) => {}
-                None if s.channels.contains(&r.message.channel) => out.push((*id, Some(r.offset))),
+                None if s.channels.contains_key(&r.message.channel) => {
+                    out.push((*id, Some(r.offset)))
+                }
                 None => {}
             }
         }
@@ -968,22 +973,22 @@ impl From<Error> for Fatal {
 }
 
 impl Session {
-    fn new(phase: Phase, now_ms: u64) -> Self {
-        Session {
+    fn new(phase: Phase, now_ms: u64) -> Box<Self> {
+        Box::new(Session {
             phase,
             kind: SessionKind::Agent,
             name: String::new(),
             since: now_ms,
             rights: Rights::Read,
             peer: None,
-            channels: BTreeSet::new(),
-            collections: BTreeSet::new(),
+            channels: VecMap::new(),
+            collections: VecMap::new(),
             auto_push: true,
             dialed: false,
             last_rx: now_ms,
             last_ping: now_ms,
             closing: false,
-        }
+        })
     }
 }
 

@@ -6,15 +6,16 @@ use super::{Engine, Event, Fatal, Phase};
 use crate::frame::Frame;
 use crate::message::PresenceEntry;
 use crate::SessionId;
-use std::collections::BTreeSet;
+use std::collections::BinaryHeap;
 
 impl Engine {
     /// Everyone connected here and, through peers, elsewhere.
     pub fn presence(&self) -> Vec<PresenceEntry> {
-        let mut all: BTreeSet<PresenceEntry> = BTreeSet::new();
+        let mut all: Vec<PresenceEntry> = Vec::new();
+        let mut add = |e: PresenceEntry| all.push(e);
         for (id, s) in &self.sessions {
             if matches!(s.phase, Phase::Open) {
-                all.insert(PresenceEntry {
+                add(PresenceEntry {
                     node: self.replica.id(),
                     session: *id,
                     name: s.name.clone(),
@@ -23,11 +24,15 @@ impl Engine {
                     since: s.since,
                 });
                 if let Some(p) = &s.peer {
-                    all.extend(p.learned.iter().cloned());
+                    p.learned.iter().cloned().for_each(&mut add);
                 }
             }
         }
-        all.into_iter().collect()
+        // Sorted, without duplicates. A heap sort rather than a `BTreeSet` or `sort`: far
+        // less code in the browser package, and still O(n log n).
+        let mut all = BinaryHeap::from(all).into_sorted_vec();
+        all.dedup();
+        all
     }
 
     /// `presence`: a peer tells us who it knows of; an agent asks for the list.

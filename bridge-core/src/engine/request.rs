@@ -193,8 +193,12 @@ impl Engine {
                     (Some(ch), Some(cursor)) => r.logs().after(ch, cursor).cloned().collect(),
                     _ => Vec::new(),
                 };
-                s.channels.extend(channel);
-                s.collections.extend(collection);
+                if let Some(c) = channel {
+                    s.channels.insert(c, ());
+                }
+                if let Some(c) = collection {
+                    s.collections.insert(c, ());
+                }
                 read(Reply::Subscribed { replay })
             }
             Request::Unsubscribe {

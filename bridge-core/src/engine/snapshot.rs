@@ -120,8 +120,8 @@ impl Engine {
                 own_only: p.own_only,
                 blocked_at: p.blocked_at.clone(),
             }),
-            channels: s.channels.clone(),
-            collections: s.collections.clone(),
+            channels: s.channels.keys().cloned().collect(),
+            collections: s.collections.keys().cloned().collect(),
             auto_push: s.auto_push,
             dialed: s.dialed,
             last_rx: s.last_rx,
@@ -162,15 +162,15 @@ impl Engine {
                 own_only: p.own_only,
                 blocked_at: p.blocked_at,
             }),
-            channels: snap.channels,
-            collections: snap.collections,
+            channels: snap.channels.into_iter().map(|c| (c, ())).collect(),
+            collections: snap.collections.into_iter().map(|c| (c, ())).collect(),
             auto_push: snap.auto_push,
             dialed: snap.dialed,
             last_rx: snap.last_rx,
             last_ping: snap.last_ping,
             closing: snap.closing,
         };
-        self.sessions.insert(id, session);
+        self.sessions.insert(id, Box::new(session));
         id
     }
 }

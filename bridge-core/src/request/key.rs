@@ -11,7 +11,7 @@
 
 use crate::Dot;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 /// How many done requests an engine remembers (and a host needs to keep): a re-run happens
 /// within one hand-over, so this is far more than ever needed.
@@ -39,28 +39,35 @@ pub struct DoneRequest {
 
 /// The engine's memory of done requests: the newest [`REMEMBERED_REQUESTS`], and those made
 /// since the last batch was cut (to persist with it).
+///
+/// The remembered ones are a queue, oldest first, searched from the newest: it is bounded and
+/// only keyed requests look it up, and a map would compile one more B-tree into the browser
+/// package.
 #[derive(Debug, Default)]
 pub(crate) struct Requests {
-    done: BTreeMap<RequestKey, Option<Dot>>,
-    order: VecDeque<RequestKey>,
+    done: VecDeque<DoneRequest>,
     staged: Vec<DoneRequest>,
 }
 
 impl Requests {
     /// The result of `key` if it was done, as `Some(result)`.
     pub(crate) fn get(&self, key: &RequestKey) -> Option<Option<Dot>> {
-        self.done.get(key).copied()
+        self.done
+            .iter()
+            .rev()
+            .find(|d| d.key == *key)
+            .map(|d| d.dot)
     }
 
     /// Remembers a done request; `stage` when it must be persisted with the next batch.
     pub(crate) fn insert(&mut self, r: DoneRequest, stage: bool) {
-        if self.done.insert(r.key, r.dot).is_none() {
-            self.order.push_back(r.key);
+        match self.done.iter_mut().rev().find(|d| d.key == r.key) {
+            // Known already: its result is replaced, its place in the queue kept.
+            Some(d) => d.dot = r.dot,
+            None => self.done.push_back(r),
         }
-        while self.order.len() > REMEMBERED_REQUESTS {
-            if let Some(old) = self.order.pop_front() {
-                self.done.remove(&old);
-            }
+        while self.done.len() > REMEMBERED_REQUESTS {
+            self.done.pop_front();
         }
         if stage {
             self.staged.push(r);
