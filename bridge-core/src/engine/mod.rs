@@ -467,6 +467,7 @@ impl Engine {
     /// cache of [`EngineConfig::cache_bytes`]. The host writes every batch to that store
     /// before it calls [`Engine::persisted`], and restores only the metadata, the `_config`
     /// documents and the retained messages: no document needs reading at start.
+    #[cfg(feature = "store")]
     pub fn with_store(cfg: EngineConfig, store: Box<dyn crate::replica::DocStore>) -> Self {
         let budget = cfg.cache_bytes;
         let mut e = Engine::new(cfg);

@@ -8,10 +8,9 @@
 use super::{Engine, Fatal, Gated};
 use crate::auth::Rights;
 use crate::doc::WriteOp;
-use crate::frame::DocView;
 use crate::replica::CONFIG_COLLECTION;
 use crate::request::{Answer, DoneRequest, Reply, Request, RequestKey};
-use crate::{DocKey, Error, Result, SessionId, VersionVector};
+use crate::{DocKey, Error, Result, SessionId};
 use serde_json::{Map, Value};
 
 impl Engine {
@@ -174,8 +173,10 @@ impl Engine {
                     id: key.id,
                 }),
             },
+            #[cfg(feature = "http")]
             Request::Changes { since, limit } => read(changes(r, since, limit)?),
             Request::Presence => read(Reply::Presence(self.presence())),
+            #[cfg(feature = "http")]
             Request::Export { after } => {
                 let (docs, next) = r.export_page(after.as_ref(), crate::request::EXPORT_PAGE)?;
                 read(Reply::Export { docs, next })
@@ -226,14 +227,15 @@ impl Engine {
     }
 }
 
+#[cfg(feature = "http")]
 /// A page of the changes feed: documents changed since `since` (`_config` left out), the
 /// cursor to pass back (everything seen so far, so `since` is part of it) and how many
 /// changes are still to come.
-fn changes(r: &crate::Replica, since: VersionVector, limit: usize) -> Result<Reply> {
+fn changes(r: &crate::Replica, since: crate::VersionVector, limit: usize) -> Result<Reply> {
     let delta = r.delta(&since, limit)?;
     let mut cursor = since;
     cursor.join(&delta.watermark);
-    let changes: Vec<DocView> = delta
+    let changes: Vec<crate::frame::DocView> = delta
         .docs
         .iter()
         .filter(|e| e.collection != CONFIG_COLLECTION)

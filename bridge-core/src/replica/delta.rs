@@ -50,7 +50,9 @@ impl Replica {
         // The watermark names only ranges walked here: every entry is something this store
         // holds, so the receiver may also credit it to us (not just to itself).
         let mut out = Delta::default();
-        let mut sent: BTreeSet<DocKey> = BTreeSet::new();
+        // A sorted Vec: at most `max_docs` keys, and far less code in the browser package
+        // than another B-tree type.
+        let mut sent: VecMap<DocKey, ()> = VecMap::new();
         let mut bytes = 0usize;
         let mut full = false;
         for (r, upto) in self.vv.iter() {
@@ -68,7 +70,7 @@ impl Replica {
                 let page = self.durable.dots(r, last, upto, PAGE)?;
                 let last_page = page.len() < PAGE;
                 for (counter, key) in page {
-                    let seen = sent.contains(&key);
+                    let seen = sent.contains_key(&key);
                     let state = if seen { None } else { self.durable.get(&key)? };
                     let size = match (&state, max_bytes) {
                         (Some(st), m) if m < usize::MAX => {
@@ -76,7 +78,7 @@ impl Replica {
                         }
                         _ => 0,
                     };
-                    let over = !sent.is_empty() && bytes.saturating_add(size) > max_bytes;
+                    let over = sent.len() > 0 && bytes.saturating_add(size) > max_bytes;
                     if !seen && (sent.len() >= max_docs || over) {
                         exhausted = false;
                         full = true;
@@ -94,7 +96,7 @@ impl Replica {
                                 state: (*state).clone(),
                             });
                         }
-                        sent.insert(key);
+                        sent.insert(key, ());
                     }
                 }
                 if last_page {

@@ -18,6 +18,7 @@
 use crate::doc::{DocState, WriteOp};
 use crate::frame::{Conflict, ConflictSide, DocEntry, DocView};
 use crate::message::{ChannelLogs, Message, MessageId, Retained};
+use crate::vec_map::VecMap;
 use crate::{DocKey, Dot, Error, Hlc, Policy, ReplicaId, Result, Stamp, Tier, VersionVector};
 use serde_json::Value;
 use std::collections::btree_map::Entry;
@@ -28,11 +29,14 @@ mod store;
 mod trust;
 
 pub use delta::{Delta, OwnDelta};
-pub use store::{DocStore, StateRef};
+#[cfg(feature = "store")]
+pub use store::DocStore;
+pub use store::StateRef;
 use store::{Durable, PAGE};
 
 /// A page of an export: documents with their visible values, and the key the next page
 /// starts after (`None`: the last page).
+#[cfg(feature = "http")]
 pub type ExportPage = (Vec<(DocKey, Value)>, Option<DocKey>);
 
 /// Collection holding the space's replicated configuration.
@@ -168,6 +172,7 @@ impl Replica {
     /// reports the batch persisted), keeping at most `cache_bytes` of document states in
     /// memory. Restore the metadata, the `_config` documents and the retained messages; no
     /// other document needs to be read at start.
+    #[cfg(feature = "store")]
     pub fn with_store(mut self, store: Box<dyn DocStore>, cache_bytes: usize) -> Self {
         self.durable = Durable::stored(store, cache_bytes);
         self
@@ -250,6 +255,7 @@ impl Replica {
         })
     }
 
+    #[cfg(feature = "http")]
     /// A page of every visible document (configuration included) in key order after
     /// `after`, at most `limit`, and the key to continue after when there is more. Reads
     /// the store a page at a time, so a whole space is never held.
@@ -478,7 +484,13 @@ impl Replica {
 
     /// Open conflicts (documents of `manual` collections with more than one sibling).
     pub fn conflicts(&self, collection: Option<&str>) -> Result<Vec<Conflict>> {
-        let mut keys: BTreeSet<DocKey> = self.durable.conflicted(collection)?.into_iter().collect();
+        // Sorted and unique (see `delta_bounded` for why not a B-tree).
+        let mut keys: VecMap<DocKey, ()> = self
+            .durable
+            .conflicted(collection)?
+            .into_iter()
+            .map(|k| (k, ()))
+            .collect();
         let layers = self
             .inflight
             .iter()
@@ -487,14 +499,14 @@ impl Replica {
         for layer in layers {
             for (k, s) in layer {
                 if s.siblings.len() > 1 && collection.is_none_or(|c| c == k.collection) {
-                    keys.insert(k.clone());
+                    keys.insert(k.clone(), ());
                 }
             }
         }
         let mut out = Vec::new();
-        for k in keys {
+        for k in keys.keys() {
             if self.policy(&k.collection) == Policy::Manual {
-                out.extend(self.conflict(&k)?);
+                out.extend(self.conflict(k)?);
             }
         }
         Ok(out)

@@ -13,6 +13,7 @@
 //! then does it report the batch persisted, so from then on the store answers for it.
 
 use super::*;
+#[cfg(feature = "store")]
 use std::cell::RefCell;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 ///
 /// An error is reported to the caller of the operation that needed the read (a request
 /// fails with `internal`); nothing is written on a failed read.
+#[cfg(feature = "store")]
 pub trait DocStore: Send {
     /// The durable state of one document.
     fn load(&self, key: &DocKey) -> Result<Option<DocState>>;
@@ -76,6 +78,7 @@ impl Deref for StateRef<'_> {
 /// How many dots or keys one store read asks for.
 pub(super) const PAGE: usize = 256;
 
+#[cfg(feature = "store")]
 /// What one cached state is charged: its encoded size bound plus the map entry.
 fn charge(key: &DocKey, state: &DocState) -> usize {
     crate::codec::doc_state_size_bound(key, state) + 96
@@ -84,6 +87,7 @@ fn charge(key: &DocKey, state: &DocState) -> usize {
 /// Document states read from or written to the store, least recently used first out, never
 /// above `budget` bytes (by [`charge`]): the core's own accounting, reported by
 /// [`Replica::cache_bytes`].
+#[cfg(feature = "store")]
 #[derive(Debug, Default)]
 pub(super) struct Cache {
     budget: usize,
@@ -93,6 +97,7 @@ pub(super) struct Cache {
     order: BTreeMap<u64, DocKey>,
 }
 
+#[cfg(feature = "store")]
 impl Cache {
     fn new(budget: usize) -> Self {
         Cache {
@@ -145,6 +150,7 @@ pub(super) enum Durable {
         /// The live-dot index: every durable sibling's dot, to its document.
         live: BTreeMap<Dot, DocKey>,
     },
+    #[cfg(feature = "store")]
     Stored {
         store: Box<dyn DocStore>,
         /// `_config` documents, always in memory: every write reads a policy.
@@ -157,6 +163,7 @@ impl std::fmt::Debug for Durable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Durable::Memory { docs, .. } => write!(f, "Memory({} documents)", docs.len()),
+            #[cfg(feature = "store")]
             Durable::Stored { cache, .. } => write!(f, "Stored({:?})", cache.borrow().bytes),
         }
     }
@@ -170,6 +177,7 @@ impl Durable {
         }
     }
 
+    #[cfg(feature = "store")]
     pub(super) fn stored(store: Box<dyn DocStore>, budget: usize) -> Self {
         Durable::Stored {
             store,
@@ -182,6 +190,7 @@ impl Durable {
     pub(super) fn config(&self, key: &DocKey) -> Option<&DocState> {
         match self {
             Durable::Memory { docs, .. } => docs.get(key),
+            #[cfg(feature = "store")]
             Durable::Stored { config, .. } => config.get(key),
         }
     }
@@ -189,6 +198,7 @@ impl Durable {
     pub(super) fn get(&self, key: &DocKey) -> Result<Option<StateRef<'_>>> {
         match self {
             Durable::Memory { docs, .. } => Ok(docs.get(key).map(StateRef::Borrowed)),
+            #[cfg(feature = "store")]
             Durable::Stored {
                 store,
                 config,
@@ -230,6 +240,7 @@ impl Durable {
                     slot.insert(state);
                 }
             },
+            #[cfg(feature = "store")]
             Durable::Stored { config, cache, .. } => {
                 if key.collection == CONFIG_COLLECTION {
                     config.insert(key, state);
@@ -255,12 +266,14 @@ impl Durable {
                 .take(limit)
                 .cloned()
                 .collect()),
+            #[cfg(feature = "store")]
             Durable::Stored { config, .. } if collection == CONFIG_COLLECTION => Ok(config
                 .keys()
                 .filter(|k| after.is_none_or(|a| k.id.as_str() > a))
                 .take(limit)
                 .cloned()
                 .collect()),
+            #[cfg(feature = "store")]
             Durable::Stored { store, .. } => store.keys(collection, after, limit),
         }
     }
@@ -278,6 +291,7 @@ impl Durable {
                 .take(limit)
                 .map(|(d, k)| (d.counter, k.clone()))
                 .collect()),
+            #[cfg(feature = "store")]
             Durable::Stored { store, .. } => store.dots(replica, from, upto, limit),
         }
     }
@@ -290,6 +304,7 @@ impl Durable {
             Durable::Memory { live, .. } => Ok(live
                 .range(Dot::new(replica, from + 1)..=Dot::new(replica, upto))
                 .count() as u64),
+            #[cfg(feature = "store")]
             Durable::Stored { store, .. } => store.count_dots(replica, from, upto),
         }
     }
@@ -304,6 +319,7 @@ impl Durable {
                 })
                 .map(|(k, _)| k.clone())
                 .collect()),
+            #[cfg(feature = "store")]
             Durable::Stored { store, .. } => {
                 let mut out: Vec<DocKey> = Vec::new();
                 loop {
@@ -321,6 +337,7 @@ impl Durable {
     pub(super) fn doc_count(&self) -> Result<u64> {
         match self {
             Durable::Memory { docs, .. } => Ok(docs.len() as u64),
+            #[cfg(feature = "store")]
             Durable::Stored { store, .. } => store.doc_count(),
         }
     }
@@ -341,6 +358,7 @@ impl Durable {
                     .find(|c| c.as_str() > after)
                     .cloned())
             }
+            #[cfg(feature = "store")]
             Durable::Stored { store, config, .. } => {
                 let stored = store.next_collection(after)?;
                 // `_config` is held in memory too; the store has it as well.
@@ -361,6 +379,7 @@ impl Durable {
     pub(super) fn cache_bytes(&self) -> (usize, usize) {
         match self {
             Durable::Memory { .. } => (0, 0),
+            #[cfg(feature = "store")]
             Durable::Stored { cache, .. } => {
                 let c = cache.borrow();
                 (c.bytes, c.budget)

@@ -22,11 +22,12 @@ use crate::frame::{Ack, Conflict, DocView, Frame};
 use crate::message::PresenceEntry;
 use crate::message::Retained;
 use crate::replica::CONFIG_COLLECTION;
-use crate::{check_name, DocKey, Dot, Error, MessageId, Policy, Replica, Result, VersionVector};
+use crate::{check_name, DocKey, Dot, Error, MessageId, Policy, Replica, Result};
 use serde_json::{Map, Value};
 
 /// Default and largest page of `list` (WebSocket and HTTP alike).
 pub const LIST_LIMIT: (usize, u64) = (100, 1000);
+#[cfg(feature = "http")]
 /// Documents per page of [`Request::Export`].
 pub const EXPORT_PAGE: usize = 1000;
 /// Default and largest page of the HTTP changes feed.
@@ -90,15 +91,19 @@ pub enum Request {
         /// The document; [`Error::NoConflict`] when it has no open conflict.
         key: DocKey,
     },
-    /// Documents changed since a cursor (`_config` left out).
+    /// Documents changed since a cursor (`_config` left out). (Feature `http`: only the HTTP
+    /// API and MCP ask for it.)
+    #[cfg(feature = "http")]
     Changes {
         /// The cursor: the `cursor` of the previous page, empty for everything.
-        since: VersionVector,
+        since: crate::VersionVector,
         /// Most changes to return ([`page_limit`] with [`CHANGES_LIMIT`]).
         limit: usize,
     },
     /// Who is connected, here and through peers.
     Presence,
+    /// (Feature `http`: only the HTTP API asks for it.)
+    #[cfg(feature = "http")]
     /// A page of every live document, configuration included, in key order: at most
     /// [`EXPORT_PAGE`] after `after`. A host streams a whole export page by page.
     Export {
@@ -178,16 +183,18 @@ pub enum Reply {
     /// [`Request::Conflict`]: the document's open conflict.
     Conflict(Conflict),
     /// [`Request::Changes`]: one page of the changes feed.
+    #[cfg(feature = "http")]
     Changes {
         /// The documents changed, each once, as they read now (deleted: `value` `None`).
         changes: Vec<DocView>,
         /// The cursor to pass as `since` next time: covers `since` and this page.
-        cursor: VersionVector,
+        cursor: crate::VersionVector,
         /// Changes still to come after this page (ask again at once while above 0).
         remaining: u64,
     },
     /// [`Request::Presence`]: every session known here and through peers.
     Presence(Vec<PresenceEntry>),
+    #[cfg(feature = "http")]
     /// [`Request::Export`]: a page of live (not deleted) documents and their values, in key
     /// order.
     Export {
@@ -342,11 +349,11 @@ impl Request {
             | Request::List { .. }
             | Request::Conflicts { .. }
             | Request::Conflict { .. }
-            | Request::Changes { .. }
             | Request::Presence
-            | Request::Export { .. }
             | Request::Subscribe { .. }
             | Request::Unsubscribe { .. } => Rights::Read,
+            #[cfg(feature = "http")]
+            Request::Export { .. } | Request::Changes { .. } => Rights::Read,
         }
     }
 
@@ -418,7 +425,9 @@ impl Reply {
                 .collect(),
             // Reached only through the host's API (no frame asks for them).
             Reply::Conflict(conflict) => vec![Frame::Conflict { conflict }],
-            Reply::Changes { .. } | Reply::Presence(_) | Reply::Export { .. } => vec![ack(None)],
+            Reply::Presence(_) => vec![ack(None)],
+            #[cfg(feature = "http")]
+            Reply::Export { .. } | Reply::Changes { .. } => vec![ack(None)],
         }
     }
 
