@@ -115,6 +115,11 @@ pub struct Config {
     /// `CACHE_MB`: mebibytes of document states each open space keeps in memory; the rest
     /// stays in the database until it is read.
     pub cache_mb: u64,
+    /// `OUT_QUEUE_MB`: mebibytes a connection's outbound queue may hold before the
+    /// connection is closed for falling behind (1013).
+    pub out_queue_mb: u64,
+    /// `OUT_QUEUE_TOTAL_MB`: mebibytes every connection's outbound queue may hold together.
+    pub out_queue_total_mb: u64,
     pub secret: Option<String>,
     /// `BRIDGE_TOKEN`: the token the CLI and `mcp` present (unless `--token`), and a hybrid
     /// host's upstream token for the space it names.
@@ -417,6 +422,27 @@ impl Config {
         };
         report.push(("CACHE_MB", cache_mb.to_string(), src));
 
+        let mut mebibytes = |key: &'static str, default: u64| -> Result<u64, ConfigError> {
+            let (n, s) = match l.get(key) {
+                Some((v, s)) => match v.parse::<u64>() {
+                    Ok(n) if (1..=1 << 20).contains(&n) => (n, s),
+                    _ => {
+                        return Err(bad(
+                            key,
+                            &v,
+                            "expected a whole number of mebibytes from 1 to 1048576",
+                        ))
+                    }
+                },
+                None => (default, Source::Default),
+            };
+            report.push((key, n.to_string(), s));
+            Ok(n)
+        };
+        let out_queue_mb = mebibytes("OUT_QUEUE_MB", crate::out_queue::DEFAULT_PER_CONNECTION_MB)?;
+        let out_queue_total_mb =
+            mebibytes("OUT_QUEUE_TOTAL_MB", crate::out_queue::DEFAULT_TOTAL_MB)?;
+
         let secret = l.get("BRIDGE_SECRET");
         match &secret {
             Some((v, s)) => report.push((
@@ -473,6 +499,8 @@ impl Config {
             hello_timeout_ms,
             heartbeat_ms,
             cache_mb,
+            out_queue_mb,
+            out_queue_total_mb,
             secret: secret.map(|(v, _)| v),
             token: token.map(|(v, _)| v),
             metrics_token: metrics_token.map(|(v, _)| v).filter(|v| !v.is_empty()),
@@ -619,6 +647,27 @@ HEARTBEAT_MS=0
         .expect("write .env");
         let e = Config::resolve(&Overrides::default(), &dir).expect_err("not a number");
         assert_eq!(e.key, "HEARTBEAT_MS");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn outbound_queue_bounds() {
+        let dir = std::env::temp_dir().join(format!("sb-config-outq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join(".env"), "").expect("write .env");
+        let c = Config::resolve(&Overrides::default(), &dir).expect("valid");
+        assert_eq!((c.out_queue_mb, c.out_queue_total_mb), (8, 256));
+        assert!(c.render().contains("OUT_QUEUE_MB") && c.render().contains("OUT_QUEUE_TOTAL_MB"));
+        std::fs::write(dir.join(".env"), "OUT_QUEUE_MB=1\nOUT_QUEUE_TOTAL_MB=64\n")
+            .expect("write .env");
+        let c = Config::resolve(&Overrides::default(), &dir).expect("valid");
+        assert_eq!((c.out_queue_mb, c.out_queue_total_mb), (1, 64));
+        for bad in ["OUT_QUEUE_MB=0\n", "OUT_QUEUE_TOTAL_MB=lots\n"] {
+            std::fs::write(dir.join(".env"), bad).expect("write .env");
+            let e = Config::resolve(&Overrides::default(), &dir).expect_err("invalid");
+            assert!(bad.starts_with(&e.key), "{e}");
+            assert!(e.to_string().contains("mebibytes"), "{e}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

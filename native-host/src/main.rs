@@ -15,6 +15,7 @@ mod hub;
 mod mcp;
 mod monitor;
 mod ops;
+mod out_queue;
 mod progress;
 mod serve;
 mod store;

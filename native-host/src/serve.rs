@@ -26,6 +26,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         Mode::Cloud => Tier::Cloud,
         Mode::Local | Mode::Hybrid => Tier::Local,
     };
+    // Every connection's outbound queue counts against these (the upstream links' too).
+    let out_queues = crate::out_queue::Budget::new(
+        usize::try_from(cfg.out_queue_mb << 20).unwrap_or(usize::MAX),
+        usize::try_from(cfg.out_queue_total_mb << 20).unwrap_or(usize::MAX),
+    );
     // Hybrid: one upstream link per space served, each with a token for that space.
     let links = match (cfg.mode, &cfg.cloud_ws_url) {
         (Mode::Hybrid, Some(url)) => {
@@ -46,6 +51,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 ),
                 // A dial gets as long as a handshake has (`HELLO_TIMEOUT_MS`).
                 dial_timeout: Duration::from_millis(cfg.hello_timeout_ms),
+                out_queues: out_queues.clone(),
             };
             Some((tx, rx, link_cfg))
         }
@@ -85,6 +91,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             hello_timeout_ms: cfg.hello_timeout_ms,
             heartbeat_ms: cfg.heartbeat_ms,
             cache_bytes: usize::try_from(cfg.cache_mb << 20).unwrap_or(usize::MAX),
+            out_queues: out_queues.clone(),
         },
         store,
     )
@@ -145,7 +152,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     );
 
     let default_space: Arc<str> = Arc::from(cfg.default_space.as_str());
-    tokio::spawn(crate::ws::serve(ws, tx.clone(), default_space));
+    tokio::spawn(crate::ws::serve(ws, tx.clone(), default_space, out_queues));
     crate::web::configure(crate::web::HostInfo {
         ws_port: cfg.ws_port,
         mode: cfg.mode.as_str(),

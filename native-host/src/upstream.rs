@@ -9,7 +9,8 @@
 //! capped, jittered exponential backoff.
 
 use crate::error::Error;
-use crate::hub::{Input, LinkNote, OUTPUT_QUEUE};
+use crate::hub::{Input, LinkNote};
+use crate::out_queue::{self, Budget};
 use crate::ws::ws_config;
 use bridge_core::auth::{self, Claims, Rights};
 use bridge_core::backoff::Backoff;
@@ -105,6 +106,8 @@ pub struct LinkConfig {
     pub manual: bool,
     /// How long a dial may take (a frozen cloud accepts TCP but never answers the upgrade).
     pub dial_timeout: Duration,
+    /// The outbound queues' bounds, which the links share with every other connection.
+    pub out_queues: Arc<Budget>,
 }
 
 /// Links each space announced on `spaces` (once), or reports to the hub why it cannot.
@@ -176,7 +179,7 @@ pub async fn run(cfg: Arc<LinkConfig>, space: String, hub: mpsc::Sender<Input>) 
         match dial.await {
             Ok(Ok((ws, _))) => {
                 tracing::info!(%target, "upstream link up");
-                let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
+                let (out_tx, out_rx) = out_queue::channel(&cfg.out_queues);
                 let refuse = out_tx.downgrade();
                 let (session_tx, session_rx) = tokio::sync::oneshot::channel();
                 let connect = Input::Connect {

@@ -6,7 +6,8 @@
 //! use the compact binary codec; each connection is answered in the encoding of the last
 //! frame it sent that decoded (a frame that does not decode changes nothing).
 
-use crate::hub::{Input, Output, OUTPUT_QUEUE};
+use crate::hub::{Input, Output};
+use crate::out_queue::{self, Budget};
 use bridge_core::frame::MAX_FRAME_BYTES;
 use bridge_core::{codec, ErrorCode, Frame, SessionId};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -58,14 +59,29 @@ pub fn space_of_path(path: &str, default_space: &str) -> Option<String> {
     (!space.is_empty() && !space.contains('/')).then_some(space)
 }
 
-pub async fn serve(listener: TcpListener, hub: mpsc::Sender<Input>, default_space: Arc<str>) {
+pub async fn serve(
+    listener: TcpListener,
+    hub: mpsc::Sender<Input>,
+    default_space: Arc<str>,
+    budget: Arc<Budget>,
+) {
     crate::http::accept_loop(listener, |stream| {
-        tokio::spawn(accept(stream, hub.clone(), default_space.clone()));
+        tokio::spawn(accept(
+            stream,
+            hub.clone(),
+            default_space.clone(),
+            budget.clone(),
+        ));
     })
     .await
 }
 
-async fn accept(stream: TcpStream, hub: mpsc::Sender<Input>, default_space: Arc<str>) {
+async fn accept(
+    stream: TcpStream,
+    hub: mpsc::Sender<Input>,
+    default_space: Arc<str>,
+    budget: Arc<Budget>,
+) {
     let mut space = None;
     // The handshake callback's error type is tungstenite's, large or not.
     #[allow(clippy::result_large_err)]
@@ -94,7 +110,7 @@ async fn accept(stream: TcpStream, hub: mpsc::Sender<Input>, default_space: Arc<
             }
         };
     let Some(space) = space else { return };
-    let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
+    let (out_tx, out_rx) = out_queue::channel(&budget);
     // Weak: the hub's sender alone keeps the writer going (dropping it closes the socket).
     let refuse = out_tx.downgrade();
     let (session_tx, session_rx) = oneshot::channel();
@@ -126,6 +142,11 @@ async fn accept(stream: TcpStream, hub: mpsc::Sender<Input>, default_space: Arc<
 /// How long a connection we closed waits for the other side's close before it is dropped.
 pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long the close of a connection that fell behind may wait for the socket to take it
+/// (behind what the socket already holds). Its queue is dropped at once; only the socket's
+/// own buffers wait, so a client that paused for a moment still reads why it was closed.
+pub const BEHIND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Moves frames both ways until the connection ends: the other side closed it or it broke,
 /// or we closed it (the hub sent [`Output::Close`], or let go) and the other side did not
 /// answer the close within [`CLOSE_GRACE`] (a frozen or vanished peer never does).
@@ -135,12 +156,12 @@ pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// can drain what the client is still sending.
 pub async fn run<S>(
     ws: S,
-    out_rx: mpsc::Receiver<Output>,
+    out_rx: out_queue::Receiver,
     hub: &mpsc::Sender<Input>,
     space: &str,
     session: SessionId,
     binary: bool,
-    refuse: &mpsc::WeakSender<Output>,
+    refuse: &out_queue::WeakSender,
 ) -> Option<S>
 where
     S: Stream<Item = Result<Message, tungstenite::Error>>
@@ -183,7 +204,7 @@ pub async fn read_loop<S>(
     space: &str,
     session: SessionId,
     binary: &AtomicBool,
-    out: &mpsc::WeakSender<Output>,
+    out: &out_queue::WeakSender,
 ) -> (Ended, S)
 where
     S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
@@ -219,8 +240,8 @@ where
                 };
                 let Some((error, code)) = refusal else { break };
                 if let Some(out) = out.upgrade() {
-                    let _ = out.try_send(Output::Frame(Frame::error(None, &error)));
-                    let _ = out.try_send(Output::Close {
+                    let _ = out.send(Output::Frame(Frame::error(None, &error)));
+                    let _ = out.send(Output::Close {
                         code,
                         reason: error.to_string(),
                     });
@@ -267,50 +288,85 @@ async fn linger(tcp: &mut TcpStream) {
     }
 }
 
-/// Writes what the hub sends, batching whatever is queued into one flush.
-pub async fn write_loop<S>(
-    mut sink: S,
-    mut rx: mpsc::Receiver<Output>,
-    binary: Arc<AtomicBool>,
-) -> S
+/// Writes what the hub sends, batching whatever is queued into one flush, until the hub
+/// closes the connection or lets go of it, or its queue falls behind (see [`out_queue`]).
+pub async fn write_loop<S>(mut sink: S, mut rx: out_queue::Receiver, binary: Arc<AtomicBool>) -> S
+where
+    S: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    let behind = rx.fell_behind();
+    // A write that waits on a socket nobody reads is abandoned when the queue falls behind:
+    // only whole messages reach the socket, so the close can still follow them.
+    let ended = tokio::select! {
+        biased;
+        _ = behind => Written::FellBehind,
+        w = write_queued(&mut sink, &mut rx, &binary) => w,
+    };
+    // What is still queued is dropped now, not when the socket goes.
+    drop(rx);
+    match ended {
+        Written::Failed | Written::Closed => return sink,
+        Written::FellBehind => {
+            tracing::debug!("connection fell behind; closing it with 1013");
+        }
+        // The hub let go of this connection (the host is stopping).
+        Written::HubGone => {}
+    }
+    let close = Message::Close(Some(CloseFrame {
+        code: CloseCode::Again,
+        reason: "the connection fell behind; reconnect".into(),
+    }));
+    // Bounded: a peer that reads nothing must not hold the connection.
+    let _ = tokio::time::timeout(BEHIND_GRACE, sink.send(close)).await;
+    sink
+}
+
+/// How [`write_queued`] ended.
+enum Written {
+    /// The socket failed.
+    Failed,
+    /// The hub's close went out (or its time ran out).
+    Closed,
+    /// The hub let go of the connection.
+    HubGone,
+    /// The queue fell behind (only [`write_loop`] sees this).
+    FellBehind,
+}
+
+async fn write_queued<S>(sink: &mut S, rx: &mut out_queue::Receiver, binary: &AtomicBool) -> Written
 where
     S: Sink<Message, Error = tungstenite::Error> + Unpin,
 {
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
-        while let Some(out) = next.take() {
-            match out {
+        while let Some(queued) = next.take() {
+            match queued.output() {
                 Output::Frame(f) => {
                     if sink
-                        .feed(encode(&f, binary.load(Ordering::Relaxed)))
+                        .feed(encode(f, binary.load(Ordering::Relaxed)))
                         .await
                         .is_err()
                     {
-                        return sink;
+                        return Written::Failed;
                     }
                 }
                 Output::Close { code, reason } => {
                     // Bounded: a peer that reads nothing must not hold the connection.
                     let _ =
-                        tokio::time::timeout(CLOSE_GRACE, sink.send(close_message(code, &reason)))
+                        tokio::time::timeout(CLOSE_GRACE, sink.send(close_message(*code, reason)))
                             .await;
-                    return sink;
+                    return Written::Closed;
                 }
             }
-            next = rx.try_recv().ok();
+            // The socket holds the message now: its bytes leave the queue's count.
+            drop(queued);
+            next = rx.try_recv();
         }
         if sink.flush().await.is_err() {
-            return sink;
+            return Written::Failed;
         }
     }
-    // The hub let go of this connection (it fell behind or the host is stopping).
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::Again,
-            reason: "the connection fell behind; reconnect".into(),
-        })))
-        .await;
-    sink
+    Written::HubGone
 }
 
 fn encode(f: &Frame, binary: bool) -> Message {

@@ -259,11 +259,7 @@ impl Replica {
     /// A page of every visible document (configuration included) in key order after
     /// `after`, at most `limit`, and the key to continue after when there is more. Reads
     /// the store a page at a time, so a whole space is never held.
-    pub fn export_page(
-        &self,
-        after: Option<&DocKey>,
-        limit: usize,
-    ) -> Result<ExportPage> {
+    pub fn export_page(&self, after: Option<&DocKey>, limit: usize) -> Result<ExportPage> {
         let mut out: Vec<(DocKey, Value)> = Vec::new();
         let mut coll = match after {
             Some(a) => Some(a.collection.clone()),

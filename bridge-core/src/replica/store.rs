@@ -16,6 +16,7 @@ use super::*;
 #[cfg(feature = "store")]
 use std::cell::RefCell;
 use std::ops::Deref;
+#[cfg(feature = "store")]
 use std::sync::Arc;
 
 /// Synchronous reads of a replica's durable layer from the host's store (the native host's
@@ -62,6 +63,7 @@ pub enum StateRef<'a> {
     /// A state of the staged or in-flight layer, or of a durable layer in memory.
     Borrowed(&'a DocState),
     /// A state read from the store, shared with the cache.
+    #[cfg(feature = "store")]
     Shared(Arc<DocState>),
 }
 
@@ -70,6 +72,7 @@ impl Deref for StateRef<'_> {
     fn deref(&self) -> &DocState {
         match self {
             StateRef::Borrowed(s) => s,
+            #[cfg(feature = "store")]
             StateRef::Shared(s) => s,
         }
     }
@@ -79,9 +82,15 @@ impl Deref for StateRef<'_> {
 pub(super) const PAGE: usize = 256;
 
 #[cfg(feature = "store")]
-/// What one cached state is charged: its encoded size bound plus the map entry.
+/// What one cached state is charged: three times its encoded size bound, plus the cache's
+/// own entries. A state in memory is a tree of allocations (siblings, a map node per few
+/// fields, a `Value` and a stamp per field, each string its own block), which measured on
+/// x86_64 at about three times its JSON size: with the bound alone a 64 MiB budget held
+/// ~190 MB of heap (`bench_host large`, BENCHMARKS.md).
 fn charge(key: &DocKey, state: &DocState) -> usize {
-    crate::codec::doc_state_size_bound(key, state) + 96
+    3 * crate::codec::doc_state_size_bound(key, state)
+        + 2 * (key.collection.len() + key.id.len())
+        + 160
 }
 
 /// Document states read from or written to the store, least recently used first out, never

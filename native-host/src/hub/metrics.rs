@@ -50,7 +50,10 @@ pub struct Metrics {
     pub api_requests: Counter,
     pub api_errors: Counter,
     pub acks_local: Counter,
+    /// Connections closed (1013) because their outbound queue would pass its bound.
     pub dropped_slow: Counter,
+    /// Bytes in every connection's outbound queue, read at each scrape.
+    pub out_queue_bytes: Gauge,
     docs: Family<SpaceLabel, Gauge>,
     sessions: Family<SpaceLabel, Gauge>,
     uptime: Gauge,
@@ -92,7 +95,13 @@ impl Default for Metrics {
         let dropped_slow = counter(
             r,
             "dropped_connections",
-            "Connections dropped for falling behind",
+            "Connections closed with 1013 for falling behind (their outbound queue would pass OUT_QUEUE_MB, or all queues OUT_QUEUE_TOTAL_MB)",
+        );
+        let out_queue_bytes = Gauge::default();
+        r.register(
+            "out_queue_bytes",
+            "Bytes queued for sending over every connection (frames counted as their JSON text)",
+            out_queue_bytes.clone(),
         );
         let commit_duration = Histogram::new(COMMIT_BUCKETS);
         r.register(
@@ -126,6 +135,7 @@ impl Default for Metrics {
             api_errors,
             acks_local,
             dropped_slow,
+            out_queue_bytes,
             docs,
             sessions,
             uptime,
@@ -201,6 +211,7 @@ mod tests {
             "sacred_bridge_uptime_seconds 5\n",
             "sacred_bridge_ws_bytes_in_total ",
             "sacred_bridge_dropped_connections_total 0\n",
+            "sacred_bridge_out_queue_bytes 0\n",
         ] {
             assert!(text.contains(line), "{line:?} missing from\n{text}");
         }
@@ -248,6 +259,9 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 impl super::Hub {
     /// The `/metrics` text: the counters, and per-space gauges read from the engines now.
     pub(super) fn render_metrics(&self) -> String {
+        self.metrics
+            .out_queue_bytes
+            .set(saturating_i64(self.cfg.out_queues.queued() as u64));
         self.metrics.render(
             self.spaces.iter().map(|(name, s)| {
                 (

@@ -21,6 +21,7 @@ mod tests;
 
 pub use metrics::{MetricsAccess, WS_BYTES_IN, WS_BYTES_OUT};
 
+use crate::out_queue::{self, Budget};
 use crate::store::Store;
 use bridge_core::api::{ApiError, ApiResponse};
 use bridge_core::Request;
@@ -30,6 +31,7 @@ use bridge_core::{
 };
 use metrics::Metrics;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,23 +49,20 @@ pub enum Output {
 /// The answer to `POST /v1/sync` (and `sacred-bridge sync`) when no upstream link is up.
 pub const NO_LINK: &str = "no upstream link is up: is this host in hybrid mode (CLOUD_WS_URL) and can it reach the cloud? `sacred-bridge monitor` shows the link";
 
-/// Outbound queue per connection; a connection that falls this far behind is dropped.
-pub const OUTPUT_QUEUE: usize = 8192;
-
 #[derive(Debug)]
 pub enum Input {
     /// A WebSocket connection for `space` opened (agent or peer, it says in `hello`). The
     /// hub answers with the session id the space's engine gave it, which later inputs name.
     Accept {
         space: String,
-        out: mpsc::Sender<Output>,
+        out: out_queue::Sender,
         session: oneshot::Sender<SessionId>,
     },
     /// This host dialled an upstream peer for `space`; answered like [`Input::Accept`].
     Connect {
         space: String,
         token: Option<String>,
-        out: mpsc::Sender<Output>,
+        out: out_queue::Sender,
         manual: bool,
         session: oneshot::Sender<SessionId>,
     },
@@ -143,6 +142,9 @@ pub struct HubConfig {
     pub heartbeat_ms: u64,
     /// Bytes of document states each space's engine caches (`CACHE_MB`).
     pub cache_bytes: usize,
+    /// The connections' outbound queues (`OUT_QUEUE_MB`, `OUT_QUEUE_TOTAL_MB`): `/metrics`
+    /// shows the bytes queued.
+    pub out_queues: Arc<Budget>,
 }
 /// What the hub remembers of a space's upstream link, across reconnects.
 #[derive(Default)]
@@ -172,7 +174,8 @@ struct Link {
 }
 
 struct Conn {
-    out: mpsc::Sender<Output>,
+    /// Bounded in bytes; a connection whose queue falls behind is closed with 1013.
+    out: out_queue::Sender,
     upstream: bool,
     /// Upstream link that pushes only when asked (SYNC_MODE manual / periodic).
     manual: bool,

@@ -4,6 +4,7 @@
 
 use super::{Conn, Hub, Input, LinkNote, Output, NO_LINK};
 use crate::clock::now_ms;
+use crate::out_queue::Refused;
 use bridge_core::api::{self, ApiError, ApiResponse, Outcome};
 use bridge_core::{Engine, ErrorCode, Event, Frame, PersistBatch, Request, SessionId, Transmit};
 use serde_json::json;
@@ -105,12 +106,12 @@ impl Hub {
                     let _ = reply.send(session);
                 }
                 Err(e) => {
-                    let _ = out.try_send(Output::Frame(Frame::Error {
+                    let _ = out.send(Output::Frame(Frame::Error {
                         req: None,
                         code: e.code,
                         message: e.message.clone(),
                     }));
-                    let _ = out.try_send(Output::Close {
+                    let _ = out.send(Output::Close {
                         code: e.code.close_code(),
                         reason: e.message,
                     });
@@ -343,7 +344,7 @@ impl Hub {
                 }
             }
         }
-        let mut dropped_total = 0;
+        let mut fell_behind = 0;
         let mut peer_acked = false;
         let now = now_ms();
         let (cfg, metrics) = (&self.cfg, &mut self.metrics);
@@ -452,12 +453,16 @@ impl Hub {
                         return;
                     };
                     metrics.frames_out.inc();
-                    let sent = c.out.try_send(out);
-                    if let Err(e) = &sent {
-                        if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                            tracing::warn!(session, "connection too slow; dropping it");
-                        }
-                        dropped_total += 1;
+                    // Never waits: a connection whose queue would pass its bound is closed
+                    // (1013) and its session ends here; the writer drops what it queued.
+                    let sent = c.out.send(out);
+                    if sent == Err(Refused::Behind) {
+                        tracing::warn!(
+                            %space,
+                            session,
+                            "connection fell behind (its outbound queue is full); closing it with 1013"
+                        );
+                        fell_behind += 1;
                     }
                     // A close the engine asked for (error, timeout) ends the session now,
                     // whether or not the other side ever answers it (a frozen peer does
@@ -478,7 +483,7 @@ impl Hub {
         if peer_acked {
             self.metrics.last_peer_ack_ms = now_ms();
         }
-        self.metrics.dropped_slow.inc_by(dropped_total);
+        self.metrics.dropped_slow.inc_by(fell_behind);
     }
 }
 

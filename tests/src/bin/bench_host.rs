@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! CARGO_TARGET_DIR=target cargo build --release -p native-host -p tests --bin bench_host
-//! target/release/bench_host            # all; or name some: writes latency sync fanout
+//! target/release/bench_host            # all; or name some: writes latency sync fanout slow
 //! BENCH_DOCS=1000000 target/release/bench_host large   # by hand only: never in the default set
 //! ```
 //!
@@ -19,14 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 const SECRET: &str = "bench-secret-0123456789abcdef";
 
 fn rss_mb(host: &Host) -> f64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", host.child.id())).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    rss_of(host.child.id())
 }
 
 /// What the cloud-mode hosts here take for `/metrics`.
@@ -571,6 +564,82 @@ fn large() {
     );
 }
 
+/// Back-pressure (issue 10): host RSS while one subscriber reads nothing and another agent
+/// sends 1,500 large messages (250 KB: a message payload may take at most 256 KiB).
+async fn slow() {
+    let dir = TempDir::new("bench-slow");
+    let host = Host::start(&dir.0, "local", &[]);
+    let url = host.ws_url("big");
+    let (count, blob, window) = (1500u64, 250_000usize, 16u64);
+    let mut slow = hello(&url, "big", None).await;
+    slow.send(&json!({"type": "subscribe", "req": 1, "channel": "big"}))
+        .await;
+    slow.recv_type("ack").await;
+    // From here on `slow` reads nothing.
+    let rss_start = rss_mb(&host);
+    let peak = std::sync::Arc::new(std::sync::Mutex::new(rss_start));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, done, pid) = (peak.clone(), done.clone(), host.child.id());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let rss = rss_of(pid);
+                let mut p = peak.lock().unwrap();
+                if rss > *p {
+                    *p = rss;
+                }
+                drop(p);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut sender = hello(&url, "big", None).await;
+    let payload = "x".repeat(blob);
+    let start = Instant::now();
+    let (mut sent, mut acked) = (0u64, 0u64);
+    while acked < count {
+        while sent < count && sent - acked < window {
+            sent += 1;
+            let f = json!({"type": "send", "req": sent, "channel": "big", "payload": {"n": sent, "blob": payload}});
+            sender
+                .ws
+                .feed(Message::Text(f.to_string().into()))
+                .await
+                .unwrap();
+        }
+        sender.ws.flush().await.unwrap();
+        let v = sender.recv().await.unwrap();
+        match v["type"].as_str() {
+            Some("ack") => acked += 1,
+            Some("error") => panic!("{v}"),
+            _ => {}
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // Let the host settle (writers give up on the silent socket), then read it again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    let peak = *peak.lock().unwrap();
+    println!(
+        "slow subscriber: {count} messages of {blob} bytes sent and acknowledged in {elapsed:.2} s; host RSS {rss_start:.1} MB before, peak {peak:.1} MB, {:.1} MB 3 s after; connections closed for falling behind: {}; bytes still queued: {}",
+        rss_mb(&host),
+        metric(host.api_port, None, "dropped_connections_total"),
+        metric(host.api_port, None, "out_queue_bytes"),
+    );
+    drop(slow);
+}
+
+fn rss_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 fn main() {
     if std::env::var_os("SACRED_BRIDGE_BIN").is_none() {
         if let Some(dir) = std::env::current_exe()
@@ -602,5 +671,8 @@ fn main() {
     // By hand only: a million documents take minutes and gigabytes of disk.
     if which.iter().any(|w| w == "large") {
         large();
+    }
+    if on("slow") {
+        rt.block_on(slow());
     }
 }
