@@ -420,22 +420,24 @@ impl Replica {
             |k: &DocKey| k.collection == collection && after.is_none_or(|a| k.id.as_str() > a);
         // Documents only in the newer layers are few: gather them, then merge with the
         // durable range.
-        let mut newer: BTreeSet<&DocKey> = BTreeSet::new();
+        // Sorted and unique (a sorted Vec: see `delta_bounded`).
+        let mut newer: VecMap<&DocKey, ()> = VecMap::new();
         for layer in self
             .inflight
             .iter()
             .map(|f| &f.docs)
             .chain([&self.staged.docs])
         {
-            newer.extend(
-                layer
-                    .range(start.clone()..)
-                    .map(|(k, _)| k)
-                    .take_while(|k| k.collection == collection)
-                    .filter(|k| wanted(k)),
-            );
+            for k in layer
+                .range(start.clone()..)
+                .map(|(k, _)| k)
+                .take_while(|k| k.collection == collection)
+                .filter(|k| wanted(k))
+            {
+                newer.insert(k, ());
+            }
         }
-        let mut newer = newer.into_iter().peekable();
+        let mut newer = newer.keys().copied().peekable();
         let mut out = Vec::new();
         let push = |out: &mut Vec<DocView>, key: &DocKey| -> Result<()> {
             let view = self.view(key)?;
