@@ -50,9 +50,10 @@ impl Replica {
         // The watermark names only ranges walked here: every entry is something this store
         // holds, so the receiver may also credit it to us (not just to itself).
         let mut out = Delta::default();
-        // A sorted Vec: at most `max_docs` keys, and far less code in the browser package
-        // than another B-tree type.
-        let mut sent: VecMap<DocKey, ()> = VecMap::new();
+        // Documents taken so far. A document with several live dots is taken at the first of
+        // them the walk reaches: at a later one, one of its siblings' dots lies in a range
+        // already walked (`walked`), so no set of keys is kept.
+        let mut sent = 0usize;
         let mut bytes = 0usize;
         let mut full = false;
         for (r, upto) in self.vv.iter() {
@@ -70,16 +71,26 @@ impl Replica {
                 let page = self.durable.dots(r, last, upto, PAGE)?;
                 let last_page = page.len() < PAGE;
                 for (counter, key) in page {
-                    let seen = sent.contains_key(&key);
-                    let state = if seen { None } else { self.durable.get(&key)? };
-                    let size = match (&state, max_bytes) {
-                        (Some(st), m) if m < usize::MAX => {
-                            crate::codec::doc_state_size_bound(&key, st)
+                    let Some(state) = self.durable.get(&key)? else {
+                        last = counter;
+                        continue;
+                    };
+                    // Replicas are walked in id order, each from `known` to our vector.
+                    let walked = |d: Dot| {
+                        (d.replica == r && from < d.counter && d.counter < counter)
+                            || (d.replica < r
+                                && known.get(d.replica) < d.counter
+                                && d.counter <= self.vv.get(d.replica))
+                    };
+                    let seen = state.siblings.iter().any(|s| walked(s.dot));
+                    let size = match max_bytes {
+                        m if m < usize::MAX && !seen => {
+                            crate::codec::doc_state_size_bound(&key, &state)
                         }
                         _ => 0,
                     };
-                    let over = sent.len() > 0 && bytes.saturating_add(size) > max_bytes;
-                    if !seen && (sent.len() >= max_docs || over) {
+                    let over = sent > 0 && bytes.saturating_add(size) > max_bytes;
+                    if !seen && (sent >= max_docs || over) {
                         exhausted = false;
                         full = true;
                         // This dot and every further one of r are still to come.
@@ -89,14 +100,12 @@ impl Replica {
                     last = counter;
                     bytes = bytes.saturating_add(size);
                     if !seen {
-                        if let Some(state) = state {
-                            out.docs.push(DocEntry {
-                                collection: key.collection.clone(),
-                                id: key.id.clone(),
-                                state: (*state).clone(),
-                            });
-                        }
-                        sent.insert(key, ());
+                        sent += 1;
+                        out.docs.push(DocEntry {
+                            collection: key.collection,
+                            id: key.id,
+                            state: (*state).clone(),
+                        });
                     }
                 }
                 if last_page {
