@@ -471,8 +471,7 @@ impl Engine {
     pub fn with_store(cfg: EngineConfig, store: Box<dyn crate::replica::DocStore>) -> Self {
         let budget = cfg.cache_bytes;
         let mut e = Engine::new(cfg);
-        e.replica = std::mem::replace(&mut e.replica, Replica::new(ReplicaId(0), Tier::Local, ""))
-            .with_store(store, budget);
+        e.replica.read_from(store, budget);
         e
     }
 

@@ -174,8 +174,14 @@ impl Replica {
     /// other document needs to be read at start.
     #[cfg(feature = "store")]
     pub fn with_store(mut self, store: Box<dyn DocStore>, cache_bytes: usize) -> Self {
-        self.durable = Durable::stored(store, cache_bytes);
+        self.read_from(store, cache_bytes);
         self
+    }
+
+    /// [`Replica::with_store`] on a replica already made (before anything is restored).
+    #[cfg(feature = "store")]
+    pub fn read_from(&mut self, store: Box<dyn DocStore>, cache_bytes: usize) {
+        self.durable = Durable::stored(store, cache_bytes);
     }
 
     /// Bytes of document states the cache holds, and its budget (both 0 when the durable

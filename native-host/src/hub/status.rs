@@ -110,6 +110,7 @@ impl Hub {
                         event_pushes: l.event_pushes,
                     }
                 });
+                let cache = r.cache_bytes();
                 SpaceStatus {
                     space: name.clone(),
                     replica: r.id(),
@@ -118,8 +119,8 @@ impl Hub {
                     cursor: api::format_cursor(r.vector()),
                     sessions: s.engine.session_count() as u64,
                     open_conflicts: logged(r.conflicts(None), "list conflicts").len() as u64,
-                    cache_bytes: r.cache_bytes().0 as u64,
-                    cache_budget: r.cache_bytes().1 as u64,
+                    cache_bytes: cache.0 as u64,
+                    cache_budget: cache.1 as u64,
                     default_policy: r.space_default_policy(),
                     conflict_strategy: r.local_default_policy(),
                     default_policy_mismatch: r.space_default_policy() != r.local_default_policy(),
