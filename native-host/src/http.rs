@@ -182,6 +182,7 @@ async fn handle(
             ask(&hub, |reply| Input::Sync {
                 push,
                 pull,
+                token,
                 reply: Some(reply),
             })
             .await

@@ -113,4 +113,15 @@ async fn cloud_mode_refuses_missing_wrong_space_and_expired_tokens() {
     assert_eq!(spaces(&other), ["other"]);
     assert_eq!(http(port, "GET", "/v1/status", None, None).0, 401);
     assert_eq!(http(port, "GET", "/v1/status", None, Some(&forged)).0, 403);
+
+    // `POST /v1/sync` (an operator action) needs a token that may write a space; this host
+    // has no upstream link, so a good token gets the documented 404.
+    let sync = |token: Option<&str>| {
+        let (s, v) = http(port, "POST", "/v1/sync", None, token);
+        (s, v["error"]["code"].as_str().map(str::to_owned))
+    };
+    assert_eq!(sync(None), (401, Some("unauthorized".into())));
+    assert_eq!(sync(Some(&forged)), (403, Some("forbidden".into())));
+    assert_eq!(sync(Some(&reader)), (403, Some("forbidden".into())));
+    assert_eq!(sync(Some(&good)), (404, Some("not_found".into())));
 }

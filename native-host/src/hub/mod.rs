@@ -102,6 +102,8 @@ pub enum Input {
     Sync {
         push: bool,
         pull: bool,
+        /// The caller's token (HTTP); checked when the host has a secret.
+        token: Option<String>,
         reply: Option<oneshot::Sender<ApiResponse>>,
     },
     /// What the link manager knows of `space`'s upstream link (hybrid mode).

@@ -6,6 +6,7 @@ use super::{Conn, Hub, Input, LinkNote, Output, NO_LINK};
 use crate::clock::now_ms;
 use crate::out_queue::Refused;
 use bridge_core::api::{self, ApiError, ApiResponse, Outcome};
+use bridge_core::auth::Rights;
 use bridge_core::{Engine, ErrorCode, Event, Frame, PersistBatch, Request, SessionId, Transmit};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -49,7 +50,7 @@ impl Hub {
                         }
                     }
                     _ = tick.tick(), if sync_every.is_some() => {
-                        self.handle(Input::Sync { push: true, pull: false, reply: None });
+                        self.handle(Input::Sync { push: true, pull: false, token: None, reply: None });
                     }
                     _ = tokio::time::sleep_until(wake), if deadline.is_some() => {
                         // Frames already queued count as heard before anyone is called
@@ -226,7 +227,7 @@ impl Hub {
                 let _ = reply.send(resp);
             }
             Input::Status { token, reply } => {
-                let resp = match self.visible_spaces(token.as_deref(), now) {
+                let resp = match self.visible_spaces(token.as_deref(), now, Rights::Read) {
                     // Through a `Value`, whose keys are ordered as they always were.
                     Ok(visible) => match serde_json::to_value(self.status(visible.as_ref())) {
                         Ok(v) => ApiResponse::json(200, &v),
@@ -245,9 +246,30 @@ impl Hub {
                     LinkNote::Unreachable(error) => link.last_error = Some(error),
                 }
             }
-            Input::Sync { push, pull, reply } => {
+            Input::Sync {
+                push,
+                pull,
+                token,
+                reply,
+            } => {
+                // Asked over HTTP, with a secret set: only the spaces the token may write.
+                let only = match reply.is_some() {
+                    true => match self.visible_spaces(token.as_deref(), now, Rights::Write) {
+                        Ok(only) => only,
+                        Err(e) => {
+                            if let Some(reply) = reply {
+                                let _ = reply.send(e.response());
+                            }
+                            return;
+                        }
+                    },
+                    false => None,
+                };
                 let mut links = 0;
-                for s in self.spaces.values_mut() {
+                for (name, s) in self.spaces.iter_mut() {
+                    if only.as_ref().is_some_and(|o| !o.contains(name)) {
+                        continue;
+                    }
                     for (id, c) in &s.conns {
                         if c.upstream {
                             links += 1;
@@ -260,7 +282,10 @@ impl Hub {
                         }
                     }
                 }
-                for link in self.links.values_mut() {
+                for (name, link) in self.links.iter_mut() {
+                    if only.as_ref().is_some_and(|o| !o.contains(name)) {
+                        continue;
+                    }
                     if push {
                         link.push_sent = 0;
                         link.push_remaining = 0;

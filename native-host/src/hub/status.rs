@@ -4,6 +4,7 @@
 use super::Hub;
 use crate::clock::now_ms;
 use bridge_core::api::{self, ApiError};
+use bridge_core::auth::Rights;
 use bridge_core::status::{
     HostDetails, HostStatus, LinkState, PeerSession, PullProgress, PushProgress, SpaceStatus,
     Stored, UpstreamLink,
@@ -18,6 +19,7 @@ impl Hub {
         &self,
         token: Option<&str>,
         now: u64,
+        min: Rights,
     ) -> Result<Option<BTreeSet<String>>, ApiError> {
         let Some(secret) = self.cfg.secret.as_deref() else {
             return Ok(None);
@@ -25,19 +27,21 @@ impl Hub {
         let Some(token) = token else {
             return Err(ApiError::new(
                 ErrorCode::Unauthorized,
-                "this server requires a token for its status: send `Authorization: Bearer <token>`; it shows the spaces the token opens",
+                "this server requires a token here: send `Authorization: Bearer <token>`; the answer covers the spaces the token opens",
             ));
         };
         let open: BTreeSet<String> = self
             .spaces
             .keys()
-            .filter(|name| bridge_core::auth::verify(secret, token, name, now).is_ok())
+            .filter(|name| {
+                bridge_core::auth::verify(secret, token, name, now).is_ok_and(|r| r >= min)
+            })
             .cloned()
             .collect();
         if open.is_empty() {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
-                "the token opens none of this server's spaces (it may be expired, or for a space that holds nothing yet)",
+                "the token opens none of this server's spaces with the rights needed (it may be expired, read-only where writing is needed, or for a space that holds nothing yet)",
             ));
         }
         Ok(Some(open))
