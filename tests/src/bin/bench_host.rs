@@ -479,23 +479,107 @@ fn serve(host: &Host, n: usize, gets: usize, pages: usize) -> f64 {
 /// shaped `{"title":"Item number i","done":bool,"tags":["a","b"],"n":i}`, imported with
 /// `sacred-bridge import` into a local host on its defaults; RSS during the import, while
 /// serving, after a restart; start to `/healthz`; database size against the NDJSON.
+/// `n` documents of the large benchmarks' shape as an NDJSON file in `dir`, and its size.
+fn large_file(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, u64) {
+    use std::io::Write;
+    let file = dir.join("docs.ndjson");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    for i in 0..n {
+        let line = json!({"collection": "items", "id": format!("d{i:07}"),
+            "value": {"title": format!("Item number {i}"), "done": i % 2 == 0, "tags": ["a", "b"], "n": i}});
+        writeln!(w, "{line}").unwrap();
+    }
+    drop(w);
+    let size = std::fs::metadata(&file).unwrap().len();
+    (file, size)
+}
+
+/// Initial sync of `BENCH_DOCS` (1M) documents from a cloud-mode host to a fresh hybrid host,
+/// both on their defaults: time from the hybrid host's start until its space holds every
+/// document, bytes on the wire, and both hosts' peak RSS meanwhile. By hand only.
+fn large_sync() {
+    let n: usize = std::env::var("BENCH_DOCS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let cloud_dir = TempDir::new("bench-lsync-cloud");
+    let local_dir = TempDir::new("bench-lsync-local");
+    let (file, ndjson) = large_file(&cloud_dir.0, n);
+    let cloud = Host::start(
+        &cloud_dir.0,
+        "cloud",
+        &[("BRIDGE_SECRET", SECRET), ("METRICS_TOKEN", METRICS_TOKEN)],
+    );
+    let token = mint_token(&cloud_dir.0, SECRET, "big", "admin", "1h");
+    let api = format!("http://127.0.0.1:{}", cloud.api_port);
+    let t = Instant::now();
+    let (code, _, err) = tests::cli(
+        &cloud_dir.0,
+        &[
+            "import",
+            file.to_str().unwrap(),
+            "--space",
+            "big",
+            "--api",
+            &api,
+            "--token",
+            &token,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    println!(
+        "large sync: import of {n} documents ({:.1} MB NDJSON) into the cloud host took {:.1} s",
+        ndjson as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    let mtok = Some(METRICS_TOKEN);
+    let out0 = metric(cloud.api_port, mtok, "ws_bytes_out_total");
+    let in0 = metric(cloud.api_port, mtok, "ws_bytes_in_total");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cloud_peak = rss_sampler(cloud.child.id(), stop.clone());
+    let url = format!("ws://127.0.0.1:{}", cloud.ws_port);
+    let t = Instant::now();
+    let local = Host::start(
+        &local_dir.0,
+        "hybrid",
+        &[
+            ("CLOUD_WS_URL", url.as_str()),
+            ("CLOUD_PROJECT_ID", "big"),
+            ("BRIDGE_TOKEN", token.as_str()),
+        ],
+    );
+    let local_peak = rss_sampler(local.child.id(), stop.clone());
+    while engine_docs(local.api_port, None, "big") < n as u64 {
+        assert!(
+            t.elapsed() < Duration::from_secs(1800),
+            "initial sync did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (cloud_peak, local_peak) = (
+        cloud_peak.join().unwrap_or(f64::NAN),
+        local_peak.join().unwrap_or(f64::NAN),
+    );
+    let bytes = metric(cloud.api_port, mtok, "ws_bytes_out_total") - out0
+        + metric(cloud.api_port, mtok, "ws_bytes_in_total")
+        - in0;
+    println!(
+        "large sync: initial sync of {n} documents cloud host → hybrid host (process start included, polled every 250 ms): {secs:.1} s ({:.0} docs/s), {:.1} MB on the wire ({:.2}× the NDJSON); peak RSS meanwhile: cloud {cloud_peak:.1} MB, hybrid {local_peak:.1} MB",
+        n as f64 / secs,
+        bytes as f64 / 1e6,
+        bytes as f64 / ndjson as f64
+    );
+}
+
 fn large() {
     let n: usize = std::env::var("BENCH_DOCS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let dir = TempDir::new("bench-large");
-    let file = dir.0.join("docs.ndjson");
-    {
-        use std::io::Write;
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-        for i in 0..n {
-            let line = json!({"collection": "items", "id": format!("d{i:07}"),
-                "value": {"title": format!("Item number {i}"), "done": i % 2 == 0, "tags": ["a", "b"], "n": i}});
-            writeln!(w, "{line}").unwrap();
-        }
-    }
-    let ndjson = std::fs::metadata(&file).unwrap().len();
+    let (file, ndjson) = large_file(&dir.0, n);
     let mut host = Host::start(&dir.0, "local", &[]);
     let api = format!("http://127.0.0.1:{}", host.api_port);
 
@@ -671,6 +755,9 @@ fn main() {
     // By hand only: a million documents take minutes and gigabytes of disk.
     if which.iter().any(|w| w == "large") {
         large();
+    }
+    if which.iter().any(|w| w == "large-sync") {
+        large_sync();
     }
     if on("slow") {
         rt.block_on(slow());
