@@ -141,7 +141,7 @@ mod tests {
             docs: vec![DocEntry {
                 collection: k.collection,
                 id: k.id,
-                state,
+                state: crate::DocState::clone(&state),
             }],
             watermark: crate::VersionVector::new(),
             remaining: 0,

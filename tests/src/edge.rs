@@ -33,10 +33,15 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Builds the worker bundle once per test binary; returns the path of its entry module.
+/// `SACRED_BRIDGE_EDGE_SHIM` names another bundle's entry module instead (a benchmark of an
+/// older build), used as it is.
 pub fn edge_bundle() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
+            if let Some(shim) = std::env::var_os("SACRED_BRIDGE_EDGE_SHIM") {
+                return PathBuf::from(shim);
+            }
             let root = repo_root();
             let shim = root.join("edge-worker/build/worker/shim.mjs");
             if std::env::var("SACRED_BRIDGE_EDGE_BUILT").as_deref() != Ok("1") {
@@ -272,6 +277,40 @@ impl Edge {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Resident memory of the workerd process(es) of this dev server (its process group),
+    /// in MB: what the Durable Object's isolate, its SQLite and the runtime hold.
+    pub fn workerd_rss_mb(&self) -> f64 {
+        let Some(group) = self.child.as_ref().map(|c| c.id()) else {
+            return 0.0;
+        };
+        let mut kb = 0u64;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid pgrp ...`: the name may hold spaces, so split after ')'.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let pgrp = rest
+                .split_whitespace()
+                .nth(2)
+                .and_then(|g| g.parse::<u32>().ok());
+            if pgrp != Some(group) || !head.contains("workerd") {
+                continue;
+            }
+            let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+            kb += status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        kb as f64 / 1024.0
     }
 
     /// What the dev server and the worker printed so far (requests, `console.*`).

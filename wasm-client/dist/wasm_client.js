@@ -839,18 +839,18 @@ function __wbg_get_imports() {
             return ret;
         },
         __wbindgen_generic_0000000000000001: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 108, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 109, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__he27ee5fa1f0266c8);
             return ret;
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 112, ret: Externref, inner_ret: Some(Externref) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 113, ret: Externref, inner_ret: Some(Externref) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__ha088033662949123);
             return ret;
         },
         __wbindgen_generic_0000000000000003: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("CloseEvent")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h47bbbb74a4d5a4cf);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h3846b846a927266f);
             return ret;
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
@@ -860,17 +860,17 @@ function __wbg_get_imports() {
         },
         __wbindgen_generic_0000000000000005: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("IDBVersionChangeEvent")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h47bbbb74a4d5a4cf_32);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h3846b846a927266f_32);
             return ret;
         },
         __wbindgen_generic_0000000000000006: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h47bbbb74a4d5a4cf_33);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h3846b846a927266f_33);
             return ret;
         },
         __wbindgen_generic_0000000000000007: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [], shim_idx: 3, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h3c42514964c3159d);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h21a334a6f34735a3);
             return ret;
         },
         __wbindgen_generic_0000000000000008: function(arg0) {
@@ -898,24 +898,24 @@ function __wbg_get_imports() {
     };
 }
 
-function wasm_bindgen__convert__closures_____invoke__h3c42514964c3159d(arg0, arg1) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h3c42514964c3159d(arg0, arg1);
+function wasm_bindgen__convert__closures_____invoke__h21a334a6f34735a3(arg0, arg1) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h21a334a6f34735a3(arg0, arg1);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h47bbbb74a4d5a4cf(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h47bbbb74a4d5a4cf(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h3846b846a927266f(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h3846b846a927266f(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__h2ef341af7e9c2fff(arg0, arg1, arg2) {
     wasm.wasm_bindgen__convert__closures_____invoke__h2ef341af7e9c2fff(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h47bbbb74a4d5a4cf_32(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h47bbbb74a4d5a4cf_32(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h3846b846a927266f_32(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h3846b846a927266f_32(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h47bbbb74a4d5a4cf_33(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h47bbbb74a4d5a4cf_33(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h3846b846a927266f_33(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h3846b846a927266f_33(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__ha088033662949123(arg0, arg1, arg2) {

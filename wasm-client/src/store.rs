@@ -367,7 +367,7 @@ impl IdbStore {
                     docs: vec![DocEntry {
                         collection: key.collection.clone(),
                         id: key.id.clone(),
-                        state: state.clone(),
+                        state: DocState::clone(state),
                     }],
                     watermark: VersionVector::new(),
                     remaining: 0,

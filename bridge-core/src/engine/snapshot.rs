@@ -197,7 +197,7 @@ mod tests {
         fn write(&mut self, batches: &[PersistBatch]) -> Result<(), ()> {
             for b in batches {
                 for (k, s) in &b.docs {
-                    self.docs.insert(k.clone(), s.clone());
+                    self.docs.insert(k.clone(), crate::DocState::clone(s));
                 }
                 self.meta = Some((b.vector.clone(), b.clock, b.message_seen.clone()));
             }

@@ -23,6 +23,7 @@ use crate::{DocKey, Dot, Error, Hlc, Policy, ReplicaId, Result, Stamp, Tier, Ver
 use serde_json::Value;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 mod delta;
 mod store;
@@ -55,8 +56,9 @@ pub const DEFAULT_RETAIN: usize = 100;
 pub struct PersistBatch {
     /// The batch number, in cut order: report it to [`Replica::persisted`] (through the engine) in that order.
     pub id: u64,
-    /// Full new states of changed documents (upsert by key).
-    pub docs: Vec<(DocKey, DocState)>,
+    /// Full new states of changed documents (upsert by key), shared with the replica's
+    /// in-flight layer (no copy is made for the host; drop the batch once it is written).
+    pub docs: Vec<(DocKey, Arc<DocState>)>,
     /// The space vector after this batch.
     pub vector: VersionVector,
     /// The clock after this batch (so a restart never goes back).
@@ -82,14 +84,16 @@ impl PersistBatch {
 
 #[derive(Default, Debug)]
 struct Layer {
-    docs: BTreeMap<DocKey, DocState>,
+    /// States behind an `Arc` in every layer (staged, in flight, durable in memory, the
+    /// batch handed to the host): one map type, and a batch shares its states, never copies.
+    docs: BTreeMap<DocKey, Arc<DocState>>,
     messages: Vec<Message>,
 }
 
 #[derive(Debug)]
 struct InFlight {
     id: u64,
-    docs: BTreeMap<DocKey, DocState>,
+    docs: BTreeMap<DocKey, Arc<DocState>>,
     vector: VersionVector,
     message_seen: VersionVector,
     messages: Vec<Retained>,
@@ -298,7 +302,7 @@ impl Replica {
         if let Some(st) = state.max_stamp() {
             self.clock.observe(st);
         }
-        self.durable.put(key, state);
+        self.durable.put(key, Arc::new(state));
     }
 
     /// Loads the space metadata as read back from storage.
@@ -340,7 +344,13 @@ impl Replica {
         self.staged
             .docs
             .get(key)
-            .or_else(|| self.inflight.iter().rev().find_map(|f| f.docs.get(key)))
+            .map(|s| &**s)
+            .or_else(|| {
+                self.inflight
+                    .iter()
+                    .rev()
+                    .find_map(|f| f.docs.get(key).map(|s| &**s))
+            })
             .or_else(|| self.durable.config(key))
     }
 
@@ -574,7 +584,7 @@ impl Replica {
         let mut st = self.state(&key)?.map(|s| (*s).clone()).unwrap_or_default();
         st.write(policy, dot, stamp, self.tier, op);
         self.vv_latest.add_dot(dot);
-        self.staged.docs.insert(key, st);
+        self.staged.docs.insert(key, Arc::new(st));
         Ok(dot)
     }
 
@@ -613,7 +623,16 @@ impl Replica {
             match self.staged.docs.entry(key) {
                 Entry::Occupied(mut slot) => {
                     if slot.get().join_changes(&state) {
-                        slot.get_mut().absorb(state);
+                        // A staged state is in this layer only, so it is not shared: the
+                        // match takes it without a copy.
+                        match Arc::get_mut(slot.get_mut()) {
+                            Some(st) => st.absorb(state),
+                            None => {
+                                let mut st = DocState::clone(slot.get());
+                                st.join(&state);
+                                slot.insert(Arc::new(st));
+                            }
+                        }
                         changed.push(slot.key().clone());
                     }
                 }
@@ -634,7 +653,7 @@ impl Replica {
                     };
                     if let Some(joined) = joined {
                         changed.push(slot.key().clone());
-                        slot.insert(joined);
+                        slot.insert(Arc::new(joined));
                     }
                 }
             }
@@ -692,6 +711,7 @@ impl Replica {
         let id = self.next_batch;
         self.next_batch += 1;
         let layer = std::mem::take(&mut self.staged);
+        let docs = layer.docs;
         let mut offset = self
             .inflight
             .iter()
@@ -717,11 +737,7 @@ impl Replica {
             .collect();
         let batch = PersistBatch {
             id,
-            docs: layer
-                .docs
-                .iter()
-                .map(|(k, s)| (k.clone(), s.clone()))
-                .collect(),
+            docs: docs.iter().map(|(k, s)| (k.clone(), s.clone())).collect(),
             vector: self.vv_latest.clone(),
             clock: self.clock.last(),
             message_seen: self.msg_seen_latest.clone(),
@@ -731,7 +747,7 @@ impl Replica {
         };
         self.inflight.push_back(InFlight {
             id,
-            docs: layer.docs,
+            docs,
             vector: self.vv_latest.clone(),
             message_seen: self.msg_seen_latest.clone(),
             messages,
@@ -786,7 +802,11 @@ fn unstaged_state<'a>(
     durable: &'a Durable,
     key: &DocKey,
 ) -> Result<Option<StateRef<'a>>> {
-    match inflight.iter().rev().find_map(|f| f.docs.get(key)) {
+    match inflight
+        .iter()
+        .rev()
+        .find_map(|f| f.docs.get(key).map(|s| &**s))
+    {
         Some(s) => Ok(Some(StateRef::Borrowed(s))),
         None => durable.get(key),
     }

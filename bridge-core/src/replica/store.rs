@@ -16,7 +16,6 @@ use super::*;
 #[cfg(feature = "store")]
 use std::cell::RefCell;
 use std::ops::Deref;
-#[cfg(feature = "store")]
 use std::sync::Arc;
 
 /// Synchronous reads of a replica's durable layer from the host's store (the native host's
@@ -155,7 +154,7 @@ impl Cache {
 
 pub(super) enum Durable {
     Memory {
-        docs: BTreeMap<DocKey, DocState>,
+        docs: BTreeMap<DocKey, Arc<DocState>>,
         /// The live-dot index: every durable sibling's dot, to its document.
         live: BTreeMap<Dot, DocKey>,
     },
@@ -198,7 +197,7 @@ impl Durable {
     /// The `_config` documents, without a store read.
     pub(super) fn config(&self, key: &DocKey) -> Option<&DocState> {
         match self {
-            Durable::Memory { docs, .. } => docs.get(key),
+            Durable::Memory { docs, .. } => docs.get(key).map(|s| &**s),
             #[cfg(feature = "store")]
             Durable::Stored { config, .. } => config.get(key),
         }
@@ -206,7 +205,7 @@ impl Durable {
 
     pub(super) fn get(&self, key: &DocKey) -> Result<Option<StateRef<'_>>> {
         match self {
-            Durable::Memory { docs, .. } => Ok(docs.get(key).map(StateRef::Borrowed)),
+            Durable::Memory { docs, .. } => Ok(docs.get(key).map(|s| StateRef::Borrowed(s))),
             #[cfg(feature = "store")]
             Durable::Stored {
                 store,
@@ -229,8 +228,9 @@ impl Durable {
         }
     }
 
-    /// A state the host persisted (or restored): it replaces the durable one.
-    pub(super) fn put(&mut self, key: DocKey, state: DocState) {
+    /// A state the host persisted (or restored): it replaces the durable one, shared with
+    /// the persisted batch (no copy).
+    pub(super) fn put(&mut self, key: DocKey, state: Arc<DocState>) {
         match self {
             Durable::Memory { docs, live } => match docs.entry(key) {
                 Entry::Occupied(mut slot) => {
@@ -252,9 +252,9 @@ impl Durable {
             #[cfg(feature = "store")]
             Durable::Stored { config, cache, .. } => {
                 if key.collection == CONFIG_COLLECTION {
-                    config.insert(key, state);
+                    config.insert(key, Arc::unwrap_or_clone(state));
                 } else {
-                    cache.get_mut().put(key, Arc::new(state));
+                    cache.get_mut().put(key, state);
                 }
             }
         }

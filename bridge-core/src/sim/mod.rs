@@ -247,7 +247,7 @@ struct Disk {
 impl Disk {
     fn write(&mut self, b: &PersistBatch) {
         for (k, s) in &b.docs {
-            self.docs.put(k.clone(), s.clone());
+            self.docs.put(k.clone(), crate::DocState::clone(s));
         }
         self.vector = b.vector.clone();
         self.clock = b.clock;
