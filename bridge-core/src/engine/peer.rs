@@ -86,8 +86,7 @@ impl Engine {
             rights: Some(rights),
         };
         self.send(session, Frame::Welcome(welcome));
-        self.opened(session);
-        Ok(())
+        self.opened(session)
     }
 
     pub(super) fn on_welcome(&mut self, session: SessionId, w: Welcome) -> Result<(), Fatal> {
@@ -117,8 +116,7 @@ impl Engine {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.peer = Some(link);
         }
-        self.opened(session);
-        Ok(())
+        self.opened(session)
     }
 
     /// A peer claims to hold more writes of this replica than it ever made: forged by a
@@ -135,10 +133,12 @@ impl Engine {
         }
     }
 
-    fn opened(&mut self, session: SessionId) {
+    /// A session is open: presence changes, and a peer is replayed the retained messages it
+    /// has not seen (a failed store read closes it: it reconnects and is replayed then).
+    fn opened(&mut self, session: SessionId) -> Result<(), Fatal> {
         self.presence_dirty = true;
         let Some(s) = self.sessions.get(&session) else {
-            return;
+            return Ok(());
         };
         self.events.push_back(Event::SessionOpened {
             session,
@@ -149,23 +149,20 @@ impl Engine {
         // Replay retained messages the peer has not seen, oldest first.
         let Some((known, own_only)) = s.peer.as_ref().map(|p| (p.msg_known.clone(), p.own_only))
         else {
-            return;
+            return Ok(());
         };
         let me = self.replica.id();
-        let mut frames = Vec::new();
         let mut seen = known;
-        for r in self.replica.logs().all() {
+        let replay = self.replica.retained_where(|r| {
             if own_only && r.message.id.origin != me {
-                continue;
+                return false;
             }
             if r.message.id.seq > seen.get(r.message.id.origin) {
                 seen.raise(r.message.id.origin, r.message.id.seq);
-                frames.push(Frame::Broadcast {
-                    message: r.message.clone(),
-                    offset: None,
-                });
+                return true;
             }
-        }
+            false
+        })?;
         if let Some(p) = self
             .sessions
             .get_mut(&session)
@@ -173,9 +170,16 @@ impl Engine {
         {
             p.msg_known = seen;
         }
-        for f in frames {
-            self.send(session, f);
+        for r in replay {
+            self.send(
+                session,
+                Frame::Broadcast {
+                    message: r.message,
+                    offset: None,
+                },
+            );
         }
+        Ok(())
     }
 
     /// `push`: the trust rule, then the join; the `ack` waits until the push is durable.

@@ -191,7 +191,7 @@ impl Engine {
                     return Err(Error::SessionOnly("subscribe"));
                 };
                 let replay = match (&channel, from) {
-                    (Some(ch), Some(cursor)) => r.logs().after(ch, cursor).cloned().collect(),
+                    (Some(ch), Some(cursor)) => r.replay(ch, cursor)?,
                     _ => Vec::new(),
                 };
                 if let Some(c) = channel {
