@@ -153,16 +153,42 @@ impl Engine {
         };
         let me = self.replica.id();
         let mut seen = known;
-        let replay = self.replica.retained_where(|r| {
+        // Read from the store a page at a time when the replica is stored; the browser's
+        // build (no `store`) walks its logs in memory.
+        #[cfg(feature = "store")]
+        let frames: Vec<Frame> = self
+            .replica
+            .retained_where(|r| {
+                if own_only && r.message.id.origin != me {
+                    return false;
+                }
+                if r.message.id.seq > seen.get(r.message.id.origin) {
+                    seen.raise(r.message.id.origin, r.message.id.seq);
+                    return true;
+                }
+                false
+            })?
+            .into_iter()
+            .map(|r| Frame::Broadcast {
+                message: r.message,
+                offset: None,
+            })
+            .collect();
+        #[cfg(not(feature = "store"))]
+        let mut frames = Vec::new();
+        #[cfg(not(feature = "store"))]
+        for r in self.replica.logs().all() {
             if own_only && r.message.id.origin != me {
-                return false;
+                continue;
             }
             if r.message.id.seq > seen.get(r.message.id.origin) {
                 seen.raise(r.message.id.origin, r.message.id.seq);
-                return true;
+                frames.push(Frame::Broadcast {
+                    message: r.message.clone(),
+                    offset: None,
+                });
             }
-            false
-        })?;
+        }
         if let Some(p) = self
             .sessions
             .get_mut(&session)
@@ -170,14 +196,8 @@ impl Engine {
         {
             p.msg_known = seen;
         }
-        for r in replay {
-            self.send(
-                session,
-                Frame::Broadcast {
-                    message: r.message,
-                    offset: None,
-                },
-            );
+        for f in frames {
+            self.send(session, f);
         }
         Ok(())
     }

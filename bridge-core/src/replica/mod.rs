@@ -229,9 +229,10 @@ impl Replica {
     }
 
     /// Retained messages of `channel` after offset `cursor`, durable ones only, in offset
-    /// order: from memory, or read from the store a page at a time.
+    /// order: from memory, or read from the store a page at a time (feature `store`; the
+    /// browser's build reads [`Replica::logs`]).
+    #[cfg(feature = "store")]
     pub fn replay(&self, channel: &str, cursor: u64) -> Result<Vec<Retained>> {
-        #[cfg(feature = "store")]
         if let Some(store) = self.durable.store() {
             return self.stored_messages(store, Some(channel), cursor, |_| true);
         }
@@ -241,8 +242,8 @@ impl Replica {
     /// Every durable retained message for which `keep` says yes, in offset order (what a
     /// peer session is replayed when it opens): from memory, or read from the store a page
     /// at a time, so only the kept ones are held.
+    #[cfg(feature = "store")]
     pub fn retained_where(&self, mut keep: impl FnMut(&Retained) -> bool) -> Result<Vec<Retained>> {
-        #[cfg(feature = "store")]
         if let Some(store) = self.durable.store() {
             return self.stored_messages(store, None, 0, keep);
         }
