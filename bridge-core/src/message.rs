@@ -66,7 +66,10 @@ pub struct Retained {
     pub message: Message,
 }
 
-/// The last N messages of each channel (channels in name order).
+/// The last N messages of each channel (channels in name order), when the replica keeps them
+/// in memory (the browser). A replica whose durable layer is the host's store (feature
+/// `store`) keeps only the highest offset here and reads retained messages from the store
+/// ([`crate::replica::DocStore::messages`]).
 #[derive(Clone, Debug, Default)]
 pub struct ChannelLogs {
     logs: VecMap<String, VecDeque<Retained>>,
@@ -94,8 +97,16 @@ impl ChannelLogs {
             .push_back(r);
     }
 
+    /// Moves the highest offset to at least `offset` without retaining a message: for a
+    /// replica whose retained messages live in the host's store (feature `store`), which
+    /// keeps only this figure in memory.
+    #[cfg(feature = "store")]
+    pub fn advance(&mut self, offset: u64) {
+        self.next_offset = self.next_offset.max(offset);
+    }
+
     /// The highest offset a retained message has had (0 before the first); the next message
-    /// stored gets a higher one.
+    /// stored gets a higher one. Every message up to it is durable.
     pub fn next_offset(&self) -> u64 {
         self.next_offset
     }

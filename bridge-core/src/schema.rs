@@ -104,6 +104,24 @@ pub const SELECT_DOCS: &str = "SELECT collection, id, state FROM docs WHERE spac
 pub const SELECT_MESSAGES: &str =
     "SELECT offset, message FROM messages WHERE space = ?1 ORDER BY offset";
 
+/// ?1 space → one integer: the highest offset of a retained message (0 for none), all a
+/// store-backed replica reads of its messages at start.
+pub const SELECT_LAST_OFFSET: &str =
+    "SELECT COALESCE(MAX(offset), 0) FROM messages WHERE space = ?1";
+
+/// ?1 space, ?2 channel, ?3 offset after which to start, ?4 last offset, ?5 limit →
+/// (offset, message JSON): a page of one channel's retained messages, oldest first (a range
+/// of `messages_by_channel`): a subscriber's replay from its cursor.
+pub const SELECT_CHANNEL_AFTER: &str = "SELECT offset, message FROM messages
+ WHERE space = ?1 AND channel = ?2 AND offset > ?3 AND offset <= ?4
+ ORDER BY offset LIMIT ?5";
+
+/// ?1 space, ?2 offset after which to start, ?3 last offset, ?4 limit → (offset, message
+/// JSON): a page of every channel's retained messages, oldest first: a peer's replay.
+pub const SELECT_MESSAGES_AFTER: &str = "SELECT offset, message FROM messages
+ WHERE space = ?1 AND offset > ?2 AND offset <= ?3
+ ORDER BY offset LIMIT ?4";
+
 /// ?1 space, ?2 collection, ?3 id, ?4 state JSON, ?5 number of siblings: insert or replace
 /// a document's state. Run [`DELETE_DOC_DOTS`] and [`INSERT_DOT`] for it in the same
 /// transaction.

@@ -6,8 +6,9 @@
 //! then send what the engine wants sent. Acks therefore leave after the write they vouch for;
 //! the runtime's output gate would hold them until the write is durable in any case.
 //!
-//! The engine lives in a `RefCell` (the `DurableObject` trait takes `&self`); it is created
-//! on first use, restored from storage, and never borrowed across an `await`. WebSockets are
+//! The engine lives in a `RefCell` (the `DurableObject` trait takes `&self`), shared (`Rc`)
+//! with the body stream of an export in progress; it is created on first use, restored from
+//! storage, and never borrowed across an `await`. WebSockets are
 //! hibernatable (`accept_web_socket`): each carries a [`session::Attachment`], its session's
 //! snapshot, kept current after every flush, from which a woken object restores the session
 //! ([`session::resume`]).
@@ -15,12 +16,15 @@
 use crate::session::{self, Attachment, CLOSE_RECONNECT, RECONNECT_REASON};
 use crate::store::{self, StoreError};
 use bridge_core::api::{self, ApiError, ApiRequest, ApiResponse, Outcome, Route};
+use bridge_core::auth::Rights;
 use bridge_core::{codec, EngineConfig, Error, ErrorCode, Event, Policy, SessionId, Tier};
 use bridge_core::{Engine, Output, Transmit};
+use futures_util::StreamExt;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use worker::{
-    durable_object, DurableObject, Env, Request, Response, Result, State, WebSocket,
+    durable_object, DurableObject, Env, Request, Response, Result, State, Storage, WebSocket,
     WebSocketIncomingMessage, WebSocketPair,
 };
 
@@ -43,7 +47,8 @@ pub fn secret(env: &Env) -> Option<Vec<u8>> {
 pub struct SpaceObject {
     state: State,
     env: Env,
-    host: RefCell<Option<Host>>,
+    /// Shared with the body streams of exports in progress ([`ExportPages`]).
+    host: Rc<RefCell<Option<Host>>>,
 }
 
 struct Socket {
@@ -68,8 +73,7 @@ impl Host {
     /// attachment is brought up to date with its session. On a storage failure nothing more
     /// is acknowledged: the caller drops the host (as a crash would) and clients reconnect to
     /// a restored one.
-    fn flush(&mut self, state: &State) -> std::result::Result<Vec<u64>, StoreError> {
-        let storage = state.storage();
+    fn flush(&mut self, storage: &Storage) -> std::result::Result<Vec<u64>, StoreError> {
         let space = &self.space;
         let sockets = &mut self.sockets;
         let mut acked = Vec::new();
@@ -77,7 +81,7 @@ impl Host {
             |batches| {
                 batches
                     .iter()
-                    .try_for_each(|b| store::write(&storage, space, b))
+                    .try_for_each(|b| store::write(storage, space, b))
             },
             |engine, out| match out {
                 Output::Event(Event::Acked { req, .. }) => acked.push(req),
@@ -157,6 +161,75 @@ fn drop_session(
 fn attachment(ws: &WebSocket) -> Option<(Attachment, String)> {
     let json = ws.deserialize_attachment::<String>().ok().flatten()?;
     Attachment::from_json(&json).map(|a| (a, json))
+}
+
+/// What the object answers an HTTP request with.
+enum Answer {
+    /// One body.
+    Whole(ApiResponse),
+    /// The first page of an export with more to come, and the rights it was asked with.
+    Export { first: ApiResponse, rights: Rights },
+}
+
+/// One page of an export's body, or the error that cuts it.
+type Chunk = std::result::Result<Vec<u8>, worker::Error>;
+
+/// The pages of an export after the first, read from the engine one at a time.
+struct ExportPages {
+    host: Rc<RefCell<Option<Host>>>,
+    storage: Storage,
+    rights: Rights,
+    /// The key the next page starts after (`None`: the last page went out).
+    next: Option<bridge_core::DocKey>,
+}
+
+impl ExportPages {
+    /// The next page's bytes and what follows it; `None` after the last page. An error ends
+    /// the stream (and the body, cut).
+    fn next_page(mut self) -> Option<(Chunk, Option<Self>)> {
+        let after = self.next.take()?;
+        let request = bridge_core::Request::Export { after: Some(after) };
+        let rights = self.rights;
+        let page = run_on(&self.host, &self.storage, |host| {
+            api::execute(&mut host.engine, now_ms(), rights, request)
+        });
+        let why = match page {
+            Ok((Outcome::Done(page), _)) if page.status == 200 => {
+                self.next = page.next;
+                return Some((Ok(page.body), Some(self)));
+            }
+            Ok((Outcome::Done(page), _)) => String::from_utf8_lossy(&page.body).into_owned(),
+            Ok((Outcome::AfterAck { .. }, _)) => "an export page waited for an ack".into(),
+            Err(e) => e.message,
+        };
+        worker::console_error!("export stopped part way: {why}");
+        Some((Err(worker::Error::RustError(why)), None))
+    }
+}
+
+/// Runs `f` on the host in `cell`, then flushes. A storage failure drops the host (as a crash
+/// would); so does nothing if there is no host (it was dropped since).
+fn run_on<T>(
+    cell: &RefCell<Option<Host>>,
+    storage: &Storage,
+    f: impl FnOnce(&mut Host) -> std::result::Result<T, ApiError>,
+) -> std::result::Result<(T, Vec<u64>), ApiError> {
+    let mut guard = cell.borrow_mut();
+    let Some(host) = guard.as_mut() else {
+        return Err(internal(
+            "the space is not open (the relay restarted); retry",
+        ));
+    };
+    let out = f(host);
+    match host.flush(storage) {
+        Ok(acked) => Ok((out?, acked)),
+        Err(e) => {
+            worker::console_error!("{e}; dropping the in-memory state");
+            host.close_all(1011, "the relay could not store; reconnect");
+            *guard = None;
+            Err(internal(e))
+        }
+    }
 }
 
 fn respond(r: ApiResponse) -> Result<Response> {
@@ -363,20 +436,7 @@ impl SpaceObject {
         f: impl FnOnce(&mut Host) -> std::result::Result<T, ApiError>,
     ) -> std::result::Result<(T, Vec<u64>), ApiError> {
         self.ensure_host(space)?;
-        let mut guard = self.host.borrow_mut();
-        let Some(host) = guard.as_mut() else {
-            return Err(internal("the space could not be opened"));
-        };
-        let out = f(host);
-        match host.flush(&self.state) {
-            Ok(acked) => Ok((out?, acked)),
-            Err(e) => {
-                worker::console_error!("{e}; dropping the in-memory state");
-                host.close_all(1011, "the relay could not store; reconnect");
-                *guard = None;
-                Err(internal(e))
-            }
-        }
+        run_on(&self.host, &self.state.storage(), f)
     }
 
     fn accept_websocket(&self, space: &str) -> std::result::Result<Response, ApiError> {
@@ -399,7 +459,7 @@ impl SpaceObject {
         Response::from_websocket(pair.client).map_err(internal)
     }
 
-    async fn http(&self, mut req: Request) -> std::result::Result<ApiResponse, ApiError> {
+    async fn http(&self, mut req: Request) -> std::result::Result<Answer, ApiError> {
         if let Ok(Some(n)) = req.headers().get("content-length") {
             if n.parse::<usize>().is_ok_and(|n| n > api::MAX_BODY_BYTES) {
                 return Err(too_large(api::MAX_BODY_BYTES + 1));
@@ -439,28 +499,38 @@ impl SpaceObject {
             api::execute(&mut host.engine, now, rights, request)
         })?;
         match outcome {
-            Outcome::Done(mut resp) => {
-                // An export comes a page at a time; the pages go out as one body (built
-                // here whole: streaming it from the object is not done yet).
-                while let Some(after) = resp.next.take() {
-                    let request = bridge_core::Request::Export { after: Some(after) };
-                    let (page, _) = self.with_host(&space, |host| {
-                        api::execute(&mut host.engine, now, rights, request)
-                    })?;
-                    let Outcome::Done(page) = page else {
-                        return Err(internal("an export page waited for an ack"));
-                    };
-                    if page.status != 200 {
-                        return Ok(page);
-                    }
-                    resp.body.extend_from_slice(&page.body);
-                    resp.next = page.next;
-                }
-                Ok(resp)
+            // An export of several pages: the rest is asked of the engine a page at a time
+            // as the body is read ([`ExportPages`]).
+            Outcome::Done(first) if first.status == 200 && first.next.is_some() => {
+                Ok(Answer::Export { first, rights })
             }
-            Outcome::AfterAck { req, response } if acked.contains(&req) => Ok(response),
+            Outcome::Done(resp) => Ok(Answer::Whole(resp)),
+            Outcome::AfterAck { req, response } if acked.contains(&req) => {
+                Ok(Answer::Whole(response))
+            }
             Outcome::AfterAck { .. } => Err(internal("the write was not stored; retry")),
         }
+    }
+
+    /// The answer to an export of several pages: the first page at once, then each next one
+    /// asked of the engine when the runtime pulls for more body, so the object holds one
+    /// page of the space at a time, never the whole export. A page that fails ends the body
+    /// with an error: the client sees a cut transfer, not a short export.
+    fn export_stream(&self, first: ApiResponse, rights: Rights) -> Result<Response> {
+        let content_type = first.content_type;
+        let pages = ExportPages {
+            host: self.host.clone(),
+            storage: self.state.storage(),
+            rights,
+            next: first.next,
+        };
+        let head = futures_util::stream::once(std::future::ready(Ok(first.body)));
+        let rest = futures_util::stream::unfold(Some(pages), |pages| {
+            std::future::ready(pages.and_then(ExportPages::next_page))
+        });
+        let mut resp = Response::from_stream(head.chain(rest))?;
+        resp.headers_mut().set("content-type", content_type)?;
+        Ok(resp)
     }
 
     /// A frame arrived on a socket (or failed to decode).
@@ -504,7 +574,7 @@ impl SpaceObject {
         if let Some(host) = guard.as_mut() {
             host.engine.close(att.session);
             host.sockets.remove(&att.session);
-            if let Err(e) = host.flush(&self.state) {
+            if let Err(e) = host.flush(&self.state.storage()) {
                 worker::console_error!("{e}");
                 host.close_all(1011, "the relay could not store; reconnect");
                 *guard = None;
@@ -541,7 +611,7 @@ impl DurableObject for SpaceObject {
         SpaceObject {
             state,
             env,
-            host: RefCell::new(None),
+            host: Rc::new(RefCell::new(None)),
         }
     }
 
@@ -569,7 +639,8 @@ impl DurableObject for SpaceObject {
             return resp;
         }
         let resp = match self.http(req).await {
-            Ok(resp) => respond(resp),
+            Ok(Answer::Whole(resp)) => respond(resp),
+            Ok(Answer::Export { first, rights }) => self.export_stream(first, rights),
             Err(e) => respond(e.response()),
         };
         self.arm().await;

@@ -7,9 +7,10 @@
 //!
 //! Statements are planned as plain values ([`Stmt`], built by [`plan_batch`], tested
 //! natively) and executed by [`run`]. The storage is the engine's durable layer: [`DoDocs`]
-//! reads documents, pages of ids, live dots and conflicts from it as the engine needs them,
-//! and [`load`] reads only the metadata, the `_config` entries and the retained messages, so
-//! waking the object costs the same for ten documents or a million.
+//! reads documents, pages of ids, live dots, conflicts and pages of retained messages from it
+//! as the engine needs them, and [`load`] reads only the metadata, the `_config` entries and
+//! the highest message offset, so waking the object costs the same for ten documents or a
+//! million, and for ten retained messages or a hundred thousand.
 
 use bridge_core::doc::DocState;
 use bridge_core::message::{Message, Retained};
@@ -283,7 +284,7 @@ fn random_replica() -> Result<ReplicaId> {
 }
 
 /// An engine for `cfg.space` whose durable layer is this storage (`cfg.replica` must be the
-/// stored id): reads the metadata, the `_config` entries and the retained messages only.
+/// stored id): reads the metadata, the `_config` entries and the highest message offset only.
 pub fn load(storage: &Storage, cfg: EngineConfig) -> Result<Engine> {
     let sql = storage.sql();
     let space = Value::String(cfg.space.clone());
@@ -311,17 +312,11 @@ pub fn load(storage: &Storage, cfg: EngineConfig) -> Result<Engine> {
         )?;
         engine.restore_doc(DocKey::new(CONFIG_COLLECTION, id), state);
     }
-    for row in exec(&sql, schema::SELECT_MESSAGES, vec![space])? {
-        let offset = integer(&row, 0, "messages.offset")?;
-        let message: Message = parse(
-            &text(&row, 1, "messages.message")?,
-            format!("messages.message at {offset}"),
-        )?;
-        engine.restore_message(Retained {
-            offset: u64::try_from(offset).map_err(|e| corrupt("messages.offset", e))?,
-            message,
-        });
-    }
+    let last = match exec(&sql, schema::SELECT_LAST_OFFSET, vec![space])?.first() {
+        Some(row) => integer(row, 0, "messages.offset")?,
+        None => 0,
+    };
+    engine.restore_message_offset(u64::try_from(last).map_err(|e| corrupt("messages.offset", e))?);
     Ok(engine)
 }
 
@@ -481,6 +476,42 @@ impl DocStore for DoDocs {
 
     fn doc_count(&self) -> bridge_core::Result<u64> {
         self.count(schema::COUNT_SPACE_DOCS, vec![self.sp()])
+    }
+
+    fn messages(
+        &self,
+        channel: Option<&str>,
+        from: u64,
+        upto: u64,
+        n: usize,
+    ) -> bridge_core::Result<Vec<Retained>> {
+        let rows = match channel {
+            Some(ch) => self.rows(
+                schema::SELECT_CHANNEL_AFTER,
+                vec![
+                    self.sp(),
+                    Value::String(ch.to_owned()),
+                    int(from),
+                    int(upto),
+                    limit(n),
+                ],
+            )?,
+            None => self.rows(
+                schema::SELECT_MESSAGES_AFTER,
+                vec![self.sp(), int(from), int(upto), limit(n)],
+            )?,
+        };
+        rows.iter()
+            .map(|r| {
+                let offset = integer(r, 0, "messages.offset").map_err(read_err)?;
+                let what = format!("messages.message at {offset}");
+                let json = text(r, 1, &what).map_err(read_err)?;
+                let message: Message = parse(&json, what).map_err(read_err)?;
+                let offset =
+                    u64::try_from(offset).map_err(|e| read_err(corrupt("messages.offset", e)))?;
+                Ok(Retained { offset, message })
+            })
+            .collect()
     }
 
     fn next_collection(&self, after: &str) -> bridge_core::Result<Option<String>> {

@@ -6,8 +6,9 @@
 //!
 //! The database *is* each replica's durable layer: an engine reads documents, pages of a
 //! collection, the live-dot index and open conflicts from it through [`SqlDocs`] (its
-//! [`DocStore`]), with a bounded cache in front. Opening a space reads its metadata, its
-//! `_config` entries and its retained messages, never its documents.
+//! [`DocStore`]), with a bounded cache in front, and replays retained messages from it a page
+//! at a time. Opening a space reads its metadata, its `_config` entries and the highest
+//! message offset, never its documents nor its retained messages.
 
 use crate::clock::now_ms;
 use bridge_core::doc::DocState;
@@ -195,7 +196,8 @@ impl Store {
     }
 
     /// Opens `space`: its replica id (created if new) and an engine whose durable layer is
-    /// this database. Reads the metadata, the `_config` entries and the retained messages.
+    /// this database. Reads the metadata, the `_config` entries and the highest retained
+    /// message offset (the messages themselves are read when a replay needs them).
     pub fn load_engine(&mut self, mut cfg: EngineConfig) -> Result<Engine> {
         cfg.replica = self.replica_for(&cfg.space)?;
         let space = cfg.space.clone();
@@ -233,20 +235,9 @@ impl Store {
         }
         drop(st);
 
-        let mut st = conn.prepare(schema::SELECT_MESSAGES)?;
-        let rows = st.query_map([&space], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })?;
-        for row in rows {
-            let (offset, message) = row?;
-            let message: Message = serde_json::from_str(&message)
-                .map_err(|e| corrupt(format!("messages.message at {offset}"), e))?;
-            engine.restore_message(Retained {
-                offset: offset as u64,
-                message,
-            });
-        }
-        drop(st);
+        let last: i64 = conn.query_row(schema::SELECT_LAST_OFFSET, [&space], |r| r.get(0))?;
+        let last = u64::try_from(last).map_err(|e| corrupt("messages.offset", e))?;
+        engine.restore_message_offset(last);
         drop(conn);
         Ok(engine)
     }
@@ -447,6 +438,48 @@ impl DocStore for SqlDocs {
         Ok(n as u64)
     }
 
+    fn messages(
+        &self,
+        channel: Option<&str>,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> bridge_core::Result<Vec<Retained>> {
+        let conn = lock(&self.conn);
+        let (from, upto) = (sql_int(from), sql_int(upto));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let row = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?));
+        let rows: Vec<(i64, String)> = match channel {
+            Some(ch) => {
+                let mut st = conn
+                    .prepare_cached(schema::SELECT_CHANNEL_AFTER)
+                    .map_err(read_err)?;
+                let rows = st
+                    .query_map(params![self.space, ch, from, upto, limit], row)
+                    .map_err(read_err)?;
+                rows.collect::<Result<_, _>>().map_err(read_err)?
+            }
+            None => {
+                let mut st = conn
+                    .prepare_cached(schema::SELECT_MESSAGES_AFTER)
+                    .map_err(read_err)?;
+                let rows = st
+                    .query_map(params![self.space, from, upto, limit], row)
+                    .map_err(read_err)?;
+                rows.collect::<Result<_, _>>().map_err(read_err)?
+            }
+        };
+        rows.into_iter()
+            .map(|(offset, json)| {
+                let message: Message = serde_json::from_str(&json)
+                    .map_err(|e| read_err(format!("messages.message at {offset}: {e}")))?;
+                let offset = u64::try_from(offset)
+                    .map_err(|e| read_err(format!("messages.offset {offset}: {e}")))?;
+                Ok(Retained { offset, message })
+            })
+            .collect()
+    }
+
     fn next_collection(&self, after: &str) -> bridge_core::Result<Option<String>> {
         let conn = lock(&self.conn);
         let mut st = conn
@@ -456,6 +489,11 @@ impl DocStore for SqlDocs {
             .optional()
             .map_err(read_err)
     }
+}
+
+/// An offset as an SQL integer (offsets never reach `i64::MAX`; a larger one saturates).
+fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
@@ -558,7 +596,8 @@ mod tests {
             e.replica().get(&DocKey::new("notes", "x")).expect("read"),
             Some(serde_json::json!({"t": 1}))
         );
-        assert_eq!(e.replica().logs().after("chat", 0).count(), 5);
+        assert_eq!(e.replica().replay("chat", 0).expect("replay").len(), 5);
+        assert_eq!(e.replica().replay("chat", 3).expect("replay").len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

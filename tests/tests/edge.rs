@@ -923,7 +923,8 @@ fn edge_list_all(port: u16, tok: &str, space: &str, coll: &str) -> Vec<Value> {
 #[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
 async fn a_durable_object_serves_a_space_larger_than_its_cache_after_eviction_and_restart() {
     // 6,000 documents: some 1.8 MB of cached states against CACHE_MB=1, so reads go to the
-    // object's storage; a woken or restarted object reads only the space's metadata.
+    // object's storage; a woken or restarted object reads only the space's metadata; the
+    // export streams in pages.
     const N: usize = 6_000;
     let _one = serial().await;
     let state = TempDir::new("edge-big");
@@ -980,6 +981,33 @@ async fn a_durable_object_serves_a_space_larger_than_its_cache_after_eviction_an
             }
         }
         assert_eq!(seen, N, "{when}: every document once in the changes feed");
+        // The export: six pages of 1,000, streamed by the object a page at a time; every
+        // visible document once, in key order, with `_config/space` first.
+        let (s, body) =
+            tests::http_raw(edge.port, "GET", "/v1/spaces/big/export", None, Some(&tok));
+        assert_eq!(s, 200, "{when}");
+        let text = String::from_utf8(body).unwrap();
+        let keys: Vec<(String, String)> = text
+            .lines()
+            .map(|l| {
+                let d: Value =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("{when}: {e}: {l}"));
+                let key = (
+                    d["collection"].as_str().unwrap().to_owned(),
+                    d["id"].as_str().unwrap().to_owned(),
+                );
+                if key.0 == "items" {
+                    let i: usize = key.1[1..].parse().unwrap();
+                    assert_eq!(d["value"], doc(i), "{when}: {l}");
+                }
+                key
+            })
+            .collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "{when}: export in key order, each once"
+        );
+        assert_eq!(keys.len(), 1 + N - deleted.len(), "{when}: export complete");
     };
     check(&edge, "after the import");
     edge.evict("big");

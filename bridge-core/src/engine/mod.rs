@@ -466,7 +466,8 @@ impl Engine {
     /// An engine whose durable layer is `store` (see [`crate::replica::DocStore`]), with a
     /// cache of [`EngineConfig::cache_bytes`]. The host writes every batch to that store
     /// before it calls [`Engine::persisted`], and restores only the metadata, the `_config`
-    /// documents and the retained messages: no document needs reading at start.
+    /// documents and the highest message offset ([`Engine::restore_message_offset`]): no
+    /// document and no retained message needs reading at start.
     #[cfg(feature = "store")]
     pub fn with_store(cfg: EngineConfig, store: Box<dyn crate::replica::DocStore>) -> Self {
         let budget = cfg.cache_bytes;
@@ -505,6 +506,14 @@ impl Engine {
     /// Loads a retained channel message as read back from the store (before any session).
     pub fn restore_message(&mut self, r: Retained) {
         self.replica.restore_message(r);
+    }
+
+    /// Loads the highest offset of a retained message in the store (before any session):
+    /// what an engine made [`Engine::with_store`] restores instead of its retained messages,
+    /// which it reads from the store in pages when a subscriber or a peer is replayed.
+    #[cfg(feature = "store")]
+    pub fn restore_message_offset(&mut self, offset: u64) {
+        self.replica.restore_message_offset(offset);
     }
 
     /// The replica itself, bypassing every gate (tests and the simulation only: hosts restore

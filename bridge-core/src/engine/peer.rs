@@ -86,8 +86,7 @@ impl Engine {
             rights: Some(rights),
         };
         self.send(session, Frame::Welcome(welcome));
-        self.opened(session);
-        Ok(())
+        self.opened(session)
     }
 
     pub(super) fn on_welcome(&mut self, session: SessionId, w: Welcome) -> Result<(), Fatal> {
@@ -117,8 +116,7 @@ impl Engine {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.peer = Some(link);
         }
-        self.opened(session);
-        Ok(())
+        self.opened(session)
     }
 
     /// A peer claims to hold more writes of this replica than it ever made: forged by a
@@ -135,10 +133,12 @@ impl Engine {
         }
     }
 
-    fn opened(&mut self, session: SessionId) {
+    /// A session is open: presence changes, and a peer is replayed the retained messages it
+    /// has not seen (a failed store read closes it: it reconnects and is replayed then).
+    fn opened(&mut self, session: SessionId) -> Result<(), Fatal> {
         self.presence_dirty = true;
         let Some(s) = self.sessions.get(&session) else {
-            return;
+            return Ok(());
         };
         self.events.push_back(Event::SessionOpened {
             session,
@@ -149,11 +149,34 @@ impl Engine {
         // Replay retained messages the peer has not seen, oldest first.
         let Some((known, own_only)) = s.peer.as_ref().map(|p| (p.msg_known.clone(), p.own_only))
         else {
-            return;
+            return Ok(());
         };
         let me = self.replica.id();
-        let mut frames = Vec::new();
         let mut seen = known;
+        // Read from the store a page at a time when the replica is stored; the browser's
+        // build (no `store`) walks its logs in memory.
+        #[cfg(feature = "store")]
+        let frames: Vec<Frame> = self
+            .replica
+            .retained_where(|r| {
+                if own_only && r.message.id.origin != me {
+                    return false;
+                }
+                if r.message.id.seq > seen.get(r.message.id.origin) {
+                    seen.raise(r.message.id.origin, r.message.id.seq);
+                    return true;
+                }
+                false
+            })?
+            .into_iter()
+            .map(|r| Frame::Broadcast {
+                message: r.message,
+                offset: None,
+            })
+            .collect();
+        #[cfg(not(feature = "store"))]
+        let mut frames = Vec::new();
+        #[cfg(not(feature = "store"))]
         for r in self.replica.logs().all() {
             if own_only && r.message.id.origin != me {
                 continue;
@@ -176,6 +199,7 @@ impl Engine {
         for f in frames {
             self.send(session, f);
         }
+        Ok(())
     }
 
     /// `push`: the trust rule, then the join; the `ack` waits until the push is durable.

@@ -191,6 +191,9 @@ impl Engine {
                     return Err(Error::SessionOnly("subscribe"));
                 };
                 let replay = match (&channel, from) {
+                    #[cfg(feature = "store")]
+                    (Some(ch), Some(cursor)) => r.replay(ch, cursor)?,
+                    #[cfg(not(feature = "store"))]
                     (Some(ch), Some(cursor)) => r.logs().after(ch, cursor).cloned().collect(),
                     _ => Vec::new(),
                 };

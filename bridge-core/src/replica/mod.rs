@@ -33,6 +33,8 @@ pub use delta::{Delta, OwnDelta};
 #[cfg(feature = "store")]
 pub use store::DocStore;
 pub use store::StateRef;
+#[cfg(feature = "store")]
+use store::MESSAGE_PAGE;
 use store::{Durable, PAGE};
 
 /// A page of an export: documents with their visible values, and the key the next page
@@ -174,8 +176,9 @@ impl Replica {
 
     /// Reads the durable layer from `store` (which the host writes every batch to before it
     /// reports the batch persisted), keeping at most `cache_bytes` of document states in
-    /// memory. Restore the metadata, the `_config` documents and the retained messages; no
-    /// other document needs to be read at start.
+    /// memory. Restore the metadata, the `_config` documents and the highest message offset
+    /// ([`Replica::restore_message_offset`]); no other document and no retained message
+    /// needs to be read at start: replays read them from the store in pages.
     #[cfg(feature = "store")]
     pub fn with_store(mut self, store: Box<dyn DocStore>, cache_bytes: usize) -> Self {
         self.read_from(store, cache_bytes);
@@ -222,9 +225,76 @@ impl Replica {
     pub fn clock(&self) -> Stamp {
         self.clock.last()
     }
-    /// The retained messages of every channel, durable ones only.
+    /// The retained messages of every channel, durable ones only, when they are kept in
+    /// memory; a replica read from a store keeps only the highest offset here (read them
+    /// with [`Replica::replay`]).
     pub fn logs(&self) -> &ChannelLogs {
         &self.logs
+    }
+
+    /// Retained messages of `channel` after offset `cursor`, durable ones only, in offset
+    /// order: from memory, or read from the store a page at a time (feature `store`; the
+    /// browser's build reads [`Replica::logs`]).
+    #[cfg(feature = "store")]
+    pub fn replay(&self, channel: &str, cursor: u64) -> Result<Vec<Retained>> {
+        if let Some(store) = self.durable.store() {
+            return self.stored_messages(store, Some(channel), cursor, |_| true);
+        }
+        Ok(self.logs.after(channel, cursor).cloned().collect())
+    }
+
+    /// Every durable retained message for which `keep` says yes, in offset order (what a
+    /// peer session is replayed when it opens): from memory, or read from the store a page
+    /// at a time, so only the kept ones are held.
+    #[cfg(feature = "store")]
+    pub fn retained_where(&self, mut keep: impl FnMut(&Retained) -> bool) -> Result<Vec<Retained>> {
+        if let Some(store) = self.durable.store() {
+            return self.stored_messages(store, None, 0, keep);
+        }
+        Ok(self
+            .logs
+            .all()
+            .into_iter()
+            .filter(|r| keep(r))
+            .cloned()
+            .collect())
+    }
+
+    /// Retained messages in the store above `cursor` (of `channel`, or all) up to the highest
+    /// durable offset, `keep` choosing, a page at a time.
+    #[cfg(feature = "store")]
+    fn stored_messages(
+        &self,
+        store: &dyn DocStore,
+        channel: Option<&str>,
+        mut cursor: u64,
+        mut keep: impl FnMut(&Retained) -> bool,
+    ) -> Result<Vec<Retained>> {
+        // Only what the engine was told is persisted: a batch the host committed but has
+        // not reported yet is delivered when it is reported, not replayed before.
+        let upto = self.logs.next_offset();
+        let mut out = Vec::new();
+        while cursor < upto {
+            let page = store.messages(channel, cursor, upto, MESSAGE_PAGE)?;
+            let last_page = page.len() < MESSAGE_PAGE;
+            for r in page {
+                if r.offset <= cursor || r.offset > upto {
+                    return Err(Error::Store(format!(
+                        "retained message at offset {} is outside {}..={upto}",
+                        r.offset,
+                        cursor + 1
+                    )));
+                }
+                cursor = r.offset;
+                if keep(&r) {
+                    out.push(r);
+                }
+            }
+            if last_page {
+                break;
+            }
+        }
+        Ok(out)
     }
     /// Number of durable documents (tombstones included).
     pub fn doc_count(&self) -> Result<u64> {
@@ -319,9 +389,23 @@ impl Replica {
         self.msg_seen_latest = message_seen;
     }
 
-    /// Loads a retained message as read back from storage.
+    /// Loads a retained message as read back from storage. A replica read from a store
+    /// keeps only its offset (the store holds the message).
     pub fn restore_message(&mut self, r: Retained) {
+        #[cfg(feature = "store")]
+        if self.durable.store().is_some() {
+            self.logs.advance(r.offset);
+            return;
+        }
         self.logs.restore(r);
+    }
+
+    /// The highest offset of a retained message in the store, read back at start by a
+    /// replica whose retained messages stay in the store (`schema::SELECT_LAST_OFFSET`):
+    /// offsets continue above it, and replays read up to it.
+    #[cfg(feature = "store")]
+    pub fn restore_message_offset(&mut self, offset: u64) {
+        self.logs.advance(offset);
     }
 
     // ---- reads ---------------------------------------------------------------------------
@@ -780,6 +864,12 @@ impl Replica {
         self.vv = f.vector;
         self.msg_seen = f.message_seen;
         for r in &f.messages {
+            // A store holds them already (the host trimmed each channel in the same commit).
+            #[cfg(feature = "store")]
+            if self.durable.store().is_some() {
+                self.logs.advance(r.offset);
+                continue;
+            }
             let retain = self.retain(&r.message.channel);
             self.logs.append_at(r.clone(), retain);
         }

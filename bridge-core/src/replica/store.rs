@@ -54,6 +54,16 @@ pub trait DocStore: Send {
     fn doc_count(&self) -> Result<u64>;
     /// The first collection above `after` (`""`: the first of all) holding a document.
     fn next_collection(&self, after: &str) -> Result<Option<String>>;
+    /// Retained messages with an offset in `from + 1 ..= upto` — of `channel`, or of every
+    /// channel with `None` — in offset order, at most `limit`. The host stores a batch's
+    /// messages and trims each channel to its retention in the batch's transaction.
+    fn messages(
+        &self,
+        channel: Option<&str>,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Retained>>;
 }
 
 /// A document state borrowed from a layer in memory or shared with the cache.
@@ -79,6 +89,11 @@ impl Deref for StateRef<'_> {
 
 /// How many dots or keys one store read asks for.
 pub(super) const PAGE: usize = 256;
+
+/// How many retained messages one store read asks for (a message may be up to
+/// [`crate::limits::MAX_MESSAGE_BYTES`]: a page is at most 8 MiB of payloads).
+#[cfg(feature = "store")]
+pub(super) const MESSAGE_PAGE: usize = 32;
 
 #[cfg(feature = "store")]
 /// What one cached state is charged: three times its encoded size bound, plus the cache's
@@ -381,6 +396,15 @@ impl Durable {
                     (a, b) => a.or(b),
                 })
             }
+        }
+    }
+
+    /// The store, when the durable layer is one.
+    #[cfg(feature = "store")]
+    pub(super) fn store(&self) -> Option<&dyn DocStore> {
+        match self {
+            Durable::Memory { .. } => None,
+            Durable::Stored { store, .. } => Some(store.as_ref()),
         }
     }
 

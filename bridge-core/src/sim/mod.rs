@@ -241,7 +241,6 @@ struct Disk {
     vector: VersionVector,
     clock: Stamp,
     msg_seen: VersionVector,
-    messages: BTreeMap<u64, Retained>,
 }
 
 impl Disk {
@@ -252,21 +251,7 @@ impl Disk {
         self.vector = b.vector.clone();
         self.clock = b.clock;
         self.msg_seen = b.message_seen.clone();
-        for r in &b.messages {
-            self.messages.insert(r.offset, r.clone());
-        }
-        for (ch, keep) in &b.retain {
-            let offs: Vec<u64> = self
-                .messages
-                .values()
-                .filter(|r| &r.message.channel == ch)
-                .map(|r| r.offset)
-                .collect();
-            let drop = offs.len().saturating_sub(*keep);
-            for o in offs.into_iter().take(drop) {
-                self.messages.remove(&o);
-            }
-        }
+        self.docs.put_messages(&b.messages, &b.retain);
     }
 }
 
@@ -298,8 +283,14 @@ impl Node {
             }
         }
         r.restore_meta(disk.vector.clone(), disk.clock, disk.msg_seen.clone());
-        for m in disk.messages.values() {
-            r.restore_message(m.clone());
+        if stored {
+            // A stored replica reads its retained messages from disk when it replays them.
+            r.restore_message_offset(disk.docs.last_offset());
+        } else {
+            let messages: Vec<Retained> = disk.docs.lock().messages.values().cloned().collect();
+            for m in messages {
+                r.restore_message(m);
+            }
         }
         Node {
             cfg,

@@ -1,8 +1,9 @@
-//! The simulated store: a node's documents on its simulated disk, shared with its engine when
-//! the node's durable layer is a store (odd nodes, with tiny cache budgets), so every read of
-//! the live-dot index, of a collection page or of a document goes to "disk" as it does on the
-//! native host.
+//! The simulated store: a node's documents and retained messages on its simulated disk,
+//! shared with its engine when the node's durable layer is a store (odd nodes, with tiny cache
+//! budgets), so every read of the live-dot index, of a collection page, of a document or of a
+//! replay goes to "disk" as it does on the native host.
 
+use crate::message::Retained;
 use crate::replica::DocStore;
 use crate::{DocKey, DocState, Dot, ReplicaId, Result};
 use std::collections::BTreeMap;
@@ -12,6 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub(super) struct Docs {
     pub(super) docs: BTreeMap<DocKey, DocState>,
     live: BTreeMap<Dot, DocKey>,
+    /// Retained messages by offset.
+    pub(super) messages: BTreeMap<u64, Retained>,
 }
 
 /// A node's documents on disk (cloning shares them).
@@ -36,6 +39,37 @@ impl SimDocs {
             d.live.insert(s.dot, key.clone());
         }
         d.docs.insert(key, state);
+    }
+
+    /// Writes a batch's messages, then keeps the newest `keep` of each channel named in
+    /// `retain` (as the host's `UPSERT_MESSAGE` and `TRIM_CHANNEL` in the batch's commit).
+    pub(super) fn put_messages(&self, messages: &[Retained], retain: &[(String, usize)]) {
+        let mut d = self.lock();
+        for r in messages {
+            d.messages.insert(r.offset, r.clone());
+        }
+        for (ch, keep) in retain {
+            let offs: Vec<u64> = d
+                .messages
+                .values()
+                .filter(|r| &r.message.channel == ch)
+                .map(|r| r.offset)
+                .collect();
+            let drop = offs.len().saturating_sub(*keep);
+            for o in offs.into_iter().take(drop) {
+                d.messages.remove(&o);
+            }
+        }
+    }
+
+    /// The highest offset of a retained message (0 for none).
+    pub(super) fn last_offset(&self) -> u64 {
+        self.lock()
+            .messages
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
     }
 
     pub(super) fn snapshot(&self) -> BTreeMap<DocKey, DocState> {
@@ -111,6 +145,27 @@ impl DocStore for SimDocs {
         Ok(self.lock().docs.len() as u64)
     }
 
+    fn messages(
+        &self,
+        channel: Option<&str>,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Retained>> {
+        if from >= upto {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .lock()
+            .messages
+            .range(from + 1..=upto)
+            .map(|(_, r)| r)
+            .filter(|r| channel.is_none_or(|c| c == r.message.channel))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
     fn next_collection(&self, after: &str) -> Result<Option<String>> {
         Ok(self
             .lock()
@@ -119,5 +174,109 @@ impl DocStore for SimDocs {
             .map(|k| &k.collection)
             .find(|c| c.as_str() > after)
             .cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Engine, EngineConfig, Tier};
+    use serde_json::json;
+
+    fn engine(disk: &SimDocs, retain: usize) -> Engine {
+        let mut cfg = EngineConfig::new(ReplicaId(7), Tier::Local, "s");
+        cfg.default_retain = retain;
+        cfg.seed_default_policy = false;
+        let mut e = Engine::with_store(cfg, Box::new(disk.clone()));
+        e.restore_message_offset(disk.last_offset());
+        e
+    }
+
+    /// Cuts what is staged and writes it to `disk`; reports it persisted when `report`.
+    fn commit(e: &mut Engine, disk: &SimDocs, report: bool) -> Vec<u64> {
+        let mut ids = Vec::new();
+        while let Some(b) = e.poll_persist() {
+            disk.put_messages(&b.messages, &b.retain);
+            ids.push(b.id);
+        }
+        if report {
+            for id in &ids {
+                e.persisted(*id).expect("persisted in order");
+            }
+        }
+        ids
+    }
+
+    fn offsets(v: &[Retained]) -> Vec<u64> {
+        v.iter().map(|r| r.offset).collect()
+    }
+
+    #[test]
+    fn retained_messages_stay_on_disk_and_replay_in_pages() {
+        let disk = SimDocs::default();
+        let mut e = engine(&disk, 50);
+        // More than a page of each channel, interleaved, in several batches.
+        for i in 0..120u64 {
+            let ch = if i % 3 == 0 { "b" } else { "a" };
+            crate::testing::publish(&mut e, 1000 + i, ch, json!(i)).expect("publish");
+            if i % 7 == 0 {
+                commit(&mut e, &disk, true);
+            }
+        }
+        commit(&mut e, &disk, true);
+        // Nothing retained in memory: only the highest offset.
+        assert_eq!(e.replica().logs().all().len(), 0);
+        assert_eq!(e.replica().logs().next_offset(), 120);
+        // Each channel keeps its newest 50 on disk (b has 40 in all).
+        let a = e.replica().replay("a", 0).expect("replay a");
+        let b = e.replica().replay("b", 0).expect("replay b");
+        assert_eq!((a.len(), b.len()), (50, 40));
+        assert!(a.windows(2).all(|w| w[0].offset < w[1].offset));
+        assert!(a.iter().all(|r| r.message.channel == "a"));
+        assert_eq!(a.last().map(|r| r.offset), Some(120));
+        // From a cursor in the middle: exactly the later ones.
+        let cursor = a[20].offset;
+        let rest = e.replica().replay("a", cursor).expect("replay from cursor");
+        assert_eq!(offsets(&rest), offsets(&a[21..]));
+        // Every channel, in offset order, filtered as a peer's replay is.
+        let all = e.replica().retained_where(|_| true).expect("all");
+        assert_eq!(all.len(), 90);
+        assert!(all.windows(2).all(|w| w[0].offset < w[1].offset));
+
+        // A restart reads only the highest offset, replays the same, and continues above it.
+        let mut again = engine(&disk, 50);
+        assert_eq!(again.replica().logs().next_offset(), 120);
+        let replayed = again
+            .replica()
+            .replay("a", cursor)
+            .expect("replay after restart");
+        assert_eq!(replayed, rest);
+        crate::testing::publish(&mut again, 5000, "a", json!("next")).expect("publish");
+        commit(&mut again, &disk, true);
+        let last = again
+            .replica()
+            .replay("a", 120)
+            .expect("replay the new one");
+        assert_eq!(offsets(&last), [121]);
+    }
+
+    #[test]
+    fn a_committed_batch_is_replayed_only_once_reported() {
+        let disk = SimDocs::default();
+        let mut e = engine(&disk, 100);
+        crate::testing::publish(&mut e, 1000, "a", json!(1)).expect("publish");
+        commit(&mut e, &disk, true);
+        crate::testing::publish(&mut e, 1001, "a", json!(2)).expect("publish");
+        let ids = commit(&mut e, &disk, false);
+        // On disk, not yet reported: it is delivered when reported, so no replay has it.
+        assert_eq!(disk.last_offset(), 2);
+        assert_eq!(offsets(&e.replica().replay("a", 0).expect("replay")), [1]);
+        for id in ids {
+            e.persisted(id).expect("persisted");
+        }
+        assert_eq!(
+            offsets(&e.replica().replay("a", 0).expect("replay")),
+            [1, 2]
+        );
     }
 }
