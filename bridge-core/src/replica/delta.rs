@@ -21,8 +21,10 @@ pub struct Delta {
     pub docs: Vec<DocEntry>,
     /// What the peer holds once it has these documents: only ranges walked here.
     pub watermark: VersionVector,
-    /// Live dots above the peer's vector not included in this batch (an upper bound on
-    /// documents still to come).
+    /// Writes above the peer's vector not walked by this batch: an upper bound on the
+    /// documents still to come (some of those writes may since have been superseded), 0 when
+    /// nothing is. Told from the vectors alone: counting the live dots instead costs a scan of
+    /// everything still to come at every batch, quadratic over a whole initial sync.
     pub remaining: u64,
 }
 
@@ -62,7 +64,7 @@ impl Replica {
                 continue;
             }
             if full {
-                out.remaining += self.durable.count_dots(r, from, upto)?;
+                out.remaining += upto - from;
                 continue;
             }
             let mut last = from;
@@ -94,7 +96,7 @@ impl Replica {
                         exhausted = false;
                         full = true;
                         // This dot and every further one of r are still to come.
-                        out.remaining += self.durable.count_dots(r, last, upto)?;
+                        out.remaining += upto - last;
                         break 'walk;
                     }
                     last = counter;
@@ -147,8 +149,10 @@ impl Replica {
         }
         let mut claim = from;
         let mut bytes = 0usize;
-        // The last counter walked: the dots after it are counted as remaining.
+        // The last counter walked: the writes after it are counted as remaining, unless the
+        // walk reached the end.
         let mut walked = from;
+        let mut finished = false;
         'walk: loop {
             let page = self.durable.dots(me, walked, upto, PAGE)?;
             let last_page = page.len() < PAGE;
@@ -189,10 +193,13 @@ impl Replica {
                 });
             }
             if last_page {
+                finished = true;
                 break;
             }
         }
-        out.delta.remaining += self.durable.count_dots(me, walked, upto)?;
+        if !finished {
+            out.delta.remaining += upto - walked;
+        }
         if out.delta.remaining == 0 && claim < upto {
             // Only unclaimable writes remain after the last one carried.
             out.blocked = true;

@@ -320,19 +320,6 @@ impl Durable {
         }
     }
 
-    pub(super) fn count_dots(&self, replica: ReplicaId, from: u64, upto: u64) -> Result<u64> {
-        if from >= upto {
-            return Ok(0);
-        }
-        match self {
-            Durable::Memory { live, .. } => Ok(live
-                .range(Dot::new(replica, from + 1)..=Dot::new(replica, upto))
-                .count() as u64),
-            #[cfg(feature = "store")]
-            Durable::Stored { store, .. } => store.count_dots(replica, from, upto),
-        }
-    }
-
     /// Every durable key with more than one sibling, in `collection` or any.
     pub(super) fn conflicted(&self, collection: Option<&str>) -> Result<Vec<DocKey>> {
         match self {
