@@ -98,6 +98,9 @@ use crate::policy::{Field, Fields};
 use crate::{Dot, Error, ErrorCode, Policy, ReplicaId, Result, Stamp, Tier, VersionVector};
 use serde_json::{Map, Number, Value};
 
+#[cfg(feature = "sql")]
+pub mod state;
+
 /// The version byte that starts every binary frame.
 const VERSION_BYTE: u8 = {
     assert!(PROTOCOL_VERSION <= u8::MAX as u32);
