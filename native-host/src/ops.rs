@@ -100,7 +100,7 @@ fn verify(conn: &Connection, path: &Path) -> Result<Verified> {
     if check != "ok" {
         return Err(bad(format!("PRAGMA integrity_check reports: {check}")));
     }
-    for t in schema::TABLES {
+    let has_table = |t: &str| -> Result<()> {
         let n: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
@@ -111,10 +111,16 @@ fn verify(conn: &Connection, path: &Path) -> Result<Verified> {
         if n == 0 {
             return Err(bad(format!("table `{t}` is missing")));
         }
-    }
+        Ok(())
+    };
+    // The tables a database holds depend on its version (an older backup lacks newer ones).
+    has_table("migrations")?;
     let version: i64 = conn
         .query_row(schema::SELECT_SCHEMA_VERSION, [], |r| r.get(0))
         .map_err(|e| bad(e.to_string()))?;
+    for (t, _) in schema::TABLES.iter().filter(|(_, since)| *since <= version) {
+        has_table(t)?;
+    }
     if version > schema::SCHEMA_VERSION {
         return Err(bad(format!(
             "its schema is version {version}, newer than this build ({}); use a newer sacred-bridge",
