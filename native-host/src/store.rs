@@ -585,9 +585,12 @@ mod tests {
         assert_eq!(n, 0);
     }
 
+    /// One space of a test database: its name, replica id and documents.
+    type OldSpace<'a> = (&'a str, ReplicaId, &'a [(DocKey, DocState)]);
+
     /// A database of schema 2 (JSON states, `dots` keyed by the space name and hex replica
     /// ids), written the way a schema-2 build wrote it.
-    fn schema_2_database(path: &Path, spaces: &[(&str, ReplicaId, &[(DocKey, DocState)])]) {
+    fn schema_2_database(path: &Path, spaces: &[OldSpace<'_>]) {
         let mut conn = Connection::open(path).expect("create");
         let tx = conn.transaction().expect("tx");
         tx.execute_batch(schema::CREATE_MIGRATIONS_TABLE)
