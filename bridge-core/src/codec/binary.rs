@@ -98,9 +98,6 @@ use crate::policy::{Field, Fields};
 use crate::{Dot, Error, ErrorCode, Policy, ReplicaId, Result, Stamp, Tier, VersionVector};
 use serde_json::{Map, Number, Value};
 
-#[cfg(feature = "sql")]
-pub mod state;
-
 /// The version byte that starts every binary frame.
 const VERSION_BYTE: u8 = {
     assert!(PROTOCOL_VERSION <= u8::MAX as u32);
@@ -970,3 +967,8 @@ mod tests {
         assert!(malformed(&encode_binary(&push)).contains("context"));
     }
 }
+
+// Last in the file, so the browser package (built without `sql`) keeps its exact bytes: the
+// panic locations it embeds carry line numbers of this file.
+#[cfg(feature = "sql")]
+pub mod state;
