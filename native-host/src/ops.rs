@@ -389,3 +389,40 @@ pub fn deploy(config: Option<&Path>, extra: &[String]) -> Result<ExitCode> {
         Err(Error::DeployFailed(status))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database of `version`: the migrations up to it, nothing else.
+    fn database_at(path: &Path, version: usize) -> Connection {
+        let conn = Connection::open(path).expect("create");
+        conn.execute_batch(schema::CREATE_MIGRATIONS_TABLE)
+            .expect("migrations table");
+        for (i, sql) in schema::MIGRATIONS[..version].iter().enumerate() {
+            conn.execute_batch(sql).expect("migration");
+            conn.execute(schema::INSERT_MIGRATION, [i as i64 + 1, 1])
+                .expect("record");
+        }
+        conn
+    }
+
+    #[test]
+    fn a_backup_of_an_older_schema_verifies_and_a_missing_table_does_not() {
+        let dir = std::env::temp_dir().join(format!("sb-ops-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        for version in 1..=schema::MIGRATIONS.len() {
+            let path = dir.join(format!("v{version}.db"));
+            let conn = database_at(&path, version);
+            let v = verify(&conn, &path).expect("a database of an older schema restores");
+            assert_eq!(v.schema_version, version as i64);
+        }
+        let path = dir.join("broken.db");
+        let conn = database_at(&path, schema::MIGRATIONS.len());
+        conn.execute_batch("DROP TABLE replicas").expect("drop");
+        let err = verify(&conn, &path).expect_err("a table of its version is missing");
+        assert!(err.to_string().contains("replicas"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
