@@ -14,9 +14,12 @@
 //!   since schema 3), TEXT the `serde_json` form of schema 1 and 2. Migration 3 cannot
 //!   produce the binary form in SQL, so it leaves old rows as they are (**lazy migration**):
 //!   readers accept both ([`crate::codec::StateColumn`]) and a row is rewritten as a BLOB
-//!   when its document is next written. No pass over the whole table at open, so opening
-//!   an old database costs no more memory or time than a new one; its old rows keep their
-//!   size until written (a `VACUUM` after they are rewritten returns the space).
+//!   when its document is next written. On top of that, a host that has just run migration
+//!   3 on an existing store may rewrite every old row at once, in pages of bounded size
+//!   ([`SELECT_STATES_PAGE`], [`UPDATE_STATE`]): the native host does, then `VACUUM`s, so an
+//!   upgraded database is as compact as a new one; the Durable Object does not (a request's
+//!   CPU time is limited), its old rows shrink as they are written. A rewrite cut short
+//!   (a crash) leaves the rest to the lazy path: nothing depends on it having finished.
 //! - Spaces and replicas are small integers inside `docs` and `dots`: `spaces.sid` (one per
 //!   space, from 1) and `replicas.rid` (one per replica id per space, from 1). Statements
 //!   take the space id (read once with [`SELECT_SPACE_ID`]) and a replica's 16-hex-digit
@@ -195,6 +198,21 @@ pub const DELETE_DOT: &str = "DELETE FROM dots WHERE sid = ?1
 /// fails (`rid` NULL) rather than losing the dot.
 pub const INSERT_DOT: &str = "INSERT OR REPLACE INTO dots (sid, rid, counter, collection, id)
  VALUES (?1, (SELECT rid FROM replicas WHERE sid = ?1 AND replica = ?2), ?3, ?4, ?5)";
+
+/// The schema version since which states are written as BLOBs (migration 3). A host that
+/// has just brought an existing store to it may rewrite the older rows in batches
+/// ([`SELECT_STATES_PAGE`], [`UPDATE_STATE`]) instead of waiting for their next write.
+pub const BINARY_STATES_SINCE: i64 = 3;
+
+/// ?1 space id, ?2 collection, ?3 id after which to start (0, '', '' for the first), ?4 limit
+/// → (sid, collection, id, state): a page of every space's documents in key order.
+pub const SELECT_STATES_PAGE: &str = "SELECT sid, collection, id, state FROM docs
+ WHERE (sid, collection, id) > (?1, ?2, ?3) ORDER BY sid, collection, id LIMIT ?4";
+
+/// ?1 space id, ?2 collection, ?3 id, ?4 state (BLOB): rewrites one state in place (the
+/// same state in the binary form; its dots and sibling count do not change).
+pub const UPDATE_STATE: &str =
+    "UPDATE docs SET state = ?4 WHERE sid = ?1 AND collection = ?2 AND id = ?3";
 
 /// ?1 space id, ?2 collection, ?3 id → (state): one document (BLOB or, not yet rewritten
 /// since schema 2, JSON TEXT).

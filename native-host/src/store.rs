@@ -51,6 +51,9 @@ pub struct Store {
     _alive: std::sync::Arc<()>,
 }
 
+/// Rows per transaction when an upgraded database's JSON states are rewritten.
+const REWRITE_PAGE: i64 = 2000;
+
 /// How often the checkpointer folds the WAL back into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -162,14 +165,74 @@ impl Store {
             tx.commit()?;
             tracing::info!(version = i + 1, "applied schema migration");
         }
-        if found > 0 && found < known {
-            // Migration 3 copies `docs` and `dots` into new tables: the WAL holds the whole
-            // copy. Fold it into the database and truncate it now, before serving, rather
-            // than leave a WAL file the size of the database beside it. (The old tables'
-            // pages stay in the file as free pages, reused by later writes; `VACUUM`
-            // returns them to the file system.)
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        drop(conn);
+        if found > 0 && found < schema::BINARY_STATES_SINCE {
+            // An existing database just got migration 3, which copied `docs` and `dots` in
+            // SQL (the states still JSON text): rewrite them in the binary form now, then
+            // give the old tables' pages back, so the upgraded file is as compact as a new
+            // one. Once only: a later open does not look for JSON rows (any left by a
+            // crash here are still read, and rewritten on their next write).
+            self.rewrite_json_states(REWRITE_PAGE)?;
         }
+        if found > 0 && found < known {
+            // Fold the migration's WAL into the database and truncate it before serving.
+            self.conn()
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites every state stored as JSON text (schema 2) in the binary form, a page of
+    /// `page_rows` rows per transaction (memory stays bounded), then `VACUUM`s.
+    fn rewrite_json_states(&mut self, page_rows: i64) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut conn = self.conn();
+        let mut after = (0i64, String::new(), String::new());
+        let (mut rewritten, mut seen) = (0u64, 0u64);
+        loop {
+            let tx = conn.transaction()?;
+            let mut page: Vec<((i64, String, String), Option<Vec<u8>>)> = Vec::new();
+            {
+                let mut st = tx.prepare_cached(schema::SELECT_STATES_PAGE)?;
+                let mut rows = st.query(params![after.0, after.1, after.2, page_rows])?;
+                while let Some(row) = rows.next()? {
+                    let key: (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                    let blob = match row.get_ref(3)? {
+                        ValueRef::Text(t) => {
+                            let state = StateColumn::Text(t).decode().map_err(|e| {
+                                corrupt(format!("docs.state of {}/{}", key.1, key.2), e)
+                            })?;
+                            Some(encode_state(&state))
+                        }
+                        _ => None,
+                    };
+                    page.push((key, blob));
+                }
+            }
+            {
+                let mut st = tx.prepare_cached(schema::UPDATE_STATE)?;
+                for ((sid, collection, id), blob) in &page {
+                    if let Some(blob) = blob {
+                        st.execute(params![sid, collection, id, blob])?;
+                        rewritten += 1;
+                    }
+                }
+            }
+            tx.commit()?;
+            seen += page.len() as u64;
+            let full = page.len() as i64 == page_rows;
+            match page.pop() {
+                Some((key, _)) if full => after = key,
+                _ => break,
+            }
+        }
+        conn.execute_batch("VACUUM")?;
+        tracing::info!(
+            documents = seen,
+            rewritten,
+            seconds = started.elapsed().as_secs_f64(),
+            "rewrote the states of schema 2 in the binary form"
+        );
         Ok(())
     }
 
@@ -697,7 +760,19 @@ mod tests {
 
     #[test]
     fn a_schema_2_database_opens_and_keeps_every_document_and_dot() {
-        let dir = std::env::temp_dir().join(format!("sb-store-v2-{}", std::process::id()));
+        upgrade_keeps_everything(true);
+    }
+
+    /// As the Durable Object upgrades: migration 3 alone, every old row left as JSON text
+    /// until its document is written.
+    #[test]
+    fn json_rows_left_by_migration_3_read_and_rewrite_lazily() {
+        upgrade_keeps_everything(false);
+    }
+
+    fn upgrade_keeps_everything(rewrite: bool) {
+        let tag = if rewrite { "rewrite" } else { "lazy" };
+        let dir = std::env::temp_dir().join(format!("sb-store-v2-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("old.db");
@@ -712,6 +787,13 @@ mod tests {
         assert_eq!(slot.1.siblings.len(), 2);
         let b = written_states(rb.0, 5);
         schema_2_database(&path, &[("a", ra, &a), ("b", rb, &b)]);
+        if !rewrite {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(schema::MIGRATIONS[2])
+                .expect("migration 3");
+            conn.execute(schema::INSERT_MIGRATION, params![3, 1])
+                .expect("record");
+        }
 
         let mut s = Store::open(&path).expect("open and migrate");
         assert_eq!(s.schema_version().expect("version"), 3);
@@ -791,9 +873,10 @@ mod tests {
         assert_eq!(
             forms,
             [
-                ("d000".into(), "text".into()),
+                ("d000".into(), if rewrite { "blob" } else { "text" }.into()),
                 ("d001".into(), "blob".into())
-            ]
+            ],
+            "a JSON row is rewritten at open (native) or at its next write (lazy)"
         );
         assert!(store
             .conflicted(None, None, 10)
@@ -808,6 +891,27 @@ mod tests {
         // `d001`'s own old dot (counter 2, its put) is gone with the other replica's.
         assert_eq!(store.dots(ra, 1, 2, 10).expect("dots"), vec![]);
         drop(e);
+        if !rewrite {
+            // The native host's rewrite, in pages smaller than the table, finds every row.
+            s.rewrite_json_states(7).expect("rewrite");
+            let text: i64 = s
+                .conn()
+                .query_row(
+                    "SELECT COUNT(*) FROM docs WHERE typeof(state) <> 'blob'",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("count");
+            assert_eq!(text, 0);
+            for (key, state) in b.iter() {
+                let sid = Store::space_id(&s.conn(), "b").expect("sid");
+                let store = SqlDocs {
+                    conn: s.conn.clone(),
+                    sid,
+                };
+                assert_eq!(store.load(key).expect("read").as_ref(), Some(state));
+            }
+        }
         drop(s);
         let s = Store::open(&path).expect("reopen");
         assert_eq!(s.integrity_check().expect("check"), "ok");
