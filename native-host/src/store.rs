@@ -51,6 +51,9 @@ pub struct Store {
     _alive: std::sync::Arc<()>,
 }
 
+/// A `docs` row's key: (space id, collection, id).
+type RowKey = (i64, String, String);
+
 /// Rows per transaction when an upgraded database's JSON states are rewritten.
 const REWRITE_PAGE: i64 = 2000;
 
@@ -187,16 +190,17 @@ impl Store {
     fn rewrite_json_states(&mut self, page_rows: i64) -> Result<()> {
         let started = std::time::Instant::now();
         let mut conn = self.conn();
-        let mut after = (0i64, String::new(), String::new());
+        let mut after: RowKey = (0, String::new(), String::new());
         let (mut rewritten, mut seen) = (0u64, 0u64);
         loop {
             let tx = conn.transaction()?;
-            let mut page: Vec<((i64, String, String), Option<Vec<u8>>)> = Vec::new();
+            // Each row's key, and its state in the binary form if it was JSON text.
+            let mut page: Vec<(RowKey, Option<Vec<u8>>)> = Vec::new();
             {
                 let mut st = tx.prepare_cached(schema::SELECT_STATES_PAGE)?;
                 let mut rows = st.query(params![after.0, after.1, after.2, page_rows])?;
                 while let Some(row) = rows.next()? {
-                    let key: (i64, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                    let key: RowKey = (row.get(0)?, row.get(1)?, row.get(2)?);
                     let blob = match row.get_ref(3)? {
                         ValueRef::Text(t) => {
                             let state = StateColumn::Text(t).decode().map_err(|e| {
