@@ -8,7 +8,23 @@
 //! - Parameters are numbered (`?1`, `?2`, ...) and documented on each statement; a statement
 //!   may use one parameter twice ([`TRIM_CHANNEL`]), so bind by number.
 //! - JSON columns hold the `serde_json` form of the named `bridge-core` type
-//!   ([`crate::DocState`], [`crate::VersionVector`], [`crate::Stamp`], [`crate::Message`]).
+//!   ([`crate::VersionVector`], [`crate::Stamp`], [`crate::Message`]).
+//! - `docs.state` holds a [`crate::DocState`] in one of two forms, told apart by the SQL type
+//!   of the value: a BLOB is the compact binary form ([`crate::codec::encode_state`], written
+//!   since schema 3), TEXT the `serde_json` form of schema 1 and 2. Migration 3 cannot
+//!   produce the binary form in SQL, so it leaves old rows as they are (**lazy migration**):
+//!   readers accept both ([`crate::codec::StateColumn`]) and a row is rewritten as a BLOB
+//!   when its document is next written. On top of that, a host that has just run migration
+//!   3 on an existing store may rewrite every old row at once, in pages of bounded size
+//!   ([`SELECT_STATES_PAGE`], [`UPDATE_STATE`]): the native host does, then `VACUUM`s, so an
+//!   upgraded database is as compact as a new one; the Durable Object does not (a request's
+//!   CPU time is limited), its old rows shrink as they are written. A rewrite cut short
+//!   (a crash) leaves the rest to the lazy path: nothing depends on it having finished.
+//! - Spaces and replicas are small integers inside `docs` and `dots`: `spaces.sid` (one per
+//!   space, from 1) and `replicas.rid` (one per replica id per space, from 1). Statements
+//!   take the space id (read once with [`SELECT_SPACE_ID`]) and a replica's 16-hex-digit
+//!   text, which they map with a subquery; [`ENSURE_REPLICA`] gives a replica its number
+//!   before a dot of it is stored. `meta` and `messages` stay keyed by the space's name.
 //! - Connection settings (WAL, `synchronous=FULL`) are the host's business and are not here:
 //!   a Durable Object may not set them, and does not need to.
 //! - Several spaces share one database (the native host); a Durable Object holds one.
@@ -67,6 +83,56 @@ pub const MIGRATIONS: &[&str] = &[
                json_extract(s.value, '$.dot.counter'), d.collection, d.id
         FROM docs d, json_each(d.state, '$.siblings') s;
      UPDATE docs SET siblings = json_array_length(state, '$.siblings');",
+    // 3: compact states. Each space gets a small integer (`spaces.sid`) and each replica
+    // a small integer per space (`replicas`); `docs` and `dots` are keyed by them. `dots`
+    // loses `dots_by_doc`: a host drops a document's old dots by reading them from the state
+    // it replaces. `docs.state` becomes a BLOB column: the rows copied here keep their JSON
+    // TEXT, which readers still understand, and each is rewritten in the binary form
+    // (`codec::encode_state`) when its document is next written.
+    "ALTER TABLE spaces ADD COLUMN sid INTEGER;
+     UPDATE spaces SET sid = (SELECT COUNT(*) FROM spaces AS s WHERE s.space <= spaces.space);
+     CREATE UNIQUE INDEX spaces_by_sid ON spaces (sid);
+     CREATE TABLE replicas (
+        sid INTEGER NOT NULL,
+        replica TEXT NOT NULL,
+        rid INTEGER NOT NULL,
+        PRIMARY KEY (sid, replica)
+     ) WITHOUT ROWID;
+     CREATE UNIQUE INDEX replicas_by_rid ON replicas (sid, rid);
+     INSERT INTO replicas (sid, replica, rid)
+        SELECT s.sid, d.replica, ROW_NUMBER() OVER (PARTITION BY s.sid ORDER BY d.replica)
+        FROM (SELECT DISTINCT space, replica FROM dots) AS d JOIN spaces AS s USING (space);
+     CREATE TABLE docs_v3 (
+        sid INTEGER NOT NULL,
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        state BLOB NOT NULL,
+        siblings INTEGER NOT NULL,
+        PRIMARY KEY (sid, collection, id)
+     ) WITHOUT ROWID;
+     INSERT INTO docs_v3 (sid, collection, id, state, siblings)
+        SELECT s.sid, d.collection, d.id, d.state, d.siblings
+        FROM docs AS d JOIN spaces AS s USING (space) ORDER BY s.sid, d.collection, d.id;
+     DROP INDEX docs_in_conflict;
+     DROP TABLE docs;
+     ALTER TABLE docs_v3 RENAME TO docs;
+     CREATE INDEX docs_in_conflict ON docs (sid, collection, id) WHERE siblings > 1;
+     CREATE TABLE dots_v3 (
+        sid INTEGER NOT NULL,
+        rid INTEGER NOT NULL,
+        counter INTEGER NOT NULL,
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        PRIMARY KEY (sid, rid, counter)
+     ) WITHOUT ROWID;
+     INSERT INTO dots_v3 (sid, rid, counter, collection, id)
+        SELECT r.sid, r.rid, d.counter, d.collection, d.id
+        FROM dots AS d JOIN spaces AS s USING (space)
+        JOIN replicas AS r ON r.sid = s.sid AND r.replica = d.replica
+        ORDER BY r.sid, r.rid, d.counter;
+     DROP INDEX dots_by_doc;
+     DROP TABLE dots;
+     ALTER TABLE dots_v3 RENAME TO dots;",
 ];
 
 /// The schema version this build writes: the number of [`MIGRATIONS`].
@@ -90,15 +156,24 @@ pub const SELECT_SPACES: &str = "SELECT space, replica FROM spaces ORDER BY spac
 /// ?1 space → (replica): the space's replica id (hex), if the space exists.
 pub const SELECT_REPLICA: &str = "SELECT replica FROM spaces WHERE space = ?1";
 
-/// ?1 space, ?2 replica (hex), ?3 created_ms.
-pub const INSERT_SPACE: &str =
-    "INSERT INTO spaces (space, replica, created_ms) VALUES (?1, ?2, ?3)";
+/// ?1 space, ?2 replica (hex), ?3 created_ms; the space gets the next free space id.
+pub const INSERT_SPACE: &str = "INSERT INTO spaces (space, replica, created_ms, sid)
+ VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(sid), 0) + 1 FROM spaces))";
+
+/// ?1 space → (sid): the space's integer id, which every statement on `docs` and `dots`
+/// takes in place of its name.
+pub const SELECT_SPACE_ID: &str = "SELECT sid FROM spaces WHERE space = ?1";
+
+/// ?1 space id, ?2 replica (hex): gives the replica the next free number in the space
+/// unless it has one. Run it for each replica of a batch's dots before [`INSERT_DOT`].
+pub const ENSURE_REPLICA: &str = "INSERT OR IGNORE INTO replicas (sid, replica, rid)
+ VALUES (?1, ?2, (SELECT COALESCE(MAX(rid), 0) + 1 FROM replicas WHERE sid = ?1))";
 
 /// ?1 space → (vector, clock, message_seen), all JSON.
 pub const SELECT_META: &str = "SELECT vector, clock, message_seen FROM meta WHERE space = ?1";
 
-/// ?1 space → (collection, id, state JSON) for every document of the space.
-pub const SELECT_DOCS: &str = "SELECT collection, id, state FROM docs WHERE space = ?1";
+/// ?1 space id → (collection, id, state) for every document of the space.
+pub const SELECT_DOCS: &str = "SELECT collection, id, state FROM docs WHERE sid = ?1";
 
 /// ?1 space → (offset, message JSON) for every retained message, oldest first.
 pub const SELECT_MESSAGES: &str =
@@ -109,75 +184,92 @@ pub const SELECT_MESSAGES: &str =
 pub const SELECT_LAST_OFFSET: &str =
     "SELECT COALESCE(MAX(offset), 0) FROM messages WHERE space = ?1";
 
-/// ?1 space, ?2 channel, ?3 offset after which to start, ?4 last offset, ?5 limit →
+/// ?1 space id, ?2 channel, ?3 offset after which to start, ?4 last offset, ?5 limit →
 /// (offset, message JSON): a page of one channel's retained messages, oldest first (a range
 /// of `messages_by_channel`): a subscriber's replay from its cursor.
 pub const SELECT_CHANNEL_AFTER: &str = "SELECT offset, message FROM messages
- WHERE space = ?1 AND channel = ?2 AND offset > ?3 AND offset <= ?4
+ WHERE space = (SELECT space FROM spaces WHERE sid = ?1) AND channel = ?2
+   AND offset > ?3 AND offset <= ?4
  ORDER BY offset LIMIT ?5";
 
-/// ?1 space, ?2 offset after which to start, ?3 last offset, ?4 limit → (offset, message
+/// ?1 space id, ?2 offset after which to start, ?3 last offset, ?4 limit → (offset, message
 /// JSON): a page of every channel's retained messages, oldest first: a peer's replay.
 pub const SELECT_MESSAGES_AFTER: &str = "SELECT offset, message FROM messages
- WHERE space = ?1 AND offset > ?2 AND offset <= ?3
+ WHERE space = (SELECT space FROM spaces WHERE sid = ?1) AND offset > ?2 AND offset <= ?3
  ORDER BY offset LIMIT ?4";
 
-/// ?1 space, ?2 collection, ?3 id, ?4 state JSON, ?5 number of siblings: insert or replace
-/// a document's state. Run [`DELETE_DOC_DOTS`] and [`INSERT_DOT`] for it in the same
-/// transaction.
+/// ?1 space id, ?2 collection, ?3 id, ?4 state (BLOB, [`crate::codec::encode_state`]),
+/// ?5 number of siblings: insert or replace a document's state. In the same transaction,
+/// before it: read the state it replaces ([`SELECT_DOC`]) and [`DELETE_DOT`] each of that
+/// state's dots the new one no longer holds; after it, [`INSERT_DOT`] each new dot.
 pub const UPSERT_DOC: &str =
-    "INSERT INTO docs (space, collection, id, state, siblings) VALUES (?1, ?2, ?3, ?4, ?5)
- ON CONFLICT (space, collection, id) DO UPDATE SET state = excluded.state,
+    "INSERT INTO docs (sid, collection, id, state, siblings) VALUES (?1, ?2, ?3, ?4, ?5)
+ ON CONFLICT (sid, collection, id) DO UPDATE SET state = excluded.state,
     siblings = excluded.siblings";
 
-/// ?1 space, ?2 collection, ?3 id: drops a document's live dots (before its new ones go in).
-pub const DELETE_DOC_DOTS: &str =
-    "DELETE FROM dots WHERE space = ?1 AND collection = ?2 AND id = ?3";
+/// ?1 space id, ?2 replica (hex), ?3 counter: drops one live dot (of a state being replaced).
+/// A dot names one write, so it belongs to one document: no document key is needed.
+pub const DELETE_DOT: &str = "DELETE FROM dots WHERE sid = ?1
+ AND rid = (SELECT rid FROM replicas WHERE sid = ?1 AND replica = ?2) AND counter = ?3";
 
-/// ?1 space, ?2 replica (hex), ?3 counter, ?4 collection, ?5 id: one live dot of a document.
-pub const INSERT_DOT: &str = "INSERT OR REPLACE INTO dots (space, replica, counter, collection, id)
- VALUES (?1, ?2, ?3, ?4, ?5)";
+/// ?1 space id, ?2 replica (hex), ?3 counter, ?4 collection, ?5 id: one live dot of a
+/// document. The replica must have its number ([`ENSURE_REPLICA`]); if not, the insert
+/// fails (`rid` NULL) rather than losing the dot.
+pub const INSERT_DOT: &str = "INSERT OR REPLACE INTO dots (sid, rid, counter, collection, id)
+ VALUES (?1, (SELECT rid FROM replicas WHERE sid = ?1 AND replica = ?2), ?3, ?4, ?5)";
 
-/// ?1 space, ?2 collection, ?3 id → (state JSON): one document.
+/// The schema version since which states are written as BLOBs (migration 3). A host that
+/// has just brought an existing store to it may rewrite the older rows in batches
+/// ([`SELECT_STATES_PAGE`], [`UPDATE_STATE`]) instead of waiting for their next write.
+pub const BINARY_STATES_SINCE: i64 = 3;
+
+/// ?1 space id, ?2 collection, ?3 id after which to start (0, '', '' for the first), ?4 limit
+/// → (sid, collection, id, state): a page of every space's documents in key order.
+pub const SELECT_STATES_PAGE: &str = "SELECT sid, collection, id, state FROM docs
+ WHERE (sid, collection, id) > (?1, ?2, ?3) ORDER BY sid, collection, id LIMIT ?4";
+
+/// ?1 space id, ?2 collection, ?3 id, ?4 state (BLOB): rewrites one state in place (the
+/// same state in the binary form; its dots and sibling count do not change).
+pub const UPDATE_STATE: &str =
+    "UPDATE docs SET state = ?4 WHERE sid = ?1 AND collection = ?2 AND id = ?3";
+
+/// ?1 space id, ?2 collection, ?3 id → (state): one document (BLOB or, not yet rewritten
+/// since schema 2, JSON TEXT).
 pub const SELECT_DOC: &str =
-    "SELECT state FROM docs WHERE space = ?1 AND collection = ?2 AND id = ?3";
+    "SELECT state FROM docs WHERE sid = ?1 AND collection = ?2 AND id = ?3";
 
-/// ?1 space, ?2 collection, ?3 id after which to start ('' for the first), ?4 limit → (id):
-/// a page of a collection's document ids (tombstones included), in order.
+/// ?1 space id, ?2 collection, ?3 id after which to start ('' for the first), ?4 limit →
+/// (id): a page of a collection's document ids (tombstones included), in order.
 pub const SELECT_DOC_IDS: &str = "SELECT id FROM docs
- WHERE space = ?1 AND collection = ?2 AND id > ?3 ORDER BY id LIMIT ?4";
+ WHERE sid = ?1 AND collection = ?2 AND id > ?3 ORDER BY id LIMIT ?4";
 
-/// ?1 space, ?2 replica (hex), ?3 counter after which to start, ?4 last counter, ?5 limit →
-/// (counter, collection, id): a page of live dots of one replica, in counter order.
+/// ?1 space id, ?2 replica (hex), ?3 counter after which to start, ?4 last counter, ?5 limit
+/// → (counter, collection, id): a page of live dots of one replica, in counter order.
 pub const SELECT_DOTS: &str = "SELECT counter, collection, id FROM dots
- WHERE space = ?1 AND replica = ?2 AND counter > ?3 AND counter <= ?4
+ WHERE sid = ?1 AND rid = (SELECT rid FROM replicas WHERE sid = ?1 AND replica = ?2)
+   AND counter > ?3 AND counter <= ?4
  ORDER BY counter LIMIT ?5";
 
-/// ?1 space, ?2 replica (hex), ?3 counter after which to count, ?4 last counter → one
-/// integer: how many live dots of the replica lie in that range.
-pub const COUNT_DOTS: &str = "SELECT COUNT(*) FROM dots
- WHERE space = ?1 AND replica = ?2 AND counter > ?3 AND counter <= ?4";
-
-/// ?1 space, ?2 collection ('' for every collection), ?3 collection after which to start,
-/// ?4 id after which to start (both '' for the first), ?5 limit → (collection, id): a page of
-/// documents with more than one sibling, in key order.
+/// ?1 space id, ?2 collection ('' for every collection), ?3 collection after which to
+/// start, ?4 id after which to start (both '' for the first), ?5 limit → (collection, id): a
+/// page of documents with more than one sibling, in key order.
 pub const SELECT_CONFLICTED: &str = "SELECT collection, id FROM docs
- WHERE space = ?1 AND siblings > 1 AND (?2 = '' OR collection = ?2)
+ WHERE sid = ?1 AND siblings > 1 AND (?2 = '' OR collection = ?2)
    AND (collection > ?3 OR (collection = ?3 AND id > ?4))
  ORDER BY collection, id LIMIT ?5";
 
-/// ?1 space → one integer: the space's documents, tombstones included.
-pub const COUNT_SPACE_DOCS: &str = "SELECT COUNT(*) FROM docs WHERE space = ?1";
+/// ?1 space id → one integer: the space's documents, tombstones included.
+pub const COUNT_SPACE_DOCS: &str = "SELECT COUNT(*) FROM docs WHERE sid = ?1";
 
-/// ?1 space, ?2 collection ('' for the first) → (collection): the first collection above ?2
-/// holding a document (one index seek).
+/// ?1 space id, ?2 collection ('' for the first) → (collection): the first collection above
+/// ?2 holding a document (one index seek).
 pub const SELECT_NEXT_COLLECTION: &str = "SELECT collection FROM docs
- WHERE space = ?1 AND collection > ?2 ORDER BY collection LIMIT 1";
+ WHERE sid = ?1 AND collection > ?2 ORDER BY collection LIMIT 1";
 
-/// ?1 space, ?2 collection → (id, state JSON): every document of one collection (used for
+/// ?1 space id, ?2 collection → (id, state): every document of one collection (used for
 /// the few `_config` entries a replica keeps in memory).
 pub const SELECT_COLLECTION_DOCS: &str =
-    "SELECT id, state FROM docs WHERE space = ?1 AND collection = ?2 ORDER BY id";
+    "SELECT id, state FROM docs WHERE sid = ?1 AND collection = ?2 ORDER BY id";
 
 /// ?1 space, ?2 vector JSON, ?3 clock JSON, ?4 message_seen JSON.
 pub const UPSERT_META: &str =
@@ -205,8 +297,18 @@ pub const COUNT_DOCS: &str = "SELECT COUNT(*) FROM docs";
 /// See [`COUNT_SPACES`].
 pub const COUNT_MESSAGES: &str = "SELECT COUNT(*) FROM messages";
 
-/// The tables a store of this schema must hold (a restore checks them).
-pub const TABLES: &[&str] = &["migrations", "spaces", "meta", "docs", "messages", "dots"];
+/// The tables a store must hold, each with the schema version that created it: a store of
+/// version `v` holds those created at `v` or below (a restore checks them, so a backup
+/// taken by an older build still restores, and is migrated when a host opens it).
+pub const TABLES: &[(&str, i64)] = &[
+    ("migrations", 1),
+    ("spaces", 1),
+    ("meta", 1),
+    ("docs", 1),
+    ("messages", 1),
+    ("dots", 2),
+    ("replicas", 3),
+];
 
 #[cfg(test)]
 mod tests {
@@ -214,11 +316,12 @@ mod tests {
 
     #[test]
     fn version_matches_migrations() {
-        assert_eq!(SCHEMA_VERSION, 2);
-        for t in TABLES.iter().filter(|t| **t != "migrations") {
-            assert!(MIGRATIONS
+        assert_eq!(SCHEMA_VERSION, 3);
+        for (t, since) in TABLES.iter().filter(|(t, _)| *t != "migrations") {
+            let created = MIGRATIONS
                 .iter()
-                .any(|m| m.contains(&format!("CREATE TABLE {t} "))));
+                .position(|m| m.contains(&format!("CREATE TABLE {t} ")));
+            assert_eq!(created.map(|i| i as i64 + 1), Some(*since), "{t}");
         }
     }
 }

@@ -3,7 +3,8 @@
 
 use bridge_core::auth::Rights;
 use bridge_core::codec::{
-    check_round_trip, decode_binary, decode_json, encode_binary, encode_json,
+    check_round_trip, decode_binary, decode_json, decode_state, encode_binary, encode_json,
+    encode_state, state_dots,
 };
 use bridge_core::frame::{
     Ack, Conflict, ConflictSide, DocEntry, DocView, Hello, Push, SessionKind, Welcome,
@@ -111,6 +112,25 @@ fn doc_state() -> impl Strategy<Value = DocState> {
             context.add_dot(s.dot);
         }
         DocState { siblings, context }
+    })
+}
+
+/// A doc state as a store keeps it: like [`doc_state`], with some siblings' fields stamped by
+/// their own write (as a `put` leaves them), which the stored form writes in one byte.
+fn stored_state() -> impl Strategy<Value = DocState> {
+    (doc_state(), vec(any::<bool>(), 4)).prop_map(|(mut state, own)| {
+        for (s, own) in state.siblings.iter_mut().zip(own) {
+            let stamp = s.stamp;
+            for f in s
+                .body
+                .iter_mut()
+                .flat_map(|b| b.values_mut())
+                .filter(|_| own)
+            {
+                f.stamp = stamp;
+            }
+        }
+        state
     })
 }
 
@@ -400,6 +420,38 @@ proptest! {
             if let Ok(decoded) = decode_binary(&framed) {
                 check_accepted(&decoded);
             }
+        }
+    }
+
+    #[test]
+    fn stored_states_round_trip(state in stored_state()) {
+        let bytes = encode_state(&state);
+        let dots: Vec<Dot> = state.siblings.iter().map(|s| s.dot).collect();
+        prop_assert_eq!(state_dots(&bytes), Ok(dots));
+        prop_assert_eq!(decode_state(&bytes), Ok(state));
+    }
+
+    #[test]
+    fn mangled_stored_states_never_panic(
+        state in stored_state(),
+        cut in any::<prop::sample::Index>(),
+        flips in vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        noise in vec(any::<u8>(), 0..128),
+    ) {
+        let mut bytes = encode_state(&state);
+        let truncated = &bytes[..cut.index(bytes.len())];
+        prop_assert!(decode_state(truncated).is_err(), "a cut state must not decode");
+        let _ = state_dots(truncated);
+        for (at, byte) in &flips {
+            let i = at.index(bytes.len());
+            bytes[i] = *byte;
+        }
+        for input in [&bytes, &noise] {
+            // Whatever decodes is a valid state that round-trips.
+            if let Ok(back) = decode_state(input) {
+                prop_assert_eq!(decode_state(&encode_state(&back)), Ok(back));
+            }
+            let _ = state_dots(input);
         }
     }
 

@@ -12,11 +12,15 @@
 //! the highest message offset, so waking the object costs the same for ten documents or a
 //! million, and for ten retained messages or a hundred thousand.
 
+use bridge_core::codec::{encode_state, StateColumn};
 use bridge_core::doc::DocState;
 use bridge_core::message::{Message, Retained};
 use bridge_core::replica::{DocStore, CONFIG_COLLECTION};
 use bridge_core::schema;
-use bridge_core::{DocKey, Engine, EngineConfig, PersistBatch, ReplicaId, Stamp, VersionVector};
+use bridge_core::{
+    DocKey, Dot, Engine, EngineConfig, PersistBatch, ReplicaId, Stamp, VersionVector,
+};
+use std::collections::{BTreeMap, BTreeSet};
 use worker::send::SendWrapper;
 use worker::{SqlStorage, SqlStorageValue as Value, Storage};
 
@@ -80,36 +84,73 @@ fn int(n: u64) -> Value {
     Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-/// The statements that store `batch` of `space`, in the order the native host runs them.
-pub fn plan_batch(space: &str, batch: &PersistBatch) -> Result<Vec<Stmt>> {
+/// The statements that store `batch` of `space` (space id `sid`), in the order the native
+/// host runs them. `stored_dots` gives the dots of a document's state in the store (read
+/// before the batch's transaction: the object runs nothing else in between), whose dots the
+/// new state no longer holds are dropped.
+pub fn plan_batch(
+    space: &str,
+    sid: i64,
+    batch: &PersistBatch,
+    mut stored_dots: impl FnMut(&DocKey) -> Result<Vec<Dot>>,
+) -> Result<Vec<Stmt>> {
     let sp = || Value::String(space.to_owned());
-    let mut out = Vec::with_capacity(batch.docs.len() + batch.messages.len() + 2);
+    let sid_value = || Value::Integer(sid);
+    let mut out = Vec::with_capacity(2 * batch.docs.len() + batch.messages.len() + 2);
+    let replicas: BTreeSet<ReplicaId> = batch
+        .docs
+        .iter()
+        .flat_map(|(_, state)| state.siblings.iter().map(|s| s.dot.replica))
+        .collect();
+    for r in replicas {
+        out.push(stmt(
+            schema::ENSURE_REPLICA,
+            vec![sid_value(), Value::String(r.to_string())],
+        ));
+    }
+    // A key written twice in one batch replaces what the batch wrote first.
+    let mut planned: BTreeMap<&DocKey, Vec<Dot>> = BTreeMap::new();
     for (key, state) in &batch.docs {
         let coll = || Value::String(key.collection.clone());
         let id = || Value::String(key.id.clone());
+        let old = match planned.get(key) {
+            Some(dots) => dots.clone(),
+            None => stored_dots(key)?,
+        };
+        for d in old.iter().filter(|d| !state.has_dot(**d)) {
+            out.push(stmt(
+                schema::DELETE_DOT,
+                vec![
+                    sid_value(),
+                    Value::String(d.replica.to_string()),
+                    int(d.counter),
+                ],
+            ));
+        }
         out.push(stmt(
             schema::UPSERT_DOC,
             vec![
-                sp(),
+                sid_value(),
                 coll(),
                 id(),
-                json(state)?,
+                Value::Blob(encode_state(state)),
                 int(state.siblings.len() as u64),
             ],
         ));
-        out.push(stmt(schema::DELETE_DOC_DOTS, vec![sp(), coll(), id()]));
-        for s in &state.siblings {
+        let new: Vec<Dot> = state.siblings.iter().map(|s| s.dot).collect();
+        for d in new.iter().filter(|d| !old.contains(d)) {
             out.push(stmt(
                 schema::INSERT_DOT,
                 vec![
-                    sp(),
-                    Value::String(s.dot.replica.to_string()),
-                    int(s.dot.counter),
+                    sid_value(),
+                    Value::String(d.replica.to_string()),
+                    int(d.counter),
                     coll(),
                     id(),
                 ],
             ));
         }
+        planned.insert(key, new);
     }
     for r in &batch.messages {
         out.push(stmt(
@@ -217,6 +258,57 @@ fn parse<T: serde::de::DeserializeOwned>(s: &str, what: impl Into<String>) -> Re
     serde_json::from_str(s).map_err(|e| corrupt(what, e))
 }
 
+/// A `docs.state` value in either of its forms (see [`bridge_core::schema`]).
+fn state_column<'a>(row: &'a [Value], i: usize, what: &str) -> Result<StateColumn<'a>> {
+    match row.get(i) {
+        Some(Value::Blob(b)) => Ok(StateColumn::Blob(b)),
+        Some(Value::String(s)) => Ok(StateColumn::Text(s.as_bytes())),
+        other => Err(corrupt(
+            what,
+            format!("expected a BLOB or TEXT, found {other:?}"),
+        )),
+    }
+}
+
+fn state_of(row: &[Value], i: usize, what: String) -> Result<DocState> {
+    state_column(row, i, &what)?
+        .decode()
+        .map_err(|e| corrupt(what, e))
+}
+
+/// The integer id of `space` (`spaces.sid`), which `docs` and `dots` are keyed by.
+fn space_id(sql: &SqlStorage, space: &str) -> Result<i64> {
+    let rows = exec(
+        sql,
+        schema::SELECT_SPACE_ID,
+        vec![Value::String(space.to_owned())],
+    )?;
+    match rows.first() {
+        Some(row) => integer(row, 0, "spaces.sid"),
+        None => Err(corrupt("spaces.sid", format!("no space {space}"))),
+    }
+}
+
+/// The dots of the stored state of `key` (none if it has no row).
+fn stored_dots(sql: &SqlStorage, sid: i64, key: &DocKey) -> Result<Vec<Dot>> {
+    let rows = exec(
+        sql,
+        schema::SELECT_DOC,
+        vec![
+            Value::Integer(sid),
+            Value::String(key.collection.clone()),
+            Value::String(key.id.clone()),
+        ],
+    )?;
+    let Some(row) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let what = format!("docs.state of {}/{}", key.collection, key.id);
+    state_column(row, 0, &what)?
+        .dots()
+        .map_err(|e| corrupt(what, e))
+}
+
 /// Creates or upgrades the schema (each migration in its own transaction).
 pub fn migrate(storage: &Storage, now_ms: u64) -> Result<()> {
     let sql = storage.sql();
@@ -287,10 +379,11 @@ fn random_replica() -> Result<ReplicaId> {
 /// stored id): reads the metadata, the `_config` entries and the highest message offset only.
 pub fn load(storage: &Storage, cfg: EngineConfig) -> Result<Engine> {
     let sql = storage.sql();
+    let sid = space_id(&sql, &cfg.space)?;
     let space = Value::String(cfg.space.clone());
     let docs = DoDocs {
         sql: SendWrapper::new(storage.sql()),
-        space: cfg.space.clone(),
+        sid,
     };
     let mut engine = Engine::with_store(cfg, Box::new(docs));
     if let Some(row) = exec(&sql, schema::SELECT_META, vec![space.clone()])?.first() {
@@ -303,13 +396,10 @@ pub fn load(storage: &Storage, cfg: EngineConfig) -> Result<Engine> {
     for row in exec(
         &sql,
         schema::SELECT_COLLECTION_DOCS,
-        vec![space.clone(), config],
+        vec![Value::Integer(sid), config],
     )? {
         let id = text(&row, 0, "docs.id")?;
-        let state: DocState = parse(
-            &text(&row, 1, "docs.state")?,
-            format!("docs.state of {CONFIG_COLLECTION}/{id}"),
-        )?;
+        let state = state_of(&row, 1, format!("docs.state of {CONFIG_COLLECTION}/{id}"))?;
         engine.restore_doc(DocKey::new(CONFIG_COLLECTION, id), state);
     }
     let last = match exec(&sql, schema::SELECT_LAST_OFFSET, vec![space])?.first() {
@@ -326,7 +416,8 @@ pub struct DoDocs {
     /// A Durable Object runs on one thread; the core asks a store to be `Send` for the
     /// native host's sake, which a JavaScript handle cannot say of itself.
     sql: SendWrapper<SqlStorage>,
-    space: String,
+    /// The space's integer id (`spaces.sid`).
+    sid: i64,
 }
 
 fn read_err(e: StoreError) -> bridge_core::Error {
@@ -339,7 +430,7 @@ impl DoDocs {
     }
 
     fn sp(&self) -> Value {
-        Value::String(self.space.clone())
+        Value::Integer(self.sid)
     }
 
     fn count(&self, q: &str, args: Vec<Value>) -> bridge_core::Result<u64> {
@@ -382,8 +473,7 @@ impl DocStore for DoDocs {
             return Ok(None);
         };
         let what = format!("docs.state of {}/{}", key.collection, key.id);
-        let json = text(row, 0, &what).map_err(read_err)?;
-        parse(&json, what).map(Some).map_err(read_err)
+        state_of(row, 0, what).map(Some).map_err(read_err)
     }
 
     fn keys(
@@ -440,18 +530,6 @@ impl DocStore for DoDocs {
                 ))
             })
             .collect()
-    }
-
-    fn count_dots(&self, replica: ReplicaId, from: u64, upto: u64) -> bridge_core::Result<u64> {
-        self.count(
-            schema::COUNT_DOTS,
-            vec![
-                self.sp(),
-                Value::String(replica.to_string()),
-                int(from),
-                int(upto),
-            ],
-        )
     }
 
     fn conflicted(
@@ -527,7 +605,10 @@ impl DocStore for DoDocs {
 
 /// Stores `batch` of `space` atomically.
 pub fn write(storage: &Storage, space: &str, batch: &PersistBatch) -> Result<()> {
-    run(storage, plan_batch(space, batch)?)
+    let sql = storage.sql();
+    let sid = space_id(&sql, space)?;
+    let plan = plan_batch(space, sid, batch, |key| stored_dots(&sql, sid, key))?;
+    run(storage, plan)
 }
 
 #[cfg(test)]
@@ -551,18 +632,29 @@ mod tests {
         let Some(batch) = e.poll_persist() else {
             panic!("a batch")
         };
-        let plan = plan_batch("s", &batch).expect("plan");
+        // The stored state of `c/x` had a dot the new state no longer holds.
+        let old = Dot::new(ReplicaId(9), 4);
+        let plan = plan_batch("s", 1, &batch, |_| Ok(vec![old])).expect("plan");
         let sqls: Vec<&str> = plan.iter().map(|s| s.sql).collect();
         assert_eq!(
             sqls,
             [
+                schema::ENSURE_REPLICA,
+                schema::DELETE_DOT,
                 schema::UPSERT_DOC,
-                schema::DELETE_DOC_DOTS,
                 schema::INSERT_DOT,
                 schema::UPSERT_MESSAGE,
                 schema::TRIM_CHANNEL,
                 schema::UPSERT_META
             ]
+        );
+        assert_eq!(plan[1].args[1], Value::String(ReplicaId(9).to_string()));
+        let Value::Blob(state) = &plan[2].args[3] else {
+            panic!("the state is a BLOB: {:?}", plan[2].args[3])
+        };
+        assert_eq!(
+            bridge_core::codec::decode_state(state).as_ref(),
+            Ok(&*batch.docs[0].1)
         );
         // Every statement gets exactly as many bindings as its highest `?N`.
         for s in &plan {
@@ -573,9 +665,15 @@ mod tests {
             assert_eq!(s.args.len(), highest, "{}", s.sql);
         }
         assert_eq!(
-            plan[3].args[1],
+            plan[4].args[1],
             Value::Integer(1),
             "the first message offset"
         );
+        // A dot both states hold is neither dropped nor inserted again.
+        let kept = batch.docs[0].1.siblings[0].dot;
+        let plan = plan_batch("s", 1, &batch, |_| Ok(vec![kept])).expect("plan");
+        assert!(!plan
+            .iter()
+            .any(|s| s.sql == schema::DELETE_DOT || s.sql == schema::INSERT_DOT));
     }
 }

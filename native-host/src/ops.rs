@@ -100,7 +100,7 @@ fn verify(conn: &Connection, path: &Path) -> Result<Verified> {
     if check != "ok" {
         return Err(bad(format!("PRAGMA integrity_check reports: {check}")));
     }
-    for t in schema::TABLES {
+    let has_table = |t: &str| -> Result<()> {
         let n: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
@@ -111,10 +111,16 @@ fn verify(conn: &Connection, path: &Path) -> Result<Verified> {
         if n == 0 {
             return Err(bad(format!("table `{t}` is missing")));
         }
-    }
+        Ok(())
+    };
+    // The tables a database holds depend on its version (an older backup lacks newer ones).
+    has_table("migrations")?;
     let version: i64 = conn
         .query_row(schema::SELECT_SCHEMA_VERSION, [], |r| r.get(0))
         .map_err(|e| bad(e.to_string()))?;
+    for (t, _) in schema::TABLES.iter().filter(|(_, since)| *since <= version) {
+        has_table(t)?;
+    }
     if version > schema::SCHEMA_VERSION {
         return Err(bad(format!(
             "its schema is version {version}, newer than this build ({}); use a newer sacred-bridge",
@@ -381,5 +387,42 @@ pub fn deploy(config: Option<&Path>, extra: &[String]) -> Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         Err(Error::DeployFailed(status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database of `version`: the migrations up to it, nothing else.
+    fn database_at(path: &Path, version: usize) -> Connection {
+        let conn = Connection::open(path).expect("create");
+        conn.execute_batch(schema::CREATE_MIGRATIONS_TABLE)
+            .expect("migrations table");
+        for (i, sql) in schema::MIGRATIONS[..version].iter().enumerate() {
+            conn.execute_batch(sql).expect("migration");
+            conn.execute(schema::INSERT_MIGRATION, [i as i64 + 1, 1])
+                .expect("record");
+        }
+        conn
+    }
+
+    #[test]
+    fn a_backup_of_an_older_schema_verifies_and_a_missing_table_does_not() {
+        let dir = std::env::temp_dir().join(format!("sb-ops-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        for version in 1..=schema::MIGRATIONS.len() {
+            let path = dir.join(format!("v{version}.db"));
+            let conn = database_at(&path, version);
+            let v = verify(&conn, &path).expect("a database of an older schema restores");
+            assert_eq!(v.schema_version, version as i64);
+        }
+        let path = dir.join("broken.db");
+        let conn = database_at(&path, schema::MIGRATIONS.len());
+        conn.execute_batch("DROP TABLE replicas").expect("drop");
+        let err = verify(&conn, &path).expect_err("a table of its version is missing");
+        assert!(err.to_string().contains("replicas"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

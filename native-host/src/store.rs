@@ -11,12 +11,17 @@
 //! message offset, never its documents nor its retained messages.
 
 use crate::clock::now_ms;
+use bridge_core::codec::{encode_state, StateColumn};
 use bridge_core::doc::DocState;
 use bridge_core::message::{Message, Retained};
 use bridge_core::replica::DocStore;
 use bridge_core::schema;
-use bridge_core::{DocKey, Engine, EngineConfig, PersistBatch, ReplicaId, Stamp, VersionVector};
+use bridge_core::{
+    DocKey, Dot, Engine, EngineConfig, PersistBatch, ReplicaId, Stamp, VersionVector,
+};
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -46,6 +51,12 @@ pub struct Store {
     /// Held while the store lives; the checkpointer thread stops when it is gone.
     _alive: std::sync::Arc<()>,
 }
+
+/// A `docs` row's key: (space id, collection, id).
+type RowKey = (i64, String, String);
+
+/// Rows per transaction when an upgraded database's JSON states are rewritten.
+const REWRITE_PAGE: i64 = 2000;
 
 /// How often the checkpointer folds the WAL back into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
@@ -158,6 +169,75 @@ impl Store {
             tx.commit()?;
             tracing::info!(version = i + 1, "applied schema migration");
         }
+        drop(conn);
+        if found > 0 && found < schema::BINARY_STATES_SINCE {
+            // An existing database just got migration 3, which copied `docs` and `dots` in
+            // SQL (the states still JSON text): rewrite them in the binary form now, then
+            // give the old tables' pages back, so the upgraded file is as compact as a new
+            // one. Once only: a later open does not look for JSON rows (any left by a
+            // crash here are still read, and rewritten on their next write).
+            self.rewrite_json_states(REWRITE_PAGE)?;
+        }
+        if found > 0 && found < known {
+            // Fold the migration's WAL into the database and truncate it before serving.
+            self.conn()
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites every state stored as JSON text (schema 2) in the binary form, a page of
+    /// `page_rows` rows per transaction (memory stays bounded), then `VACUUM`s.
+    fn rewrite_json_states(&mut self, page_rows: i64) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut conn = self.conn();
+        let mut after: RowKey = (0, String::new(), String::new());
+        let (mut rewritten, mut seen) = (0u64, 0u64);
+        loop {
+            let tx = conn.transaction()?;
+            // Each row's key, and its state in the binary form if it was JSON text.
+            let mut page: Vec<(RowKey, Option<Vec<u8>>)> = Vec::new();
+            {
+                let mut st = tx.prepare_cached(schema::SELECT_STATES_PAGE)?;
+                let mut rows = st.query(params![after.0, after.1, after.2, page_rows])?;
+                while let Some(row) = rows.next()? {
+                    let key: RowKey = (row.get(0)?, row.get(1)?, row.get(2)?);
+                    let blob = match row.get_ref(3)? {
+                        ValueRef::Text(t) => {
+                            let state = StateColumn::Text(t).decode().map_err(|e| {
+                                corrupt(format!("docs.state of {}/{}", key.1, key.2), e)
+                            })?;
+                            Some(encode_state(&state))
+                        }
+                        _ => None,
+                    };
+                    page.push((key, blob));
+                }
+            }
+            {
+                let mut st = tx.prepare_cached(schema::UPDATE_STATE)?;
+                for ((sid, collection, id), blob) in &page {
+                    if let Some(blob) = blob {
+                        st.execute(params![sid, collection, id, blob])?;
+                        rewritten += 1;
+                    }
+                }
+            }
+            tx.commit()?;
+            seen += page.len() as u64;
+            let full = page.len() as i64 == page_rows;
+            match page.pop() {
+                Some((key, _)) if full => after = key,
+                _ => break,
+            }
+        }
+        conn.execute_batch("VACUUM")?;
+        tracing::info!(
+            documents = seen,
+            rewritten,
+            seconds = started.elapsed().as_secs_f64(),
+            "rewrote the states of schema 2 in the binary form"
+        );
         Ok(())
     }
 
@@ -195,15 +275,24 @@ impl Store {
         Ok(id)
     }
 
+    /// The integer id of `space` (`spaces.sid`), which `docs` and `dots` are keyed by.
+    fn space_id(conn: &Connection, space: &str) -> Result<i64> {
+        let mut st = conn.prepare_cached(schema::SELECT_SPACE_ID)?;
+        let sid: Option<Option<i64>> = st.query_row([space], |r| r.get(0)).optional()?;
+        sid.flatten()
+            .ok_or_else(|| corrupt(format!("spaces.sid of {space}"), "no space id"))
+    }
+
     /// Opens `space`: its replica id (created if new) and an engine whose durable layer is
     /// this database. Reads the metadata, the `_config` entries and the highest retained
     /// message offset (the messages themselves are read when a replay needs them).
     pub fn load_engine(&mut self, mut cfg: EngineConfig) -> Result<Engine> {
         cfg.replica = self.replica_for(&cfg.space)?;
         let space = cfg.space.clone();
+        let sid = Self::space_id(&self.conn(), &space)?;
         let docs = SqlDocs {
             conn: self.conn.clone(),
-            space: space.clone(),
+            sid,
         };
         let mut engine = Engine::with_store(cfg, Box::new(docs));
         let conn = self.conn();
@@ -224,15 +313,15 @@ impl Store {
 
         let config = bridge_core::replica::CONFIG_COLLECTION;
         let mut st = conn.prepare(schema::SELECT_COLLECTION_DOCS)?;
-        let rows = st.query_map([&space, config], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        for row in rows {
-            let (id, state) = row?;
-            let state: DocState = serde_json::from_str(&state)
+        let mut rows = st.query(params![sid, config])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let state = state_column(row.get_ref(1)?)
+                .and_then(|c| c.decode().map_err(|e| e.to_string()))
                 .map_err(|e| corrupt(format!("docs.state of {config}/{id}"), e))?;
             engine.restore_doc(DocKey::new(config, id), state);
         }
+        drop(rows);
         drop(st);
 
         let last: i64 = conn.query_row(schema::SELECT_LAST_OFFSET, [&space], |r| r.get(0))?;
@@ -243,28 +332,63 @@ impl Store {
     }
 
     /// Writes batches of several spaces in one transaction: a group commit.
+    ///
+    /// Per document: the state it replaces is read first (its dots only, from the head of a
+    /// binary state), the dots no longer live are dropped, the new state is written in the
+    /// binary form, and the new dots go in.
     pub fn write(&mut self, batches: &[(&str, &PersistBatch)]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
+            let mut get_doc = tx.prepare_cached(schema::SELECT_DOC)?;
             let mut put_doc = tx.prepare_cached(schema::UPSERT_DOC)?;
-            let mut drop_dots = tx.prepare_cached(schema::DELETE_DOC_DOTS)?;
+            let mut drop_dot = tx.prepare_cached(schema::DELETE_DOT)?;
+            let mut put_replica = tx.prepare_cached(schema::ENSURE_REPLICA)?;
             let mut put_dot = tx.prepare_cached(schema::INSERT_DOT)?;
             let mut put_meta = tx.prepare_cached(schema::UPSERT_META)?;
             let mut put_msg = tx.prepare_cached(schema::UPSERT_MESSAGE)?;
             let mut trim = tx.prepare_cached(schema::TRIM_CHANNEL)?;
             for (space, b) in batches {
+                let sid = Self::space_id(&tx, space)?;
+                let replicas: BTreeSet<ReplicaId> = b
+                    .docs
+                    .iter()
+                    .flat_map(|(_, state)| state.siblings.iter().map(|s| s.dot.replica))
+                    .collect();
+                for r in replicas {
+                    put_replica.execute(params![sid, r.to_string()])?;
+                }
                 for (key, state) in &b.docs {
-                    let json = to_json(state)?;
+                    let old: Vec<Dot> = get_doc
+                        .query_row(params![sid, key.collection, key.id], |r| {
+                            Ok(state_column(r.get_ref(0)?)
+                                .and_then(|c| c.dots().map_err(|e| e.to_string())))
+                        })
+                        .optional()?
+                        .transpose()
+                        .map_err(|e| {
+                            corrupt(format!("docs.state of {}/{}", key.collection, key.id), e)
+                        })?
+                        .unwrap_or_default();
+                    for d in old.iter().filter(|d| !state.has_dot(**d)) {
+                        drop_dot.execute(params![sid, d.replica.to_string(), d.counter as i64])?;
+                    }
                     let n = state.siblings.len() as i64;
-                    put_doc.execute(params![space, key.collection, key.id, json, n])?;
-                    drop_dots.execute(params![space, key.collection, key.id])?;
-                    for s in &state.siblings {
-                        let (replica, counter) = (s.dot.replica.to_string(), s.dot.counter as i64);
+                    put_doc.execute(params![
+                        sid,
+                        key.collection,
+                        key.id,
+                        encode_state(state),
+                        n
+                    ])?;
+                    for d in state.siblings.iter().map(|s| s.dot) {
+                        if old.contains(&d) {
+                            continue;
+                        }
                         put_dot.execute(params![
-                            space,
-                            replica,
-                            counter,
+                            sid,
+                            d.replica.to_string(),
+                            d.counter as i64,
                             key.collection,
                             key.id
                         ])?;
@@ -319,7 +443,20 @@ fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 /// layer from.
 pub struct SqlDocs {
     conn: Arc<Mutex<Connection>>,
-    space: String,
+    /// The space's integer id (`spaces.sid`).
+    sid: i64,
+}
+
+/// A `docs.state` value in either of its forms (see [`bridge_core::schema`]).
+fn state_column(v: ValueRef<'_>) -> std::result::Result<StateColumn<'_>, String> {
+    match v {
+        ValueRef::Blob(b) => Ok(StateColumn::Blob(b)),
+        ValueRef::Text(t) => Ok(StateColumn::Text(t)),
+        other => Err(format!(
+            "expected a BLOB or TEXT, found {:?}",
+            other.data_type()
+        )),
+    }
 }
 
 /// A store read that failed, as the core reports it (`internal` to whoever asked).
@@ -348,15 +485,15 @@ impl DocStore for SqlDocs {
     fn load(&self, key: &DocKey) -> bridge_core::Result<Option<DocState>> {
         let conn = lock(&self.conn);
         let mut st = conn.prepare_cached(schema::SELECT_DOC).map_err(read_err)?;
-        let json: Option<String> = st
-            .query_row(params![self.space, key.collection, key.id], |r| r.get(0))
+        let state = st
+            .query_row(params![self.sid, key.collection, key.id], |r| {
+                Ok(state_column(r.get_ref(0)?).and_then(|c| c.decode().map_err(|e| e.to_string())))
+            })
             .optional()
             .map_err(read_err)?;
-        json.map(|j| {
-            serde_json::from_str(&j)
-                .map_err(|e| read_err(format!("docs.state of {}/{}: {e}", key.collection, key.id)))
-        })
-        .transpose()
+        state
+            .transpose()
+            .map_err(|e| read_err(format!("docs.state of {}/{}: {e}", key.collection, key.id)))
     }
 
     fn keys(
@@ -372,7 +509,7 @@ impl DocStore for SqlDocs {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = st
             .query_map(
-                params![self.space, collection, after.unwrap_or(""), limit],
+                params![self.sid, collection, after.unwrap_or(""), limit],
                 |r| Ok(DocKey::new(collection, r.get::<_, String>(0)?)),
             )
             .map_err(read_err)?;
@@ -392,7 +529,7 @@ impl DocStore for SqlDocs {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = st
             .query_map(
-                params![self.space, replica.to_string(), from, upto, limit],
+                params![self.sid, replica.to_string(), from, upto, limit],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)? as u64,
@@ -402,18 +539,6 @@ impl DocStore for SqlDocs {
             )
             .map_err(read_err)?;
         rows.collect::<Result<_, _>>().map_err(read_err)
-    }
-
-    fn count_dots(&self, replica: ReplicaId, from: u64, upto: u64) -> bridge_core::Result<u64> {
-        let conn = lock(&self.conn);
-        let mut st = conn.prepare_cached(schema::COUNT_DOTS).map_err(read_err)?;
-        let n: i64 = st
-            .query_row(
-                params![self.space, replica.to_string(), from as i64, upto as i64],
-                |r| r.get(0),
-            )
-            .map_err(read_err)?;
-        Ok(n as u64)
     }
 
     fn conflicted(
@@ -426,14 +551,14 @@ impl DocStore for SqlDocs {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.keys_of(
             schema::SELECT_CONFLICTED,
-            params![self.space, collection.unwrap_or(""), ac, ai, limit],
+            params![self.sid, collection.unwrap_or(""), ac, ai, limit],
         )
     }
 
     fn doc_count(&self) -> bridge_core::Result<u64> {
         let conn = lock(&self.conn);
         let n: i64 = conn
-            .query_row(schema::COUNT_SPACE_DOCS, [&self.space], |r| r.get(0))
+            .query_row(schema::COUNT_SPACE_DOCS, [self.sid], |r| r.get(0))
             .map_err(read_err)?;
         Ok(n as u64)
     }
@@ -455,7 +580,7 @@ impl DocStore for SqlDocs {
                     .prepare_cached(schema::SELECT_CHANNEL_AFTER)
                     .map_err(read_err)?;
                 let rows = st
-                    .query_map(params![self.space, ch, from, upto, limit], row)
+                    .query_map(params![self.sid, ch, from, upto, limit], row)
                     .map_err(read_err)?;
                 rows.collect::<Result<_, _>>().map_err(read_err)?
             }
@@ -464,7 +589,7 @@ impl DocStore for SqlDocs {
                     .prepare_cached(schema::SELECT_MESSAGES_AFTER)
                     .map_err(read_err)?;
                 let rows = st
-                    .query_map(params![self.space, from, upto, limit], row)
+                    .query_map(params![self.sid, from, upto, limit], row)
                     .map_err(read_err)?;
                 rows.collect::<Result<_, _>>().map_err(read_err)?
             }
@@ -485,7 +610,7 @@ impl DocStore for SqlDocs {
         let mut st = conn
             .prepare_cached(schema::SELECT_NEXT_COLLECTION)
             .map_err(read_err)?;
-        st.query_row(params![self.space, after], |r| r.get::<_, String>(0))
+        st.query_row(params![self.sid, after], |r| r.get::<_, String>(0))
             .optional()
             .map_err(read_err)
     }
@@ -561,6 +686,267 @@ mod tests {
         assert_eq!(n, 0);
     }
 
+    /// One space of a test database: its name, replica id and documents.
+    type OldSpace<'a> = (&'a str, ReplicaId, &'a [(DocKey, DocState)]);
+
+    /// A database of schema 2 (JSON states, `dots` keyed by the space name and hex replica
+    /// ids), written the way a schema-2 build wrote it.
+    fn schema_2_database(path: &Path, spaces: &[OldSpace<'_>]) {
+        let mut conn = Connection::open(path).expect("create");
+        let tx = conn.transaction().expect("tx");
+        tx.execute_batch(schema::CREATE_MIGRATIONS_TABLE)
+            .expect("migrations table");
+        for (i, sql) in schema::MIGRATIONS[..2].iter().enumerate() {
+            tx.execute_batch(sql).expect("old migration");
+            tx.execute(schema::INSERT_MIGRATION, params![i as i64 + 1, 1])
+                .expect("record");
+        }
+        for (space, replica, docs) in spaces {
+            tx.execute(
+                "INSERT INTO spaces (space, replica, created_ms) VALUES (?1, ?2, 1)",
+                params![space, replica.to_string()],
+            )
+            .expect("space");
+            let mut vector = VersionVector::new();
+            for (key, state) in docs.iter() {
+                vector.join(&state.context);
+                tx.execute(
+                    "INSERT INTO docs (space, collection, id, state, siblings)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        space,
+                        key.collection,
+                        key.id,
+                        to_json(state).expect("json"),
+                        state.siblings.len() as i64
+                    ],
+                )
+                .expect("doc");
+                for s in &state.siblings {
+                    tx.execute(
+                        "INSERT INTO dots (space, replica, counter, collection, id)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            space,
+                            s.dot.replica.to_string(),
+                            s.dot.counter as i64,
+                            key.collection,
+                            key.id
+                        ],
+                    )
+                    .expect("dot");
+                }
+            }
+            let clock = Stamp::new(2_000_000, 0, *replica);
+            tx.execute(
+                schema::UPSERT_META,
+                params![
+                    space,
+                    to_json(&vector).expect("json"),
+                    to_json(&clock).expect("json"),
+                    to_json(&VersionVector::new()).expect("json")
+                ],
+            )
+            .expect("meta");
+        }
+        tx.commit().expect("commit");
+    }
+
+    /// Document states as an engine of `replica` writes them: `n` puts into `notes`, one of
+    /// them deleted.
+    fn written_states(replica: u64, n: usize) -> Vec<(DocKey, DocState)> {
+        let mut cfg = EngineConfig::new(ReplicaId(replica), Tier::Local, "any");
+        cfg.seed_default_policy = false;
+        let mut e = Engine::new(cfg);
+        for i in 0..n {
+            let Some(m) = serde_json::json!({"title": format!("Item {i}"), "n": i, "tags": ["a"]})
+                .as_object()
+                .cloned()
+            else {
+                panic!("object")
+            };
+            bridge_core::testing::write(
+                &mut e,
+                1_000_000 + i as u64,
+                DocKey::new("notes", format!("d{i:03}")),
+                WriteOp::Put(m),
+            )
+            .expect("write");
+        }
+        bridge_core::testing::write(
+            &mut e,
+            1_500_000,
+            DocKey::new("notes", "d002"),
+            WriteOp::Delete,
+        )
+        .expect("delete");
+        let mut states = std::collections::BTreeMap::new();
+        while let Some(b) = e.poll_persist() {
+            states.extend(b.docs.iter().cloned());
+            e.persisted(b.id).expect("persisted");
+        }
+        states
+            .into_iter()
+            .map(|(k, s)| (k, DocState::clone(&s)))
+            .collect()
+    }
+
+    #[test]
+    fn a_schema_2_database_opens_and_keeps_every_document_and_dot() {
+        upgrade_keeps_everything(true);
+    }
+
+    /// As the Durable Object upgrades: migration 3 alone, every old row left as JSON text
+    /// until its document is written.
+    #[test]
+    fn json_rows_left_by_migration_3_read_and_rewrite_lazily() {
+        upgrade_keeps_everything(false);
+    }
+
+    fn upgrade_keeps_everything(rewrite: bool) {
+        let tag = if rewrite { "rewrite" } else { "lazy" };
+        let dir = std::env::temp_dir().join(format!("sb-store-v2-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("old.db");
+        let (ra, rb) = (ReplicaId(0xa1), ReplicaId(0xb2));
+        let mut a = written_states(ra.0, 40);
+        // A concurrent write from another replica: `notes/d001` holds two siblings.
+        let theirs = written_states(rb.0, 2);
+        let Some(slot) = a.iter_mut().find(|(k, _)| k.id == "d001") else {
+            panic!("d001")
+        };
+        slot.1.join(&theirs[1].1);
+        assert_eq!(slot.1.siblings.len(), 2);
+        let b = written_states(rb.0, 5);
+        schema_2_database(&path, &[("a", ra, &a), ("b", rb, &b)]);
+        if !rewrite {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(schema::MIGRATIONS[2])
+                .expect("migration 3");
+            conn.execute(schema::INSERT_MIGRATION, params![3, 1])
+                .expect("record");
+        }
+
+        let mut s = Store::open(&path).expect("open and migrate");
+        assert_eq!(s.schema_version().expect("version"), 3);
+        assert_eq!(s.integrity_check().expect("check"), "ok");
+        assert_eq!(s.counts().expect("counts"), (2, 45, 0));
+        for (space, replica, docs) in [("a", ra, &a), ("b", rb, &b)] {
+            let e = s
+                .load_engine(EngineConfig::new(ReplicaId(0), Tier::Local, space))
+                .expect("load");
+            assert_eq!(e.replica().id(), replica, "the replica id is kept");
+            let sid = Store::space_id(&s.conn(), space).expect("sid");
+            let store = SqlDocs {
+                conn: s.conn.clone(),
+                sid,
+            };
+            assert_eq!(store.doc_count().expect("count"), docs.len() as u64);
+            let mut dots: Vec<(Dot, DocKey)> = Vec::new();
+            for (key, state) in docs.iter() {
+                assert_eq!(
+                    store.load(key).expect("read").as_ref(),
+                    Some(state),
+                    "{key:?}"
+                );
+                dots.extend(state.siblings.iter().map(|s| (s.dot, key.clone())));
+            }
+            dots.sort();
+            let mut stored: Vec<(Dot, DocKey)> = Vec::new();
+            for r in [ra, rb] {
+                let page = store.dots(r, 0, u64::MAX >> 1, 10_000).expect("dots");
+                stored.extend(page.into_iter().map(|(c, k)| (Dot::new(r, c), k)));
+            }
+            stored.sort();
+            assert_eq!(stored, dots, "every live dot of {space}");
+            let view = e.replica().get(&DocKey::new("notes", "d004")).expect("get");
+            assert_eq!(
+                view.and_then(|v| v.get("n").cloned()),
+                Some(serde_json::json!(4))
+            );
+        }
+
+        // Writing a document rewrites its row in the binary form and moves its dots.
+        let mut e = s
+            .load_engine(EngineConfig::new(ReplicaId(0), Tier::Local, "a"))
+            .expect("load");
+        let sid = Store::space_id(&s.conn(), "a").expect("sid");
+        let store = SqlDocs {
+            conn: s.conn.clone(),
+            sid,
+        };
+        let key = DocKey::new("notes", "d001");
+        assert_eq!(
+            store.conflicted(None, None, 10).expect("conflicts"),
+            vec![key.clone()]
+        );
+        let Some(m) = serde_json::json!({"resolved": true}).as_object().cloned() else {
+            panic!("object")
+        };
+        let dot = bridge_core::testing::write(&mut e, 3_000_000, key.clone(), WriteOp::Put(m))
+            .expect("write");
+        drive(&mut s, &mut e);
+        let forms: Vec<(String, String)> = {
+            let conn = s.conn();
+            let mut st = conn
+                .prepare(
+                    "SELECT id, typeof(state) FROM docs WHERE sid = ?1 AND id IN ('d000', 'd001')",
+                )
+                .expect("select");
+            let rows = st
+                .query_map([sid], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("rows");
+            rows.map(|r| r.expect("row")).collect()
+        };
+        assert_eq!(
+            forms,
+            [
+                ("d000".into(), if rewrite { "blob" } else { "text" }.into()),
+                ("d001".into(), "blob".into())
+            ],
+            "a JSON row is rewritten at open (native) or at its next write (lazy)"
+        );
+        assert!(store
+            .conflicted(None, None, 10)
+            .expect("conflicts")
+            .is_empty());
+        let theirs = store.dots(rb, 0, u64::MAX >> 1, 100).expect("dots");
+        assert!(theirs.iter().all(|(_, k)| *k != key), "{theirs:?}");
+        let ours = store
+            .dots(ra, dot.counter - 1, dot.counter, 100)
+            .expect("dots");
+        assert_eq!(ours, vec![(dot.counter, key.clone())]);
+        // `d001`'s own old dot (counter 2, its put) is gone with the other replica's.
+        assert_eq!(store.dots(ra, 1, 2, 10).expect("dots"), vec![]);
+        drop(e);
+        if !rewrite {
+            // The native host's rewrite, in pages smaller than the table, finds every row.
+            s.rewrite_json_states(7).expect("rewrite");
+            let text: i64 = s
+                .conn()
+                .query_row(
+                    "SELECT COUNT(*) FROM docs WHERE typeof(state) <> 'blob'",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("count");
+            assert_eq!(text, 0);
+            for (key, state) in b.iter() {
+                let sid = Store::space_id(&s.conn(), "b").expect("sid");
+                let store = SqlDocs {
+                    conn: s.conn.clone(),
+                    sid,
+                };
+                assert_eq!(store.load(key).expect("read").as_ref(), Some(state));
+            }
+        }
+        drop(s);
+        let s = Store::open(&path).expect("reopen");
+        assert_eq!(s.integrity_check().expect("check"), "ok");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn batches_survive_reopen_and_replica_id_is_stable() {
         let dir = std::env::temp_dir().join(format!("sb-store-{}", std::process::id()));
@@ -584,7 +970,7 @@ mod tests {
             let mut other = s.load_engine(cfg("b")).expect("second space");
             drive(&mut s, &mut other);
             assert_eq!(s.integrity_check().expect("check"), "ok");
-            assert_eq!(s.schema_version().expect("version"), 2);
+            assert_eq!(s.schema_version().expect("version"), 3);
             (e.replica().id(), e.replica().vector().clone())
         };
         let mut s = Store::open(&path).expect("reopen");

@@ -218,15 +218,19 @@ async fn acknowledged_documents_and_retained_messages_survive_a_restart() {
         })
         .expect("the object's database");
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM docs WHERE space = 'keep'", [], |r| {
-            r.get(0)
-        })
+    let (n, blobs): (i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), SUM(typeof(state) = 'blob')
+             FROM docs JOIN spaces USING (sid) WHERE space = 'keep'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!(
         n, 22,
         "20 documents (one a tombstone), the HTTP one, and the space's default-policy seed"
     );
+    assert_eq!(blobs, n, "every state in the compact binary form");
     drop(conn);
 
     edge.restart();

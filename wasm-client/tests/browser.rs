@@ -244,7 +244,7 @@ fn binary_codec_round_trips_in_the_browser() {
         .map(|(k, s)| DocEntry {
             collection: k.collection.clone(),
             id: k.id.clone(),
-            state: s.clone(),
+            state: bridge_core::DocState::clone(s),
         })
         .collect();
     let frame = Frame::Push(Push {

@@ -710,6 +710,12 @@ macro_rules! frame_table {
         }
 
         fn get_frame(tag: u8, r: &mut Reader<'_>) -> Result<Frame> {
+            // Without `agent-frames` (the browser), the agents' reads and their answers are
+            // not decoded: no server sends them to a peer, and the decoder stays smaller.
+            #[cfg(not(feature = "agent-frames"))]
+            if matches!(tag, 9..=14 | 17 | 19..=21) {
+                return Err(Error::UnknownType(format!("binary tag {tag}")));
+            }
             Ok(match tag {
                 $( $wtag => Frame::$wvariant(Wire::get(r)?), )*
                 $( $tag => Frame::$variant { $( $field: get_field!(r $(, $via)?) ),* }, )*
@@ -967,3 +973,8 @@ mod tests {
         assert!(malformed(&encode_binary(&push)).contains("context"));
     }
 }
+
+// Last in the file, so the browser package (built without `sql`) keeps its exact bytes: the
+// panic locations it embeds carry line numbers of this file.
+#[cfg(feature = "sql")]
+pub mod state;

@@ -1,5 +1,6 @@
 //! Frame encodings: JSON text (for any agent, no SDK) and compact binary (for peers, see
-//! [`binary`] for its layout).
+//! [`binary`] for its layout). With feature `sql`, also the compact form a store keeps a
+//! document state in ([`binary::state`]: [`encode_state`], [`decode_state`]).
 //!
 //! Both check the size limit before parsing and the protocol version before interpreting,
 //! and neither panics on any input: bad bytes become a typed [`Error`]. Both also apply the
@@ -12,6 +13,9 @@
 
 pub mod binary;
 
+/// A document state as a store keeps it (`docs.state`): see [`binary::state`].
+#[cfg(feature = "sql")]
+pub use binary::state::{decode_state, encode_state, state_dots, StateColumn};
 pub use binary::{decode_binary, encode_binary};
 
 use serde::Deserialize;

@@ -40,8 +40,6 @@ pub trait DocStore: Send {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<(u64, DocKey)>>;
-    /// How many live dots of `replica` have a counter in `from + 1 ..= upto`.
-    fn count_dots(&self, replica: ReplicaId, from: u64, upto: u64) -> Result<u64>;
     /// Keys of documents with more than one sibling (in `collection`, or any), above
     /// `after`, in key order, at most `limit`.
     fn conflicted(

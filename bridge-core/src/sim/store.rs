@@ -112,16 +112,6 @@ impl DocStore for SimDocs {
             .collect())
     }
 
-    fn count_dots(&self, replica: ReplicaId, from: u64, upto: u64) -> Result<u64> {
-        if from >= upto {
-            return Ok(0);
-        }
-        let d = self.lock();
-        Ok(d.live
-            .range(Dot::new(replica, from + 1)..=Dot::new(replica, upto))
-            .count() as u64)
-    }
-
     fn conflicted(
         &self,
         collection: Option<&str>,

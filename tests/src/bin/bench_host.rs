@@ -646,6 +646,40 @@ fn large() {
         db as f64 / ndjson as f64,
         db as f64 / n as f64
     );
+    // What each table and index takes (SQLite's dbstat, compiled into the bundled SQLite),
+    // read while the host still serves (WAL: a reader sees the committed pages).
+    let conn = rusqlite::Connection::open_with_flags(
+        dir.0.join("bridge.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut st = conn
+        .prepare(
+            "SELECT name, SUM(pgsize), SUM(payload), SUM(unused), COUNT(*) FROM dbstat
+             GROUP BY name ORDER BY SUM(pgsize) DESC",
+        )
+        .unwrap();
+    let rows = st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
+        .unwrap();
+    for row in rows {
+        let (name, size, payload, unused, pages) = row.unwrap();
+        println!(
+            "large: dbstat {name}: {:.1} MB in {pages} pages ({:.1} MB payload, {:.1} MB unused; {:.1} B per document)",
+            size as f64 / 1e6,
+            payload as f64 / 1e6,
+            unused as f64 / 1e6,
+            size as f64 / n as f64
+        );
+    }
 }
 
 /// Back-pressure (issue 10): host RSS while one subscriber reads nothing and another agent

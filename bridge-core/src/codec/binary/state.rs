@@ -1,0 +1,413 @@
+//! The compact binary form of a document state as a store keeps it (feature `sql`): the
+//! `docs.state` BLOB of [`crate::schema`], on the native host and in the Durable Object.
+//!
+//! It reuses the frame encoding's pieces (varints, strings, JSON values: see [`super`]) and
+//! adds three things that make a stored state about half the size of its frame form:
+//!
+//! - every replica id is written once, in a table at the start, and referred to by its
+//!   index (a state names one or two replicas, each 8 bytes, many times over);
+//! - a field stamped by its sibling's own write (every field of a `put`, and the fields a
+//!   `patch` set) is one byte, 0, instead of the stamp;
+//! - a sibling's dot counter is written as the distance below the context's counter for its
+//!   replica (0 for the newest write of a replica, the usual case).
+//!
+//! Layout:
+//!
+//! ```text
+//! format        one byte, STATE_FORMAT (1)
+//! replicas      varint n, then n replica ids (8 bytes little-endian each), strictly increasing
+//! context       varint n, then n × (replica index, counter ≥ 1), indices strictly increasing
+//! dots          varint n (the siblings), then n × (replica index, context counter − dot
+//!               counter, wrapping): the siblings' dots, strictly increasing
+//! siblings      n × (stamp, tier, body?), in the order of the dots
+//!   stamp       wall (varint), counter (varint, u32), replica index
+//!   body        varint count, then (name, field stamp, value?) with strictly increasing names
+//!   field stamp 0 = the sibling's stamp; 1 followed by a stamp
+//! ```
+//!
+//! The dots come before everything else that is large, so [`state_dots`] (what a host reads
+//! of a state it is about to replace, to drop its live dots) stops after the head. The
+//! decoder makes every check the frame decoder makes (bounds, minimal varints, UTF-8, value
+//! depth, sorted keys, the state's invariants) and refuses trailing bytes; it has no size
+//! limit (a store's own state may outgrow one frame).
+
+use super::{put_len, put_str, put_varint, Reader, Wire, MAX_PREALLOC};
+use crate::codec::check_doc_state;
+use crate::doc::{DocState, Sibling};
+use crate::policy::{Field, Fields};
+use crate::{Dot, Error, ReplicaId, Result, Stamp, Tier, VersionVector};
+use serde_json::Value;
+
+/// The first byte of every stored state in this form; another value is refused.
+pub const STATE_FORMAT: u8 = 1;
+
+/// The replica table of a state: every replica its context, dots and stamps name, sorted.
+fn replica_table(state: &DocState) -> Vec<ReplicaId> {
+    let mut table: Vec<ReplicaId> = state.context.iter().map(|(r, _)| r).collect();
+    for s in &state.siblings {
+        table.push(s.dot.replica);
+        table.push(s.stamp.replica);
+        for f in s.body.iter().flat_map(|b| b.values()) {
+            table.push(f.stamp.replica);
+        }
+    }
+    table.sort_unstable();
+    table.dedup();
+    table
+}
+
+/// Encodes `state` in the stored form (see the module documentation).
+pub fn encode_state(state: &DocState) -> Vec<u8> {
+    let table = replica_table(state);
+    // Every id is in the table by construction; 0 is never reached.
+    let index = |r: ReplicaId| table.binary_search(&r).unwrap_or(0);
+    let mut w = Vec::with_capacity(128);
+    w.push(STATE_FORMAT);
+    put_len(&mut w, table.len());
+    for r in &table {
+        r.put(&mut w);
+    }
+    // The vector never holds zero entries; filtered anyway, as its frame form does.
+    let context: Vec<(ReplicaId, u64)> = state.context.iter().filter(|(_, c)| *c > 0).collect();
+    put_len(&mut w, context.len());
+    for (r, c) in &context {
+        put_len(&mut w, index(*r));
+        put_varint(&mut w, *c);
+    }
+    put_len(&mut w, state.siblings.len());
+    for s in &state.siblings {
+        put_len(&mut w, index(s.dot.replica));
+        let top = state.context.get(s.dot.replica);
+        put_varint(&mut w, top.wrapping_sub(s.dot.counter));
+    }
+    let put_stamp = |w: &mut Vec<u8>, st: &Stamp| {
+        put_varint(w, st.wall);
+        put_varint(w, u64::from(st.counter));
+        put_len(w, index(st.replica));
+    };
+    for s in &state.siblings {
+        put_stamp(&mut w, &s.stamp);
+        s.tier.put(&mut w);
+        match &s.body {
+            None => w.push(0),
+            Some(body) => {
+                w.push(1);
+                put_len(&mut w, body.len());
+                for (name, field) in body {
+                    put_str(&mut w, name);
+                    if field.stamp == s.stamp {
+                        w.push(0);
+                    } else {
+                        w.push(1);
+                        put_stamp(&mut w, &field.stamp);
+                    }
+                    field.value.put(&mut w);
+                }
+            }
+        }
+    }
+    w
+}
+
+/// Decodes a state [`encode_state`] wrote. Any input that is not one is `malformed`, never
+/// a panic.
+pub fn decode_state(bytes: &[u8]) -> Result<DocState> {
+    let mut r = Reader {
+        bytes,
+        pos: 0,
+        depth: 0,
+    };
+    get_state(&mut r).map_err(renamed)
+}
+
+/// The dots of a stored state's siblings, read from its head only (the siblings' bodies are
+/// not decoded): the live dots a host drops before it replaces the state.
+pub fn state_dots(bytes: &[u8]) -> Result<Vec<Dot>> {
+    let mut r = Reader {
+        bytes,
+        pos: 0,
+        depth: 0,
+    };
+    let head = get_head(&mut r).map_err(renamed)?;
+    Ok(head.dots)
+}
+
+/// A `docs.state` value as a store reads it back: the SQL type tells the form (see
+/// [`crate::schema`]). Both hosts read every state through this, so old rows (JSON text,
+/// schema 1 and 2) and new ones (a BLOB) mean the same thing everywhere.
+#[derive(Clone, Copy, Debug)]
+pub enum StateColumn<'a> {
+    /// A BLOB: the form [`encode_state`] writes.
+    Blob(&'a [u8]),
+    /// TEXT: the `serde_json` form written before schema 3.
+    Text(&'a [u8]),
+}
+
+impl StateColumn<'_> {
+    /// The state; `malformed` when the value is neither form (or breaks a state invariant).
+    pub fn decode(self) -> Result<DocState> {
+        match self {
+            StateColumn::Blob(b) => decode_state(b),
+            StateColumn::Text(t) => {
+                let state: DocState = serde_json::from_slice(t).map_err(|e| {
+                    Error::Malformed(format!("stored state (JSON text) does not decode: {e}"))
+                })?;
+                check_doc_state(&state)
+                    .map_err(|why| Error::Malformed(format!("stored state (JSON text): {why}")))?;
+                Ok(state)
+            }
+        }
+    }
+
+    /// The dots of the state's siblings (for a BLOB, read from its head alone).
+    pub fn dots(self) -> Result<Vec<Dot>> {
+        match self {
+            StateColumn::Blob(b) => state_dots(b),
+            StateColumn::Text(_) => Ok(self.decode()?.siblings.iter().map(|s| s.dot).collect()),
+        }
+    }
+}
+
+/// The reader's messages name a frame; these bytes are a stored state.
+fn renamed(e: Error) -> Error {
+    match e {
+        Error::Malformed(m) => Error::Malformed(m.replacen("binary frame", "stored state", 1)),
+        other => other,
+    }
+}
+
+/// What comes before the siblings' stamps and bodies.
+struct Head {
+    table: Vec<ReplicaId>,
+    context: VersionVector,
+    dots: Vec<Dot>,
+}
+
+fn get_index(r: &mut Reader<'_>, table: &[ReplicaId]) -> Result<ReplicaId> {
+    let at = r.pos;
+    let i = r.varint()?;
+    usize::try_from(i)
+        .ok()
+        .and_then(|i| table.get(i).copied())
+        .ok_or_else(|| {
+            r.pos = at;
+            r.malformed(format_args!(
+                "replica index {i} is past the table of {}",
+                table.len()
+            ))
+        })
+}
+
+fn get_head(r: &mut Reader<'_>) -> Result<Head> {
+    let format = r.byte("the state format byte")?;
+    if format != STATE_FORMAT {
+        r.pos = 0;
+        return Err(r.malformed(format_args!(
+            "unknown stored state format {format} (this build reads {STATE_FORMAT})"
+        )));
+    }
+    let n = r.count("a replica table", 8)?;
+    let mut table: Vec<ReplicaId> = Vec::with_capacity(n.min(MAX_PREALLOC));
+    for _ in 0..n {
+        let at = r.pos;
+        let id = ReplicaId::get(r)?;
+        if table.last().is_some_and(|prev| *prev >= id) {
+            r.pos = at;
+            return Err(r.malformed("the replica table must strictly increase"));
+        }
+        table.push(id);
+    }
+    let n = r.count("a context", 2)?;
+    let mut context: Vec<(ReplicaId, u64)> = Vec::with_capacity(n.min(MAX_PREALLOC));
+    for _ in 0..n {
+        let at = r.pos;
+        let replica = get_index(r, &table)?;
+        let counter = r.varint()?;
+        if counter == 0 || context.last().is_some_and(|(prev, _)| *prev >= replica) {
+            r.pos = at;
+            return Err(r.malformed(
+                "context entries must have strictly increasing replicas and counters of at least 1",
+            ));
+        }
+        context.push((replica, counter));
+    }
+    let context: VersionVector = context.into_iter().collect();
+    let n = r.count("a sibling list", 2)?;
+    let mut dots = Vec::with_capacity(n.min(MAX_PREALLOC));
+    for _ in 0..n {
+        let replica = get_index(r, &table)?;
+        let counter = context.get(replica).wrapping_sub(r.varint()?);
+        dots.push(Dot::new(replica, counter));
+    }
+    Ok(Head {
+        table,
+        context,
+        dots,
+    })
+}
+
+fn get_stamp(r: &mut Reader<'_>, table: &[ReplicaId]) -> Result<Stamp> {
+    let wall = r.varint()?;
+    let counter = u32::get(r)?;
+    let replica = get_index(r, table)?;
+    Ok(Stamp::new(wall, counter, replica))
+}
+
+fn get_state(r: &mut Reader<'_>) -> Result<DocState> {
+    let Head {
+        table,
+        context,
+        dots,
+    } = get_head(r)?;
+    let mut siblings = Vec::with_capacity(dots.len());
+    for dot in dots {
+        let stamp = get_stamp(r, &table)?;
+        let tier = Tier::get(r)?;
+        let body = match r.byte("an option marker")? {
+            0 => None,
+            1 => Some(get_body(r, &table, stamp)?),
+            b => {
+                r.pos -= 1;
+                return Err(r.malformed(format_args!("an option marker must be 0 or 1, got {b}")));
+            }
+        };
+        siblings.push(Sibling {
+            dot,
+            stamp,
+            tier,
+            body,
+        });
+    }
+    if r.pos != r.bytes.len() {
+        return Err(r.malformed(format_args!(
+            "the state ends here but {} more bytes follow",
+            r.bytes.len() - r.pos
+        )));
+    }
+    let state = DocState { siblings, context };
+    check_doc_state(&state).map_err(|why| r.malformed(why))?;
+    Ok(state)
+}
+
+fn get_body(r: &mut Reader<'_>, table: &[ReplicaId], own: Stamp) -> Result<Fields> {
+    let n = r.count("document field names", 3)?;
+    let mut fields = Fields::new();
+    let mut last: Option<String> = None;
+    for _ in 0..n {
+        let at = r.pos;
+        let name = String::get(r)?;
+        if last.as_ref().is_some_and(|prev| *prev >= name) {
+            r.pos = at;
+            return Err(r.malformed("document field names must strictly increase"));
+        }
+        let stamp = match r.byte("a field stamp marker")? {
+            0 => own,
+            1 => get_stamp(r, table)?,
+            b => {
+                r.pos -= 1;
+                return Err(
+                    r.malformed(format_args!("a field stamp marker must be 0 or 1, got {b}"))
+                );
+            }
+        };
+        let value = Option::<Value>::get(r)?;
+        last = Some(name.clone());
+        fields.insert(name, Field { stamp, value });
+    }
+    Ok(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn put_state(replica: u64, counter: u64, wall: u64) -> DocState {
+        let stamp = Stamp::new(wall, 0, ReplicaId(replica));
+        let mut body = Fields::new();
+        for (k, v) in [
+            ("title", serde_json::json!("Item number 7")),
+            ("done", serde_json::json!(false)),
+            ("tags", serde_json::json!(["a", "b"])),
+            ("n", serde_json::json!(7)),
+        ] {
+            body.insert(
+                k.into(),
+                Field {
+                    stamp,
+                    value: Some(v),
+                },
+            );
+        }
+        let dot = Dot::new(ReplicaId(replica), counter);
+        let mut context = VersionVector::new();
+        context.add_dot(dot);
+        DocState {
+            siblings: vec![Sibling {
+                dot,
+                stamp,
+                tier: Tier::Local,
+                body: Some(body),
+            }],
+            context,
+        }
+    }
+
+    #[test]
+    fn a_put_is_small_and_round_trips() {
+        let s = put_state(0x1234_5678_9abc_def0, 123_456, 1_780_000_000_000);
+        let bytes = encode_state(&s);
+        assert_eq!(decode_state(&bytes), Ok(s.clone()));
+        assert_eq!(state_dots(&bytes), Ok(vec![s.siblings[0].dot]));
+        // The JSON of the same state is over four times as long.
+        let json = serde_json::to_string(&s).map(|j| j.len()).unwrap_or(0);
+        assert!(
+            4 * bytes.len() < json && bytes.len() < 90,
+            "{} bytes against {json} of JSON",
+            bytes.len()
+        );
+    }
+
+    #[test]
+    fn bad_states_are_malformed() {
+        let s = put_state(9, 3, 1000);
+        let bytes = encode_state(&s);
+        for cut in 0..bytes.len() {
+            assert!(decode_state(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_state(&longer).is_err());
+        let mut other = bytes.clone();
+        other[0] = 2;
+        let err = decode_state(&other).expect_err("unknown format");
+        assert!(err.to_string().contains("stored state"), "{err}");
+        // A dot above its context: index 0, distance wrapping below zero.
+        let mut above = vec![STATE_FORMAT, 1];
+        above.extend_from_slice(&9u64.to_le_bytes());
+        above.extend_from_slice(&[1, 0, 3, 1, 0, 0x7f, 0, 0, 0, 0, 0]);
+        assert!(decode_state(&above).is_err());
+        assert!(decode_state(b"{\"siblings\":[]}").is_err());
+    }
+
+    #[test]
+    fn both_column_forms_read_the_same() {
+        let s = put_state(0xfeed, 42, 1_780_000_000_000);
+        let bytes = encode_state(&s);
+        let json = serde_json::to_vec(&s).unwrap_or_default();
+        assert_eq!(StateColumn::Blob(&bytes).decode(), Ok(s.clone()));
+        assert_eq!(StateColumn::Text(&json).decode(), Ok(s.clone()));
+        let dots = vec![s.siblings[0].dot];
+        assert_eq!(StateColumn::Blob(&bytes).dots(), Ok(dots.clone()));
+        assert_eq!(StateColumn::Text(&json).dots(), Ok(dots));
+        assert!(StateColumn::Text(&bytes).decode().is_err());
+        assert!(StateColumn::Blob(&json).decode().is_err());
+    }
+
+    #[test]
+    fn empty_state_round_trips() {
+        let s = DocState::default();
+        assert_eq!(decode_state(&encode_state(&s)), Ok(s));
+    }
+}
