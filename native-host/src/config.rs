@@ -120,6 +120,12 @@ pub struct Config {
     pub out_queue_mb: u64,
     /// `OUT_QUEUE_TOTAL_MB`: mebibytes every connection's outbound queue may hold together.
     pub out_queue_total_mb: u64,
+    /// `IN_QUEUE_MB`: mebibytes of frames a connection may have read that the hub has not
+    /// handled yet; over it the connection's socket is not read until the hub catches up
+    /// (never closed for it).
+    pub in_queue_mb: u64,
+    /// `IN_QUEUE_TOTAL_MB`: the same over every connection together.
+    pub in_queue_total_mb: u64,
     pub secret: Option<String>,
     /// `BRIDGE_TOKEN`: the token the CLI and `mcp` present (unless `--token`), and a hybrid
     /// host's upstream token for the space it names.
@@ -442,6 +448,8 @@ impl Config {
         let out_queue_mb = mebibytes("OUT_QUEUE_MB", crate::out_queue::DEFAULT_PER_CONNECTION_MB)?;
         let out_queue_total_mb =
             mebibytes("OUT_QUEUE_TOTAL_MB", crate::out_queue::DEFAULT_TOTAL_MB)?;
+        let in_queue_mb = mebibytes("IN_QUEUE_MB", crate::in_queue::DEFAULT_PER_CONNECTION_MB)?;
+        let in_queue_total_mb = mebibytes("IN_QUEUE_TOTAL_MB", crate::in_queue::DEFAULT_TOTAL_MB)?;
 
         let secret = l.get("BRIDGE_SECRET");
         match &secret {
@@ -501,6 +509,8 @@ impl Config {
             cache_mb,
             out_queue_mb,
             out_queue_total_mb,
+            in_queue_mb,
+            in_queue_total_mb,
             secret: secret.map(|(v, _)| v),
             token: token.map(|(v, _)| v),
             metrics_token: metrics_token.map(|(v, _)| v).filter(|v| !v.is_empty()),
@@ -657,6 +667,8 @@ HEARTBEAT_MS=0
         std::fs::write(dir.join(".env"), "").expect("write .env");
         let c = Config::resolve(&Overrides::default(), &dir).expect("valid");
         assert_eq!((c.out_queue_mb, c.out_queue_total_mb), (8, 256));
+        assert_eq!((c.in_queue_mb, c.in_queue_total_mb), (8, 64));
+        assert!(c.render().contains("IN_QUEUE_MB") && c.render().contains("IN_QUEUE_TOTAL_MB"));
         assert!(c.render().contains("OUT_QUEUE_MB") && c.render().contains("OUT_QUEUE_TOTAL_MB"));
         std::fs::write(dir.join(".env"), "OUT_QUEUE_MB=1\nOUT_QUEUE_TOTAL_MB=64\n")
             .expect("write .env");

@@ -12,6 +12,7 @@ mod error;
 mod http;
 mod http_client;
 mod hub;
+mod in_queue;
 mod mcp;
 mod monitor;
 mod ops;

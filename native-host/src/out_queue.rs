@@ -14,11 +14,18 @@
 //! the text. A frame to a queue holding nothing is always taken, so a frame larger than the
 //! bound still goes out, and a connection that keeps up is never closed because slower ones
 //! hold the total: the total may pass its bound by at most one frame per connection.
+//!
+//! **Room.** What the engine can hold back (a subscriber's replay, read from the store a
+//! page at a time) goes out only while the queue is below half its bound
+//! ([`Sender::has_room`]); the hub then tells the engine the session is full and asks to be
+//! woken once the writer has drained it below half again ([`Sender::when_room`]). So a
+//! replay of any size proceeds as fast as the client reads and never closes the connection
+//! by itself.
 
 use crate::hub::Output;
 use bridge_core::Frame;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
 
 /// Default of `OUT_QUEUE_MB`.
@@ -51,18 +58,52 @@ impl Budget {
 }
 
 /// What a queue's two ends share.
-#[derive(Debug)]
 struct Shared {
     budget: Arc<Budget>,
     queued: AtomicUsize,
     behind: AtomicBool,
     wake: Notify,
+    /// Set while [`Sender::when_room`] waits: `on_room` is called once the queue has room.
+    want_room: AtomicBool,
+    on_room: Mutex<Option<OnRoom>>,
+}
+
+/// What [`Sender::when_room`] calls.
+type OnRoom = Box<dyn FnOnce() + Send>;
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("queued", &self.queued)
+            .field("behind", &self.behind)
+            .field("want_room", &self.want_room)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
     fn release(&self, bytes: usize) {
-        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+        let left = self.queued.fetch_sub(bytes, Ordering::Relaxed) - bytes;
         self.budget.total.fetch_sub(bytes, Ordering::Relaxed);
+        if self.want_room.load(Ordering::Relaxed) && self.room(left) {
+            self.call_on_room();
+        }
+    }
+
+    fn room(&self, queued: usize) -> bool {
+        queued < self.budget.per_connection / 2
+    }
+
+    /// Calls the waiting `on_room`, once, whoever gets here first.
+    fn call_on_room(&self) {
+        let f = match self.on_room.lock() {
+            Ok(mut g) => g.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(f) = f {
+            self.want_room.store(false, Ordering::Relaxed);
+            f();
+        }
     }
 }
 
@@ -74,6 +115,8 @@ pub fn channel(budget: &Arc<Budget>) -> (Sender, Receiver) {
         queued: AtomicUsize::new(0),
         behind: AtomicBool::new(false),
         wake: Notify::new(),
+        want_room: AtomicBool::new(false),
+        on_room: Mutex::new(None),
     });
     (
         Sender {
@@ -128,6 +171,29 @@ impl Sender {
             return Err(Refused::Closed);
         }
         Ok(())
+    }
+
+    /// Whether the queue is below half its bound: what the engine may hold back (replays)
+    /// is sent only then, so that it never makes the queue fall behind.
+    pub fn has_room(&self) -> bool {
+        self.shared.room(self.shared.queued.load(Ordering::Relaxed))
+    }
+
+    /// Calls `f` once the queue has room ([`Sender::has_room`]): at once if it has now, else
+    /// from the writer when the socket has taken enough. Replaces an earlier `f` not yet
+    /// called. `f` must not block (it runs on the writer's task).
+    pub fn when_room(&self, f: impl FnOnce() + Send + 'static) {
+        let s = &self.shared;
+        match s.on_room.lock() {
+            Ok(mut g) => *g = Some(Box::new(f)),
+            Err(poisoned) => *poisoned.into_inner() = Some(Box::new(f)),
+        }
+        s.want_room.store(true, Ordering::Relaxed);
+        // Read after the flag is set: a release in between either saw the flag or left the
+        // room this finds.
+        if self.has_room() {
+            s.call_on_room();
+        }
     }
 
     /// A handle that does not keep the connection open (the writer ends once the hub's
@@ -343,6 +409,42 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn when_room_calls_back_once_the_writer_drained_below_half() {
+        let n = frame_bytes(&frame(100));
+        let budget = Budget::new(4 * n, 100 * n);
+        let (tx, mut rx) = channel(&budget);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = |calls: &Arc<AtomicUsize>| {
+            let calls = calls.clone();
+            move || {
+                calls.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        // Room now: called at once.
+        assert!(tx.has_room());
+        tx.when_room(counter(&calls));
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        for _ in 0..4 {
+            assert_eq!(tx.send(Output::Frame(frame(100))), Ok(()));
+        }
+        assert!(!tx.has_room());
+        tx.when_room(counter(&calls));
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "no room yet");
+        drop(rx.recv().await);
+        drop(rx.recv().await);
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "half is not below half");
+        drop(rx.recv().await);
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            2,
+            "called once drained below half"
+        );
+        drop(rx.recv().await);
+        assert_eq!(calls.load(Ordering::Relaxed), 2, "and only once");
+        assert!(tx.has_room());
     }
 
     #[tokio::test]

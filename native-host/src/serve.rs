@@ -31,6 +31,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         usize::try_from(cfg.out_queue_mb << 20).unwrap_or(usize::MAX),
         usize::try_from(cfg.out_queue_total_mb << 20).unwrap_or(usize::MAX),
     );
+    // Every connection's inbound frames count against these until the hub handled them.
+    let in_queues = crate::in_queue::Budget::new(
+        usize::try_from(cfg.in_queue_mb << 20).unwrap_or(usize::MAX),
+        usize::try_from(cfg.in_queue_total_mb << 20).unwrap_or(usize::MAX),
+    );
     // Hybrid: one upstream link per space served, each with a token for that space.
     let links = match (cfg.mode, &cfg.cloud_ws_url) {
         (Mode::Hybrid, Some(url)) => {
@@ -52,6 +57,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 // A dial gets as long as a handshake has (`HELLO_TIMEOUT_MS`).
                 dial_timeout: Duration::from_millis(cfg.hello_timeout_ms),
                 out_queues: out_queues.clone(),
+                in_queues: in_queues.clone(),
             };
             Some((tx, rx, link_cfg))
         }
@@ -92,6 +98,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             heartbeat_ms: cfg.heartbeat_ms,
             cache_bytes: usize::try_from(cfg.cache_mb << 20).unwrap_or(usize::MAX),
             out_queues: out_queues.clone(),
+            in_queues: in_queues.clone(),
         },
         store,
     )
@@ -152,7 +159,13 @@ pub async fn run(cfg: Config) -> Result<()> {
     );
 
     let default_space: Arc<str> = Arc::from(cfg.default_space.as_str());
-    tokio::spawn(crate::ws::serve(ws, tx.clone(), default_space, out_queues));
+    tokio::spawn(crate::ws::serve(
+        ws,
+        tx.clone(),
+        default_space,
+        out_queues,
+        in_queues,
+    ));
     crate::web::configure(crate::web::HostInfo {
         ws_port: cfg.ws_port,
         mode: cfg.mode.as_str(),

@@ -108,6 +108,8 @@ pub struct LinkConfig {
     pub dial_timeout: Duration,
     /// The outbound queues' bounds, which the links share with every other connection.
     pub out_queues: Arc<Budget>,
+    /// The inbound bounds (`IN_QUEUE_MB`, `IN_QUEUE_TOTAL_MB`), shared the same way.
+    pub in_queues: Arc<crate::in_queue::Budget>,
 }
 
 /// Links each space announced on `spaces` (once), or reports to the hub why it cannot.
@@ -198,7 +200,11 @@ pub async fn run(cfg: Arc<LinkConfig>, space: String, hub: mpsc::Sender<Input>) 
                 // Peers speak the compact binary encoding. The link ends when the cloud closes
                 // it or breaks, or when the engine closes it (e.g. nothing heard for three
                 // heartbeats: `HEARTBEAT_MS`).
-                crate::ws::run(ws, out_rx, &hub, &space, session, true, &refuse).await;
+                let queues = crate::ws::Queues {
+                    out: out_rx,
+                    inbound: cfg.in_queues.connection(),
+                };
+                crate::ws::run(ws, queues, &hub, &space, session, true, &refuse).await;
                 if hub
                     .send(Input::Closed {
                         space: space.clone(),

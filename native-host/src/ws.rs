@@ -7,6 +7,7 @@
 //! frame it sent that decoded (a frame that does not decode changes nothing).
 
 use crate::hub::{Input, Output};
+use crate::in_queue;
 use crate::out_queue::{self, Budget};
 use bridge_core::frame::MAX_FRAME_BYTES;
 use bridge_core::{codec, ErrorCode, Frame, SessionId};
@@ -64,6 +65,7 @@ pub async fn serve(
     hub: mpsc::Sender<Input>,
     default_space: Arc<str>,
     budget: Arc<Budget>,
+    in_budget: Arc<in_queue::Budget>,
 ) {
     crate::http::accept_loop(listener, |stream| {
         tokio::spawn(accept(
@@ -71,6 +73,7 @@ pub async fn serve(
             hub.clone(),
             default_space.clone(),
             budget.clone(),
+            in_budget.connection(),
         ));
     })
     .await
@@ -81,6 +84,7 @@ async fn accept(
     hub: mpsc::Sender<Input>,
     default_space: Arc<str>,
     budget: Arc<Budget>,
+    inbound: in_queue::Queue,
 ) {
     let mut space = None;
     // The handshake callback's error type is tungstenite's, large or not.
@@ -129,7 +133,11 @@ async fn accept(
     // none (0 names no session): the hub has queued an error and a close, which `run` sends.
     let session: SessionId = session_rx.await.unwrap_or(0);
     tracing::debug!(session, %space, "connection accepted");
-    let lingering = run(ws, out_rx, &hub, &space, session, false, &refuse).await;
+    let queues = Queues {
+        out: out_rx,
+        inbound,
+    };
+    let lingering = run(ws, queues, &hub, &space, session, false, &refuse).await;
     let _ = hub.send(Input::Closed { space, session }).await;
     if let Some(mut ws) = lingering {
         // After a refusal: read and drop what the client is still sending. Closing a socket
@@ -137,6 +145,12 @@ async fn accept(
         // client reads it.
         linger(ws.get_mut()).await;
     }
+}
+
+/// A connection's two queues: what the hub sends it, and its share of the inbound budget.
+pub struct Queues {
+    pub out: out_queue::Receiver,
+    pub inbound: in_queue::Queue,
 }
 
 /// How long a connection we closed waits for the other side's close before it is dropped.
@@ -156,7 +170,7 @@ pub const BEHIND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// can drain what the client is still sending.
 pub async fn run<S>(
     ws: S,
-    out_rx: out_queue::Receiver,
+    queues: Queues,
     hub: &mpsc::Sender<Input>,
     space: &str,
     session: SessionId,
@@ -170,10 +184,14 @@ where
         + Unpin
         + 'static,
 {
+    let Queues {
+        out: out_rx,
+        inbound,
+    } = queues;
     let (sink, stream) = ws.split();
     let binary = Arc::new(AtomicBool::new(binary));
     let mut writer = tokio::spawn(write_loop(sink, out_rx, binary.clone()));
-    let read = read_loop(stream, hub, space, session, &binary, refuse);
+    let read = read_loop(stream, &inbound, hub, space, session, &binary, refuse);
     tokio::pin!(read);
     let (ended, stream) = tokio::select! {
         r = &mut read => r,
@@ -193,6 +211,9 @@ where
 }
 
 /// Reads frames and hands them to the hub until the socket ends; gives the stream back.
+/// Each frame's bytes are reserved in `inbound` first: while the connection (or every
+/// connection together) has more read than the hub has handled, this waits, and the socket
+/// is not read (TCP slows the client down).
 ///
 /// Input the socket cannot read past is answered here, on `out` (the connection's output
 /// queue), with an `error` frame and a close: a message over [`MAX_WS_MESSAGE`] with
@@ -200,6 +221,7 @@ where
 /// tells the client to reconnect and send it again.
 pub async fn read_loop<S>(
     mut stream: S,
+    inbound: &in_queue::Queue,
     hub: &mpsc::Sender<Input>,
     space: &str,
     session: SessionId,
@@ -253,10 +275,12 @@ where
         let input = match decoded {
             Ok(frame) => {
                 binary.store(is_binary, Ordering::Relaxed);
+                let permit = inbound.reserve(bytes.len()).await;
                 Input::Frame {
                     space: space.to_owned(),
                     session,
                     frame,
+                    permit,
                 }
             }
             Err(error) => Input::DecodeError {

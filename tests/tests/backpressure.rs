@@ -196,6 +196,103 @@ async fn an_agent_that_stops_reading_is_closed_with_1013_and_resumes_from_its_cu
     assert_eq!(replayed, (seen.len() as u64..=last).collect::<Vec<_>>());
 }
 
+/// Messages retained on the channel the paced replay reads: 400 of [`PACED_BLOB`] bytes,
+/// some 40 MB, forty times the 1 MiB queue the host runs with.
+const PACED: u64 = 400;
+const PACED_BLOB: usize = 100_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_larger_than_the_queue_is_paced_by_the_reader_not_closed() {
+    let dir = TempDir::new("backpressure-replay");
+    let host = Host::start(&dir.0, "local", &[("OUT_QUEUE_MB", "1")]);
+    let url = host.ws_url("team");
+    let (mut sender, w) = Agent::hello(&url, "team", None).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    sender
+        .send(&json!({"type": "put", "req": 1_000_000, "collection": "_config", "id": "channel:big", "value": {"retain": 1000}}))
+        .await;
+    assert_eq!(sender.recv_type("ack").await["req"], 1_000_000);
+    // Sent in runs of 20, each run's acks awaited.
+    let blob = "x".repeat(PACED_BLOB);
+    let publish = |range: std::ops::Range<u64>| {
+        range
+            .map(|n| json!({"type": "send", "req": n + 1, "channel": "big", "payload": {"n": n, "blob": blob}}))
+            .collect::<Vec<_>>()
+    };
+    for start in (0..PACED).step_by(20) {
+        for f in publish(start..start + 20) {
+            sender.send(&f).await;
+        }
+        let mut acked = 0;
+        while acked < 20 {
+            let v = sender.recv().await.expect("sender closed");
+            match v["type"].as_str() {
+                Some("ack") => acked += 1,
+                Some("error") => panic!("send: {v}"),
+                _ => {}
+            }
+        }
+    }
+
+    // The reader replays everything from 0 and reads slowly; meanwhile ten more messages
+    // are published, which it must get once each, after the replayed ones.
+    let (mut reader, w) = Agent::hello(&url, "team", None).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    reader
+        .send(&json!({"type": "subscribe", "req": 1, "channel": "big", "from": 0}))
+        .await;
+    let total = PACED + 10;
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let mut offsets = Vec::new();
+    while (seen.len() as u64) < total {
+        let msg = tokio::time::timeout(Duration::from_secs(30), reader.ws.next())
+            .await
+            .expect("no frame within 30 s");
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if let Some((n, o)) = numbered(&v) {
+                    seen.push(n);
+                    offsets.push(o);
+                    if seen.len() == 100 {
+                        for f in publish(PACED..total) {
+                            sender.send(&f).await;
+                        }
+                    }
+                    // A slow reader: the host's queue for it fills many times over.
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+            }
+            Some(Ok(Message::Close(f))) => panic!(
+                "closed during the replay after {} messages: {:?}",
+                seen.len(),
+                f.map(|f| u16::from(f.code))
+            ),
+            Some(Ok(_)) => {}
+            other => panic!("the connection ended: {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..total).collect::<Vec<_>>(),
+        "each message once, in order"
+    );
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "offsets increase");
+    assert_eq!(dropped(host.api_port, None), 0, "nobody fell behind");
+    eprintln!(
+        "replayed {} messages of {PACED_BLOB} bytes through a 1 MiB queue in {:?}",
+        seen.len(),
+        started.elapsed()
+    );
+    // Caught up: the next message arrives live.
+    sender
+        .send(&json!({"type": "send", "req": 9_999, "channel": "big", "payload": {"n": total}}))
+        .await;
+    let next = reader.recv_type("broadcast").await;
+    assert_eq!(numbered(&next).map(|(n, _)| n), Some(total));
+}
+
 /// Space `proj`'s cursor (its version vector) in a status document.
 fn cursor_of(status: &Value) -> Option<String> {
     status["spaces"]

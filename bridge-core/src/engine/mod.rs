@@ -339,6 +339,26 @@ struct Session {
     last_ping: u64,
     /// A close is on its way to the host: no more timers for it.
     closing: bool,
+    /// Replays still to send, oldest subscription first (feature `store`): sent a message
+    /// at a time from [`Engine::poll_transmit`] while the host lets the session be
+    /// written ([`Engine::set_writable`]).
+    #[cfg(feature = "store")]
+    replays: VecDeque<Replay>,
+    /// The host said the session's connection cannot take more now ([`Engine::set_writable`]).
+    #[cfg(feature = "store")]
+    full: bool,
+}
+
+/// A subscriber's replay of one channel in progress: the offset of the last retained
+/// message read, and the page read but not sent yet. It reads up to the highest durable
+/// offset of the moment, and ends when a read finds nothing after `cursor`; until then the
+/// channel's live messages are not delivered to the session (the replay reads them).
+#[cfg(feature = "store")]
+#[derive(Debug)]
+struct Replay {
+    channel: String,
+    cursor: u64,
+    page: VecDeque<Retained>,
 }
 
 #[derive(Debug)]
@@ -735,7 +755,81 @@ impl Engine {
         if let Some(t) = self.outbox.pop_front() {
             return Some(t);
         }
+        #[cfg(feature = "store")]
+        if let Some(t) = self.next_replay() {
+            return Some(t);
+        }
         self.next_push()
+    }
+
+    /// The next message of a subscriber's replay, for the first session that has one and
+    /// can be written; reads the store a page at a time. A failed read ends the session
+    /// (`internal`): it reconnects and replays from its cursor.
+    #[cfg(feature = "store")]
+    fn next_replay(&mut self) -> Option<Transmit> {
+        loop {
+            let (&session, s) = self
+                .sessions
+                .iter_mut()
+                .find(|(_, s)| !s.full && !s.closing && !s.replays.is_empty())?;
+            let replay = s.replays.front_mut()?;
+            if replay.page.is_empty() {
+                match self.replica.replay_page(&replay.channel, replay.cursor) {
+                    Ok(page) if page.is_empty() => {
+                        // Caught up: from now on the channel's messages go out live.
+                        s.replays.pop_front();
+                        continue;
+                    }
+                    Ok(page) => {
+                        replay.cursor = page.last().map_or(replay.cursor, |r| r.offset);
+                        replay.page = page.into();
+                    }
+                    Err(e) => {
+                        s.replays.clear();
+                        s.closing = true;
+                        self.send(session, Frame::error(None, &e));
+                        self.outbox.push_back(Transmit::Close {
+                            session,
+                            code: e.code(),
+                            reason: e.to_string(),
+                        });
+                        return self.outbox.pop_front();
+                    }
+                }
+            }
+            if let Some(r) = replay.page.pop_front() {
+                return Some(Transmit::Frame {
+                    session,
+                    frame: Frame::Broadcast {
+                        message: r.message,
+                        offset: Some(r.offset),
+                    },
+                });
+            }
+        }
+    }
+
+    /// Whether `session`'s connection can take more frames now. A host whose connections
+    /// have bounded outbound queues says `false` when one is full enough and `true` once it
+    /// drained: while `false`, the session's replays (a `subscribe` with `from`) wait, and
+    /// [`Engine::poll_transmit`] sends the rest of them after `true`. Everything else is sent
+    /// as always. Sessions start writable; a host that never calls this gets every replay in
+    /// one drain (still read from the store a page at a time). Feature `store`.
+    #[cfg(feature = "store")]
+    pub fn set_writable(&mut self, session: SessionId, writable: bool) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.full = !writable;
+        }
+    }
+
+    /// Whether `session` has a replay still to send (see [`Engine::set_writable`]): a host
+    /// that said `false` then waits for its connection to drain before saying `true`.
+    /// Feature `store`.
+    #[cfg(feature = "store")]
+    pub fn has_replay(&self, session: SessionId) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|s| !s.replays.is_empty())
     }
 
     /// The next event to show or act on; `None` when there is none. Events are released in
@@ -932,6 +1026,9 @@ impl Engine {
                     out.push((*id, None));
                 }
                 Some(_) => {}
+                // Its replay of the channel reads this message from the store.
+                #[cfg(feature = "store")]
+                None if s.replays.iter().any(|p| p.channel == r.message.channel) => {}
                 None if s.channels.contains_key(&r.message.channel) => {
                     out.push((*id, Some(r.offset)))
                 }
@@ -997,6 +1094,10 @@ impl Session {
             last_rx: now_ms,
             last_ping: now_ms,
             closing: false,
+            #[cfg(feature = "store")]
+            replays: VecDeque::new(),
+            #[cfg(feature = "store")]
+            full: false,
         })
     }
 }

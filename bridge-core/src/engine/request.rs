@@ -191,8 +191,17 @@ impl Engine {
                     return Err(Error::SessionOnly("subscribe"));
                 };
                 let replay = match (&channel, from) {
+                    // Sent after the acknowledgement as the connection drains
+                    // (`Engine::next_replay`).
                     #[cfg(feature = "store")]
-                    (Some(ch), Some(cursor)) => r.replay(ch, cursor)?,
+                    (Some(ch), Some(cursor)) => {
+                        s.replays.push_back(super::Replay {
+                            channel: ch.clone(),
+                            cursor,
+                            page: Default::default(),
+                        });
+                        Vec::new()
+                    }
                     #[cfg(not(feature = "store"))]
                     (Some(ch), Some(cursor)) => r.logs().after(ch, cursor).cloned().collect(),
                     _ => Vec::new(),
@@ -214,6 +223,8 @@ impl Engine {
                     return Err(Error::SessionOnly("unsubscribe"));
                 };
                 if let Some(c) = channel {
+                    #[cfg(feature = "store")]
+                    s.replays.retain(|p| p.channel != c);
                     s.channels.remove(&c);
                 }
                 if let Some(c) = collection {
@@ -362,5 +373,108 @@ mod tests {
             },
         );
         assert_eq!(sub.map_err(|e| e.code()), Err(ErrorCode::BadRequest));
+    }
+
+    /// Frames for `session` until the engine has nothing more to send.
+    #[cfg(feature = "store")]
+    fn frames_to(e: &mut Engine, session: u64) -> Vec<crate::Frame> {
+        std::iter::from_fn(|| e.poll_transmit())
+            .filter_map(|t| match t {
+                crate::Transmit::Frame { session: s, frame } if s == session => Some(frame),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[cfg(feature = "store")]
+    fn offsets(frames: &[crate::Frame]) -> Vec<u64> {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                crate::Frame::Broadcast {
+                    offset: Some(o), ..
+                } => Some(*o),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    #[cfg(feature = "store")]
+    fn a_replay_waits_while_its_session_is_full_and_messages_meanwhile_come_once_in_order() {
+        use crate::frame::{Frame, Hello, SessionKind};
+        let mut e = Engine::new(EngineConfig::new(ReplicaId(1), Tier::Local, "s"));
+        let mut retain = Map::new();
+        retain.insert("retain".into(), json!(1000));
+        let config = Request::Write {
+            key: DocKey::new("_config", "channel:ops"),
+            op: WriteOp::Put(retain),
+        };
+        assert!(e.request(0, Rights::Admin, config).is_ok());
+        let send = |e: &mut Engine, n: u64| {
+            let r = Request::Send {
+                channel: "ops".into(),
+                payload: json!(n),
+            };
+            assert!(e.request(0, Rights::Admin, r).is_ok());
+            flush(e);
+        };
+        for n in 0..100 {
+            send(&mut e, n);
+        }
+        let s = e.accept(0);
+        let hello = Frame::Hello(Hello {
+            space: "s".into(),
+            kind: SessionKind::Agent,
+            ..Hello::default()
+        });
+        e.handle_frame(0, s, hello);
+        frames_to(&mut e, s);
+        let subscribe = Frame::Subscribe {
+            req: Some(1),
+            channel: Some("ops".into()),
+            collection: None,
+            from: Some(10),
+        };
+        e.handle_frame(0, s, subscribe);
+        // The acknowledgement, then replayed messages only while the host says there is room.
+        let first = e.poll_transmit();
+        assert!(
+            matches!(
+                first,
+                Some(crate::Transmit::Frame {
+                    frame: Frame::Ack(_),
+                    ..
+                })
+            ),
+            "{first:?}"
+        );
+        let mut got = Vec::new();
+        for _ in 0..40 {
+            if let Some(crate::Transmit::Frame { frame, .. }) = e.poll_transmit() {
+                got.push(frame);
+            }
+        }
+        e.set_writable(s, false);
+        assert!(e.has_replay(s));
+        assert!(
+            frames_to(&mut e, s).is_empty(),
+            "a full session gets no replay"
+        );
+        // Published during the replay: read by the replay, not sent live before it.
+        send(&mut e, 100);
+        assert!(frames_to(&mut e, s).is_empty());
+        e.set_writable(s, true);
+        got.extend(frames_to(&mut e, s));
+        assert!(!e.has_replay(s));
+        let want: Vec<u64> = (11..=101).collect();
+        assert_eq!(
+            offsets(&got),
+            want,
+            "every message after the cursor, once, in order"
+        );
+        // Caught up: the next message goes out live.
+        send(&mut e, 101);
+        assert_eq!(offsets(&frames_to(&mut e, s)), vec![102]);
     }
 }

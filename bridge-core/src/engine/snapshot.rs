@@ -169,6 +169,11 @@ impl Engine {
             last_rx: snap.last_rx,
             last_ping: snap.last_ping,
             closing: snap.closing,
+            // A host snapshots after draining, and an unpaced replay ends within the drain.
+            #[cfg(feature = "store")]
+            replays: Default::default(),
+            #[cfg(feature = "store")]
+            full: false,
         };
         self.sessions.insert(id, Box::new(session));
         id

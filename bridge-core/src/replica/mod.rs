@@ -243,6 +243,39 @@ impl Replica {
         Ok(self.logs.after(channel, cursor).cloned().collect())
     }
 
+    /// The first page (at most `MESSAGE_PAGE`, 32) of `channel`'s retained messages after
+    /// offset `cursor`, durable ones only, in offset order; empty once `cursor` is at the
+    /// highest durable offset or the channel holds nothing after it. A subscriber's replay
+    /// reads these one after the other as its connection drains.
+    #[cfg(feature = "store")]
+    pub fn replay_page(&self, channel: &str, cursor: u64) -> Result<Vec<Retained>> {
+        let Some(store) = self.durable.store() else {
+            return Ok(self
+                .logs
+                .after(channel, cursor)
+                .take(MESSAGE_PAGE)
+                .cloned()
+                .collect());
+        };
+        let upto = self.logs.next_offset();
+        if cursor >= upto {
+            return Ok(Vec::new());
+        }
+        let page = store.messages(Some(channel), cursor, upto, MESSAGE_PAGE)?;
+        let mut last = cursor;
+        for r in &page {
+            if r.offset <= last || r.offset > upto {
+                return Err(Error::Store(format!(
+                    "retained message at offset {} is outside {}..={upto}",
+                    r.offset,
+                    last + 1
+                )));
+            }
+            last = r.offset;
+        }
+        Ok(page)
+    }
+
     /// Every durable retained message for which `keep` says yes, in offset order (what a
     /// peer session is replayed when it opens): from memory, or read from the store a page
     /// at a time, so only the kept ones are held.

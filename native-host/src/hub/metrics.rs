@@ -54,6 +54,7 @@ pub struct Metrics {
     pub dropped_slow: Counter,
     /// Bytes in every connection's outbound queue, read at each scrape.
     pub out_queue_bytes: Gauge,
+    pub in_queue_bytes: Gauge,
     docs: Family<SpaceLabel, Gauge>,
     sessions: Family<SpaceLabel, Gauge>,
     uptime: Gauge,
@@ -103,6 +104,12 @@ impl Default for Metrics {
             "Bytes queued for sending over every connection (frames counted as their JSON text)",
             out_queue_bytes.clone(),
         );
+        let in_queue_bytes = Gauge::default();
+        r.register(
+            "in_queue_bytes",
+            "Bytes read from every connection and not handled yet (frames counted as their size on the wire; bounded by IN_QUEUE_TOTAL_MB)",
+            in_queue_bytes.clone(),
+        );
         let commit_duration = Histogram::new(COMMIT_BUCKETS);
         r.register(
             "commit_duration_seconds",
@@ -136,6 +143,7 @@ impl Default for Metrics {
             acks_local,
             dropped_slow,
             out_queue_bytes,
+            in_queue_bytes,
             docs,
             sessions,
             uptime,
@@ -212,6 +220,7 @@ mod tests {
             "sacred_bridge_ws_bytes_in_total ",
             "sacred_bridge_dropped_connections_total 0\n",
             "sacred_bridge_out_queue_bytes 0\n",
+            "sacred_bridge_in_queue_bytes 0\n",
         ] {
             assert!(text.contains(line), "{line:?} missing from\n{text}");
         }
@@ -262,6 +271,9 @@ impl super::Hub {
         self.metrics
             .out_queue_bytes
             .set(saturating_i64(self.cfg.out_queues.queued() as u64));
+        self.metrics
+            .in_queue_bytes
+            .set(saturating_i64(self.cfg.in_queues.queued() as u64));
         self.metrics.render(
             self.spaces.iter().map(|(name, s)| {
                 (

@@ -70,6 +70,9 @@ pub enum Input {
         space: String,
         session: SessionId,
         frame: Frame,
+        /// The frame's bytes in the connection's inbound budget (`IN_QUEUE_MB`), given back
+        /// when the hub has handled it and drops the input.
+        permit: crate::in_queue::Permit,
     },
     DecodeError {
         space: String,
@@ -147,6 +150,9 @@ pub struct HubConfig {
     /// The connections' outbound queues (`OUT_QUEUE_MB`, `OUT_QUEUE_TOTAL_MB`): `/metrics`
     /// shows the bytes queued.
     pub out_queues: Arc<Budget>,
+    /// The connections' inbound budgets (`IN_QUEUE_MB`, `IN_QUEUE_TOTAL_MB`): `/metrics`
+    /// shows the bytes held.
+    pub in_queues: Arc<crate::in_queue::Budget>,
 }
 /// What the hub remembers of a space's upstream link, across reconnects.
 #[derive(Default)]
@@ -200,6 +206,10 @@ pub struct Hub {
     links: BTreeMap<String, Link>,
     metrics: Metrics,
     started: Instant,
+    /// A connection's writer says here that a session holding a replay back has room again
+    /// (`out_queue::Sender::when_room`); the loop lets its engine send on.
+    room_tx: mpsc::UnboundedSender<(String, SessionId)>,
+    room_rx: Option<mpsc::UnboundedReceiver<(String, SessionId)>>,
 }
 
 impl Hub {
@@ -225,7 +235,10 @@ impl Hub {
             );
         }
         let names: Vec<String> = spaces.keys().cloned().collect();
+        let (room_tx, room_rx) = mpsc::unbounded_channel();
         let mut hub = Hub {
+            room_tx,
+            room_rx: Some(room_rx),
             cfg,
             store,
             spaces,

@@ -25,6 +25,11 @@ impl Hub {
                 std::process::exit(1);
             }
         };
+        // Taken once: `run` consumes the hub.
+        let mut room_rx = match self.room_rx.take() {
+            Some(rx) => rx,
+            None => mpsc::unbounded_channel().1,
+        };
         rt.block_on(async move {
             let period = sync_every.unwrap_or(Duration::from_secs(3600 * 24 * 365));
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -49,6 +54,12 @@ impl Hub {
                             }
                         }
                     }
+                    Some((space, session)) = room_rx.recv() => {
+                        self.room(&space, session);
+                        while let Ok((space, session)) = room_rx.try_recv() {
+                            self.room(&space, session);
+                        }
+                    }
                     _ = tick.tick(), if sync_every.is_some() => {
                         self.handle(Input::Sync { push: true, pull: false, token: None, reply: None });
                     }
@@ -64,6 +75,16 @@ impl Hub {
                 self.flush();
             }
         });
+    }
+
+    /// A connection that was too full for its session's replay drained: the engine sends on
+    /// (in the `flush` that ends this round).
+    fn room(&mut self, space: &str, session: SessionId) {
+        if let Some(s) = self.spaces.get_mut(space) {
+            if s.conns.contains_key(&session) {
+                s.engine.set_writable(session, true);
+            }
+        }
     }
 
     /// The earliest deadline of any engine (ms since the epoch).
@@ -147,6 +168,7 @@ impl Hub {
                 space,
                 session,
                 frame,
+                permit: _permit,
             } => {
                 self.metrics.frames_in.inc();
                 if let Frame::Error { code, message, .. } = &frame {
@@ -372,7 +394,7 @@ impl Hub {
         let mut fell_behind = 0;
         let mut peer_acked = false;
         let now = now_ms();
-        let (cfg, metrics) = (&self.cfg, &mut self.metrics);
+        let (cfg, metrics, room_tx) = (&self.cfg, &mut self.metrics, &self.room_tx);
         for (space, s) in self.spaces.iter_mut() {
             let mut link = self.links.get_mut(space);
             let upstream = link.as_ref().and_then(|l| l.session);
@@ -493,6 +515,19 @@ impl Hub {
                     // whether or not the other side ever answers it (a frozen peer does
                     // not); so does a connection that cannot take more. Ending a session
                     // changes presence, which this same drain sends to the others.
+                    // Replays go out only while the queue is below half its bound: when
+                    // it is not, the engine holds the session's replay back until the
+                    // writer says the socket took enough.
+                    if sent.is_ok() && !close {
+                        let room = c.out.has_room();
+                        engine.set_writable(session, room);
+                        if !room && engine.has_replay(session) {
+                            let (tx, key) = (room_tx.clone(), (space.clone(), session));
+                            c.out.when_room(move || {
+                                let _ = tx.send(key);
+                            });
+                        }
+                    }
                     if close || sent.is_err() {
                         conns.remove(&session);
                         engine.close(session);

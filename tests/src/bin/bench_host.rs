@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! CARGO_TARGET_DIR=target cargo build --release -p native-host -p tests --bin bench_host
-//! target/release/bench_host            # all; or name some: writes latency sync fanout slow
+//! target/release/bench_host            # all; or name some: writes latency sync fanout slow replay
 //! BENCH_DOCS=1000000 target/release/bench_host large   # by hand only: never in the default set
 //! ```
 //!
@@ -748,6 +748,86 @@ async fn slow() {
     drop(slow);
 }
 
+/// Paced replays (issue 10): a channel retains 400 messages of 250 KB (some 100 MB, twelve
+/// times the 8 MiB default queue); an agent subscribes from 0 and reads at about 2 ms a
+/// message. Host RSS peak during the replay, how long it took, what arrived, and how the
+/// connection ended.
+async fn replay() {
+    let dir = TempDir::new("bench-replay");
+    let host = Host::start(&dir.0, "local", &[]);
+    let url = host.ws_url("big");
+    let (count, blob, window) = (400u64, 250_000usize, 16u64);
+    let mut sender = hello(&url, "big", None).await;
+    sender
+        .send(&json!({"type": "put", "req": 1_000_000, "collection": "_config", "id": "channel:big", "value": {"retain": 1000}}))
+        .await;
+    sender.recv_type("ack").await;
+    let payload = "x".repeat(blob);
+    let (mut sent, mut acked) = (0u64, 0u64);
+    while acked < count {
+        while sent < count && sent - acked < window {
+            sent += 1;
+            let f = json!({"type": "send", "req": sent, "channel": "big", "payload": {"n": sent, "blob": payload}});
+            sender
+                .ws
+                .feed(Message::Text(f.to_string().into()))
+                .await
+                .unwrap();
+        }
+        sender.ws.flush().await.unwrap();
+        let v = sender.recv().await.unwrap();
+        match v["type"].as_str() {
+            Some("ack") => acked += 1,
+            Some("error") => panic!("{v}"),
+            _ => {}
+        }
+    }
+    drop(sender);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_start = rss_mb(&host);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = rss_sampler(host.child.id(), stop.clone());
+    let mut reader = hello(&url, "big", None).await;
+    let start = Instant::now();
+    reader
+        .send(&json!({"type": "subscribe", "req": 1, "channel": "big", "from": 0}))
+        .await;
+    let (mut got, mut in_order, mut ended) = (0u64, true, String::from("open"));
+    while got < count {
+        let msg = tokio::time::timeout(Duration::from_secs(30), reader.ws.next()).await;
+        match msg {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "broadcast" {
+                    got += 1;
+                    in_order &= v["message"]["payload"]["n"] == got;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            Ok(Some(Ok(Message::Close(f)))) => {
+                ended = format!("closed with {:?}", f.map(|f| u16::from(f.code)));
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => {
+                ended = format!("ended: {other:?}");
+                break;
+            }
+            Err(_) => {
+                ended = "nothing for 30 s".into();
+                break;
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    println!(
+        "replay: {count} retained messages of {blob} bytes, subscribe from 0 at ~2 ms a message: {got} received{} in {elapsed:.2} s, connection {ended}; host RSS {rss_start:.1} MB before, peak {peak:.1} MB during",
+        if in_order { " in order" } else { " OUT OF ORDER" },
+    );
+}
+
 fn rss_of(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -795,5 +875,8 @@ fn main() {
     }
     if on("slow") {
         rt.block_on(slow());
+    }
+    if on("replay") {
+        rt.block_on(replay());
     }
 }
