@@ -512,3 +512,50 @@ pub fn wait_link_up(local: &Host) {
             .any(|s| s["upstream"]["up"] == true)
     });
 }
+
+/// `n` documents of the large benchmarks' shape (`bench_host large`, `large-sync`, `bench_edge`) as an NDJSON file in `dir`, and its size.
+pub fn large_ndjson(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, u64) {
+    use std::io::Write;
+    let file = dir.join("docs.ndjson");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    for i in 0..n {
+        let line = serde_json::json!({"collection": "items", "id": format!("d{i:07}"),
+            "value": {"title": format!("Item number {i}"), "done": i % 2 == 0, "tags": ["a", "b"], "n": i}});
+        writeln!(w, "{line}").unwrap();
+    }
+    drop(w);
+    let size = std::fs::metadata(&file).unwrap().len();
+    (file, size)
+}
+
+/// `BENCH_DOCS` from the environment (the size of the large benchmarks), 1M by default.
+pub fn bench_docs() -> usize {
+    std::env::var("BENCH_DOCS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// `sacred-bridge import FILE --space SPACE --api API [--token TOKEN]`, which must succeed.
+pub fn import(dir: &Path, file: &Path, space: &str, api: &str, token: Option<&str>) {
+    let file = file.to_str().expect("a UTF-8 path");
+    let mut args = vec!["import", file, "--space", space, "--api", api];
+    if let Some(t) = token {
+        args.extend(["--token", t]);
+    }
+    let (code, _, err) = cli(dir, &args);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// A benchmark binary runs the `sacred-bridge` built beside it unless `SACRED_BRIDGE_BIN`
+/// names another (an older build, side by side).
+pub fn use_binary_beside_this_one() {
+    if std::env::var_os("SACRED_BRIDGE_BIN").is_none() {
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.to_owned()))
+        {
+            std::env::set_var("SACRED_BRIDGE_BIN", dir.join("sacred-bridge"));
+        }
+    }
+}

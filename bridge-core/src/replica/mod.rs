@@ -264,13 +264,7 @@ impl Replica {
         let page = store.messages(Some(channel), cursor, upto, MESSAGE_PAGE)?;
         let mut last = cursor;
         for r in &page {
-            if r.offset <= last || r.offset > upto {
-                return Err(Error::Store(format!(
-                    "retained message at offset {} is outside {}..={upto}",
-                    r.offset,
-                    last + 1
-                )));
-            }
+            in_range(r.offset, last, upto)?;
             last = r.offset;
         }
         Ok(page)
@@ -311,13 +305,7 @@ impl Replica {
             let page = store.messages(channel, cursor, upto, MESSAGE_PAGE)?;
             let last_page = page.len() < MESSAGE_PAGE;
             for r in page {
-                if r.offset <= cursor || r.offset > upto {
-                    return Err(Error::Store(format!(
-                        "retained message at offset {} is outside {}..={upto}",
-                        r.offset,
-                        cursor + 1
-                    )));
-                }
+                in_range(r.offset, cursor, upto)?;
                 cursor = r.offset;
                 if keep(&r) {
                     out.push(r);
@@ -917,6 +905,19 @@ impl Replica {
         self.vv_latest = self.vv.clone();
         self.msg_seen_latest = self.msg_seen.clone();
     }
+}
+
+/// A retained message read from the store must lie in the range asked for (`after + 1 ..=
+/// upto`): anything else is a corrupt store, not a message to deliver.
+#[cfg(feature = "store")]
+fn in_range(offset: u64, after: u64, upto: u64) -> Result<()> {
+    if offset <= after || offset > upto {
+        return Err(Error::Store(format!(
+            "retained message at offset {offset} is outside {}..={upto}",
+            after + 1
+        )));
+    }
+    Ok(())
 }
 
 /// The newest state of a document outside the staged layer: in flight, then durable.

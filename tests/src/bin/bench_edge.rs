@@ -22,49 +22,18 @@ use tests::{http, mint_token, Host, TempDir};
 const SECRET: &str = "bench-secret-0123456789abcdef";
 
 fn main() {
-    if std::env::var_os("SACRED_BRIDGE_BIN").is_none() {
-        if let Some(dir) = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.to_owned()))
-        {
-            std::env::set_var("SACRED_BRIDGE_BIN", dir.join("sacred-bridge"));
-        }
-    }
-    let n: usize = std::env::var("BENCH_DOCS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    tests::use_binary_beside_this_one();
+    let n = tests::bench_docs();
     let local_dir = TempDir::new("bench-edge-local");
     let state = TempDir::new("bench-edge-state");
 
     // The documents, into a local-mode host on the database the hybrid host will use.
-    let file = local_dir.0.join("docs.ndjson");
-    {
-        use std::io::Write;
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&file).expect("create"));
-        for i in 0..n {
-            let line = json!({"collection": "items", "id": format!("d{i:07}"),
-                "value": {"title": format!("Item number {i}"), "done": i % 2 == 0, "tags": ["a", "b"], "n": i}});
-            writeln!(w, "{line}").expect("write");
-        }
-    }
-    let ndjson = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let (file, ndjson) = tests::large_ndjson(&local_dir.0, n);
     {
         let local = Host::start(&local_dir.0, "local", &[]);
         let api = format!("http://127.0.0.1:{}", local.api_port);
         let t = Instant::now();
-        let (code, _, err) = tests::cli(
-            &local_dir.0,
-            &[
-                "import",
-                file.to_str().unwrap_or(""),
-                "--space",
-                "big",
-                "--api",
-                &api,
-            ],
-        );
-        assert_eq!(code, 0, "{err}");
+        tests::import(&local_dir.0, &file, "big", &api, None);
         println!(
             "bench edge: {n} documents ({:.1} MB NDJSON) imported into the local host in {:.1} s",
             ndjson as f64 / 1e6,

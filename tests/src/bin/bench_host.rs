@@ -78,6 +78,31 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Sends `count` messages of `blob` bytes of payload on channel `big`, at most `window`
+/// unacknowledged, and returns once every one is acknowledged.
+async fn send_on_big(sender: &mut Agent, count: u64, blob: usize, window: u64) {
+    let payload = "x".repeat(blob);
+    let (mut sent, mut acked) = (0u64, 0u64);
+    while acked < count {
+        while sent < count && sent - acked < window {
+            sent += 1;
+            let f = json!({"type": "send", "req": sent, "channel": "big", "payload": {"n": sent, "blob": payload}});
+            sender
+                .ws
+                .feed(Message::Text(f.to_string().into()))
+                .await
+                .unwrap();
+        }
+        sender.ws.flush().await.unwrap();
+        let v = sender.recv().await.unwrap();
+        match v["type"].as_str() {
+            Some("ack") => acked += 1,
+            Some("error") => panic!("{v}"),
+            _ => {}
+        }
+    }
+}
+
 async fn hello(url: &str, space: &str, token: Option<&str>) -> Agent {
     let (a, w) = Agent::hello(url, space, token).await;
     assert_eq!(w["type"], "welcome", "{w}");
@@ -475,36 +500,14 @@ fn serve(host: &Host, n: usize, gets: usize, pages: usize) -> f64 {
     peak
 }
 
-/// Issue 10's large figures on the native host: BENCH_DOCS documents (default 1,000,000)
-/// shaped `{"title":"Item number i","done":bool,"tags":["a","b"],"n":i}`, imported with
-/// `sacred-bridge import` into a local host on its defaults; RSS during the import, while
-/// serving, after a restart; start to `/healthz`; database size against the NDJSON.
-/// `n` documents of the large benchmarks' shape as an NDJSON file in `dir`, and its size.
-fn large_file(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, u64) {
-    use std::io::Write;
-    let file = dir.join("docs.ndjson");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-    for i in 0..n {
-        let line = json!({"collection": "items", "id": format!("d{i:07}"),
-            "value": {"title": format!("Item number {i}"), "done": i % 2 == 0, "tags": ["a", "b"], "n": i}});
-        writeln!(w, "{line}").unwrap();
-    }
-    drop(w);
-    let size = std::fs::metadata(&file).unwrap().len();
-    (file, size)
-}
-
 /// Initial sync of `BENCH_DOCS` (1M) documents from a cloud-mode host to a fresh hybrid host,
 /// both on their defaults: time from the hybrid host's start until its space holds every
 /// document, bytes on the wire, and both hosts' peak RSS meanwhile. By hand only.
 fn large_sync() {
-    let n: usize = std::env::var("BENCH_DOCS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = tests::bench_docs();
     let cloud_dir = TempDir::new("bench-lsync-cloud");
     let local_dir = TempDir::new("bench-lsync-local");
-    let (file, ndjson) = large_file(&cloud_dir.0, n);
+    let (file, ndjson) = tests::large_ndjson(&cloud_dir.0, n);
     let cloud = Host::start(
         &cloud_dir.0,
         "cloud",
@@ -513,20 +516,7 @@ fn large_sync() {
     let token = mint_token(&cloud_dir.0, SECRET, "big", "admin", "1h");
     let api = format!("http://127.0.0.1:{}", cloud.api_port);
     let t = Instant::now();
-    let (code, _, err) = tests::cli(
-        &cloud_dir.0,
-        &[
-            "import",
-            file.to_str().unwrap(),
-            "--space",
-            "big",
-            "--api",
-            &api,
-            "--token",
-            &token,
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    tests::import(&cloud_dir.0, &file, "big", &api, Some(&token));
     println!(
         "large sync: import of {n} documents ({:.1} MB NDJSON) into the cloud host took {:.1} s",
         ndjson as f64 / 1e6,
@@ -573,31 +563,21 @@ fn large_sync() {
     );
 }
 
+/// Issue 10's large figures on the native host: BENCH_DOCS documents (default 1,000,000)
+/// shaped `{"title":"Item number i","done":bool,"tags":["a","b"],"n":i}`, imported with
+/// `sacred-bridge import` into a local host on its defaults; RSS during the import, while
+/// serving, after a restart; start to `/healthz`; database size against the NDJSON.
 fn large() {
-    let n: usize = std::env::var("BENCH_DOCS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = tests::bench_docs();
     let dir = TempDir::new("bench-large");
-    let (file, ndjson) = large_file(&dir.0, n);
+    let (file, ndjson) = tests::large_ndjson(&dir.0, n);
     let mut host = Host::start(&dir.0, "local", &[]);
     let api = format!("http://127.0.0.1:{}", host.api_port);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = rss_sampler(host.child.id(), stop.clone());
     let t = Instant::now();
-    let (code, _, err) = tests::cli(
-        &dir.0,
-        &[
-            "import",
-            file.to_str().unwrap(),
-            "--space",
-            "big",
-            "--api",
-            &api,
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
+    tests::import(&dir.0, &file, "big", &api, None);
     let took = t.elapsed().as_secs_f64();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let peak = sampler.join().unwrap_or(f64::NAN);
@@ -712,27 +692,8 @@ async fn slow() {
         })
     };
     let mut sender = hello(&url, "big", None).await;
-    let payload = "x".repeat(blob);
     let start = Instant::now();
-    let (mut sent, mut acked) = (0u64, 0u64);
-    while acked < count {
-        while sent < count && sent - acked < window {
-            sent += 1;
-            let f = json!({"type": "send", "req": sent, "channel": "big", "payload": {"n": sent, "blob": payload}});
-            sender
-                .ws
-                .feed(Message::Text(f.to_string().into()))
-                .await
-                .unwrap();
-        }
-        sender.ws.flush().await.unwrap();
-        let v = sender.recv().await.unwrap();
-        match v["type"].as_str() {
-            Some("ack") => acked += 1,
-            Some("error") => panic!("{v}"),
-            _ => {}
-        }
-    }
+    send_on_big(&mut sender, count, blob, window).await;
     let elapsed = start.elapsed().as_secs_f64();
     // Let the host settle (writers give up on the silent socket), then read it again.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -762,26 +723,7 @@ async fn replay() {
         .send(&json!({"type": "put", "req": 1_000_000, "collection": "_config", "id": "channel:big", "value": {"retain": 1000}}))
         .await;
     sender.recv_type("ack").await;
-    let payload = "x".repeat(blob);
-    let (mut sent, mut acked) = (0u64, 0u64);
-    while acked < count {
-        while sent < count && sent - acked < window {
-            sent += 1;
-            let f = json!({"type": "send", "req": sent, "channel": "big", "payload": {"n": sent, "blob": payload}});
-            sender
-                .ws
-                .feed(Message::Text(f.to_string().into()))
-                .await
-                .unwrap();
-        }
-        sender.ws.flush().await.unwrap();
-        let v = sender.recv().await.unwrap();
-        match v["type"].as_str() {
-            Some("ack") => acked += 1,
-            Some("error") => panic!("{v}"),
-            _ => {}
-        }
-    }
+    send_on_big(&mut sender, count, blob, window).await;
     drop(sender);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_start = rss_mb(&host);
@@ -839,14 +781,7 @@ fn rss_of(pid: u32) -> f64 {
 }
 
 fn main() {
-    if std::env::var_os("SACRED_BRIDGE_BIN").is_none() {
-        if let Some(dir) = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.to_owned()))
-        {
-            std::env::set_var("SACRED_BRIDGE_BIN", dir.join("sacred-bridge"));
-        }
-    }
+    tests::use_binary_beside_this_one();
     let which: Vec<String> = std::env::args().skip(1).collect();
     let on = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
     let rt = tokio::runtime::Builder::new_multi_thread()
