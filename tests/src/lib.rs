@@ -559,3 +559,27 @@ pub fn use_binary_beside_this_one() {
         }
     }
 }
+
+/// A process stopped with SIGSTOP (it reads nothing, answers nothing), continued with SIGCONT
+/// when dropped, so a failing test leaves nothing frozen.
+pub struct Frozen(pub u32);
+
+impl Frozen {
+    /// Stops `pid`.
+    pub fn new(pid: u32) -> Frozen {
+        let status = Command::new("kill")
+            .args(["-STOP".to_owned(), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -STOP {pid} failed");
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT".to_owned(), self.0.to_string()])
+            .status();
+    }
+}

@@ -8,7 +8,6 @@
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::{
     eventually, http, mint_token, start_hybrid, wait_link_up, Agent, Host, TempDir, PAIR_SECRET,
@@ -328,26 +327,6 @@ fn space_cursor(port: u16, token: Option<&str>) -> Option<String> {
     c
 }
 
-/// Sends `signal` (e.g. "STOP", "CONT") to `pid`.
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} {pid} failed");
-}
-
-/// Continues a stopped process when dropped, so a failing test leaves nothing frozen.
-struct Frozen(u32);
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT".to_owned(), self.0.to_string()])
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_is_closed_with_1013_and_resumes_from_its_vector() {
     let (cloud_dir, local_dir) = (TempDir::new("bp-cloud"), TempDir::new("bp-hybrid"));
@@ -381,8 +360,7 @@ async fn a_peer_that_stops_reading_is_closed_with_1013_and_resumes_from_its_vect
         covers(cursor_of(v).as_deref(), cloud_cursor.as_deref())
     });
 
-    let frozen = Frozen(local.child.id());
-    signal(frozen.0, "STOP");
+    let frozen = tests::Frozen::new(local.child.id());
     let mut n = 0;
     while dropped(cloud.api_port, Some(metrics)) == 0 {
         assert!(

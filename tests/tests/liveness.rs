@@ -5,36 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::json;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use tests::{eventually, http, start_pair, wait_link_up, Agent, Host, Pair, TempDir};
-
-/// Sends `signal` (e.g. "STOP", "CONT") to `pid`.
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} {pid} failed");
-}
-
-/// Continues a stopped process when dropped, so a failing test leaves nothing frozen.
-struct Frozen(u32);
-
-impl Frozen {
-    fn new(pid: u32) -> Frozen {
-        signal(pid, "STOP");
-        Frozen(pid)
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT".to_owned(), self.0.to_string()])
-            .status();
-    }
-}
 
 /// The hybrid host's upstream link state for space `proj` (`up`), from its status.
 fn link_up(local: &Host) -> Option<bool> {
@@ -77,7 +49,7 @@ async fn a_hybrid_notices_a_frozen_cloud_redials_and_resumes() {
     wait_link_up(&local);
     let tok = Some(token.as_str());
 
-    let frozen = Frozen::new(cloud.child.id());
+    let frozen = tests::Frozen::new(cloud.child.id());
     // Three heartbeats (900 ms) and slack; polled, bounded generously.
     let deadline = Instant::now() + Duration::from_secs(15);
     while link_up(&local) != Some(false) {
