@@ -310,9 +310,57 @@ pub const TABLES: &[(&str, i64)] = &[
     ("replicas", 3),
 ];
 
+/// The replicas whose dots a batch writes: run [`ENSURE_REPLICA`] for each before the
+/// batch's [`INSERT_DOT`]s.
+pub fn batch_replicas(batch: &crate::PersistBatch) -> std::collections::BTreeSet<crate::ReplicaId> {
+    batch
+        .docs
+        .iter()
+        .flat_map(|(_, state)| state.siblings.iter().map(|s| s.dot.replica))
+        .collect()
+}
+
+/// What writing `new` over a row whose state held the dots `old` does to the live-dot index:
+/// the dots to [`DELETE_DOT`] (before [`UPSERT_DOC`]) and those to [`INSERT_DOT`] (after it).
+pub fn dot_changes(
+    old: &[crate::Dot],
+    new: &crate::DocState,
+) -> (Vec<crate::Dot>, Vec<crate::Dot>) {
+    let dropped = old.iter().copied().filter(|d| !new.has_dot(*d)).collect();
+    let added = new
+        .siblings
+        .iter()
+        .map(|s| s.dot)
+        .filter(|d| !old.contains(d))
+        .collect();
+    (dropped, added)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_changes_drop_the_replaced_and_add_the_new() {
+        use crate::doc::{DocState, Sibling};
+        use crate::{Dot, ReplicaId, Stamp, Tier};
+        let r = ReplicaId(7);
+        let sib = |c| Sibling {
+            dot: Dot::new(r, c),
+            stamp: Stamp::default(),
+            tier: Tier::Local,
+            body: None,
+        };
+        let new = DocState {
+            siblings: vec![sib(2), sib(3)],
+            ..DocState::default()
+        };
+        let old = [Dot::new(r, 1), Dot::new(r, 2)];
+        assert_eq!(
+            dot_changes(&old, &new),
+            (vec![Dot::new(r, 1)], vec![Dot::new(r, 3)])
+        );
+    }
 
     #[test]
     fn version_matches_migrations() {

@@ -20,7 +20,7 @@ use bridge_core::schema;
 use bridge_core::{
     DocKey, Dot, Engine, EngineConfig, PersistBatch, ReplicaId, Stamp, VersionVector,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use worker::send::SendWrapper;
 use worker::{SqlStorage, SqlStorageValue as Value, Storage};
 
@@ -97,12 +97,7 @@ pub fn plan_batch(
     let sp = || Value::String(space.to_owned());
     let sid_value = || Value::Integer(sid);
     let mut out = Vec::with_capacity(2 * batch.docs.len() + batch.messages.len() + 2);
-    let replicas: BTreeSet<ReplicaId> = batch
-        .docs
-        .iter()
-        .flat_map(|(_, state)| state.siblings.iter().map(|s| s.dot.replica))
-        .collect();
-    for r in replicas {
+    for r in schema::batch_replicas(batch) {
         out.push(stmt(
             schema::ENSURE_REPLICA,
             vec![sid_value(), Value::String(r.to_string())],
@@ -117,7 +112,8 @@ pub fn plan_batch(
             Some(dots) => dots.clone(),
             None => stored_dots(key)?,
         };
-        for d in old.iter().filter(|d| !state.has_dot(**d)) {
+        let (dropped, added) = schema::dot_changes(&old, state);
+        for d in &dropped {
             out.push(stmt(
                 schema::DELETE_DOT,
                 vec![
@@ -137,8 +133,7 @@ pub fn plan_batch(
                 int(state.siblings.len() as u64),
             ],
         ));
-        let new: Vec<Dot> = state.siblings.iter().map(|s| s.dot).collect();
-        for d in new.iter().filter(|d| !old.contains(d)) {
+        for d in &added {
             out.push(stmt(
                 schema::INSERT_DOT,
                 vec![
@@ -150,7 +145,7 @@ pub fn plan_batch(
                 ],
             ));
         }
-        planned.insert(key, new);
+        planned.insert(key, state.siblings.iter().map(|s| s.dot).collect());
     }
     for r in &batch.messages {
         out.push(stmt(

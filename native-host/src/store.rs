@@ -21,7 +21,6 @@ use bridge_core::{
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -350,12 +349,7 @@ impl Store {
             let mut trim = tx.prepare_cached(schema::TRIM_CHANNEL)?;
             for (space, b) in batches {
                 let sid = Self::space_id(&tx, space)?;
-                let replicas: BTreeSet<ReplicaId> = b
-                    .docs
-                    .iter()
-                    .flat_map(|(_, state)| state.siblings.iter().map(|s| s.dot.replica))
-                    .collect();
-                for r in replicas {
+                for r in schema::batch_replicas(b) {
                     put_replica.execute(params![sid, r.to_string()])?;
                 }
                 for (key, state) in &b.docs {
@@ -370,7 +364,8 @@ impl Store {
                             corrupt(format!("docs.state of {}/{}", key.collection, key.id), e)
                         })?
                         .unwrap_or_default();
-                    for d in old.iter().filter(|d| !state.has_dot(**d)) {
+                    let (dropped, added) = schema::dot_changes(&old, state);
+                    for d in dropped {
                         drop_dot.execute(params![sid, d.replica.to_string(), d.counter as i64])?;
                     }
                     let n = state.siblings.len() as i64;
@@ -381,10 +376,7 @@ impl Store {
                         encode_state(state),
                         n
                     ])?;
-                    for d in state.siblings.iter().map(|s| s.dot) {
-                        if old.contains(&d) {
-                            continue;
-                        }
+                    for d in added {
                         put_dot.execute(params![
                             sid,
                             d.replica.to_string(),
