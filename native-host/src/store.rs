@@ -533,6 +533,45 @@ impl DocStore for SqlDocs {
         rows.collect::<Result<_, _>>().map_err(read_err)
     }
 
+    fn dot_states(
+        &self,
+        replica: ReplicaId,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> bridge_core::Result<Vec<(u64, DocKey, Option<DocState>)>> {
+        let conn = lock(&self.conn);
+        let mut st = conn
+            .prepare_cached(schema::SELECT_DOT_STATES)
+            .map_err(read_err)?;
+        let (from, upto) = (from as i64, upto as i64);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = st
+            .query(params![self.sid, replica.to_string(), from, upto, limit])
+            .map_err(read_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(read_err)? {
+            let counter = r.get::<_, i64>(0).map_err(read_err)? as u64;
+            let key = DocKey::new(
+                r.get::<_, String>(1).map_err(read_err)?,
+                r.get::<_, String>(2).map_err(read_err)?,
+            );
+            let column = r.get_ref(3).map_err(read_err)?;
+            let state = match column {
+                ValueRef::Null => None,
+                v => Some(
+                    state_column(v)
+                        .and_then(|c| c.decode().map_err(|e| e.to_string()))
+                        .map_err(|e| {
+                            read_err(format!("docs.state of {}/{}: {e}", key.collection, key.id))
+                        })?,
+                ),
+            };
+            out.push((counter, key, state));
+        }
+        Ok(out)
+    }
+
     fn conflicted(
         &self,
         collection: Option<&str>,
@@ -852,6 +891,28 @@ mod tests {
             }
             stored.sort();
             assert_eq!(stored, dots, "every live dot of {space}");
+            // The joined page read gives what a dot read and a load per dot give, page by page.
+            for r in [ra, rb] {
+                let mut from = 0;
+                loop {
+                    let joined = store.dot_states(r, from, u64::MAX >> 1, 7).expect("states");
+                    let apart: Vec<(u64, DocKey, Option<DocState>)> = store
+                        .dots(r, from, u64::MAX >> 1, 7)
+                        .expect("dots")
+                        .into_iter()
+                        .map(|(c, k)| {
+                            let st = store.load(&k).expect("load");
+                            (c, k, st)
+                        })
+                        .collect();
+                    assert_eq!(joined, apart, "{space}, replica {r}, after {from}");
+                    assert!(joined.iter().all(|(_, _, st)| st.is_some()));
+                    match joined.last() {
+                        Some((c, _, _)) if joined.len() == 7 => from = *c,
+                        _ => break,
+                    }
+                }
+            }
             let view = e.replica().get(&DocKey::new("notes", "d004")).expect("get");
             assert_eq!(
                 view.and_then(|v| v.get("n").cloned()),

@@ -70,10 +70,10 @@ impl Replica {
             let mut last = from;
             let mut exhausted = true;
             'walk: loop {
-                let page = self.durable.dots(r, last, upto, PAGE)?;
+                let page = self.durable.dot_states(r, last, upto, PAGE)?;
                 let last_page = page.len() < PAGE;
-                for (counter, key) in page {
-                    let Some(state) = self.durable.get(&key)? else {
+                for (counter, key, state) in page {
+                    let Some(state) = state else {
                         last = counter;
                         continue;
                     };
@@ -106,7 +106,8 @@ impl Replica {
                         out.docs.push(DocEntry {
                             collection: key.collection,
                             id: key.id,
-                            state: (*state).clone(),
+                            // Not shared (read for this delta alone): moved, not copied.
+                            state: Arc::unwrap_or_clone(state),
                         });
                     }
                 }
@@ -154,10 +155,10 @@ impl Replica {
         let mut walked = from;
         let mut finished = false;
         'walk: loop {
-            let page = self.durable.dots(me, walked, upto, PAGE)?;
+            let page = self.durable.dot_states(me, walked, upto, PAGE)?;
             let last_page = page.len() < PAGE;
-            for (counter, key) in page {
-                let Some(state) = self.durable.get(&key)? else {
+            for (counter, key, state) in page {
+                let Some(state) = state else {
                     walked = counter;
                     continue;
                 };
@@ -187,9 +188,9 @@ impl Replica {
                 claim = counter;
                 walked = counter;
                 out.delta.docs.push(DocEntry {
-                    collection: key.collection.clone(),
-                    id: key.id.clone(),
-                    state: (*state).clone(),
+                    collection: key.collection,
+                    id: key.id,
+                    state: Arc::unwrap_or_clone(state),
                 });
             }
             if last_page {

@@ -40,6 +40,25 @@ pub trait DocStore: Send {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<(u64, DocKey)>>;
+    /// [`DocStore::dots`] with the durable state of each dot's document (`None` when the
+    /// store has none), so a delta reads a page of states at once. The default asks
+    /// [`DocStore::load`] for each; a SQL store joins them in one statement
+    /// (`schema::SELECT_DOT_STATES`).
+    fn dot_states(
+        &self,
+        replica: ReplicaId,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, DocKey, Option<DocState>)>> {
+        self.dots(replica, from, upto, limit)?
+            .into_iter()
+            .map(|(counter, key)| {
+                let state = self.load(&key)?;
+                Ok((counter, key, state))
+            })
+            .collect()
+    }
     /// Keys of documents with more than one sibling (in `collection`, or any), above
     /// `after`, in key order, at most `limit`.
     fn conflicted(
@@ -84,6 +103,9 @@ impl Deref for StateRef<'_> {
         }
     }
 }
+
+/// A live dot's counter, its document, and the document's durable state (shared).
+pub(super) type DotState = (u64, DocKey, Option<Arc<DocState>>);
 
 /// How many dots or keys one store read asks for.
 pub(super) const PAGE: usize = 256;
@@ -135,6 +157,11 @@ impl Cache {
         *used = tick;
         self.order.insert(tick, key.clone());
         Some(state.clone())
+    }
+
+    /// The cached state of `key`, without counting it as used.
+    fn peek(&self, key: &DocKey) -> Option<Arc<DocState>> {
+        self.states.get(key).map(|(s, _, _)| s.clone())
     }
 
     fn put(&mut self, key: DocKey, state: Arc<DocState>) {
@@ -300,21 +327,43 @@ impl Durable {
         }
     }
 
-    pub(super) fn dots(
+    /// A page of `replica`'s live dots in `from + 1 ..= upto`, each with its document's
+    /// durable state, for a delta: what it reads of the
+    /// store is not put in the cache (a sync walks far more documents than a cache holds,
+    /// and would only evict what readers use), a state the cache holds is taken from it.
+    pub(super) fn dot_states(
         &self,
         replica: ReplicaId,
         from: u64,
         upto: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, DocKey)>> {
+    ) -> Result<Vec<DotState>> {
         match self {
-            Durable::Memory { live, .. } => Ok(live
+            Durable::Memory { live, docs } => Ok(live
                 .range(Dot::new(replica, from + 1)..=Dot::new(replica, upto))
                 .take(limit)
-                .map(|(d, k)| (d.counter, k.clone()))
+                .map(|(d, k)| (d.counter, k.clone(), docs.get(k).cloned()))
                 .collect()),
             #[cfg(feature = "store")]
-            Durable::Stored { store, .. } => store.dots(replica, from, upto, limit),
+            Durable::Stored {
+                store,
+                config,
+                cache,
+            } => {
+                let page = store.dot_states(replica, from, upto, limit)?;
+                let cache = cache.borrow();
+                Ok(page
+                    .into_iter()
+                    .map(|(counter, key, state)| {
+                        let state = if key.collection == CONFIG_COLLECTION {
+                            config.get(&key).cloned().map(Arc::new)
+                        } else {
+                            cache.peek(&key).or_else(|| state.map(Arc::new))
+                        };
+                        (counter, key, state)
+                    })
+                    .collect())
+            }
         }
     }
 

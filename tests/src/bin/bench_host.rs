@@ -443,6 +443,26 @@ async fn fanout() {
 }
 
 /// Peak VmRSS of `pid` in MB, sampled every 50 ms until `stop` is set.
+/// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat` (NaN when
+/// unreadable): what a side costs, less disturbed than wall time on a shared machine.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which ends with the last ')'): utime is the 14th
+    // field of the line, stime the 15th, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if f.len() == 2 {
+        (f[0] + f[1]) / 100.0
+    } else {
+        f64::NAN
+    }
+}
+
 fn rss_sampler(
     pid: u32,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -528,6 +548,7 @@ fn large_sync() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let cloud_peak = rss_sampler(cloud.child.id(), stop.clone());
     let url = format!("ws://127.0.0.1:{}", cloud.ws_port);
+    let cloud_cpu0 = cpu_secs(cloud.child.id());
     let t = Instant::now();
     let local = Host::start(
         &local_dir.0,
@@ -547,6 +568,10 @@ fn large_sync() {
         std::thread::sleep(Duration::from_millis(250));
     }
     let secs = t.elapsed().as_secs_f64();
+    let (cloud_cpu, local_cpu) = (
+        cpu_secs(cloud.child.id()) - cloud_cpu0,
+        cpu_secs(local.child.id()),
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (cloud_peak, local_peak) = (
         cloud_peak.join().unwrap_or(f64::NAN),
@@ -560,6 +585,9 @@ fn large_sync() {
         n as f64 / secs,
         bytes as f64 / 1e6,
         bytes as f64 / ndjson as f64
+    );
+    println!(
+        "large sync: CPU time during it: cloud {cloud_cpu:.1} s, hybrid {local_cpu:.1} s (since its start)"
     );
 }
 
