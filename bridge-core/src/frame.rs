@@ -191,6 +191,24 @@ pub enum Frame {
         /// What the asking peer holds; the other side pushes everything beyond it.
         vector: VersionVector,
     },
+    /// Peer, from the side that dialed to its server: what the dialer's part of the sync
+    /// tree holds (`floor`: the meet of its own durable vector and its own peers' floors) and
+    /// has written (`ceiling`: the join of its own vector and its peers' ceilings), from which
+    /// the root of the tree computes the stable horizon (ARCHITECTURE.md, "The stable
+    /// horizon"). Sent after `welcome` and whenever either changes; never answered.
+    Report {
+        /// Every write below it is durable at every replica of the sender's part of the tree.
+        floor: VersionVector,
+        /// Every write made in the sender's part of the tree so far is below it.
+        ceiling: VersionVector,
+    },
+    /// Peer, from a server to a peer that dialed it: the space's stable horizon as far as the
+    /// server knows it. Sent after `welcome` and whenever it rises; never answered.
+    Horizon {
+        /// Every write below it has reached every replica the space tracks, and so has every
+        /// write concurrent with it.
+        horizon: VersionVector,
+    },
     /// Agent: replace a document with `value`, a JSON object (a `null` field is kept as a
     /// value). Answered by `ack` once durable.
     Put {
@@ -408,6 +426,8 @@ impl Frame {
             Frame::Push(_) => "push",
             Frame::Ack(_) => "ack",
             Frame::Pull { .. } => "pull",
+            Frame::Report { .. } => "report",
+            Frame::Horizon { .. } => "horizon",
             Frame::Put { .. } => "put",
             Frame::Patch { .. } => "patch",
             Frame::Delete { .. } => "delete",

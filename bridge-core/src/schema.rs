@@ -133,6 +133,13 @@ pub const MIGRATIONS: &[&str] = &[
      DROP INDEX dots_by_doc;
      DROP TABLE dots;
      ALTER TABLE dots_v3 RENAME TO dots;",
+    // 4: the stable horizon and the table of peers that dialed this replica, per space
+    // (`replica::Stability` as JSON): a peer that once dialed holds the horizon back until
+    // it reports again, across restarts.
+    "CREATE TABLE stability (
+        sid INTEGER PRIMARY KEY,
+        record TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this build writes: the number of [`MIGRATIONS`].
@@ -288,6 +295,14 @@ pub const UPSERT_META: &str =
  ON CONFLICT (space) DO UPDATE SET vector = excluded.vector,
     clock = excluded.clock, message_seen = excluded.message_seen";
 
+/// ?1 space id, ?2 the space's `replica::Stability` as JSON: written with a batch that
+/// carries one ([`crate::PersistBatch::stability`]).
+pub const UPSERT_STABILITY: &str = "INSERT INTO stability (sid, record) VALUES (?1, ?2)
+ ON CONFLICT (sid) DO UPDATE SET record = excluded.record";
+
+/// ?1 space id → (record): the space's stability as last written, read at start.
+pub const SELECT_STABILITY: &str = "SELECT record FROM stability WHERE sid = ?1";
+
 /// ?1 space, ?2 offset, ?3 channel, ?4 message JSON.
 pub const UPSERT_MESSAGE: &str = "INSERT OR REPLACE INTO messages (space, offset, channel, message)
  VALUES (?1, ?2, ?3, ?4)";
@@ -319,6 +334,7 @@ pub const TABLES: &[(&str, i64)] = &[
     ("messages", 1),
     ("dots", 2),
     ("replicas", 3),
+    ("stability", 4),
 ];
 
 /// The replicas whose dots a batch writes: run [`ENSURE_REPLICA`] for each before the
@@ -375,7 +391,7 @@ mod tests {
 
     #[test]
     fn version_matches_migrations() {
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(SCHEMA_VERSION, 4);
         for (t, since) in TABLES.iter().filter(|(t, _)| *t != "migrations") {
             let created = MIGRATIONS
                 .iter()

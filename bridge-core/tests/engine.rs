@@ -623,9 +623,13 @@ fn a_stamp_far_in_the_future_is_refused_and_nothing_is_stored() {
         cloud.replica().get(&DocKey::new("c", "a")).expect("read"),
         None
     );
-    // Nothing is stored, not even the space's default-policy seed (a space is seeded with
-    // its first batch, and a refused frame makes none).
-    assert_eq!(cloud.replica().doc_count().expect("read"), 0);
+    // Nothing of the refused push is stored: the one batch is the peer's entry in the
+    // horizon table (made at `hello`), which seeds the space's default policy.
+    assert_eq!(
+        cloud.replica().collections().expect("read"),
+        vec!["_config".to_owned()]
+    );
+    assert_eq!(cloud.replica().doc_count().expect("read"), 1);
 }
 
 #[test]
@@ -819,4 +823,73 @@ fn timers_fire_at_their_deadlines_on_the_virtual_clock() {
     assert!(net.links[link].is_open());
     assert_eq!(net.advance(1), [ErrorCode::Timeout]);
     assert!(!net.links[link].is_open());
+}
+
+/// The stable horizon over a tree root ← hybrid ← client: it rises to cover what every
+/// replica holds (two rounds of reports after the last write), travels down, is adopted
+/// only as far as a replica holds it, and stops for a replica that went away.
+#[test]
+fn the_stable_horizon_covers_what_every_replica_holds_and_waits_for_the_absent() {
+    let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
+    root_cfg.root = true;
+    let mut net = Net::new(vec![
+        Node::new(root_cfg),
+        engine(2, Tier::Local),
+        engine(3, Tier::Local),
+    ]);
+    let key = |id: &str| DocKey::new("c", id);
+    let put = |n: &mut Node, id: &str| {
+        n.write(0, key(id), WriteOp::Put(obj(json!({"v": id}))))
+            .expect("write")
+    };
+    let horizon = |n: &Node| n.replica().stability().horizon.clone();
+    let d1 = put(&mut net.nodes[0], "a");
+    let d2 = put(&mut net.nodes[1], "b");
+    let d3 = put(&mut net.nodes[2], "c");
+    let up = net.link(1, 0, None, Wire::Binary);
+    let leaf = net.link(2, 1, None, Wire::Json);
+    // A few quiet rounds: reports go up, the candidate is confirmed, the horizon comes down.
+    for t in 1..=3 {
+        let closes = net.at(t * 1000).pump();
+        assert!(closes.is_empty(), "{closes:?}");
+        let w = put(&mut net.nodes[0], &format!("tick{t}"));
+        assert!(
+            !horizon(&net.nodes[0]).contains(w),
+            "a write just made is not stable"
+        );
+        net.pump();
+    }
+    for (n, node) in net.nodes.iter().enumerate() {
+        let h = horizon(node);
+        for d in [d1, d2, d3] {
+            assert!(h.contains(d), "node {n}: {d:?} is below the horizon {h:?}");
+        }
+        assert!(node.replica().vector().dominates(&h), "node {n}");
+        assert_eq!(
+            node.replica().stability().peers.len(),
+            [1, 1, 0][n],
+            "node {n} tracks the peers that dialed it"
+        );
+    }
+    // The client goes away; what is written after that is never stable while it is gone.
+    net.unlink(leaf);
+    let later = put(&mut net.nodes[0], "later");
+    for t in 10..20 {
+        net.at(t * 1000).pump();
+        put(&mut net.nodes[1], &format!("more{t}"));
+        net.pump();
+    }
+    assert!(!horizon(&net.nodes[0]).contains(later));
+    assert!(!horizon(&net.nodes[1]).contains(later));
+    // Back: it reports, catches up, and the horizon moves past `later`.
+    assert!(net.links[up].is_open());
+    net.link(2, 1, None, Wire::Json);
+    for t in 20..24 {
+        net.at(t * 1000).pump();
+        put(&mut net.nodes[0], &format!("tock{t}"));
+        net.pump();
+    }
+    for (n, node) in net.nodes.iter().enumerate() {
+        assert!(horizon(node).contains(later), "node {n}");
+    }
 }

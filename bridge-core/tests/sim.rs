@@ -31,6 +31,7 @@ fn simulation_converges_under_faults() {
                 total.conflicts_open += r.conflicts_open;
                 total.attacks += r.attacks;
                 total.attacks_refused += r.attacks_refused;
+                total.horizon += r.horizon;
             }
             Err(f) => {
                 eprintln!("{f}");
@@ -46,6 +47,10 @@ fn simulation_converges_under_faults() {
         failures[0]
     );
     // The runs must exercise what they claim to check.
+    assert!(
+        total.horizon > 0,
+        "the root's horizon never rose: {total:?}"
+    );
     assert!(
         total.acked_writes > seeds as usize,
         "too few acknowledged writes: {total:?}"

@@ -253,6 +253,8 @@ impl SpaceObject {
             internal("BRIDGE_SECRET is not set: `npx wrangler secret put BRIDGE_SECRET` (or .dev.vars locally)")
         })?);
         cfg.name = "edge".into();
+        // The edge dials nobody: it is the root of the space's sync tree.
+        cfg.root = true;
         if let Ok(v) = self.env.var("CONFLICT_STRATEGY") {
             let v = v.to_string();
             if !v.is_empty() {

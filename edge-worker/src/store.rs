@@ -173,6 +173,9 @@ pub fn plan_batch(
             json(&batch.message_seen)?,
         ],
     ));
+    if let Some(st) = &batch.stability {
+        out.push(stmt(schema::UPSERT_STABILITY, vec![sid_value(), json(st)?]));
+    }
     Ok(out)
 }
 
@@ -386,6 +389,10 @@ pub fn load(storage: &Storage, cfg: EngineConfig) -> Result<Engine> {
         let clock: Stamp = parse(&text(row, 1, "meta.clock")?, "meta.clock")?;
         let seen: VersionVector = parse(&text(row, 2, "meta.message_seen")?, "meta.message_seen")?;
         engine.restore_meta(vector, clock, seen);
+    }
+    if let Some(row) = exec(&sql, schema::SELECT_STABILITY, vec![Value::Integer(sid)])?.first() {
+        let st = parse(&text(row, 0, "stability.record")?, "stability.record")?;
+        engine.restore_stability(st);
     }
     let config = Value::String(CONFIG_COLLECTION.into());
     for row in exec(

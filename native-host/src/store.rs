@@ -309,6 +309,13 @@ impl Store {
                 serde_json::from_str(&m).map_err(|e| corrupt("meta.message_seen", e))?;
             engine.restore_meta(vector, clock, seen);
         }
+        let stability: Option<String> = conn
+            .query_row(schema::SELECT_STABILITY, [sid], |r| r.get(0))
+            .optional()?;
+        if let Some(s) = stability {
+            let s = serde_json::from_str(&s).map_err(|e| corrupt("stability.record", e))?;
+            engine.restore_stability(s);
+        }
 
         let config = bridge_core::replica::CONFIG_COLLECTION;
         let mut st = conn.prepare(schema::SELECT_COLLECTION_DOCS)?;
@@ -399,6 +406,10 @@ impl Store {
                     to_json(&b.clock)?,
                     to_json(&b.message_seen)?
                 ])?;
+                if let Some(st) = &b.stability {
+                    tx.prepare_cached(schema::UPSERT_STABILITY)?
+                        .execute(params![sid, to_json(st)?])?;
+                }
             }
         }
         tx.commit()?;
@@ -860,7 +871,7 @@ mod tests {
         }
 
         let mut s = Store::open(&path).expect("open and migrate");
-        assert_eq!(s.schema_version().expect("version"), 3);
+        assert_eq!(s.schema_version().expect("version"), schema::SCHEMA_VERSION);
         assert_eq!(s.integrity_check().expect("check"), "ok");
         assert_eq!(s.counts().expect("counts"), (2, 45, 0));
         for (space, replica, docs) in [("a", ra, &a), ("b", rb, &b)] {
@@ -1001,6 +1012,57 @@ mod tests {
     }
 
     #[test]
+    fn the_stable_horizon_and_the_peers_table_survive_reopen() {
+        let dir = std::env::temp_dir().join(format!("sb-stability-{}", std::process::id()));
+        let path = dir.join("db.sqlite");
+        let _ = std::fs::remove_dir_all(&dir);
+        let vv = |e: &[(u64, u64)]| -> VersionVector {
+            e.iter().map(|(r, c)| (ReplicaId(*r), *c)).collect()
+        };
+        let stability = bridge_core::replica::Stability {
+            horizon: vv(&[(1, 4)]),
+            peers: vec![bridge_core::replica::Tracked {
+                replica: ReplicaId(7),
+                floor: vv(&[(1, 5), (7, 2)]),
+                ceiling: Some(vv(&[(1, 6), (7, 3)])),
+            }],
+        };
+        {
+            let mut s = Store::open(&path).expect("open");
+            let e = s
+                .load_engine(EngineConfig::new(ReplicaId(0), Tier::Cloud, "a"))
+                .expect("load");
+            assert_eq!(e.replica().stability(), &Default::default());
+            let batch = PersistBatch {
+                id: 1,
+                docs: Vec::new(),
+                vector: vv(&[(1, 6)]),
+                clock: Stamp::default(),
+                message_seen: VersionVector::new(),
+                messages: Vec::new(),
+                retain: Vec::new(),
+                requests: Vec::new(),
+                stability: Some(stability.clone()),
+            };
+            s.write(&[("a", &batch)]).expect("write");
+            // A batch without a stability keeps the stored one.
+            let later = PersistBatch {
+                id: 2,
+                stability: None,
+                ..batch
+            };
+            s.write(&[("a", &later)]).expect("write");
+        }
+        let mut s = Store::open(&path).expect("reopen");
+        let e = s
+            .load_engine(EngineConfig::new(ReplicaId(0), Tier::Cloud, "a"))
+            .expect("load");
+        assert_eq!(e.replica().stability(), &stability);
+        assert!(e.replica().durably_tracks(ReplicaId(7)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn batches_survive_reopen_and_replica_id_is_stable() {
         let dir = std::env::temp_dir().join(format!("sb-store-{}", std::process::id()));
         let path = dir.join("nested/db.sqlite");
@@ -1023,7 +1085,7 @@ mod tests {
             let mut other = s.load_engine(cfg("b")).expect("second space");
             drive(&mut s, &mut other);
             assert_eq!(s.integrity_check().expect("check"), "ok");
-            assert_eq!(s.schema_version().expect("version"), 3);
+            assert_eq!(s.schema_version().expect("version"), schema::SCHEMA_VERSION);
             (e.replica().id(), e.replica().vector().clone())
         };
         let mut s = Store::open(&path).expect("reopen");

@@ -36,6 +36,8 @@
 //! | 24 | `error` | req?, code, message |
 //! | 25 | `ping` | nonce |
 //! | 26 | `pong` | nonce |
+//! | 27 | `report` | floor, ceiling |
+//! | 28 | `horizon` | horizon |
 //!
 //! Field types:
 //!
@@ -755,6 +757,8 @@ frame_table! {
         24 => Error { req, code, message },
         25 => Ping { nonce },
         26 => Pong { nonce },
+        27 => Report { floor, ceiling },
+        28 => Horizon { horizon },
     }
 }
 

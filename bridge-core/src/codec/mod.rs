@@ -203,6 +203,8 @@ fn check_decoded(frame: &Frame) -> Result<()> {
         | Frame::Welcome(_)
         | Frame::Ack(_)
         | Frame::Pull { .. }
+        | Frame::Report { .. }
+        | Frame::Horizon { .. }
         | Frame::Delete { .. }
         | Frame::Get { .. }
         | Frame::List { .. }

@@ -91,6 +91,7 @@ use serde_json::{Map, Value};
 use std::collections::VecDeque;
 
 mod driver;
+mod horizon;
 mod peer;
 mod presence;
 mod request;
@@ -149,6 +150,11 @@ pub struct EngineConfig {
     /// Bytes of document states a replica whose durable layer is a store
     /// ([`Engine::with_store`]) keeps cached in memory. Ignored in memory.
     pub cache_bytes: usize,
+    /// This replica is the root of the space's sync tree (it dials no server): it computes
+    /// the stable horizon from its peers' reports. A replica that dials a server follows its
+    /// server's horizon instead. Default `false` (a replica that is never told computes no
+    /// horizon of its own, which is always safe).
+    pub root: bool,
 }
 
 /// Default for [`EngineConfig::cache_bytes`]: 64 MiB.
@@ -181,6 +187,7 @@ impl EngineConfig {
             hello_timeout_ms: DEFAULT_HELLO_TIMEOUT_MS,
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            root: false,
         }
     }
 }
@@ -316,6 +323,10 @@ struct PeerLink {
     /// before writes the peer may not take from us yet. Nothing more goes until one of them
     /// moves (the peer got the rest through a relay, or we wrote again).
     blocked_at: Option<(VersionVector, u64)>,
+    /// On a link we dialed: the floor and ceiling of our last `report` on it.
+    reported: Option<(VersionVector, VersionVector)>,
+    /// On a link that dialed us: the horizon we last sent it.
+    horizon_sent: VersionVector,
 }
 
 #[derive(Debug)]
@@ -454,6 +465,13 @@ pub struct Engine {
     requests: crate::request::key::Requests,
     /// The last request id handed out for a write of the host's own API ([`Engine::request`]).
     next_req: u64,
+    /// Root only: the floor and ceiling of the tree at one moment, waiting for the floor to
+    /// pass that ceiling ([`Engine::horizon_round`]).
+    #[cfg(feature = "serve")]
+    candidate: Option<(VersionVector, VersionVector)>,
+    /// Not root: the highest horizon our server sent, adopted as far as our own durable
+    /// vector covers it.
+    horizon_heard: VersionVector,
 }
 
 impl Engine {
@@ -480,6 +498,9 @@ impl Engine {
             seeded: false,
             requests: Default::default(),
             next_req: 0,
+            #[cfg(feature = "serve")]
+            candidate: None,
+            horizon_heard: VersionVector::new(),
         }
     }
 
@@ -521,6 +542,12 @@ impl Engine {
         message_seen: VersionVector,
     ) {
         self.replica.restore_meta(vector, clock, message_seen);
+    }
+
+    /// Loads the space's stable horizon and table of peers as read back from the store
+    /// (before any session; see [`crate::PersistBatch::stability`]).
+    pub fn restore_stability(&mut self, s: crate::replica::Stability) {
+        self.replica.restore_stability(s);
     }
 
     /// Loads a retained channel message as read back from the store (before any session).
@@ -728,6 +755,7 @@ impl Engine {
         for r in released.messages {
             self.deliver(r);
         }
+        self.horizon_round();
         failed
     }
 
@@ -926,6 +954,8 @@ impl Engine {
             Frame::Push(p) => self.on_push(now_ms, session, p),
             Frame::Ack(a) => self.on_ack(session, a),
             Frame::Pull { vector } => self.on_pull(session, vector),
+            Frame::Report { floor, ceiling } => self.on_report(session, floor, ceiling),
+            Frame::Horizon { horizon } => self.on_horizon(session, horizon),
             Frame::Broadcast { message, .. } => self.on_broadcast(now_ms, session, message),
             Frame::Presence { entries } => self.on_presence(session, entries),
             // Either kind of session.

@@ -86,7 +86,17 @@ impl Engine {
             rights: Some(rights),
         };
         self.send(session, Frame::Welcome(welcome));
-        self.opened(session)
+        #[cfg(feature = "serve")]
+        if let Some(peer) = self.sessions.get(&session).and_then(|s| s.peer.as_ref()) {
+            // From now on the peer holds the horizon back until it reports.
+            let (replica, held) = (peer.replica, peer.acked.clone());
+            if !self.replica.stability().is_tracked(replica) {
+                self.replica.stability_mut().track(replica, &held);
+            }
+        }
+        self.opened(session)?;
+        self.horizon_round();
+        Ok(())
     }
 
     pub(super) fn on_welcome(&mut self, session: SessionId, w: Welcome) -> Result<(), Fatal> {
@@ -116,7 +126,9 @@ impl Engine {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.peer = Some(link);
         }
-        self.opened(session)
+        self.opened(session)?;
+        self.horizon_round();
+        Ok(())
     }
 
     /// A peer claims to hold more writes of this replica than it ever made: forged by a
@@ -351,6 +363,10 @@ impl Engine {
             if !matches!(s.phase, Phase::Open)
                 || link.unacked.len() >= self.cfg.window
                 || !(s.auto_push || link.sync_requested)
+                // A peer that dialed us gets documents once its entry in our table is
+                // durable (a batch or two after its `hello`): no restart can then forget
+                // that it holds some, and the horizon waits for it.
+                || (!s.dialed && !self.durably_tracked(link.replica))
             {
                 continue;
             }
@@ -467,6 +483,8 @@ impl PeerLink {
             presence_sent: Vec::new(),
             own_only: false,
             blocked_at: None,
+            reported: None,
+            horizon_sent: VersionVector::new(),
         }
     }
 }

@@ -161,6 +161,10 @@ impl Engine {
                 presence_sent: p.presence_sent,
                 own_only: p.own_only,
                 blocked_at: p.blocked_at,
+                // Not kept: after a wake the horizon and the report go once more (both are
+                // idempotent).
+                reported: None,
+                horizon_sent: VersionVector::new(),
             }),
             channels: snap.channels.into_iter().map(|c| (c, ())).collect(),
             collections: snap.collections.into_iter().map(|c| (c, ())).collect(),

@@ -26,10 +26,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 mod delta;
+mod horizon;
 mod store;
 mod trust;
 
 pub use delta::{Delta, OwnDelta};
+pub use horizon::{meet, Stability, Tracked};
 #[cfg(feature = "store")]
 pub use store::DocStore;
 pub use store::StateRef;
@@ -75,6 +77,9 @@ pub struct PersistBatch {
     /// Requests with an idempotency key done by this batch's writes ([`crate::Engine::request_once`]):
     /// stored with the batch, given back with [`crate::Engine::restore_requests`].
     pub requests: Vec<crate::request::DoneRequest>,
+    /// The horizon and the peers' table, when they changed since the last batch: stored
+    /// with the metadata, given back with [`Replica::restore_stability`].
+    pub stability: Option<Stability>,
 }
 
 impl PersistBatch {
@@ -99,6 +104,9 @@ struct InFlight {
     vector: VersionVector,
     message_seen: VersionVector,
     messages: Vec<Retained>,
+    /// The peers of the table this batch persists, when it persists the table.
+    #[cfg(feature = "serve")]
+    peers: Option<Vec<ReplicaId>>,
 }
 
 /// A batch the host has persisted, handed back so the engine can release what it gated.
@@ -132,6 +140,12 @@ pub struct Replica {
     vv_latest: VersionVector,
     msg_seen_latest: VersionVector,
     next_batch: u64,
+    stability: Stability,
+    /// The stability changed since the last cut.
+    stability_dirty: bool,
+    /// The peers of the table as last persisted, in id order.
+    #[cfg(feature = "serve")]
+    durable_peers: Vec<ReplicaId>,
 }
 
 impl Replica {
@@ -153,6 +167,10 @@ impl Replica {
             vv_latest: VersionVector::new(),
             msg_seen_latest: VersionVector::new(),
             next_batch: 1,
+            stability: Stability::default(),
+            stability_dirty: false,
+            #[cfg(feature = "serve")]
+            durable_peers: Vec::new(),
         }
     }
 
@@ -805,6 +823,7 @@ impl Replica {
     pub fn has_staged(&self) -> bool {
         !self.staged.docs.is_empty()
             || !self.staged.messages.is_empty()
+            || self.stability_dirty
             || &self.vv_latest != self.inflight.back().map_or(&self.vv, |f| &f.vector)
     }
 
@@ -849,8 +868,16 @@ impl Replica {
             messages: messages.clone(),
             retain,
             requests: Vec::new(),
+            stability: std::mem::take(&mut self.stability_dirty).then(|| self.stability.clone()),
         };
+        #[cfg(feature = "serve")]
+        let peers = batch
+            .stability
+            .as_ref()
+            .map(|s| s.peers.iter().map(|p| p.replica).collect());
         self.inflight.push_back(InFlight {
+            #[cfg(feature = "serve")]
+            peers,
             id,
             docs,
             vector: self.vv_latest.clone(),
@@ -884,6 +911,10 @@ impl Replica {
         }
         self.vv = f.vector;
         self.msg_seen = f.message_seen;
+        #[cfg(feature = "serve")]
+        if let Some(peers) = f.peers {
+            self.durable_peers = peers;
+        }
         for r in &f.messages {
             // A store holds them already (the host trimmed each channel in the same commit).
             #[cfg(feature = "store")]

@@ -73,6 +73,14 @@ impl<C: Choices> World<'_, C> {
                 if used > budget {
                     return Err(format!("node {n} caches {used} bytes, over its {budget}"));
                 }
+                // A horizon is adopted only as far as the replica holds it durably.
+                let h = &node.engine.replica().stability().horizon;
+                if !node.engine.replica().vector().dominates(h) {
+                    return Err(format!(
+                        "node {n}'s horizon {h:?} is above its durable vector {:?}",
+                        node.engine.replica().vector()
+                    ));
+                }
             }
         }
         // Agents still waiting for acks after the faults stop are fine: the write may have
@@ -171,6 +179,14 @@ impl<C: Choices> World<'_, C> {
                 }
             }
         }
+        self.report.horizon = self.nodes[0]
+            .engine
+            .replica()
+            .stability()
+            .horizon
+            .iter()
+            .map(|(_, c)| c as usize)
+            .sum();
         self.report.acked_writes = self.acked.len();
         self.report.acked_deletes = self.acked_deletes.len();
         self.report.conflicts_open = conflicts0.len();

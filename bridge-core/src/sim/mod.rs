@@ -190,6 +190,8 @@ pub struct Report {
     pub attacks: usize,
     /// Sessions of adversarial peers that the servers closed.
     pub attacks_refused: usize,
+    /// Writes below the root's stable horizon at the end (the sum of its counters).
+    pub horizon: usize,
 }
 
 /// A run that broke an invariant (or hit an engine error): where, and what.
@@ -241,10 +243,14 @@ struct Disk {
     vector: VersionVector,
     clock: Stamp,
     msg_seen: VersionVector,
+    stability: crate::replica::Stability,
 }
 
 impl Disk {
     fn write(&mut self, b: &PersistBatch) {
+        if let Some(s) = &b.stability {
+            self.stability = s.clone();
+        }
         for (k, s) in &b.docs {
             self.docs.put(k.clone(), crate::DocState::clone(s));
         }
@@ -283,6 +289,7 @@ impl Node {
             }
         }
         r.restore_meta(disk.vector.clone(), disk.clock, disk.msg_seen.clone());
+        r.restore_stability(disk.stability.clone());
         if stored {
             // A stored replica reads its retained messages from disk when it replays them.
             r.restore_message_offset(disk.docs.last_offset());
@@ -431,6 +438,8 @@ impl<'c, C: Choices> World<'c, C> {
             ec.window = 1 + c.below(3);
             ec.default_retain = [0, 3, 100][c.below(3)];
             ec.cache_bytes = [0, 512, 4096][i % 3];
+            // Node 0 dials nobody: it is the root that computes the stable horizon.
+            ec.root = i == 0;
             let offset = c.below(3000) as u64;
             nodes.push(Node::boot(ec, Disk::default(), offset));
         }
@@ -750,6 +759,30 @@ impl<'c, C: Choices> World<'c, C> {
                         return Err(format!(
                             "node {server} acknowledged push {seq} of attacker {x}"
                         ));
+                    }
+                    if let Frame::Push(p) = frame {
+                        // It acknowledges what it is sent (so it does not hold the horizon
+                        // back for ever) and reports a floor far beyond it, which the server
+                        // must cap at what it knows the attacker holds.
+                        let mut floor = p.watermark.clone();
+                        for (r, c) in self.nodes[server].engine.replica().latest_vector().iter() {
+                            floor.raise(r, c + 1000);
+                        }
+                        let frames = [
+                            Frame::Ack(Ack {
+                                seq: Some(p.seq),
+                                ..Ack::default()
+                            }),
+                            Frame::Report {
+                                ceiling: VersionVector::new(),
+                                floor,
+                            },
+                        ];
+                        for f in frames {
+                            let link = &mut self.links[l];
+                            let bytes = link.encode(&f);
+                            link.to_server.push_back(Wire::Frame(bytes));
+                        }
                     }
                 }
             }

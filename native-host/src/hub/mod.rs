@@ -294,5 +294,8 @@ fn engine_config(cfg: &HubConfig, space: &str) -> EngineConfig {
     c.hello_timeout_ms = cfg.hello_timeout_ms;
     c.heartbeat_ms = cfg.heartbeat_ms;
     c.cache_bytes = cfg.cache_bytes;
+    // A host without an upstream link (local and cloud modes) is the root of its spaces'
+    // sync trees: it computes their stable horizons; a hybrid host follows its cloud's.
+    c.root = cfg.link_spaces.is_none();
     c
 }

@@ -1,0 +1,165 @@
+//! The stable horizon (ARCHITECTURE.md, "The stable horizon"): peers report their part of
+//! the sync tree up (`report`), the root computes the horizon, and it travels down
+//! (`horizon`). Nothing here is ever answered, and a lost frame is sent again at the next
+//! change, so a broken link costs a delay, never a wrong horizon.
+
+use super::{Engine, Fatal};
+use crate::replica::meet;
+use crate::{Error, Frame, SessionId, VersionVector};
+
+impl Engine {
+    /// `report` from a peer that dialed us: its part of the tree's floor and ceiling. The
+    /// floor is believed only as far as we know the peer holds (its `hello` vector and the
+    /// pushes it acknowledged): a peer can hold the horizon back, never push it past what
+    /// it has.
+    #[cfg(feature = "serve")]
+    pub(super) fn on_report(
+        &mut self,
+        session: SessionId,
+        floor: VersionVector,
+        ceiling: VersionVector,
+    ) -> Result<(), Fatal> {
+        let Some(s) = self.sessions.get(&session) else {
+            return Ok(());
+        };
+        let (Some(link), false) = (s.peer.as_ref(), s.dialed) else {
+            return Err(Fatal(Error::Protocol(
+                "`report` goes from a peer to the server it dialed".into(),
+            )));
+        };
+        let floor = meet(&floor, &link.acked);
+        let replica = link.replica;
+        let mut stability = self.replica.stability().clone();
+        if stability.reported(replica, floor, ceiling) {
+            *self.replica.stability_mut() = stability;
+            self.horizon_round();
+        }
+        Ok(())
+    }
+
+    /// Built without `serve` (the browser), no peer dials this replica.
+    #[cfg(not(feature = "serve"))]
+    pub(super) fn on_report(
+        &mut self,
+        _: SessionId,
+        _: VersionVector,
+        _: VersionVector,
+    ) -> Result<(), Fatal> {
+        Err(Fatal(Error::Protocol(
+            "this build serves no peers (bridge-core without `serve`)".into(),
+        )))
+    }
+
+    /// Whether a peer that dialed us may be sent documents: once its entry in our table is
+    /// durable.
+    #[cfg(feature = "serve")]
+    pub(super) fn durably_tracked(&self, replica: crate::ReplicaId) -> bool {
+        self.replica.durably_tracks(replica)
+    }
+
+    /// Built without `serve` (the browser), no peer dials this replica.
+    #[cfg(not(feature = "serve"))]
+    pub(super) fn durably_tracked(&self, _: crate::ReplicaId) -> bool {
+        true
+    }
+
+    /// `horizon` from the server we dialed.
+    pub(super) fn on_horizon(
+        &mut self,
+        session: SessionId,
+        horizon: VersionVector,
+    ) -> Result<(), Fatal> {
+        let dialed = self
+            .sessions
+            .get(&session)
+            .is_some_and(|s| s.dialed && s.peer.is_some());
+        if !dialed {
+            return Err(Fatal(Error::Protocol(
+                "`horizon` goes from a server to a peer that dialed it".into(),
+            )));
+        }
+        self.horizon_heard.join(&horizon);
+        self.horizon_round();
+        Ok(())
+    }
+
+    /// After anything that may move the horizon (a batch persisted, a report, a horizon
+    /// heard, a session opened): the root advances its horizon by the two-round rule; any
+    /// other replica adopts what its server sent as far as its own durable vector covers
+    /// it. Then the horizon goes down to the peers that dialed us, and our report up to the
+    /// servers we dialed, each only when it changed.
+    pub(super) fn horizon_round(&mut self) {
+        let own = self.replica.vector().clone();
+        let mut horizon = self.replica.stability().horizon.clone();
+        #[cfg(feature = "serve")]
+        let (floor, ceiling) = {
+            let floor = self.replica.stability().floor(&own);
+            let ceiling = self
+                .replica
+                .stability()
+                .ceiling(self.replica.latest_vector());
+            if self.cfg.root {
+                // A candidate (F₀, J₀) is the tree's floor and ceiling at one moment. Every
+                // write concurrent with one below F₀ was made before its writer's floor
+                // covered F₀, so lies below J₀; once the floor passes J₀, every such write
+                // has reached every replica, and everything below F₀ is stable.
+                match self.candidate.take() {
+                    Some((f0, j0)) if floor.dominates(&j0) => {
+                        horizon.join(&f0);
+                        self.candidate = ceiling.clone().map(|c| (floor.clone(), c));
+                    }
+                    Some(waiting) => self.candidate = Some(waiting),
+                    None => self.candidate = ceiling.clone().map(|c| (floor.clone(), c)),
+                }
+            }
+            (floor, ceiling)
+        };
+        // Without `serve` no peer dials us: our part of the tree is this replica alone.
+        #[cfg(not(feature = "serve"))]
+        let (floor, ceiling) = (own.clone(), Some(self.replica.latest_vector().clone()));
+        if !self.cfg.root {
+            horizon.join(&meet(&self.horizon_heard, &own));
+        }
+        if horizon != self.replica.stability().horizon {
+            self.replica.stability_mut().horizon = horizon.clone();
+        }
+        let mut frames = Vec::new();
+        for (id, s) in self.sessions.iter_mut() {
+            let Some(link) = s.peer.as_mut() else {
+                continue;
+            };
+            if !matches!(s.phase, super::Phase::Open) {
+                continue;
+            }
+            if s.dialed {
+                let Some(c) = &ceiling else { continue };
+                if link
+                    .reported
+                    .as_ref()
+                    .is_some_and(|(f, j)| f == &floor && j == c)
+                {
+                    continue;
+                }
+                link.reported = Some((floor.clone(), c.clone()));
+                frames.push((
+                    *id,
+                    Frame::Report {
+                        floor: floor.clone(),
+                        ceiling: c.clone(),
+                    },
+                ));
+            } else if cfg!(feature = "serve") && link.horizon_sent != horizon {
+                link.horizon_sent = horizon.clone();
+                frames.push((
+                    *id,
+                    Frame::Horizon {
+                        horizon: horizon.clone(),
+                    },
+                ));
+            }
+        }
+        for (id, f) in frames {
+            self.send(id, f);
+        }
+    }
+}
