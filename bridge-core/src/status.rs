@@ -80,6 +80,14 @@ pub struct SpaceStatus {
     /// The most [`SpaceStatus::cache_bytes`] may reach (`CACHE_MB`).
     #[serde(default)]
     pub cache_budget: u64,
+    /// The space's stable horizon as this store has adopted it, as a cursor
+    /// (`replica:counter,...`; empty when none): every write below it has reached every
+    /// replica the space tracks (docs/protocol.md, "The stable horizon").
+    #[serde(default)]
+    pub horizon: String,
+    /// Peers in this store's horizon table: every peer that ever dialed it for this space.
+    #[serde(default)]
+    pub tracked_peers: u64,
     /// The space's replicated default policy (`_config/space`): the one that applies.
     pub default_policy: Policy,
     /// This host's `CONFLICT_STRATEGY`, which only seeds new spaces.

@@ -502,6 +502,40 @@ pub fn eventually(
     }
 }
 
+/// Waits until a host's `space` shows a stable horizon at its cursor, the cursor naming
+/// `replicas` replicas (every write of theirs is everywhere); returns the space's status.
+pub fn wait_horizon_at_cursor(
+    port: u16,
+    token: Option<&str>,
+    space: &str,
+    replicas: usize,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, v) = http(port, "GET", "/v1/status", None, token);
+        assert_eq!(s, 200, "{v}");
+        let sp = v["spaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["space"] == space)
+            .cloned()
+            .unwrap_or(Value::Null);
+        let (horizon, cursor) = (sp["horizon"].as_str(), sp["cursor"].as_str());
+        if horizon.is_some()
+            && horizon == cursor
+            && cursor.is_some_and(|c| c.split(',').count() == replicas)
+        {
+            return sp;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no horizon at the cursor: horizon {horizon:?}, cursor {cursor:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until the hybrid host's upstream link is up.
 pub fn wait_link_up(local: &Host) {
     eventually(local.api_port, "/v1/status", None, |_, v| {

@@ -526,6 +526,10 @@ async fn a_hybrid_native_host_syncs_with_the_worker_both_ways() {
     );
     let (s, v) = http(edge.port, "GET", "/v1/spaces/proj/docs/notes/a", None, tok);
     assert_eq!((s, &v["value"]["from"]), (200, &json!("local")), "{v}");
+    // The worker is the root of the space's tree: the hybrid host follows its stable
+    // horizon, which reaches every write of both once quiet (the worker's table of peers
+    // survived its restart).
+    tests::wait_horizon_at_cursor(local.api_port, None, "proj", 2);
 }
 
 /// Write → other client round trips on `url`: p50, p99, max over `runs` after a warm-up.

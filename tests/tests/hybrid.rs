@@ -501,3 +501,32 @@ fn hybrid_links_every_space_it_serves() {
         |s, v| s == 200 && v["value"]["from"] == "cloud",
     );
 }
+
+/// The stable horizon between real hosts: once both are quiet, the cloud (the root) and the
+/// hybrid host (which follows it) show a horizon covering every write of both, and each
+/// tracks the peers that dialed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stable_horizon_covers_both_hosts_writes_once_quiet() {
+    let Pair {
+        cloud,
+        local,
+        token,
+        _dirs,
+    } = start_pair(&[]);
+    let tok = Some(token.as_str());
+    let (s, v) = local.http("PUT", "/v1/spaces/proj/docs/notes/l", Some(r#"{"n":1}"#));
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = http(
+        cloud.api_port,
+        "PUT",
+        "/v1/spaces/proj/docs/notes/c",
+        Some(r#"{"n":2}"#),
+        tok,
+    );
+    assert_eq!(s, 200, "{v}");
+    let c = tests::wait_horizon_at_cursor(cloud.api_port, tok, "proj", 2);
+    let l = tests::wait_horizon_at_cursor(local.api_port, None, "proj", 2);
+    assert_eq!(c["cursor"], l["cursor"]);
+    assert_eq!(c["tracked_peers"], 1, "the cloud tracks the hybrid host");
+    assert_eq!(l["tracked_peers"], 0, "nobody dialed the hybrid host");
+}

@@ -104,12 +104,18 @@ impl Engine {
                 // covered F₀, so lies below J₀; once the floor passes J₀, every such write
                 // has reached every replica, and everything below F₀ is stable.
                 match self.candidate.take() {
-                    Some((f0, j0)) if floor.dominates(&j0) => {
-                        horizon.join(&f0);
-                        self.candidate = ceiling.clone().map(|c| (floor.clone(), c));
+                    Some((f0, j0)) if floor.dominates(&j0) => horizon.join(&f0),
+                    waiting => self.candidate = waiting,
+                }
+                if self.candidate.is_none() {
+                    if let Some(c) = &ceiling {
+                        // Taken now; already confirmed if the floor is at the ceiling (a
+                        // quiet tree: every write made so far is everywhere).
+                        if floor.dominates(c) {
+                            horizon.join(&floor);
+                        }
+                        self.candidate = Some((floor.clone(), c.clone()));
                     }
-                    Some(waiting) => self.candidate = Some(waiting),
-                    None => self.candidate = ceiling.clone().map(|c| (floor.clone(), c)),
                 }
             }
             (floor, ceiling)

@@ -125,6 +125,8 @@ impl Hub {
                     open_conflicts: logged(r.conflicts(None), "list conflicts").len() as u64,
                     cache_bytes: cache.0 as u64,
                     cache_budget: cache.1 as u64,
+                    horizon: api::format_cursor(&r.stability().horizon),
+                    tracked_peers: r.stability().peers.len() as u64,
                     default_policy: r.space_default_policy(),
                     conflict_strategy: r.local_default_policy(),
                     default_policy_mismatch: r.space_default_policy() != r.local_default_policy(),
