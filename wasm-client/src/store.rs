@@ -5,18 +5,27 @@
 //!
 //! | store | key | value |
 //! | --- | --- | --- |
-//! | `docs` | `[collection, id]` | the document's full state, as a binary `push` frame of one document |
+//! | `docs` | `[collection, id]` | `{ s, d, x }`: `s` the document's full state as a binary `push` frame of one document, `d` its live dots `[[replica hex, counter], …]`, `x` its key `[collection, id]` when it has more than one sibling (absent otherwise) |
 //! | `messages` | offset (number) | the retained message, as a binary `broadcast` frame |
 //! | `meta` | `"replica"` | replica id (hex text) |
 //! | `meta` | `"space"` | `[pull frame with the vector, hello frame with messages seen, clock wall, clock counter]` |
 //! | `meta` | `"cloud"` | `[highest own counter a cloud acknowledged, when]` |
+//! | `meta` | `"layout"` | `2` while document records of schema 2 (a bare byte array) are still to be rewritten (schema 3's upgrade sets it; `open` rewrites them and deletes it) |
 //! | `meta` | `"requests"` | the newest done requests with an idempotency key (forwarded tab calls): `[[origin, id, dot replica hex or null, dot counter], …]` |
 //! | `damaged` | `[store, key]` | `[the record, why it could not be read]`: records set aside at open |
 //!
+//! Two indexes on `docs` answer the engine's range reads without reading the documents:
+//! `dots` (multi-entry on `d`: a replica's live dots in counter order, each to its document —
+//! the live-dot index) and `conflicts` (on `x`: documents with several siblings, in key
+//! order). Opening reads the metadata, the `_config` documents and the retained messages
+//! (bounded by each channel's retention), never the other documents: the engine reads them
+//! through [`crate::scratch::Prefetched`], which the client fills with [`IdbStore::fetch`].
+//!
 //! What is stored was checked by the core's `limits` before it was written, so it reads
-//! back. Should a document or message record still fail to decode (a bug, a disk error), open
-//! does not refuse the whole store: the record is moved to `damaged`, reported
-//! (`stats().setAside`, `status().error`, the console), and everything else opens.
+//! back. Should a document or message record still fail to decode (a bug, a disk error), the
+//! store is not refused: the record is moved to `damaged` — a message record at open, a
+//! document record when it is first read — reported (`stats().setAside`, `status().error`),
+//! and read as absent; everything else works.
 //!
 //! Records are the core's own binary frame encoding (docs/protocol.md): one byte array per
 //! record is cheap to move across the wasm boundary and to structured-clone, the decoder
@@ -29,14 +38,18 @@
 //! (a group commit, as the native host does); each is still whole in it.
 
 use crate::retention::RetentionIndex;
+use crate::scratch::{Miss, Read};
 use bridge_core::codec::binary::decode_binary_record;
 use bridge_core::codec::encode_binary;
 use bridge_core::doc::DocState;
 use bridge_core::frame::{DocEntry, Hello, Push, SessionKind};
 use bridge_core::message::Retained;
+use bridge_core::replica::CONFIG_COLLECTION;
 use bridge_core::request::{DoneRequest, RequestKey, REMEMBERED_REQUESTS};
 use bridge_core::{DocKey, Dot, Engine, Frame, PersistBatch, ReplicaId, Stamp, VersionVector};
-use idb::{Database, Factory, ObjectStoreParams, TransactionMode};
+use idb::{
+    Database, Factory, IndexParams, KeyPath, KeyRange, ObjectStoreParams, Query, TransactionMode,
+};
 use js_sys::{Array, Function, Reflect, Uint8Array};
 use serde::Serialize;
 use std::future::IntoFuture;
@@ -47,8 +60,15 @@ const DOCS: &str = "docs";
 const MESSAGES: &str = "messages";
 const META: &str = "meta";
 const DAMAGED: &str = "damaged";
-/// 2 added `damaged`; the upgrade only creates missing stores.
-const SCHEMA_VERSION: u32 = 2;
+/// Index of `docs` on its records' live dots (multi-entry).
+const DOTS: &str = "dots";
+/// Index of `docs` on the key of records with several siblings.
+const CONFLICTS: &str = "conflicts";
+/// 2 added `damaged`; 3 made a document record `{ s, d, x }` with the indexes `dots` and
+/// `conflicts` (records of 2 are rewritten once, at the first open: `migrate`).
+const SCHEMA_VERSION: u32 = 3;
+/// How many records one transaction of the rewrite to schema 3 takes.
+const MIGRATE_PAGE: u32 = 2000;
 
 /// Why the store could not do what was asked, in words a developer can act on.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +137,12 @@ pub struct StoreStats {
     /// Records that could not be read at open and were set aside (store `damaged`).
     #[serde(rename = "setAside")]
     pub set_aside: u64,
+    /// Bytes of document states the engine's cache holds (the core's accounting), and its
+    /// budget (`open({ cacheBytes })`): filled in by `stats()`.
+    #[serde(rename = "cacheBytes")]
+    pub cache_bytes: u64,
+    #[serde(rename = "cacheBudget")]
+    pub cache_budget: u64,
 }
 
 /// What [`IdbStore::load`] read back, for reporting.
@@ -146,13 +172,36 @@ impl IdbStore {
             Factory::new().map_err(|e| StoreError::Unavailable(format!("IndexedDB ({e})")))?;
         let mut req = factory.open(name, Some(SCHEMA_VERSION))?;
         req.on_upgrade_needed(|event| {
-            let Ok(db) = idb::Event::target(&event).and_then(|r| r.database()) else {
+            let Ok(target) = idb::Event::target(&event) else {
                 return;
             };
+            let Ok(db) = target.database() else {
+                return;
+            };
+            let old = event.old_version().unwrap_or(0);
             let have = db.store_names();
             for store in [DOCS, MESSAGES, META, DAMAGED] {
                 if !have.iter().any(|s| s == store) {
                     let _ = db.create_object_store(store, ObjectStoreParams::new());
+                }
+            }
+            let Some(tx) = idb::Request::transaction(&target) else {
+                return;
+            };
+            if let Ok(docs) = tx.object_store(DOCS) {
+                let names = docs.index_names();
+                if !names.iter().any(|n| n == DOTS) {
+                    let mut p = IndexParams::new();
+                    p.multi_entry(true);
+                    let _ = docs.create_index(DOTS, KeyPath::new_single("d"), Some(p));
+                }
+                if !names.iter().any(|n| n == CONFLICTS) {
+                    let _ = docs.create_index(CONFLICTS, KeyPath::new_single("x"), None);
+                }
+            }
+            if (1..3).contains(&old) {
+                if let Ok(meta) = tx.object_store(META) {
+                    let _ = meta.put(&2.into(), Some(&JsValue::from_str("layout")));
                 }
             }
         });
@@ -203,9 +252,12 @@ impl IdbStore {
         Ok(id)
     }
 
-    /// Restores documents, metadata and retained messages into a fresh `engine`, in one
-    /// read-only transaction (a consistent snapshot even if another connection writes).
+    /// Restores the metadata, the `_config` documents and the retained messages into a
+    /// fresh `engine` (made `Engine::with_store` over a [`crate::scratch::Prefetched`]), in
+    /// one read-only transaction (a consistent snapshot even if another connection writes).
+    /// No other document is read: the engine asks for them as it needs them.
     pub async fn load(&mut self, engine: &mut Engine) -> Result<Loaded> {
+        self.migrate().await?;
         let tx = self
             .db
             .transaction(&[DOCS, MESSAGES, META], TransactionMode::ReadOnly)?;
@@ -218,8 +270,9 @@ impl IdbStore {
         let space = meta.get(JsValue::from_str("space"))?.into_future();
         let cloud = meta.get(JsValue::from_str("cloud"))?.into_future();
         let requests = meta.get(JsValue::from_str("requests"))?.into_future();
-        let doc_keys = docs.get_all_keys(None, None)?.into_future();
-        let doc_values = docs.get_all(None, None)?.into_future();
+        let config = Some(collection_range(CONFIG_COLLECTION, None)?);
+        let doc_keys = docs.get_all_keys(config.clone(), None)?.into_future();
+        let doc_values = docs.get_all(config, None)?.into_future();
         let msg_keys = msgs.get_all_keys(None, None)?.into_future();
         let msg_values = msgs.get_all(None, None)?.into_future();
         let space = space.await?;
@@ -258,14 +311,12 @@ impl IdbStore {
             })
         };
         for (k, v) in doc_keys.iter().zip(&doc_values) {
-            match decode_record(v, "document") {
-                Ok(Frame::Push(p)) => {
-                    for e in p.docs {
-                        engine.restore_doc(DocKey::new(e.collection, e.id), e.state);
-                        loaded.docs += 1;
-                    }
+            match decode_doc(v) {
+                Ok(Some((key, state))) => {
+                    engine.restore_doc(key, state);
+                    loaded.docs += 1;
                 }
-                Ok(_) => damaged(DOCS, k, v, "not a push record".into()),
+                Ok(None) => damaged(DOCS, k, v, "not a push record".into()),
                 Err(e) => damaged(DOCS, k, v, e.to_string()),
             }
         }
@@ -342,13 +393,235 @@ impl IdbStore {
         let mut out = Vec::with_capacity(keys.len());
         for (key, request) in keys.iter().zip(pending) {
             let Some(v) = request.await? else { continue };
-            if let Frame::Push(p) = decode_record(&v, "document")? {
-                out.extend(p.docs.into_iter().map(|e| (key.clone(), e.state)));
+            if let Some((_, state)) = decode_doc(&v)? {
+                out.push((key.clone(), state));
             }
         }
         Ok(out)
     }
 
+    /// Rewrites document records of schema 2 (a bare byte array, not in the indexes) as
+    /// records of schema 3, [`MIGRATE_PAGE`] per transaction, once: the upgrade to 3 marks
+    /// the store (`meta.layout`), the last page clears the mark. A record that does not read
+    /// is left as it is, and set aside when it is read.
+    async fn migrate(&self) -> Result<()> {
+        let tx = self.db.transaction(&[META], TransactionMode::ReadOnly)?;
+        let layout = tx
+            .object_store(META)?
+            .get(JsValue::from_str("layout"))?
+            .await?;
+        let _ = tx.await;
+        if layout.is_none() {
+            return Ok(());
+        }
+        let mut after: Option<JsValue> = None;
+        loop {
+            let tx = self.strict_transaction(&[DOCS, META])?;
+            let docs = tx.object_store(DOCS)?;
+            let range = match &after {
+                Some(k) => Some(Query::from(KeyRange::lower_bound(k, Some(true))?)),
+                None => None,
+            };
+            let keys = docs
+                .get_all_keys(range.clone(), Some(MIGRATE_PAGE))?
+                .into_future();
+            let values = docs.get_all(range, Some(MIGRATE_PAGE))?.into_future();
+            let (keys, values) = (keys.await?, values.await?);
+            for (k, v) in keys.iter().zip(&values) {
+                if v.is_instance_of::<Uint8Array>() {
+                    if let Ok(Some((key, state))) = decode_doc(v) {
+                        docs.put(&doc_record(&key, &state), Some(k))?;
+                    }
+                }
+            }
+            let last = keys.len() < MIGRATE_PAGE as usize;
+            if last {
+                tx.object_store(META)?.delete(JsValue::from_str("layout"))?;
+            }
+            after = keys.last().cloned();
+            let done = tx.await?;
+            if !done.is_committed() {
+                return Err(StoreError::Aborted("rewriting documents for schema 3"));
+            }
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A handle for reads while the store itself is busy writing (`fetch`).
+    pub fn reader(&self) -> Reader {
+        Reader {
+            raw: self.raw.clone(),
+        }
+    }
+}
+
+/// Reads of the documents for the engine ([`Reader::fetch`]): a second handle on the same
+/// connection, usable while the pump holds the [`IdbStore`] for a write (IndexedDB orders a
+/// read after a write begun before it).
+#[derive(Clone)]
+pub struct Reader {
+    raw: IdbDatabase,
+}
+
+impl Reader {
+    /// Reads from IndexedDB what the engine asked for and the scratch could not answer
+    /// ([`crate::scratch::Scratch::take_misses`]), in one read-only transaction: states, and
+    /// for each range question its page (with the states of the documents in it). Records
+    /// that do not read come back in `damaged` (the caller sets them aside; they read as
+    /// absent).
+    pub async fn fetch(&self, misses: &[Miss]) -> Result<(Read, Vec<Damaged>)> {
+        let db = Database::from(self.raw.clone());
+        let tx = db.transaction(&[DOCS], TransactionMode::ReadOnly)?;
+        let docs = tx.object_store(DOCS)?;
+        let mut read = Read::default();
+        let mut damaged = Vec::new();
+        let mut take = |k: &JsValue, v: &JsValue, read: &mut Read| -> Option<DocKey> {
+            match decode_doc(v) {
+                Ok(Some((key, state))) => {
+                    read.docs.push((key.clone(), Some(state)));
+                    Some(key)
+                }
+                other => {
+                    let why = match other {
+                        Err(e) => e.to_string(),
+                        _ => "not a push record".into(),
+                    };
+                    damaged.push(Damaged {
+                        store: DOCS,
+                        key: k.clone(),
+                        value: v.clone(),
+                        why,
+                    });
+                    // Read as absent (and set aside), as a record found damaged at open was.
+                    let key = key_of(k)?;
+                    read.docs.push((key.clone(), None));
+                    Some(key)
+                }
+            }
+        };
+        // Every request is issued before the first is awaited (see `load`).
+        let mut singles = Vec::new();
+        let mut ranges = Vec::new();
+        for m in misses {
+            match m {
+                Miss::Doc(key) => singles.push((key, docs.get(key_value(key))?.into_future())),
+                Miss::Count => ranges.push((m, RangeRead::Count(docs.count(None)?.into_future()))),
+                Miss::Keys {
+                    collection,
+                    after,
+                    limit,
+                } => {
+                    let q = Some(collection_range(collection, after.as_deref())?);
+                    let n = Some(page_limit(*limit));
+                    ranges.push((
+                        m,
+                        RangeRead::Page(
+                            docs.get_all_keys(q.clone(), n)?.into_future(),
+                            docs.get_all(q, n)?.into_future(),
+                        ),
+                    ));
+                }
+                Miss::NextCollection(after) => {
+                    let lower = Array::of2(&after.as_str().into(), &Array::new());
+                    let q = Some(Query::from(KeyRange::lower_bound(&lower, Some(true))?));
+                    ranges.push((
+                        m,
+                        RangeRead::Page(
+                            docs.get_all_keys(q.clone(), Some(1))?.into_future(),
+                            docs.get_all(q, Some(1))?.into_future(),
+                        ),
+                    ));
+                }
+                Miss::Dots {
+                    replica,
+                    from,
+                    upto,
+                    limit,
+                } => {
+                    let r = JsValue::from_str(&replica.to_string());
+                    let lo = Array::of2(&r, &((from + 1) as f64).into());
+                    let hi = Array::of2(&r, &(*upto as f64).into());
+                    let q = Some(Query::from(KeyRange::bound(&lo, &hi, None, None)?));
+                    let n = Some(page_limit(*limit));
+                    let index = docs.index(DOTS)?;
+                    ranges.push((
+                        m,
+                        RangeRead::Page(
+                            index.get_all_keys(q.clone(), n)?.into_future(),
+                            index.get_all(q, n)?.into_future(),
+                        ),
+                    ));
+                }
+                Miss::Conflicted {
+                    collection,
+                    after,
+                    limit,
+                } => {
+                    let q = match (collection, after) {
+                        (Some(c), a) => Some(collection_range(
+                            c,
+                            a.as_ref()
+                                .filter(|a| &a.collection == c)
+                                .map(|a| a.id.as_str()),
+                        )?),
+                        (None, Some(a)) => Some(Query::from(KeyRange::lower_bound(
+                            &key_value(a),
+                            Some(true),
+                        )?)),
+                        (None, None) => None,
+                    };
+                    let n = Some(page_limit(*limit));
+                    let index = docs.index(CONFLICTS)?;
+                    ranges.push((
+                        m,
+                        RangeRead::Page(
+                            index.get_all_keys(q.clone(), n)?.into_future(),
+                            index.get_all(q, n)?.into_future(),
+                        ),
+                    ));
+                }
+            }
+        }
+        for (key, request) in singles {
+            match request.await? {
+                Some(v) => {
+                    take(&key_value(key), &v, &mut read);
+                }
+                None => read.docs.push((key.clone(), None)),
+            }
+        }
+        for (m, request) in ranges {
+            let page = match request {
+                RangeRead::Count(c) => vec![(u64::from(c.await?), DocKey::new("", ""))],
+                RangeRead::Page(keys, values) => {
+                    let (keys, values) = (keys.await?, values.await?);
+                    if keys.len() != values.len() {
+                        return Err(corrupt("documents", "keys and values differ in number"));
+                    }
+                    let mut page = Vec::with_capacity(keys.len());
+                    for (k, v) in keys.iter().zip(&values) {
+                        let Some(key) = take(k, v, &mut read) else {
+                            continue;
+                        };
+                        let counter = match m {
+                            Miss::Dots { replica, .. } => dot_of(v, *replica).unwrap_or(0),
+                            _ => 0,
+                        };
+                        page.push((counter, key));
+                    }
+                    page
+                }
+            };
+            read.pages.push((m.clone(), page));
+        }
+        let _ = tx.await;
+        Ok((read, damaged))
+    }
+}
+
+impl IdbStore {
     /// Writes `batches` (in order) in one transaction and returns once it committed.
     pub async fn write(&mut self, batches: &[PersistBatch]) -> Result<()> {
         let Some(last) = batches.last() else {
@@ -362,18 +635,7 @@ impl IdbStore {
         let mut retention = self.retention.clone();
         for b in batches {
             for (key, state) in &b.docs {
-                let record = Frame::Push(Push {
-                    seq: 0,
-                    docs: vec![DocEntry {
-                        collection: key.collection.clone(),
-                        id: key.id.clone(),
-                        state: DocState::clone(state),
-                    }],
-                    watermark: VersionVector::new(),
-                    remaining: 0,
-                });
-                let k = Array::of2(&key.collection.as_str().into(), &key.id.as_str().into());
-                docs.put(&bytes(&record), Some(&k))?;
+                docs.put(&doc_record(key, state), Some(&key_value(key)))?;
             }
             for r in &b.messages {
                 let record = Frame::Broadcast {
@@ -457,6 +719,108 @@ impl IdbStore {
     pub fn close(&self) {
         self.db.close();
     }
+}
+
+/// The two kinds of range read `fetch` issues.
+enum RangeRead {
+    Count(idb::request::futures::CountStoreRequestFuture),
+    Page(
+        idb::request::futures::GetAllKeysStoreRequestFuture,
+        idb::request::futures::GetAllStoreRequestFuture,
+    ),
+}
+
+/// The largest page IndexedDB is asked for (`getAll` takes a 32-bit count).
+fn page_limit(limit: usize) -> u32 {
+    u32::try_from(limit).unwrap_or(u32::MAX)
+}
+
+/// A document's key as IndexedDB's: `[collection, id]`.
+fn key_value(key: &DocKey) -> JsValue {
+    Array::of2(&key.collection.as_str().into(), &key.id.as_str().into()).into()
+}
+
+fn key_of(k: &JsValue) -> Option<DocKey> {
+    let a = k.dyn_ref::<Array>()?;
+    Some(DocKey::new(a.get(0).as_string()?, a.get(1).as_string()?))
+}
+
+/// The keys of `collection` after `after` (all of them with `None`): `[collection, []]`
+/// sorts after every `[collection, id]` (an array sorts after every string).
+fn collection_range(collection: &str, after: Option<&str>) -> Result<Query> {
+    let lower = Array::of2(&collection.into(), &after.unwrap_or("").into());
+    let upper = Array::of2(&collection.into(), &Array::new());
+    Ok(Query::from(KeyRange::bound(
+        &lower,
+        &upper,
+        Some(after.is_some()),
+        Some(true),
+    )?))
+}
+
+/// A document record of schema 3: `{ s: push frame, d: live dots, x: key if conflicted }`.
+fn doc_record(key: &DocKey, state: &DocState) -> JsValue {
+    let record = Frame::Push(Push {
+        seq: 0,
+        docs: vec![DocEntry {
+            collection: key.collection.clone(),
+            id: key.id.clone(),
+            state: DocState::clone(state),
+        }],
+        watermark: VersionVector::new(),
+        remaining: 0,
+    });
+    let dots: Array = state
+        .siblings
+        .iter()
+        .map(|s| -> JsValue {
+            Array::of2(
+                &s.dot.replica.to_string().into(),
+                &(s.dot.counter as f64).into(),
+            )
+            .into()
+        })
+        .collect();
+    let o = js_sys::Object::new();
+    let _ = Reflect::set(&o, &"s".into(), &bytes(&record));
+    let _ = Reflect::set(&o, &"d".into(), &dots);
+    if state.siblings.len() > 1 {
+        let _ = Reflect::set(&o, &"x".into(), &key_value(key));
+    }
+    o.into()
+}
+
+/// The key and state of a document record (schema 3's object, or 2's bare byte array);
+/// `None` when it holds no document.
+fn decode_doc(v: &JsValue) -> Result<Option<(DocKey, DocState)>> {
+    let frame = if v.is_instance_of::<Uint8Array>() {
+        decode_record(v, "document")?
+    } else {
+        let s = Reflect::get(v, &"s".into()).unwrap_or(JsValue::UNDEFINED);
+        decode_record(&s, "document")?
+    };
+    match frame {
+        Frame::Push(p) => Ok(p
+            .docs
+            .into_iter()
+            .next()
+            .map(|e| (DocKey::new(e.collection, e.id), e.state))),
+        _ => Ok(None),
+    }
+}
+
+/// The counter of `replica`'s live dot in a record's `d` (a document has at most one live
+/// dot per replica: a replica's writes supersede one another).
+fn dot_of(v: &JsValue, replica: ReplicaId) -> Option<u64> {
+    let r = replica.to_string();
+    let d = Reflect::get(v, &"d".into()).ok()?;
+    Array::from(&d)
+        .iter()
+        .find_map(|e| {
+            let a = Array::from(&e);
+            (a.get(0).as_string()? == r).then(|| a.get(1).as_f64())?
+        })
+        .map(|c| c as u64)
 }
 
 /// A frame as a record: its binary encoding in a `Uint8Array`.

@@ -62,6 +62,21 @@ pub trait DocStore: Send {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<Retained>>;
+    /// Whether the store holds the retained messages (the SQL stores do). A store that does
+    /// not (the browser's) leaves them to the replica, in memory, as a `Memory` layer does;
+    /// [`DocStore::messages`] is then never called.
+    fn holds_messages(&self) -> bool {
+        true
+    }
+    /// Whether the last read refused failed only because the host has not fetched what it
+    /// asked for yet: a host whose store is asynchronous (the browser's IndexedDB) answers
+    /// from what it read ahead, and a read it did not foresee is refused
+    /// (`Error::Store`) and remembered, never answered "absent". The engine then leaves a
+    /// push for later instead of closing the link; the host reads what was missed and
+    /// drains again.
+    fn missed(&self) -> bool {
+        false
+    }
 }
 
 /// A document state borrowed from a layer in memory or shared with the cache.
@@ -384,12 +399,22 @@ impl Durable {
         }
     }
 
-    /// The store, when the durable layer is one.
+    /// The store, when the durable layer is one that holds the retained messages too (every
+    /// caller reads or skips messages).
     #[cfg(feature = "store")]
     pub(super) fn store(&self) -> Option<&dyn DocStore> {
         match self {
-            Durable::Memory { .. } => None,
-            Durable::Stored { store, .. } => Some(store.as_ref()),
+            Durable::Stored { store, .. } if store.holds_messages() => Some(store.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// Whether a read just refused was one the host has not fetched yet ([`DocStore::missed`]).
+    pub(super) fn missed(&self) -> bool {
+        match self {
+            Durable::Memory { .. } => false,
+            #[cfg(feature = "store")]
+            Durable::Stored { store, .. } => store.missed(),
         }
     }
 

@@ -1,0 +1,364 @@
+//! The browser's durable layer as the core reads it: [`Prefetched`], a
+//! [`bridge_core::replica::DocStore`] whose synchronous reads answer from what the client
+//! read from IndexedDB before it called the engine.
+//!
+//! IndexedDB is asynchronous and the core reads synchronously (ARCHITECTURE.md, "The storage
+//! model"), so the client reads ahead: the keys of a write or of a received push before it
+//! hands them to the engine, the states of a batch it just stored. Every other read — a list
+//! page, the live dots of a push to the host, the conflict list, the document count — is
+//! answered from a result read earlier **for exactly that question**, or refused: the
+//! question is remembered as a [`Miss`] and the read fails with `Error::Store`, never with
+//! "absent", which would lose data. The client then reads the misses from IndexedDB and asks
+//! again ([`DocStore::missed`] tells the engine to leave a push for later instead of closing
+//! the link). Reads are deterministic, so the second run asks the same questions, now
+//! answered, and goes on to the next page.
+//!
+//! What is read ahead is scratch: the client empties it ([`Scratch::trim`]) at the start of
+//! an operation once it holds more than [`SCRATCH_DOCS`] documents. The bounded cache of
+//! document states is the core's (`EngineConfig::cache_bytes`). Answers to range questions
+//! (pages of keys, of dots, of conflicts, the count, the collections) are dropped whenever a
+//! batch is stored ([`Scratch::stored`]); the states of that batch replace what was read of
+//! them, so the scratch never answers with an older state than the store holds.
+
+use bridge_core::doc::DocState;
+use bridge_core::replica::DocStore;
+use bridge_core::{DocKey, Error, ReplicaId, Result};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Above this many documents the scratch is emptied at the start of the next operation.
+pub const SCRATCH_DOCS: usize = 2048;
+
+/// A read the scratch could not answer: what the client must read from IndexedDB.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Miss {
+    /// One document's state.
+    Doc(DocKey),
+    /// `DocStore::keys`.
+    Keys {
+        collection: String,
+        after: Option<String>,
+        limit: usize,
+    },
+    /// `DocStore::dots`.
+    Dots {
+        replica: ReplicaId,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    },
+    /// `DocStore::conflicted`.
+    Conflicted {
+        collection: Option<String>,
+        after: Option<DocKey>,
+        limit: usize,
+    },
+    /// `DocStore::doc_count`.
+    Count,
+    /// `DocStore::next_collection`.
+    NextCollection(String),
+}
+
+/// A page read for a question: the limit it was read with, and what came back.
+type Page<T> = (usize, Vec<T>);
+
+/// The first `limit` of a page read for the same question with `read` as limit, if that
+/// answers it: the page is long enough, or it was the end.
+fn answer<T: Clone>(page: Option<&Page<T>>, limit: usize) -> Option<Vec<T>> {
+    let (read, items) = page?;
+    (*read >= limit || items.len() < *read).then(|| items.iter().take(limit).cloned().collect())
+}
+
+/// What was read ahead from IndexedDB, and the questions it could not answer.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    docs: BTreeMap<DocKey, Option<Arc<DocState>>>,
+    keys: BTreeMap<(String, Option<String>), Page<DocKey>>,
+    dots: BTreeMap<(ReplicaId, u64, u64), Page<(u64, DocKey)>>,
+    conflicted: BTreeMap<(Option<String>, Option<DocKey>), Page<DocKey>>,
+    count: Option<u64>,
+    collections: BTreeMap<String, Option<String>>,
+    misses: Vec<Miss>,
+    /// Raised by every stored batch: what a read started before it brings back is dropped.
+    epoch: u64,
+}
+
+impl Scratch {
+    /// The questions not answered since the last [`Scratch::take_misses`], each once.
+    pub fn take_misses(&mut self) -> Vec<Miss> {
+        let mut m = std::mem::take(&mut self.misses);
+        m.sort();
+        m.dedup();
+        m
+    }
+
+    pub fn has_misses(&self) -> bool {
+        !self.misses.is_empty()
+    }
+
+    /// Keys among `keys` whose state is not read ahead.
+    pub fn unread<'a>(&self, keys: impl IntoIterator<Item = &'a DocKey>) -> Vec<DocKey> {
+        let mut out: Vec<DocKey> = keys
+            .into_iter()
+            .filter(|k| !self.docs.contains_key(*k))
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The epoch a read from IndexedDB starts in (see [`Scratch::fill`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Empties the scratch when it holds more than [`SCRATCH_DOCS`] documents (at the start
+    /// of an operation, never in the middle of one).
+    pub fn trim(&mut self) {
+        if self.docs.len() > SCRATCH_DOCS {
+            let epoch = self.epoch;
+            *self = Scratch {
+                epoch,
+                ..Scratch::default()
+            };
+        }
+    }
+
+    /// A batch was stored (by this tab, or by the leader tab): its states are the newest, and
+    /// every range answer may have changed.
+    pub fn stored<'a>(&mut self, docs: impl IntoIterator<Item = (&'a DocKey, &'a Arc<DocState>)>) {
+        self.epoch += 1;
+        self.keys.clear();
+        self.dots.clear();
+        self.conflicted.clear();
+        self.count = None;
+        self.collections.clear();
+        for (k, s) in docs {
+            self.docs.insert(k.clone(), Some(s.clone()));
+        }
+    }
+
+    /// The leader tab stored a batch with these keys, states not known here: forget them.
+    pub fn stored_elsewhere(&mut self, keys: &[DocKey]) {
+        self.stored(std::iter::empty());
+        for k in keys {
+            self.docs.remove(k);
+        }
+    }
+
+    /// Answers read from IndexedDB in `epoch`; dropped when a batch was stored since (the
+    /// question is asked again and read again).
+    pub fn fill(&mut self, epoch: u64, read: Read) -> bool {
+        if epoch != self.epoch {
+            return false;
+        }
+        for (k, s) in read.docs {
+            self.docs.entry(k).or_insert(s.map(Arc::new));
+        }
+        for (m, page) in read.pages {
+            match m {
+                Miss::Keys {
+                    collection,
+                    after,
+                    limit,
+                } => {
+                    let keys = page.into_iter().map(|(_, k)| k).collect();
+                    self.keys.insert((collection, after), (limit, keys));
+                }
+                Miss::Dots {
+                    replica,
+                    from,
+                    upto,
+                    limit,
+                } => {
+                    self.dots.insert((replica, from, upto), (limit, page));
+                }
+                Miss::Conflicted {
+                    collection,
+                    after,
+                    limit,
+                } => {
+                    let keys = page.into_iter().map(|(_, k)| k).collect();
+                    self.conflicted.insert((collection, after), (limit, keys));
+                }
+                Miss::Count => self.count = Some(page.first().map_or(0, |(n, _)| *n)),
+                Miss::NextCollection(after) => {
+                    let next = page.into_iter().next().map(|(_, k)| k.collection);
+                    self.collections.insert(after, next);
+                }
+                Miss::Doc(_) => {}
+            }
+        }
+        true
+    }
+
+    fn miss<T>(&mut self, m: Miss) -> Result<T> {
+        let what = format!("{m:?}");
+        self.misses.push(m);
+        Err(Error::Store(format!(
+            "not read from IndexedDB yet: {what} (the browser client reads it and asks again)"
+        )))
+    }
+
+    /// How many documents are read ahead.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+}
+
+/// What one read from IndexedDB brought back: states (`None`: no such document), and per
+/// range question its page as `(counter or count, key)` pairs.
+#[derive(Debug, Default)]
+pub struct Read {
+    pub docs: Vec<(DocKey, Option<DocState>)>,
+    pub pages: Vec<(Miss, Vec<(u64, DocKey)>)>,
+}
+
+/// The scratch, shared by the client (which fills it) and the engine's replica (which reads
+/// it through [`DocStore`]).
+#[derive(Clone, Debug, Default)]
+pub struct Prefetched(Arc<Mutex<Scratch>>);
+
+impl Prefetched {
+    pub fn lock(&self) -> MutexGuard<'_, Scratch> {
+        // The browser runs one thread: a poisoned lock only means a panic elsewhere, and
+        // the scratch is still whole (every change is a single insert or clear).
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl DocStore for Prefetched {
+    fn load(&self, key: &DocKey) -> Result<Option<DocState>> {
+        let mut s = self.lock();
+        match s.docs.get(key) {
+            Some(state) => Ok(state.as_deref().cloned()),
+            None => s.miss(Miss::Doc(key.clone())),
+        }
+    }
+
+    fn keys(&self, collection: &str, after: Option<&str>, limit: usize) -> Result<Vec<DocKey>> {
+        let mut s = self.lock();
+        let q = (collection.to_owned(), after.map(str::to_owned));
+        match answer(s.keys.get(&q), limit) {
+            Some(keys) => Ok(keys),
+            None => s.miss(Miss::Keys {
+                collection: q.0,
+                after: q.1,
+                limit,
+            }),
+        }
+    }
+
+    fn dots(
+        &self,
+        replica: ReplicaId,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, DocKey)>> {
+        let mut s = self.lock();
+        match answer(s.dots.get(&(replica, from, upto)), limit) {
+            Some(dots) => Ok(dots),
+            None => s.miss(Miss::Dots {
+                replica,
+                from,
+                upto,
+                limit,
+            }),
+        }
+    }
+
+    fn conflicted(
+        &self,
+        collection: Option<&str>,
+        after: Option<&DocKey>,
+        limit: usize,
+    ) -> Result<Vec<DocKey>> {
+        let mut s = self.lock();
+        let q = (collection.map(str::to_owned), after.cloned());
+        match answer(s.conflicted.get(&q), limit) {
+            Some(keys) => Ok(keys),
+            None => s.miss(Miss::Conflicted {
+                collection: q.0,
+                after: q.1,
+                limit,
+            }),
+        }
+    }
+
+    fn doc_count(&self) -> Result<u64> {
+        let mut s = self.lock();
+        match s.count {
+            Some(n) => Ok(n),
+            None => s.miss(Miss::Count),
+        }
+    }
+
+    fn next_collection(&self, after: &str) -> Result<Option<String>> {
+        let mut s = self.lock();
+        match s.collections.get(after) {
+            Some(next) => Ok(next.clone()),
+            None => s.miss(Miss::NextCollection(after.to_owned())),
+        }
+    }
+
+    fn messages(
+        &self,
+        _channel: Option<&str>,
+        _from: u64,
+        _upto: u64,
+        _limit: usize,
+    ) -> Result<Vec<bridge_core::message::Retained>> {
+        // Never asked: `holds_messages` is false, the replica keeps them in memory.
+        Ok(Vec::new())
+    }
+
+    fn holds_messages(&self) -> bool {
+        false
+    }
+
+    fn missed(&self) -> bool {
+        self.lock().has_misses()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_not_fetched_is_refused_and_remembered_then_answered() {
+        let p = Prefetched::default();
+        let k = DocKey::new("c", "a");
+        assert!(matches!(p.load(&k), Err(Error::Store(_))));
+        assert!(p.missed());
+        let misses = p.lock().take_misses();
+        assert_eq!(misses, vec![Miss::Doc(k.clone())]);
+        let epoch = p.lock().epoch();
+        let read = Read {
+            docs: vec![(k.clone(), None)],
+            pages: vec![(
+                Miss::Keys {
+                    collection: "c".into(),
+                    after: None,
+                    limit: 2,
+                },
+                vec![(0, DocKey::new("c", "a")), (0, DocKey::new("c", "b"))],
+            )],
+        };
+        assert!(p.lock().fill(epoch, read));
+        assert_eq!(p.load(&k).expect("read ahead"), None, "absent, as read");
+        assert_eq!(p.keys("c", None, 1).expect("page").len(), 1);
+        assert!(p.keys("c", None, 3).is_err(), "a longer page is not known");
+        assert!(p.keys("c", Some("a"), 1).is_err(), "another question");
+        // A stored batch drops range answers, and reads started before it.
+        p.lock().stored(std::iter::empty());
+        assert!(p.keys("c", None, 1).is_err());
+        assert!(!p.lock().fill(epoch, Read::default()));
+    }
+}
