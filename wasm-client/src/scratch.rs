@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub const SCRATCH_DOCS: usize = 2048;
 
 /// A read the scratch could not answer: what the client must read from IndexedDB.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Miss {
     /// One document's state.
     Doc(DocKey),
@@ -59,52 +59,99 @@ pub enum Miss {
     NextCollection(String),
 }
 
-/// A page read for a question: the limit it was read with, and what came back.
-type Page<T> = (usize, Vec<T>);
+impl Miss {
+    /// The question without its page size: a page read with a larger limit, or one that
+    /// reached the end, answers a smaller one.
+    fn same_question(&self, other: &Miss) -> bool {
+        match (self, other) {
+            (
+                Miss::Keys {
+                    collection: a,
+                    after: x,
+                    ..
+                },
+                Miss::Keys {
+                    collection: b,
+                    after: y,
+                    ..
+                },
+            ) => a == b && x == y,
+            (
+                Miss::Dots {
+                    replica: a,
+                    from: x,
+                    upto: p,
+                    ..
+                },
+                Miss::Dots {
+                    replica: b,
+                    from: y,
+                    upto: q,
+                    ..
+                },
+            ) => a == b && x == y && p == q,
+            (
+                Miss::Conflicted {
+                    collection: a,
+                    after: x,
+                    ..
+                },
+                Miss::Conflicted {
+                    collection: b,
+                    after: y,
+                    ..
+                },
+            ) => a == b && x == y,
+            _ => self == other,
+        }
+    }
 
-/// The first `limit` of a page read for the same question with `read` as limit, if that
-/// answers it: the page is long enough, or it was the end.
-fn answer<T: Clone>(page: Option<&Page<T>>, limit: usize) -> Option<Vec<T>> {
-    let (read, items) = page?;
-    (*read >= limit || items.len() < *read).then(|| items.iter().take(limit).cloned().collect())
+    fn limit(&self) -> usize {
+        match self {
+            Miss::Keys { limit, .. }
+            | Miss::Dots { limit, .. }
+            | Miss::Conflicted { limit, .. } => *limit,
+            _ => usize::MAX,
+        }
+    }
 }
 
+/// A page read from IndexedDB for a range question: `(counter, key)` pairs (the counter of
+/// a live dot; for `Count`, one pair holding the count; for `NextCollection`, the first key
+/// of the next collection, if any).
+pub type Page = Vec<(u64, DocKey)>;
+
 /// What was read ahead from IndexedDB, and the questions it could not answer.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Scratch {
-    docs: BTreeMap<DocKey, Option<Arc<DocState>>>,
-    keys: BTreeMap<(String, Option<String>), Page<DocKey>>,
-    dots: BTreeMap<(ReplicaId, u64, u64), Page<(u64, DocKey)>>,
-    conflicted: BTreeMap<(Option<String>, Option<DocKey>), Page<DocKey>>,
-    count: Option<u64>,
-    collections: BTreeMap<String, Option<String>>,
+    /// States read (or stored). A document read and found absent holds the empty state (a
+    /// stored state is never empty: a tombstone keeps its context), read back as absent.
+    docs: BTreeMap<DocKey, Arc<DocState>>,
+    /// Range questions and their pages (a few at a time: searched in order).
+    pages: Vec<(Miss, Page)>,
     misses: Vec<Miss>,
     /// Raised by every stored batch: what a read started before it brings back is dropped.
     epoch: u64,
 }
 
 impl Scratch {
-    /// The questions not answered since the last [`Scratch::take_misses`], each once.
+    /// The questions not answered since the last call, each once.
     pub fn take_misses(&mut self) -> Vec<Miss> {
-        let mut m = std::mem::take(&mut self.misses);
-        m.sort();
-        m.dedup();
-        m
+        std::mem::take(&mut self.misses)
     }
 
     pub fn has_misses(&self) -> bool {
         !self.misses.is_empty()
     }
 
-    /// Keys among `keys` whose state is not read ahead.
+    /// Keys among `keys` whose state is not read ahead, each once.
     pub fn unread<'a>(&self, keys: impl IntoIterator<Item = &'a DocKey>) -> Vec<DocKey> {
-        let mut out: Vec<DocKey> = keys
-            .into_iter()
-            .filter(|k| !self.docs.contains_key(*k))
-            .cloned()
-            .collect();
-        out.sort();
-        out.dedup();
+        let mut out: Vec<DocKey> = Vec::new();
+        for k in keys {
+            if !self.docs.contains_key(k) && !out.contains(k) {
+                out.push(k.clone());
+            }
+        }
         out
     }
 
@@ -117,11 +164,8 @@ impl Scratch {
     /// of an operation, never in the middle of one).
     pub fn trim(&mut self) {
         if self.docs.len() > SCRATCH_DOCS {
-            let epoch = self.epoch;
-            *self = Scratch {
-                epoch,
-                ..Scratch::default()
-            };
+            self.docs.clear();
+            self.pages.clear();
         }
     }
 
@@ -129,13 +173,9 @@ impl Scratch {
     /// every range answer may have changed.
     pub fn stored<'a>(&mut self, docs: impl IntoIterator<Item = (&'a DocKey, &'a Arc<DocState>)>) {
         self.epoch += 1;
-        self.keys.clear();
-        self.dots.clear();
-        self.conflicted.clear();
-        self.count = None;
-        self.collections.clear();
+        self.pages.clear();
         for (k, s) in docs {
-            self.docs.insert(k.clone(), Some(s.clone()));
+            self.docs.insert(k.clone(), s.clone());
         }
     }
 
@@ -147,58 +187,41 @@ impl Scratch {
         }
     }
 
-    /// Answers read from IndexedDB in `epoch`; dropped when a batch was stored since (the
-    /// question is asked again and read again).
+    /// Answers read from IndexedDB in `epoch`; dropped (`false`) when a batch was stored
+    /// since (the question is asked again and read again).
     pub fn fill(&mut self, epoch: u64, read: Read) -> bool {
         if epoch != self.epoch {
             return false;
         }
         for (k, s) in read.docs {
-            self.docs.entry(k).or_insert(s.map(Arc::new));
+            self.docs
+                .entry(k)
+                .or_insert_with(|| Arc::new(s.unwrap_or_default()));
         }
-        for (m, page) in read.pages {
-            match m {
-                Miss::Keys {
-                    collection,
-                    after,
-                    limit,
-                } => {
-                    let keys = page.into_iter().map(|(_, k)| k).collect();
-                    self.keys.insert((collection, after), (limit, keys));
-                }
-                Miss::Dots {
-                    replica,
-                    from,
-                    upto,
-                    limit,
-                } => {
-                    self.dots.insert((replica, from, upto), (limit, page));
-                }
-                Miss::Conflicted {
-                    collection,
-                    after,
-                    limit,
-                } => {
-                    let keys = page.into_iter().map(|(_, k)| k).collect();
-                    self.conflicted.insert((collection, after), (limit, keys));
-                }
-                Miss::Count => self.count = Some(page.first().map_or(0, |(n, _)| *n)),
-                Miss::NextCollection(after) => {
-                    let next = page.into_iter().next().map(|(_, k)| k.collection);
-                    self.collections.insert(after, next);
-                }
-                Miss::Doc(_) => {}
-            }
-        }
+        self.pages.extend(read.pages);
         true
     }
 
+    /// The page that answers `q`, cut to its limit.
+    fn page(&mut self, q: Miss) -> Result<Page> {
+        let limit = q.limit();
+        let found = self.pages.iter().find(|(m, page)| {
+            m.same_question(&q) && (m.limit() >= limit || page.len() < m.limit())
+        });
+        match found {
+            Some((_, page)) => Ok(page.iter().take(limit).cloned().collect()),
+            None => self.miss(q),
+        }
+    }
+
     fn miss<T>(&mut self, m: Miss) -> Result<T> {
-        let what = format!("{m:?}");
-        self.misses.push(m);
-        Err(Error::Store(format!(
-            "not read from IndexedDB yet: {what} (the browser client reads it and asks again)"
-        )))
+        if !self.misses.contains(&m) {
+            self.misses.push(m);
+        }
+        Err(Error::Store(
+            "a document was not read from IndexedDB yet (the browser client reads it and asks again)"
+                .into(),
+        ))
     }
 
     /// How many documents are read ahead.
@@ -212,16 +235,16 @@ impl Scratch {
 }
 
 /// What one read from IndexedDB brought back: states (`None`: no such document), and per
-/// range question its page as `(counter or count, key)` pairs.
-#[derive(Debug, Default)]
+/// range question its page.
+#[derive(Default)]
 pub struct Read {
     pub docs: Vec<(DocKey, Option<DocState>)>,
-    pub pages: Vec<(Miss, Vec<(u64, DocKey)>)>,
+    pub pages: Vec<(Miss, Page)>,
 }
 
 /// The scratch, shared by the client (which fills it) and the engine's replica (which reads
 /// it through [`DocStore`]).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Prefetched(Arc<Mutex<Scratch>>);
 
 impl Prefetched {
@@ -236,22 +259,19 @@ impl DocStore for Prefetched {
     fn load(&self, key: &DocKey) -> Result<Option<DocState>> {
         let mut s = self.lock();
         match s.docs.get(key) {
-            Some(state) => Ok(state.as_deref().cloned()),
+            Some(state) if state.siblings.is_empty() && state.context.is_empty() => Ok(None),
+            Some(state) => Ok(Some(DocState::clone(state))),
             None => s.miss(Miss::Doc(key.clone())),
         }
     }
 
     fn keys(&self, collection: &str, after: Option<&str>, limit: usize) -> Result<Vec<DocKey>> {
-        let mut s = self.lock();
-        let q = (collection.to_owned(), after.map(str::to_owned));
-        match answer(s.keys.get(&q), limit) {
-            Some(keys) => Ok(keys),
-            None => s.miss(Miss::Keys {
-                collection: q.0,
-                after: q.1,
-                limit,
-            }),
-        }
+        let page = self.lock().page(Miss::Keys {
+            collection: collection.to_owned(),
+            after: after.map(str::to_owned),
+            limit,
+        })?;
+        Ok(page.into_iter().map(|(_, k)| k).collect())
     }
 
     fn dots(
@@ -261,16 +281,12 @@ impl DocStore for Prefetched {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<(u64, DocKey)>> {
-        let mut s = self.lock();
-        match answer(s.dots.get(&(replica, from, upto)), limit) {
-            Some(dots) => Ok(dots),
-            None => s.miss(Miss::Dots {
-                replica,
-                from,
-                upto,
-                limit,
-            }),
-        }
+        self.lock().page(Miss::Dots {
+            replica,
+            from,
+            upto,
+            limit,
+        })
     }
 
     fn conflicted(
@@ -279,32 +295,22 @@ impl DocStore for Prefetched {
         after: Option<&DocKey>,
         limit: usize,
     ) -> Result<Vec<DocKey>> {
-        let mut s = self.lock();
-        let q = (collection.map(str::to_owned), after.cloned());
-        match answer(s.conflicted.get(&q), limit) {
-            Some(keys) => Ok(keys),
-            None => s.miss(Miss::Conflicted {
-                collection: q.0,
-                after: q.1,
-                limit,
-            }),
-        }
+        let page = self.lock().page(Miss::Conflicted {
+            collection: collection.map(str::to_owned),
+            after: after.cloned(),
+            limit,
+        })?;
+        Ok(page.into_iter().map(|(_, k)| k).collect())
     }
 
     fn doc_count(&self) -> Result<u64> {
-        let mut s = self.lock();
-        match s.count {
-            Some(n) => Ok(n),
-            None => s.miss(Miss::Count),
-        }
+        let page = self.lock().page(Miss::Count)?;
+        Ok(page.first().map_or(0, |(n, _)| *n))
     }
 
     fn next_collection(&self, after: &str) -> Result<Option<String>> {
-        let mut s = self.lock();
-        match s.collections.get(after) {
-            Some(next) => Ok(next.clone()),
-            None => s.miss(Miss::NextCollection(after.to_owned())),
-        }
+        let page = self.lock().page(Miss::NextCollection(after.to_owned()))?;
+        Ok(page.into_iter().next().map(|(_, k)| k.collection))
     }
 
     fn messages(

@@ -52,7 +52,6 @@ use idb::{
 };
 use js_sys::{Array, Function, Reflect, Uint8Array};
 use serde::Serialize;
-use std::future::IntoFuture;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{IdbDatabase, IdbTransaction};
 
@@ -264,25 +263,29 @@ impl IdbStore {
         let meta = tx.object_store(META)?;
         let docs = tx.object_store(DOCS)?;
         let msgs = tx.object_store(MESSAGES)?;
-        // Issue every request first; IndexedDB runs them in order within the transaction.
-        // `into_future` attaches the result handlers now: a request whose success event fired
-        // before its handler existed would never resolve.
-        let space = meta.get(JsValue::from_str("space"))?.into_future();
-        let cloud = meta.get(JsValue::from_str("cloud"))?.into_future();
-        let requests = meta.get(JsValue::from_str("requests"))?.into_future();
+        // Every request is issued first, and read once the transaction completed (then each
+        // has its result): one await, not one per request.
+        let space = JsRequest::from(meta.get(JsValue::from_str("space"))?);
+        let cloud = JsRequest::from(meta.get(JsValue::from_str("cloud"))?);
+        let requests = JsRequest::from(meta.get(JsValue::from_str("requests"))?);
         let config = Some(collection_range(CONFIG_COLLECTION, None)?);
-        let doc_keys = docs.get_all_keys(config.clone(), None)?.into_future();
-        let doc_values = docs.get_all(config, None)?.into_future();
-        let msg_keys = msgs.get_all_keys(None, None)?.into_future();
-        let msg_values = msgs.get_all(None, None)?.into_future();
-        let space = space.await?;
-        let cloud = cloud.await?;
-        let requests = requests.await?;
-        let doc_keys = doc_keys.await?;
-        let doc_values = doc_values.await?;
-        let msg_keys = msg_keys.await?;
-        let msg_values = msg_values.await?;
-        let _ = tx.await;
+        let doc_keys = JsRequest::from(docs.get_all_keys(config.clone(), None)?);
+        let doc_values = JsRequest::from(docs.get_all(config, None)?);
+        let msg_keys = JsRequest::from(msgs.get_all_keys(None, None)?);
+        let msg_values = JsRequest::from(msgs.get_all(None, None)?);
+        let done = tx.await?;
+        if !done.is_committed() {
+            return Err(StoreError::Aborted("reading the store at open"));
+        }
+        let present = |r: JsRequest| -> Result<Option<JsValue>> {
+            let v = r.result()?;
+            Ok((!v.is_undefined()).then_some(v))
+        };
+        let (space, cloud, requests) = (present(space)?, present(cloud)?, present(requests)?);
+        let doc_keys: Vec<JsValue> = Array::from(&doc_keys.result()?).to_vec();
+        let doc_values: Vec<JsValue> = Array::from(&doc_values.result()?).to_vec();
+        let msg_keys: Vec<JsValue> = Array::from(&msg_keys.result()?).to_vec();
+        let msg_values: Vec<JsValue> = Array::from(&msg_values.result()?).to_vec();
 
         let mut loaded = Loaded::default();
         self.retention = RetentionIndex::default();
@@ -383,21 +386,13 @@ impl IdbStore {
     /// The stored states of `keys` (a follower tab re-reading what the leader stored);
     /// keys not in the store are left out.
     pub async fn read_docs(&self, keys: &[DocKey]) -> Result<Vec<(DocKey, DocState)>> {
-        let tx = self.db.transaction(&[DOCS], TransactionMode::ReadOnly)?;
-        let docs = tx.object_store(DOCS)?;
-        let mut pending = Vec::with_capacity(keys.len());
-        for key in keys {
-            let k = Array::of2(&key.collection.as_str().into(), &key.id.as_str().into());
-            pending.push(docs.get(JsValue::from(k))?.into_future());
-        }
-        let mut out = Vec::with_capacity(keys.len());
-        for (key, request) in keys.iter().zip(pending) {
-            let Some(v) = request.await? else { continue };
-            if let Some((_, state)) = decode_doc(&v)? {
-                out.push((key.clone(), state));
-            }
-        }
-        Ok(out)
+        let misses: Vec<Miss> = keys.iter().cloned().map(Miss::Doc).collect();
+        let (read, _) = self.reader().fetch(&misses).await?;
+        Ok(read
+            .docs
+            .into_iter()
+            .filter_map(|(k, s)| Some((k, s?)))
+            .collect())
     }
 
     /// Rewrites document records of schema 2 (a bare byte array, not in the indexes) as
@@ -424,9 +419,8 @@ impl IdbStore {
             };
             let keys = docs
                 .get_all_keys(range.clone(), Some(MIGRATE_PAGE))?
-                .into_future();
-            let values = docs.get_all(range, Some(MIGRATE_PAGE))?.into_future();
-            let (keys, values) = (keys.await?, values.await?);
+                .await?;
+            let values = docs.get_all(range, Some(MIGRATE_PAGE))?.await?;
             for (k, v) in keys.iter().zip(&values) {
                 if v.is_instance_of::<Uint8Array>() {
                     if let Ok(Some((key, state))) = decode_doc(v) {
@@ -468,71 +462,51 @@ pub struct Reader {
 impl Reader {
     /// Reads from IndexedDB what the engine asked for and the scratch could not answer
     /// ([`crate::scratch::Scratch::take_misses`]), in one read-only transaction: states, and
-    /// for each range question its page (with the states of the documents in it). Records
-    /// that do not read come back in `damaged` (the caller sets them aside; they read as
-    /// absent).
+    /// for each range question its page (with the states of the documents in it). Every
+    /// request is issued at once and read once the transaction completes (then every request
+    /// of it has its result). Records that do not read come back in `damaged` and read as
+    /// absent (the caller sets them aside).
     pub async fn fetch(&self, misses: &[Miss]) -> Result<(Read, Vec<Damaged>)> {
         let db = Database::from(self.raw.clone());
         let tx = db.transaction(&[DOCS], TransactionMode::ReadOnly)?;
         let docs = tx.object_store(DOCS)?;
-        let mut read = Read::default();
-        let mut damaged = Vec::new();
-        let mut take = |k: &JsValue, v: &JsValue, read: &mut Read| -> Option<DocKey> {
-            match decode_doc(v) {
-                Ok(Some((key, state))) => {
-                    read.docs.push((key.clone(), Some(state)));
-                    Some(key)
-                }
-                other => {
-                    let why = match other {
-                        Err(e) => e.to_string(),
-                        _ => "not a push record".into(),
-                    };
-                    damaged.push(Damaged {
-                        store: DOCS,
-                        key: k.clone(),
-                        value: v.clone(),
-                        why,
-                    });
-                    // Read as absent (and set aside), as a record found damaged at open was.
-                    let key = key_of(k)?;
-                    read.docs.push((key.clone(), None));
-                    Some(key)
-                }
-            }
-        };
-        // Every request is issued before the first is awaited (see `load`).
-        let mut singles = Vec::new();
-        let mut ranges = Vec::new();
+        // Per miss: the request for its keys (or its one record, or its count), and the one
+        // for the values of a range.
+        let mut issued: Vec<(JsRequest, Option<JsRequest>)> = Vec::with_capacity(misses.len());
         for m in misses {
-            match m {
-                Miss::Doc(key) => singles.push((key, docs.get(key_value(key))?.into_future())),
-                Miss::Count => ranges.push((m, RangeRead::Count(docs.count(None)?.into_future()))),
+            let range = |q: Option<Query>, limit: usize, index: Option<&str>| -> Result<_> {
+                let n = Some(u32::try_from(limit).unwrap_or(u32::MAX));
+                Ok(match index {
+                    Some(name) => {
+                        let index = docs.index(name)?;
+                        let keys = index.get_all_keys(q.clone(), n)?;
+                        (
+                            JsRequest::from(keys),
+                            Some(JsRequest::from(index.get_all(q, n)?)),
+                        )
+                    }
+                    None => (
+                        JsRequest::from(docs.get_all_keys(q.clone(), n)?),
+                        Some(JsRequest::from(docs.get_all(q, n)?)),
+                    ),
+                })
+            };
+            issued.push(match m {
+                Miss::Doc(key) => (JsRequest::from(docs.get(key_value(key))?), None),
+                Miss::Count => (JsRequest::from(docs.count(None)?), None),
                 Miss::Keys {
                     collection,
                     after,
                     limit,
-                } => {
-                    let q = Some(collection_range(collection, after.as_deref())?);
-                    let n = Some(page_limit(*limit));
-                    ranges.push((
-                        m,
-                        RangeRead::Page(
-                            docs.get_all_keys(q.clone(), n)?.into_future(),
-                            docs.get_all(q, n)?.into_future(),
-                        ),
-                    ));
-                }
+                } => range(
+                    Some(collection_range(collection, after.as_deref())?),
+                    *limit,
+                    None,
+                )?,
                 Miss::NextCollection(after) => {
                     let lower = Array::of2(&after.as_str().into(), &Array::new());
-                    let q = Some(Query::from(KeyRange::lower_bound(&lower, Some(true))?));
-                    ranges.push((
-                        m,
-                        RangeRead::Page(
-                            docs.get_all_keys(q.clone(), Some(1))?.into_future(),
-                            docs.get_all(q, Some(1))?.into_future(),
-                        ),
-                    ));
+                    let q = Query::from(KeyRange::lower_bound(&lower, Some(true))?);
+                    range(Some(q), 1, None)?
                 }
                 Miss::Dots {
                     replica,
@@ -543,16 +517,8 @@ impl Reader {
                     let r = JsValue::from_str(&replica.to_string());
                     let lo = Array::of2(&r, &((from + 1) as f64).into());
                     let hi = Array::of2(&r, &(*upto as f64).into());
-                    let q = Some(Query::from(KeyRange::bound(&lo, &hi, None, None)?));
-                    let n = Some(page_limit(*limit));
-                    let index = docs.index(DOTS)?;
-                    ranges.push((
-                        m,
-                        RangeRead::Page(
-                            index.get_all_keys(q.clone(), n)?.into_future(),
-                            index.get_all(q, n)?.into_future(),
-                        ),
-                    ));
+                    let q = Query::from(KeyRange::bound(&lo, &hi, None, None)?);
+                    range(Some(q), *limit, Some(DOTS))?
                 }
                 Miss::Conflicted {
                     collection,
@@ -572,54 +538,105 @@ impl Reader {
                         )?)),
                         (None, None) => None,
                     };
-                    let n = Some(page_limit(*limit));
-                    let index = docs.index(CONFLICTS)?;
-                    ranges.push((
-                        m,
-                        RangeRead::Page(
-                            index.get_all_keys(q.clone(), n)?.into_future(),
-                            index.get_all(q, n)?.into_future(),
-                        ),
-                    ));
+                    range(q, *limit, Some(CONFLICTS))?
                 }
-            }
+            });
         }
-        for (key, request) in singles {
-            match request.await? {
-                Some(v) => {
-                    take(&key_value(key), &v, &mut read);
+        let done = tx.await?;
+        if !done.is_committed() {
+            return Err(StoreError::Aborted("a read of documents"));
+        }
+        let mut read = Read::default();
+        let mut damaged = Vec::new();
+        // A record's state into `read`; its key (`None`: not a key of ours).
+        let mut take = |k: &JsValue, v: &JsValue, read: &mut Read| -> Option<DocKey> {
+            let key = key_of(k)?;
+            let state = match decode_doc(v) {
+                Ok(Some((_, state))) => Some(state),
+                other => {
+                    let why = match other {
+                        Err(e) => e.to_string(),
+                        _ => "not a push record".into(),
+                    };
+                    damaged.push(Damaged {
+                        store: DOCS,
+                        key: k.clone(),
+                        value: v.clone(),
+                        why,
+                    });
+                    // Read as absent (and set aside), as a record found damaged at open was.
+                    None
                 }
-                None => read.docs.push((key.clone(), None)),
-            }
-        }
-        for (m, request) in ranges {
-            let page = match request {
-                RangeRead::Count(c) => vec![(u64::from(c.await?), DocKey::new("", ""))],
-                RangeRead::Page(keys, values) => {
-                    let (keys, values) = (keys.await?, values.await?);
-                    if keys.len() != values.len() {
+            };
+            read.docs.push((key.clone(), state));
+            Some(key)
+        };
+        for (m, (first, values)) in misses.iter().zip(issued) {
+            let result = first.result()?;
+            match (m, values) {
+                (Miss::Doc(key), _) => {
+                    if result.is_undefined() {
+                        read.docs.push((key.clone(), None));
+                    } else {
+                        take(&key_value(key), &result, &mut read);
+                    }
+                }
+                (Miss::Count, _) => {
+                    let n = result.as_f64().unwrap_or(0.0) as u64;
+                    read.pages.push((m.clone(), vec![(n, DocKey::new("", ""))]));
+                }
+                (_, Some(values)) => {
+                    let (keys, values) = (Array::from(&result), Array::from(&values.result()?));
+                    if keys.length() != values.length() {
                         return Err(corrupt("documents", "keys and values differ in number"));
                     }
-                    let mut page = Vec::with_capacity(keys.len());
-                    for (k, v) in keys.iter().zip(&values) {
-                        let Some(key) = take(k, v, &mut read) else {
+                    let mut page = Vec::with_capacity(keys.length() as usize);
+                    for (k, v) in keys.iter().zip(values.iter()) {
+                        let Some(key) = take(&k, &v, &mut read) else {
                             continue;
                         };
                         let counter = match m {
-                            Miss::Dots { replica, .. } => dot_of(v, *replica).unwrap_or(0),
+                            Miss::Dots { replica, .. } => dot_of(&v, *replica).unwrap_or(0),
                             _ => 0,
                         };
                         page.push((counter, key));
                     }
-                    page
+                    read.pages.push((m.clone(), page));
                 }
-            };
-            read.pages.push((m.clone(), page));
+                (_, None) => {}
+            }
         }
-        let _ = tx.await;
         Ok((read, damaged))
     }
 }
+
+/// A request whose result is read after its transaction completed.
+struct JsRequest(web_sys::IdbRequest);
+
+impl JsRequest {
+    fn result(&self) -> Result<JsValue> {
+        self.0
+            .result()
+            .map_err(|e| StoreError::Idb(format!("a read failed: {e:?}")))
+    }
+}
+
+macro_rules! js_request_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for JsRequest {
+            fn from(r: $t) -> Self {
+                JsRequest(web_sys::IdbRequest::from(r))
+            }
+        }
+    )*};
+}
+
+js_request_from!(
+    idb::request::GetStoreRequest,
+    idb::request::CountStoreRequest,
+    idb::request::GetAllKeysStoreRequest,
+    idb::request::GetAllStoreRequest
+);
 
 impl IdbStore {
     /// Writes `batches` (in order) in one transaction and returns once it committed.
@@ -719,20 +736,6 @@ impl IdbStore {
     pub fn close(&self) {
         self.db.close();
     }
-}
-
-/// The two kinds of range read `fetch` issues.
-enum RangeRead {
-    Count(idb::request::futures::CountStoreRequestFuture),
-    Page(
-        idb::request::futures::GetAllKeysStoreRequestFuture,
-        idb::request::futures::GetAllStoreRequestFuture,
-    ),
-}
-
-/// The largest page IndexedDB is asked for (`getAll` takes a 32-bit count).
-fn page_limit(limit: usize) -> u32 {
-    u32::try_from(limit).unwrap_or(u32::MAX)
 }
 
 /// A document's key as IndexedDB's: `[collection, id]`.

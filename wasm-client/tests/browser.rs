@@ -494,3 +494,156 @@ fn binary_codec_round_trips_in_the_browser() {
         "truncated"
     );
 }
+
+/// A store as schema 2 left it (documents as bare byte records, no indexes), written with
+/// the IndexedDB API directly.
+async fn schema_2_store(db: &str, docs: &[DocEntry], vector: &VersionVector, clock: (u64, u32)) {
+    use idb::{Factory, ObjectStoreParams, TransactionMode};
+    let factory = Factory::new().unwrap();
+    let mut req = factory.open(db, Some(2)).unwrap();
+    req.on_upgrade_needed(|event| {
+        let db = idb::Event::target(&event).unwrap().database().unwrap();
+        for store in ["docs", "messages", "meta", "damaged"] {
+            db.create_object_store(store, ObjectStoreParams::new())
+                .unwrap();
+        }
+    });
+    let conn = req.await.unwrap();
+    let tx = conn
+        .transaction(&["docs", "meta"], TransactionMode::ReadWrite)
+        .unwrap();
+    let store = tx.object_store("docs").unwrap();
+    for d in docs {
+        let record = encode_binary(&Frame::Push(Push {
+            seq: 0,
+            docs: vec![d.clone()],
+            watermark: VersionVector::new(),
+            remaining: 0,
+        }));
+        let key = js_sys::Array::of2(&d.collection.as_str().into(), &d.id.as_str().into());
+        store
+            .put(
+                &js_sys::Uint8Array::from(record.as_slice()).into(),
+                Some(&key),
+            )
+            .unwrap();
+    }
+    let meta = tx.object_store("meta").unwrap();
+    let bytes = |f: &Frame| JsValue::from(js_sys::Uint8Array::from(encode_binary(f).as_slice()));
+    let space = js_sys::Array::of4(
+        &bytes(&Frame::Pull {
+            vector: vector.clone(),
+        }),
+        &bytes(&Frame::Hello(bridge_core::frame::Hello {
+            space: String::new(),
+            kind: bridge_core::frame::SessionKind::Peer,
+            messages: Some(VersionVector::new()),
+            ..Default::default()
+        })),
+        &(clock.0 as f64).into(),
+        &f64::from(clock.1).into(),
+    );
+    meta.put(&space, Some(&"space".into())).unwrap();
+    meta.put(&"000000000000002a".into(), Some(&"replica".into()))
+        .unwrap();
+    assert!(tx.await.unwrap().is_committed());
+    conn.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_schema_2_store_opens_with_every_document_list_and_conflict() {
+    // The states, made by engines in memory: replica 42 (the store's) and a peer that wrote
+    // two of the same documents concurrently, in a `manual` collection.
+    let mut mine = Engine::new(EngineConfig::new(ReplicaId(42), Tier::Local, "team"));
+    let now = js_sys::Date::now() as u64;
+    bridge_core::testing::set_policy(&mut mine, now, "conf", bridge_core::Policy::Manual).unwrap();
+    for n in 0..300u32 {
+        let m = json!({"n": n}).as_object().cloned().unwrap();
+        let key = DocKey::new(if n < 5 { "conf" } else { "bulk" }, format!("d{n:03}"));
+        bridge_core::testing::write(&mut mine, now, key, WriteOp::Put(m)).unwrap();
+    }
+    bridge_core::testing::write(&mut mine, now, DocKey::new("bulk", "d100"), WriteOp::Delete)
+        .unwrap();
+    let mut peer = Engine::new(EngineConfig::new(ReplicaId(0xbeef), Tier::Cloud, "team"));
+    for n in 0..2u32 {
+        let m = json!({"n": n, "peer": true}).as_object().cloned().unwrap();
+        let key = DocKey::new("conf", format!("d{n:03}"));
+        bridge_core::testing::write(&mut peer, now, key, WriteOp::Put(m)).unwrap();
+    }
+    for e in [&mut mine, &mut peer] {
+        while let Some(b) = e.poll_persist() {
+            e.persisted(b.id).unwrap();
+        }
+    }
+    let theirs = peer
+        .replica()
+        .delta(&VersionVector::new(), usize::MAX)
+        .unwrap();
+    mine.replica_mut()
+        .apply_remote(now, theirs.docs, &theirs.watermark)
+        .unwrap();
+    while let Some(b) = mine.poll_persist() {
+        mine.persisted(b.id).unwrap();
+    }
+    let all = mine
+        .replica()
+        .delta(&VersionVector::new(), usize::MAX)
+        .unwrap();
+    let clock = mine.replica().clock();
+    let db = unique("schema2");
+    schema_2_store(
+        &db,
+        &all.docs,
+        mine.replica().vector(),
+        (clock.wall, clock.counter),
+    )
+    .await;
+
+    let b = open(opts(&db, 16 * 1024)).await.unwrap();
+    assert_eq!(b.replica(), "000000000000002a");
+    assert_eq!(
+        rust(&wait(b.get("bulk".into(), "d250".into())).await),
+        json!({"n": 250})
+    );
+    assert!(wait(b.get("bulk".into(), "d100".into())).await.is_null());
+    let list = rust(&wait(b.list("bulk".into(), JsValue::NULL, None)).await);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (5..300)
+        .filter(|n| *n != 100)
+        .map(|n| format!("d{n:03}"))
+        .collect();
+    assert_eq!(ids, want);
+    let conflicts = rust(&wait(b.conflicts(JsValue::NULL)).await);
+    let keys: Vec<&str> = conflicts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["d000", "d001"],
+        "found through the rebuilt conflicts index"
+    );
+    // 300 documents, the `_config` entries of `conf` and of the peer's space seed.
+    assert_eq!(wait(b.doc_count()).await.as_f64(), Some(302.0));
+    // The next write continues from the stored vector, through the rebuilt live-dot index.
+    let dot = wait(b.put("bulk".into(), "new".into(), js(json!({})))).await;
+    assert_eq!(
+        rust(&dot)["counter"],
+        mine.replica().vector().get(ReplicaId(42)) + 1
+    );
+    wait(b.close()).await;
+    // Rewritten once: the next open finds nothing left to rewrite, and everything still there.
+    let b = open(opts(&db, 16 * 1024)).await.unwrap();
+    assert_eq!(
+        rust(&wait(b.get("conf".into(), "d003".into())).await),
+        json!({"n": 3})
+    );
+    wait(b.close()).await;
+}

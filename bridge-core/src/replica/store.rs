@@ -189,8 +189,9 @@ pub(super) enum Durable {
     #[cfg(feature = "store")]
     Stored {
         store: Box<dyn DocStore>,
-        /// `_config` documents, always in memory: every write reads a policy.
-        config: BTreeMap<DocKey, DocState>,
+        /// `_config` documents, always in memory: every write reads a policy. (Behind an
+        /// `Arc`, as in every other layer: one map type less in the browser's package.)
+        config: BTreeMap<DocKey, Arc<DocState>>,
         cache: RefCell<Cache>,
     },
 }
@@ -227,7 +228,7 @@ impl Durable {
         match self {
             Durable::Memory { docs, .. } => docs.get(key).map(|s| &**s),
             #[cfg(feature = "store")]
-            Durable::Stored { config, .. } => config.get(key),
+            Durable::Stored { config, .. } => config.get(key).map(|s| &**s),
         }
     }
 
@@ -241,7 +242,7 @@ impl Durable {
                 cache,
             } => {
                 if key.collection == CONFIG_COLLECTION {
-                    return Ok(config.get(key).map(StateRef::Borrowed));
+                    return Ok(config.get(key).map(|s| StateRef::Borrowed(s)));
                 }
                 if let Some(s) = cache.borrow_mut().get(key) {
                     return Ok(Some(StateRef::Shared(s)));
@@ -280,7 +281,7 @@ impl Durable {
             #[cfg(feature = "store")]
             Durable::Stored { config, cache, .. } => {
                 if key.collection == CONFIG_COLLECTION {
-                    config.insert(key, Arc::unwrap_or_clone(state));
+                    config.insert(key, state);
                 } else {
                     cache.get_mut().put(key, state);
                 }

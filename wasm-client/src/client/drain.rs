@@ -52,12 +52,13 @@ pub(super) async fn fetch_misses(rc: &Shared, misses: &[Miss]) -> Result<(), Str
     Ok(())
 }
 
+/// A read of the engine turned into JavaScript (one type for every read: one copy of
+/// [`with_reads`] in the package).
+pub(super) type ReadFn = Box<dyn FnMut(&bridge_core::Engine) -> Result<JsValue, JsValue>>;
+
 /// Runs `read` on the engine, reading from IndexedDB what it missed and running it again,
 /// until it answers without a miss (the reads of `get`, `list`, `conflicts`, ...).
-pub(super) async fn with_reads<T>(
-    rc: &Shared,
-    mut read: impl FnMut(&bridge_core::Engine) -> bridge_core::Result<T>,
-) -> Result<T, JsValue> {
+pub(super) async fn with_reads(rc: Shared, mut read: ReadFn) -> Result<JsValue, JsValue> {
     rc.borrow().scratch.lock().trim();
     for _ in 0..READ_TRIES {
         let (out, misses) = {
@@ -67,9 +68,9 @@ pub(super) async fn with_reads<T>(
             (out, misses)
         };
         if misses.is_empty() {
-            return out.map_err(|e| core_err(&e));
+            return out;
         }
-        fetch_misses(rc, &misses).await.map_err(|e| js_err(&e))?;
+        fetch_misses(&rc, &misses).await.map_err(|e| js_err(&e))?;
     }
     Err(js_err(
         "the browser store did not answer a read (too many tries)",

@@ -38,7 +38,7 @@ use self::convert::{
     value_from_js,
 };
 use self::drain::schedule;
-use self::drain::with_reads;
+use self::drain::{with_reads, ReadFn};
 use self::leader::promote;
 use self::link::{dial, listen_network};
 use self::state::{Inner, Input, Pending, Shared, Sub, SubKind, Waiter};
@@ -344,14 +344,9 @@ impl Bridge {
     }
 
     /// A read of the engine as a promise: `read` runs until it misses nothing
-    /// (`drain::with_reads`), `out` turns its answer into JavaScript.
-    fn read<T: 'static>(
-        &self,
-        read: impl FnMut(&Engine) -> Result<T, Error> + 'static,
-        out: impl FnOnce(T) -> Result<JsValue, JsValue> + 'static,
-    ) -> Promise {
-        let rc = self.inner.clone();
-        wasm_bindgen_futures::future_to_promise(async move { out(with_reads(&rc, read).await?) })
+    /// (`drain::with_reads`).
+    fn read(&self, read: ReadFn) -> Promise {
+        wasm_bindgen_futures::future_to_promise(with_reads(self.inner.clone(), read))
     }
 
     fn add_sub(&self, kind: SubKind, f: Function) -> u32 {
@@ -436,13 +431,11 @@ impl Bridge {
             (Ok(c), Ok(id)) => DocKey::new(c, id),
             (Err(e), _) | (_, Err(e)) => return Promise::reject(&core_err(&e)),
         };
-        self.read(
-            move |e| e.replica().get(&key),
-            |v| match v {
-                Some(v) => to_js(&v),
-                None => Ok(JsValue::NULL),
-            },
-        )
+        self.read(Box::new(move |e| match e.replica().get(&key) {
+            Ok(Some(v)) => to_js(&v),
+            Ok(None) => Ok(JsValue::NULL),
+            Err(err) => Err(core_err(&err)),
+        }))
     }
 
     /// The visible documents of a collection in id order, after `after`, at most `limit`.
@@ -461,22 +454,20 @@ impl Bridge {
             (Err(e), _) | (_, Err(e)) => return Promise::reject(&core_err(&e)),
         };
         let limit = limit.map_or(usize::MAX, |l| l as usize);
-        self.read(
-            move |e| e.replica().list(&collection, after.as_deref(), limit),
-            |docs| to_js(&docs),
-        )
+        self.read(Box::new(move |e| {
+            let docs = e.replica().list(&collection, after.as_deref(), limit);
+            to_js(&docs.map_err(|err| core_err(&err))?)
+        }))
     }
 
     /// Collections holding at least one document (deleted ones included), in name order.
     #[wasm_bindgen(unchecked_return_type = "Promise<string[]>")]
     pub fn collections(&self) -> Promise {
-        self.read(
-            |e| e.replica().collections(),
-            |mut out| {
-                out.retain(|c| !c.starts_with('_'));
-                to_js(&out)
-            },
-        )
+        self.read(Box::new(|e| {
+            let mut out = e.replica().collections().map_err(|err| core_err(&err))?;
+            out.retain(|c| !c.starts_with('_'));
+            to_js(&out)
+        }))
     }
 
     /// Calls `callback(doc)` for every durable change of `collection` (`"*"`: all).
@@ -574,10 +565,10 @@ impl Bridge {
             Ok(c) => c,
             Err(e) => return Promise::reject(&core_err(&e)),
         };
-        self.read(
-            move |e| e.replica().conflicts(collection.as_deref()),
-            |c| to_js(&c),
-        )
+        self.read(Box::new(move |e| {
+            let conflicts = e.replica().conflicts(collection.as_deref());
+            to_js(&conflicts.map_err(|err| core_err(&err))?)
+        }))
     }
 
     #[wasm_bindgen(js_name = onConflict)]
@@ -730,10 +721,10 @@ impl Bridge {
     /// Documents held (tombstones included): a count of the IndexedDB store.
     #[wasm_bindgen(js_name = docCount, unchecked_return_type = "Promise<number>")]
     pub fn doc_count(&self) -> Promise {
-        self.read(
-            |e| e.replica().doc_count(),
-            |n| Ok(JsValue::from_f64(n as f64)),
-        )
+        self.read(Box::new(|e| match e.replica().doc_count() {
+            Ok(n) => Ok(JsValue::from_f64(n as f64)),
+            Err(err) => Err(core_err(&err)),
+        }))
     }
 
     /// Closes the link and the store once pending writes are stored; resolves then.
