@@ -164,6 +164,13 @@ pub struct Damaged {
     pub why: String,
 }
 
+impl Damaged {
+    /// The document a damaged `docs` record is keyed by.
+    pub fn doc_key(&self) -> Option<DocKey> {
+        key_of(&self.key)
+    }
+}
+
 impl IdbStore {
     /// Opens (creating on first use) the database `name`.
     pub async fn open(name: &str) -> Result<IdbStore> {

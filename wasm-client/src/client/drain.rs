@@ -43,11 +43,22 @@ pub(super) async fn fetch_misses(rc: &Shared, misses: &[Miss]) -> Result<(), Str
         (i.reader.clone(), epoch)
     };
     let (read, damaged) = reader.fetch(misses).await.map_err(|e| e.to_string())?;
-    let mut i = rc.borrow_mut();
-    i.scratch.lock().fill(epoch, read);
-    if !damaged.is_empty() {
-        i.error = damage_report(&damaged);
-        i.damaged.extend(damaged);
+    let found = {
+        let mut i = rc.borrow_mut();
+        i.scratch.lock().fill(epoch, read);
+        let mut found = false;
+        for d in damaged {
+            // The same record found by two reads before the pump set it aside: once.
+            if !i.damaged.iter().any(|o| o.doc_key() == d.doc_key()) {
+                i.error = damage_report(std::slice::from_ref(&d));
+                i.damaged.push(d);
+                found = true;
+            }
+        }
+        found
+    };
+    if found {
+        schedule(rc);
     }
     Ok(())
 }
