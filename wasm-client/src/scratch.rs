@@ -29,6 +29,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// Above this many documents the scratch is emptied at the start of the next operation.
 pub const SCRATCH_DOCS: usize = 2048;
 
+/// How many pages of live dots (each with its documents) one read asks for when a push
+/// misses one: a push to the host walks them in order, so the next pages are the next
+/// questions.
+pub const DOTS_AHEAD: usize = 4;
+
 /// A read the scratch could not answer: what the client must read from IndexedDB.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Miss {
@@ -144,15 +149,18 @@ impl Scratch {
         !self.misses.is_empty()
     }
 
-    /// Keys among `keys` whose state is not read ahead, each once.
+    /// Keys among `keys` whose state is not read ahead, each once, in key order.
     pub fn unread<'a>(&self, keys: impl IntoIterator<Item = &'a DocKey>) -> Vec<DocKey> {
-        let mut out: Vec<DocKey> = Vec::new();
+        // A set of keys (a burst of writes names thousands), as the map type the scratch
+        // already has: no other B-tree type in the package for it.
+        let none = Arc::new(DocState::default());
+        let mut out: BTreeMap<DocKey, Arc<DocState>> = BTreeMap::new();
         for k in keys {
-            if !self.docs.contains_key(k) && !out.contains(k) {
-                out.push(k.clone());
+            if !self.docs.contains_key(k) {
+                out.insert(k.clone(), none.clone());
             }
         }
-        out
+        out.into_keys().collect()
     }
 
     /// The epoch a read from IndexedDB starts in (see [`Scratch::fill`]).
@@ -204,6 +212,49 @@ impl Scratch {
 
     /// The page that answers `q`, cut to its limit.
     fn page(&mut self, q: Miss) -> Result<Page> {
+        if let Miss::Dots {
+            replica,
+            from,
+            upto,
+            limit,
+        } = q
+        {
+            // A page of live dots read from an earlier counter answers a question starting
+            // inside it: a push walks one replica's dots page after page, and the client
+            // reads them [`DOTS_AHEAD`] pages at a time.
+            for (m, page) in &self.pages {
+                let Miss::Dots {
+                    replica: r,
+                    from: f,
+                    upto: u,
+                    limit: l,
+                } = m
+                else {
+                    continue;
+                };
+                if *r != replica || *u != upto || *f > from {
+                    continue;
+                }
+                let whole = page.len() < *l;
+                let covered = whole || page.last().is_some_and(|(c, _)| *c >= from);
+                let after: Page = page
+                    .iter()
+                    .filter(|(c, _)| *c > from)
+                    .take(limit)
+                    .cloned()
+                    .collect();
+                if covered && (after.len() == limit || whole) {
+                    return Ok(after);
+                }
+            }
+            let limit = limit.saturating_mul(DOTS_AHEAD);
+            return self.miss(Miss::Dots {
+                replica,
+                from,
+                upto,
+                limit,
+            });
+        }
         let limit = q.limit();
         let found = self.pages.iter().find(|(m, page)| {
             m.same_question(&q) && (m.limit() >= limit || page.len() < m.limit())
@@ -366,5 +417,35 @@ mod tests {
         p.lock().stored(std::iter::empty());
         assert!(p.keys("c", None, 1).is_err());
         assert!(!p.lock().fill(epoch, Read::default()));
+    }
+
+    #[test]
+    fn a_page_of_live_dots_answers_the_questions_that_start_inside_it() {
+        let p = Prefetched::default();
+        let r = ReplicaId(7);
+        assert!(p.dots(r, 0, 100, 2).is_err());
+        let misses = p.lock().take_misses();
+        let read_for = Miss::Dots {
+            replica: r,
+            from: 0,
+            upto: 100,
+            limit: 2 * DOTS_AHEAD,
+        };
+        assert_eq!(misses, vec![read_for.clone()], "read ahead");
+        let k = |i: u64| (i, DocKey::new("c", format!("{i}")));
+        let page: Page = [1, 2, 3, 5, 8, 9, 11, 12].into_iter().map(k).collect();
+        let epoch = p.lock().epoch();
+        assert!(p.lock().fill(
+            epoch,
+            Read {
+                docs: Vec::new(),
+                pages: vec![(read_for, page)],
+            }
+        ));
+        assert_eq!(p.dots(r, 0, 100, 2).expect("first"), vec![k(1), k(2)]);
+        assert_eq!(p.dots(r, 3, 100, 2).expect("inside"), vec![k(5), k(8)]);
+        assert_eq!(p.dots(r, 9, 100, 2).expect("last two"), vec![k(11), k(12)]);
+        assert!(p.dots(r, 11, 100, 2).is_err(), "past the page: not known");
+        assert!(p.dots(r, 3, 99, 2).is_err(), "another bound");
     }
 }

@@ -474,6 +474,68 @@ impl Reader {
     /// of it has its result). Records that do not read come back in `damaged` and read as
     /// absent (the caller sets them aside).
     pub async fn fetch(&self, misses: &[Miss]) -> Result<(Read, Vec<Damaged>)> {
+        let (left, absent) = self.burst(misses).await?;
+        let (mut read, damaged) = self.fetch_each(left.as_deref().unwrap_or(misses)).await?;
+        read.docs.extend(absent.into_iter().map(|k| (k, None)));
+        Ok((read, damaged))
+    }
+
+    /// A burst of writes asks for many documents of one collection, most of them new: one
+    /// read of the keys between the first and the last (at most twice as many as asked)
+    /// tells which exist, and only those are read one by one. `None` when `misses` is not
+    /// such a burst (then every one is read).
+    async fn burst(&self, misses: &[Miss]) -> Result<(Option<Vec<Miss>>, Vec<DocKey>)> {
+        let keys: Vec<&DocKey> = misses
+            .iter()
+            .filter_map(|m| match m {
+                Miss::Doc(k) => Some(k),
+                _ => None,
+            })
+            .collect();
+        let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+            return Ok((None, Vec::new()));
+        };
+        let burst = keys.len() >= 16
+            && keys.len() == misses.len()
+            && keys.windows(2).all(|w| w[0] < w[1])
+            && first.collection == last.collection;
+        if !burst {
+            return Ok((None, Vec::new()));
+        }
+        let db = Database::from(self.raw.clone());
+        let tx = db.transaction(&[DOCS], TransactionMode::ReadOnly)?;
+        let range = KeyRange::bound(&key_value(first), &key_value(last), None, None)?;
+        let limit = u32::try_from(2 * keys.len()).unwrap_or(u32::MAX);
+        let stored = JsRequest::from(
+            tx.object_store(DOCS)?
+                .get_all_keys(Some(Query::from(range)), Some(limit))?,
+        );
+        let done = tx.await?;
+        if !done.is_committed() {
+            return Err(StoreError::Aborted("a read of keys"));
+        }
+        let stored = Array::from(&stored.result()?);
+        if stored.length() >= limit {
+            return Ok((None, Vec::new()));
+        }
+        // Both in key order: one merge walk.
+        let stored: Vec<DocKey> = stored.iter().filter_map(|k| key_of(&k)).collect();
+        let (mut left, mut absent) = (Vec::new(), Vec::new());
+        let mut at = 0;
+        for k in keys {
+            while at < stored.len() && &stored[at] < k {
+                at += 1;
+            }
+            if stored.get(at) == Some(k) {
+                left.push(Miss::Doc(k.clone()));
+            } else {
+                absent.push(k.clone());
+            }
+        }
+        Ok((Some(left), absent))
+    }
+
+    async fn fetch_each(&self, misses: &[Miss]) -> Result<(Read, Vec<Damaged>)> {
         let db = Database::from(self.raw.clone());
         let tx = db.transaction(&[DOCS], TransactionMode::ReadOnly)?;
         let docs = tx.object_store(DOCS)?;
