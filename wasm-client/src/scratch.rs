@@ -156,11 +156,11 @@ impl Scratch {
         let none = Arc::new(DocState::default());
         let mut out: BTreeMap<DocKey, Arc<DocState>> = BTreeMap::new();
         for k in keys {
-            if !self.docs.contains_key(k) {
+            if self.docs.get(k).is_none() {
                 out.insert(k.clone(), none.clone());
             }
         }
-        out.into_keys().collect()
+        out.keys().cloned().collect()
     }
 
     /// The epoch a read from IndexedDB starts in (see [`Scratch::fill`]).
@@ -172,7 +172,9 @@ impl Scratch {
     /// of an operation, never in the middle of one).
     pub fn trim(&mut self) {
         if self.docs.len() > SCRATCH_DOCS {
-            self.docs.clear();
+            // Dropped rather than `clear`ed: the calls the core makes on this map type
+            // already, and no others (each is code in the package).
+            self.docs = BTreeMap::new();
             self.pages.clear();
         }
     }
@@ -187,12 +189,12 @@ impl Scratch {
         }
     }
 
-    /// The leader tab stored a batch with these keys, states not known here: forget them.
-    pub fn stored_elsewhere(&mut self, keys: &[DocKey]) {
-        self.stored(std::iter::empty());
-        for k in keys {
-            self.docs.remove(k);
-        }
+    /// The leader tab stored a batch with these keys; `states` are those read back (a key
+    /// without one is no longer in the store).
+    pub fn stored_elsewhere(&mut self, keys: &[DocKey], states: &[(DocKey, Arc<DocState>)]) {
+        let none = Arc::new(DocState::default());
+        self.stored(keys.iter().map(|k| (k, &none)));
+        self.stored(states.iter().map(|(k, s)| (k, s)));
     }
 
     /// Answers read from IndexedDB in `epoch`; dropped (`false`) when a batch was stored
@@ -201,10 +203,9 @@ impl Scratch {
         if epoch != self.epoch {
             return false;
         }
+        // Read after the last stored batch (same epoch): as new as anything held.
         for (k, s) in read.docs {
-            self.docs
-                .entry(k)
-                .or_insert_with(|| Arc::new(s.unwrap_or_default()));
+            self.docs.insert(k, Arc::new(s.unwrap_or_default()));
         }
         self.pages.extend(read.pages);
         true

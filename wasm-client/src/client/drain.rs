@@ -102,24 +102,11 @@ async fn apply_inputs(rc: &Shared) {
         (i.inputs.len(), s.unread(&keys))
     };
     if !unread.is_empty() {
+        // Only the pump stores batches, so no batch is stored while this read runs: what it
+        // brings back is taken (see `Scratch::fill`).
         let misses: Vec<Miss> = unread.into_iter().map(Miss::Doc).collect();
-        // A batch stored meanwhile drops the read (it may be older): read again.
-        for _ in 0..3 {
-            if let Err(e) = fetch_misses(rc, &misses).await {
-                rc.borrow_mut().error = Some(e);
-                break;
-            }
-            let i = rc.borrow();
-            let left = i
-                .scratch
-                .lock()
-                .unread(misses.iter().filter_map(|m| match m {
-                    Miss::Doc(k) => Some(k),
-                    _ => None,
-                }));
-            if left.is_empty() {
-                break;
-            }
+        if let Err(e) = fetch_misses(rc, &misses).await {
+            rc.borrow_mut().error = Some(e);
         }
     }
     let mut rejected: Vec<(Function, JsValue)> = Vec::new();

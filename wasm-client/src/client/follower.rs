@@ -123,11 +123,7 @@ async fn refresh(rc: &Shared, keys: Vec<DocKey>) {
         // documents and every range answer, and takes the states read now.
         let states: Vec<(DocKey, Arc<DocState>)> =
             states.into_iter().map(|(k, s)| (k, Arc::new(s))).collect();
-        {
-            let mut s = i.scratch.lock();
-            s.stored_elsewhere(&keys);
-            s.stored(states.iter().map(|(k, s)| (k, s)));
-        }
+        i.scratch.lock().stored_elsewhere(&keys, &states);
         for (key, state) in states {
             i.engine.restore_doc(key.clone(), DocState::clone(&state));
             // Read from the cache or the scratch (both hold it now).
