@@ -156,7 +156,7 @@ impl Scratch {
         let none = Arc::new(DocState::default());
         let mut out: BTreeMap<DocKey, Arc<DocState>> = BTreeMap::new();
         for k in keys {
-            if self.docs.get(k).is_none() {
+            if !self.docs.contains_key(k) {
                 out.insert(k.clone(), none.clone());
             }
         }

@@ -3,7 +3,7 @@
 //! transaction for them, `Engine::batches_persisted`, and `Engine::drain` — frames to send,
 //! acks to release, events for the callbacks and for follower tabs.
 
-use super::convert::{core_err, js_err, to_js};
+use super::convert::{coded, core_err, js_err, to_js};
 use super::damage_report;
 use super::link::reconnect_later;
 use super::state::{Input, Shared, SubKind, Waiter};
@@ -70,6 +70,9 @@ pub(super) type ReadFn = Box<dyn FnMut(&bridge_core::Engine) -> Result<JsValue, 
 /// Runs `read` on the engine, reading from IndexedDB what it missed and running it again,
 /// until it answers without a miss (the reads of `get`, `list`, `conflicts`, ...).
 pub(super) async fn with_reads(rc: Shared, mut read: ReadFn) -> Result<JsValue, JsValue> {
+    if rc.borrow().closed {
+        return Err(coded("closed", "this handle is closed; open() a new one"));
+    }
     rc.borrow().scratch.lock().trim();
     for _ in 0..READ_TRIES {
         let (out, misses) = {

@@ -757,26 +757,38 @@ impl Bridge {
             while rc.borrow().pumping {
                 sleep(5).await;
             }
-            let (unsettled, release) = {
-                let mut i = rc.borrow_mut();
-                if let Some(store) = &i.store {
-                    store.close();
-                }
-                i.tabs = None;
-                let mut unsettled: Vec<Function> = std::mem::take(&mut i.waiting)
-                    .into_values()
-                    .filter_map(|w| match w {
-                        Waiter::Local(_, reject) => Some(reject),
-                        Waiter::Tab { .. } => None,
-                    })
-                    .collect();
-                unsettled.extend(
-                    std::mem::take(&mut i.forwarded)
+            let (unsettled, release) =
+                {
+                    let mut i = rc.borrow_mut();
+                    if let Some(store) = &i.store {
+                        store.close();
+                    }
+                    i.tabs = None;
+                    let mut unsettled: Vec<Function> = std::mem::take(&mut i.waiting)
                         .into_values()
-                        .map(|(_, _, reject)| reject),
-                );
-                (unsettled, i.release_lock.take())
-            };
+                        .filter_map(|w| match w {
+                            Waiter::Local(_, reject) => Some(reject),
+                            Waiter::Tab { .. } => None,
+                        })
+                        .collect();
+                    unsettled.extend(
+                        std::mem::take(&mut i.forwarded)
+                            .into_values()
+                            .map(|(_, _, reject)| reject),
+                    );
+                    // Writes still waiting for their documents to be read (a pump that stopped
+                    // on a failed write leaves them).
+                    unsettled.extend(std::mem::take(&mut i.inputs).into_iter().filter_map(
+                        |input| match input {
+                            Input::Call {
+                                waiter: Waiter::Local(_, reject),
+                                ..
+                            } => Some(reject),
+                            _ => None,
+                        },
+                    ));
+                    (unsettled, i.release_lock.take())
+                };
             // Only writes whose transaction failed (or a leader never answered) are left;
             // say so rather than hang.
             let reason = coded(
