@@ -34,6 +34,10 @@ pub const SCRATCH_DOCS: usize = 2048;
 /// questions.
 pub const DOTS_AHEAD: usize = 4;
 
+/// How many pages of a collection's ids (each with its documents) one read asks for when a
+/// list misses one.
+pub const KEYS_AHEAD: usize = 4;
+
 /// A read the scratch could not answer: what the client must read from IndexedDB.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Miss {
@@ -256,6 +260,44 @@ impl Scratch {
                 limit,
             });
         }
+        if let Miss::Keys {
+            collection,
+            after,
+            limit,
+        } = q
+        {
+            // The same for a collection's ids: a list walks them page after page.
+            for (m, page) in &self.pages {
+                let Miss::Keys {
+                    collection: c,
+                    after: a,
+                    limit: l,
+                } = m
+                else {
+                    continue;
+                };
+                if *c != collection || a.as_deref() > after.as_deref() {
+                    continue;
+                }
+                let whole = page.len() < *l;
+                let past =
+                    |(_, k): &&(u64, DocKey)| after.as_deref().is_none_or(|a| k.id.as_str() > a);
+                let covered = whole
+                    || page
+                        .last()
+                        .is_some_and(|(_, k)| after.as_deref().is_none_or(|a| k.id.as_str() >= a));
+                let rest: Page = page.iter().filter(past).take(limit).cloned().collect();
+                if covered && (rest.len() == limit || whole) {
+                    return Ok(rest);
+                }
+            }
+            let limit = limit.saturating_mul(KEYS_AHEAD);
+            return self.miss(Miss::Keys {
+                collection,
+                after,
+                limit,
+            });
+        }
         let limit = q.limit();
         let found = self.pages.iter().find(|(m, page)| {
             m.same_question(&q) && (m.limit() >= limit || page.len() < m.limit())
@@ -412,8 +454,22 @@ mod tests {
         assert!(p.lock().fill(epoch, read));
         assert_eq!(p.load(&k).expect("read ahead"), None, "absent, as read");
         assert_eq!(p.keys("c", None, 1).expect("page").len(), 1);
+        assert_eq!(
+            p.keys("c", Some("a"), 1).expect("inside the page"),
+            vec![DocKey::new("c", "b")]
+        );
         assert!(p.keys("c", None, 3).is_err(), "a longer page is not known");
-        assert!(p.keys("c", Some("a"), 1).is_err(), "another question");
+        assert!(p.keys("c", Some("b"), 1).is_err(), "past the page");
+        assert!(p.keys("d", None, 1).is_err(), "another collection");
+        assert_eq!(
+            p.lock().take_misses()[0],
+            Miss::Keys {
+                collection: "c".into(),
+                after: None,
+                limit: 3 * KEYS_AHEAD,
+            },
+            "read ahead"
+        );
         // A stored batch drops range answers, and reads started before it.
         p.lock().stored(std::iter::empty());
         assert!(p.keys("c", None, 1).is_err());
