@@ -408,38 +408,40 @@ impl IdbStore {
     /// is left as it is, and set aside when it is read.
     async fn migrate(&self) -> Result<()> {
         let tx = self.db.transaction(&[META], TransactionMode::ReadOnly)?;
-        let layout = tx
-            .object_store(META)?
-            .get(JsValue::from_str("layout"))?
-            .await?;
-        let _ = tx.await;
-        if layout.is_none() {
+        let layout = JsRequest::from(tx.object_store(META)?.get(JsValue::from_str("layout"))?);
+        tx.await?;
+        if layout.result()?.is_undefined() {
             return Ok(());
         }
+        // A page read in one transaction, rewritten in the next (a request's result is read
+        // once its transaction completed, see `Reader::fetch`). Rewriting is idempotent: two
+        // tabs opening at once may both do it.
         let mut after: Option<JsValue> = None;
         loop {
-            let tx = self.strict_transaction(&[DOCS, META])?;
+            let tx = self.db.transaction(&[DOCS], TransactionMode::ReadOnly)?;
             let docs = tx.object_store(DOCS)?;
             let range = match &after {
                 Some(k) => Some(Query::from(KeyRange::lower_bound(k, Some(true))?)),
                 None => None,
             };
-            let keys = docs
-                .get_all_keys(range.clone(), Some(MIGRATE_PAGE))?
-                .await?;
-            let values = docs.get_all(range, Some(MIGRATE_PAGE))?.await?;
-            for (k, v) in keys.iter().zip(&values) {
+            let keys = JsRequest::from(docs.get_all_keys(range.clone(), Some(MIGRATE_PAGE))?);
+            let values = JsRequest::from(docs.get_all(range, Some(MIGRATE_PAGE))?);
+            tx.await?;
+            let (keys, values) = (Array::from(&keys.result()?), Array::from(&values.result()?));
+            let tx = self.strict_transaction(&[DOCS, META])?;
+            let docs = tx.object_store(DOCS)?;
+            for (k, v) in keys.iter().zip(values.iter()) {
                 if v.is_instance_of::<Uint8Array>() {
-                    if let Ok(Some((key, state))) = decode_doc(v) {
-                        docs.put(&doc_record(&key, &state), Some(k))?;
+                    if let Ok(Some((key, state))) = decode_doc(&v) {
+                        docs.put(&doc_record(&key, &state), Some(&k))?;
                     }
                 }
             }
-            let last = keys.len() < MIGRATE_PAGE as usize;
+            let last = keys.length() < MIGRATE_PAGE;
             if last {
                 tx.object_store(META)?.delete(JsValue::from_str("layout"))?;
             }
-            after = keys.last().cloned();
+            after = Some(keys.get(keys.length().saturating_sub(1))).filter(|k| !k.is_undefined());
             let done = tx.await?;
             if !done.is_committed() {
                 return Err(StoreError::Aborted("rewriting documents for schema 3"));

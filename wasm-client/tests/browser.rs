@@ -557,17 +557,22 @@ async fn a_schema_2_store_opens_with_every_document_list_and_conflict() {
     let mut mine = Engine::new(EngineConfig::new(ReplicaId(42), Tier::Local, "team"));
     let now = js_sys::Date::now() as u64;
     bridge_core::testing::set_policy(&mut mine, now, "conf", bridge_core::Policy::Manual).unwrap();
-    for n in 0..300u32 {
+    for n in 0..2_100u32 {
         let m = json!({"n": n}).as_object().cloned().unwrap();
-        let key = DocKey::new(if n < 5 { "conf" } else { "bulk" }, format!("d{n:03}"));
+        let key = DocKey::new(if n < 5 { "conf" } else { "bulk" }, format!("d{n:04}"));
         bridge_core::testing::write(&mut mine, now, key, WriteOp::Put(m)).unwrap();
     }
-    bridge_core::testing::write(&mut mine, now, DocKey::new("bulk", "d100"), WriteOp::Delete)
-        .unwrap();
+    bridge_core::testing::write(
+        &mut mine,
+        now,
+        DocKey::new("bulk", "d0100"),
+        WriteOp::Delete,
+    )
+    .unwrap();
     let mut peer = Engine::new(EngineConfig::new(ReplicaId(0xbeef), Tier::Cloud, "team"));
     for n in 0..2u32 {
         let m = json!({"n": n, "peer": true}).as_object().cloned().unwrap();
-        let key = DocKey::new("conf", format!("d{n:03}"));
+        let key = DocKey::new("conf", format!("d{n:04}"));
         bridge_core::testing::write(&mut peer, now, key, WriteOp::Put(m)).unwrap();
     }
     for e in [&mut mine, &mut peer] {
@@ -602,10 +607,10 @@ async fn a_schema_2_store_opens_with_every_document_list_and_conflict() {
     let b = open(opts(&db, 16 * 1024)).await.unwrap();
     assert_eq!(b.replica(), "000000000000002a");
     assert_eq!(
-        rust(&wait(b.get("bulk".into(), "d250".into())).await),
-        json!({"n": 250})
+        rust(&wait(b.get("bulk".into(), "d2050".into())).await),
+        json!({"n": 2050})
     );
-    assert!(wait(b.get("bulk".into(), "d100".into())).await.is_null());
+    assert!(wait(b.get("bulk".into(), "d0100".into())).await.is_null());
     let list = rust(&wait(b.list("bulk".into(), JsValue::NULL, None)).await);
     let ids: Vec<&str> = list
         .as_array()
@@ -613,9 +618,9 @@ async fn a_schema_2_store_opens_with_every_document_list_and_conflict() {
         .iter()
         .map(|d| d["id"].as_str().unwrap())
         .collect();
-    let want: Vec<String> = (5..300)
+    let want: Vec<String> = (5..2_100)
         .filter(|n| *n != 100)
-        .map(|n| format!("d{n:03}"))
+        .map(|n| format!("d{n:04}"))
         .collect();
     assert_eq!(ids, want);
     let conflicts = rust(&wait(b.conflicts(JsValue::NULL)).await);
@@ -627,11 +632,12 @@ async fn a_schema_2_store_opens_with_every_document_list_and_conflict() {
         .collect();
     assert_eq!(
         keys,
-        ["d000", "d001"],
+        ["d0000", "d0001"],
         "found through the rebuilt conflicts index"
     );
-    // 300 documents, the `_config` entries of `conf` and of the peer's space seed.
-    assert_eq!(wait(b.doc_count()).await.as_f64(), Some(302.0));
+    // 2,100 documents (rewritten in two transactions), the `_config` entries of `conf` and
+    // of the peer's space seed.
+    assert_eq!(wait(b.doc_count()).await.as_f64(), Some(2_102.0));
     // The next write continues from the stored vector, through the rebuilt live-dot index.
     let dot = wait(b.put("bulk".into(), "new".into(), js(json!({})))).await;
     assert_eq!(
@@ -642,7 +648,7 @@ async fn a_schema_2_store_opens_with_every_document_list_and_conflict() {
     // Rewritten once: the next open finds nothing left to rewrite, and everything still there.
     let b = open(opts(&db, 16 * 1024)).await.unwrap();
     assert_eq!(
-        rust(&wait(b.get("conf".into(), "d003".into())).await),
+        rust(&wait(b.get("conf".into(), "d0003".into())).await),
         json!({"n": 3})
     );
     wait(b.close()).await;
