@@ -198,7 +198,7 @@ impl Replica {
     }
 
     /// Whether the read that just failed asked for something a prefetching host has not
-    /// fetched yet ([`DocStore::missed`]; always `false` in memory).
+    /// fetched yet (`DocStore::missed`; always `false` in memory).
     pub fn store_missed(&self) -> bool {
         self.durable.missed()
     }
