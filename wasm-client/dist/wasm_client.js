@@ -31,25 +31,20 @@ export class Bridge {
     }
     /**
      * Collections holding at least one document (deleted ones included), in name order.
-     * @returns {string[]}
+     * @returns {Promise<string[]>}
      */
     collections() {
         const ret = wasm.bridge_collections(this.__wbg_ptr);
-        var v1 = getArrayJsValueFromWasm0(ret[0], ret[1]);
-        wasm.__wbindgen_free(ret[0], ret[1] * 4, 4);
-        return v1;
+        return ret;
     }
     /**
      * Open conflicts (collections with policy `manual`), of one collection or all.
      * @param {string | null} collection
-     * @returns {Conflict[]}
+     * @returns {Promise<Conflict[]>}
      */
     conflicts(collection) {
         const ret = wasm.bridge_conflicts(this.__wbg_ptr, collection);
-        if (ret[2]) {
-            throw takeFromExternrefTable0(ret[1]);
-        }
-        return takeFromExternrefTable0(ret[0]);
+        return ret;
     }
     /**
      * Deletes the document (a tombstone that syncs like a write).
@@ -62,39 +57,34 @@ export class Bridge {
         return ret;
     }
     /**
-     * Documents held (tombstones included).
-     * @returns {number}
+     * Documents held (tombstones included): a count of the IndexedDB store.
+     * @returns {Promise<number>}
      */
     docCount() {
         const ret = wasm.bridge_docCount(this.__wbg_ptr);
-        return ret >>> 0;
+        return ret;
     }
     /**
-     * The document's visible value, `null` if absent or deleted.
+     * The document's visible value, `null` if absent or deleted. Resolves once read (from
+     * the cache, or IndexedDB).
      * @param {string} collection
      * @param {string} id
-     * @returns {Record<string, unknown> | null}
+     * @returns {Promise<Record<string, unknown> | null>}
      */
     get(collection, id) {
         const ret = wasm.bridge_get(this.__wbg_ptr, collection, id);
-        if (ret[2]) {
-            throw takeFromExternrefTable0(ret[1]);
-        }
-        return takeFromExternrefTable0(ret[0]);
+        return ret;
     }
     /**
      * The visible documents of a collection in id order, after `after`, at most `limit`.
      * @param {string} collection
      * @param {string | null} after
      * @param {number | null} [limit]
-     * @returns {DocView[]}
+     * @returns {Promise<DocView[]>}
      */
     list(collection, after, limit) {
         const ret = wasm.bridge_list(this.__wbg_ptr, collection, after, isLikeNone(limit) ? Number.MAX_SAFE_INTEGER : (limit) >>> 0);
-        if (ret[2]) {
-            throw takeFromExternrefTable0(ret[1]);
-        }
-        return takeFromExternrefTable0(ret[0]);
+        return ret;
     }
     /**
      * Retained messages of `channel` after offset `from` (replay).
@@ -272,9 +262,11 @@ export class Bridge {
         return ret;
     }
     /**
-     * What the IndexedDB store wrote since `open`: `{ commits, batches, docs, messages }`,
-     * and `setAside`: records that could not be read at open, moved to the `damaged` store.
-     * @returns {{ commits: number; batches: number; docs: number; messages: number; setAside: number }}
+     * What the IndexedDB store wrote since `open`: `{ commits, batches, docs, messages }`;
+     * `setAside`: records that could not be read, moved to the `damaged` store; and
+     * `cacheBytes` / `cacheBudget`: the bytes of document states the engine's cache holds
+     * (the core's accounting) and its budget (`open({ cacheBytes })`).
+     * @returns {{ commits: number; batches: number; docs: number; messages: number; setAside: number; cacheBytes: number; cacheBudget: number }}
      */
     stats() {
         const ret = wasm.bridge_stats(this.__wbg_ptr);
@@ -402,6 +394,10 @@ function __wbg_get_imports() {
         __wbg_addEventListener_847fd86b8c33ec43: function() { return handleError(function (arg0, arg1, arg2, arg3) {
             arg0.addEventListener(getStringFromWasm0(arg1, arg2), arg3);
         }, arguments); },
+        __wbg_bound_342c3f3a09345adb: function() { return handleError(function (arg0, arg1, arg2, arg3) {
+            const ret = IDBKeyRange.bound(arg0, arg1, arg2 !== 0, arg3 !== 0);
+            return ret;
+        }, arguments); },
         __wbg_bridge_new: function(arg0) {
             const ret = Bridge.__wrap(arg0);
             return ret;
@@ -437,6 +433,22 @@ function __wbg_get_imports() {
         __wbg_close_83412466bf4e34fb: function(arg0) {
             arg0.close();
         },
+        __wbg_count_e2319028fdda4bd5: function() { return handleError(function (arg0) {
+            const ret = arg0.count();
+            return ret;
+        }, arguments); },
+        __wbg_count_f985983ff17ebffb: function() { return handleError(function (arg0, arg1) {
+            const ret = arg0.count(arg1);
+            return ret;
+        }, arguments); },
+        __wbg_createIndex_40dc5bd2e5a23975: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4) {
+            const ret = arg0.createIndex(getStringFromWasm0(arg1, arg2), arg3, arg4);
+            return ret;
+        }, arguments); },
+        __wbg_createIndex_b013acc42b756c6b: function() { return handleError(function (arg0, arg1, arg2, arg3) {
+            const ret = arg0.createIndex(getStringFromWasm0(arg1, arg2), arg3);
+            return ret;
+        }, arguments); },
         __wbg_createObjectStore_01d46ccc50cef85f: function() { return handleError(function (arg0, arg1, arg2, arg3) {
             const ret = arg0.createObjectStore(getStringFromWasm0(arg1, arg2), arg3);
             return ret;
@@ -465,6 +477,18 @@ function __wbg_get_imports() {
             const ret = arg0.getAllKeys(arg1);
             return ret;
         }, arguments); },
+        __wbg_getAllKeys_1d52da2f0591648f: function() { return handleError(function (arg0, arg1, arg2) {
+            const ret = arg0.getAllKeys(arg1, arg2 >>> 0);
+            return ret;
+        }, arguments); },
+        __wbg_getAllKeys_60c555bbca75b952: function() { return handleError(function (arg0, arg1) {
+            const ret = arg0.getAllKeys(arg1);
+            return ret;
+        }, arguments); },
+        __wbg_getAllKeys_baf09f52615da483: function() { return handleError(function (arg0) {
+            const ret = arg0.getAllKeys();
+            return ret;
+        }, arguments); },
         __wbg_getAllKeys_cc55957bda37fb47: function() { return handleError(function (arg0, arg1, arg2) {
             const ret = arg0.getAllKeys(arg1, arg2 >>> 0);
             return ret;
@@ -478,6 +502,18 @@ function __wbg_get_imports() {
             return ret;
         }, arguments); },
         __wbg_getAll_7c588d26e2a82148: function() { return handleError(function (arg0, arg1) {
+            const ret = arg0.getAll(arg1);
+            return ret;
+        }, arguments); },
+        __wbg_getAll_a796ae61defb3c7f: function() { return handleError(function (arg0) {
+            const ret = arg0.getAll();
+            return ret;
+        }, arguments); },
+        __wbg_getAll_c05b5d2b3a6c4683: function() { return handleError(function (arg0, arg1, arg2) {
+            const ret = arg0.getAll(arg1, arg2 >>> 0);
+            return ret;
+        }, arguments); },
+        __wbg_getAll_e97edf9a4d8b9998: function() { return handleError(function (arg0, arg1) {
             const ret = arg0.getAll(arg1);
             return ret;
         }, arguments); },
@@ -514,6 +550,14 @@ function __wbg_get_imports() {
         },
         __wbg_has_2c4d5cf25ec8c1cf: function() { return handleError(function (arg0, arg1) {
             const ret = Reflect.has(arg0, arg1);
+            return ret;
+        }, arguments); },
+        __wbg_indexNames_3552c2afd86f0bd1: function(arg0) {
+            const ret = arg0.indexNames;
+            return ret;
+        },
+        __wbg_index_2e86e1bb441793d5: function() { return handleError(function (arg0, arg1, arg2) {
+            const ret = arg0.index(getStringFromWasm0(arg1, arg2));
             return ret;
         }, arguments); },
         __wbg_instanceof_ArrayBuffer_12cdaa4161423e6b: function(arg0) {
@@ -606,6 +650,10 @@ function __wbg_get_imports() {
             const ret = arg0.length;
             return ret;
         },
+        __wbg_lowerBound_1d3efa163ac6dcce: function() { return handleError(function (arg0, arg1) {
+            const ret = IDBKeyRange.lowerBound(arg0, arg1 !== 0);
+            return ret;
+        }, arguments); },
         __wbg_new_13de428334042d26: function(arg0) {
             const ret = new Uint8Array(arg0);
             return ret;
@@ -690,6 +738,10 @@ function __wbg_get_imports() {
             const ret = Array.of(arg0, arg1);
             return ret;
         },
+        __wbg_oldVersion_c9664e93ad7fc373: function(arg0) {
+            const ret = arg0.oldVersion;
+            return ret;
+        },
         __wbg_open_0b7832f51fde5a5f: function() { return handleError(function (arg0, arg1, arg2, arg3) {
             const ret = arg0.open(getStringFromWasm0(arg1, arg2), arg3 >>> 0);
             return ret;
@@ -760,6 +812,9 @@ function __wbg_get_imports() {
         __wbg_set_binaryType_d5b4dafd0f127fb2: function(arg0, arg1) {
             arg0.binaryType = __wbindgen_enum_BinaryType[arg1];
         },
+        __wbg_set_multi_entry_8abfe18dd5ef49b2: function(arg0, arg1) {
+            arg0.multiEntry = arg1 !== 0;
+        },
         __wbg_set_onabort_7ebb01d240653002: function(arg0, arg1) {
             arg0.onabort = arg1;
         },
@@ -789,6 +844,13 @@ function __wbg_get_imports() {
         },
         __wbg_set_onupgradeneeded_e977e06888863122: function(arg0, arg1) {
             arg0.onupgradeneeded = arg1;
+        },
+        __wbg_slice_984d22ab53865879: function(arg0, arg1) {
+            const ret = arg1.slice();
+            const ptr1 = passArrayJsValueToWasm0(ret, wasm.__wbindgen_malloc);
+            const len1 = WASM_VECTOR_LEN;
+            getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 1, len1, true);
+            getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
         },
         __wbg_static_accessor_GLOBAL_THIS_003ee833af9699fc: function() {
             const ret = typeof globalThis === 'undefined' ? undefined : globalThis;
@@ -830,6 +892,10 @@ function __wbg_get_imports() {
             const ret = arg0.toString(arg1);
             return ret;
         }, arguments); },
+        __wbg_transaction_a26f26d9d5badcda: function(arg0) {
+            const ret = arg0.transaction;
+            return isLikeNone(ret) ? 0 : addToExternrefTable0(ret);
+        },
         __wbg_transaction_a33b157a857a5e54: function() { return handleError(function (arg0, arg1, arg2) {
             const ret = arg0.transaction(arg1, __wbindgen_enum_IdbTransactionMode[arg2]);
             return ret;
@@ -839,38 +905,38 @@ function __wbg_get_imports() {
             return ret;
         },
         __wbindgen_generic_0000000000000001: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 109, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 135, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__he27ee5fa1f0266c8);
             return ret;
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 113, ret: Externref, inner_ret: Some(Externref) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 139, ret: Externref, inner_ret: Some(Externref) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__ha088033662949123);
             return ret;
         },
         __wbindgen_generic_0000000000000003: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("CloseEvent")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h3846b846a927266f);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89);
             return ret;
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 80, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 109, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h2ef341af7e9c2fff);
             return ret;
         },
         __wbindgen_generic_0000000000000005: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("IDBVersionChangeEvent")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h3846b846a927266f_32);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_32);
             return ret;
         },
         __wbindgen_generic_0000000000000006: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h3846b846a927266f_33);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_33);
             return ret;
         },
         __wbindgen_generic_0000000000000007: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [], shim_idx: 3, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h21a334a6f34735a3);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h3ad840439df4d4cd);
             return ret;
         },
         __wbindgen_generic_0000000000000008: function(arg0) {
@@ -898,24 +964,24 @@ function __wbg_get_imports() {
     };
 }
 
-function wasm_bindgen__convert__closures_____invoke__h21a334a6f34735a3(arg0, arg1) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h21a334a6f34735a3(arg0, arg1);
+function wasm_bindgen__convert__closures_____invoke__h3ad840439df4d4cd(arg0, arg1) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h3ad840439df4d4cd(arg0, arg1);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h3846b846a927266f(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h3846b846a927266f(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__h2ef341af7e9c2fff(arg0, arg1, arg2) {
     wasm.wasm_bindgen__convert__closures_____invoke__h2ef341af7e9c2fff(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h3846b846a927266f_32(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h3846b846a927266f_32(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_32(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_32(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h3846b846a927266f_33(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h3846b846a927266f_33(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_33(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_33(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__ha088033662949123(arg0, arg1, arg2) {
@@ -1011,17 +1077,6 @@ function debugString(val) {
     }
 }
 
-function getArrayJsValueFromWasm0(ptr, len) {
-    ptr = ptr >>> 0;
-    const mem = getDataViewMemory0();
-    const result = [];
-    for (let i = ptr; i < ptr + 4 * len; i += 4) {
-        result.push(wasm.__wbindgen_externrefs.get(mem.getUint32(i, true)));
-    }
-    wasm.__externref_drop_slice(ptr, len);
-    return result;
-}
-
 function getArrayU8FromWasm0(ptr, len) {
     ptr = ptr >>> 0;
     return getUint8ArrayMemory0().subarray(ptr / 1, ptr / 1 + len);
@@ -1087,6 +1142,16 @@ function makeMutClosure(arg0, arg1, f) {
     };
     CLOSURE_DTORS.register(real, state, state);
     return real;
+}
+
+function passArrayJsValueToWasm0(array, malloc) {
+    const ptr = malloc(array.length * 4, 4) >>> 0;
+    for (let i = 0; i < array.length; i++) {
+        const add = addToExternrefTable0(array[i]);
+        getDataViewMemory0().setUint32(ptr + 4 * i, add, true);
+    }
+    WASM_VECTOR_LEN = array.length;
+    return ptr;
 }
 
 function passStringToWasm0(arg, malloc, realloc) {

@@ -72,7 +72,7 @@ try {
         const t0 = performance.now();
         const db = await window.sb.open({ space: "bench", db: "cold" });
         const t = performance.now() - t0;
-        const n = db.docCount();
+        const n = await db.docCount();
         await db.close();
         return [t, n];
       });
@@ -112,9 +112,9 @@ try {
       const [t, n] = await page.evaluate(async ([o, N]) => {
         const t0 = performance.now();
         const db = await window.sb.open(o);
-        while (db.docCount() < N || db.status().incoming > 0) await new Promise((r) => setTimeout(r, 5));
+        while ((await db.docCount()) < N || db.status().incoming > 0) await new Promise((r) => setTimeout(r, 5));
         const t = performance.now() - t0;
-        return [t, db.docCount()];
+        return [t, await db.docCount()];
       }, [{ url: host.url, space: SPACE, token, name: `reader-${run}` }, N]);
       if (n < N) throw new Error(`initial sync got ${n} documents`);
       times.push(t);

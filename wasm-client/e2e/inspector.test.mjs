@@ -56,7 +56,7 @@ test("a manual conflict is shown in the inspector and resolved there", async () 
   const bob = await testPage(ctxB, web.url);
   await bob.evaluate((o) => window.openBridge(o), { url: host.url, space: SPACE, token, name: "bob" });
   await until("bob has t1 under manual", () =>
-    bob.evaluate(() => window.db.get("tasks", "t1")?.title === "draft" && window.db.policy("tasks") === "manual"));
+    bob.evaluate(async () => (await window.db.get("tasks", "t1"))?.title === "draft" && window.db.policy("tasks") === "manual"));
   await ctxB.setOffline(true);
   await until("bob offline", () => bob.evaluate(() => !window.db.status().online));
   await bob.evaluate(() => window.db.patch("tasks", "t1", { owner: "bob" }));
@@ -84,8 +84,8 @@ test("a manual conflict is shown in the inspector and resolved there", async () 
   assert.equal(await inspector.textContent("#conflict-count"), "0");
 
   // The resolution reaches Bob and the host; Bob got the message too.
-  await until("bob sees the resolution", () => bob.evaluate(() =>
-    window.db.get("tasks", "t1")?.title === "final" && window.db.conflicts().length === 0));
+  await until("bob sees the resolution", () => bob.evaluate(async () =>
+    (await window.db.get("tasks", "t1"))?.title === "final" && (await window.db.conflicts()).length === 0));
   assert.deepEqual(await bob.evaluate(() => window.db.get("tasks", "t1")), { title: "final", owner: "bob" });
   await until("host has the resolution", async () => {
     const r = await host.get(`/v1/spaces/${SPACE}/docs/tasks/t1`, token);

@@ -160,6 +160,86 @@ test("a reload while the cloud is unreachable keeps pending writes, which go up 
   await ctx.close();
 });
 
+test("browser stores larger than their cache budget sync both ways, reopen, and serve every document, list and conflict", async () => {
+  const N = 2000;
+  const BUDGET = 64 * 1024;
+  const open = async (context, name) => {
+    const page = await testPage(context, web.url);
+    await page.evaluate((o) => window.openBridge(o), {
+      url: host.url, space: SPACE, token, name, db: "big", cacheBytes: BUDGET,
+    });
+    await until(`${name} online`, async () => (await status(page)).online);
+    return page;
+  };
+  const ctxA = await browser.newContext();
+  const ctxB = await browser.newContext();
+  const a = await open(ctxA, "big-a");
+  await a.evaluate(async (n) => {
+    await window.db.setPolicy("big_manual", "manual");
+    for (let round = 0; round < n / 500; round++) {
+      const writes = [];
+      for (let i = round * 500; i < (round + 1) * 500; i++) {
+        const id = `d${String(i).padStart(5, "0")}`;
+        writes.push(window.db.put("big", id, { n: i, title: `Item number ${i}` }));
+      }
+      await Promise.all(writes);
+    }
+    for (let i = 0; i < 5; i++) await window.db.put("big_manual", `m${i}`, { v: 0 });
+  }, N);
+  // Uploaded through the live-dot index, far more than the cache holds.
+  await until("A's writes acknowledged by the cloud", async () => (await status(a)).pending === 0, 60_000);
+  const r = await host.get(`/v1/spaces/${SPACE}/docs/big/d01999`, token);
+  assert.deepEqual(r.body.value, { n: 1999, title: "Item number 1999" });
+
+  // A fresh profile downloads everything into its own small-budget store.
+  const b = await open(ctxB, "big-b");
+  await until("B has every document", async () => (await b.evaluate(() => window.db.docCount())) >= N + 5 + 1, 60_000);
+  await until("B has the conflict policy", async () => (await b.evaluate(() => window.db.policy("big_manual"))) === "manual");
+  // Both edit the manual documents while A is offline: five conflicts.
+  await ctxA.setOffline(true);
+  await until("A offline", async () => !(await status(a)).online);
+  await a.evaluate(async () => { for (let i = 0; i < 5; i++) await window.db.put("big_manual", `m${i}`, { v: "a" }); });
+  await b.evaluate(async () => { for (let i = 0; i < 5; i++) await window.db.put("big_manual", `m${i}`, { v: "b" }); });
+  await ctxA.setOffline(false);
+  for (const p of [a, b]) {
+    await until("five conflicts", async () => (await p.evaluate(() => window.db.conflicts("big_manual"))).length === 5, 30_000);
+  }
+
+  // Reopened (a reload: nothing in memory), each store serves it all, within its budget.
+  for (const [page, name] of [[a, "big-a"], [b, "big-b"]]) {
+    await page.reload();
+    await page.waitForFunction(() => document.title === "ready");
+    await page.evaluate((o) => window.openBridge(o), {
+      space: SPACE, token, name, db: "big", cacheBytes: BUDGET,
+    });
+    const seen = await page.evaluate(async (n) => {
+      const db = window.db;
+      const gets = [];
+      for (let i = 0; i < n; i++) gets.push(db.get("big", `d${String(i).padStart(5, "0")}`));
+      const docs = await Promise.all(gets);
+      const bad = docs.findIndex((d, i) => d?.n !== i || d?.title !== `Item number ${i}`);
+      const ids = [];
+      for (let after = null; ;) {
+        const page = await db.list("big", after, 128);
+        ids.push(...page.map((d) => d.id));
+        if (page.length < 128) break;
+        after = page[page.length - 1].id;
+      }
+      const conflicts = (await db.conflicts()).map((c) => `${c.id}:${c.sides.length}`);
+      const stats = db.stats();
+      return { bad, ids: ids.length, sorted: ids.every((id, i) => i === 0 || ids[i - 1] < id), conflicts, stats };
+    }, N);
+    assert.equal(seen.bad, -1, `${name}: every document reads back`);
+    assert.equal(seen.ids, N, `${name}: list pages complete`);
+    assert.ok(seen.sorted, `${name}: list pages in order`);
+    assert.deepEqual(seen.conflicts, ["m0:2", "m1:2", "m2:2", "m3:2", "m4:2"], name);
+    assert.equal(seen.stats.cacheBudget, BUDGET);
+    assert.ok(seen.stats.cacheBytes > 0 && seen.stats.cacheBytes <= BUDGET, `${name}: ${seen.stats.cacheBytes} bytes cached`);
+  }
+  await ctxA.close();
+  await ctxB.close();
+});
+
 test("a link that goes silent is noticed by the heartbeat and redialled", async () => {
   const ctx = await browser.newContext();
   const page = await testPage(ctx, web.url);

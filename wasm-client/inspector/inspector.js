@@ -36,21 +36,43 @@ function scheduleRender() {
   });
 }
 
-function render() {
+// Reads are promises (documents live in IndexedDB); renders never overlap, and one asked for
+// while another runs follows it.
+let rendering = null;
+let renderAgain = false;
+
+async function render() {
   if (!db) return;
-  renderCollections();
-  renderDocs();
-  renderConflicts();
-  renderPresence();
+  if (rendering) {
+    renderAgain = true;
+    return;
+  }
+  rendering = (async () => {
+    try {
+      await renderCollections();
+      await renderDocs();
+      await renderConflicts();
+      renderPresence();
+    } catch (e) {
+      console.warn("inspector: render failed", e);
+    }
+  })();
+  await rendering;
+  rendering = null;
+  if (renderAgain) {
+    renderAgain = false;
+    scheduleRender();
+  }
 }
 
-function renderCollections() {
-  const names = db.collections();
+async function renderCollections() {
+  const names = await db.collections();
   if (selected && !names.includes(selected)) names.push(selected);
   if (!selected && names.length) selected = names[0];
+  const counts = await Promise.all(names.map(async (c) => (await db.list(c, undefined, 1000)).length));
   $("#collections").replaceChildren(
-    ...names.map((c) => {
-      const n = db.list(c, undefined, 1000).length;
+    ...names.map((c, i) => {
+      const n = counts[i];
       return el("li", { class: c === selected ? "active" : "", "data-collection": c,
         onclick: () => { selected = c; scheduleRender(); } },
         el("span", {}, c), el("span", { class: "n" }, n >= 1000 ? "1000+" : n));
@@ -58,12 +80,12 @@ function renderCollections() {
   );
 }
 
-function renderDocs() {
+async function renderDocs() {
   $("#docs-title").textContent = selected ? `Documents · ${selected}` : "Documents";
   $("#policy").disabled = !selected;
   if (!selected) return $("#docs tbody").replaceChildren();
   $("#policy").value = db.policy(selected);
-  const rows = db.list(selected, undefined, 500).map((d) =>
+  const rows = (await db.list(selected, undefined, 500)).map((d) =>
     el("tr", { class: `doc${changed.has(`${d.collection}/${d.id}`) ? " flash" : ""}`, "data-id": d.id,
       onclick: () => edit(d) },
       el("td", {}, d.id, " ", d.conflict ? el("span", { class: "tag conflict" }, "conflict") : null),
@@ -81,8 +103,8 @@ function edit(d) {
 
 let conflictsShown = null;
 
-function renderConflicts() {
-  const all = db.conflicts();
+async function renderConflicts() {
+  const all = await db.conflicts();
   // Rebuilt only when the conflicts change: a status tick must not wipe an edit in progress.
   const signature = JSON.stringify(all);
   if (signature === conflictsShown) return;

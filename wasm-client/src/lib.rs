@@ -19,7 +19,10 @@
 //! - [`status`]: what "pending" and "synced" mean, as plain arithmetic (tested natively);
 //! - [`retention`]: which stored messages a channel's retention drops;
 //! - [`tabs`]: several tabs on one store — one leads, the others forward to it;
-//! - `store` (wasm32): the IndexedDB store — replica id, restore, one transaction per flush;
+//! - [`scratch`]: the engine's durable layer — documents read ahead from IndexedDB, and the
+//!   reads it could not answer;
+//! - `store` (wasm32): the IndexedDB store — replica id, metadata at open, reads for the
+//!   engine, one transaction per flush;
 //! - `client` (wasm32): the `open()` handle and its verbs (`client/mod.rs`), with a module
 //!   per concern — TypeScript declarations, the pump that persists, releases and sends, the
 //!   WebSocket link with jittered backoff and heartbeat, the leader and follower tab roles;
@@ -27,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod retention;
+pub mod scratch;
 pub mod status;
 pub mod tabs;
 

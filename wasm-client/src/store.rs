@@ -5,18 +5,27 @@
 //!
 //! | store | key | value |
 //! | --- | --- | --- |
-//! | `docs` | `[collection, id]` | the document's full state, as a binary `push` frame of one document |
+//! | `docs` | `[collection, id]` | `{ s, d, x }`: `s` the document's full state as a binary `push` frame of one document, `d` its live dots `[[replica hex, counter], …]`, `x` its key `[collection, id]` when it has more than one sibling (absent otherwise) |
 //! | `messages` | offset (number) | the retained message, as a binary `broadcast` frame |
 //! | `meta` | `"replica"` | replica id (hex text) |
 //! | `meta` | `"space"` | `[pull frame with the vector, hello frame with messages seen, clock wall, clock counter]` |
 //! | `meta` | `"cloud"` | `[highest own counter a cloud acknowledged, when]` |
+//! | `meta` | `"layout"` | `2` while document records of schema 2 (a bare byte array) are still to be rewritten (schema 3's upgrade sets it; `open` rewrites them and deletes it) |
 //! | `meta` | `"requests"` | the newest done requests with an idempotency key (forwarded tab calls): `[[origin, id, dot replica hex or null, dot counter], …]` |
 //! | `damaged` | `[store, key]` | `[the record, why it could not be read]`: records set aside at open |
 //!
+//! Two indexes on `docs` answer the engine's range reads without reading the documents:
+//! `dots` (multi-entry on `d`: a replica's live dots in counter order, each to its document —
+//! the live-dot index) and `conflicts` (on `x`: documents with several siblings, in key
+//! order). Opening reads the metadata, the `_config` documents and the retained messages
+//! (bounded by each channel's retention), never the other documents: the engine reads them
+//! through [`crate::scratch::Prefetched`], which the client fills with [`IdbStore::fetch`].
+//!
 //! What is stored was checked by the core's `limits` before it was written, so it reads
-//! back. Should a document or message record still fail to decode (a bug, a disk error), open
-//! does not refuse the whole store: the record is moved to `damaged`, reported
-//! (`stats().setAside`, `status().error`, the console), and everything else opens.
+//! back. Should a document or message record still fail to decode (a bug, a disk error), the
+//! store is not refused: the record is moved to `damaged` — a message record at open, a
+//! document record when it is first read — reported (`stats().setAside`, `status().error`),
+//! and read as absent; everything else works.
 //!
 //! Records are the core's own binary frame encoding (docs/protocol.md): one byte array per
 //! record is cheap to move across the wasm boundary and to structured-clone, the decoder
@@ -29,17 +38,20 @@
 //! (a group commit, as the native host does); each is still whole in it.
 
 use crate::retention::RetentionIndex;
+use crate::scratch::{Miss, Read};
 use bridge_core::codec::binary::decode_binary_record;
 use bridge_core::codec::encode_binary;
 use bridge_core::doc::DocState;
 use bridge_core::frame::{DocEntry, Hello, Push, SessionKind};
 use bridge_core::message::Retained;
+use bridge_core::replica::CONFIG_COLLECTION;
 use bridge_core::request::{DoneRequest, RequestKey, REMEMBERED_REQUESTS};
 use bridge_core::{DocKey, Dot, Engine, Frame, PersistBatch, ReplicaId, Stamp, VersionVector};
-use idb::{Database, Factory, ObjectStoreParams, TransactionMode};
+use idb::{
+    Database, Factory, IndexParams, KeyPath, KeyRange, ObjectStoreParams, Query, TransactionMode,
+};
 use js_sys::{Array, Function, Reflect, Uint8Array};
 use serde::Serialize;
-use std::future::IntoFuture;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{IdbDatabase, IdbTransaction};
 
@@ -47,8 +59,15 @@ const DOCS: &str = "docs";
 const MESSAGES: &str = "messages";
 const META: &str = "meta";
 const DAMAGED: &str = "damaged";
-/// 2 added `damaged`; the upgrade only creates missing stores.
-const SCHEMA_VERSION: u32 = 2;
+/// Index of `docs` on its records' live dots (multi-entry).
+const DOTS: &str = "dots";
+/// Index of `docs` on the key of records with several siblings.
+const CONFLICTS: &str = "conflicts";
+/// 2 added `damaged`; 3 made a document record `{ s, d, x }` with the indexes `dots` and
+/// `conflicts` (records of 2 are rewritten once, at the first open: `migrate`).
+const SCHEMA_VERSION: u32 = 3;
+/// How many records one transaction of the rewrite to schema 3 takes.
+const MIGRATE_PAGE: u32 = 2000;
 
 /// Why the store could not do what was asked, in words a developer can act on.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +136,12 @@ pub struct StoreStats {
     /// Records that could not be read at open and were set aside (store `damaged`).
     #[serde(rename = "setAside")]
     pub set_aside: u64,
+    /// Bytes of document states the engine's cache holds (the core's accounting), and its
+    /// budget (`open({ cacheBytes })`): filled in by `stats()`.
+    #[serde(rename = "cacheBytes")]
+    pub cache_bytes: u64,
+    #[serde(rename = "cacheBudget")]
+    pub cache_budget: u64,
 }
 
 /// What [`IdbStore::load`] read back, for reporting.
@@ -139,6 +164,13 @@ pub struct Damaged {
     pub why: String,
 }
 
+impl Damaged {
+    /// The document a damaged `docs` record is keyed by.
+    pub fn doc_key(&self) -> Option<DocKey> {
+        key_of(&self.key)
+    }
+}
+
 impl IdbStore {
     /// Opens (creating on first use) the database `name`.
     pub async fn open(name: &str) -> Result<IdbStore> {
@@ -146,13 +178,36 @@ impl IdbStore {
             Factory::new().map_err(|e| StoreError::Unavailable(format!("IndexedDB ({e})")))?;
         let mut req = factory.open(name, Some(SCHEMA_VERSION))?;
         req.on_upgrade_needed(|event| {
-            let Ok(db) = idb::Event::target(&event).and_then(|r| r.database()) else {
+            let Ok(target) = idb::Event::target(&event) else {
                 return;
             };
+            let Ok(db) = target.database() else {
+                return;
+            };
+            let old = event.old_version().unwrap_or(0);
             let have = db.store_names();
             for store in [DOCS, MESSAGES, META, DAMAGED] {
                 if !have.iter().any(|s| s == store) {
                     let _ = db.create_object_store(store, ObjectStoreParams::new());
+                }
+            }
+            let Some(tx) = idb::Request::transaction(&target) else {
+                return;
+            };
+            if let Ok(docs) = tx.object_store(DOCS) {
+                let names = docs.index_names();
+                if !names.iter().any(|n| n == DOTS) {
+                    let mut p = IndexParams::new();
+                    p.multi_entry(true);
+                    let _ = docs.create_index(DOTS, KeyPath::new_single("d"), Some(p));
+                }
+                if !names.iter().any(|n| n == CONFLICTS) {
+                    let _ = docs.create_index(CONFLICTS, KeyPath::new_single("x"), None);
+                }
+            }
+            if (1..3).contains(&old) {
+                if let Ok(meta) = tx.object_store(META) {
+                    let _ = meta.put(&2.into(), Some(&JsValue::from_str("layout")));
                 }
             }
         });
@@ -203,33 +258,41 @@ impl IdbStore {
         Ok(id)
     }
 
-    /// Restores documents, metadata and retained messages into a fresh `engine`, in one
-    /// read-only transaction (a consistent snapshot even if another connection writes).
+    /// Restores the metadata, the `_config` documents and the retained messages into a
+    /// fresh `engine` (made `Engine::with_store` over a [`crate::scratch::Prefetched`]), in
+    /// one read-only transaction (a consistent snapshot even if another connection writes).
+    /// No other document is read: the engine asks for them as it needs them.
     pub async fn load(&mut self, engine: &mut Engine) -> Result<Loaded> {
+        self.migrate().await?;
         let tx = self
             .db
             .transaction(&[DOCS, MESSAGES, META], TransactionMode::ReadOnly)?;
         let meta = tx.object_store(META)?;
         let docs = tx.object_store(DOCS)?;
         let msgs = tx.object_store(MESSAGES)?;
-        // Issue every request first; IndexedDB runs them in order within the transaction.
-        // `into_future` attaches the result handlers now: a request whose success event fired
-        // before its handler existed would never resolve.
-        let space = meta.get(JsValue::from_str("space"))?.into_future();
-        let cloud = meta.get(JsValue::from_str("cloud"))?.into_future();
-        let requests = meta.get(JsValue::from_str("requests"))?.into_future();
-        let doc_keys = docs.get_all_keys(None, None)?.into_future();
-        let doc_values = docs.get_all(None, None)?.into_future();
-        let msg_keys = msgs.get_all_keys(None, None)?.into_future();
-        let msg_values = msgs.get_all(None, None)?.into_future();
-        let space = space.await?;
-        let cloud = cloud.await?;
-        let requests = requests.await?;
-        let doc_keys = doc_keys.await?;
-        let doc_values = doc_values.await?;
-        let msg_keys = msg_keys.await?;
-        let msg_values = msg_values.await?;
-        let _ = tx.await;
+        // Every request is issued first, and read once the transaction completed (then each
+        // has its result): one await, not one per request.
+        let space = JsRequest::from(meta.get(JsValue::from_str("space"))?);
+        let cloud = JsRequest::from(meta.get(JsValue::from_str("cloud"))?);
+        let requests = JsRequest::from(meta.get(JsValue::from_str("requests"))?);
+        let config = Some(collection_range(CONFIG_COLLECTION, None)?);
+        let doc_keys = JsRequest::from(docs.get_all_keys(config.clone(), None)?);
+        let doc_values = JsRequest::from(docs.get_all(config, None)?);
+        let msg_keys = JsRequest::from(msgs.get_all_keys(None, None)?);
+        let msg_values = JsRequest::from(msgs.get_all(None, None)?);
+        let done = tx.await?;
+        if !done.is_committed() {
+            return Err(StoreError::Aborted("reading the store at open"));
+        }
+        let present = |r: JsRequest| -> Result<Option<JsValue>> {
+            let v = r.result()?;
+            Ok((!v.is_undefined()).then_some(v))
+        };
+        let (space, cloud, requests) = (present(space)?, present(cloud)?, present(requests)?);
+        let doc_keys: Vec<JsValue> = Array::from(&doc_keys.result()?).to_vec();
+        let doc_values: Vec<JsValue> = Array::from(&doc_values.result()?).to_vec();
+        let msg_keys: Vec<JsValue> = Array::from(&msg_keys.result()?).to_vec();
+        let msg_values: Vec<JsValue> = Array::from(&msg_values.result()?).to_vec();
 
         let mut loaded = Loaded::default();
         self.retention = RetentionIndex::default();
@@ -258,14 +321,12 @@ impl IdbStore {
             })
         };
         for (k, v) in doc_keys.iter().zip(&doc_values) {
-            match decode_record(v, "document") {
-                Ok(Frame::Push(p)) => {
-                    for e in p.docs {
-                        engine.restore_doc(DocKey::new(e.collection, e.id), e.state);
-                        loaded.docs += 1;
-                    }
+            match decode_doc(v) {
+                Ok(Some((key, state))) => {
+                    engine.restore_doc(key, state);
+                    loaded.docs += 1;
                 }
-                Ok(_) => damaged(DOCS, k, v, "not a push record".into()),
+                Ok(None) => damaged(DOCS, k, v, "not a push record".into()),
                 Err(e) => damaged(DOCS, k, v, e.to_string()),
             }
         }
@@ -332,23 +393,323 @@ impl IdbStore {
     /// The stored states of `keys` (a follower tab re-reading what the leader stored);
     /// keys not in the store are left out.
     pub async fn read_docs(&self, keys: &[DocKey]) -> Result<Vec<(DocKey, DocState)>> {
-        let tx = self.db.transaction(&[DOCS], TransactionMode::ReadOnly)?;
-        let docs = tx.object_store(DOCS)?;
-        let mut pending = Vec::with_capacity(keys.len());
-        for key in keys {
-            let k = Array::of2(&key.collection.as_str().into(), &key.id.as_str().into());
-            pending.push(docs.get(JsValue::from(k))?.into_future());
-        }
-        let mut out = Vec::with_capacity(keys.len());
-        for (key, request) in keys.iter().zip(pending) {
-            let Some(v) = request.await? else { continue };
-            if let Frame::Push(p) = decode_record(&v, "document")? {
-                out.extend(p.docs.into_iter().map(|e| (key.clone(), e.state)));
-            }
-        }
-        Ok(out)
+        let misses: Vec<Miss> = keys.iter().cloned().map(Miss::Doc).collect();
+        let (read, _) = self.reader().fetch(&misses).await?;
+        Ok(read
+            .docs
+            .into_iter()
+            .filter_map(|(k, s)| Some((k, s?)))
+            .collect())
     }
 
+    /// Rewrites document records of schema 2 (a bare byte array, not in the indexes) as
+    /// records of schema 3, [`MIGRATE_PAGE`] per transaction, once: the upgrade to 3 marks
+    /// the store (`meta.layout`), the last page clears the mark. A record that does not read
+    /// is left as it is, and set aside when it is read.
+    async fn migrate(&self) -> Result<()> {
+        let tx = self.db.transaction(&[META], TransactionMode::ReadOnly)?;
+        let layout = JsRequest::from(tx.object_store(META)?.get(JsValue::from_str("layout"))?);
+        tx.await?;
+        if layout.result()?.is_undefined() {
+            return Ok(());
+        }
+        // A page read in one transaction, rewritten in the next (a request's result is read
+        // once its transaction completed, see `Reader::fetch`). Rewriting is idempotent: two
+        // tabs opening at once may both do it.
+        let mut after: Option<JsValue> = None;
+        loop {
+            let tx = self.db.transaction(&[DOCS], TransactionMode::ReadOnly)?;
+            let docs = tx.object_store(DOCS)?;
+            let range = match &after {
+                Some(k) => Some(Query::from(KeyRange::lower_bound(k, Some(true))?)),
+                None => None,
+            };
+            let keys = JsRequest::from(docs.get_all_keys(range.clone(), Some(MIGRATE_PAGE))?);
+            let values = JsRequest::from(docs.get_all(range, Some(MIGRATE_PAGE))?);
+            tx.await?;
+            let (keys, values) = (Array::from(&keys.result()?), Array::from(&values.result()?));
+            let tx = self.strict_transaction(&[DOCS, META])?;
+            let docs = tx.object_store(DOCS)?;
+            for (k, v) in keys.iter().zip(values.iter()) {
+                if v.is_instance_of::<Uint8Array>() {
+                    if let Ok(Some((key, state))) = decode_doc(&v) {
+                        docs.put(&doc_record(&key, &state), Some(&k))?;
+                    }
+                }
+            }
+            let last = keys.length() < MIGRATE_PAGE;
+            if last {
+                tx.object_store(META)?.delete(JsValue::from_str("layout"))?;
+            }
+            after = Some(keys.get(keys.length().saturating_sub(1))).filter(|k| !k.is_undefined());
+            let done = tx.await?;
+            if !done.is_committed() {
+                return Err(StoreError::Aborted("rewriting documents for schema 3"));
+            }
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A handle for reads while the store itself is busy writing (`fetch`).
+    pub fn reader(&self) -> Reader {
+        Reader {
+            raw: self.raw.clone(),
+        }
+    }
+}
+
+/// Reads of the documents for the engine ([`Reader::fetch`]): a second handle on the same
+/// connection, usable while the pump holds the [`IdbStore`] for a write (IndexedDB orders a
+/// read after a write begun before it).
+#[derive(Clone)]
+pub struct Reader {
+    raw: IdbDatabase,
+}
+
+impl Reader {
+    /// Reads from IndexedDB what the engine asked for and the scratch could not answer
+    /// ([`crate::scratch::Scratch::take_misses`]), in one read-only transaction: states, and
+    /// for each range question its page (with the states of the documents in it). Every
+    /// request is issued at once and read once the transaction completes (then every request
+    /// of it has its result). Records that do not read come back in `damaged` and read as
+    /// absent (the caller sets them aside).
+    pub async fn fetch(&self, misses: &[Miss]) -> Result<(Read, Vec<Damaged>)> {
+        let (left, absent) = self.burst(misses).await?;
+        let (mut read, damaged) = self.fetch_each(left.as_deref().unwrap_or(misses)).await?;
+        read.docs.extend(absent.into_iter().map(|k| (k, None)));
+        Ok((read, damaged))
+    }
+
+    /// A burst of writes asks for many documents of one collection, most of them new: one
+    /// read of the keys between the first and the last (at most twice as many as asked)
+    /// tells which exist, and only those are read one by one. `None` when `misses` is not
+    /// such a burst (then every one is read).
+    async fn burst(&self, misses: &[Miss]) -> Result<(Option<Vec<Miss>>, Vec<DocKey>)> {
+        let keys: Vec<&DocKey> = misses
+            .iter()
+            .filter_map(|m| match m {
+                Miss::Doc(k) => Some(k),
+                _ => None,
+            })
+            .collect();
+        let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+            return Ok((None, Vec::new()));
+        };
+        let burst = keys.len() >= 16
+            && keys.len() == misses.len()
+            && keys.windows(2).all(|w| w[0] < w[1])
+            && first.collection == last.collection;
+        if !burst {
+            return Ok((None, Vec::new()));
+        }
+        let db = Database::from(self.raw.clone());
+        let tx = db.transaction(&[DOCS], TransactionMode::ReadOnly)?;
+        let range = KeyRange::bound(&key_value(first), &key_value(last), None, None)?;
+        let limit = u32::try_from(2 * keys.len()).unwrap_or(u32::MAX);
+        let stored = JsRequest::from(
+            tx.object_store(DOCS)?
+                .get_all_keys(Some(Query::from(range)), Some(limit))?,
+        );
+        let done = tx.await?;
+        if !done.is_committed() {
+            return Err(StoreError::Aborted("a read of keys"));
+        }
+        let stored = Array::from(&stored.result()?);
+        if stored.length() >= limit {
+            return Ok((None, Vec::new()));
+        }
+        // Both in key order: one merge walk.
+        let stored: Vec<DocKey> = stored.iter().filter_map(|k| key_of(&k)).collect();
+        let (mut left, mut absent) = (Vec::new(), Vec::new());
+        let mut at = 0;
+        for k in keys {
+            while at < stored.len() && &stored[at] < k {
+                at += 1;
+            }
+            if stored.get(at) == Some(k) {
+                left.push(Miss::Doc(k.clone()));
+            } else {
+                absent.push(k.clone());
+            }
+        }
+        Ok((Some(left), absent))
+    }
+
+    async fn fetch_each(&self, misses: &[Miss]) -> Result<(Read, Vec<Damaged>)> {
+        let db = Database::from(self.raw.clone());
+        let tx = db.transaction(&[DOCS], TransactionMode::ReadOnly)?;
+        let docs = tx.object_store(DOCS)?;
+        // Per miss: the request for its keys (or its one record, or its count), and the one
+        // for the values of a range.
+        let mut issued: Vec<(JsRequest, Option<JsRequest>)> = Vec::with_capacity(misses.len());
+        for m in misses {
+            let range = |q: Option<Query>, limit: usize, index: Option<&str>| -> Result<_> {
+                let n = Some(u32::try_from(limit).unwrap_or(u32::MAX));
+                Ok(match index {
+                    Some(name) => {
+                        let index = docs.index(name)?;
+                        let keys = index.get_all_keys(q.clone(), n)?;
+                        (
+                            JsRequest::from(keys),
+                            Some(JsRequest::from(index.get_all(q, n)?)),
+                        )
+                    }
+                    None => (
+                        JsRequest::from(docs.get_all_keys(q.clone(), n)?),
+                        Some(JsRequest::from(docs.get_all(q, n)?)),
+                    ),
+                })
+            };
+            issued.push(match m {
+                Miss::Doc(key) => (JsRequest::from(docs.get(key_value(key))?), None),
+                Miss::Count => (JsRequest::from(docs.count(None)?), None),
+                Miss::Keys {
+                    collection,
+                    after,
+                    limit,
+                } => range(
+                    Some(collection_range(collection, after.as_deref())?),
+                    *limit,
+                    None,
+                )?,
+                Miss::NextCollection(after) => {
+                    let lower = Array::of2(&after.as_str().into(), &Array::new());
+                    let q = Query::from(KeyRange::lower_bound(&lower, Some(true))?);
+                    range(Some(q), 1, None)?
+                }
+                Miss::Dots {
+                    replica,
+                    from,
+                    upto,
+                    limit,
+                } => {
+                    let r = JsValue::from_str(&replica.to_string());
+                    let lo = Array::of2(&r, &((from + 1) as f64).into());
+                    let hi = Array::of2(&r, &(*upto as f64).into());
+                    let q = Query::from(KeyRange::bound(&lo, &hi, None, None)?);
+                    range(Some(q), *limit, Some(DOTS))?
+                }
+                Miss::Conflicted {
+                    collection,
+                    after,
+                    limit,
+                } => {
+                    let q = match (collection, after) {
+                        (Some(c), a) => Some(collection_range(
+                            c,
+                            a.as_ref()
+                                .filter(|a| &a.collection == c)
+                                .map(|a| a.id.as_str()),
+                        )?),
+                        (None, Some(a)) => Some(Query::from(KeyRange::lower_bound(
+                            &key_value(a),
+                            Some(true),
+                        )?)),
+                        (None, None) => None,
+                    };
+                    range(q, *limit, Some(CONFLICTS))?
+                }
+            });
+        }
+        let done = tx.await?;
+        if !done.is_committed() {
+            return Err(StoreError::Aborted("a read of documents"));
+        }
+        let mut read = Read::default();
+        let mut damaged = Vec::new();
+        // A record's state into `read`; its key (`None`: not a key of ours).
+        let mut take = |k: &JsValue, v: &JsValue, read: &mut Read| -> Option<DocKey> {
+            let key = key_of(k)?;
+            let state = match decode_doc(v) {
+                Ok(Some((_, state))) => Some(state),
+                other => {
+                    let why = match other {
+                        Err(e) => e.to_string(),
+                        _ => "not a push record".into(),
+                    };
+                    damaged.push(Damaged {
+                        store: DOCS,
+                        key: k.clone(),
+                        value: v.clone(),
+                        why,
+                    });
+                    // Read as absent (and set aside), as a record found damaged at open was.
+                    None
+                }
+            };
+            read.docs.push((key.clone(), state));
+            Some(key)
+        };
+        for (m, (first, values)) in misses.iter().zip(issued) {
+            let result = first.result()?;
+            match (m, values) {
+                (Miss::Doc(key), _) => {
+                    if result.is_undefined() {
+                        read.docs.push((key.clone(), None));
+                    } else {
+                        take(&key_value(key), &result, &mut read);
+                    }
+                }
+                (Miss::Count, _) => {
+                    let n = result.as_f64().unwrap_or(0.0) as u64;
+                    read.pages.push((m.clone(), vec![(n, DocKey::new("", ""))]));
+                }
+                (_, Some(values)) => {
+                    let (keys, values) = (Array::from(&result), Array::from(&values.result()?));
+                    if keys.length() != values.length() {
+                        return Err(corrupt("documents", "keys and values differ in number"));
+                    }
+                    let mut page = Vec::with_capacity(keys.length() as usize);
+                    for (k, v) in keys.iter().zip(values.iter()) {
+                        let Some(key) = take(&k, &v, &mut read) else {
+                            continue;
+                        };
+                        let counter = match m {
+                            Miss::Dots { replica, .. } => dot_of(&v, *replica).unwrap_or(0),
+                            _ => 0,
+                        };
+                        page.push((counter, key));
+                    }
+                    read.pages.push((m.clone(), page));
+                }
+                (_, None) => {}
+            }
+        }
+        Ok((read, damaged))
+    }
+}
+
+/// A request whose result is read after its transaction completed.
+struct JsRequest(web_sys::IdbRequest);
+
+impl JsRequest {
+    fn result(&self) -> Result<JsValue> {
+        self.0
+            .result()
+            .map_err(|e| StoreError::Idb(format!("a read failed: {e:?}")))
+    }
+}
+
+macro_rules! js_request_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for JsRequest {
+            fn from(r: $t) -> Self {
+                JsRequest(web_sys::IdbRequest::from(r))
+            }
+        }
+    )*};
+}
+
+js_request_from!(
+    idb::request::GetStoreRequest,
+    idb::request::CountStoreRequest,
+    idb::request::GetAllKeysStoreRequest,
+    idb::request::GetAllStoreRequest
+);
+
+impl IdbStore {
     /// Writes `batches` (in order) in one transaction and returns once it committed.
     pub async fn write(&mut self, batches: &[PersistBatch]) -> Result<()> {
         let Some(last) = batches.last() else {
@@ -362,18 +723,7 @@ impl IdbStore {
         let mut retention = self.retention.clone();
         for b in batches {
             for (key, state) in &b.docs {
-                let record = Frame::Push(Push {
-                    seq: 0,
-                    docs: vec![DocEntry {
-                        collection: key.collection.clone(),
-                        id: key.id.clone(),
-                        state: DocState::clone(state),
-                    }],
-                    watermark: VersionVector::new(),
-                    remaining: 0,
-                });
-                let k = Array::of2(&key.collection.as_str().into(), &key.id.as_str().into());
-                docs.put(&bytes(&record), Some(&k))?;
+                docs.put(&doc_record(key, state), Some(&key_value(key)))?;
             }
             for r in &b.messages {
                 let record = Frame::Broadcast {
@@ -457,6 +807,94 @@ impl IdbStore {
     pub fn close(&self) {
         self.db.close();
     }
+}
+
+/// A document's key as IndexedDB's: `[collection, id]`.
+fn key_value(key: &DocKey) -> JsValue {
+    Array::of2(&key.collection.as_str().into(), &key.id.as_str().into()).into()
+}
+
+fn key_of(k: &JsValue) -> Option<DocKey> {
+    let a = k.dyn_ref::<Array>()?;
+    Some(DocKey::new(a.get(0).as_string()?, a.get(1).as_string()?))
+}
+
+/// The keys of `collection` after `after` (all of them with `None`): `[collection, []]`
+/// sorts after every `[collection, id]` (an array sorts after every string).
+fn collection_range(collection: &str, after: Option<&str>) -> Result<Query> {
+    let lower = Array::of2(&collection.into(), &after.unwrap_or("").into());
+    let upper = Array::of2(&collection.into(), &Array::new());
+    Ok(Query::from(KeyRange::bound(
+        &lower,
+        &upper,
+        Some(after.is_some()),
+        Some(true),
+    )?))
+}
+
+/// A document record of schema 3: `{ s: push frame, d: live dots, x: key if conflicted }`.
+fn doc_record(key: &DocKey, state: &DocState) -> JsValue {
+    let record = Frame::Push(Push {
+        seq: 0,
+        docs: vec![DocEntry {
+            collection: key.collection.clone(),
+            id: key.id.clone(),
+            state: DocState::clone(state),
+        }],
+        watermark: VersionVector::new(),
+        remaining: 0,
+    });
+    let dots: Array = state
+        .siblings
+        .iter()
+        .map(|s| -> JsValue {
+            Array::of2(
+                &s.dot.replica.to_string().into(),
+                &(s.dot.counter as f64).into(),
+            )
+            .into()
+        })
+        .collect();
+    let o = js_sys::Object::new();
+    let _ = Reflect::set(&o, &"s".into(), &bytes(&record));
+    let _ = Reflect::set(&o, &"d".into(), &dots);
+    if state.siblings.len() > 1 {
+        let _ = Reflect::set(&o, &"x".into(), &key_value(key));
+    }
+    o.into()
+}
+
+/// The key and state of a document record (schema 3's object, or 2's bare byte array);
+/// `None` when it holds no document.
+fn decode_doc(v: &JsValue) -> Result<Option<(DocKey, DocState)>> {
+    let frame = if v.is_instance_of::<Uint8Array>() {
+        decode_record(v, "document")?
+    } else {
+        let s = Reflect::get(v, &"s".into()).unwrap_or(JsValue::UNDEFINED);
+        decode_record(&s, "document")?
+    };
+    match frame {
+        Frame::Push(p) => Ok(p
+            .docs
+            .into_iter()
+            .next()
+            .map(|e| (DocKey::new(e.collection, e.id), e.state))),
+        _ => Ok(None),
+    }
+}
+
+/// The counter of `replica`'s live dot in a record's `d` (a document has at most one live
+/// dot per replica: a replica's writes supersede one another).
+fn dot_of(v: &JsValue, replica: ReplicaId) -> Option<u64> {
+    let r = replica.to_string();
+    let d = Reflect::get(v, &"d".into()).ok()?;
+    Array::from(&d)
+        .iter()
+        .find_map(|e| {
+            let a = Array::from(&e);
+            (a.get(0).as_string()? == r).then(|| a.get(1).as_f64())?
+        })
+        .map(|c| c as u64)
 }
 
 /// A frame as a record: its binary encoding in a `Uint8Array`.

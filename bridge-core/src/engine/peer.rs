@@ -399,6 +399,9 @@ impl Engine {
             };
             let (delta, blocked) = match cut {
                 Ok(cut) => cut,
+                // A read the host has not fetched yet: nothing changed; this push is cut
+                // again at the next drain, once the host has read what was missed.
+                Err(_) if self.replica.store_missed() => continue,
                 Err(e) => {
                     // The store could not be read: this link stops pushing and is closed;
                     // the peer resumes from its vector when it comes back.

@@ -215,6 +215,12 @@ impl Replica {
         self.durable.cache_bytes()
     }
 
+    /// Whether the read that just failed asked for something a prefetching host has not
+    /// fetched yet (`DocStore::missed`; always `false` in memory).
+    pub fn store_missed(&self) -> bool {
+        self.durable.missed()
+    }
+
     /// This replica's id.
     pub fn id(&self) -> ReplicaId {
         self.id

@@ -81,6 +81,21 @@ pub trait DocStore: Send {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<Retained>>;
+    /// Whether the store holds the retained messages (the SQL stores do). A store that does
+    /// not (the browser's) leaves them to the replica, in memory, as a `Memory` layer does;
+    /// [`DocStore::messages`] is then never called.
+    fn holds_messages(&self) -> bool {
+        true
+    }
+    /// Whether the last read refused failed only because the host has not fetched what it
+    /// asked for yet: a host whose store is asynchronous (the browser's IndexedDB) answers
+    /// from what it read ahead, and a read it did not foresee is refused
+    /// (`Error::Store`) and remembered, never answered "absent". The engine then leaves a
+    /// push for later instead of closing the link; the host reads what was missed and
+    /// drains again.
+    fn missed(&self) -> bool {
+        false
+    }
 }
 
 /// A document state borrowed from a layer in memory or shared with the cache.
@@ -201,8 +216,9 @@ pub(super) enum Durable {
     #[cfg(feature = "store")]
     Stored {
         store: Box<dyn DocStore>,
-        /// `_config` documents, always in memory: every write reads a policy.
-        config: BTreeMap<DocKey, DocState>,
+        /// `_config` documents, always in memory: every write reads a policy. (Behind an
+        /// `Arc`, as in every other layer: one map type less in the browser's package.)
+        config: BTreeMap<DocKey, Arc<DocState>>,
         cache: RefCell<Cache>,
     },
 }
@@ -239,7 +255,7 @@ impl Durable {
         match self {
             Durable::Memory { docs, .. } => docs.get(key).map(|s| &**s),
             #[cfg(feature = "store")]
-            Durable::Stored { config, .. } => config.get(key),
+            Durable::Stored { config, .. } => config.get(key).map(|s| &**s),
         }
     }
 
@@ -253,7 +269,7 @@ impl Durable {
                 cache,
             } => {
                 if key.collection == CONFIG_COLLECTION {
-                    return Ok(config.get(key).map(StateRef::Borrowed));
+                    return Ok(config.get(key).map(|s| StateRef::Borrowed(s)));
                 }
                 if let Some(s) = cache.borrow_mut().get(key) {
                     return Ok(Some(StateRef::Shared(s)));
@@ -292,7 +308,7 @@ impl Durable {
             #[cfg(feature = "store")]
             Durable::Stored { config, cache, .. } => {
                 if key.collection == CONFIG_COLLECTION {
-                    config.insert(key, Arc::unwrap_or_clone(state));
+                    config.insert(key, state);
                 } else {
                     cache.get_mut().put(key, state);
                 }
@@ -356,7 +372,7 @@ impl Durable {
                     .into_iter()
                     .map(|(counter, key, state)| {
                         let state = if key.collection == CONFIG_COLLECTION {
-                            config.get(&key).cloned().map(Arc::new)
+                            config.get(&key).cloned()
                         } else {
                             cache.peek(&key).or_else(|| state.map(Arc::new))
                         };
@@ -433,12 +449,22 @@ impl Durable {
         }
     }
 
-    /// The store, when the durable layer is one.
+    /// The store, when the durable layer is one that holds the retained messages too (every
+    /// caller reads or skips messages).
     #[cfg(feature = "store")]
     pub(super) fn store(&self) -> Option<&dyn DocStore> {
         match self {
-            Durable::Memory { .. } => None,
-            Durable::Stored { store, .. } => Some(store.as_ref()),
+            Durable::Stored { store, .. } if store.holds_messages() => Some(store.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// Whether a read just refused was one the host has not fetched yet ([`DocStore::missed`]).
+    pub(super) fn missed(&self) -> bool {
+        match self {
+            Durable::Memory { .. } => false,
+            #[cfg(feature = "store")]
+            Durable::Stored { store, .. } => store.missed(),
         }
     }
 

@@ -3,12 +3,15 @@
 //! transaction for them, `Engine::batches_persisted`, and `Engine::drain` — frames to send,
 //! acks to release, events for the callbacks and for follower tabs.
 
-use super::convert::to_js;
+use super::convert::{coded, core_err, js_err, to_js};
+use super::damage_report;
 use super::link::reconnect_later;
-use super::state::{Shared, SubKind, Waiter};
+use super::state::{Input, Shared, SubKind, Waiter};
 use crate::js;
+use crate::scratch::Miss;
 use crate::status::CloudProgress;
 use crate::store::CloudMeta;
+use crate::tabs;
 use crate::tabs::message::TabMsg;
 use bridge_core::{codec, DocKey, Event, Frame, Output, Tier, Transmit};
 use js_sys::Function;
@@ -27,11 +30,151 @@ pub(super) fn schedule(rc: &Shared) {
     wasm_bindgen_futures::spawn_local(async move { pump(rc).await });
 }
 
-/// Persist, release, send — until the engine has nothing staged.
+/// How many times one operation reads what the engine missed before it gives up (each
+/// read answers every question of the last try; a list of `n` pages needs `n` tries).
+const READ_TRIES: usize = 1024;
+
+/// Reads what the engine's durable layer missed ([`Miss`]) from IndexedDB into the scratch.
+/// Records found unreadable are kept for the pump to set aside, and reported.
+pub(super) async fn fetch_misses(rc: &Shared, misses: &[Miss]) -> Result<(), String> {
+    let (reader, epoch) = {
+        let i = rc.borrow();
+        let epoch = i.scratch.lock().epoch();
+        (i.reader.clone(), epoch)
+    };
+    let (read, damaged) = reader.fetch(misses).await.map_err(|e| e.to_string())?;
+    let found = {
+        let mut i = rc.borrow_mut();
+        i.scratch.lock().fill(epoch, read);
+        let mut found = false;
+        for d in damaged {
+            // The same record found by two reads before the pump set it aside: once.
+            if !i.damaged.iter().any(|o| o.doc_key() == d.doc_key()) {
+                i.error = damage_report(std::slice::from_ref(&d));
+                i.damaged.push(d);
+                found = true;
+            }
+        }
+        found
+    };
+    if found {
+        schedule(rc);
+    }
+    Ok(())
+}
+
+/// A read of the engine turned into JavaScript (one type for every read: one copy of
+/// [`with_reads`] in the package).
+pub(super) type ReadFn = Box<dyn FnMut(&bridge_core::Engine) -> Result<JsValue, JsValue>>;
+
+/// Runs `read` on the engine, reading from IndexedDB what it missed and running it again,
+/// until it answers without a miss (the reads of `get`, `list`, `conflicts`, ...).
+pub(super) async fn with_reads(rc: Shared, mut read: ReadFn) -> Result<JsValue, JsValue> {
+    if rc.borrow().closed {
+        return Err(coded("closed", "this handle is closed; open() a new one"));
+    }
+    rc.borrow().scratch.lock().trim();
+    for _ in 0..READ_TRIES {
+        let (out, misses) = {
+            let i = rc.borrow();
+            let out = read(&i.engine);
+            let misses = i.scratch.lock().take_misses();
+            (out, misses)
+        };
+        if misses.is_empty() {
+            return out;
+        }
+        fetch_misses(&rc, &misses).await.map_err(|e| js_err(&e))?;
+    }
+    Err(js_err(
+        "the browser store did not answer a read (too many tries)",
+    ))
+}
+
+/// Step 0 of a round: reads the documents the waiting inputs need, then hands them to the
+/// engine, in order.
+async fn apply_inputs(rc: &Shared) {
+    let (n, unread) = {
+        let i = rc.borrow();
+        if i.inputs.is_empty() {
+            return;
+        }
+        let mut s = i.scratch.lock();
+        s.trim();
+        let keys: Vec<DocKey> = i.inputs.iter().flat_map(Input::keys).collect();
+        (i.inputs.len(), s.unread(&keys))
+    };
+    if !unread.is_empty() {
+        // Only the pump stores batches, so no batch is stored while this read runs: what it
+        // brings back is taken (see `Scratch::fill`).
+        let misses: Vec<Miss> = unread.into_iter().map(Miss::Doc).collect();
+        if let Err(e) = fetch_misses(rc, &misses).await {
+            rc.borrow_mut().error = Some(e);
+        }
+    }
+    let mut rejected: Vec<(Function, JsValue)> = Vec::new();
+    {
+        let mut guard = rc.borrow_mut();
+        let i = &mut *guard;
+        let n = n.min(i.inputs.len());
+        let inputs: Vec<Input> = i.inputs.drain(..n).collect();
+        for input in inputs {
+            match input {
+                Input::Call { frame, key, waiter } => {
+                    match tabs::apply(frame, &mut i.engine, js::now_ms(), key) {
+                        Ok(req) => i.waiting.insert(req, waiter),
+                        Err(e) => match waiter {
+                            Waiter::Local(_, reject) => rejected.push((reject, core_err(&e))),
+                            Waiter::Tab { tab, id } => {
+                                if let Some(t) = &i.tabs {
+                                    t.post(&TabMsg::Reply {
+                                        tab,
+                                        id,
+                                        frame: Frame::error(None, &e),
+                                    });
+                                }
+                            }
+                        },
+                    }
+                }
+                Input::Frame { session, frame } => {
+                    if session == i.session && session != 0 {
+                        i.engine.handle_frame(js::now_ms(), session, frame);
+                    }
+                }
+            }
+        }
+        // What the engine missed taking them was answered by nothing: it refused those
+        // inputs (their promises reject), and nothing of them was stored.
+        i.scratch.lock().take_misses();
+    }
+    for (reject, e) in rejected {
+        let _ = reject.call1(&JsValue::NULL, &e);
+    }
+}
+
+/// Step 3 with reads: drains, and while the engine left a push for want of a read
+/// (`DocStore::missed`), reads what it missed and drains again.
+async fn drain_reading(rc: &Shared) {
+    for _ in 0..READ_TRIES {
+        drain(rc);
+        let misses = rc.borrow().scratch.lock().take_misses();
+        if misses.is_empty() {
+            return;
+        }
+        if let Err(e) = fetch_misses(rc, &misses).await {
+            rc.borrow_mut().error = Some(e);
+            return;
+        }
+    }
+}
+
+/// Read, apply, persist, release, send — until no input waits and nothing is staged.
 async fn pump(rc: Shared) {
     loop {
-        drain(&rc);
-        let (batches, mut store, cloud) = {
+        apply_inputs(&rc).await;
+        drain_reading(&rc).await;
+        let (batches, mut store, cloud, damaged) = {
             let mut i = rc.borrow_mut();
             // Batches whose write failed go first, then what the engine cut since.
             let mut batches = std::mem::take(&mut i.unwritten);
@@ -40,17 +183,26 @@ async fn pump(rc: Shared) {
                 acked: i.cloud.acked,
                 at: i.cloud_at,
             });
-            if batches.is_empty() && cloud.is_none() {
-                i.pumping = false;
-                break;
+            let damaged = std::mem::take(&mut i.damaged);
+            if batches.is_empty() && cloud.is_none() && damaged.is_empty() {
+                if i.inputs.is_empty() {
+                    i.pumping = false;
+                    break;
+                }
+                continue;
             }
             let Some(store) = i.store.take() else {
                 i.unwritten = batches;
                 i.pumping = false;
                 break;
             };
-            (batches, store, cloud)
+            (batches, store, cloud, damaged)
         };
+        if !damaged.is_empty() {
+            if let Err(e) = store.set_aside(&damaged).await {
+                rc.borrow_mut().error = Some(e.to_string());
+            }
+        }
         let written = store.write(&batches).await;
         if let Some(c) = cloud {
             let _ = store.write_cloud(c).await;
@@ -59,6 +211,12 @@ async fn pump(rc: Shared) {
         i.store = Some(store);
         match written {
             Ok(()) => {
+                // The batches' states are the newest: reads answer from them from now on.
+                i.scratch.lock().stored(
+                    batches
+                        .iter()
+                        .flat_map(|b| b.docs.iter().map(|(k, s)| (k, s))),
+                );
                 if let Err(e) = i.engine.batches_persisted(&batches) {
                     i.error = Some(e.to_string());
                 }
@@ -74,7 +232,6 @@ async fn pump(rc: Shared) {
             }
         }
     }
-    drain(&rc);
 }
 
 /// Sends what the engine wants sent and calls back into JavaScript for its events.

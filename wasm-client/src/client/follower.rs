@@ -2,10 +2,13 @@
 //! and presence the leader announces, and settles the calls it forwarded.
 
 use super::convert::{coded, js_err, to_js};
+use super::new_engine;
 use super::state::{callbacks, Shared, SubKind};
 use crate::tabs::message::TabMsg;
-use bridge_core::{DocKey, Engine, Frame};
+use bridge_core::doc::DocState;
+use bridge_core::{DocKey, Frame};
 use js_sys::Function;
+use std::sync::Arc;
 use wasm_bindgen::prelude::*;
 
 /// A message from the leader tab (or another follower, which this one ignores).
@@ -89,9 +92,11 @@ async fn catch_up(rc: &Shared) {
         Err(_) => true,
     };
     if behind {
-        let mut engine = Engine::new(rc.borrow().engine.config().clone());
+        let (mut engine, scratch) = new_engine(rc.borrow().engine.config().clone());
         if store.load(&mut engine).await.is_ok() {
-            rc.borrow_mut().engine = engine;
+            let mut i = rc.borrow_mut();
+            i.engine = engine;
+            i.scratch = scratch;
         }
     }
     rc.borrow_mut().store = Some(store);
@@ -114,9 +119,14 @@ async fn refresh(rc: &Shared, keys: Vec<DocKey>) {
                 return;
             }
         };
+        // What the leader stored is the newest: the scratch drops what it read of these
+        // documents and every range answer, and takes the states read now.
+        let states: Vec<(DocKey, Arc<DocState>)> =
+            states.into_iter().map(|(k, s)| (k, Arc::new(s))).collect();
+        i.scratch.lock().stored_elsewhere(&keys, &states);
         for (key, state) in states {
-            i.engine.restore_doc(key.clone(), state);
-            // This tab's durable layer is in memory: reads cannot fail.
+            i.engine.restore_doc(key.clone(), DocState::clone(&state));
+            // Read from the cache or the scratch (both hold it now).
             let Ok(view) = i.engine.replica().view(&key) else {
                 continue;
             };

@@ -1,18 +1,16 @@
 //! The tab holding the store: it answers the calls follower tabs forward, and a follower
 //! that gets the Web Lock is promoted to it.
 
-use super::convert::{core_err, to_js};
+use super::convert::to_js;
 use super::damage_report;
 use super::drain::schedule;
 use super::link::{dial, listen_network};
+use super::new_engine;
 use super::sleep;
-use super::state::{Shared, Waiter};
-use crate::js;
+use super::state::{Input, Shared, Waiter};
 use crate::status::CloudProgress;
-use crate::tabs;
 use crate::tabs::message::TabMsg;
 use bridge_core::request::RequestKey;
-use bridge_core::{Engine, Frame};
 use js_sys::Function;
 use wasm_bindgen::prelude::*;
 
@@ -20,27 +18,15 @@ use wasm_bindgen::prelude::*;
 pub(super) fn on_tab_message(rc: &Shared, msg: TabMsg) {
     match msg {
         TabMsg::Call { tab, id, frame } => {
-            let failed = {
+            {
                 let mut i = rc.borrow_mut();
                 i.followers = true;
-                let key = RequestKey { origin: tab, id };
-                match tabs::apply(frame, &mut i.engine, js::now_ms(), Some(key)) {
-                    Ok(req) => {
-                        i.waiting.insert(req, Waiter::Tab { tab, id });
-                        None
-                    }
-                    Err(e) => Some(e),
-                }
-            };
-            if let Some(e) = failed {
-                let reply = TabMsg::Reply {
-                    tab,
-                    id,
-                    frame: Frame::error(None, &e),
-                };
-                if let Some(t) = &rc.borrow().tabs {
-                    t.post(&reply);
-                }
+                // The pump runs it once its document is read, and answers a refusal.
+                i.inputs.push_back(Input::Call {
+                    frame,
+                    key: Some(RequestKey { origin: tab, id }),
+                    waiter: Waiter::Tab { tab, id },
+                });
             }
             schedule(rc);
         }
@@ -84,14 +70,13 @@ pub(super) async fn promote(rc: Shared, release: Function) {
         let _ = release.call0(&JsValue::NULL);
         return;
     };
-    let mut engine = Engine::new(cfg);
+    let (mut engine, scratch) = new_engine(cfg);
     let mut loaded = store.load(&mut engine).await;
     if let Ok(l) = &loaded {
         if let Err(e) = store.set_aside(&l.damaged).await {
             loaded = Err(e);
         }
     }
-    let mut rejected: Vec<(Function, JsValue)> = Vec::new();
     {
         let mut guard = rc.borrow_mut();
         let i = &mut *guard;
@@ -105,6 +90,7 @@ pub(super) async fn promote(rc: Shared, release: Function) {
             }
         };
         i.engine = engine;
+        i.scratch = scratch;
         i.cloud = CloudProgress {
             acked: loaded.cloud.acked,
         };
@@ -125,16 +111,12 @@ pub(super) async fn promote(rc: Shared, release: Function) {
                 origin: i.tab_id,
                 id,
             };
-            match tabs::apply(frame, &mut i.engine, js::now_ms(), Some(key)) {
-                Ok(req) => {
-                    i.waiting.insert(req, Waiter::Local(resolve, reject));
-                }
-                Err(e) => rejected.push((reject, core_err(&e))),
-            }
+            i.inputs.push_back(Input::Call {
+                frame,
+                key: Some(key),
+                waiter: Waiter::Local(resolve, reject),
+            });
         }
-    }
-    for (reject, e) in rejected {
-        let _ = reject.call1(&JsValue::NULL, &e);
     }
     // Calls other followers sent while no tab led are re-sent on this announcement.
     if let Some(t) = &rc.borrow().tabs {

@@ -2,7 +2,7 @@
 //! the `online` / `offline` events, and the heartbeat that redials a silent link.
 
 use super::drain::schedule;
-use super::state::{Inner, Shared};
+use super::state::{Inner, Input, Shared};
 use crate::js;
 use bridge_core::{codec, Frame};
 use js_sys::Uint8Array;
@@ -91,8 +91,10 @@ pub(super) fn dial(rc: &Shared) {
                 match decoded {
                     Ok(frame) => {
                         i.observe(&frame);
-                        let sid = i.session;
-                        i.engine.handle_frame(js::now_ms(), sid, frame);
+                        // The pump hands it to the engine once the documents it names are
+                        // read (in order with the writes and frames before it).
+                        let session = i.session;
+                        i.inputs.push_back(Input::Frame { session, frame });
                     }
                     Err(err) => {
                         // The binary reader only: `codec::request_id` would link the JSON one.

@@ -38,10 +38,12 @@ use self::convert::{
     value_from_js,
 };
 use self::drain::schedule;
+use self::drain::{with_reads, ReadFn};
 use self::leader::promote;
 use self::link::{dial, listen_network};
-use self::state::{Inner, Pending, Shared, Sub, SubKind, Waiter};
+use self::state::{Inner, Input, Pending, Shared, Sub, SubKind, Waiter};
 use crate::js;
+use crate::scratch::Prefetched;
 use crate::status::CloudProgress;
 use crate::store::{Damaged, IdbStore, Loaded};
 use crate::tabs;
@@ -64,6 +66,7 @@ struct OpenOptions {
     name: Option<String>,
     db: Option<String>,
     heartbeat_ms: Option<u32>,
+    cache_bytes: Option<usize>,
 }
 
 impl OpenOptions {
@@ -84,17 +87,20 @@ impl OpenOptions {
                 .map(Some)
                 .ok_or_else(|| format!("`{k}` must be a string"))
         };
-        let heartbeat = get("heartbeatMs");
-        let heartbeat_ms = if absent(&heartbeat) {
-            None
-        } else {
-            match heartbeat.as_f64() {
+        let whole = |k: &str, what: &str| -> Result<Option<u32>, String> {
+            let x = get(k);
+            if absent(&x) {
+                return Ok(None);
+            }
+            match x.as_f64() {
                 Some(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => {
-                    Some(n as u32)
+                    Ok(Some(n as u32))
                 }
-                _ => return Err("`heartbeatMs` must be a whole number of milliseconds".into()),
+                _ => Err(format!("`{k}` must be a whole number of {what}")),
             }
         };
+        let heartbeat_ms = whole("heartbeatMs", "milliseconds")?;
+        let cache_bytes = whole("cacheBytes", "bytes")?.map(|n| n as usize);
         Ok(OpenOptions {
             url: text("url")?,
             space: text("space")?.ok_or("missing field `space`")?,
@@ -102,12 +108,23 @@ impl OpenOptions {
             name: text("name")?,
             db: text("db")?,
             heartbeat_ms,
+            cache_bytes,
         })
     }
 }
 
 /// A ping this often; a link silent for three intervals is taken for dead.
 const HEARTBEAT_MS: u32 = 15_000;
+
+/// The default budget of the engine's cache of document states (`open({ cacheBytes })`).
+const CACHE_BYTES: usize = 32 << 20;
+
+/// An engine whose durable layer is the IndexedDB store, read through a fresh scratch.
+pub(super) fn new_engine(cfg: EngineConfig) -> (Engine, Prefetched) {
+    let scratch = Prefetched::default();
+    let engine = Engine::with_store(cfg, Box::new(scratch.clone()));
+    (engine, scratch)
+}
 
 /// Opens the store of `options.space` in this browser (IndexedDB), restores it, and — when
 /// `options.url` is given — keeps a link to that host, resuming by vector on every
@@ -140,10 +157,14 @@ pub async fn open(
         }
     };
     match open_store(&opts, &db_name, !follower).await {
-        Ok((engine, store, loaded)) => {
+        Ok((engine, scratch, store, loaded)) => {
             let cloud = loaded.cloud;
             let inner = Rc::new(RefCell::new(Inner {
                 engine,
+                scratch,
+                reader: store.reader(),
+                inputs: VecDeque::new(),
+                damaged: Vec::new(),
                 store: Some(store),
                 url: opts.url.map(|u| socket_url(&u, &opts.space)),
                 token: opts.token,
@@ -213,7 +234,7 @@ async fn open_store(
     opts: &OpenOptions,
     db_name: &str,
     leader: bool,
-) -> Result<(Engine, IdbStore, Loaded), JsValue> {
+) -> Result<(Engine, Prefetched, IdbStore, Loaded), JsValue> {
     let mut store = IdbStore::open(db_name).await.map_err(js_err)?;
     let replica = store
         .replica_id(|| js::random_u64().ok())
@@ -223,16 +244,17 @@ async fn open_store(
     cfg.name = opts.name.clone().unwrap_or_default();
     // A browser joins spaces; the hosts that serve them seed their default policy.
     cfg.seed_default_policy = false;
-    let mut engine = Engine::new(cfg);
+    cfg.cache_bytes = opts.cache_bytes.unwrap_or(CACHE_BYTES);
+    let (mut engine, scratch) = new_engine(cfg);
     let loaded = store.load(&mut engine).await.map_err(js_err)?;
     if leader {
         store.set_aside(&loaded.damaged).await.map_err(js_err)?;
     }
-    Ok((engine, store, loaded))
+    Ok((engine, scratch, store, loaded))
 }
 
-/// What `status().error` says after an open that had to set records aside.
-fn damage_report(damaged: &[Damaged]) -> Option<String> {
+/// What `status().error` says after an open (or a read) that had to set records aside.
+pub(super) fn damage_report(damaged: &[Damaged]) -> Option<String> {
     let first = damaged.first()?;
     Some(format!(
         "{} stored record(s) could not be read and were set aside (IndexedDB store `damaged`); \
@@ -282,7 +304,13 @@ impl Bridge {
                 )));
             }
             if i.follower {
-                tabs::check(&call, i.engine.replica())?;
+                // A check that needs a document this tab has not read is left to the leader,
+                // which makes every check again.
+                let checked = tabs::check(&call, i.engine.replica());
+                let missed = !i.scratch.lock().take_misses().is_empty();
+                if !missed {
+                    checked?;
+                }
             }
             if i.follower {
                 let id = i.next_call;
@@ -301,14 +329,24 @@ impl Bridge {
                 }
                 return Ok(p);
             }
-            let req = tabs::apply(call, &mut i.engine, js::now_ms(), None)?;
-            let waiting = &mut i.waiting;
+            // The pump reads the document first, then hands the call to the engine.
+            let inputs = &mut i.inputs;
             Promise::new(&mut |resolve, reject| {
-                waiting.insert(req, Waiter::Local(resolve, reject));
+                inputs.push_back(Input::Call {
+                    frame: call.clone(),
+                    key: None,
+                    waiter: Waiter::Local(resolve, reject),
+                });
             })
         };
         schedule(&self.inner);
         Ok(promise)
+    }
+
+    /// A read of the engine as a promise: `read` runs until it misses nothing
+    /// (`drain::with_reads`).
+    fn read(&self, read: ReadFn) -> Promise {
+        wasm_bindgen_futures::future_to_promise(with_reads(self.inner.clone(), read))
     }
 
     fn add_sub(&self, kind: SubKind, f: Function) -> u32 {
@@ -378,49 +416,58 @@ impl Bridge {
         })
     }
 
-    /// The document's visible value, `null` if absent or deleted.
-    #[wasm_bindgen(unchecked_return_type = "Record<string, unknown> | null")]
+    /// The document's visible value, `null` if absent or deleted. Resolves once read (from
+    /// the cache, or IndexedDB).
+    #[wasm_bindgen(unchecked_return_type = "Promise<Record<string, unknown> | null>")]
     pub fn get(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
         #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
-    ) -> Result<JsValue, JsValue> {
-        let collection = name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
-        let id = name_arg(&id, "document id").map_err(|e| core_err(&e))?;
-        let i = self.inner.borrow();
-        let read = i.engine.replica().get(&DocKey::new(collection, id));
-        match read.map_err(|e| core_err(&e))? {
-            Some(v) => to_js(&v),
-            None => Ok(JsValue::NULL),
-        }
+    ) -> Promise {
+        let key = match (
+            name_arg(&collection, "collection"),
+            name_arg(&id, "document id"),
+        ) {
+            (Ok(c), Ok(id)) => DocKey::new(c, id),
+            (Err(e), _) | (_, Err(e)) => return Promise::reject(&core_err(&e)),
+        };
+        self.read(Box::new(move |e| match e.replica().get(&key) {
+            Ok(Some(v)) => to_js(&v),
+            Ok(None) => Ok(JsValue::NULL),
+            Err(err) => Err(core_err(&err)),
+        }))
     }
 
     /// The visible documents of a collection in id order, after `after`, at most `limit`.
-    #[wasm_bindgen(unchecked_return_type = "DocView[]")]
+    #[wasm_bindgen(unchecked_return_type = "Promise<DocView[]>")]
     pub fn list(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] collection: JsValue,
         #[wasm_bindgen(unchecked_param_type = "string | null")] after: JsValue,
         limit: Option<u32>,
-    ) -> Result<JsValue, JsValue> {
-        let collection = name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
-        let after = opt_name_arg(&after, "document id").map_err(|e| core_err(&e))?;
-        let i = self.inner.borrow();
+    ) -> Promise {
+        let (collection, after) = match (
+            name_arg(&collection, "collection"),
+            opt_name_arg(&after, "document id"),
+        ) {
+            (Ok(c), Ok(a)) => (c, a),
+            (Err(e), _) | (_, Err(e)) => return Promise::reject(&core_err(&e)),
+        };
         let limit = limit.map_or(usize::MAX, |l| l as usize);
-        let docs = i
-            .engine
-            .replica()
-            .list(&collection, after.as_deref(), limit);
-        to_js(&docs.map_err(|e| core_err(&e))?)
+        self.read(Box::new(move |e| {
+            let docs = e.replica().list(&collection, after.as_deref(), limit);
+            to_js(&docs.map_err(|err| core_err(&err))?)
+        }))
     }
 
     /// Collections holding at least one document (deleted ones included), in name order.
-    pub fn collections(&self) -> Vec<String> {
-        let i = self.inner.borrow();
-        // This store's durable layer is in memory: the read cannot fail.
-        let mut out = i.engine.replica().collections().unwrap_or_default();
-        out.retain(|c| !c.starts_with('_'));
-        out
+    #[wasm_bindgen(unchecked_return_type = "Promise<string[]>")]
+    pub fn collections(&self) -> Promise {
+        self.read(Box::new(|e| {
+            let mut out = e.replica().collections().map_err(|err| core_err(&err))?;
+            out.retain(|c| !c.starts_with('_'));
+            to_js(&out)
+        }))
     }
 
     /// Calls `callback(doc)` for every durable change of `collection` (`"*"`: all).
@@ -509,15 +556,19 @@ impl Bridge {
     }
 
     /// Open conflicts (collections with policy `manual`), of one collection or all.
-    #[wasm_bindgen(unchecked_return_type = "Conflict[]")]
+    #[wasm_bindgen(unchecked_return_type = "Promise<Conflict[]>")]
     pub fn conflicts(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string | null")] collection: JsValue,
-    ) -> Result<JsValue, JsValue> {
-        let collection = opt_name_arg(&collection, "collection").map_err(|e| core_err(&e))?;
-        let i = self.inner.borrow();
-        let conflicts = i.engine.replica().conflicts(collection.as_deref());
-        to_js(&conflicts.map_err(|e| core_err(&e))?)
+    ) -> Promise {
+        let collection = match opt_name_arg(&collection, "collection") {
+            Ok(c) => c,
+            Err(e) => return Promise::reject(&core_err(&e)),
+        };
+        self.read(Box::new(move |e| {
+            let conflicts = e.replica().conflicts(collection.as_deref());
+            to_js(&conflicts.map_err(|err| core_err(&err))?)
+        }))
     }
 
     #[wasm_bindgen(js_name = onConflict)]
@@ -651,22 +702,29 @@ impl Bridge {
         self.inner.borrow().engine.replica().id().to_string()
     }
 
-    /// What the IndexedDB store wrote since `open`: `{ commits, batches, docs, messages }`,
-    /// and `setAside`: records that could not be read at open, moved to the `damaged` store.
+    /// What the IndexedDB store wrote since `open`: `{ commits, batches, docs, messages }`;
+    /// `setAside`: records that could not be read, moved to the `damaged` store; and
+    /// `cacheBytes` / `cacheBudget`: the bytes of document states the engine's cache holds
+    /// (the core's accounting) and its budget (`open({ cacheBytes })`).
     #[wasm_bindgen(
-        unchecked_return_type = "{ commits: number; batches: number; docs: number; messages: number; setAside: number }"
+        unchecked_return_type = "{ commits: number; batches: number; docs: number; messages: number; setAside: number; cacheBytes: number; cacheBudget: number }"
     )]
     pub fn stats(&self) -> Result<JsValue, JsValue> {
         let i = self.inner.borrow();
-        to_js(&i.store.as_ref().map(IdbStore::stats).unwrap_or_default())
+        let mut stats = i.store.as_ref().map(IdbStore::stats).unwrap_or_default();
+        let (bytes, budget) = i.engine.replica().cache_bytes();
+        stats.cache_bytes = bytes as u64;
+        stats.cache_budget = budget as u64;
+        to_js(&stats)
     }
 
-    /// Documents held (tombstones included).
-    #[wasm_bindgen(js_name = docCount)]
-    pub fn doc_count(&self) -> u32 {
-        // In memory: the count cannot fail.
-        let n = self.inner.borrow().engine.replica().doc_count();
-        n.unwrap_or_default() as u32
+    /// Documents held (tombstones included): a count of the IndexedDB store.
+    #[wasm_bindgen(js_name = docCount, unchecked_return_type = "Promise<number>")]
+    pub fn doc_count(&self) -> Promise {
+        self.read(Box::new(|e| match e.replica().doc_count() {
+            Ok(n) => Ok(JsValue::from_f64(n as f64)),
+            Err(err) => Err(core_err(&err)),
+        }))
     }
 
     /// Closes the link and the store once pending writes are stored; resolves then.
@@ -699,26 +757,38 @@ impl Bridge {
             while rc.borrow().pumping {
                 sleep(5).await;
             }
-            let (unsettled, release) = {
-                let mut i = rc.borrow_mut();
-                if let Some(store) = &i.store {
-                    store.close();
-                }
-                i.tabs = None;
-                let mut unsettled: Vec<Function> = std::mem::take(&mut i.waiting)
-                    .into_values()
-                    .filter_map(|w| match w {
-                        Waiter::Local(_, reject) => Some(reject),
-                        Waiter::Tab { .. } => None,
-                    })
-                    .collect();
-                unsettled.extend(
-                    std::mem::take(&mut i.forwarded)
+            let (unsettled, release) =
+                {
+                    let mut i = rc.borrow_mut();
+                    if let Some(store) = &i.store {
+                        store.close();
+                    }
+                    i.tabs = None;
+                    let mut unsettled: Vec<Function> = std::mem::take(&mut i.waiting)
                         .into_values()
-                        .map(|(_, _, reject)| reject),
-                );
-                (unsettled, i.release_lock.take())
-            };
+                        .filter_map(|w| match w {
+                            Waiter::Local(_, reject) => Some(reject),
+                            Waiter::Tab { .. } => None,
+                        })
+                        .collect();
+                    unsettled.extend(
+                        std::mem::take(&mut i.forwarded)
+                            .into_values()
+                            .map(|(_, _, reject)| reject),
+                    );
+                    // Writes still waiting for their documents to be read (a pump that stopped
+                    // on a failed write leaves them).
+                    unsettled.extend(std::mem::take(&mut i.inputs).into_iter().filter_map(
+                        |input| match input {
+                            Input::Call {
+                                waiter: Waiter::Local(_, reject),
+                                ..
+                            } => Some(reject),
+                            _ => None,
+                        },
+                    ));
+                    (unsettled, i.release_lock.take())
+                };
             // Only writes whose transaction failed (or a leader never answered) are left;
             // say so rather than hang.
             let reason = coded(

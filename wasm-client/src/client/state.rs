@@ -4,11 +4,13 @@
 
 use super::channel::TabChannel;
 use super::link::Link;
+use crate::scratch::Prefetched;
 use crate::status::{CloudProgress, SyncStatus};
-use crate::store::IdbStore;
+use crate::store::{Damaged, IdbStore, Reader};
 use crate::tabs::message::TabMsg;
 use bridge_core::backoff::Backoff;
-use bridge_core::{Engine, Frame, PersistBatch, SessionId, Tier};
+use bridge_core::request::RequestKey;
+use bridge_core::{DocKey, Engine, Frame, PersistBatch, SessionId, Tier};
 use js_sys::Function;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -31,6 +33,14 @@ pub(super) struct Sub {
 
 pub(super) struct Inner {
     pub(super) engine: Engine,
+    /// The engine's durable layer: what was read ahead from IndexedDB (`scratch.rs`).
+    pub(super) scratch: Prefetched,
+    /// Reads for the engine, also while the pump holds `store` for a write.
+    pub(super) reader: Reader,
+    /// Writes and frames waiting for the pump, which reads their documents first.
+    pub(super) inputs: VecDeque<Input>,
+    /// Document records found unreadable by a read; the pump sets them aside.
+    pub(super) damaged: Vec<Damaged>,
     /// Taken by the pump while it writes.
     pub(super) store: Option<IdbStore>,
     pub(super) url: Option<String>,
@@ -89,6 +99,44 @@ pub(super) struct Inner {
     /// When the link last delivered a frame.
     pub(super) last_rx: u64,
     pub(super) heartbeat: Option<(i32, Closure<dyn FnMut()>)>,
+}
+
+/// An input for the engine that reads documents: the pump reads them from IndexedDB first.
+pub(super) enum Input {
+    /// A write made here or forwarded by a follower tab (with its idempotency key).
+    Call {
+        frame: Frame,
+        key: Option<RequestKey>,
+        waiter: Waiter,
+    },
+    /// A frame from the link of `session`.
+    Frame { session: SessionId, frame: Frame },
+}
+
+impl Input {
+    /// The documents the engine reads when it takes this input.
+    pub(super) fn keys(&self) -> Vec<DocKey> {
+        match self {
+            Input::Call { frame, .. } => match frame {
+                Frame::Put { collection, id, .. }
+                | Frame::Patch { collection, id, .. }
+                | Frame::Delete { collection, id, .. }
+                | Frame::Resolve { collection, id, .. } => {
+                    vec![DocKey::new(collection.clone(), id.clone())]
+                }
+                _ => Vec::new(),
+            },
+            Input::Frame {
+                frame: Frame::Push(p),
+                ..
+            } => p
+                .docs
+                .iter()
+                .map(|e| DocKey::new(e.collection.clone(), e.id.clone()))
+                .collect(),
+            Input::Frame { .. } => Vec::new(),
+        }
+    }
 }
 
 pub(super) enum Waiter {

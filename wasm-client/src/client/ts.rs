@@ -18,6 +18,8 @@ export interface OpenOptions {
   db?: string;
   /** Ping interval on the link (ms, default 15000); a link silent for three is redialled. */
   heartbeatMs?: number;
+  /** Budget of the in-memory cache of document states, in bytes (default 33554432, 32 MiB). Documents live in IndexedDB; only this many bytes of them are kept in memory (`stats().cacheBytes`). */
+  cacheBytes?: number;
 }
 export interface Stamp { wall: number; counter: number; replica: string }
 export interface Dot { replica: string; counter: number }
@@ -43,12 +45,12 @@ export interface Status {
   peerTier: "local" | "cloud" | null;
   replica: string;
   incoming: number;
-  /** The last problem (`"forbidden: …"` when the host refuses our pushes, an unreachable host, records set aside at open); `null` once sync works again. */
+  /** The last problem (`"forbidden: …"` when the host refuses our pushes, an unreachable host, records set aside); `null` once sync works again. */
   error: string | null;
 }
 /** Stable error codes (docs/protocol.md), plus `closed` (the handle was closed) and, from `open()`, `busy`. */
 export type ErrorCode = "bad_request" | "malformed" | "too_large" | "bad_policy" | "not_found" | "forbidden" | "unauthorized" | "internal" | "closed" | "busy" | string;
-/** What every promise of this package rejects with, and what reads throw: an `Error` with a `code`. Promise-returning calls never throw. */
+/** What every promise of this package rejects with, and what the synchronous calls (`messages`, `policy`, `status`, `stats`, …) throw: an `Error` with a `code`. Promise-returning calls never throw. */
 export interface BridgeError extends Error { code: ErrorCode }
 export type Policy = "lww" | "cloud_wins" | "local_wins" | "merge" | "manual";
 "#;
