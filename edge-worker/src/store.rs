@@ -127,34 +127,58 @@ pub const INSERT_DOTS_IN: &str = "INSERT OR REPLACE INTO dots (sid, rid, counter
 const ROWS_PER_STMT: usize = 512;
 const BYTES_PER_STMT: usize = 1 << 20;
 
-/// Cuts `rows` (each a JSON row and its bytes in the states BLOB, if any) into statements
-/// of at most [`ROWS_PER_STMT`] rows and about [`BYTES_PER_STMT`] bytes.
-fn chunked(rows: Vec<(serde_json::Value, usize)>) -> Vec<Vec<(serde_json::Value, usize)>> {
-    let mut out = Vec::new();
-    let mut cur = Vec::new();
-    let (mut text, mut blob) = (0, 0);
-    for (row, bytes) in rows {
-        let len = row.to_string().len() + 1;
-        if !cur.is_empty()
-            && (cur.len() >= ROWS_PER_STMT
-                || text + len > BYTES_PER_STMT
-                || blob + bytes > BYTES_PER_STMT)
-        {
-            out.push(std::mem::take(&mut cur));
-            (text, blob) = (0, 0);
-        }
-        text += len;
-        blob += bytes;
-        cur.push((row, bytes));
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
+/// The rows of batched statements as they are built: a JSON array of rows (each serialized
+/// once, straight into the text) and the BLOB of states they slice, cut into a new
+/// statement's rows at [`ROWS_PER_STMT`] rows or [`BYTES_PER_STMT`] bytes.
+#[derive(Default)]
+struct Rows {
+    /// Each statement's rows: JSON array, BLOB of states, number of rows.
+    done: Vec<(String, Vec<u8>, usize)>,
+    text: Vec<u8>,
+    blob: Vec<u8>,
+    n: usize,
 }
 
-fn rows_json(rows: Vec<serde_json::Value>) -> Value {
-    Value::String(serde_json::Value::Array(rows).to_string())
+impl Rows {
+    /// Adds one row; `state` goes at the end of the BLOB and `row(offset, len)` gives the
+    /// row that slices it (1-based offset, as `substr` counts).
+    fn push<R: serde::Serialize>(
+        &mut self,
+        state: &[u8],
+        row: impl FnOnce(usize, usize) -> R,
+    ) -> Result<()> {
+        if self.n > 0
+            && (self.n >= ROWS_PER_STMT
+                || self.text.len() >= BYTES_PER_STMT
+                || self.blob.len() + state.len() > BYTES_PER_STMT)
+        {
+            self.cut();
+        }
+        self.text.push(if self.n == 0 { b'[' } else { b',' });
+        serde_json::to_writer(&mut self.text, &row(self.blob.len() + 1, state.len()))
+            .map_err(|e| corrupt("a row to store", e))?;
+        self.blob.extend_from_slice(state);
+        self.n += 1;
+        Ok(())
+    }
+
+    fn cut(&mut self) {
+        if self.n == 0 {
+            return;
+        }
+        self.text.push(b']');
+        // Only `serde_json` wrote to it: UTF-8.
+        let text = String::from_utf8(std::mem::take(&mut self.text)).unwrap_or_default();
+        self.done
+            .push((text, std::mem::take(&mut self.blob), self.n));
+        self.n = 0;
+    }
+
+    /// Every statement's rows: (JSON array, BLOB of states, number of rows).
+    fn finish(mut self) -> Vec<(String, Vec<u8>, usize)> {
+        self.cut();
+        self.done
+    }
 }
 
 /// The statements that store `batch` of `space` (space id `sid`): the same rows as the
@@ -182,49 +206,30 @@ pub fn plan_batch(
     for (key, state) in &batch.docs {
         last.insert(key, state);
     }
-    let (mut dropped, mut docs, mut added) = (Vec::new(), Vec::new(), Vec::new());
-    let mut states = Vec::new();
+    let (mut dropped, mut docs, mut added) = (Rows::default(), Rows::default(), Rows::default());
     for (key, state) in last {
         let old = stored.get(key).map(Vec::as_slice).unwrap_or_default();
         let (gone, new) = schema::dot_changes(old, state);
         for d in gone {
-            dropped.push((serde_json::json!([d.replica.to_string(), d.counter]), 0));
+            dropped.push(&[], |_, _| (d.replica.to_string(), d.counter))?;
         }
-        let bytes = encode_state(state);
-        docs.push((
-            serde_json::json!([key.collection, key.id, 0, bytes.len(), state.siblings.len()]),
-            bytes.len(),
-        ));
-        states.push(bytes);
+        let (c, id, n) = (&key.collection, &key.id, state.siblings.len());
+        docs.push(&encode_state(state), |at, len| (c, id, at, len, n))?;
         for d in new {
-            added.push((
-                serde_json::json!([d.replica.to_string(), d.counter, key.collection, key.id]),
-                0,
-            ));
+            added.push(&[], |_, _| (d.replica.to_string(), d.counter, c, id))?;
         }
     }
-    for chunk in chunked(dropped) {
-        let rows = chunk.into_iter().map(|(r, _)| r).collect();
-        out.push(stmt(DELETE_DOTS_IN, vec![sid_value(), rows_json(rows)]));
+    for (rows, _, _) in dropped.finish() {
+        out.push(stmt(DELETE_DOTS_IN, vec![sid_value(), Value::String(rows)]));
     }
-    let mut states = states.into_iter();
-    for chunk in chunked(docs) {
-        let mut blob = Vec::with_capacity(chunk.iter().map(|(_, n)| n).sum());
-        let mut rows = Vec::with_capacity(chunk.len());
-        for (mut row, _) in chunk {
-            let state = states.next().unwrap_or_default();
-            row[2] = serde_json::json!(blob.len() + 1);
-            blob.extend_from_slice(&state);
-            rows.push(row);
-        }
+    for (rows, states, _) in docs.finish() {
         out.push(stmt(
             UPSERT_DOCS_IN,
-            vec![sid_value(), rows_json(rows), Value::Blob(blob)],
+            vec![sid_value(), Value::String(rows), Value::Blob(states)],
         ));
     }
-    for chunk in chunked(added) {
-        let rows = chunk.into_iter().map(|(r, _)| r).collect();
-        out.push(stmt(INSERT_DOTS_IN, vec![sid_value(), rows_json(rows)]));
+    for (rows, _, _) in added.finish() {
+        out.push(stmt(INSERT_DOTS_IN, vec![sid_value(), Value::String(rows)]));
     }
     for r in &batch.messages {
         out.push(stmt(
@@ -371,15 +376,18 @@ fn stored_states(
     keys: &[&DocKey],
     mut f: impl FnMut(&DocKey, StateColumn<'_>) -> Result<()>,
 ) -> Result<()> {
-    for chunk in keys.chunks(ROWS_PER_STMT) {
-        let rows: Vec<serde_json::Value> = chunk
-            .iter()
-            .map(|k| serde_json::json!([k.collection, k.id]))
-            .collect();
+    let mut rows = Rows::default();
+    for k in keys {
+        rows.push(&[], |_, _| (&k.collection, &k.id))?;
+    }
+    let mut first = 0;
+    for (text, _, n) in rows.finish() {
+        let chunk = keys.get(first..first + n).unwrap_or_default();
+        first += n;
         for row in exec(
             sql,
             SELECT_DOCS_IN,
-            vec![Value::Integer(sid), rows_json(rows)],
+            vec![Value::Integer(sid), Value::String(text)],
         )? {
             let i = integer(&row, 0, "json_each.key")?;
             let key = usize::try_from(i)
