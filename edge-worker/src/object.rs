@@ -61,7 +61,11 @@ struct Socket {
 
 struct Host {
     space: String,
+    /// The space's integer id in storage (`spaces.sid`).
+    sid: i64,
     engine: Engine,
+    /// Rows read ahead of the engine in the round in progress ([`store::Ahead`]).
+    ahead: store::Ahead,
     sockets: BTreeMap<SessionId, Socket>,
     /// The storage alarm this instance set (ms since the epoch), not yet fired: always at or
     /// before the engine's deadline, so it is moved only when the deadline comes earlier.
@@ -74,21 +78,23 @@ impl Host {
     /// is acknowledged: the caller drops the host (as a crash would) and clients reconnect to
     /// a restored one.
     fn flush(&mut self, storage: &Storage) -> std::result::Result<Vec<u64>, StoreError> {
-        let space = &self.space;
+        let (space, sid, ahead) = (&self.space, self.sid, &self.ahead);
         let sockets = &mut self.sockets;
         let mut acked = Vec::new();
-        self.engine.flush(
+        let flushed = self.engine.flush(
             |batches| {
                 batches
                     .iter()
-                    .try_for_each(|b| store::write(storage, space, b))
+                    .try_for_each(|b| store::write(storage, space, sid, ahead, b))
             },
             |engine, out| match out {
                 Output::Event(Event::Acked { req, .. }) => acked.push(req),
                 Output::Event(_) => {}
                 Output::Transmit(t) => transmit(engine, sockets, t),
             },
-        )?;
+        );
+        self.ahead.clear();
+        flushed?;
         self.store_attachments();
         Ok(acked)
     }
@@ -387,7 +393,11 @@ impl SpaceObject {
             }
             None => store::create_space(&storage, space, now).map_err(internal)?,
         };
-        let mut engine = store::load(&storage, cfg).map_err(internal)?;
+        let store::Loaded {
+            mut engine,
+            sid,
+            ahead,
+        } = store::load(&storage, cfg).map_err(internal)?;
 
         let mut sockets = BTreeMap::new();
         let mut atts = Vec::new();
@@ -420,7 +430,9 @@ impl SpaceObject {
         }
         let mut host = Host {
             space: space.to_owned(),
+            sid,
             engine,
+            ahead,
             sockets,
             armed: None,
         };
@@ -552,6 +564,20 @@ impl SpaceObject {
                 Ok(frame) => {
                     if let Some(s) = host.sockets.get_mut(&session) {
                         s.binary = binary;
+                    }
+                    if let bridge_core::Frame::Push(p) = &frame {
+                        // The push's documents in one read instead of one each; should it
+                        // fail, the engine reads them itself (and reports what fails then).
+                        let keys: Vec<bridge_core::DocKey> = p
+                            .docs
+                            .iter()
+                            .map(|d| bridge_core::DocKey::new(d.collection.clone(), d.id.clone()))
+                            .collect();
+                        let storage = self.state.storage();
+                        if let Err(e) = host.ahead.read(&storage, host.sid, &keys) {
+                            worker::console_warn!("reading a push's documents ahead: {e}");
+                            host.ahead.clear();
+                        }
                     }
                     host.engine.handle_frame(now_ms(), session, frame);
                 }

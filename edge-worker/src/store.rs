@@ -84,68 +84,152 @@ fn int(n: u64) -> Value {
     Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-/// The statements that store `batch` of `space` (space id `sid`), in the order the native
-/// host runs them. `stored_dots` gives the dots of a document's state in the store (read
-/// before the batch's transaction: the object runs nothing else in between), whose dots the
-/// new state no longer holds are dropped.
+// The Durable Object's forms of `schema`'s per-document statements, one statement for many
+// documents. A call into the object's SQL costs far more than the row it writes (a crossing
+// from wasm into JavaScript and into the runtime, a cursor object, each argument converted),
+// and one statement may bind at most 100 parameters; so the rows of a batch travel as one
+// JSON array (`?2`, read with `json_each`) and their states as one BLOB (`?3`) that each row
+// slices. Each does what the statement it stands for does, row by row, in array order; the
+// native host runs those (rusqlite prepares them once and pays little per call).
+
+/// ?1 space id, ?2 JSON `[[collection, id], ...]` → (index in ?2, state) for each of those
+/// documents the store holds: [`schema::SELECT_DOC`] for many keys.
+pub const SELECT_DOCS_IN: &str = "SELECT j.key, d.state FROM json_each(?2) AS j
+ CROSS JOIN docs AS d
+ WHERE d.sid = ?1 AND d.collection = j.value ->> 0 AND d.id = j.value ->> 1";
+
+/// ?1 space id, ?2 JSON `[[replica hex, counter], ...]`: [`schema::DELETE_DOT`] for many dots.
+pub const DELETE_DOTS_IN: &str = "DELETE FROM dots WHERE sid = ?1 AND (rid, counter) IN
+ (SELECT (SELECT rid FROM replicas WHERE sid = ?1 AND replica = j.value ->> 0), j.value ->> 1
+  FROM json_each(?2) AS j)";
+
+/// ?1 space id, ?2 JSON `[[collection, id, offset, length, siblings], ...]`, ?3 the states
+/// end to end (BLOB; a row's state is `length` bytes from `offset`, 1-based):
+/// [`schema::UPSERT_DOC`] for many documents (`WHERE true` lets SQLite parse the upsert
+/// clause after a SELECT).
+pub const UPSERT_DOCS_IN: &str = "INSERT INTO docs (sid, collection, id, state, siblings)
+ SELECT ?1, j.value ->> 0, j.value ->> 1, substr(?3, j.value ->> 2, j.value ->> 3), j.value ->> 4
+ FROM json_each(?2) AS j WHERE true
+ ON CONFLICT (sid, collection, id) DO UPDATE SET state = excluded.state,
+    siblings = excluded.siblings";
+
+/// ?1 space id, ?2 JSON `[[replica hex, counter, collection, id], ...]`:
+/// [`schema::INSERT_DOT`] for many dots (a replica without its number fails the insert, as
+/// there).
+pub const INSERT_DOTS_IN: &str = "INSERT OR REPLACE INTO dots (sid, rid, counter, collection, id)
+ SELECT ?1, (SELECT rid FROM replicas WHERE sid = ?1 AND replica = j.value ->> 0),
+    j.value ->> 1, j.value ->> 2, j.value ->> 3
+ FROM json_each(?2) AS j";
+
+/// Most documents (or dots) one of the statements above carries, and about the most bytes of
+/// JSON rows or of states: a batch larger than that is written in several statements of
+/// the same transaction. (A Durable Object refuses a string or BLOB over 2 MB.)
+const ROWS_PER_STMT: usize = 512;
+const BYTES_PER_STMT: usize = 1 << 20;
+
+/// The rows of batched statements as they are built: a JSON array of rows (each serialized
+/// once, straight into the text) and the BLOB of states they slice, cut into a new
+/// statement's rows at [`ROWS_PER_STMT`] rows or [`BYTES_PER_STMT`] bytes.
+#[derive(Default)]
+struct Rows {
+    /// Each statement's rows: JSON array, BLOB of states, number of rows.
+    done: Vec<(String, Vec<u8>, usize)>,
+    text: Vec<u8>,
+    blob: Vec<u8>,
+    n: usize,
+}
+
+impl Rows {
+    /// Adds one row; `state` goes at the end of the BLOB and `row(offset, len)` gives the
+    /// row that slices it (1-based offset, as `substr` counts).
+    fn push<R: serde::Serialize>(
+        &mut self,
+        state: &[u8],
+        row: impl FnOnce(usize, usize) -> R,
+    ) -> Result<()> {
+        if self.n > 0
+            && (self.n >= ROWS_PER_STMT
+                || self.text.len() >= BYTES_PER_STMT
+                || self.blob.len() + state.len() > BYTES_PER_STMT)
+        {
+            self.cut();
+        }
+        self.text.push(if self.n == 0 { b'[' } else { b',' });
+        serde_json::to_writer(&mut self.text, &row(self.blob.len() + 1, state.len()))
+            .map_err(|e| corrupt("a row to store", e))?;
+        self.blob.extend_from_slice(state);
+        self.n += 1;
+        Ok(())
+    }
+
+    fn cut(&mut self) {
+        if self.n == 0 {
+            return;
+        }
+        self.text.push(b']');
+        // Only `serde_json` wrote to it: UTF-8.
+        let text = String::from_utf8(std::mem::take(&mut self.text)).unwrap_or_default();
+        self.done
+            .push((text, std::mem::take(&mut self.blob), self.n));
+        self.n = 0;
+    }
+
+    /// Every statement's rows: (JSON array, BLOB of states, number of rows).
+    fn finish(mut self) -> Vec<(String, Vec<u8>, usize)> {
+        self.cut();
+        self.done
+    }
+}
+
+/// The statements that store `batch` of `space` (space id `sid`): the same rows as the
+/// native host writes, with the per-document statements in their batched forms. `stored`
+/// gives the dots of the state each document of the batch has in the store (read before the
+/// batch's transaction: the object runs nothing else in between; a key it lacks has no row);
+/// the dots the new state no longer holds are dropped. A key written twice in one batch
+/// counts once, with its last state.
 pub fn plan_batch(
     space: &str,
     sid: i64,
     batch: &PersistBatch,
-    mut stored_dots: impl FnMut(&DocKey) -> Result<Vec<Dot>>,
+    stored: &BTreeMap<DocKey, Vec<Dot>>,
 ) -> Result<Vec<Stmt>> {
     let sp = || Value::String(space.to_owned());
     let sid_value = || Value::Integer(sid);
-    let mut out = Vec::with_capacity(2 * batch.docs.len() + batch.messages.len() + 2);
+    let mut out = Vec::new();
     for r in schema::batch_replicas(batch) {
         out.push(stmt(
             schema::ENSURE_REPLICA,
             vec![sid_value(), Value::String(r.to_string())],
         ));
     }
-    // A key written twice in one batch replaces what the batch wrote first.
-    let mut planned: BTreeMap<&DocKey, Vec<Dot>> = BTreeMap::new();
+    let mut last: BTreeMap<&DocKey, &DocState> = BTreeMap::new();
     for (key, state) in &batch.docs {
-        let coll = || Value::String(key.collection.clone());
-        let id = || Value::String(key.id.clone());
-        let old = match planned.get(key) {
-            Some(dots) => dots.clone(),
-            None => stored_dots(key)?,
-        };
-        let (dropped, added) = schema::dot_changes(&old, state);
-        for d in &dropped {
-            out.push(stmt(
-                schema::DELETE_DOT,
-                vec![
-                    sid_value(),
-                    Value::String(d.replica.to_string()),
-                    int(d.counter),
-                ],
-            ));
+        last.insert(key, state);
+    }
+    let (mut dropped, mut docs, mut added) = (Rows::default(), Rows::default(), Rows::default());
+    for (key, state) in last {
+        let old = stored.get(key).map(Vec::as_slice).unwrap_or_default();
+        let (gone, new) = schema::dot_changes(old, state);
+        for d in gone {
+            dropped.push(&[], |_, _| (d.replica.to_string(), d.counter))?;
         }
+        let (c, id, n) = (&key.collection, &key.id, state.siblings.len());
+        docs.push(&encode_state(state), |at, len| (c, id, at, len, n))?;
+        for d in new {
+            added.push(&[], |_, _| (d.replica.to_string(), d.counter, c, id))?;
+        }
+    }
+    for (rows, _, _) in dropped.finish() {
+        out.push(stmt(DELETE_DOTS_IN, vec![sid_value(), Value::String(rows)]));
+    }
+    for (rows, states, _) in docs.finish() {
         out.push(stmt(
-            schema::UPSERT_DOC,
-            vec![
-                sid_value(),
-                coll(),
-                id(),
-                Value::Blob(encode_state(state)),
-                int(state.siblings.len() as u64),
-            ],
+            UPSERT_DOCS_IN,
+            vec![sid_value(), Value::String(rows), Value::Blob(states)],
         ));
-        for d in &added {
-            out.push(stmt(
-                schema::INSERT_DOT,
-                vec![
-                    sid_value(),
-                    Value::String(d.replica.to_string()),
-                    int(d.counter),
-                    coll(),
-                    id(),
-                ],
-            ));
-        }
-        planned.insert(key, state.siblings.iter().map(|s| s.dot).collect());
+    }
+    for (rows, _, _) in added.finish() {
+        out.push(stmt(INSERT_DOTS_IN, vec![sid_value(), Value::String(rows)]));
     }
     for r in &batch.messages {
         out.push(stmt(
@@ -287,24 +371,104 @@ fn space_id(sql: &SqlStorage, space: &str) -> Result<i64> {
     }
 }
 
-/// The dots of the stored state of `key` (none if it has no row).
-fn stored_dots(sql: &SqlStorage, sid: i64, key: &DocKey) -> Result<Vec<Dot>> {
-    let rows = exec(
-        sql,
-        schema::SELECT_DOC,
-        vec![
-            Value::Integer(sid),
-            Value::String(key.collection.clone()),
-            Value::String(key.id.clone()),
-        ],
-    )?;
-    let Some(row) = rows.first() else {
-        return Ok(Vec::new());
-    };
-    let what = format!("docs.state of {}/{}", key.collection, key.id);
-    state_column(row, 0, &what)?
-        .dots()
-        .map_err(|e| corrupt(what, e))
+/// The stored states of `keys` ([`SELECT_DOCS_IN`], in statements of at most
+/// [`ROWS_PER_STMT`] keys): `f(key, state)` for each key with a row.
+fn stored_states(
+    sql: &SqlStorage,
+    sid: i64,
+    keys: &[&DocKey],
+    mut f: impl FnMut(&DocKey, StateColumn<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut rows = Rows::default();
+    for k in keys {
+        rows.push(&[], |_, _| (&k.collection, &k.id))?;
+    }
+    let mut first = 0;
+    for (text, _, n) in rows.finish() {
+        let chunk = keys.get(first..first + n).unwrap_or_default();
+        first += n;
+        for row in exec(
+            sql,
+            SELECT_DOCS_IN,
+            vec![Value::Integer(sid), Value::String(text)],
+        )? {
+            let i = integer(&row, 0, "json_each.key")?;
+            let key = usize::try_from(i)
+                .ok()
+                .and_then(|i| chunk.get(i))
+                .ok_or_else(|| corrupt("json_each.key", format!("no key at {i}")))?;
+            let what = format!("docs.state of {}/{}", key.collection, key.id);
+            f(key, state_column(&row, 1, &what)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// What the object read ahead of the engine for the round in progress, shared by the
+/// engine's [`DoDocs`] and the host's writes. A push's documents are read in one statement
+/// before the engine applies it ([`Ahead::read`]): the engine then takes each state from
+/// here instead of reading it alone, and the write that follows knows the dots each row
+/// held. Kept current by [`write`] (a later batch of the same round sees the rows an earlier
+/// one wrote) and emptied after every round ([`Ahead::clear`]): it holds one push at most.
+#[derive(Clone, Default)]
+pub struct Ahead(SendWrapper<std::rc::Rc<std::cell::RefCell<AheadRows>>>);
+
+#[derive(Default)]
+struct AheadRows {
+    /// States read for the engine, each taken by its first [`DocStore::load`] (`None`: no row).
+    states: BTreeMap<DocKey, Option<DocState>>,
+    /// The dots of each row as stored now (empty: no row).
+    dots: BTreeMap<DocKey, Vec<Dot>>,
+}
+
+impl Ahead {
+    fn new() -> Self {
+        Ahead(SendWrapper::new(Default::default()))
+    }
+
+    /// Reads the stored states of `keys` in one statement (a few for a large push).
+    pub fn read<'a>(
+        &self,
+        storage: &Storage,
+        sid: i64,
+        keys: impl IntoIterator<Item = &'a DocKey>,
+    ) -> Result<()> {
+        let mut rows = self.0.borrow_mut();
+        let keys: Vec<&DocKey> = keys
+            .into_iter()
+            // `_config` is in memory: the engine never reads it from the store.
+            .filter(|k| k.collection != CONFIG_COLLECTION && !rows.dots.contains_key(*k))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for k in &keys {
+            rows.states.insert((*k).clone(), None);
+            rows.dots.insert((*k).clone(), Vec::new());
+        }
+        stored_states(&storage.sql(), sid, &keys, |key, column| {
+            let state = column
+                .decode()
+                .map_err(|e| corrupt(format!("docs.state of {}/{}", key.collection, key.id), e))?;
+            rows.dots
+                .insert(key.clone(), state.siblings.iter().map(|s| s.dot).collect());
+            rows.states.insert(key.clone(), Some(state));
+            Ok(())
+        })
+    }
+
+    /// Forgets everything read: called after every round.
+    pub fn clear(&self) {
+        let mut rows = self.0.borrow_mut();
+        rows.states.clear();
+        rows.dots.clear();
+    }
+
+    fn take(&self, key: &DocKey) -> Option<Option<DocState>> {
+        self.0.borrow_mut().states.remove(key)
+    }
 }
 
 /// Creates or upgrades the schema (each migration in its own transaction).
@@ -375,13 +539,15 @@ fn random_replica() -> Result<ReplicaId> {
 
 /// An engine for `cfg.space` whose durable layer is this storage (`cfg.replica` must be the
 /// stored id): reads the metadata, the `_config` entries and the highest message offset only.
-pub fn load(storage: &Storage, cfg: EngineConfig) -> Result<Engine> {
+pub fn load(storage: &Storage, cfg: EngineConfig) -> Result<Loaded> {
     let sql = storage.sql();
     let sid = space_id(&sql, &cfg.space)?;
     let space = Value::String(cfg.space.clone());
+    let ahead = Ahead::new();
     let docs = DoDocs {
         sql: SendWrapper::new(storage.sql()),
         sid,
+        ahead: ahead.clone(),
     };
     let mut engine = Engine::with_store(cfg, Box::new(docs));
     if let Some(row) = exec(&sql, schema::SELECT_META, vec![space.clone()])?.first() {
@@ -409,7 +575,16 @@ pub fn load(storage: &Storage, cfg: EngineConfig) -> Result<Engine> {
         None => 0,
     };
     engine.restore_message_offset(u64::try_from(last).map_err(|e| corrupt("messages.offset", e))?);
-    Ok(engine)
+    Ok(Loaded { engine, sid, ahead })
+}
+
+/// A space's engine restored by [`load`], with what the host needs to write for it.
+pub struct Loaded {
+    pub engine: Engine,
+    /// The space's integer id (`spaces.sid`).
+    pub sid: i64,
+    /// The rows read ahead of the engine, shared with its [`DoDocs`].
+    pub ahead: Ahead,
 }
 
 /// The space's documents in this object's storage: the [`DocStore`] its engine reads its
@@ -420,6 +595,8 @@ pub struct DoDocs {
     sql: SendWrapper<SqlStorage>,
     /// The space's integer id (`spaces.sid`).
     sid: i64,
+    /// States the host read ahead of the engine for the round in progress.
+    ahead: Ahead,
 }
 
 fn read_err(e: StoreError) -> bridge_core::Error {
@@ -463,6 +640,9 @@ fn limit(n: usize) -> Value {
 
 impl DocStore for DoDocs {
     fn load(&self, key: &DocKey) -> bridge_core::Result<Option<DocState>> {
+        if let Some(state) = self.ahead.take(key) {
+            return Ok(state);
+        }
         let rows = self.rows(
             schema::SELECT_DOC,
             vec![
@@ -605,12 +785,47 @@ impl DocStore for DoDocs {
     }
 }
 
-/// Stores `batch` of `space` atomically.
-pub fn write(storage: &Storage, space: &str, batch: &PersistBatch) -> Result<()> {
-    let sql = storage.sql();
-    let sid = space_id(&sql, space)?;
-    let plan = plan_batch(space, sid, batch, |key| stored_dots(&sql, sid, key))?;
-    run(storage, plan)
+/// Stores `batch` of `space` (space id `sid`) atomically. The dots of the rows it replaces
+/// come from `ahead`, or for keys not read ahead from one read of all of them; `ahead` then
+/// holds the rows as written.
+pub fn write(
+    storage: &Storage,
+    space: &str,
+    sid: i64,
+    ahead: &Ahead,
+    batch: &PersistBatch,
+) -> Result<()> {
+    let plan = {
+        let mut rows = ahead.0.borrow_mut();
+        let missing: Vec<&DocKey> = batch
+            .docs
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| !rows.dots.contains_key(*k))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for k in &missing {
+            rows.dots.insert((*k).clone(), Vec::new());
+        }
+        stored_states(&storage.sql(), sid, &missing, |key, column| {
+            let dots = column
+                .dots()
+                .map_err(|e| corrupt(format!("docs.state of {}/{}", key.collection, key.id), e))?;
+            rows.dots.insert(key.clone(), dots);
+            Ok(())
+        })?;
+        plan_batch(space, sid, batch, &rows.dots)?
+    };
+    run(storage, plan)?;
+    let mut rows = ahead.0.borrow_mut();
+    for (key, state) in &batch.docs {
+        // A state read ahead and not yet taken is stale now: the engine holds the new one.
+        rows.states.remove(key);
+        rows.dots
+            .insert(key.clone(), state.siblings.iter().map(|s| s.dot).collect());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -618,41 +833,54 @@ mod tests {
     use super::*;
     use bridge_core::{Tier, WriteOp};
 
-    #[test]
-    fn a_batch_plans_docs_messages_trim_then_meta() {
+    /// An engine of replica 5 with one write per key in `keys` (value `{"n": i}`) and a
+    /// message on `chat`, and the batch it cuts.
+    fn batch_of(keys: &[&str]) -> PersistBatch {
         let mut cfg = EngineConfig::new(ReplicaId(5), Tier::Cloud, "s");
-        // One document in the batch (no default-policy seed of a new space).
+        // Only these documents in the batch (no default-policy seed of a new space).
         cfg.seed_default_policy = false;
         let mut e = Engine::new(cfg);
-        let Some(doc) = serde_json::json!({"a": 1}).as_object().cloned() else {
-            panic!("object")
-        };
-        bridge_core::testing::write(&mut e, 10, DocKey::new("c", "x"), WriteOp::Put(doc))
-            .expect("write");
+        for (i, id) in keys.iter().enumerate() {
+            let Some(doc) = serde_json::json!({ "n": i }).as_object().cloned() else {
+                panic!("object")
+            };
+            bridge_core::testing::write(&mut e, 10, DocKey::new("c", *id), WriteOp::Put(doc))
+                .expect("write");
+        }
         bridge_core::testing::publish(&mut e, 11, "chat", serde_json::json!("hi"))
             .expect("publish");
         let Some(batch) = e.poll_persist() else {
             panic!("a batch")
         };
+        batch
+    }
+
+    #[test]
+    fn a_batch_plans_docs_messages_trim_then_meta() {
+        let batch = batch_of(&["x"]);
         // The stored state of `c/x` had a dot the new state no longer holds.
         let old = Dot::new(ReplicaId(9), 4);
-        let plan = plan_batch("s", 1, &batch, |_| Ok(vec![old])).expect("plan");
+        let stored = BTreeMap::from([(DocKey::new("c", "x"), vec![old])]);
+        let plan = plan_batch("s", 1, &batch, &stored).expect("plan");
         let sqls: Vec<&str> = plan.iter().map(|s| s.sql).collect();
         assert_eq!(
             sqls,
             [
                 schema::ENSURE_REPLICA,
-                schema::DELETE_DOT,
-                schema::UPSERT_DOC,
-                schema::INSERT_DOT,
+                DELETE_DOTS_IN,
+                UPSERT_DOCS_IN,
+                INSERT_DOTS_IN,
                 schema::UPSERT_MESSAGE,
                 schema::TRIM_CHANNEL,
                 schema::UPSERT_META
             ]
         );
-        assert_eq!(plan[1].args[1], Value::String(ReplicaId(9).to_string()));
-        let Value::Blob(state) = &plan[2].args[3] else {
-            panic!("the state is a BLOB: {:?}", plan[2].args[3])
+        assert_eq!(
+            plan[1].args[1],
+            Value::String(format!("[[\"{}\",4]]", ReplicaId(9)))
+        );
+        let Value::Blob(state) = &plan[2].args[2] else {
+            panic!("the states are a BLOB: {:?}", plan[2].args[2])
         };
         assert_eq!(
             bridge_core::codec::decode_state(state).as_ref(),
@@ -673,9 +901,191 @@ mod tests {
         );
         // A dot both states hold is neither dropped nor inserted again.
         let kept = batch.docs[0].1.siblings[0].dot;
-        let plan = plan_batch("s", 1, &batch, |_| Ok(vec![kept])).expect("plan");
+        let stored = BTreeMap::from([(DocKey::new("c", "x"), vec![kept])]);
+        let plan = plan_batch("s", 1, &batch, &stored).expect("plan");
         assert!(!plan
             .iter()
-            .any(|s| s.sql == schema::DELETE_DOT || s.sql == schema::INSERT_DOT));
+            .any(|s| s.sql == DELETE_DOTS_IN || s.sql == INSERT_DOTS_IN));
+    }
+
+    #[test]
+    fn a_large_batch_is_cut_into_statements_of_bounded_size() {
+        let ids: Vec<String> = (0..ROWS_PER_STMT + 3).map(|i| format!("d{i:05}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let batch = batch_of(&refs);
+        let plan = plan_batch("s", 1, &batch, &BTreeMap::new()).expect("plan");
+        let docs: Vec<&Stmt> = plan.iter().filter(|s| s.sql == UPSERT_DOCS_IN).collect();
+        assert_eq!(docs.len(), 2);
+        for s in docs {
+            let Value::String(rows) = &s.args[1] else {
+                panic!("rows")
+            };
+            let rows: Vec<serde_json::Value> = serde_json::from_str(rows).expect("json");
+            assert!(rows.len() <= ROWS_PER_STMT);
+            assert_eq!(rows[0][2], serde_json::json!(1), "offsets start at 1");
+        }
+    }
+
+    /// The batched statements on SQLite itself (rusqlite's bundled build; the Durable
+    /// Object's is the same engine): they write the rows the per-document statements of
+    /// `schema` write, and read them back by key with index seeks.
+    #[cfg(not(target_arch = "wasm32"))]
+    mod on_sqlite {
+        use super::*;
+        use rusqlite::types::Value as Sql;
+
+        fn db() -> rusqlite::Connection {
+            let c = rusqlite::Connection::open_in_memory().expect("open");
+            c.execute_batch(schema::CREATE_MIGRATIONS_TABLE)
+                .expect("migrations table");
+            for m in schema::MIGRATIONS {
+                c.execute_batch(m).expect("migration");
+            }
+            c.execute(
+                schema::INSERT_SPACE,
+                rusqlite::params!["s", ReplicaId(1).to_string(), 0],
+            )
+            .expect("space");
+            c
+        }
+
+        fn sql(v: &Value) -> Sql {
+            match v {
+                Value::Null => Sql::Null,
+                Value::Boolean(b) => Sql::Integer(i64::from(*b)),
+                Value::Integer(n) => Sql::Integer(*n),
+                Value::Float(f) => Sql::Real(*f),
+                Value::String(s) => Sql::Text(s.clone()),
+                Value::Blob(b) => Sql::Blob(b.clone()),
+            }
+        }
+
+        fn run(c: &rusqlite::Connection, plan: &[Stmt]) {
+            for s in plan {
+                let args: Vec<Sql> = s.args.iter().map(sql).collect();
+                c.execute(s.sql, rusqlite::params_from_iter(args))
+                    .unwrap_or_else(|e| panic!("{e}: {}", s.sql));
+            }
+        }
+
+        fn dots(c: &rusqlite::Connection) -> Vec<(i64, i64, String)> {
+            let mut st = c
+                .prepare("SELECT rid, counter, id FROM dots ORDER BY rid, counter")
+                .expect("prepare");
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .expect("query")
+                .collect::<std::result::Result<_, _>>()
+                .expect("rows")
+        }
+
+        fn states_in(c: &rusqlite::Connection, keys: &[DocKey]) -> Vec<(i64, Vec<u8>)> {
+            let rows: Vec<serde_json::Value> = keys
+                .iter()
+                .map(|k| serde_json::json!([k.collection, k.id]))
+                .collect();
+            let mut st = c.prepare(SELECT_DOCS_IN).expect("prepare");
+            let mut out: Vec<(i64, Vec<u8>)> = st
+                .query_map(
+                    rusqlite::params![1, serde_json::Value::Array(rows).to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .expect("query")
+                .collect::<std::result::Result<_, _>>()
+                .expect("rows");
+            out.sort();
+            out
+        }
+
+        #[test]
+        fn the_batched_statements_write_what_the_single_ones_do() {
+            let c = db();
+            let batch = batch_of(&["a", "b", "it's \"quoted\" ✓"]);
+            run(
+                &c,
+                &plan_batch("s", 1, &batch, &BTreeMap::new()).expect("plan"),
+            );
+            let keys: Vec<DocKey> = batch.docs.iter().map(|(k, _)| k.clone()).collect();
+            let found = states_in(
+                &c,
+                &[keys[2].clone(), DocKey::new("c", "none"), keys[0].clone()],
+            );
+            assert_eq!(
+                found,
+                [
+                    (0, encode_state(&batch.docs[2].1)),
+                    (2, encode_state(&batch.docs[0].1))
+                ]
+            );
+            let counters: Vec<(i64, i64, String)> = batch
+                .docs
+                .iter()
+                .map(|(k, s)| (1, s.siblings[0].dot.counter as i64, k.id.clone()))
+                .collect();
+            assert_eq!(
+                dots(&c),
+                counters,
+                "one live dot per document, replica 5 is rid 1"
+            );
+            let siblings: i64 = c
+                .query_row("SELECT SUM(siblings) FROM docs", [], |r| r.get(0))
+                .expect("sum");
+            assert_eq!(siblings, 3);
+
+            // The next states of `a` and `b` replace their dots: the old ones are dropped.
+            let next = batch_of(&["a", "b"]);
+            let moved = BTreeMap::from([
+                (keys[0].clone(), vec![Dot::new(ReplicaId(5), 100)]),
+                (keys[1].clone(), vec![Dot::new(ReplicaId(5), 101)]),
+            ]);
+            // Stored dots as if `a` and `b` held dots 100 and 101 (the same replica numbers).
+            c.execute("DELETE FROM dots WHERE id IN ('a', 'b')", [])
+                .expect("delete");
+            c.execute(
+                "INSERT INTO dots VALUES (1, 1, 100, 'c', 'a'), (1, 1, 101, 'c', 'b')",
+                [],
+            )
+            .expect("insert");
+            run(&c, &plan_batch("s", 1, &next, &moved).expect("plan"));
+            let mut want: Vec<(i64, i64, String)> = next
+                .docs
+                .iter()
+                .map(|(k, s)| (1, s.siblings[0].dot.counter as i64, k.id.clone()))
+                .collect();
+            want.push(counters[2].clone());
+            want.sort();
+            assert_eq!(dots(&c), want);
+            let found = states_in(&c, &keys[..2]);
+            assert_eq!(
+                found,
+                [
+                    (0, encode_state(&next.docs[0].1)),
+                    (1, encode_state(&next.docs[1].1))
+                ]
+            );
+        }
+
+        #[test]
+        fn reads_and_deletes_seek_by_key() {
+            let c = db();
+            for (q, table) in [(SELECT_DOCS_IN, "d"), (DELETE_DOTS_IN, "dots")] {
+                let mut st = c
+                    .prepare(&format!("EXPLAIN QUERY PLAN {q}"))
+                    .expect("prepare");
+                let plan: Vec<String> = st
+                    .query_map(rusqlite::params![1, "[]"], |r| r.get(3))
+                    .expect("query")
+                    .collect::<std::result::Result<_, _>>()
+                    .expect("rows");
+                assert!(
+                    plan.iter()
+                        .any(|l| l.starts_with(&format!("SEARCH {table} "))),
+                    "{q}: {plan:?}"
+                );
+                assert!(
+                    !plan.iter().any(|l| l.starts_with(&format!("SCAN {table}"))),
+                    "{q}: {plan:?}"
+                );
+            }
+        }
     }
 }
