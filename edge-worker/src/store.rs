@@ -714,6 +714,43 @@ impl DocStore for DoDocs {
             .collect()
     }
 
+    fn dot_states(
+        &self,
+        replica: ReplicaId,
+        from: u64,
+        upto: u64,
+        n: usize,
+    ) -> bridge_core::Result<Vec<(u64, DocKey, Option<DocState>)>> {
+        let rows = self.rows(
+            schema::SELECT_DOT_STATES,
+            vec![
+                self.sp(),
+                Value::String(replica.to_string()),
+                int(from),
+                int(upto),
+                limit(n),
+            ],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let counter = integer(r, 0, "dots.counter").map_err(read_err)?;
+                let key = DocKey::new(
+                    text(r, 1, "dots.collection").map_err(read_err)?,
+                    text(r, 2, "dots.id").map_err(read_err)?,
+                );
+                // NULL: a dot without its document row (a `LEFT JOIN`).
+                let state = match r.get(3) {
+                    None | Some(Value::Null) => None,
+                    Some(_) => {
+                        let what = format!("docs.state of {}/{}", key.collection, key.id);
+                        Some(state_of(r, 3, what).map_err(read_err)?)
+                    }
+                };
+                Ok((u64::try_from(counter).unwrap_or(0), key, state))
+            })
+            .collect()
+    }
+
     fn conflicted(
         &self,
         collection: Option<&str>,
