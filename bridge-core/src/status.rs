@@ -210,6 +210,8 @@ mod tests {
             "open_conflicts": 0,
             "cache_bytes": 2048,
             "cache_budget": 67108864,
+            "horizon": "00000000000000ab:2",
+            "tracked_peers": 1,
             "default_policy": "lww",
             "conflict_strategy": "merge",
             "default_policy_mismatch": true,
