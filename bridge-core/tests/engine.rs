@@ -893,3 +893,36 @@ fn the_stable_horizon_covers_what_every_replica_holds_and_waits_for_the_absent()
         assert!(horizon(node).contains(later), "node {n}");
     }
 }
+
+/// A replica's own write is the last one: its report (floor counting the write) overtakes
+/// the push that carries the write, so the server caps the floor below it at first; once
+/// the push is acknowledged the report is applied again, and the horizon covers the write.
+#[test]
+fn the_horizon_covers_a_last_write_made_below_the_root() {
+    let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
+    root_cfg.root = true;
+    let mut net = Net::new(vec![
+        Node::new(root_cfg),
+        engine(2, Tier::Local),
+        engine(3, Tier::Local),
+    ]);
+    net.link(1, 0, None, Wire::Binary);
+    net.link(2, 1, None, Wire::Json);
+    net.pump();
+    for (writer, id) in [(2, "from-client"), (1, "from-hybrid")] {
+        let d = net.nodes[writer]
+            .write(0, DocKey::new("c", id), WriteOp::Put(obj(json!({"v": 1}))))
+            .expect("write");
+        // Quiet: nobody writes after it.
+        for _ in 0..5 {
+            net.pump();
+        }
+        for (n, node) in net.nodes.iter().enumerate() {
+            let h = &node.replica().stability().horizon;
+            assert!(
+                h.contains(d),
+                "node {n}: {d:?} (by node {writer}) below {h:?}"
+            );
+        }
+    }
+}

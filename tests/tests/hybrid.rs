@@ -529,4 +529,23 @@ async fn the_stable_horizon_covers_both_hosts_writes_once_quiet() {
     assert_eq!(c["cursor"], l["cursor"]);
     assert_eq!(c["tracked_peers"], 1, "the cloud tracks the hybrid host");
     assert_eq!(l["tracked_peers"], 0, "nobody dialed the hybrid host");
+    // The hybrid host writes last: its report overtakes the push carrying the write, and
+    // the horizon still reaches it once the push is taken.
+    let (s, v) = local.http("PUT", "/v1/spaces/proj/docs/notes/last", Some(r#"{"n":3}"#));
+    assert_eq!(s, 200, "{v}");
+    let before = c["cursor"].clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let c = loop {
+        let c = tests::wait_horizon_at_cursor(cloud.api_port, tok, "proj", 2);
+        if c["cursor"] != before {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cloud never got the write"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let l = tests::wait_horizon_at_cursor(local.api_port, None, "proj", 2);
+    assert_eq!(c["cursor"], l["cursor"]);
 }

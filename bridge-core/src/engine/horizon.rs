@@ -19,23 +19,41 @@ impl Engine {
         floor: VersionVector,
         ceiling: VersionVector,
     ) -> Result<(), Fatal> {
-        let Some(s) = self.sessions.get(&session) else {
+        let Some(s) = self.sessions.get_mut(&session) else {
             return Ok(());
         };
-        let (Some(link), false) = (s.peer.as_ref(), s.dialed) else {
+        let (Some(link), false) = (s.peer.as_mut(), s.dialed) else {
             return Err(Fatal(Error::Protocol(
                 "`report` goes from a peer to the server it dialed".into(),
             )));
         };
-        let floor = meet(&floor, &link.acked);
+        link.report = Some((floor, ceiling));
+        self.apply_report(session);
+        Ok(())
+    }
+
+    /// Puts a peer's last report, its floor capped at what we know the peer holds, in the
+    /// table: when it arrives, and again whenever what we know the peer holds rises.
+    #[cfg(feature = "serve")]
+    pub(super) fn apply_report(&mut self, session: SessionId) {
+        let Some(link) = self.sessions.get(&session).and_then(|s| s.peer.as_ref()) else {
+            return;
+        };
+        let Some((floor, ceiling)) = &link.report else {
+            return;
+        };
+        let (floor, ceiling) = (meet(floor, &link.acked), ceiling.clone());
         let replica = link.replica;
         let mut stability = self.replica.stability().clone();
         if stability.reported(replica, floor, ceiling) {
             *self.replica.stability_mut() = stability;
             self.horizon_round();
         }
-        Ok(())
     }
+
+    /// Built without `serve` (the browser), no peer reports to this replica.
+    #[cfg(not(feature = "serve"))]
+    pub(super) fn apply_report(&mut self, _: SessionId) {}
 
     /// Built without `serve` (the browser), no peer dials this replica.
     #[cfg(not(feature = "serve"))]

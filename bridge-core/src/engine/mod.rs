@@ -327,6 +327,11 @@ struct PeerLink {
     reported: Option<(VersionVector, VersionVector)>,
     /// On a link that dialed us: the horizon we last sent it.
     horizon_sent: VersionVector,
+    /// On a link that dialed us: its last `report` as sent, before capping. Applied again
+    /// whenever `acked` rises: a report usually overtakes the push that carries the writes
+    /// its floor counts, and a capped floor would otherwise stay below them.
+    #[cfg(feature = "serve")]
+    report: Option<(VersionVector, VersionVector)>,
 }
 
 #[derive(Debug)]

@@ -263,6 +263,7 @@ impl Engine {
             // changes that came from the peer never show as lag towards it.
             link.acked.join(&watermark);
         }
+        self.apply_report(session);
         self.gate(Gated::Frame(
             session,
             Frame::Ack(Ack {
@@ -293,6 +294,7 @@ impl Engine {
                 tier: link.tier,
                 vector: link.acked.clone(),
             });
+            self.apply_report(session);
         }
         Ok(())
     }
@@ -488,6 +490,8 @@ impl PeerLink {
             blocked_at: None,
             reported: None,
             horizon_sent: VersionVector::new(),
+            #[cfg(feature = "serve")]
+            report: None,
         }
     }
 }

@@ -165,6 +165,8 @@ impl Engine {
                 // idempotent).
                 reported: None,
                 horizon_sent: VersionVector::new(),
+                #[cfg(feature = "serve")]
+                report: None,
             }),
             channels: snap.channels.into_iter().map(|c| (c, ())).collect(),
             collections: snap.collections.into_iter().map(|c| (c, ())).collect(),
