@@ -66,7 +66,9 @@ fn bridge_sync(from: &Replica, to: &mut Replica) -> usize {
     let mut bytes = 0;
     let mut seq = 0;
     while from.ahead_of(&known) {
-        let d = from.delta(&known, BATCH).expect("a replica in memory reads");
+        let d = from
+            .delta(&known, BATCH)
+            .expect("a replica in memory reads");
         known.join(&d.watermark);
         seq += 1;
         let wire = encode_binary(&Frame::Push(Push {
@@ -109,11 +111,14 @@ fn bridge_run(n: usize, m: usize) -> Run {
     let mut bytes = bridge_sync(&a, &mut b);
     bytes += bridge_sync(&b, &mut a);
     let t2 = Instant::now();
-    let la = a.list("kv", None, usize::MAX).expect("a replica in memory reads");
+    let la = a
+        .list("kv", None, usize::MAX)
+        .expect("a replica in memory reads");
     assert_eq!(la.len(), n + m);
     assert_eq!(
         la,
-        b.list("kv", None, usize::MAX).expect("a replica in memory reads"),
+        b.list("kv", None, usize::MAX)
+            .expect("a replica in memory reads"),
         "bridge-core: replicas differ"
     );
     black_box((a, b));
