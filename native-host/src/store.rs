@@ -1057,7 +1057,14 @@ mod tests {
         let e = s
             .load_engine(EngineConfig::new(ReplicaId(0), Tier::Cloud, "a"))
             .expect("load");
-        assert_eq!(e.replica().stability(), &stability);
+        // The horizon and the peers come back; their floors and ceilings do not (each peer
+        // reports again), so the horizon waits for them.
+        let back = e.replica().stability();
+        assert_eq!(back.horizon, stability.horizon);
+        assert_eq!(back.peers.len(), 1);
+        assert_eq!(back.peers[0].replica, ReplicaId(7));
+        assert_eq!(back.peers[0].floor, VersionVector::new());
+        assert_eq!(back.peers[0].ceiling, None);
         assert!(e.replica().durably_tracks(ReplicaId(7)));
         let _ = std::fs::remove_dir_all(&dir);
     }

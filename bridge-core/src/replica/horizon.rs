@@ -11,15 +11,23 @@ use serde::{Deserialize, Serialize};
 /// One peer in a replica's table: the last floor and ceiling it reported (capped as the
 /// engine believes them), or, until its first report, what it held at `hello` and no
 /// ceiling — which holds the horizon back until it reports.
+///
+/// Only the peer's id is stored: the record stays a few bytes per peer however many
+/// replicas write (two vectors per peer would be O(peers × writers), rewritten at every
+/// report). Read back, an entry has no floor and no ceiling, so the horizon (stored, and
+/// never lowered) waits until every peer has reported again; a peer that is gone held it
+/// back at its old floor anyway.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tracked {
     /// The peer.
     pub replica: ReplicaId,
-    /// Every write below it is durable everywhere in the peer's part of the tree.
+    /// Every write below it is durable everywhere in the peer's part of the tree (not
+    /// stored).
+    #[serde(skip)]
     pub floor: VersionVector,
     /// Every write made in the peer's part of the tree is below it; `None` before the
-    /// peer's first report.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// peer's first report since it was tracked or since this replica started (not stored).
+    #[serde(skip)]
     pub ceiling: Option<VersionVector>,
 }
 
