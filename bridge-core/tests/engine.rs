@@ -825,18 +825,24 @@ fn timers_fire_at_their_deadlines_on_the_virtual_clock() {
     assert!(!net.links[link].is_open());
 }
 
+/// Three nodes for the horizon tests, not linked yet: the root (node 0, cloud), and two
+/// local replicas (nodes 1 and 2).
+fn tree() -> Net {
+    let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
+    root_cfg.root = true;
+    Net::new(vec![
+        Node::new(root_cfg),
+        engine(2, Tier::Local),
+        engine(3, Tier::Local),
+    ])
+}
+
 /// The stable horizon over a tree root ← hybrid ← client: it rises to cover what every
 /// replica holds (two rounds of reports after the last write), travels down, is adopted
 /// only as far as a replica holds it, and stops for a replica that went away.
 #[test]
 fn the_stable_horizon_covers_what_every_replica_holds_and_waits_for_the_absent() {
-    let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
-    root_cfg.root = true;
-    let mut net = Net::new(vec![
-        Node::new(root_cfg),
-        engine(2, Tier::Local),
-        engine(3, Tier::Local),
-    ]);
+    let mut net = tree();
     let key = |id: &str| DocKey::new("c", id);
     let put = |n: &mut Node, id: &str| {
         n.write(0, key(id), WriteOp::Put(obj(json!({"v": id}))))
@@ -899,13 +905,7 @@ fn the_stable_horizon_covers_what_every_replica_holds_and_waits_for_the_absent()
 /// the push is acknowledged the report is applied again, and the horizon covers the write.
 #[test]
 fn the_horizon_covers_a_last_write_made_below_the_root() {
-    let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
-    root_cfg.root = true;
-    let mut net = Net::new(vec![
-        Node::new(root_cfg),
-        engine(2, Tier::Local),
-        engine(3, Tier::Local),
-    ]);
+    let mut net = tree();
     net.link(1, 0, None, Wire::Binary);
     net.link(2, 1, None, Wire::Json);
     net.pump();
