@@ -358,6 +358,18 @@ fn state_of(row: &[Value], i: usize, what: String) -> Result<DocState> {
         .map_err(|e| corrupt(what, e))
 }
 
+/// A row's first three columns as a live dot: (counter, collection, id).
+fn dot_of(r: &[Value]) -> bridge_core::Result<(u64, DocKey)> {
+    let counter = integer(r, 0, "dots.counter").map_err(read_err)?;
+    Ok((
+        u64::try_from(counter).unwrap_or(0),
+        DocKey::new(
+            text(r, 1, "dots.collection").map_err(read_err)?,
+            text(r, 2, "dots.id").map_err(read_err)?,
+        ),
+    ))
+}
+
 /// The integer id of `space` (`spaces.sid`), which `docs` and `dots` are keyed by.
 fn space_id(sql: &SqlStorage, space: &str) -> Result<i64> {
     let rows = exec(
@@ -612,6 +624,17 @@ impl DoDocs {
         Value::Integer(self.sid)
     }
 
+    /// The bindings of `SELECT_DOTS` and `SELECT_DOT_STATES`.
+    fn dot_args(&self, replica: ReplicaId, from: u64, upto: u64, n: usize) -> Vec<Value> {
+        vec![
+            self.sp(),
+            Value::String(replica.to_string()),
+            int(from),
+            int(upto),
+            limit(n),
+        ]
+    }
+
     fn count(&self, q: &str, args: Vec<Value>) -> bridge_core::Result<u64> {
         let rows = self.rows(q, args)?;
         let n = match rows.first() {
@@ -690,28 +713,8 @@ impl DocStore for DoDocs {
         upto: u64,
         n: usize,
     ) -> bridge_core::Result<Vec<(u64, DocKey)>> {
-        let rows = self.rows(
-            schema::SELECT_DOTS,
-            vec![
-                self.sp(),
-                Value::String(replica.to_string()),
-                int(from),
-                int(upto),
-                limit(n),
-            ],
-        )?;
-        rows.iter()
-            .map(|r| {
-                let counter = integer(r, 0, "dots.counter").map_err(read_err)?;
-                Ok((
-                    u64::try_from(counter).unwrap_or(0),
-                    DocKey::new(
-                        text(r, 1, "dots.collection").map_err(read_err)?,
-                        text(r, 2, "dots.id").map_err(read_err)?,
-                    ),
-                ))
-            })
-            .collect()
+        let rows = self.rows(schema::SELECT_DOTS, self.dot_args(replica, from, upto, n))?;
+        rows.iter().map(|r| dot_of(r)).collect()
     }
 
     fn dot_states(
@@ -723,21 +726,11 @@ impl DocStore for DoDocs {
     ) -> bridge_core::Result<Vec<(u64, DocKey, Option<DocState>)>> {
         let rows = self.rows(
             schema::SELECT_DOT_STATES,
-            vec![
-                self.sp(),
-                Value::String(replica.to_string()),
-                int(from),
-                int(upto),
-                limit(n),
-            ],
+            self.dot_args(replica, from, upto, n),
         )?;
         rows.iter()
             .map(|r| {
-                let counter = integer(r, 0, "dots.counter").map_err(read_err)?;
-                let key = DocKey::new(
-                    text(r, 1, "dots.collection").map_err(read_err)?,
-                    text(r, 2, "dots.id").map_err(read_err)?,
-                );
+                let (counter, key) = dot_of(r)?;
                 // NULL: a dot without its document row (a `LEFT JOIN`).
                 let state = match r.get(3) {
                     None | Some(Value::Null) => None,
@@ -746,7 +739,7 @@ impl DocStore for DoDocs {
                         Some(state_of(r, 3, what).map_err(read_err)?)
                     }
                 };
-                Ok((u64::try_from(counter).unwrap_or(0), key, state))
+                Ok((counter, key, state))
             })
             .collect()
     }
