@@ -78,6 +78,26 @@ impl DocState {
         self.siblings.is_empty()
     }
 
+    /// Every sibling is a tombstone (and there is one): the document is deleted everywhere
+    /// this state has reached, and may be collected once its whole context is stable.
+    pub fn is_dead(&self) -> bool {
+        !self.siblings.is_empty() && self.siblings.iter().all(|s| s.body.is_none())
+    }
+
+    /// Reads a state a peer sent against what the peer is known to hold (`held`: below the
+    /// horizon and durable at the peer): a sibling of `local` that the peer's state neither
+    /// holds nor has seen, but whose dot `held` covers, was seen by the peer and is gone
+    /// there (superseded by a document it collected, or collected itself), so the peer's
+    /// state counts as having seen it. Only the dots of such siblings are added to this
+    /// state's context (they are in `local`'s already, so the join's context does not grow).
+    pub fn read_against(&mut self, local: &DocState, held: &VersionVector) {
+        for s in &local.siblings {
+            if held.contains(s.dot) && !self.context.contains(s.dot) && !self.has_dot(s.dot) {
+                self.context.raise(s.dot.replica, s.dot.counter);
+            }
+        }
+    }
+
     /// Whether a sibling with dot `d` is live in this state.
     pub fn has_dot(&self, d: Dot) -> bool {
         has_dot(&self.siblings, d)

@@ -140,6 +140,12 @@ pub const MIGRATIONS: &[&str] = &[
         sid INTEGER PRIMARY KEY,
         record TEXT NOT NULL
      );",
+    // 5: tombstone collection. `docs.dead` is 1 when every sibling of the state is a
+    // tombstone; the partial index lists those documents, the only ones collection may
+    // remove. Rows written before keep 0 until their document is next written (a host may
+    // set it at once with [`SELECT_STATES_PAGE`] and [`UPDATE_DEAD`]).
+    "ALTER TABLE docs ADD COLUMN dead INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX docs_dead ON docs (sid, collection, id) WHERE dead = 1;",
 ];
 
 /// The schema version this build writes: the number of [`MIGRATIONS`].
@@ -206,13 +212,29 @@ pub const SELECT_MESSAGES_AFTER: &str = "SELECT offset, message FROM messages
  ORDER BY offset LIMIT ?4";
 
 /// ?1 space id, ?2 collection, ?3 id, ?4 state (BLOB, [`crate::codec::encode_state`]),
-/// ?5 number of siblings: insert or replace a document's state. In the same transaction,
-/// before it: read the state it replaces ([`SELECT_DOC`]) and [`DELETE_DOT`] each of that
-/// state's dots the new one no longer holds; after it, [`INSERT_DOT`] each new dot.
+/// ?5 number of siblings, ?6 1 when every sibling is a tombstone else 0
+/// ([`crate::DocState::is_dead`]): insert or replace a document's state. In the same
+/// transaction, before it: read the state it replaces ([`SELECT_DOC`]) and [`DELETE_DOT`]
+/// each of that state's dots the new one no longer holds; after it, [`INSERT_DOT`] each new
+/// dot.
 pub const UPSERT_DOC: &str =
-    "INSERT INTO docs (sid, collection, id, state, siblings) VALUES (?1, ?2, ?3, ?4, ?5)
+    "INSERT INTO docs (sid, collection, id, state, siblings, dead) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
  ON CONFLICT (sid, collection, id) DO UPDATE SET state = excluded.state,
-    siblings = excluded.siblings";
+    siblings = excluded.siblings, dead = excluded.dead";
+/// ?1 space id, ?2 collection, ?3 id: removes a collected document
+/// ([`crate::replica::PersistBatch::collected`]). In the same transaction, before it: read
+/// its state ([`SELECT_DOC`]) and [`DELETE_DOT`] each of its dots.
+pub const DELETE_DOC: &str = "DELETE FROM docs WHERE sid = ?1 AND collection = ?2 AND id = ?3";
+/// ?1 space id, ?2 collection, ?3 id after which to start (both '' for the first), ?4 limit
+/// → (collection, id, state): a page of the documents whose siblings are all tombstones
+/// (`docs_dead`), in key order: what collection looks at.
+pub const SELECT_DEAD: &str = "SELECT collection, id, state FROM docs
+ WHERE sid = ?1 AND dead = 1 AND (collection > ?2 OR (collection = ?2 AND id > ?3))
+ ORDER BY collection, id LIMIT ?4";
+/// ?1 space id, ?2 collection, ?3 id, ?4 dead (1 or 0): sets one row's `dead` from its
+/// state (a store brought to schema 5 whose rows were written before).
+pub const UPDATE_DEAD: &str =
+    "UPDATE docs SET dead = ?4 WHERE sid = ?1 AND collection = ?2 AND id = ?3";
 
 /// ?1 space id, ?2 replica (hex), ?3 counter: drops one live dot (of a state being replaced).
 /// A dot names one write, so it belongs to one document: no document key is needed.
@@ -391,7 +413,7 @@ mod tests {
 
     #[test]
     fn version_matches_migrations() {
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
         for (t, since) in TABLES.iter().filter(|(t, _)| *t != "migrations") {
             let created = MIGRATIONS
                 .iter()

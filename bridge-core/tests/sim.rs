@@ -32,6 +32,7 @@ fn simulation_converges_under_faults() {
                 total.attacks += r.attacks;
                 total.attacks_refused += r.attacks_refused;
                 total.horizon += r.horizon;
+                total.collected += r.collected;
             }
             Err(f) => {
                 eprintln!("{f}");
@@ -50,6 +51,10 @@ fn simulation_converges_under_faults() {
     assert!(
         total.horizon > 0,
         "the root's horizon never rose: {total:?}"
+    );
+    assert!(
+        total.collected > 0,
+        "no replica ever collected a tombstone: {total:?}"
     );
     assert!(
         total.acked_writes > seeds as usize,

@@ -605,7 +605,7 @@ wire_enum! {
     ErrorCode [
         Malformed, TooLarge, UnsupportedVersion, UnknownType, ClockSkew, BadPolicy, BadRequest,
         HelloRequired, WrongSpace, Unauthorized, Forbidden, NotFound, Protocol, Internal,
-        Timeout, RelayForbidden,
+        Timeout, RelayForbidden, BehindHorizon,
     ]
 }
 

@@ -155,7 +155,14 @@ pub struct EngineConfig {
     /// server's horizon instead. Default `false` (a replica that is never told computes no
     /// horizon of its own, which is always safe).
     pub root: bool,
+    /// Collect tombstones: documents deleted everywhere, whose whole context is below the
+    /// stable horizon, are removed from the store (ARCHITECTURE.md, "Collection"). Default
+    /// `false`. Needs a store that lists its dead documents ([`crate::replica::DocStore::dead`]).
+    pub collect: bool,
 }
+
+/// Pages of dead documents collection looks at per [`Engine::poll_persist`].
+const COLLECT_PAGES: usize = 16;
 
 /// Default for [`EngineConfig::cache_bytes`]: 64 MiB.
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
@@ -188,6 +195,7 @@ impl EngineConfig {
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             cache_bytes: DEFAULT_CACHE_BYTES,
             root: false,
+            collect: false,
         }
     }
 }
@@ -487,7 +495,8 @@ impl Engine {
         let replica = Replica::new(cfg.replica, cfg.tier, cfg.space.clone())
             .with_default_policy(cfg.default_policy)
             .with_default_retain(cfg.default_retain)
-            .with_max_skew(cfg.max_skew_ms);
+            .with_max_skew(cfg.max_skew_ms)
+            .with_collection(cfg.collect);
         Engine {
             cfg,
             replica,
@@ -697,6 +706,9 @@ impl Engine {
     #[must_use]
     pub fn poll_persist(&mut self) -> Option<PersistBatch> {
         self.seed_space();
+        // A store read that fails ends the pass until the horizon moves again; collection
+        // is never needed for correctness, so the batch goes on without it.
+        let _ = self.replica.collect_step(COLLECT_PAGES);
         let mut batch = self.replica.cut()?;
         batch.requests = self.requests.take_staged();
         let gates = std::mem::take(&mut self.staged_gates);

@@ -91,11 +91,28 @@ impl Engine {
             // From now on the peer holds the horizon back until it reports.
             let (replica, held) = (peer.replica, peer.acked.clone());
             if !self.replica.stability().is_tracked(replica) {
+                self.behind_check(replica, &held)?;
                 self.replica.stability_mut().track(replica, &held);
             }
         }
         self.opened(session)?;
         self.horizon_round();
+        Ok(())
+    }
+
+    /// A peer we do not track yet, holding writes of other replicas (so documents it may
+    /// still hold were written before) but not everything below our horizon, while we
+    /// collect: a document deleted and collected meanwhile would never reach it as deleted.
+    /// It is refused (`behind_horizon`) before anything is sent to it.
+    #[cfg(feature = "serve")]
+    fn behind_check(&self, replica: ReplicaId, held: &VersionVector) -> Result<(), Fatal> {
+        let horizon = &self.replica.stability().horizon;
+        if self.replica.collects()
+            && held.iter().any(|(r, _)| r != replica)
+            && !held.dominates(horizon)
+        {
+            return Err(Fatal(Error::BehindHorizon));
+        }
         Ok(())
     }
 
@@ -247,7 +264,16 @@ impl Engine {
         } = p;
         self.distrust_own_claim(&mut watermark);
         let count = docs.len() as u64;
-        self.replica.apply_remote(now_ms, docs, &watermark)?;
+        // What the peer holds durably below our horizon (ARCHITECTURE.md, "Collection"): a
+        // sibling it has seen and no longer holds is gone there, so it is gone here too.
+        let held = self
+            .sessions
+            .get(&session)
+            .and_then(|s| s.peer.as_ref())
+            .map(|l| crate::replica::meet(&self.replica.stability().horizon, &l.acked))
+            .unwrap_or_default();
+        self.replica
+            .apply_remote_held(now_ms, docs, &watermark, &held)?;
         self.events.push_back(Event::PushReceived {
             session,
             docs: count,

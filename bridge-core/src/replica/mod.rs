@@ -52,6 +52,9 @@ pub const CONFIG_COLLECTION: &str = "_config";
 pub const CONFIG_POLICY: Policy = Policy::CloudWins;
 /// The configuration entry that holds the space-wide settings (`default_policy`).
 pub const SPACE_ENTRY: &str = "space";
+/// At most this many collected documents go into one batch.
+pub const COLLECT_BATCH: usize = 1024;
+
 /// Default number of messages a channel keeps for replay.
 pub const DEFAULT_RETAIN: usize = 100;
 
@@ -80,12 +83,16 @@ pub struct PersistBatch {
     /// The horizon and the peers' table, when they changed since the last batch: stored
     /// with the metadata, given back with [`Replica::restore_stability`].
     pub stability: Option<Stability>,
+    /// Documents collected (ARCHITECTURE.md, "Collection"): deleted everywhere, their whole
+    /// context below the horizon. The host removes each one's row and live dots. None of
+    /// them is in [`PersistBatch::docs`].
+    pub collected: Vec<DocKey>,
 }
 
 impl PersistBatch {
     /// Whether the batch carries no document and no message (metadata only).
     pub fn is_empty(&self) -> bool {
-        self.docs.is_empty() && self.messages.is_empty()
+        self.docs.is_empty() && self.messages.is_empty() && self.collected.is_empty()
     }
 }
 
@@ -104,6 +111,7 @@ struct InFlight {
     vector: VersionVector,
     message_seen: VersionVector,
     messages: Vec<Retained>,
+    collected: Vec<DocKey>,
     /// The peers of the table this batch persists, when it persists the table.
     #[cfg(feature = "serve")]
     peers: Option<Vec<ReplicaId>>,
@@ -146,6 +154,24 @@ pub struct Replica {
     /// The peers of the table as last persisted, in id order.
     #[cfg(feature = "serve")]
     durable_peers: Vec<ReplicaId>,
+    /// Tombstone collection (off unless the host turns it on).
+    collector: Collector,
+}
+
+/// Where tombstone collection stands: documents found collectable and not cut yet, and the
+/// pass over the store's dead documents (`docs_dead`) that finds them.
+#[derive(Debug, Default)]
+struct Collector {
+    enabled: bool,
+    /// Found, waiting for the next cut.
+    staged: BTreeSet<DocKey>,
+    /// The pass under way: the horizon it collects below, and the last key it looked at.
+    pass: Option<(VersionVector, Option<DocKey>)>,
+    /// The horizon of the last pass that ran to the end: a new pass starts when the horizon
+    /// moves past it.
+    done_below: VersionVector,
+    /// Documents collected since this replica was made (counted when persisted).
+    total: u64,
 }
 
 impl Replica {
@@ -171,7 +197,25 @@ impl Replica {
             stability_dirty: false,
             #[cfg(feature = "serve")]
             durable_peers: Vec::new(),
+            collector: Collector::default(),
         }
+    }
+
+    /// Turns tombstone collection on: documents whose siblings are all tombstones and
+    /// whose whole context is below the horizon are removed from the store.
+    pub fn with_collection(mut self, on: bool) -> Self {
+        self.collector.enabled = on;
+        self
+    }
+
+    /// Whether this replica collects tombstones.
+    pub fn collects(&self) -> bool {
+        self.collector.enabled
+    }
+
+    /// Documents collected since this replica was made.
+    pub fn collected_total(&self) -> u64 {
+        self.collector.total
     }
 
     /// Sets the policy this store seeds as the space default when it creates the space.
@@ -725,6 +769,20 @@ impl Replica {
         docs: Vec<DocEntry>,
         watermark: &VersionVector,
     ) -> Result<Vec<DocKey>> {
+        self.apply_remote_held(now_ms, docs, watermark, &VersionVector::new())
+    }
+
+    /// [`Replica::apply_remote`] of a push from a peer known to hold durably everything
+    /// below `held` (below the horizon): each state is read against it
+    /// ([`DocState::read_against`]), so a sibling the peer has seen and no longer holds
+    /// (its document collected there) is gone here too.
+    pub fn apply_remote_held(
+        &mut self,
+        now_ms: u64,
+        docs: Vec<DocEntry>,
+        watermark: &VersionVector,
+        held: &VersionVector,
+    ) -> Result<Vec<DocKey>> {
         for e in &docs {
             crate::check_name("collection", &e.collection, true)?;
             crate::check_name("document id", &e.id, true)?;
@@ -751,6 +809,9 @@ impl Replica {
             // durable one) and never compared by content.
             match self.staged.docs.entry(key) {
                 Entry::Occupied(mut slot) => {
+                    if !held.is_empty() {
+                        state.read_against(slot.get(), held);
+                    }
                     if slot.get().join_changes(&state) {
                         // A staged state is in this layer only, so it is not shared: the
                         // match takes it without a copy.
@@ -766,7 +827,11 @@ impl Replica {
                     }
                 }
                 Entry::Vacant(slot) => {
-                    let joined = match unstaged_state(&self.inflight, &self.durable, slot.key())? {
+                    let cur = unstaged_state(&self.inflight, &self.durable, slot.key())?;
+                    if let (Some(cur), false) = (&cur, held.is_empty()) {
+                        state.read_against(cur, held);
+                    }
+                    let joined = match cur {
                         Some(cur) if cur.join_changes(&state) => {
                             let mut cur = (*cur).clone();
                             cur.absorb(state);
@@ -829,6 +894,7 @@ impl Replica {
     pub fn has_staged(&self) -> bool {
         !self.staged.docs.is_empty()
             || !self.staged.messages.is_empty()
+            || !self.collector.staged.is_empty()
             || self.stability_dirty
             || &self.vv_latest != self.inflight.back().map_or(&self.vv, |f| &f.vector)
     }
@@ -842,6 +908,11 @@ impl Replica {
         self.next_batch += 1;
         let layer = std::mem::take(&mut self.staged);
         let docs = layer.docs;
+        // A document written or joined since it was found collectable is kept.
+        let collected: Vec<DocKey> = std::mem::take(&mut self.collector.staged)
+            .into_iter()
+            .filter(|k| !docs.contains_key(k))
+            .collect();
         let mut offset = self
             .inflight
             .iter()
@@ -875,6 +946,7 @@ impl Replica {
             retain,
             requests: Vec::new(),
             stability: std::mem::take(&mut self.stability_dirty).then(|| self.stability.clone()),
+            collected: collected.clone(),
         };
         #[cfg(feature = "serve")]
         let peers = batch
@@ -889,6 +961,7 @@ impl Replica {
             vector: self.vv_latest.clone(),
             message_seen: self.msg_seen_latest.clone(),
             messages,
+            collected,
         });
         Some(batch)
     }
@@ -915,6 +988,10 @@ impl Replica {
             released.docs.push(key.clone());
             self.durable.put(key, state);
         }
+        for key in &f.collected {
+            self.durable.remove(key);
+        }
+        self.collector.total += f.collected.len() as u64;
         self.vv = f.vector;
         self.msg_seen = f.message_seen;
         #[cfg(feature = "serve")]
@@ -935,9 +1012,71 @@ impl Replica {
         Ok(released)
     }
 
+    /// Collection: looks through at most `pages` pages of the store's dead documents (every
+    /// sibling a tombstone) for those whose whole context is below the horizon, and stages
+    /// them for the next cut (at most [`COLLECT_BATCH`] at a time). A pass starts when the
+    /// horizon has moved since the last one ended, and runs from the first dead document to
+    /// the last, one page per step, so memory stays a page and a batch. A document in a newer
+    /// layer is left for a later pass: it is being changed.
+    pub fn collect_step(&mut self, pages: usize) -> Result<()> {
+        if !self.collector.enabled {
+            return Ok(());
+        }
+        if self.collector.pass.is_none() {
+            let h = &self.stability.horizon;
+            if h.is_empty() || &self.collector.done_below == h {
+                return Ok(());
+            }
+            self.collector.pass = Some((h.clone(), None));
+        }
+        for _ in 0..pages {
+            if self.collector.staged.len() >= COLLECT_BATCH {
+                break;
+            }
+            let Some((below, after)) = self.collector.pass.take() else {
+                break;
+            };
+            let page = match self.durable.dead(after.as_ref(), PAGE) {
+                Ok(page) => page,
+                Err(e) => {
+                    self.collector.done_below = below;
+                    return Err(e);
+                }
+            };
+            let full = page.len() == PAGE;
+            let last = page.last().map(|(k, _)| k.clone());
+            for (key, state) in page {
+                let busy = self.staged.docs.contains_key(&key)
+                    || self
+                        .inflight
+                        .iter()
+                        .any(|f| f.docs.contains_key(&key) || f.collected.contains(&key));
+                if key.collection != CONFIG_COLLECTION
+                    && !busy
+                    && state.is_dead()
+                    && below.dominates(&state.context)
+                {
+                    self.collector.staged.insert(key);
+                }
+            }
+            match last {
+                Some(k) if full => self.collector.pass = Some((below, Some(k))),
+                _ => self.collector.done_below = below,
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a collection pass is under way (more steps would look at more documents).
+    pub fn collecting(&self) -> bool {
+        self.collector.pass.is_some()
+    }
+
     /// Drops everything not yet persisted, as a crash would (used by the simulation).
     pub fn forget_unpersisted(&mut self) {
         self.staged = Layer::default();
+        self.collector.staged.clear();
+        self.collector.pass = None;
         self.inflight.clear();
         self.vv_latest = self.vv.clone();
         self.msg_seen_latest = self.msg_seen.clone();

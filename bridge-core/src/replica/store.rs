@@ -69,6 +69,14 @@ pub trait DocStore: Send {
     ) -> Result<Vec<DocKey>>;
     /// Number of durable documents, tombstones included.
     fn doc_count(&self) -> Result<u64>;
+    /// Documents whose siblings are all tombstones ([`DocState::is_dead`]) above `after`,
+    /// in key order, at most `limit`, with their states: what collection looks at
+    /// (`schema::SELECT_DEAD`). The default has none: a store without that index (the
+    /// browser's) never collects.
+    fn dead(&self, after: Option<&DocKey>, limit: usize) -> Result<Vec<(DocKey, DocState)>> {
+        let _ = (after, limit);
+        Ok(Vec::new())
+    }
     /// The first collection above `after` (`""`: the first of all) holding a document.
     fn next_collection(&self, after: &str) -> Result<Option<String>>;
     /// Retained messages with an offset in `from + 1 ..= upto` — of `channel`, or of every
@@ -313,6 +321,49 @@ impl Durable {
                     cache.get_mut().put(key, state);
                 }
             }
+        }
+    }
+
+    /// A document the host collected: gone from the store, so from memory too.
+    pub(super) fn remove(&mut self, key: &DocKey) {
+        match self {
+            Durable::Memory { docs, live } => {
+                if let Some(old) = docs.remove(key) {
+                    for s in &old.siblings {
+                        live.remove(&s.dot);
+                    }
+                }
+            }
+            #[cfg(feature = "store")]
+            Durable::Stored { config, cache, .. } => {
+                config.remove(key);
+                cache.get_mut().remove(key);
+            }
+        }
+    }
+
+    /// A page of durable documents whose siblings are all tombstones, above `after`, with
+    /// their states (read from the store; not cached: collection looks at each once).
+    pub(super) fn dead(
+        &self,
+        after: Option<&DocKey>,
+        limit: usize,
+    ) -> Result<Vec<(DocKey, DocState)>> {
+        match self {
+            Durable::Memory { docs, .. } => {
+                let from = match after {
+                    Some(k) => std::ops::Bound::Excluded(k.clone()),
+                    None => std::ops::Bound::Unbounded,
+                };
+                Ok(docs
+                    .range((from, std::ops::Bound::Unbounded))
+                    .filter(|(_, s)| s.is_dead())
+                    .take(limit)
+                    .map(|(k, s)| (k.clone(), DocState::clone(s)))
+                    .collect())
+            }
+            #[cfg(feature = "store")]
+            Durable::Stored { store, .. } => store.dead(after, limit),
         }
     }
 

@@ -3,6 +3,7 @@
 //! messages exactly once).
 
 use super::*;
+use crate::DocState;
 
 impl<C: Choices> World<'_, C> {
     /// Heals the network and runs without faults until nothing moves.
@@ -65,6 +66,12 @@ impl<C: Choices> World<'_, C> {
     pub(super) fn run(&mut self) -> Result<(), String> {
         self.pump()?;
         while self.step < self.cfg.steps && self.c.more() {
+            // Halfway, the network heals once and goes quiet: horizons rise and replicas
+            // collect, so the second half writes over collected documents (and some
+            // replicas still hold what others collected).
+            if self.step == self.cfg.steps / 2 {
+                self.settle()?;
+            }
             self.step_faulty()?;
             self.step += 1;
             // The core's own accounting: a stored replica's cache never exceeds its budget.
@@ -116,13 +123,39 @@ impl<C: Choices> World<'_, C> {
         }
         let reference = &self.nodes[0];
         let docs0 = &reference.disk.docs.snapshot();
-        let conflicts0 = reference
-            .engine
-            .replica()
-            .conflicts(None)
-            .map_err(|e| e.to_string())?;
+        let live0 = &live(docs0);
+        let conflicts0 = live_conflicts(reference)?;
         for (n, node) in self.nodes.iter().enumerate().skip(1) {
             let docs = &node.disk.docs.snapshot();
+            // Collection makes replicas forget at different times: a document deleted
+            // everywhere may be gone from one and not yet from another, and a collected
+            // document's context is gone with it. What must agree is every document that is
+            // not deleted, sibling for sibling.
+            if &live(docs) != live0 {
+                let diff = live0
+                    .keys()
+                    .chain(live(docs).keys())
+                    .find(|k| live0.get(*k) != live(docs).get(*k))
+                    .cloned();
+                return Err(format!(
+                    "node {n} differs from node 0 on {diff:?}: {:?} vs {:?}",
+                    diff.as_ref().and_then(|k| docs.get(k)),
+                    diff.as_ref().and_then(|k| docs0.get(k))
+                ));
+            }
+            let collects = self.nodes.iter().any(|n| n.cfg.collect);
+            if collects {
+                let conflicts = live_conflicts(node)?;
+                if conflicts != conflicts0 {
+                    return Err(format!("node {n} shows other open conflicts than node 0"));
+                }
+                for key in live0.keys() {
+                    if node.engine.replica().get(key) != reference.engine.replica().get(key) {
+                        return Err(format!("node {n} shows {key:?} differently from node 0"));
+                    }
+                }
+                continue;
+            }
             if docs != docs0 && std::env::var("SIM_DEBUG").is_ok() {
                 for (i, nd) in self.nodes.iter().enumerate() {
                     eprintln!(
@@ -143,12 +176,7 @@ impl<C: Choices> World<'_, C> {
                     diff.and_then(|k| docs0.get(k))
                 ));
             }
-            let conflicts = node
-                .engine
-                .replica()
-                .conflicts(None)
-                .map_err(|e| e.to_string())?;
-            if conflicts != conflicts0 {
+            if live_conflicts(node)? != conflicts0 {
                 return Err(format!("node {n} shows other open conflicts than node 0"));
             }
             for key in docs0.keys() {
@@ -157,9 +185,13 @@ impl<C: Choices> World<'_, C> {
                 }
             }
         }
+        // A write below node 0's horizon that its document no longer shows was superseded by
+        // a deletion and collected with it.
+        let h0 = reference.engine.replica().stability().horizon.clone();
+        let collected = |dot: &Dot| reference.cfg.collect && h0.contains(*dot);
         for (key, dot) in &self.acked {
             let present = docs0.get(key).is_some_and(|s| s.context.contains(*dot));
-            if !present {
+            if !present && !collected(dot) {
                 return Err(format!("acknowledged write {dot:?} on {key:?} is missing"));
             }
         }
@@ -168,6 +200,9 @@ impl<C: Choices> World<'_, C> {
                 continue;
             };
             let Some(st) = docs0.get(key) else {
+                if collected(dot) {
+                    continue;
+                }
                 return Err(format!("deleted document {key:?} vanished entirely"));
             };
             for s in &st.siblings {
@@ -192,6 +227,32 @@ impl<C: Choices> World<'_, C> {
         self.report.conflicts_open = conflicts0.len();
         self.report.docs = docs0.len();
         self.report.attacks = self.attacks;
+        self.report.collected = self.nodes.iter().map(|n| n.disk.collected).sum();
         Ok(())
     }
+}
+
+/// The documents that are not deleted (some sibling has a body), with their siblings.
+fn live(docs: &BTreeMap<DocKey, DocState>) -> BTreeMap<DocKey, Vec<crate::doc::Sibling>> {
+    docs.iter()
+        .filter(|(_, s)| !s.is_dead())
+        .map(|(k, s)| (k.clone(), s.siblings.clone()))
+        .collect()
+}
+
+/// A node's open conflicts, but for documents deleted by every sibling (collectable).
+fn live_conflicts(node: &Node) -> Result<Vec<DocKey>, String> {
+    let r = node.engine.replica();
+    let mut out = Vec::new();
+    for c in r.conflicts(None).map_err(|e| e.to_string())? {
+        let key = DocKey::new(c.collection.as_str(), c.id.as_str());
+        let dead = r
+            .state(&key)
+            .map_err(|e| e.to_string())?
+            .is_some_and(|s| s.is_dead());
+        if !dead {
+            out.push(key);
+        }
+    }
+    Ok(out)
 }

@@ -192,6 +192,8 @@ pub struct Report {
     pub attacks_refused: usize,
     /// Writes below the root's stable horizon at the end (the sum of its counters).
     pub horizon: usize,
+    /// Documents collected, over every node's disk.
+    pub collected: usize,
 }
 
 /// A run that broke an invariant (or hit an engine error): where, and what.
@@ -244,6 +246,8 @@ struct Disk {
     clock: Stamp,
     msg_seen: VersionVector,
     stability: crate::replica::Stability,
+    /// Documents collected on this disk.
+    collected: usize,
 }
 
 impl Disk {
@@ -254,6 +258,10 @@ impl Disk {
         for (k, s) in &b.docs {
             self.docs.put(k.clone(), crate::DocState::clone(s));
         }
+        for k in &b.collected {
+            self.docs.remove(k);
+        }
+        self.collected += b.collected.len();
         self.vector = b.vector.clone();
         self.clock = b.clock;
         self.msg_seen = b.message_seen.clone();
@@ -440,6 +448,8 @@ impl<'c, C: Choices> World<'c, C> {
             ec.cache_bytes = [0, 512, 4096][i % 3];
             // Node 0 dials nobody: it is the root that computes the stable horizon.
             ec.root = i == 0;
+            // Most nodes collect tombstones below their horizon; the rest keep them.
+            ec.collect = !c.chance(200);
             let offset = c.below(3000) as u64;
             nodes.push(Node::boot(ec, Disk::default(), offset));
         }

@@ -41,6 +41,16 @@ impl SimDocs {
         d.docs.insert(key, state);
     }
 
+    /// Removes a collected document and its dots.
+    pub(super) fn remove(&self, key: &DocKey) {
+        let mut d = self.lock();
+        if let Some(old) = d.docs.remove(key) {
+            for s in &old.siblings {
+                d.live.remove(&s.dot);
+            }
+        }
+    }
+
     /// Writes a batch's messages, then keeps the newest `keep` of each channel named in
     /// `retain` (as the host's `UPSERT_MESSAGE` and `TRIM_CHANNEL` in the batch's commit).
     pub(super) fn put_messages(&self, messages: &[Retained], retain: &[(String, usize)]) {
@@ -133,6 +143,16 @@ impl DocStore for SimDocs {
 
     fn doc_count(&self) -> Result<u64> {
         Ok(self.lock().docs.len() as u64)
+    }
+
+    fn dead(&self, after: Option<&DocKey>, limit: usize) -> Result<Vec<(DocKey, DocState)>> {
+        let d = self.lock();
+        Ok(d.docs
+            .iter()
+            .filter(|(k, s)| after.is_none_or(|a| *k > a) && s.is_dead())
+            .take(limit)
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect())
     }
 
     fn messages(
