@@ -252,6 +252,11 @@ pub const INSERT_DOT: &str = "INSERT OR REPLACE INTO dots (sid, rid, counter, co
 /// ([`SELECT_STATES_PAGE`], [`UPDATE_STATE`]) instead of waiting for their next write.
 pub const BINARY_STATES_SINCE: i64 = 3;
 
+/// The schema version since which `docs.dead` is written (migration 5). A host that has
+/// just brought an existing store to it may set it for the older rows
+/// ([`SELECT_STATES_PAGE`], [`UPDATE_DEAD`]); a row it does not set is collected only once
+/// its document is next written.
+pub const DEAD_SINCE: i64 = 5;
 /// ?1 space id, ?2 collection, ?3 id after which to start (0, '', '' for the first), ?4 limit
 /// → (sid, collection, id, state): a page of every space's documents in key order.
 pub const SELECT_STATES_PAGE: &str = "SELECT sid, collection, id, state FROM docs

@@ -88,6 +88,13 @@ pub struct SpaceStatus {
     /// Peers in this store's horizon table: every peer that ever dialed it for this space.
     #[serde(default)]
     pub tracked_peers: u64,
+    /// Whether this store collects tombstones (`COLLECT_TOMBSTONES`), and how many deleted
+    /// documents it has collected since it started.
+    #[serde(default)]
+    pub collects: bool,
+    /// See [`SpaceStatus::collects`].
+    #[serde(default)]
+    pub collected: u64,
     /// The space's replicated default policy (`_config/space`): the one that applies.
     pub default_policy: Policy,
     /// This host's `CONFLICT_STRATEGY`, which only seeds new spaces.
@@ -212,6 +219,8 @@ mod tests {
             "cache_budget": 67108864,
             "horizon": "00000000000000ab:2",
             "tracked_peers": 1,
+            "collects": true,
+            "collected": 3,
             "default_policy": "lww",
             "conflict_strategy": "merge",
             "default_policy_mismatch": true,

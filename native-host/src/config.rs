@@ -126,6 +126,9 @@ pub struct Config {
     pub in_queue_mb: u64,
     /// `IN_QUEUE_TOTAL_MB`: the same over every connection together.
     pub in_queue_total_mb: u64,
+    /// `COLLECT_TOMBSTONES`: remove documents deleted everywhere once their deletion is
+    /// below the stable horizon (off by default; see docs/protocol.md, "Collection").
+    pub collect_tombstones: bool,
     pub secret: Option<String>,
     /// `BRIDGE_TOKEN`: the token the CLI and `mcp` present (unless `--token`), and a hybrid
     /// host's upstream token for the space it names.
@@ -451,6 +454,22 @@ impl Config {
         let in_queue_mb = mebibytes("IN_QUEUE_MB", crate::in_queue::DEFAULT_PER_CONNECTION_MB)?;
         let in_queue_total_mb = mebibytes("IN_QUEUE_TOTAL_MB", crate::in_queue::DEFAULT_TOTAL_MB)?;
 
+        let (collect_tombstones, src) = match l.get("COLLECT_TOMBSTONES") {
+            Some((v, s)) => match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => (true, s),
+                "0" | "false" | "no" | "off" => (false, s),
+                _ => {
+                    return Err(bad(
+                        "COLLECT_TOMBSTONES",
+                        &v,
+                        "expected 1, true, yes or on (or 0, false, no, off)",
+                    ))
+                }
+            },
+            None => (false, Source::Default),
+        };
+        report.push(("COLLECT_TOMBSTONES", collect_tombstones.to_string(), src));
+
         let secret = l.get("BRIDGE_SECRET");
         match &secret {
             Some((v, s)) => report.push((
@@ -511,6 +530,7 @@ impl Config {
             out_queue_total_mb,
             in_queue_mb,
             in_queue_total_mb,
+            collect_tombstones,
             secret: secret.map(|(v, _)| v),
             token: token.map(|(v, _)| v),
             metrics_token: metrics_token.map(|(v, _)| v).filter(|v| !v.is_empty()),

@@ -97,6 +97,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             hello_timeout_ms: cfg.hello_timeout_ms,
             heartbeat_ms: cfg.heartbeat_ms,
             cache_bytes: usize::try_from(cfg.cache_mb << 20).unwrap_or(usize::MAX),
+            collect: cfg.collect_tombstones,
             out_queues: out_queues.clone(),
             in_queues: in_queues.clone(),
         },

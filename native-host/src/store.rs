@@ -177,11 +177,63 @@ impl Store {
             // crash here are still read, and rewritten on their next write).
             self.rewrite_json_states(REWRITE_PAGE)?;
         }
+        if found > 0 && found < schema::DEAD_SINCE {
+            // Migration 5 added `docs.dead` as 0 everywhere: mark the deleted documents
+            // stored before, so collection finds them too.
+            self.mark_dead_states(REWRITE_PAGE)?;
+        }
         if found > 0 && found < known {
             // Fold the migration's WAL into the database and truncate it before serving.
             self.conn()
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }
+        Ok(())
+    }
+
+    /// Sets `docs.dead` for every stored state whose siblings are all tombstones, a page
+    /// of `page_rows` rows per transaction (memory stays bounded).
+    fn mark_dead_states(&mut self, page_rows: i64) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut conn = self.conn();
+        let mut after: RowKey = (0, String::new(), String::new());
+        let (mut marked, mut seen) = (0u64, 0u64);
+        loop {
+            let tx = conn.transaction()?;
+            let mut page: Vec<(RowKey, bool)> = Vec::new();
+            {
+                let mut st = tx.prepare_cached(schema::SELECT_STATES_PAGE)?;
+                let mut rows = st.query(params![after.0, after.1, after.2, page_rows])?;
+                while let Some(row) = rows.next()? {
+                    let key: RowKey = (row.get(0)?, row.get(1)?, row.get(2)?);
+                    let state = state_column(row.get_ref(3)?)
+                        .and_then(|c| c.decode().map_err(|e| e.to_string()))
+                        .map_err(|e| corrupt(format!("docs.state of {}/{}", key.1, key.2), e))?;
+                    page.push((key, state.is_dead()));
+                }
+            }
+            {
+                let mut st = tx.prepare_cached(schema::UPDATE_DEAD)?;
+                for ((sid, collection, id), dead) in &page {
+                    if *dead {
+                        st.execute(params![sid, collection, id, 1])?;
+                        marked += 1;
+                    }
+                }
+            }
+            tx.commit()?;
+            seen += page.len() as u64;
+            let full = page.len() as i64 == page_rows;
+            match page.pop() {
+                Some((key, _)) if full => after = key,
+                _ => break,
+            }
+        }
+        tracing::info!(
+            documents = seen,
+            marked,
+            seconds = started.elapsed().as_secs_f64(),
+            "marked the deleted documents stored before schema 5"
+        );
         Ok(())
     }
 
@@ -349,6 +401,7 @@ impl Store {
             let mut get_doc = tx.prepare_cached(schema::SELECT_DOC)?;
             let mut put_doc = tx.prepare_cached(schema::UPSERT_DOC)?;
             let mut drop_dot = tx.prepare_cached(schema::DELETE_DOT)?;
+            let mut drop_doc = tx.prepare_cached(schema::DELETE_DOC)?;
             let mut put_replica = tx.prepare_cached(schema::ENSURE_REPLICA)?;
             let mut put_dot = tx.prepare_cached(schema::INSERT_DOT)?;
             let mut put_meta = tx.prepare_cached(schema::UPSERT_META)?;
@@ -359,8 +412,9 @@ impl Store {
                 for r in schema::batch_replicas(b) {
                     put_replica.execute(params![sid, r.to_string()])?;
                 }
-                for (key, state) in &b.docs {
-                    let old: Vec<Dot> = get_doc
+                // The live dots of the state a key holds now (none for a new document).
+                let mut old_dots = |key: &DocKey| -> Result<Vec<Dot>> {
+                    Ok(get_doc
                         .query_row(params![sid, key.collection, key.id], |r| {
                             Ok(state_column(r.get_ref(0)?)
                                 .and_then(|c| c.dots().map_err(|e| e.to_string())))
@@ -370,7 +424,16 @@ impl Store {
                         .map_err(|e| {
                             corrupt(format!("docs.state of {}/{}", key.collection, key.id), e)
                         })?
-                        .unwrap_or_default();
+                        .unwrap_or_default())
+                };
+                for key in &b.collected {
+                    for d in old_dots(key)? {
+                        drop_dot.execute(params![sid, d.replica.to_string(), d.counter as i64])?;
+                    }
+                    drop_doc.execute(params![sid, key.collection, key.id])?;
+                }
+                for (key, state) in &b.docs {
+                    let old = old_dots(key)?;
                     let (dropped, added) = schema::dot_changes(&old, state);
                     for d in dropped {
                         drop_dot.execute(params![sid, d.replica.to_string(), d.counter as i64])?;
@@ -381,7 +444,8 @@ impl Store {
                         key.collection,
                         key.id,
                         encode_state(state),
-                        n
+                        n,
+                        state.is_dead() as i64
                     ])?;
                     for d in added {
                         put_dot.execute(params![
@@ -595,6 +659,34 @@ impl DocStore for SqlDocs {
             schema::SELECT_CONFLICTED,
             params![self.sid, collection.unwrap_or(""), ac, ai, limit],
         )
+    }
+
+    fn dead(
+        &self,
+        after: Option<&DocKey>,
+        limit: usize,
+    ) -> bridge_core::Result<Vec<(DocKey, DocState)>> {
+        let conn = lock(&self.conn);
+        let mut st = conn.prepare_cached(schema::SELECT_DEAD).map_err(read_err)?;
+        let (ac, ai) = after.map_or(("", ""), |k| (k.collection.as_str(), k.id.as_str()));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = st
+            .query(params![self.sid, ac, ai, limit])
+            .map_err(read_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(read_err)? {
+            let key = DocKey::new(
+                r.get::<_, String>(0).map_err(read_err)?,
+                r.get::<_, String>(1).map_err(read_err)?,
+            );
+            let state = state_column(r.get_ref(2).map_err(read_err)?)
+                .and_then(|c| c.decode().map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    read_err(format!("docs.state of {}/{}: {e}", key.collection, key.id))
+                })?;
+            out.push((key, state));
+        }
+        Ok(out)
     }
 
     fn doc_count(&self) -> bridge_core::Result<u64> {
@@ -885,6 +977,17 @@ mod tests {
                 sid,
             };
             assert_eq!(store.doc_count().expect("count"), docs.len() as u64);
+            // The deleted document stored before schema 5 is marked dead by the upgrade.
+            let dead: Vec<DocKey> = store
+                .dead(None, 100)
+                .expect("dead")
+                .into_iter()
+                .map(|(k, st)| {
+                    assert!(st.is_dead());
+                    k
+                })
+                .collect();
+            assert_eq!(dead, [DocKey::new("notes", "d002")], "{space}");
             let mut dots: Vec<(Dot, DocKey)> = Vec::new();
             for (key, state) in docs.iter() {
                 assert_eq!(
@@ -1043,6 +1146,7 @@ mod tests {
                 retain: Vec::new(),
                 requests: Vec::new(),
                 stability: Some(stability.clone()),
+                collected: Vec::new(),
             };
             s.write(&[("a", &batch)]).expect("write");
             // A batch without a stability keeps the stored one.
@@ -1067,6 +1171,72 @@ mod tests {
         assert_eq!(back.peers[0].ceiling, None);
         assert!(e.replica().durably_tracks(ReplicaId(7)));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A root that collects: once a deletion is below its horizon (with no peer, at once),
+    /// the document's row and its live dot leave the database; a document written again
+    /// after that starts afresh; a live document is never collected.
+    #[test]
+    fn deleted_documents_below_the_horizon_leave_the_database() {
+        let conn = Connection::open_in_memory().expect("memory db");
+        let mut s = Store::init(conn).expect("init");
+        let mut cfg = EngineConfig::new(ReplicaId(0), Tier::Cloud, "s");
+        cfg.root = true;
+        cfg.collect = true;
+        let mut e = s.load_engine(cfg.clone()).expect("load");
+        let key = |i: usize| DocKey::new("notes", format!("d{i:04}"));
+        for i in 0..600 {
+            let m = serde_json::json!({"n": i});
+            let Some(m) = m.as_object().cloned() else {
+                panic!("object")
+            };
+            bridge_core::testing::write(&mut e, 1000, key(i), WriteOp::Put(m)).expect("write");
+        }
+        drive(&mut s, &mut e);
+        for i in (0..600).filter(|i| i % 3 == 0) {
+            bridge_core::testing::write(&mut e, 2000, key(i), WriteOp::Delete).expect("delete");
+        }
+        drive(&mut s, &mut e);
+        let sid = Store::space_id(&s.conn(), "s").expect("sid");
+        let store = SqlDocs {
+            conn: s.conn.clone(),
+            sid,
+        };
+        assert_eq!(store.dead(None, 1000).expect("dead").len(), 200);
+        // Each drive persists, which moves the horizon, then cuts what it found.
+        for _ in 0..4 {
+            drive(&mut s, &mut e);
+        }
+        assert_eq!(e.replica().collected_total(), 200);
+        assert!(store.dead(None, 1000).expect("dead").is_empty());
+        // The space's `_config/space` seed, and the 400 live documents.
+        assert_eq!(store.doc_count().expect("count"), 401);
+        let dots: i64 = s
+            .conn()
+            .query_row("SELECT COUNT(*) FROM dots WHERE sid = ?1", [sid], |r| {
+                r.get(0)
+            })
+            .expect("dots");
+        assert_eq!(dots, 401, "one live dot per document left");
+        assert_eq!(e.replica().get(&key(3)).expect("get"), None);
+        assert_eq!(
+            e.replica().get(&key(4)).expect("get"),
+            Some(serde_json::json!({"n": 4}))
+        );
+        // Written again after it was collected: a new document, read back after a restart.
+        let m = serde_json::json!({"again": true});
+        let Some(m) = m.as_object().cloned() else {
+            panic!("object")
+        };
+        bridge_core::testing::write(&mut e, 3000, key(3), WriteOp::Put(m)).expect("write");
+        drive(&mut s, &mut e);
+        let e = s.load_engine(cfg).expect("reload");
+        assert_eq!(
+            e.replica().get(&key(3)).expect("get"),
+            Some(serde_json::json!({"again": true}))
+        );
+        assert_eq!(e.replica().get(&key(6)).expect("get"), None);
+        assert_eq!(s.integrity_check().expect("check"), "ok");
     }
 
     #[test]

@@ -147,6 +147,8 @@ pub struct HubConfig {
     pub heartbeat_ms: u64,
     /// Bytes of document states each space's engine caches (`CACHE_MB`).
     pub cache_bytes: usize,
+    /// Collect tombstones below the stable horizon (`COLLECT_TOMBSTONES`).
+    pub collect: bool,
     /// The connections' outbound queues (`OUT_QUEUE_MB`, `OUT_QUEUE_TOTAL_MB`): `/metrics`
     /// shows the bytes queued.
     pub out_queues: Arc<Budget>,
@@ -297,5 +299,6 @@ fn engine_config(cfg: &HubConfig, space: &str) -> EngineConfig {
     // A host without an upstream link (local and cloud modes) is the root of its spaces'
     // sync trees: it computes their stable horizons; a hybrid host follows its cloud's.
     c.root = cfg.link_spaces.is_none();
+    c.collect = cfg.collect;
     c
 }

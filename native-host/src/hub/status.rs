@@ -127,6 +127,8 @@ impl Hub {
                     cache_budget: cache.1 as u64,
                     horizon: api::format_cursor(&r.stability().horizon),
                     tracked_peers: r.stability().peers.len() as u64,
+                    collects: r.collects(),
+                    collected: r.collected_total(),
                     default_policy: r.space_default_policy(),
                     conflict_strategy: r.local_default_policy(),
                     default_policy_mismatch: r.space_default_policy() != r.local_default_policy(),

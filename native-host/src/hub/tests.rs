@@ -26,6 +26,7 @@ fn config(db_path: &str) -> HubConfig {
         hello_timeout_ms: 10_000,
         heartbeat_ms: 0,
         cache_bytes: 1 << 20,
+        collect: false,
         out_queues: crate::out_queue::Budget::new(1 << 20, 1 << 24),
         in_queues: crate::in_queue::Budget::new(1 << 20, 1 << 24),
     }
