@@ -926,3 +926,99 @@ fn the_horizon_covers_a_last_write_made_below_the_root() {
         }
     }
 }
+
+/// Collection over a tree root ← hybrid ← client, every replica collecting: a document
+/// deleted below the horizon leaves every replica, a write that recreates it reaches every
+/// replica as a new document, a new replica syncs, and a replica that holds old writes but
+/// not what the horizon covers is refused (`behind_horizon`) instead of being given a delta
+/// that could never tell it of the collected deletion.
+#[test]
+fn deletions_below_the_horizon_are_collected_everywhere_and_stay_deleted() {
+    let cfg = |id: u64, tier: Tier, root: bool| {
+        let mut c = EngineConfig::new(ReplicaId(id), tier, SPACE);
+        c.root = root;
+        c.collect = true;
+        Node::new(c)
+    };
+    let mut net = Net::new(vec![
+        cfg(1, Tier::Cloud, true),
+        cfg(2, Tier::Local, false),
+        cfg(3, Tier::Local, false),
+        cfg(4, Tier::Local, false),
+        cfg(5, Tier::Local, false),
+    ]);
+    let key = |id: &str| DocKey::new("c", id);
+    let put = |n: &mut Node, id: &str, v: i64| {
+        n.write(0, key(id), WriteOp::Put(obj(json!({"v": v}))))
+            .expect("write")
+    };
+    net.link(1, 0, None, Wire::Binary);
+    net.link(2, 1, None, Wire::Json);
+    let early = put(&mut net.nodes[2], "gone", 1);
+    put(&mut net.nodes[2], "kept", 1);
+    net.pump();
+    // Node 4 got the first write by a way the tree does not know (a copy of an old store).
+    let mut old = bridge_core::VersionVector::new();
+    old.add_dot(early);
+    net.nodes[4]
+        .replica_mut()
+        .restore_meta(old, Default::default(), Default::default());
+    let delete = net.nodes[2]
+        .write(0, key("gone"), WriteOp::Delete)
+        .expect("delete");
+    for t in 1..=4 {
+        net.at(t * 1000).pump();
+        put(&mut net.nodes[0], &format!("tick{t}"), t as i64);
+        net.pump();
+    }
+    for (n, node) in net.nodes.iter().enumerate().take(3) {
+        let r = node.replica();
+        assert!(r.stability().horizon.contains(delete), "node {n}");
+        assert_eq!(
+            r.collected_total(),
+            1,
+            "node {n} collected the deleted document"
+        );
+        assert!(r.state(&key("gone")).expect("read").is_none(), "node {n}");
+        assert_eq!(r.get(&key("kept")).expect("read"), Some(json!({"v": 1})));
+    }
+    // Written again by the hybrid: a new document everywhere, nothing of the old one.
+    put(&mut net.nodes[1], "gone", 2);
+    for _ in 0..3 {
+        net.pump();
+    }
+    for (n, node) in net.nodes.iter().enumerate().take(3) {
+        let r = node.replica();
+        assert_eq!(
+            r.get(&key("gone")).expect("read"),
+            Some(json!({"v": 2})),
+            "node {n}"
+        );
+        let st = r.state(&key("gone")).expect("read").expect("state");
+        assert_eq!(st.siblings.len(), 1, "node {n}: {st:?}");
+    }
+    // A new replica (only its own writes) joins and gets the space as it is.
+    put(&mut net.nodes[3], "new", 3);
+    let fresh = net.link(3, 0, None, Wire::Json);
+    let closes = net.pump();
+    assert!(closes.is_empty(), "{closes:?}");
+    assert!(net.links[fresh].is_open());
+    assert_eq!(
+        net.nodes[3].replica().get(&key("gone")).expect("read"),
+        Some(json!({"v": 2}))
+    );
+    assert_eq!(
+        net.nodes[0].replica().get(&key("new")).expect("read"),
+        Some(json!({"v": 3}))
+    );
+    // One holding a write below the horizon but not the deletion is refused.
+    let behind = net.link(4, 0, None, Wire::Json);
+    let closes = net.pump();
+    assert_eq!(closes, [ErrorCode::BehindHorizon], "{closes:?}");
+    assert!(!net.links[behind].is_open());
+    assert!(net.nodes[4]
+        .replica()
+        .get(&key("gone"))
+        .expect("read")
+        .is_none());
+}
