@@ -549,3 +549,105 @@ async fn the_stable_horizon_covers_both_hosts_writes_once_quiet() {
     let l = tests::wait_horizon_at_cursor(local.api_port, None, "proj", 2);
     assert_eq!(c["cursor"], l["cursor"]);
 }
+
+/// The `space` entry of a host's `/v1/status`.
+fn space_status(port: u16, token: Option<&str>, space: &str) -> serde_json::Value {
+    let (s, v) = http(port, "GET", "/v1/status", None, token);
+    assert_eq!(s, 200, "{v}");
+    v["spaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["space"] == space)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Collection between real hosts, both with `COLLECT_TOMBSTONES=1`: documents deleted on the
+/// hybrid host leave both databases once the deletion is below the horizon; one written
+/// again on the cloud comes back everywhere as a new document; a restart brings nothing
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_documents_leave_both_databases_once_stable() {
+    let cloud_dir = TempDir::new("cloud-collect");
+    let local_dir = TempDir::new("hybrid-collect");
+    let collect = ("COLLECT_TOMBSTONES", "1");
+    let cloud = Host::start(
+        &cloud_dir.0,
+        "cloud",
+        &[("BRIDGE_SECRET", PAIR_SECRET), collect],
+    );
+    let token = mint_token(&cloud_dir.0, PAIR_SECRET, "proj", "admin", "1h");
+    let cloud_url = format!("ws://127.0.0.1:{}", cloud.ws_port);
+    let mut local = start_hybrid(&local_dir.0, &cloud_url, &token, &[collect]);
+    let tok = Some(token.as_str());
+    for i in 0..10 {
+        let path = format!("/v1/spaces/proj/docs/notes/d{i}");
+        let (s, v) = local.http("PUT", &path, Some(&format!(r#"{{"n":{i}}}"#)));
+        assert_eq!(s, 200, "{v}");
+    }
+    for i in 0..5 {
+        let (s, v) = local.http("DELETE", &format!("/v1/spaces/proj/docs/notes/d{i}"), None);
+        assert_eq!(s, 200, "{v}");
+    }
+    // Both hosts collect the five once the horizon covers the deletions (two quiet rounds
+    // of reports), and their databases hold the five live documents and `_config/space`.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let c = space_status(cloud.api_port, tok, "proj");
+        let l = space_status(local.api_port, None, "proj");
+        if c["collected"] == 5 && l["collected"] == 5 {
+            assert_eq!(
+                (c["collects"].clone(), l["collects"].clone()),
+                (json!(true), json!(true))
+            );
+            assert_eq!(c["docs"], 6, "{c}");
+            assert_eq!(l["docs"], 6, "{l}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not collected: cloud {c}, hybrid {l}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for port in [cloud.api_port, local.api_port] {
+        let (s, _) = http(port, "GET", "/v1/spaces/proj/docs/notes/d1", None, tok);
+        assert_eq!(s, 404);
+        let (s, v) = http(port, "GET", "/v1/spaces/proj/docs/notes/d7", None, tok);
+        assert_eq!((s, v["value"]["n"].clone()), (200, json!(7)));
+    }
+    // Written again on the cloud: a new document on both.
+    let (s, v) = http(
+        cloud.api_port,
+        "PUT",
+        "/v1/spaces/proj/docs/notes/d0",
+        Some(r#"{"again":true}"#),
+        tok,
+    );
+    assert_eq!(s, 200, "{v}");
+    eventually(
+        local.api_port,
+        "/v1/spaces/proj/docs/notes/d0",
+        None,
+        |s, v| s == 200 && v["value"]["again"] == true,
+    );
+    // A restart of the hybrid host brings no deleted document back, on either side.
+    local.kill9();
+    local.restart();
+    wait_link_up(&local);
+    for i in 1..5 {
+        for port in [cloud.api_port, local.api_port] {
+            let (s, v) = http(
+                port,
+                "GET",
+                &format!("/v1/spaces/proj/docs/notes/d{i}"),
+                None,
+                tok,
+            );
+            assert_eq!(s, 404, "d{i} on port {port}: {v}");
+        }
+    }
+    let (s, v) = local.http("GET", "/v1/spaces/proj/docs/notes/d0", None);
+    assert_eq!((s, v["value"]["again"].clone()), (200, json!(true)));
+}
