@@ -162,6 +162,7 @@ pub struct EngineConfig {
 }
 
 /// Pages of dead documents collection looks at per [`Engine::poll_persist`].
+#[cfg(feature = "serve")]
 const COLLECT_PAGES: usize = 16;
 
 /// Default for [`EngineConfig::cache_bytes`]: 64 MiB.
@@ -708,6 +709,7 @@ impl Engine {
         self.seed_space();
         // A store read that fails ends the pass until the horizon moves again; collection
         // is never needed for correctness, so the batch goes on without it.
+        #[cfg(feature = "serve")]
         let _ = self.replica.collect_step(COLLECT_PAGES);
         let mut batch = self.replica.cut()?;
         batch.requests = self.requests.take_staged();

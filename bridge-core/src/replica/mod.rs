@@ -166,9 +166,11 @@ struct Collector {
     /// Found, waiting for the next cut.
     staged: BTreeSet<DocKey>,
     /// The pass under way: the horizon it collects below, and the last key it looked at.
+    #[cfg(feature = "serve")]
     pass: Option<(VersionVector, Option<DocKey>)>,
     /// The horizon of the last pass that ran to the end: a new pass starts when the horizon
     /// moves past it.
+    #[cfg(feature = "serve")]
     done_below: VersionVector,
     /// Documents collected since this replica was made (counted when persisted).
     total: u64,
@@ -1012,12 +1014,13 @@ impl Replica {
         Ok(released)
     }
 
-    /// Collection: looks through at most `pages` pages of the store's dead documents (every
+    /// Collection (servers only: built with `serve`): looks through at most `pages` pages of the store's dead documents (every
     /// sibling a tombstone) for those whose whole context is below the horizon, and stages
     /// them for the next cut (at most [`COLLECT_BATCH`] at a time). A pass starts when the
     /// horizon has moved since the last one ended, and runs from the first dead document to
     /// the last, one page per step, so memory stays a page and a batch. A document in a newer
     /// layer is left for a later pass: it is being changed.
+    #[cfg(feature = "serve")]
     pub fn collect_step(&mut self, pages: usize) -> Result<()> {
         if !self.collector.enabled {
             return Ok(());
@@ -1068,6 +1071,7 @@ impl Replica {
     }
 
     /// Whether a collection pass is under way (more steps would look at more documents).
+    #[cfg(feature = "serve")]
     pub fn collecting(&self) -> bool {
         self.collector.pass.is_some()
     }
@@ -1076,7 +1080,10 @@ impl Replica {
     pub fn forget_unpersisted(&mut self) {
         self.staged = Layer::default();
         self.collector.staged.clear();
-        self.collector.pass = None;
+        #[cfg(feature = "serve")]
+        {
+            self.collector.pass = None;
+        }
         self.inflight.clear();
         self.vv_latest = self.vv.clone();
         self.msg_seen_latest = self.msg_seen.clone();

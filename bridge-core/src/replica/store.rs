@@ -72,7 +72,8 @@ pub trait DocStore: Send {
     /// Documents whose siblings are all tombstones ([`DocState::is_dead`]) above `after`,
     /// in key order, at most `limit`, with their states: what collection looks at
     /// (`schema::SELECT_DEAD`). The default has none: a store without that index (the
-    /// browser's) never collects.
+    /// browser's) never collects. Servers only (built with `serve`).
+    #[cfg(feature = "serve")]
     fn dead(&self, after: Option<&DocKey>, limit: usize) -> Result<Vec<(DocKey, DocState)>> {
         let _ = (after, limit);
         Ok(Vec::new())
@@ -344,6 +345,7 @@ impl Durable {
 
     /// A page of durable documents whose siblings are all tombstones, above `after`, with
     /// their states (read from the store; not cached: collection looks at each once).
+    #[cfg(feature = "serve")]
     pub(super) fn dead(
         &self,
         after: Option<&DocKey>,
