@@ -1022,3 +1022,60 @@ fn deletions_below_the_horizon_are_collected_everywhere_and_stay_deleted() {
         .expect("read")
         .is_none());
 }
+
+/// Expiry: a client that went away holds the horizon back until the root's expiry has run
+/// out; then the horizon moves past what it never saw, the deletion made meanwhile is
+/// collected, and the client, back with a store that missed it, is refused as behind the
+/// horizon. Without an expiry it would be waited for forever.
+#[test]
+fn a_replica_gone_past_the_expiry_no_longer_holds_the_horizon() {
+    let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
+    root_cfg.root = true;
+    root_cfg.collect = true;
+    root_cfg.heartbeat_ms = 0;
+    root_cfg.expiry_ms = Some(60_000);
+    let mut net = Net::new(vec![
+        Node::new(root_cfg),
+        engine(2, Tier::Local),
+        engine(3, Tier::Local),
+    ]);
+    let key = DocKey::new("c", "x");
+    net.nodes[0]
+        .write(0, key.clone(), WriteOp::Put(obj(json!({"v": 1}))))
+        .expect("write");
+    net.at(1_000);
+    let stays = net.link(1, 0, None, Wire::Json);
+    let leaves = net.link(2, 0, None, Wire::Json);
+    net.pump();
+    net.unlink(leaves);
+    let delete = net.nodes[0]
+        .write(0, key.clone(), WriteOp::Delete)
+        .expect("delete");
+    let horizon = |n: &Node| n.replica().stability().horizon.clone();
+    // Short of the expiry, the gone client holds the deletion back.
+    assert!(net.advance(59_000).is_empty());
+    assert!(!horizon(&net.nodes[0]).contains(delete));
+    assert_eq!(net.nodes[0].replica().stability().peers.len(), 2);
+    // Past it, the client is dropped from the table; the deletion becomes stable and is
+    // collected (a write or two later, once the candidate is confirmed).
+    assert!(net.advance(2_000).is_empty());
+    assert_eq!(net.nodes[0].replica().stability().peers.len(), 1);
+    for t in 0..3 {
+        net.nodes[1]
+            .write(
+                0,
+                DocKey::new("c", format!("t{t}")),
+                WriteOp::Put(obj(json!({}))),
+            )
+            .expect("write");
+        net.pump();
+    }
+    assert!(horizon(&net.nodes[0]).contains(delete));
+    assert_eq!(net.nodes[0].replica().collected_total(), 1);
+    assert!(net.links[stays].is_open());
+    // The client comes back holding the document the deletion removed: refused.
+    assert!(net.nodes[2].replica().get(&key).expect("read").is_some());
+    let back = net.link(2, 0, None, Wire::Json);
+    assert_eq!(net.pump(), [ErrorCode::BehindHorizon]);
+    assert!(!net.links[back].is_open());
+}

@@ -129,6 +129,9 @@ pub struct Config {
     /// `COLLECT_TOMBSTONES`: remove documents deleted everywhere once their deletion is
     /// below the stable horizon (off by default; see docs/protocol.md, "Collection").
     pub collect_tombstones: bool,
+    /// `REPLICA_EXPIRY_MS`: a peer that dialed this host and has been gone this long no
+    /// longer holds the stable horizon back (0, the default: never).
+    pub replica_expiry_ms: u64,
     pub secret: Option<String>,
     /// `BRIDGE_TOKEN`: the token the CLI and `mcp` present (unless `--token`), and a hybrid
     /// host's upstream token for the space it names.
@@ -414,6 +417,7 @@ impl Config {
             bridge_core::engine::DEFAULT_HEARTBEAT_MS,
             true,
         )?;
+        let replica_expiry_ms = millis("REPLICA_EXPIRY_MS", 0, true)?;
 
         let default_cache_mb = (bridge_core::engine::DEFAULT_CACHE_BYTES >> 20) as u64;
         let (cache_mb, src) = match l.get("CACHE_MB") {
@@ -531,6 +535,7 @@ impl Config {
             in_queue_mb,
             in_queue_total_mb,
             collect_tombstones,
+            replica_expiry_ms,
             secret: secret.map(|(v, _)| v),
             token: token.map(|(v, _)| v),
             metrics_token: metrics_token.map(|(v, _)| v).filter(|v| !v.is_empty()),

@@ -1128,6 +1128,7 @@ mod tests {
                 replica: ReplicaId(7),
                 floor: vv(&[(1, 5), (7, 2)]),
                 ceiling: Some(vv(&[(1, 6), (7, 3)])),
+                seen_ms: 1_700_000_000_000,
             }],
         };
         {
@@ -1169,6 +1170,10 @@ mod tests {
         assert_eq!(back.peers[0].replica, ReplicaId(7));
         assert_eq!(back.peers[0].floor, VersionVector::new());
         assert_eq!(back.peers[0].ceiling, None);
+        assert_eq!(
+            back.peers[0].seen_ms, 1_700_000_000_000,
+            "kept for the expiry"
+        );
         assert!(e.replica().durably_tracks(ReplicaId(7)));
         let _ = std::fs::remove_dir_all(&dir);
     }

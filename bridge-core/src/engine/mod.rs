@@ -159,6 +159,12 @@ pub struct EngineConfig {
     /// stable horizon, are removed from the store (ARCHITECTURE.md, "Collection"). Default
     /// `false`. Needs a store that lists its dead documents ([`crate::replica::DocStore::dead`]).
     pub collect: bool,
+    /// A peer that dialed this replica and has been gone this long (ms) is dropped from the
+    /// horizon's table, so it no longer holds the horizon back (ARCHITECTURE.md,
+    /// "Expiry"). If it comes back it is new to this replica, and refused as behind the
+    /// horizon (`behind_horizon`) if it missed a collected deletion. `None` (the default):
+    /// a peer is waited for forever.
+    pub expiry_ms: Option<u64>,
 }
 
 /// Pages of dead documents collection looks at per [`Engine::poll_persist`].
@@ -197,6 +203,7 @@ impl EngineConfig {
             cache_bytes: DEFAULT_CACHE_BYTES,
             root: false,
             collect: false,
+            expiry_ms: None,
         }
     }
 }
@@ -643,6 +650,13 @@ impl Engine {
         if let Some(s) = self.sessions.remove(&session) {
             if matches!(s.phase, Phase::Open) {
                 self.presence_dirty = true;
+            }
+            // A peer that dialed us is gone: its expiry counts from the last frame it sent.
+            #[cfg(feature = "serve")]
+            if let (Some(p), false) = (&s.peer, s.dialed) {
+                if self.replica.stability().is_tracked(p.replica) {
+                    self.replica.stability_mut().seen(p.replica, s.last_rx);
+                }
             }
         }
         self.outbox.retain(|t| match t {

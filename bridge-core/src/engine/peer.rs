@@ -90,10 +90,12 @@ impl Engine {
         if let Some(peer) = self.sessions.get(&session).and_then(|s| s.peer.as_ref()) {
             // From now on the peer holds the horizon back until it reports.
             let (replica, held) = (peer.replica, peer.acked.clone());
+            self.expire(now_ms);
             if !self.replica.stability().is_tracked(replica) {
                 self.behind_check(replica, &held)?;
                 self.replica.stability_mut().track(replica, &held);
             }
+            self.replica.stability_mut().seen(replica, now_ms);
         }
         self.opened(session)?;
         self.horizon_round();

@@ -13,16 +13,86 @@ impl Engine {
     /// (and asks again after every call into the engine); `None` means no timer is needed.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.sessions
+        let sessions = self
+            .sessions
             .values()
             .filter_map(|s| self.session_deadline(s))
+            .min();
+        match (sessions, self.expiry_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the next peer of the horizon's table that is not connected expires.
+    #[cfg(feature = "serve")]
+    fn expiry_deadline(&self) -> Option<u64> {
+        let expiry = self.cfg.expiry_ms?;
+        self.replica
+            .stability()
+            .peers
+            .iter()
+            .filter(|p| !self.connected(p.replica))
+            .map(|p| p.seen_ms.saturating_add(expiry))
             .min()
+    }
+
+    #[cfg(not(feature = "serve"))]
+    fn expiry_deadline(&self) -> Option<u64> {
+        None
+    }
+
+    /// Whether a peer with this replica id has dialed us and is connected now.
+    #[cfg(feature = "serve")]
+    fn connected(&self, replica: crate::ReplicaId) -> bool {
+        self.sessions
+            .values()
+            .any(|s| !s.dialed && s.peer.as_ref().is_some_and(|p| p.replica == replica))
+    }
+
+    /// Drops from the horizon's table every peer gone for longer than the expiry
+    /// ([`crate::EngineConfig::expiry_ms`]); one whose last sight is not known (a table
+    /// stored before it was kept) counts from now. Then the horizon may move.
+    #[cfg(feature = "serve")]
+    pub(super) fn expire(&mut self, now_ms: u64) {
+        let Some(expiry) = self.cfg.expiry_ms else {
+            return;
+        };
+        let unknown: Vec<crate::ReplicaId> = self
+            .replica
+            .stability()
+            .peers
+            .iter()
+            .filter(|p| p.seen_ms == 0)
+            .map(|p| p.replica)
+            .collect();
+        for r in unknown {
+            self.replica.stability_mut().seen(r, now_ms);
+        }
+        let gone: Vec<crate::ReplicaId> = self
+            .replica
+            .stability()
+            .peers
+            .iter()
+            .filter(|p| p.seen_ms.saturating_add(expiry) <= now_ms && !self.connected(p.replica))
+            .map(|p| p.replica)
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        self.replica
+            .stability_mut()
+            .peers
+            .retain(|p| !gone.contains(&p.replica));
+        self.horizon_round();
     }
 
     /// Time has reached `now_ms`: closes handshakes that ran out and peer sessions that fell
     /// silent (`error` `timeout` + close 1001), and sends `ping` on links we dialed that have
     /// been quiet for a heartbeat. Then drain [`Engine::poll_transmit`].
     pub fn handle_timeout(&mut self, now_ms: u64) {
+        #[cfg(feature = "serve")]
+        self.expire(now_ms);
         let hb = self.cfg.heartbeat_ms;
         let hello = self.cfg.hello_timeout_ms;
         let mut closes = Vec::new();

@@ -29,6 +29,16 @@ pub struct Tracked {
     /// peer's first report since it was tracked or since this replica started (not stored).
     #[serde(skip)]
     pub ceiling: Option<VersionVector>,
+    /// When the peer was last connected (ms; its `hello`, or the last frame before it went
+    /// away), stored: with an expiry set ([`crate::EngineConfig::expiry_ms`]) a peer gone
+    /// longer is dropped from the table. 0: not known yet (a record stored before this
+    /// field; the expiry then counts from the next time the engine looks).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seen_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A replica's horizon and its peers' table.
@@ -80,6 +90,7 @@ impl Stability {
                         replica,
                         floor: floor.clone(),
                         ceiling: None,
+                        seen_ms: 0,
                     },
                 );
                 true
@@ -106,6 +117,19 @@ impl Stability {
         entry.floor = floor;
         entry.ceiling = ceiling;
         true
+    }
+}
+
+impl Stability {
+    /// Records that `replica` was connected at `now_ms`; true when its entry changed.
+    pub fn seen(&mut self, replica: ReplicaId, now_ms: u64) -> bool {
+        match self.peers.binary_search_by(|p| p.replica.cmp(&replica)) {
+            Ok(i) if self.peers[i].seen_ms < now_ms => {
+                self.peers[i].seen_ms = now_ms;
+                true
+            }
+            _ => false,
+        }
     }
 }
 

@@ -149,6 +149,8 @@ pub struct HubConfig {
     pub cache_bytes: usize,
     /// Collect tombstones below the stable horizon (`COLLECT_TOMBSTONES`).
     pub collect: bool,
+    /// Drop a peer gone this long from the horizon's table (`REPLICA_EXPIRY_MS`).
+    pub expiry_ms: Option<u64>,
     /// The connections' outbound queues (`OUT_QUEUE_MB`, `OUT_QUEUE_TOTAL_MB`): `/metrics`
     /// shows the bytes queued.
     pub out_queues: Arc<Budget>,
@@ -300,5 +302,6 @@ fn engine_config(cfg: &HubConfig, space: &str) -> EngineConfig {
     // sync trees: it computes their stable horizons; a hybrid host follows its cloud's.
     c.root = cfg.link_spaces.is_none();
     c.collect = cfg.collect;
+    c.expiry_ms = cfg.expiry_ms;
     c
 }
