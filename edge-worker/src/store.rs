@@ -7,10 +7,11 @@
 //!
 //! Statements are planned as plain values ([`Stmt`], built by [`plan_batch`], tested
 //! natively) and executed by [`run`]. The storage is the engine's durable layer: [`DoDocs`]
-//! reads documents, pages of ids, live dots, conflicts and pages of retained messages from it
-//! as the engine needs them, and [`load`] reads only the metadata, the `_config` entries and
-//! the highest message offset, so waking the object costs the same for ten documents or a
-//! million, and for ten retained messages or a hundred thousand.
+//! reads documents, pages of ids, live dots, conflicts, pages of dead documents (for
+//! collection) and pages of retained messages from it as the engine needs them, and [`load`]
+//! reads only the metadata, the `_config` entries and the highest message offset, so waking
+//! the object costs the same for ten documents or a million, and for ten retained messages or
+//! a hundred thousand.
 
 use bridge_core::codec::{encode_state, StateColumn};
 use bridge_core::doc::DocState;
@@ -388,6 +389,29 @@ fn dot_of(r: &[Value]) -> bridge_core::Result<(u64, DocKey)> {
             text(r, 2, "dots.id").map_err(read_err)?,
         ),
     ))
+}
+
+/// The bindings of [`schema::SELECT_DEAD`]: the page of at most `n` after `after` (`''`
+/// and `''`: from the first).
+fn dead_args(sid: i64, after: Option<&DocKey>, n: usize) -> Vec<Value> {
+    let (ac, ai) = after.map_or(("", ""), |k| (k.collection.as_str(), k.id.as_str()));
+    vec![
+        Value::Integer(sid),
+        Value::String(ac.to_owned()),
+        Value::String(ai.to_owned()),
+        limit(n),
+    ]
+}
+
+/// A row of [`schema::SELECT_DEAD`]: (collection, id, state).
+fn dead_of(r: &[Value]) -> bridge_core::Result<(DocKey, DocState)> {
+    let key = DocKey::new(
+        text(r, 0, "docs.collection").map_err(read_err)?,
+        text(r, 1, "docs.id").map_err(read_err)?,
+    );
+    let what = format!("docs.state of {}/{}", key.collection, key.id);
+    let state = state_of(r, 2, what).map_err(read_err)?;
+    Ok((key, state))
 }
 
 /// The integer id of `space` (`spaces.sid`), which `docs` and `dots` are keyed by.
@@ -782,6 +806,15 @@ impl DocStore for DoDocs {
             ],
         )?;
         self.keys_of(rows)
+    }
+
+    fn dead(
+        &self,
+        after: Option<&DocKey>,
+        n: usize,
+    ) -> bridge_core::Result<Vec<(DocKey, DocState)>> {
+        let rows = self.rows(schema::SELECT_DEAD, dead_args(self.sid, after, n))?;
+        rows.iter().map(|r| dead_of(r)).collect()
     }
 
     fn doc_count(&self) -> bridge_core::Result<u64> {
@@ -1191,6 +1224,49 @@ mod tests {
             );
         }
 
+        /// Runs `q` with `args` and gives its rows as the Durable Object's SQL gives them.
+        fn query(c: &rusqlite::Connection, q: &str, args: &[Value]) -> Vec<Vec<Value>> {
+            let mut st = c.prepare(q).expect("prepare");
+            let n = st.column_count();
+            let args: Vec<Sql> = args.iter().map(sql).collect();
+            st.query_map(rusqlite::params_from_iter(args), |r| {
+                (0..n)
+                    .map(|i| {
+                        Ok(match r.get::<_, Sql>(i)? {
+                            Sql::Null => Value::Null,
+                            Sql::Integer(n) => Value::Integer(n),
+                            Sql::Real(f) => Value::Float(f),
+                            Sql::Text(s) => Value::String(s),
+                            Sql::Blob(b) => Value::Blob(b),
+                        })
+                    })
+                    .collect()
+            })
+            .expect("query")
+            .collect::<std::result::Result<_, _>>()
+            .expect("rows")
+        }
+
+        /// Every page of [`DocStore::dead`]'s statement, `n` at a time, as the engine asks
+        /// for them (each after the last key of the one before), decoded as the object does.
+        fn dead_pages(c: &rusqlite::Connection, n: usize) -> Vec<Vec<(DocKey, DocState)>> {
+            let mut pages = Vec::new();
+            let mut after = None;
+            loop {
+                let rows = query(c, schema::SELECT_DEAD, &dead_args(1, after.as_ref(), n));
+                let page: Vec<(DocKey, DocState)> = rows
+                    .iter()
+                    .map(|r| dead_of(r).expect("a dead row"))
+                    .collect();
+                after = page.last().map(|(k, _)| k.clone());
+                let full = page.len() == n;
+                pages.push(page);
+                if !full {
+                    return pages;
+                }
+            }
+        }
+
         fn doc_rows(c: &rusqlite::Connection) -> Vec<(String, String, i64)> {
             let mut st = c
                 .prepare("SELECT collection, id, dead FROM docs ORDER BY collection, id")
@@ -1212,7 +1288,7 @@ mod tests {
         }
 
         #[test]
-        fn dead_is_written_and_collected() {
+        fn dead_is_written_listed_in_key_order_and_collected() {
             let c = db();
             let key = |c: &str, id: &str| DocKey::new(c, id);
             let mut batch = batch_with(vec![
@@ -1259,6 +1335,20 @@ mod tests {
                 };
                 DocState::clone(s)
             };
+            let pages = dead_pages(&c, 2);
+            let listed: Vec<Vec<DocKey>> = pages
+                .iter()
+                .map(|p| p.iter().map(|(k, _)| k.clone()).collect())
+                .collect();
+            assert_eq!(
+                listed,
+                [vec![key("c", "b"), key("c", "d")], vec![key("k", "a")]]
+            );
+            for (k, s) in pages.iter().flatten() {
+                assert_eq!(s, &state_of(k), "{k:?}");
+                assert!(s.is_dead());
+            }
+
             // Collecting `c/b` and `k/a`: their dots are read from their stored states, as
             // `write` does, and go with their rows; nothing else is touched.
             let collected = vec![key("c", "b"), key("k", "a")];
@@ -1288,6 +1378,12 @@ mod tests {
                 dot_keys(&c),
                 [held("c", "a"), held("c", "d"), held("c", "m")]
             );
+            let listed: Vec<DocKey> = dead_pages(&c, 2)
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(listed, [key("c", "d")]);
 
             // A row written again takes its new state's `dead`, either way: `c/a` becomes a
             // tombstone (`c/b`'s state), `c/d` live again (`c/a`'s first state).
@@ -1306,6 +1402,12 @@ mod tests {
                 doc_rows(&c),
                 [row("c", "a", 1), row("c", "d", 0), row("c", "m", 0)]
             );
+            let listed: Vec<DocKey> = dead_pages(&c, 2)
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(listed, [key("c", "a")]);
         }
 
         #[test]
