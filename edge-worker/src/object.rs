@@ -248,6 +248,18 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::Internal, e.to_string())
 }
 
+/// A variable that turns something on (`1`, `true`) or off (`0`, `false`, empty); anything
+/// else is refused rather than read as off, so a typo does not pass unnoticed.
+fn switch(key: &str, v: &str) -> std::result::Result<bool, ApiError> {
+    match v {
+        "1" | "true" => Ok(true),
+        "" | "0" | "false" => Ok(false),
+        _ => Err(internal(format!(
+            "{key}={v:?}: expected 1 or true (on), 0 or false (off)"
+        ))),
+    }
+}
+
 /// Mebibytes of document states the object keeps cached when `CACHE_MB` is unset: a
 /// quarter of the 128 MB a Durable Object may use.
 const DEFAULT_CACHE_MB: usize = 32;
@@ -286,6 +298,12 @@ impl SpaceObject {
                     }
                 };
             }
+        }
+        // Tombstone collection is asked for, never assumed: once on, a peer that is not
+        // tracked yet and holds less than the horizon is refused (`behind_horizon`) and must
+        // start from a new store.
+        if let Ok(v) = self.env.var("COLLECT_TOMBSTONES") {
+            cfg.collect = switch("COLLECT_TOMBSTONES", &v.to_string())?;
         }
         Ok(cfg)
     }
@@ -726,5 +744,21 @@ mod tests {
         assert_eq!(space_of("/v1/spaces/"), None);
         assert!(is_websocket_path("/v1/spaces/team/ws"));
         assert!(!is_websocket_path("/v1/spaces/team/docs/ws"));
+    }
+
+    #[test]
+    fn switches() {
+        for (v, on) in [("1", true), ("true", true), ("0", false), ("false", false)] {
+            assert_eq!(switch("COLLECT_TOMBSTONES", v).ok(), Some(on), "{v}");
+        }
+        assert_eq!(switch("COLLECT_TOMBSTONES", "").ok(), Some(false));
+        let Err(e) = switch("COLLECT_TOMBSTONES", "yes") else {
+            panic!("yes is refused")
+        };
+        assert!(
+            e.message.contains("COLLECT_TOMBSTONES=\"yes\""),
+            "{}",
+            e.message
+        );
     }
 }

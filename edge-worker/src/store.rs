@@ -7,10 +7,11 @@
 //!
 //! Statements are planned as plain values ([`Stmt`], built by [`plan_batch`], tested
 //! natively) and executed by [`run`]. The storage is the engine's durable layer: [`DoDocs`]
-//! reads documents, pages of ids, live dots, conflicts and pages of retained messages from it
-//! as the engine needs them, and [`load`] reads only the metadata, the `_config` entries and
-//! the highest message offset, so waking the object costs the same for ten documents or a
-//! million, and for ten retained messages or a hundred thousand.
+//! reads documents, pages of ids, live dots, conflicts, pages of dead documents (for
+//! collection) and pages of retained messages from it as the engine needs them, and [`load`]
+//! reads only the metadata, the `_config` entries and the highest message offset, so waking
+//! the object costs the same for ten documents or a million, and for ten retained messages or
+//! a hundred thousand.
 
 use bridge_core::codec::{encode_state, StateColumn};
 use bridge_core::doc::DocState;
@@ -103,15 +104,21 @@ pub const DELETE_DOTS_IN: &str = "DELETE FROM dots WHERE sid = ?1 AND (rid, coun
  (SELECT (SELECT rid FROM replicas WHERE sid = ?1 AND replica = j.value ->> 0), j.value ->> 1
   FROM json_each(?2) AS j)";
 
-/// ?1 space id, ?2 JSON `[[collection, id, offset, length, siblings], ...]`, ?3 the states
-/// end to end (BLOB; a row's state is `length` bytes from `offset`, 1-based):
+/// ?1 space id, ?2 JSON `[[collection, id], ...]`: [`schema::DELETE_DOC`] for many documents
+/// (the collected ones; their dots go with [`DELETE_DOTS_IN`]).
+pub const DELETE_DOCS_IN: &str = "DELETE FROM docs WHERE sid = ?1 AND (collection, id) IN
+ (SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?2) AS j)";
+
+/// ?1 space id, ?2 JSON `[[collection, id, offset, length, siblings, dead], ...]`, ?3 the
+/// states end to end (BLOB; a row's state is `length` bytes from `offset`, 1-based):
 /// [`schema::UPSERT_DOC`] for many documents (`WHERE true` lets SQLite parse the upsert
 /// clause after a SELECT).
-pub const UPSERT_DOCS_IN: &str = "INSERT INTO docs (sid, collection, id, state, siblings)
- SELECT ?1, j.value ->> 0, j.value ->> 1, substr(?3, j.value ->> 2, j.value ->> 3), j.value ->> 4
+pub const UPSERT_DOCS_IN: &str = "INSERT INTO docs (sid, collection, id, state, siblings, dead)
+ SELECT ?1, j.value ->> 0, j.value ->> 1, substr(?3, j.value ->> 2, j.value ->> 3),
+    j.value ->> 4, j.value ->> 5
  FROM json_each(?2) AS j WHERE true
  ON CONFLICT (sid, collection, id) DO UPDATE SET state = excluded.state,
-    siblings = excluded.siblings";
+    siblings = excluded.siblings, dead = excluded.dead";
 
 /// ?1 space id, ?2 JSON `[[replica hex, counter, collection, id], ...]`:
 /// [`schema::INSERT_DOT`] for many dots (a replica without its number fails the insert, as
@@ -183,9 +190,10 @@ impl Rows {
 
 /// The statements that store `batch` of `space` (space id `sid`): the same rows as the
 /// native host writes, with the per-document statements in their batched forms. `stored`
-/// gives the dots of the state each document of the batch has in the store (read before the
-/// batch's transaction: the object runs nothing else in between; a key it lacks has no row);
-/// the dots the new state no longer holds are dropped. A key written twice in one batch
+/// gives the dots of the state each document of the batch, written or collected, has in the
+/// store (read before the batch's transaction: the object runs nothing else in between; a
+/// key it lacks has no row); the dots the new state no longer holds are dropped, and a
+/// collected document's row goes with all of its dots. A key written twice in one batch
 /// counts once, with its last state.
 pub fn plan_batch(
     space: &str,
@@ -207,6 +215,15 @@ pub fn plan_batch(
         last.insert(key, state);
     }
     let (mut dropped, mut docs, mut added) = (Rows::default(), Rows::default(), Rows::default());
+    let mut removed = Rows::default();
+    // The core never collects a document it writes in the same batch; should one be both, its
+    // new state is written and its row kept: removing it would lose that write.
+    for key in batch.collected.iter().filter(|k| !last.contains_key(k)) {
+        for d in stored.get(key).map(Vec::as_slice).unwrap_or_default() {
+            dropped.push(&[], |_, _| (d.replica.to_string(), d.counter))?;
+        }
+        removed.push(&[], |_, _| (&key.collection, &key.id))?;
+    }
     for (key, state) in last {
         let old = stored.get(key).map(Vec::as_slice).unwrap_or_default();
         let (gone, new) = schema::dot_changes(old, state);
@@ -214,13 +231,17 @@ pub fn plan_batch(
             dropped.push(&[], |_, _| (d.replica.to_string(), d.counter))?;
         }
         let (c, id, n) = (&key.collection, &key.id, state.siblings.len());
-        docs.push(&encode_state(state), |at, len| (c, id, at, len, n))?;
+        let dead = u8::from(state.is_dead());
+        docs.push(&encode_state(state), |at, len| (c, id, at, len, n, dead))?;
         for d in new {
             added.push(&[], |_, _| (d.replica.to_string(), d.counter, c, id))?;
         }
     }
     for (rows, _, _) in dropped.finish() {
         out.push(stmt(DELETE_DOTS_IN, vec![sid_value(), Value::String(rows)]));
+    }
+    for (rows, _, _) in removed.finish() {
+        out.push(stmt(DELETE_DOCS_IN, vec![sid_value(), Value::String(rows)]));
     }
     for (rows, states, _) in docs.finish() {
         out.push(stmt(
@@ -368,6 +389,29 @@ fn dot_of(r: &[Value]) -> bridge_core::Result<(u64, DocKey)> {
             text(r, 2, "dots.id").map_err(read_err)?,
         ),
     ))
+}
+
+/// The bindings of [`schema::SELECT_DEAD`]: the page of at most `n` after `after` (`''`
+/// and `''`: from the first).
+fn dead_args(sid: i64, after: Option<&DocKey>, n: usize) -> Vec<Value> {
+    let (ac, ai) = after.map_or(("", ""), |k| (k.collection.as_str(), k.id.as_str()));
+    vec![
+        Value::Integer(sid),
+        Value::String(ac.to_owned()),
+        Value::String(ai.to_owned()),
+        limit(n),
+    ]
+}
+
+/// A row of [`schema::SELECT_DEAD`]: (collection, id, state).
+fn dead_of(r: &[Value]) -> bridge_core::Result<(DocKey, DocState)> {
+    let key = DocKey::new(
+        text(r, 0, "docs.collection").map_err(read_err)?,
+        text(r, 1, "docs.id").map_err(read_err)?,
+    );
+    let what = format!("docs.state of {}/{}", key.collection, key.id);
+    let state = state_of(r, 2, what).map_err(read_err)?;
+    Ok((key, state))
 }
 
 /// The integer id of `space` (`spaces.sid`), which `docs` and `dots` are keyed by.
@@ -764,6 +808,15 @@ impl DocStore for DoDocs {
         self.keys_of(rows)
     }
 
+    fn dead(
+        &self,
+        after: Option<&DocKey>,
+        n: usize,
+    ) -> bridge_core::Result<Vec<(DocKey, DocState)>> {
+        let rows = self.rows(schema::SELECT_DEAD, dead_args(self.sid, after, n))?;
+        rows.iter().map(|r| dead_of(r)).collect()
+    }
+
     fn doc_count(&self) -> bridge_core::Result<u64> {
         self.count(schema::COUNT_SPACE_DOCS, vec![self.sp()])
     }
@@ -816,8 +869,8 @@ impl DocStore for DoDocs {
 }
 
 /// Stores `batch` of `space` (space id `sid`) atomically. The dots of the rows it replaces
-/// come from `ahead`, or for keys not read ahead from one read of all of them; `ahead` then
-/// holds the rows as written.
+/// or removes come from `ahead`, or for keys not read ahead from one read of all of them;
+/// `ahead` then holds the rows as written.
 pub fn write(
     storage: &Storage,
     space: &str,
@@ -831,6 +884,7 @@ pub fn write(
             .docs
             .iter()
             .map(|(k, _)| k)
+            .chain(&batch.collected)
             .filter(|k| !rows.dots.contains_key(*k))
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
@@ -849,6 +903,12 @@ pub fn write(
     };
     run(storage, plan)?;
     let mut rows = ahead.0.borrow_mut();
+    // Collected first (no row now, and a state read ahead is stale), so that a key also
+    // written, which the core never does, holds its new state as in the store.
+    for key in &batch.collected {
+        rows.states.remove(key);
+        rows.dots.insert(key.clone(), Vec::new());
+    }
     for (key, state) in &batch.docs {
         // A state read ahead and not yet taken is stale now: the engine holds the new one.
         rows.states.remove(key);
@@ -863,19 +923,34 @@ mod tests {
     use super::*;
     use bridge_core::{Tier, WriteOp};
 
-    /// An engine of replica 5 with one write per key in `keys` (value `{"n": i}`) and a
-    /// message on `chat`, and the batch it cuts.
+    /// An engine of replica 5 with one write per key in `keys` of collection `c` (value
+    /// `{"n": i}`) and a message on `chat`, and the batch it cuts.
     fn batch_of(keys: &[&str]) -> PersistBatch {
+        let ops = keys
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (DocKey::new("c", *id), put(i)))
+            .collect();
+        batch_with(ops)
+    }
+
+    /// `{"n": n}` as a write.
+    fn put(n: usize) -> WriteOp {
+        let Some(doc) = serde_json::json!({ "n": n }).as_object().cloned() else {
+            panic!("object")
+        };
+        WriteOp::Put(doc)
+    }
+
+    /// An engine of replica 5 with `ops` done in order and a message on `chat`, and the
+    /// batch it cuts.
+    fn batch_with(ops: Vec<(DocKey, WriteOp)>) -> PersistBatch {
         let mut cfg = EngineConfig::new(ReplicaId(5), Tier::Cloud, "s");
         // Only these documents in the batch (no default-policy seed of a new space).
         cfg.seed_default_policy = false;
         let mut e = Engine::new(cfg);
-        for (i, id) in keys.iter().enumerate() {
-            let Some(doc) = serde_json::json!({ "n": i }).as_object().cloned() else {
-                panic!("object")
-            };
-            bridge_core::testing::write(&mut e, 10, DocKey::new("c", *id), WriteOp::Put(doc))
-                .expect("write");
+        for (key, op) in ops {
+            bridge_core::testing::write(&mut e, 10, key, op).expect("write");
         }
         bridge_core::testing::publish(&mut e, 11, "chat", serde_json::json!("hi"))
             .expect("publish");
@@ -939,11 +1014,66 @@ mod tests {
     }
 
     #[test]
+    fn a_collected_document_loses_its_row_and_every_stored_dot() {
+        let mut batch = batch_of(&["x"]);
+        let gone = DocKey::new("c", "gone");
+        batch.collected = vec![gone.clone()];
+        let stored = BTreeMap::from([(
+            gone.clone(),
+            vec![Dot::new(ReplicaId(9), 4), Dot::new(ReplicaId(9), 6)],
+        )]);
+        let plan = plan_batch("s", 1, &batch, &stored).expect("plan");
+        let sqls: Vec<&str> = plan.iter().map(|s| s.sql).collect();
+        assert_eq!(
+            sqls,
+            [
+                schema::ENSURE_REPLICA,
+                DELETE_DOTS_IN,
+                DELETE_DOCS_IN,
+                UPSERT_DOCS_IN,
+                INSERT_DOTS_IN,
+                schema::UPSERT_MESSAGE,
+                schema::TRIM_CHANNEL,
+                schema::UPSERT_META
+            ]
+        );
+        let r9 = ReplicaId(9);
+        assert_eq!(
+            plan[1].args[1],
+            Value::String(format!("[[\"{r9}\",4],[\"{r9}\",6]]"))
+        );
+        assert_eq!(plan[2].args[1], Value::String("[[\"c\",\"gone\"]]".into()));
+        for s in &plan {
+            let highest = (1..=9)
+                .filter(|n| s.sql.contains(&format!("?{n}")))
+                .max()
+                .unwrap_or(0);
+            assert_eq!(s.args.len(), highest, "{}", s.sql);
+        }
+        // A key both written and collected (the core never cuts one) keeps its new state.
+        batch.collected = vec![DocKey::new("c", "x")];
+        let plan = plan_batch("s", 1, &batch, &BTreeMap::new()).expect("plan");
+        assert!(plan.iter().any(|s| s.sql == UPSERT_DOCS_IN));
+        assert!(!plan.iter().any(|s| s.sql == DELETE_DOCS_IN));
+    }
+
+    #[test]
     fn a_large_batch_is_cut_into_statements_of_bounded_size() {
         let ids: Vec<String> = (0..ROWS_PER_STMT + 3).map(|i| format!("d{i:05}")).collect();
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let batch = batch_of(&refs);
+        let mut batch = batch_of(&refs);
+        // As many collected as written (other keys): their rows go in statements as bounded.
+        batch.collected = ids.iter().map(|i| DocKey::new("k", i.as_str())).collect();
         let plan = plan_batch("s", 1, &batch, &BTreeMap::new()).expect("plan");
+        let removed: Vec<&Stmt> = plan.iter().filter(|s| s.sql == DELETE_DOCS_IN).collect();
+        assert_eq!(removed.len(), 2);
+        for s in removed {
+            let Value::String(rows) = &s.args[1] else {
+                panic!("rows")
+            };
+            let rows: Vec<serde_json::Value> = serde_json::from_str(rows).expect("json");
+            assert!(rows.len() <= ROWS_PER_STMT);
+        }
         let docs: Vec<&Stmt> = plan.iter().filter(|s| s.sql == UPSERT_DOCS_IN).collect();
         assert_eq!(docs.len(), 2);
         for s in docs {
@@ -1094,10 +1224,200 @@ mod tests {
             );
         }
 
+        /// Runs `q` with `args` and gives its rows as the Durable Object's SQL gives them.
+        fn query(c: &rusqlite::Connection, q: &str, args: &[Value]) -> Vec<Vec<Value>> {
+            let mut st = c.prepare(q).expect("prepare");
+            let n = st.column_count();
+            let args: Vec<Sql> = args.iter().map(sql).collect();
+            st.query_map(rusqlite::params_from_iter(args), |r| {
+                (0..n)
+                    .map(|i| {
+                        Ok(match r.get::<_, Sql>(i)? {
+                            Sql::Null => Value::Null,
+                            Sql::Integer(n) => Value::Integer(n),
+                            Sql::Real(f) => Value::Float(f),
+                            Sql::Text(s) => Value::String(s),
+                            Sql::Blob(b) => Value::Blob(b),
+                        })
+                    })
+                    .collect()
+            })
+            .expect("query")
+            .collect::<std::result::Result<_, _>>()
+            .expect("rows")
+        }
+
+        /// Every page of [`DocStore::dead`]'s statement, `n` at a time, as the engine asks
+        /// for them (each after the last key of the one before), decoded as the object does.
+        fn dead_pages(c: &rusqlite::Connection, n: usize) -> Vec<Vec<(DocKey, DocState)>> {
+            let mut pages = Vec::new();
+            let mut after = None;
+            loop {
+                let rows = query(c, schema::SELECT_DEAD, &dead_args(1, after.as_ref(), n));
+                let page: Vec<(DocKey, DocState)> = rows
+                    .iter()
+                    .map(|r| dead_of(r).expect("a dead row"))
+                    .collect();
+                after = page.last().map(|(k, _)| k.clone());
+                let full = page.len() == n;
+                pages.push(page);
+                if !full {
+                    return pages;
+                }
+            }
+        }
+
+        fn doc_rows(c: &rusqlite::Connection) -> Vec<(String, String, i64)> {
+            let mut st = c
+                .prepare("SELECT collection, id, dead FROM docs ORDER BY collection, id")
+                .expect("prepare");
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .expect("query")
+                .collect::<std::result::Result<_, _>>()
+                .expect("rows")
+        }
+
+        fn dot_keys(c: &rusqlite::Connection) -> Vec<(String, String)> {
+            let mut st = c
+                .prepare("SELECT DISTINCT collection, id FROM dots ORDER BY collection, id")
+                .expect("prepare");
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("query")
+                .collect::<std::result::Result<_, _>>()
+                .expect("rows")
+        }
+
+        #[test]
+        fn dead_is_written_listed_in_key_order_and_collected() {
+            let c = db();
+            let key = |c: &str, id: &str| DocKey::new(c, id);
+            let mut batch = batch_with(vec![
+                (key("c", "a"), put(0)),
+                (key("c", "b"), put(1)),
+                (key("c", "b"), WriteOp::Delete),
+                (key("c", "d"), WriteOp::Delete),
+                (key("c", "m"), put(2)),
+                (key("k", "a"), WriteOp::Delete),
+            ]);
+            // `c/m` has a tombstone of replica 7 beside its live sibling: not dead.
+            let Some(m) = batch.docs.iter_mut().find(|(k, _)| k.id == "m") else {
+                panic!("c/m")
+            };
+            let mut state = DocState::clone(&m.1);
+            let live = state.siblings[0].clone();
+            state.siblings.push(bridge_core::Sibling {
+                dot: Dot::new(ReplicaId(7), 1),
+                body: None,
+                ..live
+            });
+            state.siblings.sort_by_key(|s| s.dot);
+            state.context.raise(ReplicaId(7), 1);
+            m.1 = std::sync::Arc::new(state);
+            run(
+                &c,
+                &plan_batch("s", 1, &batch, &BTreeMap::new()).expect("plan"),
+            );
+            let row = |c: &str, id: &str, dead| (c.to_owned(), id.to_owned(), dead);
+            assert_eq!(
+                doc_rows(&c),
+                [
+                    row("c", "a", 0),
+                    row("c", "b", 1),
+                    row("c", "d", 1),
+                    row("c", "m", 0),
+                    row("k", "a", 1)
+                ]
+            );
+
+            let state_of = |k: &DocKey| {
+                let Some((_, s)) = batch.docs.iter().find(|(d, _)| d == k) else {
+                    panic!("{k:?}")
+                };
+                DocState::clone(s)
+            };
+            let pages = dead_pages(&c, 2);
+            let listed: Vec<Vec<DocKey>> = pages
+                .iter()
+                .map(|p| p.iter().map(|(k, _)| k.clone()).collect())
+                .collect();
+            assert_eq!(
+                listed,
+                [vec![key("c", "b"), key("c", "d")], vec![key("k", "a")]]
+            );
+            for (k, s) in pages.iter().flatten() {
+                assert_eq!(s, &state_of(k), "{k:?}");
+                assert!(s.is_dead());
+            }
+
+            // Collecting `c/b` and `k/a`: their dots are read from their stored states, as
+            // `write` does, and go with their rows; nothing else is touched.
+            let collected = vec![key("c", "b"), key("k", "a")];
+            let stored: BTreeMap<DocKey, Vec<Dot>> = states_in(&c, &collected)
+                .into_iter()
+                .map(|(i, blob)| {
+                    let Ok(state) = bridge_core::codec::decode_state(&blob) else {
+                        panic!("a stored state")
+                    };
+                    let dots = state.siblings.iter().map(|s| s.dot).collect();
+                    (collected[i as usize].clone(), dots)
+                })
+                .collect();
+            assert_eq!(stored.len(), 2);
+            let mut next = batch.clone();
+            next.docs.clear();
+            next.messages.clear();
+            next.retain.clear();
+            next.collected = collected;
+            run(&c, &plan_batch("s", 1, &next, &stored).expect("plan"));
+            assert_eq!(
+                doc_rows(&c),
+                [row("c", "a", 0), row("c", "d", 1), row("c", "m", 0)]
+            );
+            let held = |c: &str, id: &str| (c.to_owned(), id.to_owned());
+            assert_eq!(
+                dot_keys(&c),
+                [held("c", "a"), held("c", "d"), held("c", "m")]
+            );
+            let listed: Vec<DocKey> = dead_pages(&c, 2)
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(listed, [key("c", "d")]);
+
+            // A row written again takes its new state's `dead`, either way: `c/a` becomes a
+            // tombstone (`c/b`'s state), `c/d` live again (`c/a`'s first state).
+            let dots_of = |s: &DocState| s.siblings.iter().map(|s| s.dot).collect::<Vec<_>>();
+            let (a, b) = (state_of(&key("c", "a")), state_of(&key("c", "b")));
+            let d = state_of(&key("c", "d"));
+            let stored =
+                BTreeMap::from([(key("c", "a"), dots_of(&a)), (key("c", "d"), dots_of(&d))]);
+            next.collected.clear();
+            next.docs = vec![
+                (key("c", "a"), std::sync::Arc::new(b)),
+                (key("c", "d"), std::sync::Arc::new(a)),
+            ];
+            run(&c, &plan_batch("s", 1, &next, &stored).expect("plan"));
+            assert_eq!(
+                doc_rows(&c),
+                [row("c", "a", 1), row("c", "d", 0), row("c", "m", 0)]
+            );
+            let listed: Vec<DocKey> = dead_pages(&c, 2)
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(listed, [key("c", "a")]);
+        }
+
         #[test]
         fn reads_and_deletes_seek_by_key() {
             let c = db();
-            for (q, table) in [(SELECT_DOCS_IN, "d"), (DELETE_DOTS_IN, "dots")] {
+            for (q, table) in [
+                (SELECT_DOCS_IN, "d"),
+                (DELETE_DOTS_IN, "dots"),
+                (DELETE_DOCS_IN, "docs"),
+            ] {
                 let mut st = c
                     .prepare(&format!("EXPLAIN QUERY PLAN {q}"))
                     .expect("prepare");
