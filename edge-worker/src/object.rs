@@ -305,6 +305,11 @@ impl SpaceObject {
         if let Ok(v) = self.env.var("COLLECT_TOMBSTONES") {
             cfg.collect = switch("COLLECT_TOMBSTONES", &v.to_string())?;
         }
+        // A peer gone this long no longer holds the horizon back (checked at each `hello`:
+        // the object sets no timer for it).
+        if let Some(ms) = self.millis("REPLICA_EXPIRY_MS", true)? {
+            cfg.expiry_ms = (ms > 0).then_some(ms);
+        }
         Ok(cfg)
     }
 
