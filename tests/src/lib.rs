@@ -536,6 +536,19 @@ pub fn wait_horizon_at_cursor(
     }
 }
 
+/// The `space` entry of a host's `/v1/status` (`null` when it has no such space).
+pub fn space_status(port: u16, token: Option<&str>, space: &str) -> Value {
+    let (s, v) = http(port, "GET", "/v1/status", None, token);
+    assert_eq!(s, 200, "{v}");
+    v["spaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["space"] == space)
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Waits until the hybrid host's upstream link is up.
 pub fn wait_link_up(local: &Host) {
     eventually(local.api_port, "/v1/status", None, |_, v| {

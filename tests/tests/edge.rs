@@ -17,7 +17,9 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tests::edge::{serial, Edge};
-use tests::{eventually, http, mint_token, start_hybrid, wait_link_up, Agent, Host, TempDir};
+use tests::{
+    eventually, http, mint_token, space_status, start_hybrid, wait_link_up, Agent, Host, TempDir,
+};
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "edge-secret-0123456789";
@@ -1022,4 +1024,96 @@ async fn a_durable_object_serves_a_space_larger_than_its_cache_after_eviction_an
     check(&edge, "after an eviction");
     edge.restart();
     check(&edge, "after a restart");
+}
+
+/// Collection with the Durable Object as the root (`COLLECT_TOMBSTONES` on both): documents
+/// deleted on a hybrid host leave the hybrid host and the Durable Object once stable, so a
+/// new replica that syncs from scratch receives only the live ones; a restart of the worker
+/// brings nothing back, and a document written again on the worker reaches the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
+async fn deleted_documents_leave_the_worker_and_the_hybrid_host_once_stable() {
+    let _one = serial().await;
+    let state = TempDir::new("edge-collect");
+    let local_dir = TempDir::new("edge-collect-hybrid");
+    let fresh_dir = TempDir::new("edge-collect-fresh");
+    let collect = ("COLLECT_TOMBSTONES", "1");
+    let mut edge = Edge::start_with_vars(&state.0, SECRET, &[collect]);
+    let token = mint_token(&state.0, SECRET, "proj", "admin", "1h");
+    let tok = Some(token.as_str());
+    let local = start_hybrid(&local_dir.0, &edge.base_ws_url(), &token, &[collect]);
+    wait_link_up(&local);
+    for i in 0..10 {
+        let path = format!("/v1/spaces/proj/docs/notes/d{i}");
+        let (s, v) = local.http("PUT", &path, Some(&format!(r#"{{"n":{i}}}"#)));
+        assert_eq!(s, 200, "{v}");
+    }
+    for i in 0..5 {
+        let (s, v) = local.http("DELETE", &format!("/v1/spaces/proj/docs/notes/d{i}"), None);
+        assert_eq!(s, 200, "{v}");
+    }
+    // The hybrid host follows the worker's horizon: once it has collected the five, the
+    // worker's horizon covers the deletions, and it collects them too.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let l = loop {
+        let l = space_status(local.api_port, None, "proj");
+        if l["collected"] == 5 {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hybrid host never collected: {l}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(l["docs"], 6, "five live documents and `_config/space`: {l}");
+    // A new replica (no collection of its own) syncs everything the worker holds: the five
+    // live documents and the configuration, no deletion.
+    let fresh = start_hybrid(&fresh_dir.0, &edge.base_ws_url(), &token, &[]);
+    wait_link_up(&fresh);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let f = space_status(fresh.api_port, None, "proj");
+        let l = space_status(local.api_port, None, "proj");
+        if f["cursor"] == l["cursor"] {
+            assert_eq!(f["docs"], 6, "the worker sent a collected deletion: {f}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new replica never caught up: {f} vs {l}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A restart of the worker brings nothing back.
+    edge.restart();
+    for i in 1..5 {
+        let (s, v) = http(
+            edge.port,
+            "GET",
+            &format!("/v1/spaces/proj/docs/notes/d{i}"),
+            None,
+            tok,
+        );
+        assert_eq!(s, 404, "d{i}: {v}");
+    }
+    let (s, v) = http(edge.port, "GET", "/v1/spaces/proj/docs/notes/d7", None, tok);
+    assert_eq!((s, v["value"]["n"].clone()), (200, json!(7)), "{v}");
+    // Written again on the worker: a new document on the host.
+    let (s, v) = http(
+        edge.port,
+        "PUT",
+        "/v1/spaces/proj/docs/notes/d0",
+        Some(r#"{"again":true}"#),
+        tok,
+    );
+    assert_eq!(s, 200, "{v}");
+    eventually(
+        local.api_port,
+        "/v1/spaces/proj/docs/notes/d0",
+        None,
+        |s, v| s == 200 && v["value"]["again"] == true,
+    );
+    let (s, _) = local.http("GET", "/v1/spaces/proj/docs/notes/d1", None);
+    assert_eq!(s, 404);
 }

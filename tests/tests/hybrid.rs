@@ -7,7 +7,7 @@ use bridge_core::status::HostStatus;
 use serde_json::json;
 use tests::{bridge_cmd, cli, http, mint_token, Agent, Host, TempDir, PAIR_SECRET};
 
-use tests::{eventually, start_hybrid, start_pair, wait_link_up, Pair};
+use tests::{eventually, space_status, start_hybrid, start_pair, wait_link_up, Pair};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hybrid_syncs_docs_and_messages_both_ways() {
@@ -548,19 +548,6 @@ async fn the_stable_horizon_covers_both_hosts_writes_once_quiet() {
     };
     let l = tests::wait_horizon_at_cursor(local.api_port, None, "proj", 2);
     assert_eq!(c["cursor"], l["cursor"]);
-}
-
-/// The `space` entry of a host's `/v1/status`.
-fn space_status(port: u16, token: Option<&str>, space: &str) -> serde_json::Value {
-    let (s, v) = http(port, "GET", "/v1/status", None, token);
-    assert_eq!(s, 200, "{v}");
-    v["spaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["space"] == space)
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// Collection between real hosts, both with `COLLECT_TOMBSTONES=1`: documents deleted on the
