@@ -55,6 +55,11 @@ pub struct Hello {
     /// Highest message sequence seen per origin, so retained messages can be replayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<VersionVector>,
+    /// Peers only: the stable horizon the peer has adopted (absent: none). The server
+    /// reads the peer's pushes against it (docs/protocol.md, section 5, Collection): the
+    /// peer may have collected documents below it that the server still holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon: Option<VersionVector>,
 }
 
 /// The server's answer to a good [`Hello`]: the handshake is done and the session is open.

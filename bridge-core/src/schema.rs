@@ -229,7 +229,7 @@ pub const DELETE_DOC: &str = "DELETE FROM docs WHERE sid = ?1 AND collection = ?
 /// → (collection, id, state): a page of the documents whose siblings are all tombstones
 /// (`docs_dead`), in key order: what collection looks at.
 pub const SELECT_DEAD: &str = "SELECT collection, id, state FROM docs
- WHERE sid = ?1 AND dead = 1 AND (collection > ?2 OR (collection = ?2 AND id > ?3))
+ WHERE sid = ?1 AND dead = 1 AND (collection, id) > (?2, ?3)
  ORDER BY collection, id LIMIT ?4";
 /// ?1 space id, ?2 collection, ?3 id, ?4 dead (1 or 0): sets one row's `dead` from its
 /// state (a store brought to schema 5 whose rows were written before).

@@ -220,9 +220,10 @@ fn hello() -> impl Strategy<Value = Frame> {
         option::of(tier()),
         option::of(vector()),
         option::of(vector()),
+        option::of(vector()),
     )
         .prop_map(
-            |(space, kind, name, token, replica, tier, vector, messages)| {
+            |(space, kind, name, token, replica, tier, vector, messages, horizon)| {
                 Frame::Hello(Hello {
                     space,
                     kind,
@@ -232,6 +233,7 @@ fn hello() -> impl Strategy<Value = Frame> {
                     tier,
                     vector,
                     messages,
+                    horizon,
                 })
             },
         )

@@ -1079,3 +1079,74 @@ fn a_replica_gone_past_the_expiry_no_longer_holds_the_horizon() {
     assert_eq!(net.pump(), [ErrorCode::BehindHorizon]);
     assert!(!net.links[back].is_open());
 }
+
+/// A replica that moves to a server whose horizon lags its own: it learned (at the root) that
+/// a deletion was collected, the server it moves to still holds the deletion, and the
+/// replica writes the document again. The server reads the push against the horizon the
+/// replica sent in its `hello`, so the old deletion goes there too, instead of staying beside
+/// the new write on that server only.
+#[test]
+fn a_push_is_read_against_the_horizon_its_sender_brings() {
+    let node = |id: u64, tier: Tier, root: bool, collect: bool| {
+        let mut c = EngineConfig::new(ReplicaId(id), tier, SPACE);
+        c.root = root;
+        c.collect = collect;
+        Node::new(c)
+    };
+    let mut net = Net::new(vec![
+        node(1, Tier::Cloud, true, true),
+        node(2, Tier::Local, false, false),
+        node(3, Tier::Local, false, true),
+    ]);
+    let key = DocKey::new("c", "x");
+    net.nodes[0]
+        .write(0, key.clone(), WriteOp::Put(obj(json!({"v": 1}))))
+        .expect("write");
+    let hybrid = net.link(1, 0, None, Wire::Json);
+    net.pump();
+    let delete = net.nodes[0]
+        .write(0, key.clone(), WriteOp::Delete)
+        .expect("delete");
+    // Round by round until the root's horizon covers the deletion; the hybrid host never
+    // hears it (its link goes dead at that moment).
+    for _ in 0..100 {
+        let _ = net.settle(1);
+        if net.nodes[0].replica().stability().horizon.contains(delete) {
+            break;
+        }
+    }
+    assert!(net.nodes[0].replica().stability().horizon.contains(delete));
+    net.frozen.push(hybrid);
+    let _ = net.settle(3);
+    net.unlink(hybrid);
+    assert!(!net.nodes[1].replica().stability().horizon.contains(delete));
+    assert!(net.nodes[1].replica().state(&key).expect("read").is_some());
+    // A new replica syncs with the root: the document was collected there, so it never
+    // gets it, and it adopts the horizon.
+    let up = net.link(2, 0, None, Wire::Json);
+    for _ in 0..3 {
+        net.pump();
+    }
+    assert_eq!(net.nodes[0].replica().collected_total(), 1);
+    assert!(net.nodes[2].replica().stability().horizon.contains(delete));
+    assert!(net.nodes[2].replica().state(&key).expect("read").is_none());
+    // It moves to the hybrid host and writes the document again.
+    net.unlink(up);
+    net.link(2, 1, None, Wire::Json);
+    net.nodes[2]
+        .write(0, key.clone(), WriteOp::Put(obj(json!({"v": 2}))))
+        .expect("write");
+    net.pump();
+    for n in [1, 2] {
+        let st = net.nodes[n]
+            .replica()
+            .state(&key)
+            .expect("read")
+            .expect("state");
+        assert_eq!(st.siblings.len(), 1, "node {n}: {st:?}");
+        assert_eq!(
+            net.nodes[n].replica().get(&key).expect("read"),
+            Some(json!({"v": 2}))
+        );
+    }
+}

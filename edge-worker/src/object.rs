@@ -251,11 +251,12 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 /// A variable that turns something on (`1`, `true`) or off (`0`, `false`, empty); anything
 /// else is refused rather than read as off, so a typo does not pass unnoticed.
 fn switch(key: &str, v: &str) -> std::result::Result<bool, ApiError> {
-    match v {
-        "1" | "true" => Ok(true),
-        "" | "0" | "false" => Ok(false),
+    // The same words as the native host's `.env`.
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
         _ => Err(internal(format!(
-            "{key}={v:?}: expected 1 or true (on), 0 or false (off)"
+            "{key}={v:?}: expected 1, true, yes or on (or 0, false, no, off)"
         ))),
     }
 }
@@ -305,8 +306,8 @@ impl SpaceObject {
         if let Ok(v) = self.env.var("COLLECT_TOMBSTONES") {
             cfg.collect = switch("COLLECT_TOMBSTONES", &v.to_string())?;
         }
-        // A peer gone this long no longer holds the horizon back (checked at each `hello`:
-        // the object sets no timer for it).
+        // A peer gone this long no longer holds the horizon back (checked at each `hello`
+        // and by the object's alarm, which the engine's next deadline arms).
         if let Some(ms) = self.millis("REPLICA_EXPIRY_MS", true)? {
             cfg.expiry_ms = (ms > 0).then_some(ms);
         }
@@ -753,15 +754,22 @@ mod tests {
 
     #[test]
     fn switches() {
-        for (v, on) in [("1", true), ("true", true), ("0", false), ("false", false)] {
+        for (v, on) in [
+            ("1", true),
+            ("true", true),
+            ("ON", true),
+            ("0", false),
+            ("false", false),
+            ("no", false),
+        ] {
             assert_eq!(switch("COLLECT_TOMBSTONES", v).ok(), Some(on), "{v}");
         }
         assert_eq!(switch("COLLECT_TOMBSTONES", "").ok(), Some(false));
-        let Err(e) = switch("COLLECT_TOMBSTONES", "yes") else {
-            panic!("yes is refused")
+        let Err(e) = switch("COLLECT_TOMBSTONES", "maybe") else {
+            panic!("maybe is refused")
         };
         assert!(
-            e.message.contains("COLLECT_TOMBSTONES=\"yes\""),
+            e.message.contains("COLLECT_TOMBSTONES=\"maybe\""),
             "{}",
             e.message
         );

@@ -177,10 +177,18 @@ impl Store {
             // crash here are still read, and rewritten on their next write).
             self.rewrite_json_states(REWRITE_PAGE)?;
         }
-        if found > 0 && found < schema::DEAD_SINCE {
-            // Migration 5 added `docs.dead` as 0 everywhere: mark the deleted documents
-            // stored before, so collection finds them too.
-            self.mark_dead_states(REWRITE_PAGE)?;
+        // Migration 5 added `docs.dead` as 0 everywhere: mark the deleted documents stored
+        // before, so collection finds them too. `user_version` records that it finished (a
+        // crash part way marks again at the next start; marking is idempotent).
+        let marked: i64 = self
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if marked < schema::DEAD_SINCE {
+            if found > 0 {
+                self.mark_dead_states(REWRITE_PAGE)?;
+            }
+            self.conn()
+                .execute_batch(&format!("PRAGMA user_version = {}", schema::DEAD_SINCE))?;
         }
         if found > 0 && found < known {
             // Fold the migration's WAL into the database and truncate it before serving.

@@ -102,6 +102,7 @@ async fn push_concurrent_write(host: &Host) {
         tier: Some(Tier::Local),
         vector: Some(VersionVector::new()),
         messages: Some(VersionVector::new()),
+        horizon: None,
     });
     ws.send(send(&hello)).await.unwrap();
     let key = DocKey::new("items", "d000042");

@@ -50,6 +50,7 @@ impl Peer {
             tier: Some(Tier::Local),
             vector: Some(VersionVector::new()),
             messages: Some(VersionVector::new()),
+            horizon: None,
         }))
         .await;
         match p.recv_until(|f| matches!(f, Frame::Welcome(_))).await {

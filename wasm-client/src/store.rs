@@ -962,6 +962,7 @@ fn space_meta(vector: &VersionVector, clock: Stamp, seen: &VersionVector) -> JsV
         space: String::new(),
         kind: SessionKind::Peer,
         messages: Some(seen.clone()),
+        horizon: None,
         ..Hello::default()
     }));
     let a = Array::of4(

@@ -538,6 +538,7 @@ async fn schema_2_store(db: &str, docs: &[DocEntry], vector: &VersionVector, clo
             space: String::new(),
             kind: bridge_core::frame::SessionKind::Peer,
             messages: Some(VersionVector::new()),
+            horizon: None,
             ..Default::default()
         })),
         &(clock.0 as f64).into(),

@@ -681,7 +681,7 @@ wire_struct! {
     MessageId { origin, seq }
     Message { id, channel, payload, stamp }
     PresenceEntry { node, session, name, kind, tier, since }
-    Hello { space, kind, name, token, replica, tier, vector, messages }
+    Hello { space, kind, name, token, replica, tier, vector, messages, horizon }
     Welcome { space, replica, tier, vector, messages, session, rights }
     DocEntry { collection, id, state }
     Push { seq, docs, watermark, remaining }

@@ -97,6 +97,13 @@ impl Engine {
             )));
         }
         self.horizon_heard.join(&horizon);
+        if let Some(link) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.peer.as_mut())
+        {
+            link.peer_horizon.join(&horizon);
+        }
         self.horizon_round();
         Ok(())
     }
@@ -142,10 +149,17 @@ impl Engine {
         #[cfg(not(feature = "serve"))]
         let (floor, ceiling) = (own.clone(), Some(self.replica.latest_vector().clone()));
         if !self.cfg.root {
-            horizon.join(&meet(&self.horizon_heard, &own));
+            // Never above our own part of the tree's floor: a server that expired us moves
+            // on without our peers, and we must not collect what one of them still lacks
+            // (it gets it from us first).
+            horizon.join(&meet(&self.horizon_heard, &floor));
         }
         if horizon != self.replica.stability().horizon {
             self.replica.stability_mut().horizon = horizon.clone();
+            #[cfg(feature = "serve")]
+            {
+                self.collect_due = true;
+            }
         }
         let mut frames = Vec::new();
         for (id, s) in self.sessions.iter_mut() {

@@ -341,6 +341,10 @@ struct PeerLink {
     blocked_at: Option<(VersionVector, u64)>,
     /// On a link we dialed: the floor and ceiling of our last `report` on it.
     reported: Option<(VersionVector, VersionVector)>,
+    /// The other side's stable horizon as it told us (its `hello`, or its `horizon`
+    /// frames on a link we dialed): it may have collected below it, so its pushes are read
+    /// against it as well as against ours.
+    peer_horizon: VersionVector,
     /// On a link that dialed us: the horizon we last sent it.
     horizon_sent: VersionVector,
     /// On a link that dialed us: its last `report` as sent, before capping. Applied again
@@ -493,6 +497,15 @@ pub struct Engine {
     /// Not root: the highest horizon our server sent, adopted as far as our own durable
     /// vector covers it.
     horizon_heard: VersionVector,
+    /// Collection may take its next step at the next [`Engine::poll_persist`] (set by each
+    /// persisted batch and each horizon change).
+    #[cfg(feature = "serve")]
+    collect_due: bool,
+    /// The latest time an input carried: a collection pass under way asks for a timer at
+    /// it ([`Engine::poll_timeout`]), so it goes on, a step per round, while nothing else
+    /// happens.
+    #[cfg(feature = "serve")]
+    last_now: u64,
 }
 
 impl Engine {
@@ -523,6 +536,10 @@ impl Engine {
             #[cfg(feature = "serve")]
             candidate: None,
             horizon_heard: VersionVector::new(),
+            #[cfg(feature = "serve")]
+            collect_due: true,
+            #[cfg(feature = "serve")]
+            last_now: 0,
         }
     }
 
@@ -631,6 +648,7 @@ impl Engine {
             tier: Some(self.replica.tier()),
             vector: Some(self.replica.vector().clone()),
             messages: Some(self.replica.message_seen().clone()),
+            horizon: Some(self.replica.stability().horizon.clone()).filter(|h| !h.is_empty()),
         };
         self.send(session, Frame::Hello(hello));
         session
@@ -723,8 +741,12 @@ impl Engine {
         self.seed_space();
         // A store read that fails ends the pass until the horizon moves again; collection
         // is never needed for correctness, so the batch goes on without it.
+        // One step per round of input: a host cuts every batch of a round before it commits
+        // any, so a pass must not run to its end in one round (its batches would pile up).
         #[cfg(feature = "serve")]
-        let _ = self.replica.collect_step(COLLECT_PAGES);
+        if std::mem::take(&mut self.collect_due) {
+            let _ = self.replica.collect_step(COLLECT_PAGES);
+        }
         let mut batch = self.replica.cut()?;
         batch.requests = self.requests.take_staged();
         let gates = std::mem::take(&mut self.staged_gates);
@@ -768,6 +790,10 @@ impl Engine {
     /// other `id` is refused (`protocol`) and releases nothing.
     pub fn persisted(&mut self, id: u64) -> Result<()> {
         let released = self.replica.persisted(id)?;
+        #[cfg(feature = "serve")]
+        {
+            self.collect_due = true;
+        }
         if let Some(pos) = self.inflight_gates.iter().position(|(b, _)| *b == id) {
             let (_, gates) = self.inflight_gates.remove(pos).unwrap_or_default();
             for g in gates {
@@ -909,7 +935,30 @@ impl Engine {
             return;
         };
         s.last_rx = s.last_rx.max(now_ms);
-        let s = &*s;
+        #[cfg(feature = "serve")]
+        {
+            self.last_now = self.last_now.max(now_ms);
+        }
+        // A peer that dialed us is seen now: its expiry counts from here, stored now and
+        // then (at most every eighth of the expiry), so a crash cannot make it look gone
+        // for longer than it was.
+        #[cfg(feature = "serve")]
+        if let (Some(p), false, Some(expiry)) = (&s.peer, s.dialed, self.cfg.expiry_ms) {
+            let replica = p.replica;
+            let stale = self
+                .replica
+                .stability()
+                .peers
+                .iter()
+                .find(|t| t.replica == replica)
+                .is_some_and(|t| now_ms.saturating_sub(t.seen_ms) > expiry / 8);
+            if stale {
+                self.replica.stability_mut().seen(replica, now_ms);
+            }
+        }
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
         let req = frame_req(&frame);
         let result = match (&s.phase, frame) {
             (Phase::AwaitHello, Frame::Hello(h)) => self.on_hello(now_ms, session, h),

@@ -60,12 +60,15 @@ impl Engine {
                 }
                 let mut known = h.vector.unwrap_or_default();
                 self.distrust_own_claim(&mut known);
-                Some(PeerLink::new(
-                    replica,
-                    tier,
-                    known,
-                    h.messages.unwrap_or_default(),
-                ))
+                // Refused before anything is sent, `welcome` included.
+                #[cfg(feature = "serve")]
+                {
+                    self.expire(now_ms);
+                    self.behind_check(&known)?;
+                }
+                let mut link = PeerLink::new(replica, tier, known, h.messages.unwrap_or_default());
+                link.peer_horizon = h.horizon.unwrap_or_default();
+                Some(link)
             }
         };
         let Some(s) = self.sessions.get_mut(&session) else {
@@ -90,9 +93,7 @@ impl Engine {
         if let Some(peer) = self.sessions.get(&session).and_then(|s| s.peer.as_ref()) {
             // From now on the peer holds the horizon back until it reports.
             let (replica, held) = (peer.replica, peer.acked.clone());
-            self.expire(now_ms);
             if !self.replica.stability().is_tracked(replica) {
-                self.behind_check(replica, &held)?;
                 self.replica.stability_mut().track(replica, &held);
             }
             self.replica.stability_mut().seen(replica, now_ms);
@@ -102,17 +103,18 @@ impl Engine {
         Ok(())
     }
 
-    /// A peer we do not track yet, holding writes of other replicas (so documents it may
-    /// still hold were written before) but not everything below our horizon, while we
-    /// collect: a document deleted and collected meanwhile would never reach it as deleted.
-    /// It is refused (`behind_horizon`) before anything is sent to it.
+    /// A peer that holds part of what is below our horizon but not all of it, while we
+    /// collect: it may hold a document whose deletion it lacks and we collected, which no
+    /// delta could tell it about. It is refused (`behind_horizon`) before anything is sent
+    /// to it. A peer that holds nothing below the horizon (a new replica, or a server whose
+    /// writes so far come from its own peers) holds nothing that could have been collected;
+    /// a peer we track holds all of it (the horizon is below its floor), so this costs them
+    /// nothing, and checking them anyway catches a store restored from an old copy.
     #[cfg(feature = "serve")]
-    fn behind_check(&self, replica: ReplicaId, held: &VersionVector) -> Result<(), Fatal> {
+    fn behind_check(&self, held: &VersionVector) -> Result<(), Fatal> {
         let horizon = &self.replica.stability().horizon;
-        if self.replica.collects()
-            && held.iter().any(|(r, _)| r != replica)
-            && !held.dominates(horizon)
-        {
+        let holds_part = !crate::replica::meet(held, horizon).is_empty();
+        if self.replica.collects() && holds_part && !held.dominates(horizon) {
             return Err(Fatal(Error::BehindHorizon));
         }
         Ok(())
@@ -272,7 +274,11 @@ impl Engine {
             .sessions
             .get(&session)
             .and_then(|s| s.peer.as_ref())
-            .map(|l| crate::replica::meet(&self.replica.stability().horizon, &l.acked))
+            .map(|l| {
+                let mut h = self.replica.stability().horizon.clone();
+                h.join(&l.peer_horizon);
+                crate::replica::meet(&h, &l.acked)
+            })
             .unwrap_or_default();
         self.replica
             .apply_remote_held(now_ms, docs, &watermark, &held)?;
@@ -507,6 +513,7 @@ impl PeerLink {
             // The vector in `hello` / `welcome` is what the peer holds durably.
             acked: known.clone(),
             known,
+            peer_horizon: VersionVector::new(),
             msg_known,
             next_seq: 1,
             unacked: VecDeque::new(),

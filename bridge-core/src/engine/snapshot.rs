@@ -164,6 +164,7 @@ impl Engine {
                 // Not kept: after a wake the horizon and the report go once more (both are
                 // idempotent).
                 reported: None,
+                peer_horizon: VersionVector::new(),
                 horizon_sent: VersionVector::new(),
                 #[cfg(feature = "serve")]
                 report: None,

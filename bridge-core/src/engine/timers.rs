@@ -18,10 +18,16 @@ impl Engine {
             .values()
             .filter_map(|s| self.session_deadline(s))
             .min();
-        match (sessions, self.expiry_deadline()) {
+        let deadline = match (sessions, self.expiry_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        };
+        // A collection pass under way goes on at once, a step per round.
+        #[cfg(feature = "serve")]
+        if self.replica.collecting() {
+            return Some(deadline.map_or(self.last_now, |d| d.min(self.last_now)));
         }
+        deadline
     }
 
     /// When the next peer of the horizon's table that is not connected expires.
@@ -92,7 +98,11 @@ impl Engine {
     /// been quiet for a heartbeat. Then drain [`Engine::poll_transmit`].
     pub fn handle_timeout(&mut self, now_ms: u64) {
         #[cfg(feature = "serve")]
-        self.expire(now_ms);
+        {
+            self.last_now = self.last_now.max(now_ms);
+            self.collect_due = true;
+            self.expire(now_ms);
+        }
         let hb = self.cfg.heartbeat_ms;
         let hello = self.cfg.hello_timeout_ms;
         let mut closes = Vec::new();

@@ -788,6 +788,14 @@ impl Replica {
         for e in &docs {
             crate::check_name("collection", &e.collection, true)?;
             crate::check_name("document id", &e.id, true)?;
+            // A push carries documents through their live writes: a state without one is
+            // never sent, and read against what its sender holds it would erase ours.
+            if e.state.siblings.is_empty() {
+                return Err(Error::Protocol(format!(
+                    "{}/{} is pushed without a sibling",
+                    e.collection, e.id
+                )));
+            }
             for s in &e.state.siblings {
                 self.clock.check(now_ms, s.stamp)?;
                 if !e.state.context.contains(s.dot) {

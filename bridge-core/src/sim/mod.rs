@@ -539,6 +539,7 @@ impl<'c, C: Choices> World<'c, C> {
                     tier: Some(Tier::Local),
                     vector: Some(VersionVector::new()),
                     messages: Some(VersionVector::new()),
+                    horizon: None,
                 });
                 let link = &mut self.links[l];
                 let bytes = link.encode(&hello);
