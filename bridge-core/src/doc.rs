@@ -78,10 +78,11 @@ impl DocState {
         self.siblings.is_empty()
     }
 
-    /// Every sibling is a tombstone (and there is one): the document is deleted everywhere
-    /// this state has reached, and may be collected once its whole context is stable.
+    /// Every sibling is a tombstone, or there is none (a resync took away what its server
+    /// had collected): the document is deleted everywhere this state has reached, and may
+    /// be collected once its whole context is stable.
     pub fn is_dead(&self) -> bool {
-        !self.siblings.is_empty() && self.siblings.iter().all(|s| s.body.is_none())
+        self.siblings.iter().all(|s| s.body.is_none())
     }
 
     /// Reads a state a peer sent against what the peer is known to hold (`held`: below the

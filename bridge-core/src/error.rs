@@ -154,13 +154,6 @@ pub enum Error {
         /// What it sent beyond that.
         what: String,
     },
-    /// A peer this server does not track says `hello` holding writes of other replicas but
-    /// not everything below the server's stable horizon, while the server collects
-    /// tombstones: documents deleted meanwhile may be gone here, so a delta could never tell
-    /// it of those deletions. The session is closed; the peer's store must be set up again
-    /// (a new store syncs from scratch).
-    #[error("this replica is behind the server's stable horizon and the server has collected deleted documents since: its store cannot be brought up to date by a delta. Start it from a new store (its unsent writes are lost otherwise: export them first)")]
-    BehindHorizon,
 }
 
 /// Stable codes for [`Error`], as they appear in `error` frames and HTTP bodies.
@@ -202,8 +195,6 @@ pub enum ErrorCode {
     Timeout,
     /// `relay_forbidden`: [`Error::RelayForbidden`]. HTTP 403, close 1008.
     RelayForbidden,
-    /// `behind_horizon`: [`Error::BehindHorizon`]. HTTP 409, close 1008.
-    BehindHorizon,
 }
 
 impl ErrorCode {
@@ -226,7 +217,6 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Timeout => "timeout",
             ErrorCode::RelayForbidden => "relay_forbidden",
-            ErrorCode::BehindHorizon => "behind_horizon",
         }
     }
 
@@ -237,7 +227,6 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden | ErrorCode::WrongSpace | ErrorCode::RelayForbidden => 403,
             ErrorCode::NotFound => 404,
-            ErrorCode::BehindHorizon => 409,
             ErrorCode::Internal => 500,
             _ => 400,
         }
@@ -250,8 +239,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized
             | ErrorCode::Forbidden
             | ErrorCode::WrongSpace
-            | ErrorCode::RelayForbidden
-            | ErrorCode::BehindHorizon => 1008,
+            | ErrorCode::RelayForbidden => 1008,
             ErrorCode::Timeout => 1001,
             ErrorCode::TooLarge => 1009,
             ErrorCode::Internal => 1011,
@@ -287,7 +275,6 @@ impl Error {
             Error::Timeout(_) => ErrorCode::Timeout,
             Error::RelayForbidden { .. } => ErrorCode::RelayForbidden,
             Error::Store(_) => ErrorCode::Internal,
-            Error::BehindHorizon => ErrorCode::BehindHorizon,
         }
     }
 }

@@ -86,6 +86,18 @@ pub struct Welcome {
     pub rights: Option<crate::auth::Rights>,
 }
 
+/// One document of an `inventory`: its address and the live dots the sender holds of it
+/// below the horizon of the `resync` it answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryEntry {
+    /// The collection the document lives in.
+    pub collection: String,
+    /// The document id inside the collection.
+    pub id: String,
+    /// Its siblings' dots below the horizon, in dot order.
+    pub dots: Vec<Dot>,
+}
+
 /// One document of a [`Push`]: its address and whole state (every sibling and the causal
 /// context), which the receiver merges into its own.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -206,6 +218,26 @@ pub enum Frame {
         floor: VersionVector,
         /// Every write made in the sender's part of the tree so far is below it.
         ceiling: VersionVector,
+    },
+    /// Peer, from a server to a peer that dialed it, right after `welcome`: the peer holds
+    /// part of what is below the server's horizon but not all of it, and the server has
+    /// collected deleted documents (docs/protocol.md, section 5, "Resync"). The peer answers
+    /// with `inventory` frames of its live dots below `horizon`; the server sends it no
+    /// document until the last.
+    Resync {
+        /// The server's horizon when the resync began.
+        horizon: VersionVector,
+    },
+    /// Peer, from a peer that got `resync` to its server: a page of the documents it holds
+    /// with live dots below the resync's horizon. Answered by `ack` with its `seq`, after a
+    /// `push` of the server's state of each document that holds one of those dots no more.
+    Inventory {
+        /// Numbers the inventory pages of a session from 1 (the `ack` names it).
+        seq: u64,
+        /// The documents, each with its dots below the horizon.
+        docs: Vec<InventoryEntry>,
+        /// The last page: the peer holds nothing more below the horizon.
+        last: bool,
     },
     /// Peer, from a server to a peer that dialed it: the space's stable horizon as far as the
     /// server knows it. Sent after `welcome` and whenever it rises; never answered.
@@ -433,6 +465,8 @@ impl Frame {
             Frame::Pull { .. } => "pull",
             Frame::Report { .. } => "report",
             Frame::Horizon { .. } => "horizon",
+            Frame::Resync { .. } => "resync",
+            Frame::Inventory { .. } => "inventory",
             Frame::Put { .. } => "put",
             Frame::Patch { .. } => "patch",
             Frame::Delete { .. } => "delete",

@@ -929,9 +929,9 @@ fn the_horizon_covers_a_last_write_made_below_the_root() {
 
 /// Collection over a tree root ← hybrid ← client, every replica collecting: a document
 /// deleted below the horizon leaves every replica, a write that recreates it reaches every
-/// replica as a new document, a new replica syncs, and a replica that holds old writes but
-/// not what the horizon covers is refused (`behind_horizon`) instead of being given a delta
-/// that could never tell it of the collected deletion.
+/// replica as a new document, a new replica syncs, and a replica that holds an old copy of
+/// the deleted document but not what the horizon covers is resynced (a delta could never tell
+/// it of the collected deletion) and drops it.
 #[test]
 fn deletions_below_the_horizon_are_collected_everywhere_and_stay_deleted() {
     let cfg = |id: u64, tier: Tier, root: bool| {
@@ -957,9 +957,16 @@ fn deletions_below_the_horizon_are_collected_everywhere_and_stay_deleted() {
     let early = put(&mut net.nodes[2], "gone", 1);
     put(&mut net.nodes[2], "kept", 1);
     net.pump();
-    // Node 4 got the first write by a way the tree does not know (a copy of an old store).
+    // Node 4 is a copy of node 2's store made now, before the deletion.
     let mut old = bridge_core::VersionVector::new();
     old.add_dot(early);
+    let copy = net.nodes[2]
+        .replica()
+        .state(&key("gone"))
+        .expect("read")
+        .map(|s| bridge_core::DocState::clone(&s))
+        .expect("state");
+    net.nodes[4].replica_mut().restore_doc(key("gone"), copy);
     net.nodes[4]
         .replica_mut()
         .restore_meta(old, Default::default(), Default::default());
@@ -1011,22 +1018,33 @@ fn deletions_below_the_horizon_are_collected_everywhere_and_stay_deleted() {
         net.nodes[0].replica().get(&key("new")).expect("read"),
         Some(json!({"v": 3}))
     );
-    // One holding a write below the horizon but not the deletion is refused.
+    // A copy of node 2's store from before the deletion: resynced, the old copy goes,
+    // and it gets the space as it is.
     let behind = net.link(4, 0, None, Wire::Json);
     let closes = net.pump();
-    assert_eq!(closes, [ErrorCode::BehindHorizon], "{closes:?}");
-    assert!(!net.links[behind].is_open());
-    assert!(net.nodes[4]
+    assert!(closes.is_empty(), "{closes:?}");
+    assert!(net.links[behind].is_open());
+    assert_eq!(
+        net.nodes[4].replica().get(&key("gone")).expect("read"),
+        Some(json!({"v": 2})),
+        "the old copy is gone, the new write is there"
+    );
+    let st = net.nodes[4]
         .replica()
-        .get(&key("gone"))
+        .state(&key("gone"))
         .expect("read")
-        .is_none());
+        .expect("state");
+    assert_eq!(st.siblings.len(), 1, "{st:?}");
+    assert_eq!(
+        net.nodes[4].replica().get(&key("kept")).expect("read"),
+        Some(json!({"v": 1}))
+    );
 }
 
 /// Expiry: a client that went away holds the horizon back until the root's expiry has run
 /// out; then the horizon moves past what it never saw, the deletion made meanwhile is
-/// collected, and the client, back with a store that missed it, is refused as behind the
-/// horizon. Without an expiry it would be waited for forever.
+/// collected, and the client, back with a store that missed it, is resynced and drops the
+/// document. Without an expiry it would be waited for forever.
 #[test]
 fn a_replica_gone_past_the_expiry_no_longer_holds_the_horizon() {
     let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
@@ -1073,11 +1091,18 @@ fn a_replica_gone_past_the_expiry_no_longer_holds_the_horizon() {
     assert!(horizon(&net.nodes[0]).contains(delete));
     assert_eq!(net.nodes[0].replica().collected_total(), 1);
     assert!(net.links[stays].is_open());
-    // The client comes back holding the document the deletion removed: refused.
+    // The client comes back holding the document the deletion removed: resynced, it drops
+    // it, and it gets what was written meanwhile.
     assert!(net.nodes[2].replica().get(&key).expect("read").is_some());
     let back = net.link(2, 0, None, Wire::Json);
-    assert_eq!(net.pump(), [ErrorCode::BehindHorizon]);
-    assert!(!net.links[back].is_open());
+    assert!(net.pump().is_empty());
+    assert!(net.links[back].is_open());
+    assert_eq!(net.nodes[2].replica().get(&key).expect("read"), None);
+    assert!(net.nodes[2]
+        .replica()
+        .get(&DocKey::new("c", "t2"))
+        .expect("read")
+        .is_some());
 }
 
 /// A replica that moves to a server whose horizon lags its own: it learned (at the root) that

@@ -300,9 +300,8 @@ impl SpaceObject {
                 };
             }
         }
-        // Tombstone collection is asked for, never assumed: once on, a peer that is not
-        // tracked yet and holds less than the horizon is refused (`behind_horizon`) and must
-        // start from a new store.
+        // Tombstone collection is asked for, never assumed: once on, a peer that holds part
+        // of what is below the horizon but not all of it is resynced before any push.
         if let Ok(v) = self.env.var("COLLECT_TOMBSTONES") {
             cfg.collect = switch("COLLECT_TOMBSTONES", &v.to_string())?;
         }

@@ -1138,6 +1138,7 @@ mod tests {
                 ceiling: Some(vv(&[(1, 6), (7, 3)])),
                 seen_ms: 1_700_000_000_000,
             }],
+            resync: Vec::new(),
         };
         {
             let mut s = Store::open(&path).expect("open");

@@ -638,3 +638,95 @@ async fn deleted_documents_leave_both_databases_once_stable() {
     let (s, v) = local.http("GET", "/v1/spaces/proj/docs/notes/d0", None);
     assert_eq!((s, v["value"]["again"].clone()), (200, json!(true)));
 }
+
+/// Expiry and resync between real hosts: the cloud collects and gives up on a hybrid host
+/// gone longer than `REPLICA_EXPIRY_MS`; a document deleted on the cloud meanwhile is
+/// collected there; the hybrid host comes back holding it, is resynced, and drops it, while
+/// keeping what it still holds of the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_back_after_its_expiry_is_resynced_and_drops_what_was_collected() {
+    let cloud_dir = TempDir::new("cloud-expiry");
+    let local_dir = TempDir::new("hybrid-expiry");
+    let cloud = Host::start(
+        &cloud_dir.0,
+        "cloud",
+        &[
+            ("BRIDGE_SECRET", PAIR_SECRET),
+            ("COLLECT_TOMBSTONES", "1"),
+            ("REPLICA_EXPIRY_MS", "500"),
+        ],
+    );
+    let token = mint_token(&cloud_dir.0, PAIR_SECRET, "proj", "admin", "1h");
+    let tok = Some(token.as_str());
+    let cloud_url = format!("ws://127.0.0.1:{}", cloud.ws_port);
+    let mut local = start_hybrid(
+        &local_dir.0,
+        &cloud_url,
+        &token,
+        &[("COLLECT_TOMBSTONES", "1")],
+    );
+    for id in ["x", "y"] {
+        let (s, v) = local.http(
+            "PUT",
+            &format!("/v1/spaces/proj/docs/notes/{id}"),
+            Some(r#"{"n":1}"#),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    eventually(
+        cloud.api_port,
+        "/v1/spaces/proj/docs/notes/y",
+        tok,
+        |s, _| s == 200,
+    );
+    tests::wait_horizon_at_cursor(local.api_port, None, "proj", 2);
+    local.kill9();
+    // Gone: the cloud deletes `x`, gives up on the hybrid host after the expiry, and
+    // collects the deletion.
+    let (s, v) = http(
+        cloud.api_port,
+        "DELETE",
+        "/v1/spaces/proj/docs/notes/x",
+        None,
+        tok,
+    );
+    assert_eq!(s, 200, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let c = space_status(cloud.api_port, tok, "proj");
+        if c["collected"] == 1 {
+            assert_eq!(c["tracked_peers"], 0, "the hybrid host expired: {c}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not collected: {c}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Back with its old copy of `x`: resynced, it drops it; `y` stays.
+    local.restart();
+    wait_link_up(&local);
+    eventually(
+        local.api_port,
+        "/v1/spaces/proj/docs/notes/x",
+        None,
+        |s, _| s == 404,
+    );
+    let (s, v) = local.http("GET", "/v1/spaces/proj/docs/notes/y", None);
+    assert_eq!((s, v["value"]["n"].clone()), (200, json!(1)));
+    // And it syncs as before: a write on either side reaches the other.
+    let (s, v) = local.http("PUT", "/v1/spaces/proj/docs/notes/z", Some(r#"{"n":3}"#));
+    assert_eq!(s, 200, "{v}");
+    eventually(
+        cloud.api_port,
+        "/v1/spaces/proj/docs/notes/z",
+        tok,
+        |s, _| s == 200,
+    );
+    let (s, _) = http(
+        cloud.api_port,
+        "GET",
+        "/v1/spaces/proj/docs/notes/x",
+        None,
+        tok,
+    );
+    assert_eq!(s, 404, "nothing came back to the cloud");
+}

@@ -10,7 +10,7 @@
 //!
 //! | tag | type | fields |
 //! | --- | --- | --- |
-//! | 1 | `hello` | space, kind, name?, token?, replica?, tier?, vector?, messages? |
+//! | 1 | `hello` | space, kind, name?, token?, replica?, tier?, vector?, messages?, horizon? |
 //! | 2 | `welcome` | space, replica, tier, vector, messages, session, rights? |
 //! | 3 | `push` | seq, docs: \[collection, id, state\], watermark, remaining |
 //! | 4 | `ack` | req?, seq?, dot? |
@@ -38,6 +38,8 @@
 //! | 26 | `pong` | nonce |
 //! | 27 | `report` | floor, ceiling |
 //! | 28 | `horizon` | horizon |
+//! | 29 | `resync` | horizon |
+//! | 30 | `inventory` | seq, docs \[collection, id, dots \[dot\]\], last (bool) |
 //!
 //! Field types:
 //!
@@ -92,8 +94,8 @@ use super::{check_doc_state, MAX_VALUE_DEPTH};
 use crate::auth::Rights;
 use crate::doc::{DocState, Sibling};
 use crate::frame::{
-    Ack, Conflict, ConflictSide, DocEntry, DocView, Frame, Hello, Push, SessionKind, Welcome,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    Ack, Conflict, ConflictSide, DocEntry, DocView, Frame, Hello, InventoryEntry, Push,
+    SessionKind, Welcome, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use crate::message::{Message, MessageId, PresenceEntry};
 use crate::policy::{Field, Fields};
@@ -605,7 +607,7 @@ wire_enum! {
     ErrorCode [
         Malformed, TooLarge, UnsupportedVersion, UnknownType, ClockSkew, BadPolicy, BadRequest,
         HelloRequired, WrongSpace, Unauthorized, Forbidden, NotFound, Protocol, Internal,
-        Timeout, RelayForbidden, BehindHorizon,
+        Timeout, RelayForbidden,
     ]
 }
 
@@ -684,6 +686,7 @@ wire_struct! {
     Hello { space, kind, name, token, replica, tier, vector, messages, horizon }
     Welcome { space, replica, tier, vector, messages, session, rights }
     DocEntry { collection, id, state }
+    InventoryEntry { collection, id, dots }
     Push { seq, docs, watermark, remaining }
     Ack { req, seq, dot }
     DocView { collection, id, value as nullable, stamp, conflict }
@@ -759,6 +762,8 @@ frame_table! {
         26 => Pong { nonce },
         27 => Report { floor, ceiling },
         28 => Horizon { horizon },
+        29 => Resync { horizon },
+        30 => Inventory { seq, docs, last },
     }
 }
 

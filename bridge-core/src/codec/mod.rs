@@ -205,6 +205,8 @@ fn check_decoded(frame: &Frame) -> Result<()> {
         | Frame::Pull { .. }
         | Frame::Report { .. }
         | Frame::Horizon { .. }
+        | Frame::Resync { .. }
+        | Frame::Inventory { .. }
         | Frame::Delete { .. }
         | Frame::Get { .. }
         | Frame::List { .. }

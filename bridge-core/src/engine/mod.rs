@@ -95,6 +95,7 @@ mod horizon;
 mod peer;
 mod presence;
 mod request;
+mod resync;
 mod snapshot;
 mod timers;
 
@@ -161,8 +162,8 @@ pub struct EngineConfig {
     pub collect: bool,
     /// A peer that dialed this replica and has been gone this long (ms) is dropped from the
     /// horizon's table, so it no longer holds the horizon back (ARCHITECTURE.md,
-    /// "Expiry"). If it comes back it is new to this replica, and refused as behind the
-    /// horizon (`behind_horizon`) if it missed a collected deletion. `None` (the default):
+    /// "Expiry"). If it comes back it is new to this replica, and resynced if it missed a
+    /// collected deletion. `None` (the default):
     /// a peer is waited for forever.
     pub expiry_ms: Option<u64>,
 }
@@ -345,6 +346,11 @@ struct PeerLink {
     /// frames on a link we dialed): it may have collected below it, so its pushes are read
     /// against it as well as against ours.
     peer_horizon: VersionVector,
+    /// On a link that dialed us: a resync under way (the horizon it began at): no push goes
+    /// to the peer until its last `inventory`.
+    resync: Option<VersionVector>,
+    /// On a link we dialed: the `inventory` walk a `resync` asked for.
+    inventory: Option<resync::Inventory>,
     /// On a link that dialed us: the horizon we last sent it.
     horizon_sent: VersionVector,
     /// On a link that dialed us: its last `report` as sent, before capping. Applied again
@@ -1038,6 +1044,8 @@ impl Engine {
             Frame::Pull { vector } => self.on_pull(session, vector),
             Frame::Report { floor, ceiling } => self.on_report(session, floor, ceiling),
             Frame::Horizon { horizon } => self.on_horizon(session, horizon),
+            Frame::Resync { horizon } => self.on_resync(session, horizon),
+            Frame::Inventory { seq, docs, last } => self.on_inventory(session, seq, docs, last),
             Frame::Broadcast { message, .. } => self.on_broadcast(now_ms, session, message),
             Frame::Presence { entries } => self.on_presence(session, entries),
             // Either kind of session.

@@ -60,14 +60,14 @@ impl Engine {
                 }
                 let mut known = h.vector.unwrap_or_default();
                 self.distrust_own_claim(&mut known);
-                // Refused before anything is sent, `welcome` included.
                 #[cfg(feature = "serve")]
-                {
-                    self.expire(now_ms);
-                    self.behind_check(&known)?;
-                }
+                self.expire(now_ms);
                 let mut link = PeerLink::new(replica, tier, known, h.messages.unwrap_or_default());
                 link.peer_horizon = h.horizon.unwrap_or_default();
+                #[cfg(feature = "serve")]
+                if self.behind(&link.acked) || self.replica.stability().resync.contains(&replica) {
+                    link.resync = Some(self.replica.stability().horizon.clone());
+                }
                 Some(link)
             }
         };
@@ -89,6 +89,14 @@ impl Engine {
             rights: Some(rights),
         };
         self.send(session, Frame::Welcome(welcome));
+        if let Some(horizon) = self
+            .sessions
+            .get(&session)
+            .and_then(|s| s.peer.as_ref())
+            .and_then(|l| l.resync.clone())
+        {
+            self.send(session, Frame::Resync { horizon });
+        }
         #[cfg(feature = "serve")]
         if let Some(peer) = self.sessions.get(&session).and_then(|s| s.peer.as_ref()) {
             // From now on the peer holds the horizon back until it reports.
@@ -105,19 +113,16 @@ impl Engine {
 
     /// A peer that holds part of what is below our horizon but not all of it, while we
     /// collect: it may hold a document whose deletion it lacks and we collected, which no
-    /// delta could tell it about. It is refused (`behind_horizon`) before anything is sent
-    /// to it. A peer that holds nothing below the horizon (a new replica, or a server whose
-    /// writes so far come from its own peers) holds nothing that could have been collected;
-    /// a peer we track holds all of it (the horizon is below its floor), so this costs them
-    /// nothing, and checking them anyway catches a store restored from an old copy.
+    /// delta could tell it about, so it is resynced (`resync.rs`) before any push. A peer
+    /// that holds nothing below the horizon (a new replica, or a server whose writes so far
+    /// come from its own peers) holds nothing that could have been collected; a peer we
+    /// track holds all of it (the horizon is below its floor), so this costs them nothing,
+    /// and checking them anyway catches a store restored from an old copy.
     #[cfg(feature = "serve")]
-    fn behind_check(&self, held: &VersionVector) -> Result<(), Fatal> {
+    fn behind(&self, held: &VersionVector) -> bool {
         let horizon = &self.replica.stability().horizon;
         let holds_part = !crate::replica::meet(held, horizon).is_empty();
-        if self.replica.collects() && holds_part && !held.dominates(horizon) {
-            return Err(Fatal(Error::BehindHorizon));
-        }
-        Ok(())
+        self.replica.collects() && holds_part && !held.dominates(horizon)
     }
 
     pub(super) fn on_welcome(&mut self, session: SessionId, w: Welcome) -> Result<(), Fatal> {
@@ -249,6 +254,14 @@ impl Engine {
         let Some(link) = s.peer.as_ref() else {
             return Err(Fatal(Error::PeerOnly("push")));
         };
+        // A push carries documents through their live writes: a state without one comes
+        // only from a server resyncing us (`resync.rs`), and from anyone else it would, read
+        // against what its sender holds, erase ours.
+        if !s.dialed && p.docs.iter().any(|d| d.state.siblings.is_empty()) {
+            return Err(Fatal(Error::Protocol(
+                "a pushed document has no sibling".into(),
+            )));
+        }
         // The trust rule, for every push from every session, before anything changes.
         if s.rights < Rights::Admin {
             if p.docs.iter().any(|d| d.collection == CONFIG_COLLECTION) {
@@ -321,6 +334,17 @@ impl Engine {
         while link.unacked.front().is_some_and(|(q, _)| *q <= seq) {
             acked = link.unacked.pop_front();
         }
+        let inventory_done = link.inventory.as_ref().is_some_and(|i| i.done.is_some());
+        if inventory_done {
+            self.inventory_acked(session, seq);
+        }
+        let Some(link) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.peer.as_mut())
+        else {
+            return Ok(());
+        };
         if let Some((_, wm)) = acked {
             link.acked.join(&wm);
             self.events.push_back(Event::PeerAcked {
@@ -396,8 +420,20 @@ impl Engine {
             let Some(link) = s.peer.as_ref() else {
                 continue;
             };
+            if matches!(s.phase, Phase::Open)
+                && s.dialed
+                && link.inventory.as_ref().is_some_and(|i| i.done.is_none())
+            {
+                // Resyncing: the inventory goes first, whatever the push mode.
+                if let Some(t) = self.next_inventory(id) {
+                    self.push_cursor = id + 1;
+                    return Some(t);
+                }
+                continue;
+            }
             if !matches!(s.phase, Phase::Open)
                 || link.unacked.len() >= self.cfg.window
+                || link.resync.is_some()
                 || !(s.auto_push || link.sync_requested)
                 // A peer that dialed us gets documents once its entry in our table is
                 // durable (a batch or two after its `hello`): no restart can then forget
@@ -514,6 +550,8 @@ impl PeerLink {
             acked: known.clone(),
             known,
             peer_horizon: VersionVector::new(),
+            resync: None,
+            inventory: None,
             msg_known,
             next_seq: 1,
             unacked: VecDeque::new(),

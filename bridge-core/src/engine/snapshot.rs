@@ -75,6 +75,9 @@ struct PeerSnapshot {
     own_only: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     blocked_at: Option<(VersionVector, u64)>,
+    /// A resync under way with the peer (its horizon): no push goes until it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resync: Option<VersionVector>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -119,6 +122,7 @@ impl Engine {
                 presence_sent: p.presence_sent.clone(),
                 own_only: p.own_only,
                 blocked_at: p.blocked_at.clone(),
+                resync: p.resync.clone(),
             }),
             channels: s.channels.keys().cloned().collect(),
             collections: s.collections.keys().cloned().collect(),
@@ -165,6 +169,9 @@ impl Engine {
                 // idempotent).
                 reported: None,
                 peer_horizon: VersionVector::new(),
+                resync: p.resync,
+                // Only served links are snapshotted (the Durable Object's): none walks one.
+                inventory: None,
                 horizon_sent: VersionVector::new(),
                 #[cfg(feature = "serve")]
                 report: None,

@@ -51,6 +51,11 @@ pub struct Stability {
     /// The peers that dialed this replica, in replica id order.
     #[serde(default)]
     pub peers: Vec<Tracked>,
+    /// Peers that must resync with this replica (it resynced with its own server, and they
+    /// may hold what it dropped then), in replica id order; each leaves the list once its
+    /// resync is done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resync: Vec<ReplicaId>,
 }
 
 impl Stability {

@@ -34,9 +34,9 @@ pub use delta::{Delta, OwnDelta};
 pub use horizon::{meet, Stability, Tracked};
 #[cfg(feature = "store")]
 pub use store::DocStore;
-pub use store::StateRef;
 #[cfg(feature = "store")]
 use store::MESSAGE_PAGE;
+pub use store::{DotState, StateRef};
 use store::{Durable, PAGE};
 
 /// A page of an export: documents with their visible values, and the key the next page
@@ -509,6 +509,21 @@ impl Replica {
         unstaged_state(&self.inflight, &self.durable, key)
     }
 
+    /// A page of `replica`'s durable live dots in `from + 1 ..= upto`, each with its
+    /// document's durable state (as a delta reads them; nothing is cached).
+    pub fn durable_dot_states(
+        &self,
+        replica: ReplicaId,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<DotState>> {
+        if from >= upto {
+            return Ok(Vec::new());
+        }
+        self.durable.dot_states(replica, from, upto, limit)
+    }
+
     /// The durable state of a document.
     pub fn durable_state(&self, key: &DocKey) -> Result<Option<StateRef<'_>>> {
         self.durable.get(key)
@@ -788,14 +803,6 @@ impl Replica {
         for e in &docs {
             crate::check_name("collection", &e.collection, true)?;
             crate::check_name("document id", &e.id, true)?;
-            // A push carries documents through their live writes: a state without one is
-            // never sent, and read against what its sender holds it would erase ours.
-            if e.state.siblings.is_empty() {
-                return Err(Error::Protocol(format!(
-                    "{}/{} is pushed without a sibling",
-                    e.collection, e.id
-                )));
-            }
             for s in &e.state.siblings {
                 self.clock.check(now_ms, s.stamp)?;
                 if !e.state.context.contains(s.dot) {

@@ -129,7 +129,7 @@ impl Deref for StateRef<'_> {
 }
 
 /// A live dot's counter, its document, and the document's durable state (shared).
-pub(super) type DotState = (u64, DocKey, Option<Arc<DocState>>);
+pub type DotState = (u64, DocKey, Option<Arc<DocState>>);
 
 /// How many dots or keys one store read asks for.
 pub(super) const PAGE: usize = 256;

@@ -194,6 +194,8 @@ pub struct Report {
     pub horizon: usize,
     /// Documents collected, over every node's disk.
     pub collected: usize,
+    /// Resyncs a server began (a peer behind its horizon, after an expiry).
+    pub resyncs: usize,
 }
 
 /// A run that broke an invariant (or hit an engine error): where, and what.
@@ -448,8 +450,12 @@ impl<'c, C: Choices> World<'c, C> {
             ec.cache_bytes = [0, 512, 4096][i % 3];
             // Node 0 dials nobody: it is the root that computes the stable horizon.
             ec.root = i == 0;
-            // Most nodes collect tombstones below their horizon; the rest keep them.
+            // Most nodes collect tombstones below their horizon; the rest keep them. Some
+            // servers give up on a peer gone for a while (it resyncs when it comes back).
             ec.collect = !c.chance(200);
+            if i < 2 && c.chance(400) {
+                ec.expiry_ms = Some(20 + c.below(300) as u64);
+            }
             let offset = c.below(3000) as u64;
             nodes.push(Node::boot(ec, Disk::default(), offset));
         }
@@ -737,6 +743,9 @@ impl<'c, C: Choices> World<'c, C> {
         let frame = decode(&bytes, binary)
             .map_err(|e| format!("a frame the core encoded did not decode: {e}"))?;
         let handshake = matches!(frame, Frame::Hello(_) | Frame::Welcome(_));
+        if matches!(frame, Frame::Resync { .. }) {
+            self.report.resyncs += 1;
+        }
         if dup && !handshake {
             let q = if to_server {
                 &mut self.links[l].to_server

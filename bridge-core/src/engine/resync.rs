@@ -1,0 +1,297 @@
+//! Resync (ARCHITECTURE.md, "Resync"; docs/protocol.md, section 5): a peer that holds part
+//! of what is below its server's horizon but not all of it may hold a document whose
+//! deletion it lacks and the server collected, which no delta could tell it about. The
+//! server says `resync` instead of pushing; the peer lists its live dots below that horizon
+//! (`inventory`, read from its live-dot index a page at a time), and the server answers each
+//! page with a push of its own state of every listed document that holds one of those dots
+//! no more, its context covering them, so the peer's join drops exactly what was collected.
+//! Then the normal pushes start. Nothing of it is stored on either side but those joins, so
+//! a break part way starts it again at the next `hello`.
+
+use super::{Engine, Fatal, Transmit};
+use crate::frame::{DocEntry, Frame, InventoryEntry, Push};
+use crate::{DocKey, DocState, Error, SessionId, VersionVector};
+
+/// At most this many documents in one `inventory` page.
+pub(super) const INVENTORY_PAGE: usize = 256;
+
+/// Where an inventory walk stands: the replica being walked and the last counter read.
+type At = Option<(crate::ReplicaId, u64)>;
+
+/// A dialing peer's walk of its live dots below the horizon of a `resync`.
+#[derive(Debug, Clone)]
+pub(super) struct Inventory {
+    /// The horizon the server asked about.
+    pub(super) horizon: VersionVector,
+    /// The replica being walked and the last counter read of it (`None`: not started).
+    pub(super) at: At,
+    /// The last page went, with this `seq`: the resync is over once it is acknowledged.
+    pub(super) done: Option<u64>,
+}
+
+impl Engine {
+    /// `resync` from the server we dialed: list what we hold below its horizon.
+    pub(super) fn on_resync(
+        &mut self,
+        session: SessionId,
+        horizon: VersionVector,
+    ) -> Result<(), Fatal> {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Ok(());
+        };
+        let (Some(link), true) = (s.peer.as_mut(), s.dialed) else {
+            return Err(Fatal(Error::Protocol(
+                "`resync` goes from a server to a peer that dialed it".into(),
+            )));
+        };
+        link.inventory = Some(Inventory {
+            horizon,
+            at: None,
+            done: None,
+        });
+        Ok(())
+    }
+
+    /// Our `inventory` pages are all acknowledged up to `seq`: when the last one is, the
+    /// resync is over, and what it dropped here may still be held by the peers that dialed
+    /// us, so each of them resyncs with us in turn (at once if connected, else at its next
+    /// `hello`).
+    pub(super) fn inventory_acked(&mut self, session: SessionId, seq: u64) {
+        let Some(link) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.peer.as_mut())
+        else {
+            return;
+        };
+        if link
+            .inventory
+            .as_ref()
+            .and_then(|i| i.done)
+            .is_none_or(|last| last > seq)
+        {
+            return;
+        }
+        link.inventory = None;
+        #[cfg(feature = "serve")]
+        {
+            let peers: Vec<crate::ReplicaId> = self
+                .replica
+                .stability()
+                .peers
+                .iter()
+                .map(|p| p.replica)
+                .collect();
+            if !peers.is_empty() {
+                self.replica.stability_mut().resync = peers;
+            }
+            let horizon = self.replica.stability().horizon.clone();
+            let mut started = Vec::new();
+            for (id, s) in self.sessions.iter_mut() {
+                if let (Some(l), false) = (s.peer.as_mut(), s.dialed) {
+                    l.resync = Some(horizon.clone());
+                    started.push(*id);
+                }
+            }
+            for id in started {
+                self.send(
+                    id,
+                    Frame::Resync {
+                        horizon: horizon.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The next `inventory` page of a link whose walk is under way: live dots of each
+    /// replica of the horizon up to its entry, in replica then counter order, each with
+    /// its document's dots below the horizon. `Err` is a store read that failed.
+    pub(super) fn inventory_page(
+        &self,
+        inv: &Inventory,
+    ) -> crate::Result<(Vec<InventoryEntry>, At, bool)> {
+        let mut docs = Vec::new();
+        let mut at = inv.at;
+        let replicas: Vec<(crate::ReplicaId, u64)> = inv.horizon.iter().collect();
+        let start = match at {
+            Some((r, _)) => replicas.iter().position(|(x, _)| *x == r).unwrap_or(0),
+            None => 0,
+        };
+        for &(r, upto) in &replicas[start..] {
+            let mut from = match at {
+                Some((ar, c)) if ar == r => c,
+                _ => 0,
+            };
+            while from < upto {
+                let page = self
+                    .replica
+                    .durable_dot_states(r, from, upto, INVENTORY_PAGE)?;
+                let last_page = page.len() < INVENTORY_PAGE;
+                for (counter, key, state) in page {
+                    from = counter;
+                    at = Some((r, counter));
+                    let Some(state) = state else { continue };
+                    let dots = state
+                        .siblings
+                        .iter()
+                        .map(|s| s.dot)
+                        .filter(|d| inv.horizon.contains(*d))
+                        .collect();
+                    docs.push(InventoryEntry {
+                        collection: key.collection,
+                        id: key.id,
+                        dots,
+                    });
+                    if docs.len() >= INVENTORY_PAGE {
+                        return Ok((docs, at, false));
+                    }
+                }
+                if last_page {
+                    break;
+                }
+            }
+            at = Some((r, upto));
+        }
+        Ok((docs, at, true))
+    }
+
+    /// Cuts the next `inventory` page of `session` when its walk is under way; `None` when
+    /// there is none to send (or a read to fetch first, for a host that reads ahead).
+    pub(super) fn next_inventory(&mut self, session: SessionId) -> Option<Transmit> {
+        let link = self.sessions.get(&session)?.peer.as_ref()?;
+        let inv = link.inventory.clone().filter(|i| i.done.is_none())?;
+        if link.unacked.len() >= self.cfg.window {
+            return None;
+        }
+        let (docs, at, last) = match self.inventory_page(&inv) {
+            Ok(page) => page,
+            Err(_) if self.replica.store_missed() => return None,
+            Err(e) => {
+                return Some(Transmit::Close {
+                    session,
+                    code: e.code(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let link = self.sessions.get_mut(&session)?.peer.as_mut()?;
+        let seq = link.next_seq;
+        link.next_seq += 1;
+        link.unacked.push_back((seq, VersionVector::new()));
+        if let Some(i) = link.inventory.as_mut() {
+            i.at = at;
+            i.done = last.then_some(seq);
+        }
+        Some(Transmit::Frame {
+            session,
+            frame: Frame::Inventory { seq, docs, last },
+        })
+    }
+
+    /// `inventory` from a peer we asked to resync: for each listed document that holds one
+    /// of the listed dots no more, our state of it (empty when collected) with those dots in
+    /// its context; then `ack`. After the last page, our normal pushes start.
+    #[cfg(feature = "serve")]
+    pub(super) fn on_inventory(
+        &mut self,
+        session: SessionId,
+        seq: u64,
+        docs: Vec<InventoryEntry>,
+        last: bool,
+    ) -> Result<(), Fatal> {
+        let Some(horizon) = self
+            .sessions
+            .get(&session)
+            .filter(|s| !s.dialed)
+            .and_then(|s| s.peer.as_ref())
+            .and_then(|l| l.resync.clone())
+        else {
+            return Err(Fatal(Error::Protocol(
+                "`inventory` answers a `resync` this server sent".into(),
+            )));
+        };
+        if docs.len() > 4 * INVENTORY_PAGE {
+            return Err(Fatal(Error::Protocol(format!(
+                "an `inventory` lists at most {} documents",
+                4 * INVENTORY_PAGE
+            ))));
+        }
+        let mut answer = Vec::new();
+        for e in docs {
+            crate::check_name("collection", &e.collection, true)?;
+            crate::check_name("document id", &e.id, true)?;
+            let key = DocKey::new(e.collection.as_str(), e.id.as_str());
+            let ours = self.replica.state(&key)?.map(|s| DocState::clone(&s));
+            let gone: Vec<crate::Dot> = e
+                .dots
+                .iter()
+                .copied()
+                .filter(|d| horizon.contains(*d) && !ours.as_ref().is_some_and(|s| s.has_dot(*d)))
+                .collect();
+            if gone.is_empty() {
+                continue;
+            }
+            let mut state = ours.unwrap_or_default();
+            for d in gone {
+                state.context.raise(d.replica, d.counter);
+            }
+            answer.push(DocEntry {
+                collection: e.collection,
+                id: e.id,
+                state,
+            });
+        }
+        let Some(link) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.peer.as_mut())
+        else {
+            return Ok(());
+        };
+        let mut frames = Vec::new();
+        if !answer.is_empty() {
+            let push_seq = link.next_seq;
+            link.next_seq += 1;
+            link.unacked.push_back((push_seq, VersionVector::new()));
+            frames.push(Frame::Push(Push {
+                seq: push_seq,
+                docs: answer,
+                watermark: VersionVector::new(),
+                remaining: 0,
+            }));
+        }
+        frames.push(Frame::Ack(crate::frame::Ack {
+            seq: Some(seq),
+            ..Default::default()
+        }));
+        let replica = link.replica;
+        if last {
+            link.resync = None;
+        }
+        for f in frames {
+            self.send(session, f);
+        }
+        if last && self.replica.stability().resync.contains(&replica) {
+            self.replica
+                .stability_mut()
+                .resync
+                .retain(|r| *r != replica);
+        }
+        Ok(())
+    }
+
+    /// Built without `serve` (the browser), no peer dials this replica.
+    #[cfg(not(feature = "serve"))]
+    pub(super) fn on_inventory(
+        &mut self,
+        _: SessionId,
+        _: u64,
+        _: Vec<InventoryEntry>,
+        _: bool,
+    ) -> Result<(), Fatal> {
+        Err(Fatal(Error::Protocol(
+            "this build serves no peers (bridge-core without `serve`)".into(),
+        )))
+    }
+}
