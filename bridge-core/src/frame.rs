@@ -84,6 +84,11 @@ pub struct Welcome {
     /// Absent (servers before this field) means no such limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rights: Option<crate::auth::Rights>,
+    /// Peers only: the peer must resync before anything else (docs/protocol.md, section 5,
+    /// "Resync"): the server's horizon, below which the peer lists what it holds
+    /// (`inventory`). Absent: no resync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync: Option<VersionVector>,
 }
 
 /// One document of an `inventory`: its address and the live dots the sender holds of it
@@ -232,7 +237,7 @@ pub enum Frame {
     /// with live dots below the resync's horizon. Answered by `ack` with its `seq`, after a
     /// `push` of the server's state of each document that holds one of those dots no more.
     Inventory {
-        /// Numbers the inventory pages of a session from 1 (the `ack` names it).
+        /// Numbered with the sender's pushes on the session (the `ack` names it).
         seq: u64,
         /// The documents, each with its dots below the horizon.
         docs: Vec<InventoryEntry>,

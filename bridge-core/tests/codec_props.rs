@@ -253,10 +253,11 @@ fn peer_frames() -> impl Strategy<Value = Frame> {
                 Just(Rights::Read),
                 Just(Rights::Write),
                 Just(Rights::Admin)
-            ])
+            ]),
+            option::of(vector())
         )
             .prop_map(
-                |((space, replica, tier, vector, messages, session), rights)| {
+                |((space, replica, tier, vector, messages, session), rights, resync)| {
                     Frame::Welcome(Welcome {
                         space,
                         replica,
@@ -265,6 +266,7 @@ fn peer_frames() -> impl Strategy<Value = Frame> {
                         messages,
                         session,
                         rights,
+                        resync,
                     })
                 }
             ),

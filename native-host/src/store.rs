@@ -1139,6 +1139,7 @@ mod tests {
                 seen_ms: 1_700_000_000_000,
             }],
             resync: Vec::new(),
+            resync_horizon: VersionVector::new(),
         };
         {
             let mut s = Store::open(&path).expect("open");

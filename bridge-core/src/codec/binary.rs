@@ -11,7 +11,7 @@
 //! | tag | type | fields |
 //! | --- | --- | --- |
 //! | 1 | `hello` | space, kind, name?, token?, replica?, tier?, vector?, messages?, horizon? |
-//! | 2 | `welcome` | space, replica, tier, vector, messages, session, rights? |
+//! | 2 | `welcome` | space, replica, tier, vector, messages, session, rights?, resync? |
 //! | 3 | `push` | seq, docs: \[collection, id, state\], watermark, remaining |
 //! | 4 | `ack` | req?, seq?, dot? |
 //! | 5 | `pull` | vector |
@@ -684,7 +684,7 @@ wire_struct! {
     Message { id, channel, payload, stamp }
     PresenceEntry { node, session, name, kind, tier, since }
     Hello { space, kind, name, token, replica, tier, vector, messages, horizon }
-    Welcome { space, replica, tier, vector, messages, session, rights }
+    Welcome { space, replica, tier, vector, messages, session, rights, resync }
     DocEntry { collection, id, state }
     InventoryEntry { collection, id, dots }
     Push { seq, docs, watermark, remaining }

@@ -349,6 +349,8 @@ struct PeerLink {
     /// On a link that dialed us: a resync under way (the horizon it began at): no push goes
     /// to the peer until its last `inventory`.
     resync: Option<VersionVector>,
+    /// On a link that dialed us: resync again once the one under way ends.
+    resync_again: bool,
     /// On a link we dialed: the `inventory` walk a `resync` asked for.
     inventory: Option<resync::Inventory>,
     /// On a link that dialed us: the horizon we last sent it.

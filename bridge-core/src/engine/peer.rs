@@ -65,7 +65,9 @@ impl Engine {
                 let mut link = PeerLink::new(replica, tier, known, h.messages.unwrap_or_default());
                 link.peer_horizon = h.horizon.unwrap_or_default();
                 #[cfg(feature = "serve")]
-                if self.behind(&link.acked) || self.replica.stability().resync.contains(&replica) {
+                if self.replica.stability().resync.contains(&replica) {
+                    link.resync = Some(self.replica.stability().resync_below());
+                } else if self.behind(&link.acked) {
                     link.resync = Some(self.replica.stability().horizon.clone());
                 }
                 Some(link)
@@ -87,16 +89,13 @@ impl Engine {
             messages: self.replica.message_seen().clone(),
             session,
             rights: Some(rights),
+            resync: self
+                .sessions
+                .get(&session)
+                .and_then(|s| s.peer.as_ref())
+                .and_then(|l| l.resync.clone()),
         };
         self.send(session, Frame::Welcome(welcome));
-        if let Some(horizon) = self
-            .sessions
-            .get(&session)
-            .and_then(|s| s.peer.as_ref())
-            .and_then(|l| l.resync.clone())
-        {
-            self.send(session, Frame::Resync { horizon });
-        }
         #[cfg(feature = "serve")]
         if let Some(peer) = self.sessions.get(&session).and_then(|s| s.peer.as_ref()) {
             // From now on the peer holds the horizon back until it reports.
@@ -120,9 +119,11 @@ impl Engine {
     /// and checking them anyway catches a store restored from an old copy.
     #[cfg(feature = "serve")]
     fn behind(&self, held: &VersionVector) -> bool {
+        // Whether or not this replica collects: its own server may have resynced it, and
+        // what it dropped then is what its peers would keep.
         let horizon = &self.replica.stability().horizon;
         let holds_part = !crate::replica::meet(held, horizon).is_empty();
-        self.replica.collects() && holds_part && !held.dominates(horizon)
+        holds_part && !held.dominates(horizon)
     }
 
     pub(super) fn on_welcome(&mut self, session: SessionId, w: Welcome) -> Result<(), Fatal> {
@@ -142,6 +143,7 @@ impl Engine {
         self.distrust_own_claim(&mut known);
         let mut link = PeerLink::new(w.replica, w.tier, known, w.messages);
         link.own_only = w.rights.is_some_and(|r| r < Rights::Admin);
+        link.inventory = w.resync.map(super::resync::Inventory::new);
         self.events.push_back(Event::Welcomed {
             session,
             replica: w.replica,
@@ -275,10 +277,29 @@ impl Engine {
         }
         let Push {
             seq,
-            docs,
+            mut docs,
             mut watermark,
             remaining,
         } = p;
+        // A push cut before the peer learned it must resync may carry what we collected:
+        // a sibling below our horizon that we neither hold nor have seen in that document
+        // is gone here (we hold everything below the horizon, or what superseded it), so it
+        // is dropped before the join rather than brought back.
+        #[cfg(feature = "serve")]
+        if link.resync.is_some() {
+            let horizon = self.replica.stability().horizon.clone();
+            for d in docs.iter_mut() {
+                let key = crate::DocKey::new(d.collection.as_str(), d.id.as_str());
+                let ours = self.replica.state(&key)?;
+                d.state.siblings.retain(|s| {
+                    !horizon.contains(s.dot)
+                        || ours
+                            .as_deref()
+                            .is_some_and(|o| o.has_dot(s.dot) || o.context.contains(s.dot))
+                });
+            }
+            docs.retain(|d| !d.state.siblings.is_empty());
+        }
         self.distrust_own_claim(&mut watermark);
         let count = docs.len() as u64;
         // What the peer holds durably below our horizon (ARCHITECTURE.md, "Collection"): a
@@ -420,11 +441,9 @@ impl Engine {
             let Some(link) = s.peer.as_ref() else {
                 continue;
             };
-            if matches!(s.phase, Phase::Open)
-                && s.dialed
-                && link.inventory.as_ref().is_some_and(|i| i.done.is_none())
-            {
-                // Resyncing: the inventory goes first, whatever the push mode.
+            if matches!(s.phase, Phase::Open) && s.dialed && link.inventory.is_some() {
+                // Resyncing: the inventory goes first, whatever the push mode, and nothing
+                // else until the server has acknowledged its last page.
                 if let Some(t) = self.next_inventory(id) {
                     self.push_cursor = id + 1;
                     return Some(t);
@@ -551,6 +570,7 @@ impl PeerLink {
             known,
             peer_horizon: VersionVector::new(),
             resync: None,
+            resync_again: false,
             inventory: None,
             msg_known,
             next_seq: 1,

@@ -8,7 +8,7 @@
 //! Then the normal pushes start. Nothing of it is stored on either side but those joins, so
 //! a break part way starts it again at the next `hello`.
 
-use super::{Engine, Fatal, Transmit};
+use super::{Engine, Fatal, Gated, Transmit, PUSH_BYTES};
 use crate::frame::{DocEntry, Frame, InventoryEntry, Push};
 use crate::{DocKey, DocState, Error, SessionId, VersionVector};
 
@@ -20,13 +20,23 @@ type At = Option<(crate::ReplicaId, u64)>;
 
 /// A dialing peer's walk of its live dots below the horizon of a `resync`.
 #[derive(Debug, Clone)]
-pub(super) struct Inventory {
+pub(crate) struct Inventory {
     /// The horizon the server asked about.
     pub(super) horizon: VersionVector,
     /// The replica being walked and the last counter read of it (`None`: not started).
     pub(super) at: At,
     /// The last page went, with this `seq`: the resync is over once it is acknowledged.
     pub(super) done: Option<u64>,
+}
+
+impl Inventory {
+    pub(super) fn new(horizon: VersionVector) -> Inventory {
+        Inventory {
+            horizon,
+            at: None,
+            done: None,
+        }
+    }
 }
 
 impl Engine {
@@ -44,11 +54,7 @@ impl Engine {
                 "`resync` goes from a server to a peer that dialed it".into(),
             )));
         };
-        link.inventory = Some(Inventory {
-            horizon,
-            at: None,
-            done: None,
-        });
+        link.inventory = Some(Inventory::new(horizon));
         Ok(())
     }
 
@@ -72,7 +78,11 @@ impl Engine {
         {
             return;
         }
-        link.inventory = None;
+        let Some(done) = link.inventory.take() else {
+            return;
+        };
+        #[cfg(not(feature = "serve"))]
+        let _ = done;
         #[cfg(feature = "serve")]
         {
             let peers: Vec<crate::ReplicaId> = self
@@ -83,12 +93,20 @@ impl Engine {
                 .map(|p| p.replica)
                 .collect();
             if !peers.is_empty() {
-                self.replica.stability_mut().resync = peers;
+                let st = self.replica.stability_mut();
+                st.resync = peers;
+                st.resync_horizon.join(&done.horizon);
             }
-            let horizon = self.replica.stability().horizon.clone();
+            let horizon = self.replica.stability().resync_below();
             let mut started = Vec::new();
             for (id, s) in self.sessions.iter_mut() {
                 if let (Some(l), false) = (s.peer.as_mut(), s.dialed) {
+                    if l.resync.is_some() {
+                        // Mid-resync: another follows it (a page answered before our own
+                        // drops would not have told it of them).
+                        l.resync_again = true;
+                        continue;
+                    }
                     l.resync = Some(horizon.clone());
                     started.push(*id);
                 }
@@ -211,10 +229,9 @@ impl Engine {
                 "`inventory` answers a `resync` this server sent".into(),
             )));
         };
-        if docs.len() > 4 * INVENTORY_PAGE {
+        if docs.len() > INVENTORY_PAGE {
             return Err(Fatal(Error::Protocol(format!(
-                "an `inventory` lists at most {} documents",
-                4 * INVENTORY_PAGE
+                "an `inventory` lists at most {INVENTORY_PAGE} documents"
             ))));
         }
         let mut answer = Vec::new();
@@ -249,30 +266,68 @@ impl Engine {
         else {
             return Ok(());
         };
+        // The answer goes in pushes as any other (at most `batch_docs` documents and about
+        // `PUSH_BYTES` each: a page can list documents whose states are large), then the
+        // page's `ack`, released in order with the acks of the pushes taken before it.
         let mut frames = Vec::new();
-        if !answer.is_empty() {
+        let mut chunk: Vec<DocEntry> = Vec::new();
+        let mut bytes = 0usize;
+        let max_docs = self.cfg.batch_docs.max(1);
+        for e in answer {
+            let size = crate::codec::doc_state_size_bound(
+                &DocKey::new(e.collection.as_str(), e.id.as_str()),
+                &e.state,
+            );
+            if !chunk.is_empty() && (chunk.len() >= max_docs || bytes + size > PUSH_BYTES) {
+                frames.push(std::mem::take(&mut chunk));
+                bytes = 0;
+            }
+            bytes += size;
+            chunk.push(e);
+        }
+        if !chunk.is_empty() {
+            frames.push(chunk);
+        }
+        let replica = link.replica;
+        let mut pushes = Vec::new();
+        for docs in frames {
             let push_seq = link.next_seq;
             link.next_seq += 1;
             link.unacked.push_back((push_seq, VersionVector::new()));
-            frames.push(Frame::Push(Push {
+            pushes.push(Frame::Push(Push {
                 seq: push_seq,
-                docs: answer,
+                docs,
                 watermark: VersionVector::new(),
                 remaining: 0,
             }));
         }
-        frames.push(Frame::Ack(crate::frame::Ack {
-            seq: Some(seq),
-            ..Default::default()
-        }));
-        let replica = link.replica;
-        if last {
+        // A cascade that came during this resync asks for another once it ends.
+        let again = last && std::mem::take(&mut link.resync_again);
+        if last && !again {
             link.resync = None;
         }
-        for f in frames {
+        let horizon_now = self.replica.stability().resync_below();
+        if again {
+            link.resync = Some(horizon_now.clone());
+        }
+        for f in pushes {
             self.send(session, f);
         }
-        if last && self.replica.stability().resync.contains(&replica) {
+        self.gate(Gated::Frame(
+            session,
+            Frame::Ack(crate::frame::Ack {
+                seq: Some(seq),
+                ..Default::default()
+            }),
+        ));
+        if again {
+            self.send(
+                session,
+                Frame::Resync {
+                    horizon: horizon_now,
+                },
+            );
+        } else if last && self.replica.stability().resync.contains(&replica) {
             self.replica
                 .stability_mut()
                 .resync

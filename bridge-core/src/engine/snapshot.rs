@@ -78,6 +78,12 @@ struct PeerSnapshot {
     /// A resync under way with the peer (its horizon): no push goes until it ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     resync: Option<VersionVector>,
+    /// Another resync follows the one under way.
+    #[serde(default, skip_serializing_if = "is_false")]
+    resync_again: bool,
+    /// The horizon the peer brought in its `hello` (its pushes are read against it).
+    #[serde(default, skip_serializing_if = "VersionVector::is_empty")]
+    peer_horizon: VersionVector,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -123,6 +129,8 @@ impl Engine {
                 own_only: p.own_only,
                 blocked_at: p.blocked_at.clone(),
                 resync: p.resync.clone(),
+                resync_again: p.resync_again,
+                peer_horizon: p.peer_horizon.clone(),
             }),
             channels: s.channels.keys().cloned().collect(),
             collections: s.collections.keys().cloned().collect(),
@@ -168,8 +176,9 @@ impl Engine {
                 // Not kept: after a wake the horizon and the report go once more (both are
                 // idempotent).
                 reported: None,
-                peer_horizon: VersionVector::new(),
+                peer_horizon: p.peer_horizon,
                 resync: p.resync,
+                resync_again: p.resync_again,
                 // Only served links are snapshotted (the Durable Object's): none walks one.
                 inventory: None,
                 horizon_sent: VersionVector::new(),

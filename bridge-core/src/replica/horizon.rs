@@ -56,6 +56,20 @@ pub struct Stability {
     /// resync is done.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resync: Vec<ReplicaId>,
+    /// The horizon of the last resync this replica went through with its own server: its
+    /// peers resync below it (joined with this replica's own horizon), since what this
+    /// replica dropped then may lie above its own horizon.
+    #[serde(default, skip_serializing_if = "VersionVector::is_empty")]
+    pub resync_horizon: VersionVector,
+}
+
+impl Stability {
+    /// The horizon a peer of this replica resyncs below.
+    pub fn resync_below(&self) -> VersionVector {
+        let mut h = self.horizon.clone();
+        h.join(&self.resync_horizon);
+        h
+    }
 }
 
 impl Stability {
