@@ -725,6 +725,10 @@ impl IdbStore {
             for (key, state) in &b.docs {
                 docs.put(&doc_record(key, state), Some(&key_value(key)))?;
             }
+            // Removed: a resync dropped everything its server had collected.
+            for key in &b.collected {
+                docs.delete(key_value(key))?;
+            }
             for r in &b.messages {
                 let record = Frame::Broadcast {
                     message: r.message.clone(),

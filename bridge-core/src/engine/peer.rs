@@ -277,7 +277,7 @@ impl Engine {
         }
         let Push {
             seq,
-            mut docs,
+            docs,
             mut watermark,
             remaining,
         } = p;
@@ -285,6 +285,8 @@ impl Engine {
         // a sibling below our horizon that we neither hold nor have seen in that document
         // is gone here (we hold everything below the horizon, or what superseded it), so it
         // is dropped before the join rather than brought back.
+        #[cfg(feature = "serve")]
+        let mut docs = docs;
         #[cfg(feature = "serve")]
         if link.resync.is_some() {
             let horizon = self.replica.stability().horizon.clone();

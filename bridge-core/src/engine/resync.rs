@@ -8,9 +8,15 @@
 //! Then the normal pushes start. Nothing of it is stored on either side but those joins, so
 //! a break part way starts it again at the next `hello`.
 
-use super::{Engine, Fatal, Gated, Transmit, PUSH_BYTES};
-use crate::frame::{DocEntry, Frame, InventoryEntry, Push};
-use crate::{DocKey, DocState, Error, SessionId, VersionVector};
+use super::{Engine, Fatal, Transmit};
+#[cfg(feature = "serve")]
+use super::{Gated, PUSH_BYTES};
+#[cfg(feature = "serve")]
+use crate::frame::{DocEntry, Push};
+use crate::frame::{Frame, InventoryEntry};
+#[cfg(feature = "serve")]
+use crate::{DocKey, DocState};
+use crate::{Error, SessionId, VersionVector};
 
 /// At most this many documents in one `inventory` page.
 pub(super) const INVENTORY_PAGE: usize = 256;

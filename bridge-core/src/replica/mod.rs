@@ -924,12 +924,27 @@ impl Replica {
         let id = self.next_batch;
         self.next_batch += 1;
         let layer = std::mem::take(&mut self.staged);
-        let docs = layer.docs;
+        let mut docs = layer.docs;
         // A document written or joined since it was found collectable is kept.
-        let collected: Vec<DocKey> = std::mem::take(&mut self.collector.staged)
+        let mut collected: Vec<DocKey> = std::mem::take(&mut self.collector.staged)
             .into_iter()
             .filter(|k| !docs.contains_key(k))
             .collect();
+        // A state left without a sibling (a resync dropped what its server collected) is
+        // removed, as the server removed it: kept with its context, it would refuse those
+        // writes for good where the server takes them back if a late concurrent write
+        // brings them (ARCHITECTURE.md, "Resync").
+        let emptied: Vec<DocKey> = docs
+            .iter()
+            .filter(|(_, s)| s.siblings.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in emptied {
+            docs.remove(&k);
+            if !collected.contains(&k) {
+                collected.push(k);
+            }
+        }
         let mut offset = self
             .inflight
             .iter()

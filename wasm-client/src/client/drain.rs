@@ -212,10 +212,16 @@ async fn pump(rc: Shared) {
         match written {
             Ok(()) => {
                 // The batches' states are the newest: reads answer from them from now on.
+                let none = std::sync::Arc::new(bridge_core::DocState::default());
                 i.scratch.lock().stored(
                     batches
                         .iter()
-                        .flat_map(|b| b.docs.iter().map(|(k, s)| (k, s))),
+                        .flat_map(|b| b.docs.iter().map(|(k, s)| (k, s)))
+                        .chain(
+                            batches
+                                .iter()
+                                .flat_map(|b| b.collected.iter().map(|k| (k, &none))),
+                        ),
                 );
                 if let Err(e) = i.engine.batches_persisted(&batches) {
                     i.error = Some(e.to_string());
