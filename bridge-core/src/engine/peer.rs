@@ -247,7 +247,7 @@ impl Engine {
         &mut self,
         now_ms: u64,
         session: SessionId,
-        p: Push,
+        mut p: Push,
     ) -> Result<(), Fatal> {
         self.need(session, Rights::Write)?;
         let Some(s) = self.sessions.get(&session) else {
@@ -264,6 +264,42 @@ impl Engine {
                 "a pushed document has no sibling".into(),
             )));
         }
+        // A peer below `admin` may push back, beside a write of its own, a write of another
+        // replica we sent it and collected since (below our horizon, neither held nor seen
+        // in that document): it is dropped, not introduced (we cannot tell it from a forged
+        // one), and the peer gets our state of the document back, which drops it there too.
+        #[cfg(feature = "serve")]
+        let answer: Vec<(crate::DocKey, Vec<crate::Dot>)> = if s.rights < Rights::Admin && !s.dialed
+        {
+            let own = link.replica;
+            let horizon = self.replica.stability().horizon.clone();
+            let mut answer = Vec::new();
+            for d in p.docs.iter_mut() {
+                let key = crate::DocKey::new(d.collection.as_str(), d.id.as_str());
+                let ours = self.replica.state(&key)?;
+                let gone: Vec<crate::Dot> = d
+                    .state
+                    .siblings
+                    .iter()
+                    .map(|s| s.dot)
+                    .filter(|&dot| {
+                        dot.replica != own
+                            && horizon.contains(dot)
+                            && !ours
+                                .as_deref()
+                                .is_some_and(|o| o.has_dot(dot) || o.context.contains(dot))
+                    })
+                    .collect();
+                if !gone.is_empty() {
+                    d.state.siblings.retain(|s| !gone.contains(&s.dot));
+                    answer.push((key, gone));
+                }
+            }
+            p.docs.retain(|d| !d.state.siblings.is_empty());
+            answer
+        } else {
+            Vec::new()
+        };
         // The trust rule, for every push from every session, before anything changes.
         if s.rights < Rights::Admin {
             if p.docs.iter().any(|d| d.collection == CONFIG_COLLECTION) {
@@ -341,6 +377,45 @@ impl Engine {
                 ..Ack::default()
             }),
         ));
+        #[cfg(feature = "serve")]
+        if !answer.is_empty() {
+            // Our state of each such document, its context covering the dropped writes, so
+            // the peer's join drops them too (a push as a resync answers: `resync.rs`).
+            let mut docs = Vec::new();
+            for (key, gone) in answer {
+                let mut state = self
+                    .replica
+                    .state(&key)?
+                    .map(|s| crate::DocState::clone(&s))
+                    .unwrap_or_default();
+                for d in gone {
+                    state.context.raise(d.replica, d.counter);
+                }
+                docs.push(crate::frame::DocEntry {
+                    collection: key.collection,
+                    id: key.id,
+                    state,
+                });
+            }
+            if let Some(link) = self
+                .sessions
+                .get_mut(&session)
+                .and_then(|s| s.peer.as_mut())
+            {
+                let push_seq = link.next_seq;
+                link.next_seq += 1;
+                link.unacked.push_back((push_seq, VersionVector::new()));
+                self.send(
+                    session,
+                    Frame::Push(Push {
+                        seq: push_seq,
+                        docs,
+                        watermark: VersionVector::new(),
+                        remaining: 0,
+                    }),
+                );
+            }
+        }
         Ok(())
     }
 

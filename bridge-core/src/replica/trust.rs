@@ -9,7 +9,7 @@ impl Replica {
     /// `admin`): it may introduce only writes of its own replica `own`. Refuses, before
     /// anything changes, a push that
     /// - carries a sibling of another replica that this store neither holds in that document
-    ///   nor has seen superseded there, nor has below its horizon (collected),
+    ///   nor has seen superseded there,
     /// - has a document context that claims more of another replica than this store holds,
     /// - has a watermark that claims more of another replica than this store holds, or more
     ///   of `own` than the highest write of `own` it carries or this store holds,
@@ -41,13 +41,9 @@ impl Replica {
                     }
                     continue;
                 }
-                // Below the horizon, a write this store does not hold in that document was
-                // held once and collected with it: the peer got it from us before, and
-                // pushes it back beside a write of its own concurrent with that deletion.
                 if !mine
                     .as_deref()
                     .is_some_and(|m| m.has_dot(s.dot) || m.context.contains(s.dot))
-                    && !self.stability.horizon.contains(s.dot)
                 {
                     return refuse(format!(
                         "{}/{} carries write {} of replica {}, which this server does not hold",
