@@ -402,9 +402,7 @@ impl Engine {
                 .get_mut(&session)
                 .and_then(|s| s.peer.as_mut())
             {
-                let push_seq = link.next_seq;
-                link.next_seq += 1;
-                link.unacked.push_back((push_seq, VersionVector::new()));
+                let push_seq = link.take_seq(VersionVector::new());
                 self.send(
                     session,
                     Frame::Push(Push {
@@ -613,10 +611,8 @@ impl Engine {
                 }
                 self.outbox.push_back(pull);
             }
-            let seq = link.next_seq;
-            link.next_seq += 1;
             link.known.join(&delta.watermark);
-            link.unacked.push_back((seq, delta.watermark.clone()));
+            let seq = link.take_seq(delta.watermark.clone());
             link.run_sent += delta.docs.len() as u64;
             let (sent, remaining) = (link.run_sent, delta.remaining);
             self.events.push_back(Event::SyncProgress {
@@ -638,6 +634,15 @@ impl Engine {
 }
 
 impl PeerLink {
+    /// The `seq` of the next frame we send that the peer acknowledges (a push, or an
+    /// `inventory` page), waiting for its `ack` with what it gives the peer (`watermark`).
+    pub(super) fn take_seq(&mut self, watermark: VersionVector) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.unacked.push_back((seq, watermark));
+        seq
+    }
+
     fn new(replica: ReplicaId, tier: Tier, known: VersionVector, msg_known: VersionVector) -> Self {
         PeerLink {
             replica,

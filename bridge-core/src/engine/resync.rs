@@ -200,9 +200,7 @@ impl Engine {
             }
         };
         let link = self.sessions.get_mut(&session)?.peer.as_mut()?;
-        let seq = link.next_seq;
-        link.next_seq += 1;
-        link.unacked.push_back((seq, VersionVector::new()));
+        let seq = link.take_seq(VersionVector::new());
         if let Some(i) = link.inventory.as_mut() {
             i.at = at;
             i.done = last.then_some(seq);
@@ -297,9 +295,7 @@ impl Engine {
         let replica = link.replica;
         let mut pushes = Vec::new();
         for docs in frames {
-            let push_seq = link.next_seq;
-            link.next_seq += 1;
-            link.unacked.push_back((push_seq, VersionVector::new()));
+            let push_seq = link.take_seq(VersionVector::new());
             pushes.push(Frame::Push(Push {
                 seq: push_seq,
                 docs,
