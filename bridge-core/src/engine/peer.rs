@@ -264,39 +264,11 @@ impl Engine {
                 "a pushed document has no sibling".into(),
             )));
         }
-        // A peer below `admin` may push back, beside a write of its own, a write of another
-        // replica we sent it and collected since (below our horizon, neither held nor seen
-        // in that document): it is dropped, not introduced (we cannot tell it from a forged
-        // one), and the peer gets our state of the document back, which drops it there too.
+        // What the peer brought back of what we collected is dropped before the trust rule
+        // sees it, and answered (`resync.rs`).
         #[cfg(feature = "serve")]
-        let answer: Vec<(crate::DocKey, Vec<crate::Dot>)> = if s.rights < Rights::Admin && !s.dialed
-        {
-            let own = link.replica;
-            let horizon = self.replica.stability().horizon.clone();
-            let mut answer = Vec::new();
-            for d in p.docs.iter_mut() {
-                let key = crate::DocKey::new(d.collection.as_str(), d.id.as_str());
-                let ours = self.replica.state(&key)?;
-                let gone: Vec<crate::Dot> = d
-                    .state
-                    .siblings
-                    .iter()
-                    .map(|s| s.dot)
-                    .filter(|&dot| {
-                        dot.replica != own
-                            && horizon.contains(dot)
-                            && !ours
-                                .as_deref()
-                                .is_some_and(|o| o.has_dot(dot) || o.context.contains(dot))
-                    })
-                    .collect();
-                if !gone.is_empty() {
-                    d.state.siblings.retain(|s| !gone.contains(&s.dot));
-                    answer.push((key, gone));
-                }
-            }
-            p.docs.retain(|d| !d.state.siblings.is_empty());
-            answer
+        let gone = if !s.dialed && (s.rights < Rights::Admin || link.resync.is_some()) {
+            self.drop_collected(&mut p.docs)?
         } else {
             Vec::new()
         };
@@ -317,27 +289,6 @@ impl Engine {
             mut watermark,
             remaining,
         } = p;
-        // A push cut before the peer learned it must resync may carry what we collected:
-        // a sibling below our horizon that we neither hold nor have seen in that document
-        // is gone here (we hold everything below the horizon, or what superseded it), so it
-        // is dropped before the join rather than brought back.
-        #[cfg(feature = "serve")]
-        let mut docs = docs;
-        #[cfg(feature = "serve")]
-        if link.resync.is_some() {
-            let horizon = self.replica.stability().horizon.clone();
-            for d in docs.iter_mut() {
-                let key = crate::DocKey::new(d.collection.as_str(), d.id.as_str());
-                let ours = self.replica.state(&key)?;
-                d.state.siblings.retain(|s| {
-                    !horizon.contains(s.dot)
-                        || ours
-                            .as_deref()
-                            .is_some_and(|o| o.has_dot(s.dot) || o.context.contains(s.dot))
-                });
-            }
-            docs.retain(|d| !d.state.siblings.is_empty());
-        }
         self.distrust_own_claim(&mut watermark);
         let count = docs.len() as u64;
         // What the peer holds durably below our horizon (ARCHITECTURE.md, "Collection"): a
@@ -378,42 +329,7 @@ impl Engine {
             }),
         ));
         #[cfg(feature = "serve")]
-        if !answer.is_empty() {
-            // Our state of each such document, its context covering the dropped writes, so
-            // the peer's join drops them too (a push as a resync answers: `resync.rs`).
-            let mut docs = Vec::new();
-            for (key, gone) in answer {
-                let mut state = self
-                    .replica
-                    .state(&key)?
-                    .map(|s| crate::DocState::clone(&s))
-                    .unwrap_or_default();
-                for d in gone {
-                    state.context.raise(d.replica, d.counter);
-                }
-                docs.push(crate::frame::DocEntry {
-                    collection: key.collection,
-                    id: key.id,
-                    state,
-                });
-            }
-            if let Some(link) = self
-                .sessions
-                .get_mut(&session)
-                .and_then(|s| s.peer.as_mut())
-            {
-                let push_seq = link.take_seq(VersionVector::new());
-                self.send(
-                    session,
-                    Frame::Push(Push {
-                        seq: push_seq,
-                        docs,
-                        watermark: VersionVector::new(),
-                        remaining: 0,
-                    }),
-                );
-            }
-        }
+        self.send_collected(session, gone)?;
         Ok(())
     }
 

@@ -238,31 +238,25 @@ impl Engine {
                 "an `inventory` lists at most {INVENTORY_PAGE} documents"
             ))));
         }
-        let mut answer = Vec::new();
+        let mut gone = Vec::new();
         for e in docs {
             crate::check_name("collection", &e.collection, true)?;
             crate::check_name("document id", &e.id, true)?;
             let key = DocKey::new(e.collection.as_str(), e.id.as_str());
-            let ours = self.replica.state(&key)?.map(|s| DocState::clone(&s));
-            let gone: Vec<crate::Dot> = e
+            let ours = self.replica.state(&key)?;
+            let dots: Vec<crate::Dot> = e
                 .dots
-                .iter()
-                .copied()
-                .filter(|d| horizon.contains(*d) && !ours.as_ref().is_some_and(|s| s.has_dot(*d)))
+                .into_iter()
+                .filter(|d| horizon.contains(*d) && !ours.as_deref().is_some_and(|s| s.has_dot(*d)))
                 .collect();
-            if gone.is_empty() {
-                continue;
+            drop(ours);
+            if !dots.is_empty() {
+                gone.push((key, dots));
             }
-            let mut state = ours.unwrap_or_default();
-            for d in gone {
-                state.context.raise(d.replica, d.counter);
-            }
-            answer.push(DocEntry {
-                collection: e.collection,
-                id: e.id,
-                state,
-            });
         }
+        // The answer, then the page's `ack`, released in order with the acks of the pushes
+        // taken before it.
+        self.send_collected(session, gone)?;
         let Some(link) = self
             .sessions
             .get_mut(&session)
@@ -270,39 +264,7 @@ impl Engine {
         else {
             return Ok(());
         };
-        // The answer goes in pushes as any other (at most `batch_docs` documents and about
-        // `PUSH_BYTES` each: a page can list documents whose states are large), then the
-        // page's `ack`, released in order with the acks of the pushes taken before it.
-        let mut frames = Vec::new();
-        let mut chunk: Vec<DocEntry> = Vec::new();
-        let mut bytes = 0usize;
-        let max_docs = self.cfg.batch_docs.max(1);
-        for e in answer {
-            let size = crate::codec::doc_state_size_bound(
-                &DocKey::new(e.collection.as_str(), e.id.as_str()),
-                &e.state,
-            );
-            if !chunk.is_empty() && (chunk.len() >= max_docs || bytes + size > PUSH_BYTES) {
-                frames.push(std::mem::take(&mut chunk));
-                bytes = 0;
-            }
-            bytes += size;
-            chunk.push(e);
-        }
-        if !chunk.is_empty() {
-            frames.push(chunk);
-        }
         let replica = link.replica;
-        let mut pushes = Vec::new();
-        for docs in frames {
-            let push_seq = link.take_seq(VersionVector::new());
-            pushes.push(Frame::Push(Push {
-                seq: push_seq,
-                docs,
-                watermark: VersionVector::new(),
-                remaining: 0,
-            }));
-        }
         // A cascade that came during this resync asks for another once it ends.
         let again = last && std::mem::take(&mut link.resync_again);
         if last && !again {
@@ -311,9 +273,6 @@ impl Engine {
         let horizon_now = self.replica.stability().resync_below();
         if again {
             link.resync = Some(horizon_now.clone());
-        }
-        for f in pushes {
-            self.send(session, f);
         }
         self.gate(Gated::Frame(
             session,
@@ -336,6 +295,105 @@ impl Engine {
                 .retain(|r| *r != replica);
         }
         Ok(())
+    }
+
+    /// Sends `session` our state of each document of `gone` (empty when we hold none), its
+    /// context covering the listed dots, which we hold no more (collected, or superseded):
+    /// the peer's join drops them. In pushes as any other (at most `batch_docs` documents
+    /// and about `PUSH_BYTES` each), acknowledged as pushes are. The one answer of a
+    /// resync's `inventory` and of a push that brought back what we collected.
+    #[cfg(feature = "serve")]
+    pub(super) fn send_collected(
+        &mut self,
+        session: SessionId,
+        gone: Vec<(DocKey, Vec<crate::Dot>)>,
+    ) -> Result<(), Fatal> {
+        let max_docs = self.cfg.batch_docs.max(1);
+        let mut pushes: Vec<Vec<DocEntry>> = Vec::new();
+        let mut bytes = 0usize;
+        for (key, dots) in gone {
+            let mut state = self
+                .replica
+                .state(&key)?
+                .map(|s| DocState::clone(&s))
+                .unwrap_or_default();
+            for d in dots {
+                state.context.raise(d.replica, d.counter);
+            }
+            let size = crate::codec::doc_state_size_bound(&key, &state);
+            match pushes.last_mut() {
+                Some(p) if p.len() < max_docs && bytes + size <= PUSH_BYTES => bytes += size,
+                _ => {
+                    pushes.push(Vec::new());
+                    bytes = size;
+                }
+            }
+            if let Some(p) = pushes.last_mut() {
+                p.push(DocEntry {
+                    collection: key.collection,
+                    id: key.id,
+                    state,
+                });
+            }
+        }
+        for docs in pushes {
+            let Some(link) = self
+                .sessions
+                .get_mut(&session)
+                .and_then(|s| s.peer.as_mut())
+            else {
+                return Ok(());
+            };
+            let seq = link.take_seq(VersionVector::new());
+            self.send(
+                session,
+                Frame::Push(Push {
+                    seq,
+                    docs,
+                    watermark: VersionVector::new(),
+                    remaining: 0,
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// Drops from a push of a peer that dialed us every sibling below our horizon that we
+    /// neither hold nor have seen in that document: we held it once and collected it (we
+    /// hold everything below the horizon, or what superseded it). Done for a peer that is
+    /// resyncing (a push it cut before it knew) and for one below `admin` (it may push back,
+    /// beside a write of its own, a deletion we collected since; we cannot tell that from a
+    /// forged write). Returns what was dropped, for [`Engine::send_collected`].
+    #[cfg(feature = "serve")]
+    pub(super) fn drop_collected(
+        &self,
+        docs: &mut Vec<DocEntry>,
+    ) -> crate::Result<Vec<(DocKey, Vec<crate::Dot>)>> {
+        let horizon = &self.replica.stability().horizon;
+        let mut gone = Vec::new();
+        for d in docs.iter_mut() {
+            let key = DocKey::new(d.collection.as_str(), d.id.as_str());
+            let ours = self.replica.state(&key)?;
+            let dots: Vec<crate::Dot> = d
+                .state
+                .siblings
+                .iter()
+                .map(|s| s.dot)
+                .filter(|&dot| {
+                    horizon.contains(dot)
+                        && !ours
+                            .as_deref()
+                            .is_some_and(|o| o.has_dot(dot) || o.context.contains(dot))
+                })
+                .collect();
+            drop(ours);
+            if !dots.is_empty() {
+                d.state.siblings.retain(|s| !dots.contains(&s.dot));
+                gone.push((key, dots));
+            }
+        }
+        docs.retain(|d| !d.state.siblings.is_empty());
+        Ok(gone)
     }
 
     /// Built without `serve` (the browser), no peer dials this replica.
