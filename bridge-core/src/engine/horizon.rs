@@ -44,9 +44,12 @@ impl Engine {
         };
         let (floor, ceiling) = (meet(floor, &link.acked), ceiling.clone());
         let replica = link.replica;
-        let mut stability = self.replica.stability().clone();
-        if stability.reported(replica, floor, ceiling) {
-            *self.replica.stability_mut() = stability;
+        // Marked changed (and stored) only when the entry does change: a report repeats
+        // often, and the table is not copied to find out.
+        if self.replica.stability().differs(replica, &floor, &ceiling) {
+            self.replica
+                .stability_mut()
+                .reported(replica, floor, ceiling);
             self.horizon_round();
         }
     }

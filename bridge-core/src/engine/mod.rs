@@ -953,13 +953,10 @@ impl Engine {
         #[cfg(feature = "serve")]
         if let (Some(p), false, Some(expiry)) = (&s.peer, s.dialed, self.cfg.expiry_ms) {
             let replica = p.replica;
-            let stale = self
-                .replica
-                .stability()
-                .peers
-                .iter()
-                .find(|t| t.replica == replica)
-                .is_some_and(|t| now_ms.saturating_sub(t.seen_ms) > expiry / 8);
+            let peers = &self.replica.stability().peers;
+            let stale = peers
+                .binary_search_by(|t| t.replica.cmp(&replica))
+                .is_ok_and(|i| now_ms.saturating_sub(peers[i].seen_ms) > expiry / 8);
             if stale {
                 self.replica.stability_mut().seen(replica, now_ms);
             }

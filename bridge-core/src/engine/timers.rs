@@ -34,11 +34,12 @@ impl Engine {
     #[cfg(feature = "serve")]
     fn expiry_deadline(&self) -> Option<u64> {
         let expiry = self.cfg.expiry_ms?;
+        let connected = self.connected();
         self.replica
             .stability()
             .peers
             .iter()
-            .filter(|p| !self.connected(p.replica))
+            .filter(|p| connected.binary_search(&p.replica).is_err())
             .map(|p| p.seen_ms.saturating_add(expiry))
             .min()
     }
@@ -48,12 +49,18 @@ impl Engine {
         None
     }
 
-    /// Whether a peer with this replica id has dialed us and is connected now.
+    /// The peers that dialed us and are connected now, in id order (one pass over the
+    /// sessions, then a search per table entry).
     #[cfg(feature = "serve")]
-    fn connected(&self, replica: crate::ReplicaId) -> bool {
-        self.sessions
+    fn connected(&self) -> Vec<crate::ReplicaId> {
+        let mut ids: Vec<crate::ReplicaId> = self
+            .sessions
             .values()
-            .any(|s| !s.dialed && s.peer.as_ref().is_some_and(|p| p.replica == replica))
+            .filter(|s| !s.dialed)
+            .filter_map(|s| s.peer.as_ref().map(|p| p.replica))
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Drops from the horizon's table every peer gone for longer than the expiry
@@ -75,12 +82,16 @@ impl Engine {
         for r in unknown {
             self.replica.stability_mut().seen(r, now_ms);
         }
+        let connected = self.connected();
         let gone: Vec<crate::ReplicaId> = self
             .replica
             .stability()
             .peers
             .iter()
-            .filter(|p| p.seen_ms.saturating_add(expiry) <= now_ms && !self.connected(p.replica))
+            .filter(|p| {
+                p.seen_ms.saturating_add(expiry) <= now_ms
+                    && connected.binary_search(&p.replica).is_err()
+            })
             .map(|p| p.replica)
             .collect();
         if gone.is_empty() {

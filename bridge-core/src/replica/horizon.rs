@@ -117,6 +117,22 @@ impl Stability {
         }
     }
 
+    /// Whether [`Stability::reported`] with these would change the table.
+    pub fn differs(
+        &self,
+        replica: ReplicaId,
+        floor: &VersionVector,
+        ceiling: &VersionVector,
+    ) -> bool {
+        match self.peers.binary_search_by(|p| p.replica.cmp(&replica)) {
+            Ok(i) => {
+                let p = &self.peers[i];
+                &p.floor != floor || p.ceiling.as_ref() != Some(ceiling)
+            }
+            Err(_) => true,
+        }
+    }
+
     /// Records a peer's report; true when the entry changed.
     pub fn reported(
         &mut self,
