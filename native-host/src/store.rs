@@ -198,33 +198,38 @@ impl Store {
         Ok(())
     }
 
-    /// Sets `docs.dead` for every stored state whose siblings are all tombstones, a page
-    /// of `page_rows` rows per transaction (memory stays bounded).
-    fn mark_dead_states(&mut self, page_rows: i64) -> Result<()> {
-        let started = std::time::Instant::now();
+    /// Walks every stored state in key order, a page of `page_rows` rows per transaction
+    /// (memory stays bounded): `update` sees each row's key and state column and gives the
+    /// value `sql` (?1 sid, ?2 collection, ?3 id, ?4 the value) writes back, or `None`.
+    /// Returns the rows seen and the rows written. A crash part way leaves the rest as it
+    /// was, and walking again is harmless.
+    fn update_states(
+        &mut self,
+        page_rows: i64,
+        sql: &str,
+        mut update: impl FnMut(&RowKey, ValueRef<'_>) -> Result<Option<rusqlite::types::Value>>,
+    ) -> Result<(u64, u64)> {
         let mut conn = self.conn();
         let mut after: RowKey = (0, String::new(), String::new());
-        let (mut marked, mut seen) = (0u64, 0u64);
+        let (mut seen, mut written) = (0u64, 0u64);
         loop {
             let tx = conn.transaction()?;
-            let mut page: Vec<(RowKey, bool)> = Vec::new();
+            let mut page: Vec<(RowKey, Option<rusqlite::types::Value>)> = Vec::new();
             {
                 let mut st = tx.prepare_cached(schema::SELECT_STATES_PAGE)?;
                 let mut rows = st.query(params![after.0, after.1, after.2, page_rows])?;
                 while let Some(row) = rows.next()? {
                     let key: RowKey = (row.get(0)?, row.get(1)?, row.get(2)?);
-                    let state = state_column(row.get_ref(3)?)
-                        .and_then(|c| c.decode().map_err(|e| e.to_string()))
-                        .map_err(|e| corrupt(format!("docs.state of {}/{}", key.1, key.2), e))?;
-                    page.push((key, state.is_dead()));
+                    let value = update(&key, row.get_ref(3)?)?;
+                    page.push((key, value));
                 }
             }
             {
-                let mut st = tx.prepare_cached(schema::UPDATE_DEAD)?;
-                for ((sid, collection, id), dead) in &page {
-                    if *dead {
-                        st.execute(params![sid, collection, id, 1])?;
-                        marked += 1;
+                let mut st = tx.prepare_cached(sql)?;
+                for ((sid, collection, id), value) in &page {
+                    if let Some(value) = value {
+                        st.execute(params![sid, collection, id, value])?;
+                        written += 1;
                     }
                 }
             }
@@ -236,6 +241,20 @@ impl Store {
                 _ => break,
             }
         }
+        Ok((seen, written))
+    }
+
+    /// Sets `docs.dead` for every stored state whose siblings are all tombstones.
+    fn mark_dead_states(&mut self, page_rows: i64) -> Result<()> {
+        let started = std::time::Instant::now();
+        let (seen, marked) = self.update_states(page_rows, schema::UPDATE_DEAD, |key, v| {
+            let state = state_column(v)
+                .and_then(|c| c.decode().map_err(|e| e.to_string()))
+                .map_err(|e| corrupt(format!("docs.state of {}/{}", key.1, key.2), e))?;
+            Ok(state
+                .is_dead()
+                .then_some(rusqlite::types::Value::Integer(1)))
+        })?;
         tracing::info!(
             documents = seen,
             marked,
@@ -245,52 +264,20 @@ impl Store {
         Ok(())
     }
 
-    /// Rewrites every state stored as JSON text (schema 2) in the binary form, a page of
-    /// `page_rows` rows per transaction (memory stays bounded), then `VACUUM`s.
+    /// Rewrites every state stored as JSON text (schema 2) in the binary form, then
+    /// `VACUUM`s.
     fn rewrite_json_states(&mut self, page_rows: i64) -> Result<()> {
         let started = std::time::Instant::now();
-        let mut conn = self.conn();
-        let mut after: RowKey = (0, String::new(), String::new());
-        let (mut rewritten, mut seen) = (0u64, 0u64);
-        loop {
-            let tx = conn.transaction()?;
-            // Each row's key, and its state in the binary form if it was JSON text.
-            let mut page: Vec<(RowKey, Option<Vec<u8>>)> = Vec::new();
-            {
-                let mut st = tx.prepare_cached(schema::SELECT_STATES_PAGE)?;
-                let mut rows = st.query(params![after.0, after.1, after.2, page_rows])?;
-                while let Some(row) = rows.next()? {
-                    let key: RowKey = (row.get(0)?, row.get(1)?, row.get(2)?);
-                    let blob = match row.get_ref(3)? {
-                        ValueRef::Text(t) => {
-                            let state = StateColumn::Text(t).decode().map_err(|e| {
-                                corrupt(format!("docs.state of {}/{}", key.1, key.2), e)
-                            })?;
-                            Some(encode_state(&state))
-                        }
-                        _ => None,
-                    };
-                    page.push((key, blob));
-                }
-            }
-            {
-                let mut st = tx.prepare_cached(schema::UPDATE_STATE)?;
-                for ((sid, collection, id), blob) in &page {
-                    if let Some(blob) = blob {
-                        st.execute(params![sid, collection, id, blob])?;
-                        rewritten += 1;
-                    }
-                }
-            }
-            tx.commit()?;
-            seen += page.len() as u64;
-            let full = page.len() as i64 == page_rows;
-            match page.pop() {
-                Some((key, _)) if full => after = key,
-                _ => break,
-            }
-        }
-        conn.execute_batch("VACUUM")?;
+        let (seen, rewritten) = self.update_states(page_rows, schema::UPDATE_STATE, |key, v| {
+            let ValueRef::Text(t) = v else {
+                return Ok(None);
+            };
+            let state = StateColumn::Text(t)
+                .decode()
+                .map_err(|e| corrupt(format!("docs.state of {}/{}", key.1, key.2), e))?;
+            Ok(Some(rusqlite::types::Value::Blob(encode_state(&state))))
+        })?;
+        self.conn().execute_batch("VACUUM")?;
         tracing::info!(
             documents = seen,
             rewritten,
