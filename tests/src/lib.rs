@@ -549,6 +549,26 @@ pub fn space_status(port: u16, token: Option<&str>, space: &str) -> Value {
         .unwrap_or_default()
 }
 
+/// Polls a host's `/v1/status` until its `space` entry satisfies `pred` (bounded: 60 s);
+/// returns the entry.
+pub fn wait_space(
+    port: u16,
+    token: Option<&str>,
+    space: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sp = space_status(port, token, space);
+        if pred(&sp) {
+            return sp;
+        }
+        assert!(Instant::now() < deadline, "{what}: {sp}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until the hybrid host's upstream link is up.
 pub fn wait_link_up(local: &Host) {
     eventually(local.api_port, "/v1/status", None, |_, v| {

@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tests::edge::{serial, Edge};
 use tests::{
-    eventually, http, mint_token, space_status, start_hybrid, wait_link_up, Agent, Host, TempDir,
+    eventually, http, mint_token, space_status, start_hybrid, wait_link_up, wait_space, Agent,
+    Host, TempDir,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -1054,37 +1055,27 @@ async fn deleted_documents_leave_the_worker_and_the_hybrid_host_once_stable() {
     }
     // The hybrid host follows the worker's horizon: once it has collected the five, the
     // worker's horizon covers the deletions, and it collects them too.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let l = loop {
-        let l = space_status(local.api_port, None, "proj");
-        if l["collected"] == 5 {
-            break l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the hybrid host never collected: {l}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let l = wait_space(
+        local.api_port,
+        None,
+        "proj",
+        "the hybrid host never collected",
+        |l| l["collected"] == 5,
+    );
     assert_eq!(l["docs"], 6, "five live documents and `_config/space`: {l}");
     // A new replica (no collection of its own) syncs everything the worker holds: the five
     // live documents and the configuration, no deletion.
     let fresh = start_hybrid(&fresh_dir.0, &edge.base_ws_url(), &token, &[]);
     wait_link_up(&fresh);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let f = space_status(fresh.api_port, None, "proj");
-        let l = space_status(local.api_port, None, "proj");
-        if f["cursor"] == l["cursor"] {
-            assert_eq!(f["docs"], 6, "the worker sent a collected deletion: {f}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new replica never caught up: {f} vs {l}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Both cursors move (the new replica seeds `_config/space` too): compared as they are.
+    let f = wait_space(
+        fresh.api_port,
+        None,
+        "proj",
+        "the new replica never caught up",
+        |f| f["cursor"] == space_status(local.api_port, None, "proj")["cursor"],
+    );
+    assert_eq!(f["docs"], 6, "the worker sent a collected deletion: {f}");
     // A restart of the worker brings nothing back.
     edge.restart();
     for i in 1..5 {

@@ -7,7 +7,7 @@ use bridge_core::status::HostStatus;
 use serde_json::json;
 use tests::{bridge_cmd, cli, http, mint_token, Agent, Host, TempDir, PAIR_SECRET};
 
-use tests::{eventually, space_status, start_hybrid, start_pair, wait_link_up, Pair};
+use tests::{eventually, start_hybrid, start_pair, wait_link_up, wait_space, Pair};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hybrid_syncs_docs_and_messages_both_ways() {
@@ -579,25 +579,26 @@ async fn deleted_documents_leave_both_databases_once_stable() {
     }
     // Both hosts collect the five once the horizon covers the deletions (two quiet rounds
     // of reports), and their databases hold the five live documents and `_config/space`.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let c = space_status(cloud.api_port, tok, "proj");
-        let l = space_status(local.api_port, None, "proj");
-        if c["collected"] == 5 && l["collected"] == 5 {
-            assert_eq!(
-                (c["collects"].clone(), l["collects"].clone()),
-                (json!(true), json!(true))
-            );
-            assert_eq!(c["docs"], 6, "{c}");
-            assert_eq!(l["docs"], 6, "{l}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not collected: cloud {c}, hybrid {l}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let c = wait_space(
+        cloud.api_port,
+        tok,
+        "proj",
+        "the cloud never collected",
+        |c| c["collected"] == 5,
+    );
+    let l = wait_space(
+        local.api_port,
+        None,
+        "proj",
+        "the hybrid never collected",
+        |l| l["collected"] == 5,
+    );
+    assert_eq!(
+        (c["collects"].clone(), l["collects"].clone()),
+        (json!(true), json!(true))
+    );
+    assert_eq!(c["docs"], 6, "{c}");
+    assert_eq!(l["docs"], 6, "{l}");
     for port in [cloud.api_port, local.api_port] {
         let (s, _) = http(port, "GET", "/v1/spaces/proj/docs/notes/d1", None, tok);
         assert_eq!(s, 404);
@@ -691,16 +692,10 @@ async fn a_host_back_after_its_expiry_is_resynced_and_drops_what_was_collected()
         tok,
     );
     assert_eq!(s, 200, "{v}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let c = space_status(cloud.api_port, tok, "proj");
-        if c["collected"] == 1 {
-            assert_eq!(c["tracked_peers"], 0, "the hybrid host expired: {c}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not collected: {c}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let c = wait_space(cloud.api_port, tok, "proj", "not collected", |c| {
+        c["collected"] == 1
+    });
+    assert_eq!(c["tracked_peers"], 0, "the hybrid host expired: {c}");
     // Back with its old copy of `x`: resynced, it drops it; `y` stays.
     local.restart();
     wait_link_up(&local);
