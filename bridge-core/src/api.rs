@@ -25,7 +25,7 @@
 //! A changes cursor is the space version vector as `replica:counter,...` (hex replica ids);
 //! the empty cursor means "from the beginning".
 
-use crate::auth::{self, Rights};
+use crate::auth::{self, Grant};
 use crate::frame::MAX_FRAME_BYTES;
 use crate::replica::CONFIG_COLLECTION;
 use crate::request::{kind, object, optional_object, page_limit, CHANGES_LIMIT, LIST_LIMIT};
@@ -453,9 +453,9 @@ pub fn authorize(
     token: Option<&str>,
     space: &str,
     now_ms: u64,
-) -> Result<Rights, ApiError> {
+) -> Result<Grant, ApiError> {
     let Some(secret) = secret else {
-        return Ok(Rights::Admin);
+        return Ok(Grant::ADMIN);
     };
     let Some(token) = token else {
         return Err(ApiError::new(
@@ -466,15 +466,15 @@ pub fn authorize(
     Ok(auth::verify(secret, token, space, now_ms)?)
 }
 
-/// Runs `request` on the space's engine for a caller holding `rights`
+/// Runs `request` on the space's engine for a caller holding `grant`
 /// ([`crate::Engine::request`]) and renders the reply as HTTP.
 pub fn execute(
     engine: &mut Engine,
     now_ms: u64,
-    rights: Rights,
+    grant: &Grant,
     request: Request,
 ) -> Result<Outcome, ApiError> {
-    Ok(match engine.request(now_ms, rights, request)? {
+    Ok(match engine.request(now_ms, grant, request)? {
         Answer::Now(reply) => Outcome::Done(render(engine, reply)?),
         Answer::WhenDurable { req, reply } => Outcome::AfterAck {
             req,
@@ -543,6 +543,7 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Rights;
     use crate::{EngineConfig, Tier};
 
     fn req<'a>(method: &'a str, path: &'a str, body: &'a [u8]) -> ApiRequest<'a> {
@@ -606,7 +607,7 @@ mod tests {
         else {
             panic!("route")
         };
-        let out = execute(&mut e, 10, Rights::Write, request).expect("write");
+        let out = execute(&mut e, 10, &Grant::all(Rights::Write), request).expect("write");
         let Outcome::AfterAck { req: acked_req, .. } = out else {
             panic!("a write is answered once durable: {out:?}")
         };
@@ -624,7 +625,8 @@ mod tests {
         else {
             panic!("route")
         };
-        let Ok(Outcome::Done(resp)) = execute(&mut e, 11, Rights::Read, request) else {
+        let Ok(Outcome::Done(resp)) = execute(&mut e, 11, &Grant::all(Rights::Read), request)
+        else {
             panic!("changes")
         };
         let v: Value = serde_json::from_slice(&resp.body).expect("json");
@@ -640,7 +642,8 @@ mod tests {
         )) else {
             panic!("route")
         };
-        let err = execute(&mut e, 12, Rights::Write, request).expect_err("needs admin");
+        let err =
+            execute(&mut e, 12, &Grant::all(Rights::Write), request).expect_err("needs admin");
         assert_eq!((err.status, err.code), (403, ErrorCode::Forbidden));
         // An import is checked whole before any of it is written: a bad configuration line
         // after a good document refuses the request and stores neither.
@@ -654,7 +657,7 @@ mod tests {
         else {
             panic!("route")
         };
-        let err = execute(&mut e, 13, Rights::Admin, request).expect_err("bad policy");
+        let err = execute(&mut e, 13, &Grant::all(Rights::Admin), request).expect_err("bad policy");
         assert_eq!(err.code, ErrorCode::BadPolicy);
         assert_eq!(
             e.replica().get(&DocKey::new("c", "fine")).expect("read"),

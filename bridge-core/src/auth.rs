@@ -1,11 +1,13 @@
 //! Access tokens: HMAC-SHA256 over (space, rights, expiry).
 //!
 //! Format: `sb1.<hex of the JSON claims>.<hex of the HMAC over that hex>`. The claims are
-//! `{"space": "...", "rights": "read"|"write"|"admin", "exp": <ms since the epoch>}`. A token
-//! names exactly one space and opens nothing in another. Pure functions: the host passes the
-//! secret and the current time.
+//! `{"space": "...", "rights": "read"|"write"|"admin", "exp": <ms since the epoch>}`, and
+//! optionally `"collections": {"<pattern>": "<right>", ...}`: then documents are opened per
+//! collection ([`Grant::on`]) and `rights` covers what is not a collection (channels,
+//! presence, `_config`). A token names exactly one space and opens nothing in another. Pure
+//! functions: the host passes the secret and the current time.
 //!
-//! [`Rights`] and [`Claims`] are always here; minting, reading and verifying tokens need the
+//! [`Rights`], [`Claims`] and [`Grant`] are always here; minting, reading and verifying tokens need the
 //! feature `tokens` (on by default; the browser package, which holds no secret, leaves it
 //! out, and with it HMAC-SHA256 and the claims' JSON parser).
 
@@ -61,10 +63,131 @@ impl std::str::FromStr for Rights {
 pub struct Claims {
     /// The one space the token opens.
     pub space: String,
-    /// What it allows there.
+    /// What it allows there: everywhere without `collections`, and with them on what is not a
+    /// collection's documents (channels, presence, `_config`).
     pub rights: Rights,
     /// Expiry, in ms since the epoch: the token is refused from this instant on.
     pub exp: u64,
+    /// Rights per collection pattern ([`Grant::on`]); none: every collection at `rights`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collections: Option<std::collections::BTreeMap<String, Rights>>,
+}
+
+impl Claims {
+    /// What a session holding these claims may do.
+    pub fn grant(&self) -> Grant {
+        Grant {
+            rights: self.rights,
+            collections: self
+                .collections
+                .as_ref()
+                .map(|c| c.iter().map(|(p, r)| (p.clone(), *r)).collect()),
+        }
+    }
+}
+
+/// What a session may do: its token's rights, and its rights per collection pattern when the
+/// token names some. A host without a secret gives every caller [`Grant::all`]`(Admin)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Rights on everything that is not a collection's documents (channels, presence,
+    /// `_config`), and on every collection when `collections` is `None`.
+    pub rights: Rights,
+    /// `(pattern, rights)` per collection pattern: a name, or a prefix ending in `*` (`*`
+    /// alone is every collection). `None`: every collection at `rights`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collections: Option<Vec<(String, Rights)>>,
+}
+
+impl From<Rights> for Grant {
+    fn from(rights: Rights) -> Grant {
+        Grant::all(rights)
+    }
+}
+
+impl Grant {
+    /// Everything: what a host without tokens gives, and a browser's own calls.
+    pub const ADMIN: Grant = Grant {
+        rights: Rights::Admin,
+        collections: None,
+    };
+
+    /// `rights` on the whole space.
+    pub fn all(rights: Rights) -> Grant {
+        Grant {
+            rights,
+            collections: None,
+        }
+    }
+
+    /// Whether the grant is limited to some collections.
+    pub fn is_scoped(&self) -> bool {
+        self.collections.is_some()
+    }
+
+    /// The rights on `collection`'s documents: the highest of the patterns it matches, `None`
+    /// when it matches none. `_config` (the space's configuration) always has the token's
+    /// own `rights`.
+    pub fn on(&self, collection: &str) -> Option<Rights> {
+        let Some(patterns) = &self.collections else {
+            return Some(self.rights);
+        };
+        if collection == crate::replica::CONFIG_COLLECTION {
+            return Some(self.rights);
+        }
+        patterns
+            .iter()
+            .filter(|(p, _)| matches(p, collection))
+            .map(|(_, r)| *r)
+            .max()
+    }
+
+    /// Whether `collection`'s documents may be read: what every answer spanning collections
+    /// (all conflicts, the changes feed, an export) is filtered by.
+    pub fn reads(&self, collection: &str) -> bool {
+        self.on(collection).is_some()
+    }
+}
+
+/// Whether collection `name` matches `pattern`: the same name, or, for a pattern ending in
+/// `*`, a name starting with what comes before it.
+pub fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
+}
+
+/// Reads `notes/*:write,audit:read` (what `sacred-bridge token create --collections` takes):
+/// comma-separated `pattern:right` pairs, each pattern a collection name or a prefix ending in
+/// `*`. The right is what follows the last `:`, so a pattern may hold `:` itself.
+pub fn parse_collections(text: &str) -> Result<std::collections::BTreeMap<String, Rights>> {
+    let mut out = std::collections::BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((pattern, right)) = pair.rsplit_once(':') else {
+            return Err(Error::Unauthorized(format!(
+                "`{pair}` is not `pattern:right` (e.g. `notes/*:write,audit:read`)"
+            )));
+        };
+        let right: Rights = right.trim().parse()?;
+        let pattern = pattern.trim();
+        let name = pattern.strip_suffix('*').unwrap_or(pattern);
+        if !name.is_empty() {
+            crate::check_name("collection pattern", name, true)?;
+        }
+        if pattern.is_empty() {
+            return Err(Error::Unauthorized(format!(
+                "`{pair}` has no collection pattern"
+            )));
+        }
+        out.insert(pattern.to_string(), right);
+    }
+    if out.is_empty() {
+        return Err(Error::Unauthorized(
+            "no collection pattern given (e.g. `notes/*:write,audit:read`)".into(),
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(feature = "tokens")]
@@ -128,8 +251,8 @@ pub fn peek(token: &str) -> Result<Claims> {
 }
 
 #[cfg(feature = "tokens")]
-/// Verifies a token for `space` at `now_ms` and returns its rights.
-pub fn verify(secret: &[u8], token: &str, space: &str, now_ms: u64) -> Result<Rights> {
+/// Verifies a token for `space` at `now_ms` and returns what it grants.
+pub fn verify(secret: &[u8], token: &str, space: &str, now_ms: u64) -> Result<Grant> {
     let bad = || {
         Error::Unauthorized(
             "the token is malformed; mint one with `sacred-bridge token create`".into(),
@@ -158,7 +281,7 @@ pub fn verify(secret: &[u8], token: &str, space: &str, now_ms: u64) -> Result<Ri
     if claims.exp <= now_ms {
         return Err(Error::Unauthorized("the token has expired".into()));
     }
-    Ok(claims.rights)
+    Ok(claims.grant())
 }
 
 #[cfg(all(test, feature = "tokens"))]
@@ -174,9 +297,13 @@ mod tests {
             space: "team".into(),
             rights: Rights::Write,
             exp: 1000,
+            collections: None,
         };
         let t = mint(b"s3cret", &c);
-        assert_eq!(verify(b"s3cret", &t, "team", 999), Ok(Rights::Write));
+        assert_eq!(
+            verify(b"s3cret", &t, "team", 999),
+            Ok(Grant::all(Rights::Write))
+        );
         assert!(verify(b"s3cret", &t, "other", 999).is_err());
         assert!(verify(b"s3cret", &t, "team", 1000).is_err());
         assert!(verify(b"wrong", &t, "team", 1).is_err());
@@ -185,5 +312,44 @@ mod tests {
         assert!(peek("garbage").is_err());
         let tampered = t.replacen("sb1.7b", "sb1.7c", 1);
         assert!(verify(b"s3cret", &tampered, "team", 1).is_err());
+    }
+
+    #[test]
+    fn collection_rights_go_by_the_highest_matching_pattern() {
+        let c = Claims {
+            space: "team".into(),
+            rights: Rights::Read,
+            exp: 1000,
+            collections: Some(
+                parse_collections("notes/*:write, audit:read,notes/x*:admin").expect("valid"),
+            ),
+        };
+        let t = mint(b"s3cret", &c);
+        let g = verify(b"s3cret", &t, "team", 1).expect("verifies");
+        assert!(g.is_scoped());
+        assert_eq!(g.on("notes/a"), Some(Rights::Write));
+        assert_eq!(g.on("notes/xy"), Some(Rights::Admin));
+        assert_eq!(g.on("audit"), Some(Rights::Read));
+        // A pattern without `*` is one name; `notes/*` does not match `notes`.
+        assert_eq!(g.on("audit2"), None);
+        assert_eq!(g.on("notes"), None);
+        assert!(!g.reads("users"));
+        // `_config` follows the token's own rights.
+        assert_eq!(g.on("_config"), Some(Rights::Read));
+        assert_eq!(
+            Grant::all(Rights::Write).on("anything"),
+            Some(Rights::Write)
+        );
+        assert_eq!(
+            parse_collections("*:read").expect("valid").get("*"),
+            Some(&Rights::Read)
+        );
+        for bad in ["", "notes", "notes:own", ":read", "a\u{1}:read"] {
+            assert!(parse_collections(bad).is_err(), "{bad}");
+        }
+        // A token minted before collections existed reads as the whole space.
+        let old = "{\"space\":\"team\",\"rights\":\"read\",\"exp\":5}";
+        let claims: Claims = serde_json::from_str(old).expect("old claims");
+        assert_eq!(claims.grant(), Grant::all(Rights::Read));
     }
 }

@@ -114,6 +114,17 @@ pub enum Error {
         /// The rights the request needs.
         needs: &'static str,
     },
+    /// The token verified, but it gives no right on the collection the request names, or a
+    /// lower one than it needs (a token scoped to collections; `forbidden`).
+    #[error("this token allows {has} on collection `{collection}`, and the request needs {needs}")]
+    ForbiddenCollection {
+        /// The collection (its first 64 characters).
+        collection: String,
+        /// The token's rights there ([`crate::auth::Rights::as_str`]), `nothing` when none.
+        has: &'static str,
+        /// The rights the request needs.
+        needs: &'static str,
+    },
     /// `resolve` on a document that has no open conflict (`not_found`).
     #[error("document {collection}/{id} has no open conflict")]
     NoConflict {
@@ -182,7 +193,8 @@ pub enum ErrorCode {
     WrongSpace,
     /// `unauthorized`: [`Error::Unauthorized`]. HTTP 401, close 1008.
     Unauthorized,
-    /// `forbidden`: [`Error::Forbidden`]; an agent's session stays open. HTTP 403.
+    /// `forbidden`: [`Error::Forbidden`], [`Error::ForbiddenCollection`]; an agent's session
+    /// stays open. HTTP 403.
     Forbidden,
     /// `not_found`: no such conflict, route or resource. HTTP 404.
     NotFound,
@@ -269,7 +281,7 @@ impl Error {
             Error::HelloRequired => ErrorCode::HelloRequired,
             Error::WrongSpace { .. } => ErrorCode::WrongSpace,
             Error::Unauthorized(_) => ErrorCode::Unauthorized,
-            Error::Forbidden { .. } => ErrorCode::Forbidden,
+            Error::Forbidden { .. } | Error::ForbiddenCollection { .. } => ErrorCode::Forbidden,
             Error::NoConflict { .. } => ErrorCode::NotFound,
             Error::Protocol(_) => ErrorCode::Protocol,
             Error::Timeout(_) => ErrorCode::Timeout,

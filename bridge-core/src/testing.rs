@@ -2,7 +2,7 @@
 //! ([`Engine::request`], with `admin` rights), giving what it made. Hosts call
 //! [`Engine::request`] themselves; these only spare tests the request and answer types.
 
-use crate::auth::Rights;
+use crate::auth::Grant;
 use crate::request::{Answer, Reply, Request};
 use crate::{DocKey, Dot, Engine, Error, MessageId, Policy, Result, WriteOp};
 use serde_json::{Map, Value};
@@ -26,7 +26,7 @@ fn dot(reply: Reply) -> Result<Dot> {
 pub fn write(e: &mut Engine, now_ms: u64, key: DocKey, op: WriteOp) -> Result<Dot> {
     dot(durable(e.request(
         now_ms,
-        Rights::Admin,
+        &Grant::ADMIN,
         Request::Write { key, op },
     ))?)
 }
@@ -40,7 +40,7 @@ pub fn resolve(
 ) -> Result<Dot> {
     dot(durable(e.request(
         now_ms,
-        Rights::Admin,
+        &Grant::ADMIN,
         Request::Resolve { key, value },
     ))?)
 }
@@ -49,13 +49,13 @@ pub fn resolve(
 pub fn set_policy(e: &mut Engine, now_ms: u64, collection: &str, policy: Policy) -> Result<Dot> {
     let collection = collection.to_owned();
     let request = Request::SetPolicy { collection, policy };
-    dot(durable(e.request(now_ms, Rights::Admin, request))?)
+    dot(durable(e.request(now_ms, &Grant::ADMIN, request))?)
 }
 
 /// Publishes a message; its id.
 pub fn publish(e: &mut Engine, now_ms: u64, channel: &str, payload: Value) -> Result<MessageId> {
     let channel = channel.to_owned();
-    match durable(e.request(now_ms, Rights::Admin, Request::Send { channel, payload }))? {
+    match durable(e.request(now_ms, &Grant::ADMIN, Request::Send { channel, payload }))? {
         Reply::Sent { id, .. } => Ok(id),
         other => Err(Error::Protocol(format!("a message was answered {other:?}"))),
     }

@@ -274,6 +274,7 @@ fn tokens_open_one_space_with_their_rights() {
                 space: space.into(),
                 rights,
                 exp,
+                collections: None,
             },
         )
     };
@@ -326,6 +327,202 @@ fn tokens_open_one_space_with_their_rights() {
         Some(ErrorCode::Forbidden),
         "policy needs admin"
     );
+}
+
+#[test]
+fn a_token_scoped_to_collections_opens_only_them() {
+    use bridge_core::{Answer, Reply, Request, VersionVector};
+    // Conflicts in two collections: manual policy, concurrent edits on two replicas.
+    let mut local = engine(1, Tier::Local);
+    let mut cloud = engine(2, Tier::Cloud);
+    for c in ["notes/a", "users"] {
+        local.set_policy(0, c, Policy::Manual).expect("policy");
+        let key = DocKey::new(c, "d");
+        local
+            .write(0, key, WriteOp::Put(obj(json!({"x": 0}))))
+            .expect("w");
+    }
+    local
+        .write(
+            0,
+            DocKey::new("audit", "log"),
+            WriteOp::Put(obj(json!({"n": 1}))),
+        )
+        .expect("w");
+    link(&mut local, &mut cloud);
+    local.close(UP);
+    cloud.close(DOWN);
+    for c in ["notes/a", "users"] {
+        let key = DocKey::new(c, "d");
+        let patch = |v| WriteOp::Patch(obj(json!({ "x": v })));
+        local.write(100, key.clone(), patch("l")).expect("w");
+        cloud.write(200, key, patch("c")).expect("w");
+    }
+    link(&mut local, &mut cloud);
+    assert_eq!(cloud.replica().conflicts(None).expect("read").len(), 2);
+
+    let claims = Claims {
+        space: SPACE.into(),
+        rights: Rights::Read,
+        exp: u64::MAX,
+        collections: auth::parse_collections("notes/*:write,audit:read").ok(),
+    };
+    let g = claims.grant();
+    let now = |r: bridge_core::Result<Answer>| match r {
+        Ok(Answer::Now(reply)) => Ok(reply),
+        Ok(Answer::WhenDurable { reply, .. }) => Ok(reply),
+        Err(e) => Err(e.code()),
+    };
+    let get = |c: &str| Request::Get {
+        key: DocKey::new(c, "d"),
+    };
+    // Every conflict: only the collections the token reads.
+    let Ok(Reply::Conflicts(list)) =
+        now(cloud.request(300, &g, Request::Conflicts { collection: None }))
+    else {
+        panic!("conflicts")
+    };
+    let names: Vec<&str> = list.iter().map(|c| c.collection.as_str()).collect();
+    assert_eq!(names, ["notes/a"]);
+    let users = Request::Conflicts {
+        collection: Some("users".into()),
+    };
+    assert_eq!(
+        now(cloud.request(300, &g, users)).err(),
+        Some(ErrorCode::Forbidden)
+    );
+    // Reads and writes per collection.
+    assert!(matches!(
+        now(cloud.request(300, &g, get("notes/a"))),
+        Ok(Reply::Doc(_))
+    ));
+    assert!(matches!(
+        now(cloud.request(300, &g, get("audit"))),
+        Ok(Reply::Doc(_))
+    ));
+    let err = cloud
+        .request(300, &g, get("users"))
+        .expect_err("users is not in the token");
+    assert_eq!(err.code(), ErrorCode::Forbidden);
+    assert!(err.to_string().contains("`users`"), "{err}");
+    let put = |c: &str| Request::Write {
+        key: DocKey::new(c, "new"),
+        op: WriteOp::Put(obj(json!({"y": 1}))),
+    };
+    assert!(matches!(
+        now(cloud.request(300, &g, put("notes/b"))),
+        Ok(Reply::Written { .. })
+    ));
+    cloud.persist_all();
+    for refused in [
+        put("audit"),
+        put("users"),
+        Request::SetPolicy {
+            collection: "notes/a".into(),
+            policy: Policy::Lww,
+        },
+        Request::Send {
+            channel: "ops".into(),
+            payload: json!(1),
+        },
+        Request::Import(vec![(DocKey::new("notes/a", "i"), Some(obj(json!({}))))]),
+    ] {
+        assert_eq!(
+            now(cloud.request(300, &g, refused)).err(),
+            Some(ErrorCode::Forbidden)
+        );
+    }
+    // The changes feed and the export hold only what it reads.
+    let Ok(Reply::Changes { changes, .. }) = now(cloud.request(
+        300,
+        &g,
+        Request::Changes {
+            since: VersionVector::default(),
+            limit: 1000,
+        },
+    )) else {
+        panic!("changes")
+    };
+    let mut seen: Vec<String> = changes.iter().map(|d| d.collection.clone()).collect();
+    seen.sort();
+    assert_eq!(seen, ["audit", "notes/a", "notes/b"]);
+    let Ok(Reply::Export { docs, next: None }) =
+        now(cloud.request(300, &g, Request::Export { after: None }))
+    else {
+        panic!("export")
+    };
+    let exported: Vec<String> = docs
+        .iter()
+        .map(|(k, _)| format!("{}/{}", k.collection, k.id))
+        .collect();
+    // `_config` holds the policy of `notes/a` (readable) and of `users` (not), and the
+    // space's own configuration.
+    assert_eq!(
+        exported,
+        [
+            "_config/collection:notes/a",
+            "_config/space",
+            "audit/log",
+            "notes/a/d",
+            "notes/b/new"
+        ]
+    );
+    let policy = |c: &str| Request::Get {
+        key: DocKey::new("_config", format!("collection:{c}")),
+    };
+    assert!(now(cloud.request(300, &g, policy("notes/a"))).is_ok());
+    assert_eq!(
+        now(cloud.request(300, &g, policy("users"))).err(),
+        Some(ErrorCode::Forbidden)
+    );
+
+    // Over a session: an agent is held to the same; a peer cannot open with such a token.
+    let secret = b"k".to_vec();
+    let mut cfg = EngineConfig::new(ReplicaId(3), Tier::Cloud, SPACE);
+    cfg.secret = Some(secret.clone());
+    let mut e = Node::new(cfg);
+    let token = auth::mint(&secret, &claims);
+    let out = agent(&mut e, 1, Some(token.clone()));
+    assert!(matches!(out[0].1, Some(Frame::Welcome(_))));
+    e.handle_frame(
+        0,
+        1,
+        Frame::Get {
+            req: Some(1),
+            collection: "users".into(),
+            id: "d".into(),
+        },
+    );
+    let out = e.drain();
+    assert_eq!(error_code(&out), Some(ErrorCode::Forbidden));
+    assert!(!closed(&out), "an agent's session stays open");
+    e.handle_frame(
+        0,
+        1,
+        Frame::Subscribe {
+            req: Some(2),
+            channel: None,
+            collection: Some("users".into()),
+            from: None,
+        },
+    );
+    assert_eq!(error_code(&e.drain()), Some(ErrorCode::Forbidden));
+    e.accept_as(0, 2);
+    e.handle_frame(
+        0,
+        2,
+        Frame::Hello(Hello {
+            space: SPACE.into(),
+            kind: SessionKind::Peer,
+            replica: Some(ReplicaId(9)),
+            tier: Some(Tier::Local),
+            token: Some(token),
+            ..Hello::default()
+        }),
+    );
+    let out = e.drain();
+    assert_eq!(error_code(&out), Some(ErrorCode::Forbidden));
+    assert!(closed(&out));
 }
 
 #[test]

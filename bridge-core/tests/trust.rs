@@ -29,6 +29,7 @@ fn token(rights: Rights) -> String {
             space: SPACE.into(),
             rights,
             exp: u64::MAX,
+            collections: None,
         },
     )
 }

@@ -16,7 +16,7 @@
 use crate::session::{self, Attachment, CLOSE_RECONNECT, RECONNECT_REASON};
 use crate::store::{self, StoreError};
 use bridge_core::api::{self, ApiError, ApiRequest, ApiResponse, Outcome, Route};
-use bridge_core::auth::Rights;
+use bridge_core::auth::Grant;
 use bridge_core::{codec, EngineConfig, Error, ErrorCode, Event, Policy, SessionId, Tier};
 use bridge_core::{Engine, Output, Transmit};
 use futures_util::StreamExt;
@@ -173,8 +173,8 @@ fn attachment(ws: &WebSocket) -> Option<(Attachment, String)> {
 enum Answer {
     /// One body.
     Whole(ApiResponse),
-    /// The first page of an export with more to come, and the rights it was asked with.
-    Export { first: ApiResponse, rights: Rights },
+    /// The first page of an export with more to come, and the grant it was asked with.
+    Export { first: ApiResponse, grant: Grant },
 }
 
 /// One page of an export's body, or the error that cuts it.
@@ -184,7 +184,7 @@ type Chunk = std::result::Result<Vec<u8>, worker::Error>;
 struct ExportPages {
     host: Rc<RefCell<Option<Host>>>,
     storage: Storage,
-    rights: Rights,
+    grant: Grant,
     /// The key the next page starts after (`None`: the last page went out).
     next: Option<bridge_core::DocKey>,
 }
@@ -195,9 +195,8 @@ impl ExportPages {
     fn next_page(mut self) -> Option<(Chunk, Option<Self>)> {
         let after = self.next.take()?;
         let request = bridge_core::Request::Export { after: Some(after) };
-        let rights = self.rights;
         let page = run_on(&self.host, &self.storage, |host| {
-            api::execute(&mut host.engine, now_ms(), rights, request)
+            api::execute(&mut host.engine, now_ms(), &self.grant, request)
         });
         let why = match page {
             Ok((Outcome::Done(page), _)) if page.status == 200 => {
@@ -531,15 +530,15 @@ impl SpaceObject {
         };
         let now = now_ms();
         let secret = self.engine_config(&space)?.secret;
-        let rights = api::authorize(secret.as_deref(), token.as_deref(), &space, now)?;
+        let grant = api::authorize(secret.as_deref(), token.as_deref(), &space, now)?;
         let (outcome, acked) = self.with_host(&space, |host| {
-            api::execute(&mut host.engine, now, rights, request)
+            api::execute(&mut host.engine, now, &grant, request)
         })?;
         match outcome {
             // An export of several pages: the rest is asked of the engine a page at a time
             // as the body is read ([`ExportPages`]).
             Outcome::Done(first) if first.status == 200 && first.next.is_some() => {
-                Ok(Answer::Export { first, rights })
+                Ok(Answer::Export { first, grant })
             }
             Outcome::Done(resp) => Ok(Answer::Whole(resp)),
             Outcome::AfterAck { req, response } if acked.contains(&req) => {
@@ -553,12 +552,12 @@ impl SpaceObject {
     /// asked of the engine when the runtime pulls for more body, so the object holds one
     /// page of the space at a time, never the whole export. A page that fails ends the body
     /// with an error: the client sees a cut transfer, not a short export.
-    fn export_stream(&self, first: ApiResponse, rights: Rights) -> Result<Response> {
+    fn export_stream(&self, first: ApiResponse, grant: Grant) -> Result<Response> {
         let content_type = first.content_type;
         let pages = ExportPages {
             host: self.host.clone(),
             storage: self.state.storage(),
-            rights,
+            grant,
             next: first.next,
         };
         let head = futures_util::stream::once(std::future::ready(Ok(first.body)));
@@ -691,7 +690,7 @@ impl DurableObject for SpaceObject {
         }
         let resp = match self.http(req).await {
             Ok(Answer::Whole(resp)) => respond(resp),
-            Ok(Answer::Export { first, rights }) => self.export_stream(first, rights),
+            Ok(Answer::Export { first, grant }) => self.export_stream(first, grant),
             Err(e) => respond(e.response()),
         };
         self.arm().await;

@@ -74,6 +74,11 @@ impl Tokens {
                     c.rights.as_str()
                 ));
             }
+            if c.collections.is_some() {
+                return Err(format!(
+                    "the token for `{space}` is scoped to collections; the upstream link replicates the whole space and needs a token without --collections"
+                ));
+            }
             if c.exp <= now {
                 return Err(format!(
                     "the token for `{space}` expired ({} ms since the epoch); put a new one in CLOUD_TOKENS_FILE and restart",
@@ -88,6 +93,7 @@ impl Tokens {
                 space: space.to_owned(),
                 rights: Rights::Admin,
                 exp: now + 24 * 3600 * 1000,
+                collections: None,
             };
             return Ok(auth::mint(secret, &claims));
         }
@@ -259,6 +265,7 @@ mod tests {
             space: space.into(),
             rights,
             exp,
+            collections: None,
         };
         auth::mint(b"cloud-secret", &c)
     }
@@ -295,7 +302,7 @@ mod tests {
         let minted = t.for_space("other", 5).expect("minted");
         assert_eq!(
             auth::verify(b"cloud-secret", &minted, "other", 6),
-            Ok(Rights::Admin)
+            Ok(auth::Grant::ADMIN)
         );
         assert!(auth::verify(b"cloud-secret", &minted, "team", 6).is_err());
         // A line that is not a token is refused with its number.

@@ -3,6 +3,7 @@
     python client.py stdio SPACE BIN WS API TOKEN [WRITE_TOKEN]   # launches `BIN mcp ...`
     python client.py http  SPACE URL TOKEN [WRITE_TOKEN]           # Streamable HTTP at URL
     python client.py hybrid-local|hybrid-cloud SPACE BIN WS API TOKEN
+    python client.py scoped SPACE BIN WS API TOKEN   # a token for `notes/*:write,audit:read`
 
 Prints one JSON object a line on stdout. `{"step": NAME, ...}` reports what the server
 answered; `{"wait": NAME}` asks the Rust test to act (write over WebSocket, send a message)
@@ -168,6 +169,28 @@ async def refused(a):
     out({"step": "write_token", "admin_tool": res["error"], "text": text})
 
 
+async def scoped(a, space):
+    """A token with `notes/*:write,audit:read`: the tools and resources open only those."""
+    err, res, _ = await a.call("put", {"collection": "notes/a", "id": "m1", "value": {"by": "mcp"}})
+    assert not err, res
+    err, res, _ = await a.call("get", {"collection": "audit", "id": "log"})
+    assert not err and res["doc"]["value"] is not None, res
+    refused = {}
+    for name, args in [
+        ("get", {"collection": "users", "id": "u1"}),
+        ("list", {"collection": "users"}),
+        ("put", {"collection": "audit", "id": "log", "value": {"n": 2}}),
+        ("conflicts_list", {"collection": "users"}),
+    ]:
+        err, res, _ = await a.call(name, args)
+        assert err and res["error"]["code"] == "forbidden", (name, res)
+        refused[name] = res["error"]["code"]
+    uris = sorted(r.uri for r in (await a.s.list_resources()).resources)
+    assert not any("/users" in u for u in uris), uris
+    assert f"sacred-bridge://{space}/audit/log" in uris, uris
+    out({"step": "scoped", "refused": refused, "uris": uris})
+
+
 async def hybrid(a, role, space):
     """Two agents, one on each side, coordinate through channel `coord` and document plan/p1."""
     if role == "local":
@@ -234,7 +257,9 @@ async def main():
         bin_, ws, api, token, *write = rest
         argv = [bin_, ws, api, space]
         kind = "stdio"
-    if mode.startswith("hybrid-"):
+    if mode == "scoped":
+        await open_session(kind, argv, token, "py-scoped-agent", lambda a: scoped(a, space))
+    elif mode.startswith("hybrid-"):
         role = mode.removeprefix("hybrid-")
         await open_session(kind, argv, token, f"py-{role}-agent", lambda a: hybrid(a, role, space))
     else:

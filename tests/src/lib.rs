@@ -131,6 +131,29 @@ pub fn mint_token(dir: &Path, secret: &str, space: &str, rights: &str, ttl: &str
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// A token for `space` scoped to collections (`token create --collections PATTERNS`), its
+/// other rights `read` (the default with `--collections`), valid for an hour.
+pub fn mint_scoped(dir: &Path, secret: &str, space: &str, patterns: &str) -> String {
+    let out = bridge_cmd(dir)
+        .env("BRIDGE_SECRET", secret)
+        .args([
+            "token",
+            "create",
+            "--space",
+            space,
+            "--collections",
+            patterns,
+        ])
+        .output()
+        .expect("run token create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A running host. Killed (SIGKILL) on drop.
 pub struct Host {
     pub child: Child,

@@ -125,3 +125,126 @@ async fn cloud_mode_refuses_missing_wrong_space_and_expired_tokens() {
     assert_eq!(sync(Some(&reader)), (403, Some("forbidden".into())));
     assert_eq!(sync(Some(&good)), (404, Some("not_found".into())));
 }
+
+/// A token scoped to collections (`token create --collections 'notes/*:write,audit:read'`)
+/// reads and writes only what it names, by WebSocket and HTTP alike; the answers that span
+/// collections (conflicts, changes, export) hold nothing else; it cannot open a replication
+/// session (a replica holds the whole space).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_scoped_to_collections_opens_only_them() {
+    let dir = TempDir::new("scoped");
+    let host = Host::start(&dir.0, "cloud", &[("BRIDGE_SECRET", SECRET)]);
+    let port = host.api_port;
+    let admin = mint(&dir.0, "team", "admin", "1h", SECRET);
+    for (c, id) in [("users", "u1"), ("audit", "log"), ("notes%2Fa", "n1")] {
+        let (s, v) = http(
+            port,
+            "PUT",
+            &format!("/v1/spaces/team/docs/{c}/{id}"),
+            Some(r#"{"v":1}"#),
+            Some(&admin),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    // (Open conflicts to filter need two replicas; the core's tests check that filter.)
+    let scoped = tests::mint_scoped(&dir.0, SECRET, "team", "notes/*:write,audit:read");
+    let bad = tests::cli(
+        &dir.0,
+        &[
+            "token",
+            "create",
+            "--space",
+            "team",
+            "--collections",
+            "notes:own",
+        ],
+    );
+    assert_ne!(bad.0, 0, "a right that does not exist is refused: {bad:?}");
+
+    // WebSocket: an agent session opens; each request is held to its collection.
+    let url = host.ws_url("team");
+    let (mut a, w) = Agent::hello(&url, "team", Some(&scoped)).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    a.send(&json!({"type": "get", "req": 1, "collection": "users", "id": "u1"}))
+        .await;
+    let e = a.recv_type("error").await;
+    assert_eq!(
+        (e["req"].as_u64(), e["code"].as_str()),
+        (Some(1), Some("forbidden")),
+        "{e}"
+    );
+    assert!(e["message"].as_str().unwrap().contains("`users`"), "{e}");
+    a.send(&json!({"type": "get", "req": 2, "collection": "audit", "id": "log"}))
+        .await;
+    assert_eq!(a.recv_type("doc").await["doc"]["value"], json!({"v": 1}));
+    a.send(
+        &json!({"type": "put", "req": 3, "collection": "notes/b", "id": "n2", "value": {"w": 1}}),
+    )
+    .await;
+    assert_eq!(a.recv_type("ack").await["req"], 3);
+    a.send(&json!({"type": "put", "req": 4, "collection": "audit", "id": "x", "value": {}}))
+        .await;
+    assert_eq!(a.recv_type("error").await["code"], "forbidden");
+    a.send(&json!({"type": "subscribe", "req": 5, "collection": "users"}))
+        .await;
+    assert_eq!(a.recv_type("error").await["code"], "forbidden");
+
+    // HTTP: the same, and the answers spanning collections hold only what it reads.
+    let get = |path: &str| http(port, "GET", path, None, Some(&scoped));
+    assert_eq!(get("/v1/spaces/team/docs/users/u1").0, 403);
+    assert_eq!(get("/v1/spaces/team/docs/users").0, 403);
+    assert_eq!(get("/v1/spaces/team/conflicts?collection=users").0, 403);
+    let (s, v) = get("/v1/spaces/team/docs/audit/log");
+    assert_eq!((s, &v["value"]), (200, &json!({"v": 1})));
+    let (s, v) = http(
+        port,
+        "PUT",
+        "/v1/spaces/team/docs/users/u2",
+        Some("{}"),
+        Some(&scoped),
+    );
+    assert_eq!((s, v["error"]["code"].as_str()), (403, Some("forbidden")));
+    let (s, v) = get("/v1/spaces/team/changes");
+    assert_eq!(s, 200, "{v}");
+    let mut changed: Vec<&str> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["collection"].as_str().unwrap())
+        .collect();
+    changed.sort();
+    assert_eq!(changed, ["audit", "notes/a", "notes/b"]);
+    let (s, v) = get("/v1/spaces/team/conflicts");
+    assert_eq!((s, &v["conflicts"]), (200, &json!([])));
+    let (s, raw) = tests::http_raw(port, "GET", "/v1/spaces/team/export", None, Some(&scoped));
+    assert_eq!(s, 200);
+    let exported: Vec<String> = String::from_utf8_lossy(&raw)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{}/{}",
+                v["collection"].as_str().unwrap(),
+                v["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        exported,
+        ["_config/space", "audit/log", "notes/a/n1", "notes/b/n2"]
+    );
+    // The admin's export has `users` too: the filter is the token's, not the data's.
+    let (_, raw) = tests::http_raw(port, "GET", "/v1/spaces/team/export", None, Some(&admin));
+    assert!(String::from_utf8_lossy(&raw).contains("\"users\""));
+
+    // A replication session (a peer's pull) cannot open with it.
+    let mut p = Agent::connect(&url).await;
+    p.send(
+        &json!({"type": "hello", "v": 1, "space": "team", "kind": "peer",
+        "replica": "00000000000000aa", "tier": "local", "token": scoped}),
+    )
+    .await;
+    let e = p.recv_type("error").await;
+    assert_eq!(e["code"], "forbidden", "{e}");
+    assert!(p.recv().await.is_none(), "the peer is closed");
+}

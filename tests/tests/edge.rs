@@ -643,6 +643,92 @@ async fn an_agent_outlives_hibernation() {
     assert_eq!(a.recv_type("ack").await["req"], 7);
 }
 
+/// A token scoped to collections on the Durable Object: HTTP reads, writes and the export
+/// hold only its collections, a replication session cannot open with it, and an agent
+/// session keeps its scope through hibernation (the session snapshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
+async fn a_token_scoped_to_collections_opens_only_them() {
+    let _one = serial().await;
+    let state = TempDir::new("edge-state");
+    let mut edge = Edge::start(&state.0, SECRET);
+    let admin = mint_token(&state.0, SECRET, "scoped", "admin", "1h");
+    let scoped = tests::mint_scoped(&state.0, SECRET, "scoped", "notes*:write,audit:read");
+    let port = edge.port;
+    for c in ["users", "audit", "notes"] {
+        let path = format!("/v1/spaces/scoped/docs/{c}/d");
+        let (s, v) = http(port, "PUT", &path, Some(r#"{"v":1}"#), Some(&admin));
+        assert_eq!(s, 200, "{v}");
+    }
+    let get = |path: &str| http(port, "GET", path, None, Some(&scoped));
+    let (s, v) = get("/v1/spaces/scoped/docs/users/d");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{v}"
+    );
+    assert_eq!(get("/v1/spaces/scoped/docs/audit/d").0, 200);
+    let (s, v) = http(
+        port,
+        "PUT",
+        "/v1/spaces/scoped/docs/audit/e",
+        Some("{}"),
+        Some(&scoped),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{v}"
+    );
+    let (s, v) = http(
+        port,
+        "PUT",
+        "/v1/spaces/scoped/docs/notes/e",
+        Some("{}"),
+        Some(&scoped),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, raw) = tests::http_raw(port, "GET", "/v1/spaces/scoped/export", None, Some(&scoped));
+    assert_eq!(s, 200);
+    let keys: Vec<String> = String::from_utf8_lossy(&raw)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("NDJSON");
+            format!(
+                "{}/{}",
+                v["collection"].as_str().unwrap_or(""),
+                v["id"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(keys, ["_config/space", "audit/d", "notes/d", "notes/e"]);
+
+    let url = edge.ws_url("scoped");
+    let mut p = Agent::connect(&url).await;
+    p.send(
+        &json!({"type": "hello", "v": 1, "space": "scoped", "kind": "peer",
+        "replica": "00000000000000aa", "tier": "local", "token": scoped}),
+    )
+    .await;
+    assert_eq!(p.recv_type("error").await["code"], "forbidden");
+    assert!(p.recv().await.is_none(), "the peer is closed");
+
+    let (mut a, w) = Agent::hello(&url, "scoped", Some(&scoped)).await;
+    assert_eq!(w["type"], "welcome", "{w}");
+    edge.evict("scoped");
+    for (req, c) in [(1, "users"), (2, "audit")] {
+        a.send(&json!({"type": "get", "req": req, "collection": c, "id": "d"}))
+            .await;
+    }
+    let e = a.recv_type("error").await;
+    assert_eq!(
+        (e["req"].as_u64(), e["code"].as_str()),
+        (Some(1), Some("forbidden")),
+        "{e}"
+    );
+    assert_eq!(a.recv_type("doc").await["doc"]["value"], json!({"v": 1}));
+}
+
 /// `sacred-bridge sync --push` / `--pull` against the worker; exits 0 or fails the test.
 fn sync_cli(local: &Host, dir: &std::path::Path, flag: &str) -> String {
     let out = tests::bridge_cmd(dir)

@@ -275,6 +275,45 @@ async fn typescript_sdk_over_stdio() {
     drive(&s, Client::spawn(cmd), "ts-stdio-agent", false).await;
 }
 
+/// A token scoped to collections (`notes/*:write,audit:read`): the MCP tools and the
+/// resource list open those and nothing else, with the host's `forbidden` code.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scoped_token_opens_only_its_collections_over_mcp() {
+    let s = setup();
+    for (c, id) in [("users", "u1"), ("audit", "log"), ("notes/a", "n1")] {
+        let (st, v) = tests::http(
+            s.host.api_port,
+            "PUT",
+            &format!("/v1/spaces/team/docs/{}/{id}", c.replace('/', "%2F")),
+            Some(r#"{"v":1}"#),
+            Some(&s.admin),
+        );
+        assert_eq!(st, 200, "{v}");
+    }
+    let scoped = tests::mint_scoped(&s._dir.0, SECRET, "team", "notes/*:write,audit:read");
+    let bin = bridge_bin();
+    let mut client = Client::spawn(python_client(&[
+        "scoped",
+        "team",
+        bin.to_str().unwrap(),
+        &format!("ws://127.0.0.1:{}", s.host.ws_port),
+        &format!("http://127.0.0.1:{}", s.host.api_port),
+        &scoped,
+    ]));
+    assert_eq!(tokio::task::block_in_place(|| client.next_wait()), None);
+    let steps = tokio::task::block_in_place(|| client.finish());
+    assert_eq!(steps["scoped"]["refused"].as_object().unwrap().len(), 4);
+    // Its write landed.
+    let (st, v) = tests::http(
+        s.host.api_port,
+        "GET",
+        "/v1/spaces/team/docs/notes%2Fa/m1",
+        None,
+        Some(&s.admin),
+    );
+    assert_eq!((st, &v["value"]), (200, &json!({"by": "mcp"})), "{v}");
+}
+
 /// Hybrid: an MCP agent on the local host and one on the cloud host coordinate through a
 /// channel and a shared document, with nobody in between but the bridge; the local agent
 /// learns of the cloud agent's edit through `notifications/resources/updated`.

@@ -26,7 +26,7 @@
 #[cfg(target_arch = "wasm32")]
 pub(crate) mod message;
 
-use bridge_core::auth::Rights;
+use bridge_core::auth::Grant;
 use bridge_core::request::RequestKey;
 use bridge_core::{Answer, Engine, Error, Frame, Replica, Request};
 
@@ -61,8 +61,8 @@ pub fn apply(
 ) -> bridge_core::Result<u64> {
     let request = write(frame)?;
     let answer = match key {
-        Some(key) => engine.request_once(now_ms, key, Rights::Admin, request)?,
-        None => engine.request(now_ms, Rights::Admin, request)?,
+        Some(key) => engine.request_once(now_ms, key, &Grant::ADMIN, request)?,
+        None => engine.request(now_ms, &Grant::ADMIN, request)?,
     };
     match answer {
         Answer::WhenDurable { req, .. } => Ok(req),

@@ -20,14 +20,14 @@
 //! holds it ([`Engine::persisted`]). Pushes and forwarded messages carry only durable state.
 //!
 //! ```
-//! use bridge_core::auth::Rights;
+//! use bridge_core::auth::Grant;
 //! use bridge_core::{DocKey, Engine, EngineConfig, Output, PersistBatch, ReplicaId, Request, Tier, Transmit, WriteOp};
 //! let mut a = Engine::new(EngineConfig::new(ReplicaId(1), Tier::Local, "demo"));
 //! let mut b = Engine::new(EngineConfig::new(ReplicaId(2), Tier::Cloud, "demo"));
 //! let doc = serde_json::json!({"title": "hello"});
 //! let key = DocKey::new("notes", "n1");
 //! let op = WriteOp::Put(doc.as_object().cloned().unwrap());
-//! a.request(0, Rights::Admin, Request::Write { key, op }).unwrap();
+//! a.request(0, &Grant::ADMIN, Request::Write { key, op }).unwrap();
 //! let up = a.connect(0, None, "to-b"); // the engine numbers its sessions
 //! let down = b.accept(0); //              the same link, seen from `b`
 //! // The host loop (`Engine::flush`): persist what is staged, report it persisted, then
@@ -77,7 +77,7 @@
 //! push / ack / pull, trust checks and push cutting in `peer.rs`; presence in `presence.rs`;
 //! timers in `timers.rs`; the host loop in `driver.rs`; session snapshots in `snapshot.rs`.
 
-use crate::auth::Rights;
+use crate::auth::{Grant, Rights};
 use crate::doc::WriteOp;
 use crate::frame::{Conflict, DocView, Frame, Hello, SessionKind};
 use crate::message::{Message, MessageId, PresenceEntry, Retained};
@@ -368,7 +368,8 @@ struct Session {
     kind: SessionKind,
     name: String,
     since: u64,
-    rights: Rights,
+    /// What its token allows: a peer's is never scoped to collections (`on_hello`).
+    grant: Grant,
     peer: Option<PeerLink>,
     /// Subscriptions of an agent session (sorted names; no values).
     channels: VecMap<String, ()>,
@@ -965,6 +966,8 @@ impl Engine {
             return;
         };
         let req = frame_req(&frame);
+        // A `hello` refused closes the connection, whatever the reason.
+        let handshake = matches!(s.phase, Phase::AwaitHello);
         let result = match (&s.phase, frame) {
             (Phase::AwaitHello, Frame::Hello(h)) => self.on_hello(now_ms, session, h),
             (Phase::AwaitHello, _) => Err(Fatal(Error::HelloRequired)),
@@ -988,10 +991,11 @@ impl Engine {
                     | ErrorCode::WrongSpace
                     | ErrorCode::Protocol
                     | ErrorCode::ClockSkew
-            ) || self
-                .sessions
-                .get(&session)
-                .is_some_and(|s| s.kind == SessionKind::Peer);
+            ) || handshake
+                || self
+                    .sessions
+                    .get(&session)
+                    .is_some_and(|s| s.kind == SessionKind::Peer);
             self.send(session, Frame::error(req, &e));
             if fatal {
                 self.outbox.push_back(Transmit::Close {
@@ -1025,7 +1029,7 @@ impl Engine {
         let has = self
             .sessions
             .get(&session)
-            .map_or(Rights::Read, |s| s.rights);
+            .map_or(Rights::Read, |s| s.grant.rights);
         if has < rights {
             return Err(Fatal(Error::Forbidden {
                 has: has.as_str(),
@@ -1204,7 +1208,7 @@ impl Session {
             kind: SessionKind::Agent,
             name: String::new(),
             since: now_ms,
-            rights: Rights::Read,
+            grant: Grant::all(Rights::Read),
             peer: None,
             channels: VecMap::new(),
             collections: VecMap::new(),

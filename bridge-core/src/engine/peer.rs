@@ -6,7 +6,7 @@
 use super::{Engine, Event, Fatal, Gated, PeerLink, Phase, Transmit, PUSH_BYTES};
 #[cfg(feature = "tokens")]
 use crate::auth;
-use crate::auth::Rights;
+use crate::auth::{Grant, Rights};
 use crate::frame::{Ack, Frame, Hello, Push, SessionKind, Welcome};
 use crate::message::Message;
 use crate::replica::CONFIG_COLLECTION;
@@ -26,8 +26,8 @@ impl Engine {
                 got: h.space,
             }));
         }
-        let rights = match (&self.cfg.secret, &h.token) {
-            (None, _) => Rights::Admin,
+        let grant = match (&self.cfg.secret, &h.token) {
+            (None, _) => Grant::all(Rights::Admin),
             #[cfg(feature = "tokens")]
             (Some(secret), Some(t)) => auth::verify(secret, t, &self.cfg.space, now_ms)?,
             // Built without token verification (the browser): a secret opens nothing.
@@ -47,6 +47,13 @@ impl Engine {
         let kind = h.kind_str();
         let peer = match h.kind {
             SessionKind::Agent => None,
+            // A replica holds the whole space: a part of it would be a vector it cannot claim.
+            SessionKind::Peer if grant.is_scoped() => {
+                return Err(Fatal(Error::Forbidden {
+                    has: "rights on some collections only",
+                    needs: "a token for the whole space (a replica holds every collection; this server cannot replicate part of a space)",
+                }))
+            }
             SessionKind::Peer => {
                 let (Some(replica), Some(tier)) = (h.replica, h.tier) else {
                     return Err(Fatal(Error::Malformed(
@@ -78,7 +85,8 @@ impl Engine {
         };
         s.phase = Phase::Open;
         s.kind = h.kind;
-        s.rights = rights;
+        let rights = grant.rights;
+        s.grant = grant;
         s.name = h.name.unwrap_or_else(|| format!("{kind}-{session}"));
         s.peer = peer;
         let welcome = Welcome {
@@ -138,7 +146,7 @@ impl Engine {
         };
         s.phase = Phase::Open;
         // We chose this server: what it sends is taken as a relay's.
-        s.rights = Rights::Admin;
+        s.grant = Grant::all(Rights::Admin);
         let mut known = w.vector;
         self.distrust_own_claim(&mut known);
         let mut link = PeerLink::new(w.replica, w.tier, known, w.messages);
@@ -267,16 +275,16 @@ impl Engine {
         // What the peer brought back of what we collected is dropped before the trust rule
         // sees it, and answered (`resync.rs`).
         #[cfg(feature = "serve")]
-        let gone = if !s.dialed && (s.rights < Rights::Admin || link.resync.is_some()) {
+        let gone = if !s.dialed && (s.grant.rights < Rights::Admin || link.resync.is_some()) {
             self.drop_collected(&mut p.docs)?
         } else {
             Vec::new()
         };
         // The trust rule, for every push from every session, before anything changes.
-        if s.rights < Rights::Admin {
+        if s.grant.rights < Rights::Admin {
             if p.docs.iter().any(|d| d.collection == CONFIG_COLLECTION) {
                 return Err(Fatal(Error::Forbidden {
-                    has: s.rights.as_str(),
+                    has: s.grant.rights.as_str(),
                     needs: "admin (the push changes `_config`)",
                 }));
             }
@@ -400,13 +408,13 @@ impl Engine {
         let Some(link) = s.peer.as_mut() else {
             return Err(Fatal(Error::PeerOnly("broadcast")));
         };
-        if s.rights < Rights::Write {
+        if s.grant.rights < Rights::Write {
             return Err(Fatal(Error::Forbidden {
-                has: s.rights.as_str(),
+                has: s.grant.rights.as_str(),
                 needs: "write",
             }));
         }
-        if s.rights < Rights::Admin && message.id.origin != link.replica {
+        if s.grant.rights < Rights::Admin && message.id.origin != link.replica {
             return Err(Fatal(Error::RelayForbidden {
                 own: link.replica,
                 what: format!("message {} of origin {}", message.id.seq, message.id.origin),

@@ -6,7 +6,7 @@
 //! `Event::Acked { req }` when it is time.
 
 use super::{Engine, Fatal, Gated};
-use crate::auth::Rights;
+use crate::auth::{Grant, Rights};
 use crate::doc::WriteOp;
 use crate::replica::CONFIG_COLLECTION;
 use crate::request::{Answer, DoneRequest, Reply, Request, RequestKey};
@@ -15,11 +15,12 @@ use serde_json::{Map, Value};
 
 impl Engine {
     /// Runs a request from the host's own API — HTTP, the CLI, a JS call — for a caller
-    /// holding `rights` (a host without tokens, or a browser's own store, passes `admin`).
+    /// holding `grant` (a host without tokens, or a browser's own store, passes
+    /// [`Grant::all`]`(Admin)`).
     /// Reads answer at once; writes answer with [`Answer::WhenDurable`], whose `req` the
     /// engine allocated and names in `Event::Acked` once the write is durable.
-    pub fn request(&mut self, now_ms: u64, rights: Rights, request: Request) -> Result<Answer> {
-        let (reply, durable) = self.execute(now_ms, rights, None, request)?;
+    pub fn request(&mut self, now_ms: u64, grant: &Grant, request: Request) -> Result<Answer> {
+        let (reply, durable) = self.execute(now_ms, grant, None, request)?;
         Ok(self.answer(reply, durable))
     }
 
@@ -32,13 +33,13 @@ impl Engine {
         &mut self,
         now_ms: u64,
         key: RequestKey,
-        rights: Rights,
+        grant: &Grant,
         request: Request,
     ) -> Result<Answer> {
         if let Some(dot) = self.requests.get(&key) {
             return Ok(self.answer(Reply::Again { dot }, true));
         }
-        let (reply, durable) = self.execute(now_ms, rights, None, request)?;
+        let (reply, durable) = self.execute(now_ms, grant, None, request)?;
         if durable {
             let done = DoneRequest {
                 key,
@@ -65,11 +66,11 @@ impl Engine {
         req: Option<u64>,
         request: Request,
     ) -> Result<(), Fatal> {
-        let rights = self
+        let grant = self
             .sessions
             .get(&session)
-            .map_or(Rights::Read, |s| s.rights);
-        let (reply, durable) = self.execute(now_ms, rights, Some(session), request)?;
+            .map_or(Grant::all(Rights::Read), |s| s.grant.clone());
+        let (reply, durable) = self.execute(now_ms, &grant, Some(session), request)?;
         for frame in reply.into_frames(req) {
             if durable {
                 self.gate(Gated::Frame(session, frame));
@@ -94,16 +95,16 @@ impl Engine {
     fn execute(
         &mut self,
         now_ms: u64,
-        rights: Rights,
+        grant: &Grant,
         session: Option<SessionId>,
         request: Request,
     ) -> Result<(Reply, bool)> {
-        let needs = request.needs();
-        if rights < needs {
-            return Err(Error::Forbidden {
-                has: rights.as_str(),
-                needs: needs.as_str(),
-            });
+        let (needs, on) = request.needs();
+        allowed(grant, needs, on)?;
+        if let (Request::Import(lines), true) = (&request, grant.is_scoped()) {
+            for (key, _) in lines {
+                allowed(grant, Rights::Admin, Some(&key.collection))?;
+            }
         }
         request.check(&self.replica)?;
         let r = &self.replica;
@@ -164,7 +165,9 @@ impl Engine {
                 read(Reply::Docs { docs, next })
             }
             Request::Conflicts { collection } => {
-                read(Reply::Conflicts(r.conflicts(collection.as_deref())?))
+                let mut all = r.conflicts(collection.as_deref())?;
+                all.retain(|c| grant.reads(&c.collection));
+                read(Reply::Conflicts(all))
             }
             Request::Conflict { key } => match r.conflict(&key)? {
                 Some(c) => read(Reply::Conflict(c)),
@@ -174,11 +177,14 @@ impl Engine {
                 }),
             },
             #[cfg(feature = "http")]
-            Request::Changes { since, limit } => read(changes(r, since, limit)?),
+            Request::Changes { since, limit } => read(changes(r, grant, since, limit)?),
             Request::Presence => read(Reply::Presence(self.presence())),
             #[cfg(feature = "http")]
             Request::Export { after } => {
-                let (docs, next) = r.export_page(after.as_ref(), crate::request::EXPORT_PAGE)?;
+                let reads = |c: &str| grant.reads(c);
+                let (mut docs, next) =
+                    r.export_page(after.as_ref(), crate::request::EXPORT_PAGE, &reads)?;
+                docs.retain(|(k, _)| grant.reads(crate::request::read_scope(k)));
                 read(Reply::Export { docs, next })
             }
             Request::Subscribe {
@@ -241,18 +247,46 @@ impl Engine {
     }
 }
 
+/// Refuses a request needing `needs` on collection `on` (`None`: the grant's own rights)
+/// beyond what `grant` gives.
+fn allowed(grant: &Grant, needs: Rights, on: Option<&str>) -> Result<()> {
+    let has = match on {
+        Some(c) => grant.on(c),
+        None => Some(grant.rights),
+    };
+    if has >= Some(needs) {
+        return Ok(());
+    }
+    Err(match (on, grant.is_scoped()) {
+        (Some(c), true) => Error::ForbiddenCollection {
+            collection: c.chars().take(64).collect(),
+            has: has.map_or("nothing", Rights::as_str),
+            needs: needs.as_str(),
+        },
+        _ => Error::Forbidden {
+            has: grant.rights.as_str(),
+            needs: needs.as_str(),
+        },
+    })
+}
+
 #[cfg(feature = "http")]
 /// A page of the changes feed: documents changed since `since` (`_config` left out), the
 /// cursor to pass back (everything seen so far, so `since` is part of it) and how many
 /// changes are still to come.
-fn changes(r: &crate::Replica, since: crate::VersionVector, limit: usize) -> Result<Reply> {
+fn changes(
+    r: &crate::Replica,
+    grant: &Grant,
+    since: crate::VersionVector,
+    limit: usize,
+) -> Result<Reply> {
     let delta = r.delta(&since, limit)?;
     let mut cursor = since;
     cursor.join(&delta.watermark);
     let changes: Vec<crate::frame::DocView> = delta
         .docs
         .iter()
-        .filter(|e| e.collection != CONFIG_COLLECTION)
+        .filter(|e| e.collection != CONFIG_COLLECTION && grant.reads(&e.collection))
         .map(|e| r.view(&DocKey::new(&e.collection, &e.id)))
         .collect::<Result<_>>()?;
     Ok(Reply::Changes {
@@ -264,7 +298,7 @@ fn changes(r: &crate::Replica, since: crate::VersionVector, limit: usize) -> Res
 
 #[cfg(test)]
 mod tests {
-    use crate::auth::Rights;
+    use crate::auth::{Grant, Rights};
     use crate::request::{Answer, DoneRequest, Reply, Request, RequestKey};
     use crate::{DocKey, Engine, EngineConfig, ErrorCode, Event, ReplicaId, Tier, WriteOp};
     use serde_json::{json, Map};
@@ -308,8 +342,12 @@ mod tests {
             payload: json!("hi"),
         };
         let mut a = Engine::new(cfg.clone());
-        assert!(a.request_once(5, key, Rights::Admin, put(1)).is_ok());
-        assert!(a.request_once(5, msg, Rights::Admin, send()).is_ok());
+        assert!(a
+            .request_once(5, key, &Grant::all(Rights::Admin), put(1))
+            .is_ok());
+        assert!(a
+            .request_once(5, msg, &Grant::all(Rights::Admin), send())
+            .is_ok());
         let stored = flush(&mut a);
         assert_eq!(stored.len(), 2);
         let first = acks(&mut a);
@@ -318,12 +356,14 @@ mod tests {
         // Another engine on the same store (restored), asked the same two requests again.
         let mut b = Engine::new(cfg);
         b.restore_requests(stored);
-        let again = b.request_once(6, key, Rights::Admin, put(2));
+        let again = b.request_once(6, key, &Grant::all(Rights::Admin), put(2));
         let Ok(Answer::WhenDurable { req, reply }) = again else {
             panic!("{again:?}")
         };
         assert_eq!(reply, Reply::Again { dot: first[0].1 });
-        assert!(b.request_once(6, msg, Rights::Admin, send()).is_ok());
+        assert!(b
+            .request_once(6, msg, &Grant::all(Rights::Admin), send())
+            .is_ok());
         assert_eq!(acks(&mut b), vec![(req, first[0].1), (req + 1, None)]);
         assert!(b.poll_persist().is_none(), "nothing new to store");
         assert_eq!(
@@ -351,14 +391,16 @@ mod tests {
                 },
             ),
         ] {
-            let err = e.request(1, rights, request).expect_err("refused");
+            let err = e
+                .request(1, &Grant::all(rights), request)
+                .expect_err("refused");
             assert_eq!(err.code(), ErrorCode::Forbidden);
         }
         assert!(e.poll_persist().is_none(), "nothing refused was staged");
-        assert!(e.request(1, Rights::Admin, config).is_ok());
+        assert!(e.request(1, &Grant::all(Rights::Admin), config).is_ok());
         let read = e.request(
             1,
-            Rights::Read,
+            &Grant::all(Rights::Read),
             Request::Get {
                 key: DocKey::new("c", "d"),
             },
@@ -366,7 +408,7 @@ mod tests {
         assert!(matches!(read, Ok(Answer::Now(Reply::Doc(_)))));
         let sub = e.request(
             1,
-            Rights::Admin,
+            &Grant::ADMIN,
             Request::Unsubscribe {
                 channel: None,
                 collection: None,
@@ -410,13 +452,13 @@ mod tests {
             key: DocKey::new("_config", "channel:ops"),
             op: WriteOp::Put(retain),
         };
-        assert!(e.request(0, Rights::Admin, config).is_ok());
+        assert!(e.request(0, &Grant::all(Rights::Admin), config).is_ok());
         let send = |e: &mut Engine, n: u64| {
             let r = Request::Send {
                 channel: "ops".into(),
                 payload: json!(n),
             };
-            assert!(e.request(0, Rights::Admin, r).is_ok());
+            assert!(e.request(0, &Grant::all(Rights::Admin), r).is_ok());
             flush(e);
         };
         for n in 0..100 {

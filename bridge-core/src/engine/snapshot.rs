@@ -11,7 +11,7 @@
 //! batch is in flight and no frame is queued: that is when a host takes it.
 
 use super::{Engine, PeerLink, Phase, Session};
-use crate::auth::Rights;
+use crate::auth::{Grant, Rights};
 use crate::frame::SessionKind;
 use crate::message::PresenceEntry;
 use crate::{ReplicaId, SessionId, Tier, VersionVector};
@@ -30,6 +30,9 @@ pub struct SessionSnapshot {
     name: String,
     since: u64,
     rights: Rights,
+    /// The token's rights per collection pattern, when it is scoped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<Vec<(String, Rights)>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     peer: Option<PeerSnapshot>,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -113,7 +116,8 @@ impl Engine {
             kind: s.kind,
             name: s.name.clone(),
             since: s.since,
-            rights: s.rights,
+            rights: s.grant.rights,
+            scope: s.grant.collections.clone(),
             peer: s.peer.as_ref().map(|p| PeerSnapshot {
                 replica: p.replica,
                 tier: p.tier,
@@ -158,7 +162,10 @@ impl Engine {
             kind: snap.kind,
             name: snap.name,
             since: snap.since,
-            rights: snap.rights,
+            grant: Grant {
+                rights: snap.rights,
+                collections: snap.scope,
+            },
             peer: snap.peer.map(|p| PeerLink {
                 replica: p.replica,
                 tier: p.tier,
@@ -286,6 +293,7 @@ mod tests {
                 space: "s".into(),
                 rights: Rights::Read,
                 exp: u64::MAX,
+                collections: crate::auth::parse_collections("notes:read,c*:read").ok(),
             },
         );
         let a = e.accept(100);
@@ -357,6 +365,24 @@ mod tests {
                     code: crate::ErrorCode::Forbidden,
                     ..
                 }]
+            ),
+            "{got:?}"
+        );
+        // The collection scope holds: a collection outside it cannot even be read.
+        e.handle_frame(
+            220,
+            a,
+            json_frame(json!({"type":"get","req":2,"collection":"other","id":"x"})),
+        );
+        let got = frames(flush(&mut e, &mut disk), a);
+        assert!(
+            matches!(
+                &got[..],
+                [Frame::Error {
+                    code: crate::ErrorCode::Forbidden,
+                    message,
+                    ..
+                }] if message.contains("`other`")
             ),
             "{got:?}"
         );

@@ -428,9 +428,15 @@ impl Replica {
 
     #[cfg(feature = "http")]
     /// A page of every visible document (configuration included) in key order after
-    /// `after`, at most `limit`, and the key to continue after when there is more. Reads
-    /// the store a page at a time, so a whole space is never held.
-    pub fn export_page(&self, after: Option<&DocKey>, limit: usize) -> Result<ExportPage> {
+    /// `after`, at most `limit`, and the key to continue after when there is more, of the
+    /// collections `reads` keeps (the others are skipped, not read). Reads the store a page
+    /// at a time, so a whole space is never held.
+    pub fn export_page(
+        &self,
+        after: Option<&DocKey>,
+        limit: usize,
+        reads: &dyn Fn(&str) -> bool,
+    ) -> Result<ExportPage> {
         let mut out: Vec<(DocKey, Value)> = Vec::new();
         let mut coll = match after {
             Some(a) => Some(a.collection.clone()),
@@ -438,6 +444,11 @@ impl Replica {
         };
         let mut from = after.map(|a| a.id.clone());
         while let Some(c) = coll {
+            if !reads(&c) {
+                coll = self.next_collection(&c)?;
+                from = None;
+                continue;
+            }
             let want = (limit + 1).saturating_sub(out.len());
             for view in self.list(&c, from.as_deref(), want)? {
                 if let Some(value) = view.value {

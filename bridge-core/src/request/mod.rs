@@ -25,6 +25,15 @@ use crate::replica::CONFIG_COLLECTION;
 use crate::{check_name, DocKey, Dot, Error, MessageId, Policy, Replica, Result};
 use serde_json::{Map, Value};
 
+/// The collection whose read right opens document `key`: its own, except for a collection's
+/// configuration (`_config/collection:<name>`, its policy), which opens with `<name>`.
+pub fn read_scope(key: &DocKey) -> &str {
+    match key.id.strip_prefix("collection:") {
+        Some(c) if key.collection == CONFIG_COLLECTION => c,
+        _ => &key.collection,
+    }
+}
+
 /// Default and largest page of `list` (WebSocket and HTTP alike).
 pub const LIST_LIMIT: (usize, u64) = (100, 1000);
 #[cfg(feature = "http")]
@@ -334,32 +343,40 @@ impl Request {
         }
     }
 
-    /// The rights the caller needs: reading needs `read`, writing `write`, and the space's
-    /// configuration (`_config`, a policy) and imports (which may carry it) need `admin`.
-    pub fn needs(&self) -> Rights {
+    /// The rights the caller needs, and the collection they are needed on (`None`: the
+    /// token's own rights, [`crate::auth::Grant::rights`]). Reading needs `read`, writing
+    /// `write`, and the space's configuration (`_config`, a policy) and imports (which may
+    /// carry it) need `admin`. A read spanning collections (every conflict, the changes
+    /// feed, an export) needs `read` and its answer holds only collections the grant reads.
+    pub fn needs(&self) -> (Rights, Option<&str>) {
         match self {
             Request::Write { key, .. } | Request::Resolve { key, .. }
                 if key.collection == CONFIG_COLLECTION =>
             {
-                Rights::Admin
+                (Rights::Admin, None)
             }
-            Request::SetPolicy { .. } | Request::Import(_) => Rights::Admin,
-            Request::Write { .. } | Request::Resolve { .. } | Request::Send { .. } => Rights::Write,
-            Request::Get { .. }
-            | Request::List { .. }
-            | Request::Conflicts { .. }
-            | Request::Conflict { .. }
-            | Request::Presence
-            | Request::Subscribe { .. }
-            | Request::Unsubscribe { .. } => Rights::Read,
+            Request::SetPolicy { collection, .. } => (Rights::Admin, Some(collection)),
+            Request::Import(_) => (Rights::Admin, None),
+            Request::Write { key, .. } | Request::Resolve { key, .. } => {
+                (Rights::Write, Some(&key.collection))
+            }
+            Request::Send { .. } => (Rights::Write, None),
+            Request::Get { key } | Request::Conflict { key } => {
+                (Rights::Read, Some(read_scope(key)))
+            }
+            Request::List { collection, .. } => (Rights::Read, Some(collection)),
+            Request::Conflicts { collection } | Request::Subscribe { collection, .. } => {
+                (Rights::Read, collection.as_deref())
+            }
+            Request::Presence | Request::Unsubscribe { .. } => (Rights::Read, None),
             #[cfg(feature = "http")]
-            Request::Export { .. } | Request::Changes { .. } => Rights::Read,
+            Request::Export { .. } | Request::Changes { .. } => (Rights::Read, None),
         }
     }
 
     /// Whether it changes the space (a follower tab forwards these to the leader).
     pub fn is_write(&self) -> bool {
-        self.needs() > Rights::Read
+        self.needs().0 > Rights::Read
     }
 
     /// Every check that needs no more than a read of `replica` (names, nesting, sizes — see

@@ -39,7 +39,7 @@ impl<C: Choices> World<'_, C> {
         };
         let answer = self.nodes[n]
             .engine
-            .request(now, Rights::Admin, request)
+            .request(now, &crate::auth::Grant::ADMIN, request)
             .map_err(|e| format!("local write refused: {e}"))?;
         let Answer::WhenDurable { req, reply } = answer else {
             return Err(format!(
@@ -76,7 +76,10 @@ impl<C: Choices> World<'_, C> {
             channel: channel.into(),
             payload,
         };
-        match self.nodes[n].engine.request(now, Rights::Admin, request) {
+        match self.nodes[n]
+            .engine
+            .request(now, &crate::auth::Grant::ADMIN, request)
+        {
             Ok(Answer::WhenDurable {
                 reply: Reply::Sent { id, .. },
                 ..

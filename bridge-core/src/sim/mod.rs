@@ -235,6 +235,7 @@ fn token(rights: Rights) -> String {
             space: SPACE.into(),
             rights,
             exp: u64::MAX,
+            collections: None,
         },
     )
 }

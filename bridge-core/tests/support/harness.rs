@@ -193,6 +193,17 @@ impl Node {
     // ---- the host's own API ----------------------------------------------------------------------
 
     /// A write through the host's own API ([`Engine::request`], `admin`); its dot.
+    /// A request from the host's own API (HTTP) by a caller holding `grant`.
+    #[allow(dead_code)]
+    pub fn request(
+        &mut self,
+        now_ms: u64,
+        grant: &bridge_core::auth::Grant,
+        request: bridge_core::Request,
+    ) -> CoreResult<bridge_core::Answer> {
+        self.engine.request(now_ms, grant, request)
+    }
+
     pub fn write(&mut self, now_ms: u64, key: DocKey, op: WriteOp) -> CoreResult<Dot> {
         testing::write(&mut self.engine, now_ms, key, op)
     }

@@ -9,13 +9,19 @@ use std::process::ExitCode;
 pub enum TokenCmd {
     /// Mint a token for one space.
     #[command(
-        after_help = "Example:\n  BRIDGE_SECRET=... sacred-bridge token create --space team --rights write --ttl 7d"
+        after_help = "Examples:\n  BRIDGE_SECRET=... sacred-bridge token create --space team --rights write --ttl 7d\n  BRIDGE_SECRET=... sacred-bridge token create --space team --collections 'notes/*:write,audit:read'"
     )]
     Create {
         #[arg(long)]
         space: String,
-        #[arg(long, value_enum, default_value_t = RightsArg::Write)]
-        rights: RightsArg,
+        /// Rights in the space; with --collections, on what is not a collection's documents
+        /// (channels, presence, `_config`). Default: write, or read with --collections
+        #[arg(long, value_enum)]
+        rights: Option<RightsArg>,
+        /// Rights per collection pattern: `pattern:right,...`, a pattern being a collection
+        /// name or a prefix ending in `*`. Collections no pattern matches are closed
+        #[arg(long, value_name = "PATTERNS")]
+        collections: Option<String>,
         /// Lifetime: seconds, or a duration: 30s, 15m, 12h, 7d, 1w, 1h30m
         #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = ttl_arg)]
         ttl: u64,
@@ -58,13 +64,28 @@ pub fn parse_ttl(s: &str) -> Option<u64> {
 }
 
 pub fn token(cfg: &Config, cmd: TokenCmd) -> Result<ExitCode> {
-    let TokenCmd::Create { space, rights, ttl } = cmd;
+    let TokenCmd::Create {
+        space,
+        rights,
+        collections,
+        ttl,
+    } = cmd;
     let secret = cfg.secret.as_ref().ok_or(Error::NoSecret)?;
     bridge_core::check_name("space", &space, false).map_err(Error::BadName)?;
+    let collections = match collections {
+        Some(text) => Some(auth::parse_collections(&text).map_err(Error::BadName)?),
+        None => None,
+    };
+    let rights = match (rights, &collections) {
+        (Some(r), _) => r.into(),
+        (None, Some(_)) => Rights::Read,
+        (None, None) => Rights::Write,
+    };
     let claims = Claims {
         space,
-        rights: rights.into(),
+        rights,
         exp: crate::clock::now_ms().saturating_add(ttl),
+        collections,
     };
     println!("{}", auth::mint(secret.as_bytes(), &claims));
     Ok(ExitCode::SUCCESS)

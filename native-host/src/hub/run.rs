@@ -336,9 +336,9 @@ impl Hub {
         request: Request,
         token: Option<&str>,
     ) -> Result<Outcome, ApiError> {
-        let rights = api::authorize(self.cfg.secret.as_deref(), token, space, now)?;
+        let grant = api::authorize(self.cfg.secret.as_deref(), token, space, now)?;
         let s = self.space(space)?;
-        api::execute(&mut s.engine, now, rights, request)
+        api::execute(&mut s.engine, now, &grant, request)
     }
 
     /// Persist, release, send: the second half of every round — the core's host loop

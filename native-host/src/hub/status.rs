@@ -34,7 +34,7 @@ impl Hub {
             .spaces
             .keys()
             .filter(|name| {
-                bridge_core::auth::verify(secret, token, name, now).is_ok_and(|r| r >= min)
+                bridge_core::auth::verify(secret, token, name, now).is_ok_and(|g| g.rights >= min)
             })
             .cloned()
             .collect();
