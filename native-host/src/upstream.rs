@@ -286,7 +286,21 @@ mod tests {
         )
         .expect("write tokens");
         let proj = token("proj", Rights::Admin, 10_000);
+        let scoped = auth::mint(
+            b"cloud-secret",
+            &Claims {
+                space: "part".into(),
+                rights: Rights::Admin,
+                exp: 10_000,
+                collections: auth::parse_collections("notes:admin").ok(),
+            },
+        );
+        let text = std::fs::read_to_string(&file).expect("read tokens");
+        std::fs::write(&file, format!("{text}{scoped}\n")).expect("write tokens");
         let t = Tokens::load(Some(&file), Some(&proj), None).expect("valid");
+        assert!(t
+            .for_space("part", 5)
+            .is_err_and(|r| r.contains("scoped to collections")));
         assert_eq!(t.for_space("proj", 5), Ok(proj.clone()));
         // A later line wins.
         assert_eq!(t.for_space("team", 5), Ok(team));
