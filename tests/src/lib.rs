@@ -116,11 +116,25 @@ pub fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
 
 /// Mints a token with `sacred-bridge token create` signed with `secret`.
 pub fn mint_token(dir: &Path, secret: &str, space: &str, rights: &str, ttl: &str) -> String {
+    token_create(
+        dir,
+        secret,
+        &["--space", space, "--rights", rights, "--ttl", ttl],
+    )
+}
+
+/// A token for `space` scoped to collections (`token create --collections PATTERNS`), its
+/// other rights `read` (the default with `--collections`), valid for an hour.
+pub fn mint_scoped(dir: &Path, secret: &str, space: &str, patterns: &str) -> String {
+    token_create(dir, secret, &["--space", space, "--collections", patterns])
+}
+
+/// `sacred-bridge token create ARGS` signed with `secret`: the token it prints.
+fn token_create(dir: &Path, secret: &str, args: &[&str]) -> String {
     let out = bridge_cmd(dir)
         .env("BRIDGE_SECRET", secret)
-        .args([
-            "token", "create", "--space", space, "--rights", rights, "--ttl", ttl,
-        ])
+        .args(["token", "create"])
+        .args(args)
         .output()
         .expect("run token create");
     assert!(
@@ -131,27 +145,33 @@ pub fn mint_token(dir: &Path, secret: &str, space: &str, rights: &str, ttl: &str
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// A token for `space` scoped to collections (`token create --collections PATTERNS`), its
-/// other rights `read` (the default with `--collections`), valid for an hour.
-pub fn mint_scoped(dir: &Path, secret: &str, space: &str, patterns: &str) -> String {
-    let out = bridge_cmd(dir)
-        .env("BRIDGE_SECRET", secret)
-        .args([
-            "token",
-            "create",
-            "--space",
-            space,
-            "--collections",
-            patterns,
-        ])
-        .output()
-        .expect("run token create");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+/// Asserts that a scoped agent session refuses request `req`, a `get` of a collection the
+/// token does not open (sent just before), with `forbidden` naming the collection.
+pub async fn refused_collection(a: &mut Agent, req: u64, collection: &str) {
+    let e = a.recv_type("error").await;
+    assert_eq!(
+        (e["req"].as_u64(), e["code"].as_str()),
+        (Some(req), Some("forbidden")),
+        "{e}"
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    let named = format!("`{collection}`");
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains(&named)),
+        "{e}"
+    );
+}
+
+/// Says a peer `hello` with `token` on `url` and asserts it is refused with `forbidden` and
+/// the connection closed (a token scoped to collections opens no replication session).
+pub async fn peer_refused(url: &str, space: &str, token: &str) {
+    let mut p = Agent::connect(url).await;
+    p.send(
+        &serde_json::json!({"type": "hello", "v": 1, "space": space, "kind": "peer",
+        "replica": "00000000000000aa", "tier": "local", "token": token}),
+    )
+    .await;
+    assert_eq!(p.recv_type("error").await["code"], "forbidden");
+    assert!(p.recv().await.is_none(), "the peer is closed");
 }
 
 /// A running host. Killed (SIGKILL) on drop.

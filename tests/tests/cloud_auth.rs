@@ -167,13 +167,7 @@ async fn a_token_scoped_to_collections_opens_only_them() {
     assert_eq!(w["type"], "welcome", "{w}");
     a.send(&json!({"type": "get", "req": 1, "collection": "users", "id": "u1"}))
         .await;
-    let e = a.recv_type("error").await;
-    assert_eq!(
-        (e["req"].as_u64(), e["code"].as_str()),
-        (Some(1), Some("forbidden")),
-        "{e}"
-    );
-    assert!(e["message"].as_str().unwrap().contains("`users`"), "{e}");
+    tests::refused_collection(&mut a, 1, "users").await;
     a.send(&json!({"type": "get", "req": 2, "collection": "audit", "id": "log"}))
         .await;
     assert_eq!(a.recv_type("doc").await["doc"]["value"], json!({"v": 1}));
@@ -238,13 +232,5 @@ async fn a_token_scoped_to_collections_opens_only_them() {
     assert!(String::from_utf8_lossy(&raw).contains("\"users\""));
 
     // A replication session (a peer's pull) cannot open with it.
-    let mut p = Agent::connect(&url).await;
-    p.send(
-        &json!({"type": "hello", "v": 1, "space": "team", "kind": "peer",
-        "replica": "00000000000000aa", "tier": "local", "token": scoped}),
-    )
-    .await;
-    let e = p.recv_type("error").await;
-    assert_eq!(e["code"], "forbidden", "{e}");
-    assert!(p.recv().await.is_none(), "the peer is closed");
+    tests::peer_refused(&url, "team", &scoped).await;
 }

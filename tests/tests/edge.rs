@@ -704,14 +704,7 @@ async fn a_token_scoped_to_collections_opens_only_them() {
     assert_eq!(keys, ["_config/space", "audit/d", "notes/d", "notes/e"]);
 
     let url = edge.ws_url("scoped");
-    let mut p = Agent::connect(&url).await;
-    p.send(
-        &json!({"type": "hello", "v": 1, "space": "scoped", "kind": "peer",
-        "replica": "00000000000000aa", "tier": "local", "token": scoped}),
-    )
-    .await;
-    assert_eq!(p.recv_type("error").await["code"], "forbidden");
-    assert!(p.recv().await.is_none(), "the peer is closed");
+    tests::peer_refused(&url, "scoped", &scoped).await;
 
     let (mut a, w) = Agent::hello(&url, "scoped", Some(&scoped)).await;
     assert_eq!(w["type"], "welcome", "{w}");
@@ -720,12 +713,7 @@ async fn a_token_scoped_to_collections_opens_only_them() {
         a.send(&json!({"type": "get", "req": req, "collection": c, "id": "d"}))
             .await;
     }
-    let e = a.recv_type("error").await;
-    assert_eq!(
-        (e["req"].as_u64(), e["code"].as_str()),
-        (Some(1), Some("forbidden")),
-        "{e}"
-    );
+    tests::refused_collection(&mut a, 1, "users").await;
     assert_eq!(a.recv_type("doc").await["doc"]["value"], json!({"v": 1}));
 }
 
