@@ -147,6 +147,15 @@ impl Grant {
     pub fn reads(&self, collection: &str) -> bool {
         self.on(collection).is_some()
     }
+
+    /// Whether every collection `pattern` matches may be read: what a replica's subscription
+    /// must keep to (a scoped token replicates only within what it reads).
+    pub fn reads_all(&self, pattern: &str) -> bool {
+        match &self.collections {
+            None => true,
+            Some(patterns) => patterns.iter().any(|(q, _)| within(pattern, q)),
+        }
+    }
 }
 
 /// Whether collection `name` matches `pattern`: the same name, or, for a pattern ending in
@@ -156,6 +165,52 @@ pub fn matches(pattern: &str, name: &str) -> bool {
         Some(prefix) => name.starts_with(prefix),
         None => name == pattern,
     }
+}
+
+/// Whether `name` matches one of `patterns` ([`matches`]).
+pub fn matches_any(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| matches(p, name))
+}
+
+/// Whether a replica subscribed to `patterns` holds document `key`: a document of a
+/// matching collection, the policy of one (`_config/collection:<name>`), or the rest of
+/// `_config` (the space's default policy, channel settings), which every replica holds.
+pub fn subscribed(patterns: &[String], key: &crate::DocKey) -> bool {
+    match key.collection == crate::replica::CONFIG_COLLECTION {
+        true => key
+            .id
+            .strip_prefix("collection:")
+            .is_none_or(|c| matches_any(patterns, c)),
+        false => matches_any(patterns, &key.collection),
+    }
+}
+
+/// Whether every collection `inner` matches, `outer` matches too.
+fn within(inner: &str, outer: &str) -> bool {
+    match (inner.strip_suffix('*'), outer.strip_suffix('*')) {
+        (_, Some(prefix)) => inner.starts_with(prefix),
+        (None, None) => inner == outer,
+        (Some(_), None) => false,
+    }
+}
+
+/// Checks a list of collection patterns (a token's, a subscription's): each a collection
+/// name or a prefix ending in `*`, the name part a valid name (`_config` allowed).
+pub fn check_patterns<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    for pattern in patterns {
+        let name = pattern.strip_suffix('*').unwrap_or(pattern);
+        if pattern.is_empty() {
+            return Err(Error::BadName {
+                what: "collection pattern",
+                name: String::new(),
+                why: "it is empty",
+            });
+        }
+        if !name.is_empty() {
+            crate::check_name("collection pattern", name, true)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads `notes/*:write,audit:read` (what `sacred-bridge token create --collections` takes):
@@ -171,15 +226,7 @@ pub fn parse_collections(text: &str) -> Result<std::collections::BTreeMap<String
         };
         let right: Rights = right.trim().parse()?;
         let pattern = pattern.trim();
-        let name = pattern.strip_suffix('*').unwrap_or(pattern);
-        if !name.is_empty() {
-            crate::check_name("collection pattern", name, true)?;
-        }
-        if pattern.is_empty() {
-            return Err(Error::Unauthorized(format!(
-                "`{pair}` has no collection pattern"
-            )));
-        }
+        check_patterns([pattern])?;
         out.insert(pattern.to_string(), right);
     }
     if out.is_empty() {
@@ -347,6 +394,11 @@ mod tests {
         for bad in ["", "notes", "notes:own", ":read", "a\u{1}:read"] {
             assert!(parse_collections(bad).is_err(), "{bad}");
         }
+        // A subscription may name only what the token reads.
+        assert!(g.reads_all("notes/a") && g.reads_all("notes/x*") && g.reads_all("audit"));
+        assert!(!g.reads_all("audit*") && !g.reads_all("notes*") && !g.reads_all("*"));
+        assert!(Grant::all(Rights::Read).reads_all("*"));
+        assert!(matches_any(&["a".into(), "b*".into()], "bc"));
         // A token minted before collections existed reads as the whole space.
         let old = "{\"space\":\"team\",\"rights\":\"read\",\"exp\":5}";
         let claims: Claims = serde_json::from_str(old).expect("old claims");

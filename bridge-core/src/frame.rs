@@ -60,6 +60,11 @@ pub struct Hello {
     /// peer may have collected documents below it that the server still holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub horizon: Option<VersionVector>,
+    /// Peers only: the collections the peer replicates (patterns: a name, or a prefix ending
+    /// in `*`); absent: the whole space. The server sends it only documents of these
+    /// (docs/protocol.md, section 5, "Partial replication").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collections: Option<Vec<String>>,
 }
 
 /// The server's answer to a good [`Hello`]: the handshake is done and the session is open.

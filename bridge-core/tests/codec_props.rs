@@ -221,9 +221,10 @@ fn hello() -> impl Strategy<Value = Frame> {
         option::of(vector()),
         option::of(vector()),
         option::of(vector()),
+        option::of(proptest::collection::vec(text(), 0..3)),
     )
         .prop_map(
-            |(space, kind, name, token, replica, tier, vector, messages, horizon)| {
+            |(space, kind, name, token, replica, tier, vector, messages, horizon, collections)| {
                 Frame::Hello(Hello {
                     space,
                     kind,
@@ -234,6 +235,7 @@ fn hello() -> impl Strategy<Value = Frame> {
                     vector,
                     messages,
                     horizon,
+                    collections,
                 })
             },
         )

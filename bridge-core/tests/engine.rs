@@ -1372,3 +1372,83 @@ fn a_push_is_read_against_the_horizon_its_sender_brings() {
         );
     }
 }
+
+/// A replica that replicates some collections (`EngineConfig::collections`) gets only their
+/// documents, and `_config`'s policy of those; its vector rises past the others all the
+/// same. A write of its to a collection it does not hold goes up, and is concurrent there
+/// with what it never saw: the server does not read it against that vector (it would drop
+/// the root's own write as superseded).
+#[test]
+fn a_partial_replica_holds_its_collections_and_its_blind_writes_lose_nothing() {
+    let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
+    root_cfg.root = true;
+    let mut part_cfg = EngineConfig::new(ReplicaId(2), Tier::Local, SPACE);
+    part_cfg.collections = Some(vec!["notes".into()]);
+    let mut net = Net::new(vec![Node::new(root_cfg), Node::new(part_cfg)]);
+    let todo = DocKey::new("todo", "x");
+    let note = DocKey::new("notes", "n");
+    net.nodes[0]
+        .set_policy(0, "notes", Policy::Merge)
+        .expect("policy");
+    net.nodes[0]
+        .set_policy(0, "todo", Policy::Manual)
+        .expect("policy");
+    let root_write = net.nodes[0]
+        .write(0, todo.clone(), WriteOp::Put(obj(json!({"by": "root"}))))
+        .expect("write");
+    net.nodes[0]
+        .write(0, note.clone(), WriteOp::Put(obj(json!({"t": 1}))))
+        .expect("write");
+    net.link(1, 0, None, Wire::Binary);
+    net.pump();
+    // Its vector and the horizon (which waits for it) pass the write it does not hold.
+    assert!(net.nodes[1].replica().vector().contains(root_write));
+    assert!(net.nodes[0]
+        .replica()
+        .stability()
+        .horizon
+        .contains(root_write));
+    assert!(net.nodes[1]
+        .replica()
+        .stability()
+        .horizon
+        .contains(root_write));
+    let part = net.nodes[1].replica();
+    assert_eq!(part.get(&note).expect("read"), Some(json!({"t": 1})));
+    assert_eq!(part.get(&todo).expect("read"), None);
+    assert_eq!(part.policy("notes"), Policy::Merge);
+    let policy_of = |c: &str| DocKey::new("_config", format!("collection:{c}"));
+    assert!(part.state(&policy_of("notes")).expect("read").is_some());
+    assert!(part.state(&policy_of("todo")).expect("read").is_none());
+    // It writes `todo/x` without holding it: the root keeps both versions.
+    net.nodes[1]
+        .write(0, todo.clone(), WriteOp::Put(obj(json!({"by": "part"}))))
+        .expect("write");
+    net.pump();
+    let st = net.nodes[0]
+        .replica()
+        .state(&todo)
+        .expect("read")
+        .expect("state");
+    assert_eq!(st.siblings.len(), 2, "{st:?}");
+    assert_eq!(
+        net.nodes[0].replica().conflicts(None).expect("read").len(),
+        1
+    );
+    // And the root's version never comes down to it.
+    let mine = net.nodes[1]
+        .replica()
+        .state(&todo)
+        .expect("read")
+        .expect("state");
+    assert!(
+        mine.siblings.iter().all(|s| s.dot.replica == ReplicaId(2)),
+        "{mine:?}"
+    );
+    // A replica with a subscription serves no replica.
+    net.nodes.push(engine(3, Tier::Local));
+    net.link(2, 1, None, Wire::Json);
+    let closes = net.pump();
+    assert!(closes.contains(&ErrorCode::Protocol), "{closes:?}");
+    assert!(net.nodes[2].replica().get(&note).expect("read").is_none());
+}

@@ -34,6 +34,7 @@ fn simulation_converges_under_faults() {
                 total.horizon += r.horizon;
                 total.collected += r.collected;
                 total.resyncs += r.resyncs;
+                total.partial_docs += r.partial_docs;
             }
             Err(f) => {
                 eprintln!("{f}");
@@ -56,6 +57,10 @@ fn simulation_converges_under_faults() {
     assert!(
         total.collected > 0 && total.resyncs > 0,
         "no replica ever collected a tombstone, or none resynced: {total:?}"
+    );
+    assert!(
+        total.partial_docs > 0,
+        "no partial replica held a document: {total:?}"
     );
     assert!(
         total.acked_writes > seeds as usize,

@@ -10,7 +10,7 @@
 //!
 //! | tag | type | fields |
 //! | --- | --- | --- |
-//! | 1 | `hello` | space, kind, name?, token?, replica?, tier?, vector?, messages?, horizon? |
+//! | 1 | `hello` | space, kind, name?, token?, replica?, tier?, vector?, messages?, horizon?, collections? |
 //! | 2 | `welcome` | space, replica, tier, vector, messages, session, rights?, resync? |
 //! | 3 | `push` | seq, docs: \[collection, id, state\], watermark, remaining |
 //! | 4 | `ack` | req?, seq?, dot? |
@@ -683,7 +683,7 @@ wire_struct! {
     MessageId { origin, seq }
     Message { id, channel, payload, stamp }
     PresenceEntry { node, session, name, kind, tier, since }
-    Hello { space, kind, name, token, replica, tier, vector, messages, horizon }
+    Hello { space, kind, name, token, replica, tier, vector, messages, horizon, collections }
     Welcome { space, replica, tier, vector, messages, session, rights, resync }
     DocEntry { collection, id, state }
     InventoryEntry { collection, id, dots }

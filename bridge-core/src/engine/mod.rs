@@ -166,6 +166,12 @@ pub struct EngineConfig {
     /// collected deletion. `None` (the default):
     /// a peer is waited for forever.
     pub expiry_ms: Option<u64>,
+    /// The collections this replica replicates from the servers it dials (patterns: a name,
+    /// or a prefix ending in `*`), sent in `hello`; `None` (the default): the whole space.
+    /// Fixed for the store's life: the vector it holds is complete for these collections
+    /// only (ARCHITECTURE.md, "Partial replication"). A replica with a subscription serves
+    /// no peer of its own.
+    pub collections: Option<Vec<String>>,
 }
 
 /// Pages of dead documents collection looks at per [`Engine::poll_persist`].
@@ -205,6 +211,7 @@ impl EngineConfig {
             root: false,
             collect: false,
             expiry_ms: None,
+            collections: None,
         }
     }
 }
@@ -351,6 +358,10 @@ struct PeerLink {
     resync: Option<VersionVector>,
     /// On a link that dialed us: resync again once the one under way ends.
     resync_again: bool,
+    /// On a link that dialed us: the collections the peer replicates (its `hello`), `None`
+    /// for the whole space. Only their documents go to it; its vector is complete for them
+    /// only, so its pushes of others are not read against it.
+    filter: Option<Vec<String>>,
     /// On a link we dialed: the `inventory` walk a `resync` asked for.
     inventory: Option<resync::Inventory>,
     /// On a link that dialed us: the horizon we last sent it.
@@ -658,6 +669,7 @@ impl Engine {
             vector: Some(self.replica.vector().clone()),
             messages: Some(self.replica.message_seen().clone()),
             horizon: Some(self.replica.stability().horizon.clone()).filter(|h| !h.is_empty()),
+            collections: self.cfg.collections.clone(),
         };
         self.send(session, Frame::Hello(hello));
         session

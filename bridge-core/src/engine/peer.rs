@@ -47,11 +47,23 @@ impl Engine {
         let kind = h.kind_str();
         let peer = match h.kind {
             SessionKind::Agent => None,
-            // A replica holds the whole space: a part of it would be a vector it cannot claim.
-            SessionKind::Peer if grant.is_scoped() => {
+            // A replica with a subscription holds part of the space: it serves no replica.
+            SessionKind::Peer if self.cfg.collections.is_some() => {
+                return Err(Fatal(Error::Protocol(
+                    "this replica holds some collections only and serves no replica: dial one that holds the whole space".into(),
+                )))
+            }
+            // A token scoped to collections replicates within what it reads, and says so.
+            SessionKind::Peer
+                if grant.is_scoped()
+                    && !h
+                        .collections
+                        .as_ref()
+                        .is_some_and(|c| c.iter().all(|p| grant.reads_all(p))) =>
+            {
                 return Err(Fatal(Error::Forbidden {
                     has: "rights on some collections only",
-                    needs: "a token for the whole space (a replica holds every collection; this server cannot replicate part of a space)",
+                    needs: "a `hello` whose `collections` name only collections the token reads",
                 }))
             }
             SessionKind::Peer => {
@@ -69,8 +81,12 @@ impl Engine {
                 self.distrust_own_claim(&mut known);
                 #[cfg(feature = "serve")]
                 self.expire(now_ms);
+                if let Some(c) = &h.collections {
+                    crate::auth::check_patterns(c.iter().map(String::as_str))?;
+                }
                 let mut link = PeerLink::new(replica, tier, known, h.messages.unwrap_or_default());
                 link.peer_horizon = h.horizon.unwrap_or_default();
+                link.filter = h.collections;
                 #[cfg(feature = "serve")]
                 if self.replica.stability().resync.contains(&replica) {
                     link.resync = Some(self.replica.stability().resync_below());
@@ -280,6 +296,17 @@ impl Engine {
         } else {
             Vec::new()
         };
+        // A token scoped to collections writes only where it may.
+        if let Some(d) = p.docs.iter().find(|d| {
+            d.collection != CONFIG_COLLECTION
+                && s.grant.on(&d.collection).is_none_or(|r| r < Rights::Write)
+        }) {
+            return Err(Fatal(Error::ForbiddenCollection {
+                collection: d.collection.chars().take(64).collect(),
+                has: s.grant.on(&d.collection).map_or("nothing", Rights::as_str),
+                needs: "write (the push changes it)",
+            }));
+        }
         // The trust rule, for every push from every session, before anything changes.
         if s.grant.rights < Rights::Admin {
             if p.docs.iter().any(|d| d.collection == CONFIG_COLLECTION) {
@@ -311,8 +338,13 @@ impl Engine {
                 crate::replica::meet(&h, &l.acked)
             })
             .unwrap_or_default();
+        let filter = self
+            .sessions
+            .get(&session)
+            .and_then(|s| s.peer.as_ref())
+            .and_then(|l| l.filter.clone());
         self.replica
-            .apply_remote_held(now_ms, docs, &watermark, &held)?;
+            .apply_remote_held(now_ms, docs, &watermark, &held, filter.as_deref())?;
         self.events.push_back(Event::PushReceived {
             session,
             docs: count,
@@ -484,7 +516,12 @@ impl Engine {
                     .map(|d| (d.delta, d.blocked))
             } else {
                 self.replica
-                    .delta_bounded(&link.known, self.cfg.batch_docs, PUSH_BYTES)
+                    .delta_bounded(
+                        &link.known,
+                        self.cfg.batch_docs,
+                        PUSH_BYTES,
+                        link.filter.as_deref(),
+                    )
                     .map(|d| (d, false))
             };
             let (delta, blocked) = match cut {
@@ -577,6 +614,7 @@ impl PeerLink {
             peer_horizon: VersionVector::new(),
             resync: None,
             resync_again: false,
+            filter: None,
             inventory: None,
             msg_known,
             next_seq: 1,

@@ -311,12 +311,25 @@ impl Engine {
         let max_docs = self.cfg.batch_docs.max(1);
         let mut pushes: Vec<Vec<DocEntry>> = Vec::new();
         let mut bytes = 0usize;
+        let filter = self
+            .sessions
+            .get(&session)
+            .and_then(|s| s.peer.as_ref())
+            .and_then(|l| l.filter.clone());
         for (key, dots) in gone {
-            let mut state = self
-                .replica
-                .state(&key)?
-                .map(|s| DocState::clone(&s))
-                .unwrap_or_default();
+            // A document outside a partial peer's collections is not sent: only that those
+            // dots are gone, so its own copy of them goes too.
+            let outside = filter
+                .as_ref()
+                .is_some_and(|f| !crate::auth::subscribed(f, &key));
+            let mut state = match outside {
+                true => DocState::default(),
+                false => self
+                    .replica
+                    .state(&key)?
+                    .map(|s| DocState::clone(&s))
+                    .unwrap_or_default(),
+            };
             for d in dots {
                 state.context.raise(d.replica, d.counter);
             }

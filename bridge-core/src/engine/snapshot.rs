@@ -87,6 +87,9 @@ struct PeerSnapshot {
     /// The horizon the peer brought in its `hello` (its pushes are read against it).
     #[serde(default, skip_serializing_if = "VersionVector::is_empty")]
     peer_horizon: VersionVector,
+    /// The collections the peer replicates (`None`: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    filter: Option<Vec<String>>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -135,6 +138,7 @@ impl Engine {
                 resync: p.resync.clone(),
                 resync_again: p.resync_again,
                 peer_horizon: p.peer_horizon.clone(),
+                filter: p.filter.clone(),
             }),
             channels: s.channels.keys().cloned().collect(),
             collections: s.collections.keys().cloned().collect(),
@@ -186,6 +190,7 @@ impl Engine {
                 peer_horizon: p.peer_horizon,
                 resync: p.resync,
                 resync_again: p.resync_again,
+                filter: p.filter,
                 // Only served links are snapshotted (the Durable Object's): none walks one.
                 inventory: None,
                 horizon_sent: VersionVector::new(),

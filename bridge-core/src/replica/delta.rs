@@ -36,18 +36,22 @@ impl Replica {
     /// durable vector). Dots are visited replica by replica in counter order, so the watermark can
     /// say "everything of replica r up to c" as soon as r's live dots up to c are sent.
     pub fn delta(&self, known: &VersionVector, max_docs: usize) -> Result<Delta> {
-        self.delta_bounded(known, max_docs, usize::MAX)
+        self.delta_bounded(known, max_docs, usize::MAX, None)
     }
 
     /// [`Replica::delta`] that also stops before the documents' encoded size (by
     /// [`crate::codec::doc_state_size_bound`]) passes `max_bytes` — except that the first
     /// document always goes, so a large document cannot stall a sync. The live dots are read
-    /// in pages, so a store is never read whole.
+    /// in pages, so a store is never read whole. With `filter` (collection patterns, a
+    /// partial replica's subscription) only documents it holds go
+    /// ([`crate::auth::subscribed`]); the others are walked past, and the watermark covers
+    /// them all the same.
     pub fn delta_bounded(
         &self,
         known: &VersionVector,
         max_docs: usize,
         max_bytes: usize,
+        filter: Option<&[String]>,
     ) -> Result<Delta> {
         // The watermark names only ranges walked here: every entry is something this store
         // holds, so the receiver may also credit it to us (not just to itself).
@@ -77,6 +81,10 @@ impl Replica {
                         last = counter;
                         continue;
                     };
+                    if filter.is_some_and(|f| !crate::auth::subscribed(f, &key)) {
+                        last = counter;
+                        continue;
+                    }
                     // Replicas are walked in id order, each from `known` to our vector.
                     let walked = |d: Dot| {
                         (d.replica == r && from < d.counter && d.counter < counter)

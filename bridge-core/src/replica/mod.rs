@@ -797,19 +797,22 @@ impl Replica {
         docs: Vec<DocEntry>,
         watermark: &VersionVector,
     ) -> Result<Vec<DocKey>> {
-        self.apply_remote_held(now_ms, docs, watermark, &VersionVector::new())
+        self.apply_remote_held(now_ms, docs, watermark, &VersionVector::new(), None)
     }
 
     /// [`Replica::apply_remote`] of a push from a peer known to hold durably everything
     /// below `held` (below the horizon): each state is read against it
     /// ([`DocState::read_against`]), so a sibling the peer has seen and no longer holds
-    /// (its document collected there) is gone here too.
+    /// (its document collected there) is gone here too. A peer replicating only `filter`'s
+    /// collections holds nothing of the others (its vector is complete for its own only):
+    /// its states of those are not read against `held`.
     pub fn apply_remote_held(
         &mut self,
         now_ms: u64,
         docs: Vec<DocEntry>,
         watermark: &VersionVector,
         held: &VersionVector,
+        filter: Option<&[String]>,
     ) -> Result<Vec<DocKey>> {
         for e in &docs {
             crate::check_name("collection", &e.collection, true)?;
@@ -825,6 +828,7 @@ impl Replica {
             }
         }
         let mut changed = Vec::new();
+        let none = VersionVector::new();
         for e in docs {
             let mut state = e.state;
             crate::doc::sort_siblings(&mut state.siblings);
@@ -832,6 +836,10 @@ impl Replica {
                 self.clock.observe(st);
             }
             let key = DocKey::new(e.collection, e.id);
+            let held = match filter {
+                Some(f) if !crate::auth::subscribed(f, &key) => &none,
+                _ => held,
+            };
             // Whether the join changes anything is decided from dots and contexts first, so
             // a state is cloned only when it must be (the newer layers never alias the
             // durable one) and never compared by content.

@@ -29,7 +29,23 @@ impl<C: Choices> World<'_, C> {
     }
 
     pub(super) fn local_write(&mut self, n: usize) -> Result<(), String> {
-        let key = self.random_key();
+        let mut key = self.random_key();
+        // A client whose token is scoped writes only where it may.
+        let scope = self
+            .links
+            .iter()
+            .find(|l| l.client == End::Node(n))
+            .and_then(|l| l.scope.clone());
+        if let Some(scope) = scope {
+            let allowed: Vec<&str> = COLLECTIONS
+                .iter()
+                .copied()
+                .filter(|c| crate::auth::matches_any(&scope, c))
+                .collect();
+            if !allowed.is_empty() {
+                key.collection = allowed[self.c.below(allowed.len())].into();
+            }
+        }
         let op = self.random_op();
         let is_delete = op == WriteOp::Delete;
         let now = self.now(n);

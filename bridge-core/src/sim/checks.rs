@@ -122,11 +122,40 @@ impl<C: Choices> World<'_, C> {
             self.nodes[n] = Node::boot(cfg, disk, offset);
         }
         let reference = &self.nodes[0];
-        let docs0 = &reference.disk.docs.snapshot();
-        let live0 = &live(docs0);
-        let conflicts0 = live_conflicts(reference)?;
+        let docs0_all = &reference.disk.docs.snapshot();
+        let conflicts0_all = live_conflicts(reference)?;
         for (n, node) in self.nodes.iter().enumerate().skip(1) {
-            let docs = &node.disk.docs.snapshot();
+            let mut docs = node.disk.docs.snapshot();
+            // A partial replica holds its collections, and nothing of the others but its
+            // own writes (never sent back to it): those are all it is compared on.
+            let sub = node.cfg.collections.as_deref();
+            let held = |k: &DocKey| sub.is_none_or(|f| crate::auth::subscribed(f, k));
+            let me = node.cfg.replica;
+            for (k, st) in docs.iter().filter(|(k, _)| !held(k)) {
+                let foreign = st.siblings.iter().any(|s| s.dot.replica != me)
+                    || st.context.iter().any(|(r, _)| r != me);
+                if foreign {
+                    return Err(format!(
+                        "node {n} (collections {sub:?}) holds {k:?} from another replica: {st:?}"
+                    ));
+                }
+            }
+            docs.retain(|k, _| held(k));
+            if sub.is_some() {
+                self.report.partial_docs += docs.len();
+            }
+            let docs = &docs;
+            let only = |m: &BTreeMap<DocKey, DocState>| -> BTreeMap<DocKey, DocState> {
+                m.iter()
+                    .filter(|(k, _)| held(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            };
+            let docs0 = &only(docs0_all);
+            let live0 = &live(docs0);
+            let conflicts0: Vec<DocKey> =
+                conflicts0_all.iter().filter(|k| held(k)).cloned().collect();
+
             // Collection makes replicas forget at different times: a document deleted
             // everywhere may be gone from one and not yet from another, and a collected
             // document's context is gone with it. What must agree is every document that is
@@ -145,7 +174,8 @@ impl<C: Choices> World<'_, C> {
             }
             let collects = self.nodes.iter().any(|n| n.cfg.collect);
             if collects {
-                let conflicts = live_conflicts(node)?;
+                let mut conflicts = live_conflicts(node)?;
+                conflicts.retain(|k| held(k));
                 if conflicts != conflicts0 {
                     return Err(format!("node {n} shows other open conflicts than node 0"));
                 }
@@ -176,7 +206,9 @@ impl<C: Choices> World<'_, C> {
                     diff.and_then(|k| docs0.get(k))
                 ));
             }
-            if live_conflicts(node)? != conflicts0 {
+            let mut conflicts = live_conflicts(node)?;
+            conflicts.retain(|k| held(k));
+            if conflicts != conflicts0 {
                 return Err(format!("node {n} shows other open conflicts than node 0"));
             }
             for key in docs0.keys() {
@@ -185,6 +217,8 @@ impl<C: Choices> World<'_, C> {
                 }
             }
         }
+        let docs0 = docs0_all;
+        let conflicts0 = conflicts0_all;
         // A write below node 0's horizon that its document no longer shows was superseded by
         // a deletion and collected with it.
         let h0 = reference.engine.replica().stability().horizon.clone();

@@ -196,6 +196,8 @@ pub struct Report {
     pub collected: usize,
     /// Resyncs a server began (a peer behind its horizon, after an expiry).
     pub resyncs: usize,
+    /// Documents of their collections that partial replicas hold at the end.
+    pub partial_docs: usize,
 }
 
 /// A run that broke an invariant (or hit an engine error): where, and what.
@@ -228,17 +230,21 @@ const SECRET: &[u8] = b"sim-secret";
 /// Replica ids the adversaries claim (never a real node's).
 const ATTACKER_BASE: u64 = 0x6660;
 
-fn token(rights: Rights) -> String {
+/// A token with `rights`, scoped to `scope` (each pattern at `rights`) when given.
+fn token(rights: Rights, scope: Option<&[String]>) -> String {
     auth::mint(
         SECRET,
         &Claims {
             space: SPACE.into(),
             rights,
             exp: u64::MAX,
-            collections: None,
+            collections: scope.map(|s| s.iter().map(|p| (p.clone(), rights)).collect()),
         },
     )
 }
+
+/// The subscriptions a partial client may have (`EngineConfig::collections`).
+const SUBSCRIPTIONS: [&[&str]; 4] = [&["k0"], &["k1", "k2"], &["k*"], &["k2*"]];
 const CHANNELS: [&str; 2] = ["c0", "c1"];
 const COLLECTIONS: [&str; 3] = ["k0", "k1", "k2"];
 
@@ -345,6 +351,8 @@ struct Link {
     binary: bool,
     /// What the client's token allows.
     rights: Rights,
+    /// The collections the client's token is scoped to (each at `rights`), if it is.
+    scope: Option<Vec<String>>,
 }
 
 impl Link {
@@ -434,6 +442,20 @@ impl<'c, C: Choices> World<'c, C> {
                 _ => Rights::Admin,
             })
             .collect();
+        // Some clients replicate part of the space; some of those hold a token scoped to it
+        // (and then write only there).
+        let subs: Vec<Option<Vec<String>>> = (0..total)
+            .map(|i| {
+                (i >= 2 && c.chance(250)).then(|| {
+                    let sub = SUBSCRIPTIONS[c.below(SUBSCRIPTIONS.len())];
+                    sub.iter().map(|p| p.to_string()).collect()
+                })
+            })
+            .collect();
+        let scoped: Vec<Option<Vec<String>>> = subs
+            .iter()
+            .map(|s| s.clone().filter(|_| c.chance(500)))
+            .collect();
         for (i, &r) in rights.iter().enumerate() {
             let tier = match i {
                 0 => Tier::Cloud,
@@ -457,6 +479,7 @@ impl<'c, C: Choices> World<'c, C> {
             if i < 2 && c.chance(400) {
                 ec.expiry_ms = Some(20 + c.below(300) as u64);
             }
+            ec.collections = subs[i].clone();
             let offset = c.below(3000) as u64;
             nodes.push(Node::boot(ec, Disk::default(), offset));
         }
@@ -476,10 +499,10 @@ impl<'c, C: Choices> World<'c, C> {
             attacks: 0,
         };
         // node 1 (hybrid) links up to the relay; clients link to node 0 or 1.
-        w.add_link(End::Node(1), 0, Rights::Admin);
+        w.add_link(End::Node(1), 0, Rights::Admin, None);
         for (i, &r) in rights.iter().enumerate().skip(2) {
             let server = w.c.below(2);
-            w.add_link(End::Node(i), server, r);
+            w.add_link(End::Node(i), server, r, scoped[i].clone());
         }
         for a in 0..w.cfg.agents {
             let server = a % 2;
@@ -490,11 +513,11 @@ impl<'c, C: Choices> World<'c, C> {
                 next_req: 1,
                 ..Agent::default()
             });
-            w.add_link(End::Agent(a), server, Rights::Admin);
+            w.add_link(End::Agent(a), server, Rights::Admin, None);
         }
         for x in 0..w.cfg.attackers {
             let server = w.c.below(2);
-            w.add_link(End::Attacker(x), server, Rights::Write);
+            w.add_link(End::Attacker(x), server, Rights::Write, None);
         }
         w
     }
@@ -503,7 +526,7 @@ impl<'c, C: Choices> World<'c, C> {
         self.time + self.nodes[node].offset_ms
     }
 
-    fn add_link(&mut self, client: End, server: usize, rights: Rights) {
+    fn add_link(&mut self, client: End, server: usize, rights: Rights, scope: Option<Vec<String>>) {
         self.links.push(Link {
             client,
             server,
@@ -514,6 +537,7 @@ impl<'c, C: Choices> World<'c, C> {
             to_client: VecDeque::new(),
             binary: !matches!(client, End::Agent(_)) && self.links.len() % 2 == 1,
             rights,
+            scope,
         });
         let l = self.links.len() - 1;
         self.connect(l);
@@ -533,7 +557,7 @@ impl<'c, C: Choices> World<'c, C> {
         match client {
             End::Node(n) => {
                 let now = self.now(n);
-                let t = token(self.links[l].rights);
+                let t = token(self.links[l].rights, self.links[l].scope.as_deref());
                 self.links[l].client_sid = self.nodes[n].engine.connect(now, Some(t), "sim");
             }
             End::Attacker(x) => {
@@ -541,12 +565,13 @@ impl<'c, C: Choices> World<'c, C> {
                     space: SPACE.into(),
                     kind: SessionKind::Peer,
                     name: Some(format!("attacker-{x}")),
-                    token: Some(token(Rights::Write)),
+                    token: Some(token(Rights::Write, None)),
                     replica: Some(ReplicaId(ATTACKER_BASE + x as u64)),
                     tier: Some(Tier::Local),
                     vector: Some(VersionVector::new()),
                     messages: Some(VersionVector::new()),
                     horizon: None,
+                    collections: None,
                 });
                 let link = &mut self.links[l];
                 let bytes = link.encode(&hello);
@@ -557,7 +582,7 @@ impl<'c, C: Choices> World<'c, C> {
                     space: SPACE.into(),
                     kind: SessionKind::Agent,
                     name: Some(format!("agent-{a}")),
-                    token: Some(token(Rights::Admin)),
+                    token: Some(token(Rights::Admin, None)),
                     ..Hello::default()
                 });
                 let cursor = self.agents[a].cursor;
