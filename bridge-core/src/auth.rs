@@ -1,6 +1,7 @@
 //! Access tokens: HMAC-SHA256 over (space, rights, expiry).
 //!
-//! Format: `sb1.<hex of the JSON claims>.<hex of the HMAC over that hex>`. The claims are
+//! Format: `sb1.<hex of the JSON claims>.<hex of the HMAC over that hex>` (`sb2.` for a token
+//! scoped to collections, so that a verifier older than scopes refuses it). The claims are
 //! `{"space": "...", "rights": "read"|"write"|"admin", "exp": <ms since the epoch>}`, and
 //! optionally `"collections": {"<pattern>": "<right>", ...}`: then documents are opened per
 //! collection ([`Grant::on`]) and `rights` covers what is not a collection (channels,
@@ -195,7 +196,8 @@ fn within(inner: &str, outer: &str) -> bool {
 }
 
 /// Checks a list of collection patterns (a token's, a subscription's): each a collection
-/// name or a prefix ending in `*`, the name part a valid name (`_config` allowed).
+/// name or a prefix ending in `*`, the name part a valid name and not reserved (`_config`
+/// follows the token's own rights, and every replica holds it).
 pub fn check_patterns<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<()> {
     for pattern in patterns {
         let name = pattern.strip_suffix('*').unwrap_or(pattern);
@@ -207,7 +209,7 @@ pub fn check_patterns<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result
             });
         }
         if !name.is_empty() {
-            crate::check_name("collection pattern", name, true)?;
+            crate::check_name("collection pattern", name, false)?;
         }
     }
     Ok(())
@@ -274,8 +276,15 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// Mints a token.
 pub fn mint(secret: &[u8], claims: &Claims) -> String {
     let body = hex(serde_json::to_string(claims).unwrap_or_default().as_bytes());
-    let sig = hex(&mac(secret, body.as_bytes()));
-    format!("sb1.{body}.{sig}")
+    // A token scoped to collections has its own prefix, and its signature covers it, so a
+    // verifier that predates scopes refuses it (relabelled `sb1.` too) instead of reading
+    // it as a token for the whole space.
+    let prefix = match claims.collections {
+        Some(_) => SCOPED_PREFIX,
+        None => PREFIX,
+    };
+    let sig = hex(&mac(secret, signed(prefix, &body).as_bytes()));
+    format!("{prefix}.{body}.{sig}")
 }
 
 #[cfg(feature = "tokens")]
@@ -289,12 +298,40 @@ pub fn peek(token: &str) -> Result<Claims> {
         )
     };
     let mut parts = token.split('.');
-    let (Some("sb1"), Some(body), Some(_sig), None) =
+    let (Some(prefix), Some(body), Some(_sig), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(bad());
     };
-    serde_json::from_slice(&unhex(body).ok_or_else(bad)?).map_err(|_| bad())
+    let claims: Claims =
+        serde_json::from_slice(&unhex(body).ok_or_else(bad)?).map_err(|_| bad())?;
+    prefixed(prefix, &claims).ok_or_else(bad)?;
+    Ok(claims)
+}
+
+#[cfg(feature = "tokens")]
+/// The prefix of a token for the whole space.
+const PREFIX: &str = "sb1";
+#[cfg(feature = "tokens")]
+/// The prefix of a token scoped to collections.
+const SCOPED_PREFIX: &str = "sb2";
+
+#[cfg(feature = "tokens")]
+/// What a token's signature covers: its body, and for a scoped token its prefix too.
+fn signed(prefix: &str, body: &str) -> String {
+    match prefix {
+        SCOPED_PREFIX => format!("{prefix}.{body}"),
+        _ => body.to_owned(),
+    }
+}
+
+#[cfg(feature = "tokens")]
+/// `Some` when `prefix` is the one `claims` are minted with.
+fn prefixed(prefix: &str, claims: &Claims) -> Option<()> {
+    match (prefix, &claims.collections) {
+        (PREFIX, None) | (SCOPED_PREFIX, Some(_)) => Some(()),
+        _ => None,
+    }
 }
 
 #[cfg(feature = "tokens")]
@@ -306,19 +343,20 @@ pub fn verify(secret: &[u8], token: &str, space: &str, now_ms: u64) -> Result<Gr
         )
     };
     let mut parts = token.split('.');
-    let (Some("sb1"), Some(body), Some(sig), None) =
+    let (Some(prefix), Some(body), Some(sig), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(bad());
     };
     let sig = unhex(sig).ok_or_else(bad)?;
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).map_err(|_| bad())?;
-    m.update(body.as_bytes());
+    m.update(signed(prefix, body).as_bytes());
     m.verify_slice(&sig).map_err(|_| {
         Error::Unauthorized("the token's signature does not match this server's secret".into())
     })?;
     let claims: Claims =
         serde_json::from_slice(&unhex(body).ok_or_else(bad)?).map_err(|_| bad())?;
+    prefixed(prefix, &claims).ok_or_else(bad)?;
     if claims.space != space {
         return Err(Error::Unauthorized(format!(
             "the token is for space `{}`, not `{space}`",
@@ -372,6 +410,16 @@ mod tests {
             ),
         };
         let t = mint(b"s3cret", &c);
+        assert!(t.starts_with("sb2."), "{t}");
+        // The same claims under the old prefix are refused: an old verifier would read them
+        // as a token for the whole space, so nobody mints that.
+        let relabelled = t.replacen("sb2.", "sb1.", 1);
+        assert!(verify(b"s3cret", &relabelled, "team", 1).is_err());
+        assert!(peek(&relabelled).is_err());
+        // What a verifier older than scopes checks (the body alone) fails on it.
+        let (_, rest) = t.split_at(4);
+        let (body, sig) = rest.split_once('.').expect("two parts");
+        assert_ne!(hex(&mac(b"s3cret", body.as_bytes())), sig);
         let g = verify(b"s3cret", &t, "team", 1).expect("verifies");
         assert!(g.is_scoped());
         assert_eq!(g.on("notes/a"), Some(Rights::Write));
@@ -391,7 +439,14 @@ mod tests {
             parse_collections("*:read").expect("valid").get("*"),
             Some(&Rights::Read)
         );
-        for bad in ["", "notes", "notes:own", ":read", "a\u{1}:read"] {
+        for bad in [
+            "",
+            "notes",
+            "notes:own",
+            ":read",
+            "a\u{1}:read",
+            "_config:admin",
+        ] {
             assert!(parse_collections(bad).is_err(), "{bad}");
         }
         // A subscription may name only what the token reads.

@@ -476,6 +476,55 @@ fn a_token_scoped_to_collections_opens_only_them() {
         Some(ErrorCode::Forbidden)
     );
 
+    // `_config` lists only the policies of what it reads.
+    let Ok(Reply::Docs { docs, .. }) = now(cloud.request(
+        300,
+        &g,
+        Request::List {
+            collection: "_config".into(),
+            after: None,
+            limit: 100,
+        },
+    )) else {
+        panic!("list")
+    };
+    let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["collection:notes/a", "space"]);
+    // A policy is changed with `admin` in the token's own rights and on the collection.
+    let grant = |rights, patterns: &str| Claims {
+        space: SPACE.into(),
+        rights,
+        exp: u64::MAX,
+        collections: auth::parse_collections(patterns).ok(),
+    };
+    let set = |c: &str| Request::SetPolicy {
+        collection: c.into(),
+        policy: Policy::Lww,
+    };
+    let raw = |c: &str| Request::Write {
+        key: DocKey::new("_config", format!("collection:{c}")),
+        op: WriteOp::Put(obj(json!({"policy": "lww"}))),
+    };
+    for (claims, request) in [
+        (grant(Rights::Admin, "notes/*:write"), raw("users")),
+        (grant(Rights::Admin, "notes/*:write"), set("notes/a")),
+        (grant(Rights::Read, "notes/*:admin"), set("notes/a")),
+        (grant(Rights::Read, "notes/*:admin"), raw("notes/a")),
+    ] {
+        let refused = now(cloud.request(300, &claims.grant(), request.clone()));
+        assert_eq!(
+            refused.err(),
+            Some(ErrorCode::Forbidden),
+            "{claims:?} {request:?}"
+        );
+    }
+    let admin = grant(Rights::Admin, "notes/*:admin").grant();
+    assert!(now(cloud.request(300, &admin, set("notes/a"))).is_ok());
+    assert_eq!(
+        now(cloud.request(300, &admin, set("users"))).err(),
+        Some(ErrorCode::Forbidden)
+    );
+
     // Over a session: an agent is held to the same; a peer cannot open with such a token.
     let secret = b"k".to_vec();
     let mut cfg = EngineConfig::new(ReplicaId(3), Tier::Cloud, SPACE);
@@ -507,6 +556,37 @@ fn a_token_scoped_to_collections_opens_only_them() {
         },
     );
     assert_eq!(error_code(&e.drain()), Some(ErrorCode::Forbidden));
+    // Subscribed to `_config`, it hears of the policies of what it reads only.
+    e.handle_frame(
+        0,
+        1,
+        Frame::Subscribe {
+            req: Some(3),
+            channel: None,
+            collection: Some("_config".into()),
+            from: None,
+        },
+    );
+    assert_eq!(error_code(&e.drain()), None);
+    e.set_policy(0, "users", Policy::Manual).expect("policy");
+    e.set_policy(0, "notes/a", Policy::Manual).expect("policy");
+    e.persist_all();
+    let changed: Vec<String> = e
+        .drain()
+        .into_iter()
+        .filter_map(|(_, f)| match f {
+            Some(Frame::Change { doc }) => Some(doc.id),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        changed.contains(&"collection:notes/a".to_string()),
+        "{changed:?}"
+    );
+    assert!(
+        !changed.contains(&"collection:users".to_string()),
+        "{changed:?}"
+    );
     e.accept_as(0, 2);
     e.handle_frame(
         0,

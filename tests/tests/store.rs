@@ -103,6 +103,7 @@ async fn push_concurrent_write(host: &Host) {
         vector: Some(VersionVector::new()),
         messages: Some(VersionVector::new()),
         horizon: None,
+        collections: None,
     });
     ws.send(send(&hello)).await.unwrap();
     let key = DocKey::new("items", "d000042");

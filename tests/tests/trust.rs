@@ -51,6 +51,7 @@ impl Peer {
             vector: Some(VersionVector::new()),
             messages: Some(VersionVector::new()),
             horizon: None,
+            collections: None,
         }))
         .await;
         match p.recv_until(|f| matches!(f, Frame::Welcome(_))).await {

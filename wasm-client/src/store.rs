@@ -983,7 +983,13 @@ fn read_space_meta(v: &JsValue, me: ReplicaId) -> Result<(VersionVector, Stamp, 
     let Frame::Pull { vector } = decode_record(&a.get(0), "space vector")? else {
         return Err(corrupt("space vector", "not a pull record"));
     };
-    let Frame::Hello(h) = decode_record(&a.get(1), "messages seen")? else {
+    let seen = a.get(1);
+    let Some(seen) = seen.dyn_ref::<Uint8Array>() else {
+        return Err(corrupt("messages seen", "not a byte array"));
+    };
+    let seen = bridge_core::codec::decode_hello_record(&seen.to_vec())
+        .map_err(|e| corrupt("messages seen", e))?;
+    let Frame::Hello(h) = seen else {
         return Err(corrupt("messages seen", "not a hello record"));
     };
     let (Some(wall), Some(counter)) = (a.get(2).as_f64(), a.get(3).as_f64()) else {

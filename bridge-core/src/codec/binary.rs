@@ -131,6 +131,34 @@ pub fn decode_binary(bytes: &[u8]) -> Result<Frame> {
     decode_binary_record(bytes)
 }
 
+/// The optional fields `hello` gained at its end since browser stores first kept one as a
+/// record (`horizon`, `collections`).
+const HELLO_ADDED_FIELDS: usize = 2;
+
+/// Decodes a `hello` a store wrote as a record (the browser keeps its messages-seen vector
+/// so): one written by an older build lacks the markers of the fields added since at its
+/// end, and reads with them absent.
+pub fn decode_hello_record(bytes: &[u8]) -> Result<Frame> {
+    let mut padded = bytes.to_vec();
+    let mut first = None;
+    for _ in 0..=HELLO_ADDED_FIELDS {
+        match decode_binary_record(&padded) {
+            Ok(f @ Frame::Hello(_)) => return Ok(f),
+            Ok(f) => {
+                return Err(Error::Malformed(format!(
+                    "a `{}` record where a `hello` was kept",
+                    f.type_name()
+                )))
+            }
+            Err(e) => {
+                first.get_or_insert(e);
+                padded.push(0);
+            }
+        }
+    }
+    Err(first.unwrap_or_else(|| Error::Malformed("no record".into())))
+}
+
 /// Decodes a frame a store wrote itself (a browser record): every check of
 /// [`decode_binary`] except the size limit of the wire, so a document whose concurrent
 /// versions together outgrow one frame still reads back.
@@ -867,6 +895,26 @@ mod tests {
         max.extend_from_slice(&[0xff; 9]);
         max.push(0x01);
         assert_eq!(decode_binary(&max), Ok(Frame::Ping { nonce: u64::MAX }));
+    }
+
+    #[test]
+    fn a_hello_record_of_an_older_build_reads_with_the_new_fields_absent() {
+        let hello = Frame::Hello(crate::frame::Hello {
+            space: "s".into(),
+            kind: crate::frame::SessionKind::Peer,
+            messages: Some(crate::VersionVector::new()),
+            ..Default::default()
+        });
+        let bytes = encode_binary(&hello);
+        for cut in 0..=HELLO_ADDED_FIELDS {
+            let old = &bytes[..bytes.len() - cut];
+            assert_eq!(decode_hello_record(old).ok(), Some(hello.clone()), "{cut}");
+        }
+        assert!(decode_binary_record(&bytes[..bytes.len() - 1]).is_err());
+        let pull = encode_binary(&Frame::Pull {
+            vector: crate::VersionVector::new(),
+        });
+        assert!(decode_hello_record(&pull).is_err());
     }
 
     #[test]

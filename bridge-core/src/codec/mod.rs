@@ -16,7 +16,7 @@ pub mod binary;
 /// A document state as a store keeps it (`docs.state`): see [`binary::state`].
 #[cfg(feature = "sql")]
 pub use binary::state::{decode_state, encode_state, state_dots, StateColumn};
-pub use binary::{decode_binary, encode_binary};
+pub use binary::{decode_binary, decode_hello_record, encode_binary};
 
 use serde::Deserialize;
 

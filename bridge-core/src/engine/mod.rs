@@ -1126,7 +1126,10 @@ impl Engine {
         let targets: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.collections.contains_key(&key.collection))
+            .filter(|(_, s)| {
+                s.collections.contains_key(&key.collection)
+                    && s.grant.reads(crate::request::read_scope(key))
+            })
             .map(|(id, _)| *id)
             .collect();
         for t in targets {

@@ -101,9 +101,12 @@ impl Engine {
     ) -> Result<(Reply, bool)> {
         let (needs, on) = request.needs();
         allowed(grant, needs, on)?;
+        if request.writes_config() {
+            allowed(grant, Rights::Admin, None)?;
+        }
         if let (Request::Import(lines), true) = (&request, grant.is_scoped()) {
             for (key, _) in lines {
-                allowed(grant, Rights::Admin, Some(&key.collection))?;
+                allowed(grant, Rights::Admin, Some(crate::request::read_scope(key)))?;
             }
         }
         request.check(&self.replica)?;
@@ -162,6 +165,13 @@ impl Engine {
                 } else {
                     None
                 };
+                // `_config` holds every collection's policy: each shows to whom reads it.
+                if collection == CONFIG_COLLECTION {
+                    docs.retain(|d| {
+                        let key = DocKey::new(&d.collection, &d.id);
+                        grant.reads(crate::request::read_scope(&key))
+                    });
+                }
                 read(Reply::Docs { docs, next })
             }
             Request::Conflicts { collection } => {

@@ -29,10 +29,13 @@ pub struct SessionSnapshot {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     name: String,
     since: u64,
-    rights: Rights,
-    /// The token's rights per collection pattern, when it is scoped.
+    /// The token's rights, for a token of the whole space.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    scope: Option<Vec<(String, Rights)>>,
+    rights: Option<Rights>,
+    /// What a token scoped to collections grants, in its place: an engine older than
+    /// scopes finds no `rights` and restores nothing, rather than the whole space.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scoped: Option<Grant>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     peer: Option<PeerSnapshot>,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -119,8 +122,8 @@ impl Engine {
             kind: s.kind,
             name: s.name.clone(),
             since: s.since,
-            rights: s.grant.rights,
-            scope: s.grant.collections.clone(),
+            rights: (!s.grant.is_scoped()).then_some(s.grant.rights),
+            scoped: s.grant.is_scoped().then(|| s.grant.clone()),
             peer: s.peer.as_ref().map(|p| PeerSnapshot {
                 replica: p.replica,
                 tier: p.tier,
@@ -166,10 +169,9 @@ impl Engine {
             kind: snap.kind,
             name: snap.name,
             since: snap.since,
-            grant: Grant {
-                rights: snap.rights,
-                collections: snap.scope,
-            },
+            grant: snap
+                .scoped
+                .unwrap_or_else(|| Grant::all(snap.rights.unwrap_or(Rights::Read))),
             peer: snap.peer.map(|p| PeerLink {
                 replica: p.replica,
                 tier: p.tier,

@@ -350,10 +350,12 @@ impl Request {
     /// feed, an export) needs `read` and its answer holds only collections the grant reads.
     pub fn needs(&self) -> (Rights, Option<&str>) {
         match self {
+            // A collection's policy changes what its readers see: `admin` on that
+            // collection too (and `admin` in the token's own rights, `writes_config`).
             Request::Write { key, .. } | Request::Resolve { key, .. }
                 if key.collection == CONFIG_COLLECTION =>
             {
-                (Rights::Admin, None)
+                (Rights::Admin, Some(read_scope(key)))
             }
             Request::SetPolicy { collection, .. } => (Rights::Admin, Some(collection)),
             Request::Import(_) => (Rights::Admin, None),
@@ -371,6 +373,18 @@ impl Request {
             Request::Presence | Request::Unsubscribe { .. } => (Rights::Read, None),
             #[cfg(feature = "http")]
             Request::Export { .. } | Request::Changes { .. } => (Rights::Read, None),
+        }
+    }
+
+    /// Whether it writes the space's configuration (`_config`: a policy, an import), which
+    /// needs `admin` in the token's own rights as well as on the collection concerned.
+    pub fn writes_config(&self) -> bool {
+        match self {
+            Request::Write { key, .. } | Request::Resolve { key, .. } => {
+                key.collection == CONFIG_COLLECTION
+            }
+            Request::SetPolicy { .. } | Request::Import(_) => true,
+            _ => false,
         }
     }
 
