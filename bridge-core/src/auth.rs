@@ -186,6 +186,11 @@ pub fn subscribed(patterns: &[String], key: &crate::DocKey) -> bool {
     }
 }
 
+/// Whether every collection `inner` matches, one of `outers` matches too.
+pub fn within_any(inner: &str, outers: &[String]) -> bool {
+    outers.iter().any(|o| within(inner, o))
+}
+
 /// Whether every collection `inner` matches, `outer` matches too.
 fn within(inner: &str, outer: &str) -> bool {
     match (inner.strip_suffix('*'), outer.strip_suffix('*')) {

@@ -146,6 +146,10 @@ pub const MIGRATIONS: &[&str] = &[
     // set it at once with [`SELECT_STATES_PAGE`] and [`UPDATE_DEAD`]).
     "ALTER TABLE docs ADD COLUMN dead INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX docs_dead ON docs (sid, collection, id) WHERE dead = 1;",
+    // 6: partial replication. `spaces.collections` is the JSON array of the collection
+    // patterns the space's replica replicates (NULL: the whole space), fixed when the space
+    // is created: its vector is complete for those only.
+    "ALTER TABLE spaces ADD COLUMN collections TEXT;",
 ];
 
 /// The schema version this build writes: the number of [`MIGRATIONS`].
@@ -172,6 +176,13 @@ pub const SELECT_REPLICA: &str = "SELECT replica FROM spaces WHERE space = ?1";
 /// ?1 space, ?2 replica (hex), ?3 created_ms; the space gets the next free space id.
 pub const INSERT_SPACE: &str = "INSERT INTO spaces (space, replica, created_ms, sid)
  VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(sid), 0) + 1 FROM spaces))";
+
+/// ?1 space → (collections): the JSON array of the collection patterns the space's replica
+/// replicates (`spaces.collections`, NULL: the whole space).
+pub const SELECT_SPACE_COLLECTIONS: &str = "SELECT collections FROM spaces WHERE space = ?1";
+
+/// ?1 space, ?2 collections (a JSON array): set when the space is created.
+pub const UPDATE_SPACE_COLLECTIONS: &str = "UPDATE spaces SET collections = ?2 WHERE space = ?1";
 
 /// ?1 space → (sid): the space's integer id, which every statement on `docs` and `dots`
 /// takes in place of its name.
@@ -418,7 +429,7 @@ mod tests {
 
     #[test]
     fn version_matches_migrations() {
-        assert_eq!(SCHEMA_VERSION, 5);
+        assert_eq!(SCHEMA_VERSION, 6);
         for (t, since) in TABLES.iter().filter(|(t, _)| *t != "migrations") {
             let created = MIGRATIONS
                 .iter()

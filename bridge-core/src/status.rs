@@ -179,6 +179,10 @@ pub struct UpstreamLink {
     pub pull: PullProgress,
     /// Pushes started by an event trigger (`SYNC_MODE=event`).
     pub event_pushes: u64,
+    /// The collection patterns this space replicates from the cloud (`SYNC_COLLECTIONS`);
+    /// absent: the whole space.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collections: Option<Vec<String>>,
 }
 
 /// The current (or last) push to the cloud.

@@ -1457,7 +1457,7 @@ fn a_push_is_read_against_the_horizon_its_sender_brings() {
 /// documents, and `_config`'s policy of those; its vector rises past the others all the
 /// same. A write of its to a collection it does not hold goes up, and is concurrent there
 /// with what it never saw: the server does not read it against that vector (it would drop
-/// the root's own write as superseded).
+/// the root's own write as superseded). It serves replicas of part of its part only.
 #[test]
 fn a_partial_replica_holds_its_collections_and_its_blind_writes_lose_nothing() {
     let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
@@ -1525,10 +1525,20 @@ fn a_partial_replica_holds_its_collections_and_its_blind_writes_lose_nothing() {
         mine.siblings.iter().all(|s| s.dot.replica == ReplicaId(2)),
         "{mine:?}"
     );
-    // A replica with a subscription serves no replica.
+    // A replica with a subscription serves replicas of part of its part, and no other.
     net.nodes.push(engine(3, Tier::Local));
     net.link(2, 1, None, Wire::Json);
     let closes = net.pump();
     assert!(closes.contains(&ErrorCode::Protocol), "{closes:?}");
     assert!(net.nodes[2].replica().get(&note).expect("read").is_none());
+    let mut sub_cfg = EngineConfig::new(ReplicaId(4), Tier::Local, SPACE);
+    sub_cfg.collections = Some(vec!["notes".into()]);
+    net.nodes.push(Node::new(sub_cfg));
+    net.link(3, 1, None, Wire::Binary);
+    assert!(net.pump().is_empty());
+    assert_eq!(
+        net.nodes[3].replica().get(&note).expect("read"),
+        Some(json!({"t": 1}))
+    );
+    assert_eq!(net.nodes[3].replica().get(&todo).expect("read"), None);
 }

@@ -102,6 +102,9 @@ pub struct Config {
     pub default_space: String,
     pub sync_mode: SyncMode,
     pub sync_interval_ms: u64,
+    /// `SYNC_COLLECTIONS`: the collection patterns a hybrid host replicates from its cloud
+    /// (`None`: the whole space). Fixed for the life of the database's spaces.
+    pub sync_collections: Option<Vec<String>>,
     /// `SYNC_MODE=event` triggers: collections whose durable writes push upstream.
     pub event_collections: BTreeSet<String>,
     /// `SYNC_MODE=event` triggers: channels whose messages push upstream.
@@ -340,6 +343,43 @@ impl Config {
         };
         report.push(("SYNC_INTERVAL", sync_interval_ms.to_string(), src));
 
+        // Partial replication: the collections a hybrid host replicates from its cloud.
+        let sync_collections = match l.get("SYNC_COLLECTIONS") {
+            None => {
+                report.push((
+                    "SYNC_COLLECTIONS",
+                    "(unset: the whole space)".into(),
+                    Source::Default,
+                ));
+                None
+            }
+            Some((v, s)) => {
+                let patterns: Vec<String> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let checked =
+                    bridge_core::auth::check_patterns(patterns.iter().map(String::as_str));
+                if patterns.is_empty() || checked.is_err() {
+                    return Err(bad(
+                        "SYNC_COLLECTIONS",
+                        &v,
+                        "expected a comma-separated list of collection patterns: a name, or a prefix ending in `*` (not starting with `_`)",
+                    ));
+                }
+                if mode != Mode::Hybrid {
+                    return Err(bad(
+                        "SYNC_COLLECTIONS",
+                        &v,
+                        "only a hybrid host replicates from a cloud: set BRIDGE_MODE=hybrid, or unset SYNC_COLLECTIONS",
+                    ));
+                }
+                report.push(("SYNC_COLLECTIONS", patterns.join(","), s));
+                Some(patterns)
+            }
+        };
         let mut list = |key: &'static str,
                         what: &'static str|
          -> Result<BTreeSet<String>, ConfigError> {
@@ -524,6 +564,7 @@ impl Config {
             default_space: space,
             sync_mode,
             sync_interval_ms,
+            sync_collections,
             event_collections,
             event_channels,
             conflict_strategy,
@@ -618,6 +659,38 @@ mod tests {
             e.to_string()
                 .ends_with("accepted values: realtime, periodic, manual, event"),
             "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sync_collections_are_patterns_for_a_hybrid_host() {
+        let dir = std::env::temp_dir().join(format!("sb-config-sc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let hybrid = Overrides {
+            mode: Some(Mode::Hybrid),
+            ..Overrides::default()
+        };
+        std::fs::write(dir.join(".env"), "SYNC_COLLECTIONS=\"notes/*, audit\"\n").expect("write");
+        let c = Config::resolve(&hybrid, &dir).expect("valid");
+        assert_eq!(
+            c.sync_collections,
+            Some(vec!["notes/*".to_string(), "audit".to_string()])
+        );
+        let e = Config::resolve(&Overrides::default(), &dir).expect_err("local mode");
+        assert_eq!(e.key, "SYNC_COLLECTIONS");
+        assert!(e.to_string().contains("hybrid"), "{e}");
+        for bad in ["SYNC_COLLECTIONS=_config\n", "SYNC_COLLECTIONS=,\n"] {
+            std::fs::write(dir.join(".env"), bad).expect("write");
+            let e = Config::resolve(&hybrid, &dir).expect_err("bad pattern");
+            assert_eq!(e.key, "SYNC_COLLECTIONS", "{bad}");
+        }
+        std::fs::write(dir.join(".env"), "").expect("write");
+        assert_eq!(
+            Config::resolve(&hybrid, &dir)
+                .expect("valid")
+                .sync_collections,
+            None
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -99,6 +99,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             cache_bytes: usize::try_from(cfg.cache_mb << 20).unwrap_or(usize::MAX),
             collect: cfg.collect_tombstones,
             expiry_ms: (cfg.replica_expiry_ms > 0).then_some(cfg.replica_expiry_ms),
+            collections: cfg.sync_collections.clone(),
             out_queues: out_queues.clone(),
             in_queues: in_queues.clone(),
         },

@@ -39,6 +39,12 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("no randomness from the operating system: {0}")]
     Random(String),
+    #[error("space `{space}` of this database replicates {stored}, and SYNC_COLLECTIONS says {wanted}: a store keeps its collections for life (changing them is not built yet); unset or restore SYNC_COLLECTIONS, or use a new database (DB_PATH) for the new collections")]
+    Collections {
+        space: String,
+        stored: String,
+        wanted: String,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -303,22 +309,66 @@ impl Store {
     }
 
     /// The replica id of `space`, drawn at random from the OS and stored on first use.
+    #[cfg(test)]
     pub fn replica_for(&mut self, space: &str) -> Result<ReplicaId> {
+        Ok(self.replica_or_new(space)?.0)
+    }
+
+    /// [`Store::replica_for`], and whether the space was created by this call.
+    fn replica_or_new(&mut self, space: &str) -> Result<(ReplicaId, bool)> {
         let found: Option<String> = self
             .conn()
             .query_row(schema::SELECT_REPLICA, [space], |r| r.get(0))
             .optional()?;
         if let Some(r) = found {
-            return r
+            let id = r
                 .parse()
-                .map_err(|e| corrupt(format!("spaces.replica of {space}"), e));
+                .map_err(|e| corrupt(format!("spaces.replica of {space}"), e))?;
+            return Ok((id, false));
         }
         let id = random_replica()?;
         self.conn().execute(
             schema::INSERT_SPACE,
             params![space, id.to_string(), now_ms() as i64],
         )?;
-        Ok(id)
+        Ok((id, true))
+    }
+
+    /// Keeps the collections `space`'s replica replicates (`EngineConfig::collections`)
+    /// what they were when it was created: stores them for a new space, and refuses others
+    /// for an existing one (its vector is complete for those only).
+    fn keep_collections(&self, space: &str, new: bool, wanted: Option<&[String]>) -> Result<()> {
+        let text = |c: Option<&[String]>| match c {
+            Some(c) => serde_json::to_string(c).unwrap_or_default(),
+            None => "the whole space".into(),
+        };
+        let conn = self.conn();
+        if new {
+            if let Some(c) = wanted {
+                conn.execute(
+                    schema::UPDATE_SPACE_COLLECTIONS,
+                    params![space, text(Some(c))],
+                )?;
+            }
+            return Ok(());
+        }
+        let stored: Option<String> =
+            conn.query_row(schema::SELECT_SPACE_COLLECTIONS, [space], |r| r.get(0))?;
+        let stored: Option<Vec<String>> = match stored {
+            Some(t) => Some(
+                serde_json::from_str(&t)
+                    .map_err(|e| corrupt(format!("spaces.collections of {space}"), e))?,
+            ),
+            None => None,
+        };
+        if stored.as_deref() != wanted {
+            return Err(StoreError::Collections {
+                space: space.to_owned(),
+                stored: text(stored.as_deref()),
+                wanted: text(wanted),
+            });
+        }
+        Ok(())
     }
 
     /// The integer id of `space` (`spaces.sid`), which `docs` and `dots` are keyed by.
@@ -333,7 +383,9 @@ impl Store {
     /// this database. Reads the metadata, the `_config` entries and the highest retained
     /// message offset (the messages themselves are read when a replay needs them).
     pub fn load_engine(&mut self, mut cfg: EngineConfig) -> Result<Engine> {
-        cfg.replica = self.replica_for(&cfg.space)?;
+        let (replica, new) = self.replica_or_new(&cfg.space)?;
+        cfg.replica = replica;
+        self.keep_collections(&cfg.space, new, cfg.collections.as_deref())?;
         let space = cfg.space.clone();
         let sid = Self::space_id(&self.conn(), &space)?;
         let docs = SqlDocs {

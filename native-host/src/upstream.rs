@@ -76,7 +76,7 @@ impl Tokens {
             }
             if c.collections.is_some() {
                 return Err(format!(
-                    "the token for `{space}` is scoped to collections; the upstream link replicates the whole space and needs a token without --collections"
+                    "the token for `{space}` is scoped to collections; the upstream link relays the writes of local replicas and needs an admin token without --collections (SYNC_COLLECTIONS chooses what comes down)"
                 ));
             }
             if c.exp <= now {

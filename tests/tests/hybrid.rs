@@ -725,3 +725,113 @@ async fn a_host_back_after_its_expiry_is_resynced_and_drops_what_was_collected()
     );
     assert_eq!(s, 404, "nothing came back to the cloud");
 }
+
+/// A hybrid host with `SYNC_COLLECTIONS` replicates only those collections from its cloud,
+/// still sends its writes to others up, shows its subscription in its status, and refuses
+/// to start on the same database with other collections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hybrid_host_with_sync_collections_replicates_only_those() {
+    let cloud_dir = TempDir::new("cloud");
+    let local_dir = TempDir::new("hybrid");
+    let cloud = Host::start(&cloud_dir.0, "cloud", &[("BRIDGE_SECRET", PAIR_SECRET)]);
+    let token = mint_token(&cloud_dir.0, PAIR_SECRET, "proj", "admin", "1h");
+    let tok = Some(token.as_str());
+    let put = |port: u16, path: &str, token: Option<&str>| {
+        let (s, v) = http(
+            port,
+            "PUT",
+            &format!("/v1/spaces/proj/docs/{path}"),
+            Some("{}"),
+            token,
+        );
+        assert_eq!(s, 200, "{path}: {v}");
+    };
+    for path in ["notes/n1", "todo/t1", "users/u1"] {
+        put(cloud.api_port, path, tok);
+    }
+    let url = format!("ws://127.0.0.1:{}", cloud.ws_port);
+    let mut local = start_hybrid(
+        &local_dir.0,
+        &url,
+        &token,
+        &[("SYNC_COLLECTIONS", "notes, todo")],
+    );
+    wait_link_up(&local);
+    let doc = |port: u16, path: &str, token: Option<&str>| {
+        http(
+            port,
+            "GET",
+            &format!("/v1/spaces/proj/docs/{path}"),
+            None,
+            token,
+        )
+        .0
+    };
+    eventually(
+        local.api_port,
+        "/v1/spaces/proj/docs/todo/t1",
+        None,
+        |s, _| s == 200,
+    );
+    assert_eq!(doc(local.api_port, "notes/n1", None), 200);
+    assert_eq!(doc(local.api_port, "users/u1", None), 404);
+    // Its writes go up, to its collections and to others.
+    put(local.api_port, "users/u2", None);
+    put(local.api_port, "notes/n2", None);
+    for path in ["users/u2", "notes/n2"] {
+        eventually(
+            cloud.api_port,
+            &format!("/v1/spaces/proj/docs/{path}"),
+            tok,
+            |s, _| s == 200,
+        );
+    }
+    // Down, only its collections: `users/u3` is written before `notes/n3`, and is not there
+    // when `notes/n3` is.
+    put(cloud.api_port, "users/u3", tok);
+    put(cloud.api_port, "notes/n3", tok);
+    eventually(
+        local.api_port,
+        "/v1/spaces/proj/docs/notes/n3",
+        None,
+        |s, _| s == 200,
+    );
+    assert_eq!(doc(local.api_port, "users/u3", None), 404);
+    let (s, v) = local.http("GET", "/v1/status", None);
+    assert_eq!(s, 200, "{v}");
+    let proj = v["spaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["space"] == "proj")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        proj["upstream"]["collections"],
+        json!(["notes", "todo"]),
+        "{proj}"
+    );
+    // The same database with other collections: refused at start, with why.
+    local.kill9();
+    let out = bridge_cmd(&local_dir.0)
+        .args([
+            "serve",
+            "--mode",
+            "hybrid",
+            "--ws-port",
+            "0",
+            "--api-port",
+            "0",
+            "--db",
+        ])
+        .arg(&local.db)
+        .env("CLOUD_WS_URL", &url)
+        .env("CLOUD_PROJECT_ID", "proj")
+        .env("BRIDGE_TOKEN", &token)
+        .env("SYNC_COLLECTIONS", "notes")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("keeps its collections for life"), "{err}");
+}

@@ -170,7 +170,7 @@ pub struct EngineConfig {
     /// or a prefix ending in `*`), sent in `hello`; `None` (the default): the whole space.
     /// Fixed for the store's life: the vector it holds is complete for these collections
     /// only (ARCHITECTURE.md, "Partial replication"). A replica with a subscription serves
-    /// no peer of its own.
+    /// only peers whose own `collections` lie within these.
     pub collections: Option<Vec<String>>,
 }
 

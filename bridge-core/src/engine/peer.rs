@@ -47,11 +47,19 @@ impl Engine {
         let kind = h.kind_str();
         let peer = match h.kind {
             SessionKind::Agent => None,
-            // A replica with a subscription holds part of the space: it serves no replica.
-            SessionKind::Peer if self.cfg.collections.is_some() => {
-                return Err(Fatal(Error::Protocol(
-                    "this replica holds some collections only and serves no replica: dial one that holds the whole space".into(),
-                )))
+            // A replica with a subscription holds part of the space: it serves a replica of
+            // part of that part, and no other.
+            SessionKind::Peer
+                if self.cfg.collections.as_ref().is_some_and(|mine| {
+                    !h.collections
+                        .as_ref()
+                        .is_some_and(|c| c.iter().all(|p| crate::auth::within_any(p, mine)))
+                }) =>
+            {
+                return Err(Fatal(Error::Protocol(format!(
+                    "this replica holds only the collections {:?}: a replica it serves must name `collections` within them",
+                    self.cfg.collections.as_deref().unwrap_or_default()
+                ))))
             }
             // A token scoped to collections replicates within what it reads, and says so.
             SessionKind::Peer

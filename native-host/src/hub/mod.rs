@@ -151,6 +151,8 @@ pub struct HubConfig {
     pub collect: bool,
     /// Drop a peer gone this long from the horizon's table (`REPLICA_EXPIRY_MS`).
     pub expiry_ms: Option<u64>,
+    /// The collections every space replicates from upstream (`SYNC_COLLECTIONS`).
+    pub collections: Option<Vec<String>>,
     /// The connections' outbound queues (`OUT_QUEUE_MB`, `OUT_QUEUE_TOTAL_MB`): `/metrics`
     /// shows the bytes queued.
     pub out_queues: Arc<Budget>,
@@ -303,5 +305,6 @@ fn engine_config(cfg: &HubConfig, space: &str) -> EngineConfig {
     c.root = cfg.link_spaces.is_none();
     c.collect = cfg.collect;
     c.expiry_ms = cfg.expiry_ms;
+    c.collections = cfg.collections.clone();
     c
 }

@@ -112,6 +112,7 @@ impl Hub {
                             last_ms: l.pull_last_ms,
                         },
                         event_pushes: l.event_pushes,
+                        collections: s.engine.config().collections.clone(),
                     }
                 });
                 let cache = r.cache_bytes();

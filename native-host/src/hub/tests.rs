@@ -28,6 +28,7 @@ fn config(db_path: &str) -> HubConfig {
         cache_bytes: 1 << 20,
         collect: false,
         expiry_ms: None,
+        collections: None,
         out_queues: crate::out_queue::Budget::new(1 << 20, 1 << 24),
         in_queues: crate::in_queue::Budget::new(1 << 20, 1 << 24),
     }
