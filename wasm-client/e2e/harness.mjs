@@ -69,10 +69,11 @@ function cleanEnv(extra = {}) {
   return { ...env, ...extra };
 }
 
-export function mintToken(dir, space, rights = "admin") {
+export function mintToken(dir, space, rights = "admin", collections = null) {
+  const scope = collections ? ["--collections", collections] : [];
   return execFileSync(
     bridgeBin(),
-    ["token", "create", "--space", space, "--rights", rights, "--ttl", "1h"],
+    ["token", "create", "--space", space, "--rights", rights, "--ttl", "1h", ...scope],
     { cwd: dir, env: cleanEnv({ BRIDGE_SECRET: SECRET }) },
   )
     .toString()

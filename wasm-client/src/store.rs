@@ -87,6 +87,13 @@ pub enum StoreError {
          (DevTools → Application → IndexedDB) and let it sync again"
     )]
     Corrupt { what: String, why: String },
+    /// `open({ collections })` names other collections than the store was created with.
+    #[error(
+        "this store replicates {stored}, and open() asked for {wanted}: a store keeps its \
+         collections for life (changing them is not built yet); open it with the same \
+         `collections`, or open another `db` for the new ones"
+    )]
+    Collections { stored: String, wanted: String },
 }
 
 impl From<idb::Error> for StoreError {
@@ -232,14 +239,51 @@ impl IdbStore {
 
     /// This store's replica id: read back, or drawn with `random` and stored on first use
     /// (in one transaction, so two racing opens cannot both create one).
-    pub async fn replica_id(&self, random: impl Fn() -> Option<u64>) -> Result<ReplicaId> {
+    /// The store's replica id, drawn with `random` and stored when the store is new, with
+    /// the `collections` it replicates (`None`: the whole space). An existing store keeps
+    /// the collections it was created with: others are refused (its vector is complete for
+    /// those only). A store from before collections replicates the whole space.
+    pub async fn replica_id(
+        &self,
+        random: impl Fn() -> Option<u64>,
+        collections: Option<&[String]>,
+    ) -> Result<ReplicaId> {
         let tx = self.db.transaction(&[META], TransactionMode::ReadWrite)?;
         let meta = tx.object_store(META)?;
         let found = meta.get(JsValue::from_str("replica"))?.await?;
+        let shown = |c: Option<&[String]>| match c {
+            Some(c) => format!("[{}]", c.join(", ")),
+            None => "the whole space".to_owned(),
+        };
         let id = match found.and_then(|v| v.as_string()) {
-            Some(s) => s
-                .parse::<ReplicaId>()
-                .map_err(|e| corrupt("replica id", e))?,
+            Some(s) => {
+                let id = s
+                    .parse::<ReplicaId>()
+                    .map_err(|e| corrupt("replica id", e))?;
+                // An array of strings (no JSON: the package links no JSON reader for it).
+                let stored = meta.get(JsValue::from_str("collections"))?.await?;
+                let stored: Option<Vec<String>> = match stored {
+                    Some(v) => {
+                        let a = v
+                            .dyn_ref::<js_sys::Array>()
+                            .ok_or_else(|| corrupt("collections", "not an array"))?;
+                        let list = a
+                            .iter()
+                            .map(|p| p.as_string())
+                            .collect::<Option<Vec<String>>>()
+                            .ok_or_else(|| corrupt("collections", "not strings"))?;
+                        Some(list)
+                    }
+                    None => None,
+                };
+                if stored.as_deref() != collections {
+                    return Err(StoreError::Collections {
+                        stored: shown(stored.as_deref()),
+                        wanted: shown(collections),
+                    });
+                }
+                id
+            }
             None => {
                 let r = random()
                     .ok_or_else(|| StoreError::Unavailable("crypto.getRandomValues".into()))?;
@@ -248,6 +292,10 @@ impl IdbStore {
                     &JsValue::from_str(&id.to_string()),
                     Some(&JsValue::from_str("replica")),
                 )?;
+                if let Some(c) = collections {
+                    let a: js_sys::Array = c.iter().map(|p| JsValue::from_str(p)).collect();
+                    meta.put(&a, Some(&JsValue::from_str("collections")))?;
+                }
                 id
             }
         };

@@ -203,10 +203,38 @@ async fn fetch_missed(store: &IdbStore, scratch: &Prefetched) -> bool {
 }
 
 #[wasm_bindgen_test]
+async fn a_store_keeps_the_collections_it_was_created_with() {
+    let name = unique("collections");
+    let notes = vec!["notes".to_string()];
+    let store = IdbStore::open(&name).await.unwrap();
+    let id = store.replica_id(|| Some(5), Some(&notes)).await.unwrap();
+    store.close();
+    let store = IdbStore::open(&name).await.unwrap();
+    assert_eq!(
+        store.replica_id(|| Some(6), Some(&notes)).await.unwrap(),
+        id
+    );
+    for other in [None, Some(vec!["notes".to_string(), "todo".to_string()])] {
+        let err = store
+            .replica_id(|| Some(6), other.as_deref())
+            .await
+            .expect_err("other collections");
+        assert!(err.to_string().contains("keeps its"), "{err}");
+    }
+    store.close();
+    // A store created for the whole space stays so.
+    let name = unique("whole");
+    let store = IdbStore::open(&name).await.unwrap();
+    store.replica_id(|| Some(8), None).await.unwrap();
+    assert!(store.replica_id(|| Some(8), Some(&notes)).await.is_err());
+    store.close();
+}
+
+#[wasm_bindgen_test]
 async fn store_restores_an_engine_batch_exactly() {
     let name = unique("store");
     let mut store = IdbStore::open(&name).await.unwrap();
-    let id = store.replica_id(|| Some(42)).await.unwrap();
+    let id = store.replica_id(|| Some(42), None).await.unwrap();
     assert_eq!(id, ReplicaId(42));
     let mut cfg = EngineConfig::new(id, Tier::Local, "s");
     cfg.seed_default_policy = false;
@@ -230,7 +258,7 @@ async fn store_restores_an_engine_batch_exactly() {
 
     let mut store = IdbStore::open(&name).await.unwrap();
     assert_eq!(
-        store.replica_id(|| Some(7)).await.unwrap(),
+        store.replica_id(|| Some(7), None).await.unwrap(),
         id,
         "kept, not redrawn"
     );
@@ -276,7 +304,7 @@ async fn a_read_not_fetched_is_an_error_never_absent() {
     wait(b.put("notes".into(), "n1".into(), js(json!({"a": 1})))).await;
     wait(b.close()).await;
     let mut store = IdbStore::open(&name).await.unwrap();
-    let id = store.replica_id(|| None).await.unwrap();
+    let id = store.replica_id(|| None, None).await.unwrap();
     let (mut e, scratch) = engine_over(id, 0);
     store.load(&mut e).await.unwrap();
     let key = DocKey::new("notes", "n1");

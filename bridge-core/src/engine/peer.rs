@@ -281,7 +281,15 @@ impl Engine {
         session: SessionId,
         mut p: Push,
     ) -> Result<(), Fatal> {
-        self.need(session, Rights::Write)?;
+        // A token scoped to collections writes per collection (checked below, document by
+        // document); any other needs `write`.
+        if !self
+            .sessions
+            .get(&session)
+            .is_some_and(|s| s.grant.is_scoped())
+        {
+            self.need(session, Rights::Write)?;
+        }
         let Some(s) = self.sessions.get(&session) else {
             return Ok(());
         };

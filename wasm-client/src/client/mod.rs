@@ -67,6 +67,7 @@ struct OpenOptions {
     db: Option<String>,
     heartbeat_ms: Option<u32>,
     cache_bytes: Option<usize>,
+    collections: Option<Vec<String>>,
 }
 
 impl OpenOptions {
@@ -99,6 +100,26 @@ impl OpenOptions {
                 _ => Err(format!("`{k}` must be a whole number of {what}")),
             }
         };
+        let collections = {
+            let x = get("collections");
+            if absent(&x) {
+                None
+            } else {
+                let arr = x
+                    .dyn_ref::<js_sys::Array>()
+                    .ok_or("`collections` must be an array of collection patterns")?;
+                let list: Vec<String> = arr
+                    .iter()
+                    .map(|p| p.as_string().ok_or("`collections` must hold strings"))
+                    .collect::<Result<_, _>>()?;
+                if list.is_empty() {
+                    return Err("`collections` must name at least one collection pattern".into());
+                }
+                bridge_core::auth::check_patterns(list.iter().map(String::as_str))
+                    .map_err(|e| format!("`collections`: {e}"))?;
+                Some(list)
+            }
+        };
         let heartbeat_ms = whole("heartbeatMs", "milliseconds")?;
         let cache_bytes = whole("cacheBytes", "bytes")?.map(|n| n as usize);
         Ok(OpenOptions {
@@ -109,6 +130,7 @@ impl OpenOptions {
             db: text("db")?,
             heartbeat_ms,
             cache_bytes,
+            collections,
         })
     }
 }
@@ -237,14 +259,18 @@ async fn open_store(
 ) -> Result<(Engine, Prefetched, IdbStore, Loaded), JsValue> {
     let mut store = IdbStore::open(db_name).await.map_err(js_err)?;
     let replica = store
-        .replica_id(|| js::random_u64().ok())
+        .replica_id(|| js::random_u64().ok(), opts.collections.as_deref())
         .await
-        .map_err(js_err)?;
+        .map_err(|e| match e {
+            crate::store::StoreError::Collections { .. } => coded("bad_request", &e.to_string()),
+            e => js_err(e),
+        })?;
     let mut cfg = EngineConfig::new(replica, Tier::Local, opts.space.clone());
     cfg.name = opts.name.clone().unwrap_or_default();
     // A browser joins spaces; the hosts that serve them seed their default policy.
     cfg.seed_default_policy = false;
     cfg.cache_bytes = opts.cache_bytes.unwrap_or(CACHE_BYTES);
+    cfg.collections = opts.collections.clone();
     let (mut engine, scratch) = new_engine(cfg);
     let loaded = store.load(&mut engine).await.map_err(js_err)?;
     if leader {

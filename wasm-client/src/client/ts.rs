@@ -20,6 +20,8 @@ export interface OpenOptions {
   heartbeatMs?: number;
   /** Budget of the in-memory cache of document states, in bytes (default 33554432, 32 MiB). Documents live in IndexedDB; only this many bytes of them are kept in memory (`stats().cacheBytes`). */
   cacheBytes?: number;
+  /** The collections this store replicates (patterns: a name, or a prefix ending in `*`); default: the whole space. Only their documents come down; writes to others still go up (their documents show the store's own writes only). Fixed when the store is created: opening it with other collections fails with `bad_request`. */
+  collections?: string[];
 }
 export interface Stamp { wall: number; counter: number; replica: string }
 export interface Dot { replica: string; counter: number }
