@@ -4,6 +4,7 @@
 //! CARGO_TARGET_DIR=target cargo build --release -p native-host -p tests --bin bench_host
 //! target/release/bench_host            # all; or name some: writes latency sync fanout slow replay
 //! BENCH_DOCS=1000000 target/release/bench_host large   # by hand only: never in the default set
+//! BENCH_DOCS=1000000 target/release/bench_host partial-sync   # by hand only, likewise
 //! ```
 //!
 //! Uses the release `sacred-bridge` next to this binary (or `SACRED_BRIDGE_BIN`). Prints one
@@ -591,6 +592,83 @@ fn large_sync() {
     );
 }
 
+/// Issue 12's partial sync: BENCH_DOCS documents of the large shape spread over 100
+/// collections (`c00`..`c99`, one document in 100 each) imported into a cloud-mode host; then
+/// a hybrid host with `SYNC_COLLECTIONS=c07` starts and syncs that one collection (BENCH_DOCS
+/// / 100 documents): the time from its start until it holds them, and the bytes on the wire
+/// against the subset's NDJSON.
+fn partial_sync() {
+    use std::io::Write;
+    let n = tests::bench_docs();
+    let cloud_dir = TempDir::new("bench-psync-cloud");
+    let local_dir = TempDir::new("bench-psync-local");
+    let file = cloud_dir.0.join("docs.ndjson");
+    let mut subset_bytes = 0u64;
+    let mut subset = 0u64;
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&file).expect("create"));
+        for i in 0..n {
+            let c = format!("c{:02}", i % 100);
+            let line = serde_json::json!({"collection": c, "id": format!("d{i:07}"),
+                "value": {"title": format!("Item number {i}"), "done": i % 2 == 0, "tags": ["a", "b"], "n": i}})
+            .to_string();
+            if c == "c07" {
+                subset += 1;
+                subset_bytes += line.len() as u64 + 1;
+            }
+            writeln!(w, "{line}").expect("write");
+        }
+    }
+    let cloud = Host::start(
+        &cloud_dir.0,
+        "cloud",
+        &[("BRIDGE_SECRET", SECRET), ("METRICS_TOKEN", METRICS_TOKEN)],
+    );
+    let token = mint_token(&cloud_dir.0, SECRET, "big", "admin", "1h");
+    let api = format!("http://127.0.0.1:{}", cloud.api_port);
+    let t = Instant::now();
+    tests::import(&cloud_dir.0, &file, "big", &api, Some(&token));
+    println!(
+        "partial sync: import of {n} documents in 100 collections into the cloud host took {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let mtok = Some(METRICS_TOKEN);
+    let out0 = metric(cloud.api_port, mtok, "ws_bytes_out_total");
+    let in0 = metric(cloud.api_port, mtok, "ws_bytes_in_total");
+    let url = format!("ws://127.0.0.1:{}", cloud.ws_port);
+    let cloud_cpu0 = cpu_secs(cloud.child.id());
+    let t = Instant::now();
+    let local = Host::start(
+        &local_dir.0,
+        "hybrid",
+        &[
+            ("CLOUD_WS_URL", url.as_str()),
+            ("CLOUD_PROJECT_ID", "big"),
+            ("BRIDGE_TOKEN", token.as_str()),
+            ("SYNC_COLLECTIONS", "c07"),
+        ],
+    );
+    // The subset and `_config/space`.
+    while engine_docs(local.api_port, None, "big") < subset + 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(1800),
+            "the partial sync did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let cloud_cpu = cpu_secs(cloud.child.id()) - cloud_cpu0;
+    let bytes = metric(cloud.api_port, mtok, "ws_bytes_out_total") - out0
+        + metric(cloud.api_port, mtok, "ws_bytes_in_total")
+        - in0;
+    println!(
+        "partial sync: {subset} documents of 1 collection out of {n} (process start included, polled every 20 ms): {secs:.2} s; {:.2} MB on the wire, {:.2}x the subset's NDJSON ({:.2} MB); cloud CPU {cloud_cpu:.2} s",
+        bytes as f64 / 1e6,
+        bytes as f64 / subset_bytes as f64,
+        subset_bytes as f64 / 1e6,
+    );
+}
+
 /// Issue 10's large figures on the native host: BENCH_DOCS documents (default 1,000,000)
 /// shaped `{"title":"Item number i","done":bool,"tags":["a","b"],"n":i}`, imported with
 /// `sacred-bridge import` into a local host on its defaults; RSS during the import, while
@@ -835,6 +913,9 @@ fn main() {
     }
     if which.iter().any(|w| w == "large-sync") {
         large_sync();
+    }
+    if which.iter().any(|w| w == "partial-sync") {
+        partial_sync();
     }
     if on("slow") {
         rt.block_on(slow());
