@@ -200,11 +200,20 @@ fn within(inner: &str, outer: &str) -> bool {
     }
 }
 
+/// The most collection patterns a token or a subscription may name (every document a
+/// server walks is matched against them).
+pub const MAX_PATTERNS: usize = 64;
+
 /// Checks a list of collection patterns (a token's, a subscription's): each a collection
 /// name or a prefix ending in `*`, the name part a valid name and not reserved (`_config`
 /// follows the token's own rights, and every replica holds it).
 pub fn check_patterns<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<()> {
-    for pattern in patterns {
+    for (i, pattern) in patterns.into_iter().enumerate() {
+        if i >= MAX_PATTERNS {
+            return Err(Error::Malformed(format!(
+                "more than {MAX_PATTERNS} collection patterns; use prefixes ending in `*`"
+            )));
+        }
         let name = pattern.strip_suffix('*').unwrap_or(pattern);
         if pattern.is_empty() {
             return Err(Error::BadName {

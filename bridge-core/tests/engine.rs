@@ -1457,7 +1457,8 @@ fn a_push_is_read_against_the_horizon_its_sender_brings() {
 /// documents, and `_config`'s policy of those; its vector rises past the others all the
 /// same. A write of its to a collection it does not hold goes up, and is concurrent there
 /// with what it never saw: the server does not read it against that vector (it would drop
-/// the root's own write as superseded). It serves replicas of part of its part only.
+/// the root's own write as superseded). It serves replicas of part of its part only, and
+/// syncs with the server it began with only.
 #[test]
 fn a_partial_replica_holds_its_collections_and_its_blind_writes_lose_nothing() {
     let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
@@ -1541,4 +1542,15 @@ fn a_partial_replica_holds_its_collections_and_its_blind_writes_lose_nothing() {
         Some(json!({"t": 1}))
     );
     assert_eq!(net.nodes[3].replica().get(&todo).expect("read"), None);
+    // It syncs with the server it began with only: its vector passes writes of `todo`
+    // that only that server holds, and another server would take them as sent.
+    assert_eq!(
+        net.nodes[1].replica().stability().upstream,
+        Some(ReplicaId(1))
+    );
+    net.nodes.push(engine(5, Tier::Cloud));
+    net.link(1, 4, None, Wire::Json);
+    let closes = net.pump();
+    assert!(closes.contains(&ErrorCode::Protocol), "{closes:?}");
+    assert!(!net.nodes[4].replica().vector().contains(root_write));
 }

@@ -1179,6 +1179,7 @@ mod tests {
             }],
             resync: Vec::new(),
             resync_horizon: VersionVector::new(),
+            upstream: Some(ReplicaId(0xc1)),
         };
         {
             let mut s = Store::open(&path).expect("open");

@@ -10,6 +10,8 @@
 //! | `meta` | `"replica"` | replica id (hex text) |
 //! | `meta` | `"space"` | `[pull frame with the vector, hello frame with messages seen, clock wall, clock counter]` |
 //! | `meta` | `"cloud"` | `[highest own counter a cloud acknowledged, when]` |
+//! | `meta` | `"collections"` | the collection patterns a partial store replicates (an array of strings; absent: the whole space), fixed when the store is created |
+//! | `meta` | `"upstream"` | a partial store's server (replica id, hex text), fixed at its first `welcome`, written with the batch of its first pushes |
 //! | `meta` | `"layout"` | `2` while document records of schema 2 (a bare byte array) are still to be rewritten (schema 3's upgrade sets it; `open` rewrites them and deletes it) |
 //! | `meta` | `"requests"` | the newest done requests with an idempotency key (forwarded tab calls): `[[origin, id, dot replica hex or null, dot counter], …]` |
 //! | `damaged` | `[store, key]` | `[the record, why it could not be read]`: records set aside at open |
@@ -304,6 +306,23 @@ impl IdbStore {
             return Err(StoreError::Aborted("storing the replica id"));
         }
         Ok(id)
+    }
+
+    /// The server a partial store syncs with, once it had one (`EngineConfig::upstream`).
+    pub async fn upstream(&self) -> Result<Option<ReplicaId>> {
+        let tx = self.db.transaction(&[META], TransactionMode::ReadOnly)?;
+        let found = tx
+            .object_store(META)?
+            .get(JsValue::from_str("upstream"))?
+            .await?;
+        tx.await?;
+        match found.and_then(|v| v.as_string()) {
+            Some(s) => s
+                .parse::<ReplicaId>()
+                .map(Some)
+                .map_err(|e| corrupt("upstream", e)),
+            None => Ok(None),
+        }
     }
 
     /// Restores the metadata, the `_config` documents and the retained messages into a
@@ -789,6 +808,14 @@ impl IdbStore {
                 for offset in retention.trim(channel, *keep) {
                     msgs.delete(JsValue::from_f64(offset as f64))?;
                 }
+            }
+            // A partial store's server, in the transaction of the batch that takes its
+            // first pushes (the rest of the stability record is not kept here).
+            if let Some(up) = b.stability.as_ref().and_then(|s| s.upstream) {
+                meta.put(
+                    &JsValue::from_str(&up.to_string()),
+                    Some(&JsValue::from_str("upstream")),
+                )?;
             }
         }
         meta.put(

@@ -231,6 +231,37 @@ async fn a_store_keeps_the_collections_it_was_created_with() {
 }
 
 #[wasm_bindgen_test]
+async fn a_partial_store_keeps_its_server_with_the_batch_of_its_welcome() {
+    let name = unique("upstream");
+    let mut store = IdbStore::open(&name).await.unwrap();
+    assert_eq!(store.upstream().await.unwrap(), None);
+    let mut cfg = EngineConfig::new(ReplicaId(3), Tier::Local, "s");
+    cfg.collections = Some(vec!["notes".into()]);
+    let mut e = Engine::new(cfg);
+    let link = e.connect(0, None, "up");
+    e.handle_frame(
+        0,
+        link,
+        Frame::Welcome(bridge_core::frame::Welcome {
+            space: "s".into(),
+            replica: ReplicaId(9),
+            tier: Tier::Cloud,
+            vector: VersionVector::new(),
+            messages: VersionVector::new(),
+            session: 1,
+            rights: None,
+            resync: None,
+        }),
+    );
+    let batch = e.poll_persist().expect("the pin is a batch");
+    store.write(std::slice::from_ref(&batch)).await.unwrap();
+    store.close();
+    let store = IdbStore::open(&name).await.unwrap();
+    assert_eq!(store.upstream().await.unwrap(), Some(ReplicaId(9)));
+    store.close();
+}
+
+#[wasm_bindgen_test]
 async fn store_restores_an_engine_batch_exactly() {
     let name = unique("store");
     let mut store = IdbStore::open(&name).await.unwrap();

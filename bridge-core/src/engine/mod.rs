@@ -172,6 +172,12 @@ pub struct EngineConfig {
     /// only (ARCHITECTURE.md, "Partial replication"). A replica with a subscription serves
     /// only peers whose own `collections` lie within these.
     pub collections: Option<Vec<String>>,
+    /// With `collections`: the server this replica syncs with (its replica id), once it has
+    /// had one (`Event::Welcomed` says which; the host stores it and gives it back here).
+    /// A partial replica's vector passes writes of other collections it never held, which
+    /// only the server it got them from holds: so it syncs with that server alone, and a
+    /// `welcome` from another is refused (`protocol`, closed).
+    pub upstream: Option<ReplicaId>,
 }
 
 /// Pages of dead documents collection looks at per [`Engine::poll_persist`].
@@ -212,6 +218,7 @@ impl EngineConfig {
             collect: false,
             expiry_ms: None,
             collections: None,
+            upstream: None,
         }
     }
 }

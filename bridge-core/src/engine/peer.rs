@@ -7,7 +7,7 @@ use super::{Engine, Event, Fatal, Gated, PeerLink, Phase, Transmit, PUSH_BYTES};
 #[cfg(feature = "tokens")]
 use crate::auth;
 use crate::auth::{Grant, Rights};
-use crate::frame::{Ack, Frame, Hello, Push, SessionKind, Welcome};
+use crate::frame::{Ack, DocEntry, Frame, Hello, Push, SessionKind, Welcome};
 use crate::message::Message;
 use crate::replica::CONFIG_COLLECTION;
 use crate::{check_name, Error, ReplicaId, SessionId, Tier, VersionVector};
@@ -165,6 +165,22 @@ impl Engine {
                 got: w.space,
             }));
         }
+        if self.cfg.collections.is_some() {
+            let pinned = self.cfg.upstream.or(self.replica.stability().upstream);
+            match pinned {
+                Some(pinned) if pinned != w.replica => {
+                    return Err(Fatal(Error::Protocol(format!(
+                        "this store replicates part of the space from server {pinned}, and {} answered: a partial store syncs with the server it began with only (its vector passes writes of other collections that only that server holds); open a new store to sync with another",
+                        w.replica
+                    ))))
+                }
+                Some(_) => {}
+                None => {
+                    self.cfg.upstream = Some(w.replica);
+                    self.replica.stability_mut().upstream = Some(w.replica);
+                }
+            }
+        }
         let Some(s) = self.sessions.get_mut(&session) else {
             return Ok(());
         };
@@ -312,15 +328,25 @@ impl Engine {
         } else {
             Vec::new()
         };
-        // A token scoped to collections writes only where it may.
-        if let Some(d) = p.docs.iter().find(|d| {
-            d.collection != CONFIG_COLLECTION
-                && s.grant.on(&d.collection).is_none_or(|r| r < Rights::Write)
-        }) {
+        // A token scoped to collections writes only where it may: `write` on a document's
+        // collection, `admin` on the collection of a policy (`_config/collection:<name>`)
+        // and in its own rights for the rest of `_config`.
+        let needs = |d: &DocEntry| match d.collection == CONFIG_COLLECTION {
+            true => Rights::Admin,
+            false => Rights::Write,
+        };
+        let scope = |d: &DocEntry| {
+            crate::request::read_scope(&crate::DocKey::new(&d.collection, &d.id)).to_owned()
+        };
+        if let Some(d) = p
+            .docs
+            .iter()
+            .find(|d| s.grant.is_scoped() && s.grant.on(&scope(d)).is_none_or(|r| r < needs(d)))
+        {
             return Err(Fatal(Error::ForbiddenCollection {
-                collection: d.collection.chars().take(64).collect(),
-                has: s.grant.on(&d.collection).map_or("nothing", Rights::as_str),
-                needs: "write (the push changes it)",
+                collection: scope(d).chars().take(64).collect(),
+                has: s.grant.on(&scope(d)).map_or("nothing", Rights::as_str),
+                needs: needs(d).as_str(),
             }));
         }
         // The trust rule, for every push from every session, before anything changes.

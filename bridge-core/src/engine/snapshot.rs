@@ -63,7 +63,14 @@ enum SnapPhase {
 struct PeerSnapshot {
     replica: ReplicaId,
     tier: Tier,
-    known: VersionVector,
+    /// What the peer holds, for a peer of the whole space.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    known: Option<VersionVector>,
+    /// The same for a partial peer (`filter`), in its place: an engine older than partial
+    /// replication finds no `known` and restores nothing, rather than a link that would send
+    /// the peer everything and read its writes elsewhere against its vector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    known_partial: Option<VersionVector>,
     msg_known: VersionVector,
     next_seq: u64,
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
@@ -127,7 +134,8 @@ impl Engine {
             peer: s.peer.as_ref().map(|p| PeerSnapshot {
                 replica: p.replica,
                 tier: p.tier,
-                known: p.known.clone(),
+                known: p.filter.is_none().then(|| p.known.clone()),
+                known_partial: p.filter.is_some().then(|| p.known.clone()),
                 msg_known: p.msg_known.clone(),
                 next_seq: p.next_seq,
                 unacked: p.unacked.clone(),
@@ -175,7 +183,7 @@ impl Engine {
             peer: snap.peer.map(|p| PeerLink {
                 replica: p.replica,
                 tier: p.tier,
-                known: p.known,
+                known: p.known.or(p.known_partial).unwrap_or_default(),
                 msg_known: p.msg_known,
                 next_seq: p.next_seq,
                 unacked: p.unacked,
@@ -396,6 +404,39 @@ mod tests {
         // The pending handshake keeps its deadline from its accept time; new ids go above.
         assert_eq!(e.poll_timeout(), Some(120 + cfg.hello_timeout_ms));
         assert!(e.accept(300) > pending);
+    }
+
+    #[test]
+    fn a_partial_peer_keeps_its_filter_and_an_older_engine_restores_nothing_of_it() {
+        let cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, "s");
+        let mut disk = Disk::default();
+        let mut cloud = disk.boot(&cfg);
+        let mut part = EngineConfig::new(ReplicaId(2), Tier::Local, "s");
+        part.collections = Some(vec!["notes".into()]);
+        let mut local = Engine::new(part);
+        let mut local_disk = Disk::default();
+        let up = local.connect(0, None, "up");
+        let down = cloud.accept(0);
+        for f in frames(flush(&mut local, &mut local_disk), up) {
+            cloud.handle_frame(1, down, f);
+        }
+        flush(&mut cloud, &mut disk);
+        let snap = round_trip(cloud.session_snapshot(down).unwrap());
+        let text = serde_json::to_string(&snap).unwrap();
+        assert!(
+            text.contains("\"known_partial\"") && !text.contains("\"known\""),
+            "{text}"
+        );
+        assert!(text.contains("\"filter\":[\"notes\"]"), "{text}");
+        // An engine that predates partial replication needs `known`: it fails to read the
+        // snapshot (the peer reconnects) instead of restoring a link without its filter.
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct OldPeer {
+            known: VersionVector,
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(serde_json::from_value::<OldPeer>(v["peer"].clone()).is_err());
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub struct Stability {
     /// replica dropped then may lie above its own horizon.
     #[serde(default, skip_serializing_if = "VersionVector::is_empty")]
     pub resync_horizon: VersionVector,
+    /// A replica of part of the space (`EngineConfig::collections`): the server it syncs
+    /// with, fixed at its first `welcome` and stored with the batch that takes the server's
+    /// first pushes (`EngineConfig::upstream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<ReplicaId>,
 }
 
 impl Stability {

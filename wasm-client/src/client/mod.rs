@@ -271,6 +271,9 @@ async fn open_store(
     cfg.seed_default_policy = false;
     cfg.cache_bytes = opts.cache_bytes.unwrap_or(CACHE_BYTES);
     cfg.collections = opts.collections.clone();
+    if cfg.collections.is_some() {
+        cfg.upstream = store.upstream().await.map_err(js_err)?;
+    }
     let (mut engine, scratch) = new_engine(cfg);
     let loaded = store.load(&mut engine).await.map_err(js_err)?;
     if leader {
