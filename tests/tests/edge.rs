@@ -535,6 +535,41 @@ async fn a_hybrid_native_host_syncs_with_the_worker_both_ways() {
     tests::wait_horizon_at_cursor(local.api_port, None, "proj", 2);
 }
 
+/// A hybrid host with `SYNC_COLLECTIONS` linked to the worker: only those collections come
+/// down from the Durable Object, and its writes to others go up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs wrangler + the wasm bundle: scripts/test.sh runs it"]
+async fn a_hybrid_host_with_sync_collections_links_a_subset_with_the_worker() {
+    let _one = serial().await;
+    let Linked {
+        edge, local, token, ..
+    } = linked(&[("SYNC_COLLECTIONS", "notes*")]);
+    let tok = Some(token.as_str());
+    for path in ["users/u1", "notes/n1"] {
+        let url = format!("/v1/spaces/proj/docs/{path}");
+        let (s, v) = http(edge.port, "PUT", &url, Some("{}"), tok);
+        assert_eq!(s, 200, "{v}");
+    }
+    // `users/u1` was written first: it is not there when `notes/n1` is.
+    eventually(
+        local.api_port,
+        "/v1/spaces/proj/docs/notes/n1",
+        None,
+        |s, _| s == 200,
+    );
+    let (s, _) = local.http("GET", "/v1/spaces/proj/docs/users/u1", None);
+    assert_eq!(s, 404);
+    let (s, v) = local.http(
+        "PUT",
+        "/v1/spaces/proj/docs/users/u2",
+        Some(r#"{"by":"local"}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    eventually(edge.port, "/v1/spaces/proj/docs/users/u2", tok, |s, v| {
+        s == 200 && v["value"]["by"] == "local"
+    });
+}
+
 /// Write → other client round trips on `url`: p50, p99, max over `runs` after a warm-up.
 async fn round_trips(url: &str, space: &str, tok: &str, runs: usize) -> [Duration; 3] {
     let (mut a, _) = Agent::hello(url, space, Some(tok)).await;
