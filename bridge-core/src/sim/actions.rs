@@ -48,6 +48,14 @@ impl<C: Choices> World<'_, C> {
         }
         let op = self.random_op();
         let is_delete = op == WriteOp::Delete;
+        if self.nodes[n]
+            .cfg
+            .collections
+            .as_deref()
+            .is_some_and(|f| !crate::auth::subscribed(f, &key))
+        {
+            self.report.blind_writes += 1;
+        }
         let now = self.now(n);
         let request = Request::Write {
             key: key.clone(),

@@ -198,6 +198,8 @@ pub struct Report {
     pub resyncs: usize,
     /// Documents of their collections that partial replicas hold at the end.
     pub partial_docs: usize,
+    /// Writes partial replicas made to documents of other collections (blind writes).
+    pub blind_writes: usize,
 }
 
 /// A run that broke an invariant (or hit an engine error): where, and what.
