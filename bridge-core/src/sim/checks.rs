@@ -53,6 +53,18 @@ impl<C: Choices> World<'_, C> {
                     .collect();
                 if down.is_empty() {
                     self.report.heal_rounds += round;
+                    if std::env::var("SIM_DEBUG").is_ok() {
+                        for (i, l) in self.links.iter().enumerate() {
+                            if let End::Node(c) = l.client {
+                                eprintln!(
+                                    "settled link {i}: node {c} -> {}: {:?}; server side {:?}",
+                                    l.server,
+                                    self.nodes[c].engine.peer_status(l.client_sid),
+                                    self.nodes[l.server].engine.peer_status(l.server_sid)
+                                );
+                            }
+                        }
+                    }
                     return Ok(());
                 }
                 for l in down {
@@ -74,6 +86,39 @@ impl<C: Choices> World<'_, C> {
             }
             self.step_faulty()?;
             self.step += 1;
+            if let Ok(k) = std::env::var("SIM_TRACE_KEY") {
+                let (c, id) = k.split_once('/').unwrap_or_default();
+                let key = DocKey::new(c, id);
+                for n in 0..self.nodes.len() {
+                    let st = self.nodes[n].engine.replica().state(&key).ok().flatten();
+                    let now = format!("{st:?}");
+                    let was = self.traced.insert(n, now.clone());
+                    if was.as_deref() != Some(now.as_str()) {
+                        let short = st.map(|s| {
+                            let sib: Vec<String> = s
+                                .siblings
+                                .iter()
+                                .map(|x| {
+                                    format!(
+                                        "{}:{}{}",
+                                        x.dot.replica.0.wrapping_sub(0x100),
+                                        x.dot.counter,
+                                        if x.body.is_none() { "T" } else { "" }
+                                    )
+                                })
+                                .collect();
+                            format!(
+                                "{sib:?} ctx {:?}",
+                                s.context
+                                    .iter()
+                                    .map(|(r, c)| (r.0.wrapping_sub(0x100), c))
+                                    .collect::<Vec<_>>()
+                            )
+                        });
+                        eprintln!("step {} node {n}: {short:?}", self.step);
+                    }
+                }
+            }
             // The core's own accounting: a stored replica's cache never exceeds its budget.
             for (n, node) in self.nodes.iter().enumerate() {
                 let (used, budget) = node.engine.replica().cache_bytes();
@@ -160,6 +205,28 @@ impl<C: Choices> World<'_, C> {
             // everywhere may be gone from one and not yet from another, and a collected
             // document's context is gone with it. What must agree is every document that is
             // not deleted, sibling for sibling.
+            if &live(docs) != live0 && std::env::var("SIM_DEBUG").is_ok() {
+                for (i, nd) in self.nodes.iter().enumerate() {
+                    eprintln!(
+                        "node {i}: collections {:?} upstream {:?} vv {:?}",
+                        nd.cfg.collections,
+                        nd.engine.replica().stability().upstream,
+                        nd.disk.vector
+                    );
+                }
+                for (i, l) in self.links.iter().enumerate() {
+                    let st = match l.client {
+                        End::Node(c) => {
+                            format!("{:?}", self.nodes[c].engine.peer_status(l.client_sid))
+                        }
+                        _ => String::new(),
+                    };
+                    eprintln!(
+                        "link {i}: {:?} -> {} rights {:?} scope {:?} up {} {st}",
+                        l.client, l.server, l.rights, l.scope, l.up
+                    );
+                }
+            }
             if &live(docs) != live0 {
                 let diff = live0
                     .keys()

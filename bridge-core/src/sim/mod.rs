@@ -393,6 +393,8 @@ struct World<'c, C: Choices> {
     local_reqs: BTreeMap<(usize, u64), DocKey>,
     report: Report,
     attacks: usize,
+    /// `SIM_TRACE_KEY` (debugging): each node's last state of that document, shown.
+    traced: BTreeMap<usize, String>,
 }
 
 /// Runs one seeded scenario with the default configuration.
@@ -499,6 +501,7 @@ impl<'c, C: Choices> World<'c, C> {
             local_reqs: BTreeMap::new(),
             report: Report::default(),
             attacks: 0,
+            traced: BTreeMap::new(),
         };
         // node 1 (hybrid) links up to the relay; clients link to node 0 or 1.
         w.add_link(End::Node(1), 0, Rights::Admin, None);
@@ -718,7 +721,13 @@ impl<'c, C: Choices> World<'c, C> {
                 }
                 Wire::Frame(self.links[l].encode(&frame))
             }
-            Transmit::Close { .. } => {
+            Transmit::Close { code, reason, .. } => {
+                if std::env::var("SIM_DEBUG").is_ok() {
+                    eprintln!(
+                        "step {}: node {n} closes link {l}: {code:?} {reason}",
+                        self.step
+                    );
+                }
                 if matches!(self.links[l].client, End::Attacker(_)) {
                     self.report.attacks_refused += 1;
                 }
