@@ -91,12 +91,16 @@ impl DocState {
     /// there (superseded by a document it collected, or collected itself), so the peer's
     /// state counts as having seen it. Only the dots of such siblings are added to this
     /// state's context (they are in `local`'s already, so the join's context does not grow).
-    pub fn read_against(&mut self, local: &DocState, held: &VersionVector) {
+    /// Whether it counted any sibling as seen.
+    pub fn read_against(&mut self, local: &DocState, held: &VersionVector) -> bool {
+        let mut read = false;
         for s in &local.siblings {
             if held.contains(s.dot) && !self.context.contains(s.dot) && !self.has_dot(s.dot) {
                 self.context.raise(s.dot.replica, s.dot.counter);
+                read = true;
             }
         }
+        read
     }
 
     /// Whether a sibling with dot `d` is live in this state.

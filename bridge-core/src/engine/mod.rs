@@ -428,6 +428,11 @@ struct Replay {
 enum Gated {
     Frame(SessionId, Frame),
     Local(u64, Option<Dot>),
+    /// Our durable states of these documents, each context raised by the dots listed, to
+    /// send to the session once the batch holding the change is durable
+    /// ([`Engine::send_collected`]).
+    #[cfg(feature = "serve")]
+    States(SessionId, Vec<(DocKey, Vec<Dot>)>),
 }
 
 /// The sync state machine of one space at one store: a [`Replica`] and every session
@@ -825,10 +830,7 @@ impl Engine {
         if let Some(pos) = self.inflight_gates.iter().position(|(b, _)| *b == id) {
             let (_, gates) = self.inflight_gates.remove(pos).unwrap_or_default();
             for g in gates {
-                match g {
-                    Gated::Frame(s, f) => self.send(s, f),
-                    Gated::Local(req, dot) => self.events.push_back(Event::Acked { req, dot }),
-                }
+                self.release(g)?;
             }
         }
         // A change that cannot be read back is not announced; the others still are, and the
@@ -1112,11 +1114,21 @@ impl Engine {
         } else if let Some((_, last)) = self.inflight_gates.back_mut() {
             last.push(g);
         } else {
-            match g {
-                Gated::Frame(s, f) => self.send(s, f),
-                Gated::Local(req, dot) => self.events.push_back(Event::Acked { req, dot }),
-            }
+            // Nothing waits to be durable: released at once (an error reading a state shows
+            // at the next read; the peer resyncs or is answered again).
+            let _ = self.release(g);
         }
+    }
+
+    /// Sends what was held for durability.
+    fn release(&mut self, g: Gated) -> Result<()> {
+        match g {
+            Gated::Frame(s, f) => self.send(s, f),
+            Gated::Local(req, dot) => self.events.push_back(Event::Acked { req, dot }),
+            #[cfg(feature = "serve")]
+            Gated::States(s, docs) => self.send_collected(s, docs).map_err(|Fatal(e)| e)?,
+        }
+        Ok(())
     }
 
     fn send(&mut self, session: SessionId, frame: Frame) {

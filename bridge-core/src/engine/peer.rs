@@ -412,6 +412,8 @@ impl Engine {
         ));
         #[cfg(feature = "serve")]
         self.send_collected(session, gone)?;
+        #[cfg(feature = "serve")]
+        self.announce_drops(session)?;
         Ok(())
     }
 

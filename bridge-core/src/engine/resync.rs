@@ -297,11 +297,49 @@ impl Engine {
         Ok(())
     }
 
+    /// After a push: each state it changed by a drop alone (a sibling gone, nothing new:
+    /// [`crate::Replica::take_announced`]) goes to every open peer that may hold what was
+    /// dropped, the sender included, as the answer to an `inventory` page does. No delta
+    /// would carry it (it makes no write), and a peer that got the sibling from us before
+    /// would keep it for good (ARCHITECTURE.md, "Partial replication", the race of 10,000
+    /// seeds). Not to a link that may not relay, one resyncing, or a peer not yet tracked
+    /// durably. Released once the change is durable.
+    #[cfg(feature = "serve")]
+    pub(super) fn announce_drops(&mut self, sender: SessionId) -> Result<(), Fatal> {
+        let (keys, answer) = self.replica.take_announced();
+        if !answer.is_empty() {
+            let docs = answer.into_iter().map(|k| (k, Vec::new())).collect();
+            self.gate(super::Gated::States(sender, docs));
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let targets: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter_map(|(id, s)| {
+                let l = s.peer.as_ref()?;
+                let open = matches!(s.phase, super::Phase::Open)
+                    && !l.own_only
+                    && l.resync.is_none()
+                    && l.inventory.is_none()
+                    && (s.dialed || self.durably_tracked(l.replica));
+                open.then_some(*id)
+            })
+            .collect();
+        for session in targets {
+            let list = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+            self.gate(super::Gated::States(session, list));
+        }
+        Ok(())
+    }
+
     /// Sends `session` our state of each document of `gone` (empty when we hold none), its
     /// context covering the listed dots, which we hold no more (collected, or superseded):
     /// the peer's join drops them. In pushes as any other (at most `batch_docs` documents
     /// and about `PUSH_BYTES` each), acknowledged as pushes are. The one answer of a
-    /// resync's `inventory` and of a push that brought back what we collected.
+    /// resync's `inventory`, of a push that brought back what we collected, and of a push
+    /// that changed a state by a drop alone (`announce_drops`, released once durable).
     #[cfg(feature = "serve")]
     pub(super) fn send_collected(
         &mut self,
@@ -316,6 +354,7 @@ impl Engine {
             .get(&session)
             .and_then(|s| s.peer.as_ref())
             .and_then(|l| l.filter.clone());
+        let dialed = self.sessions.get(&session).is_some_and(|s| s.dialed);
         for (key, dots) in gone {
             // A document outside a partial peer's collections is not sent: only that those
             // dots are gone, so its own copy of them goes too.
@@ -324,14 +363,19 @@ impl Engine {
                 .is_some_and(|f| !crate::auth::subscribed(f, &key));
             let mut state = match outside {
                 true => DocState::default(),
+                // Durable only: a peer never gets a write of ours a crash could take back.
                 false => self
                     .replica
-                    .state(&key)?
+                    .durable_state(&key)?
                     .map(|s| DocState::clone(&s))
                     .unwrap_or_default(),
             };
             for d in dots {
                 state.context.raise(d.replica, d.counter);
+            }
+            // A server refuses a state with no sibling from a replica that dialed it.
+            if dialed && state.siblings.is_empty() {
+                continue;
             }
             let size = crate::codec::doc_state_size_bound(&key, &state);
             match pushes.last_mut() {

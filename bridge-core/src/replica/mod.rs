@@ -151,6 +151,12 @@ pub struct Replica {
     stability: Stability,
     /// The stability changed since the last cut.
     stability_dirty: bool,
+    /// Documents whose state a peer's push changed by dropping a sibling and bringing
+    /// nothing new ([`Replica::take_announced`]).
+    announce: Vec<DocKey>,
+    /// Documents of which a push dropped a sibling by reading it against its sender
+    /// ([`Replica::take_announced`]): the sender may hold it again since it cut the push.
+    answer: Vec<DocKey>,
     /// The peers of the table as last persisted, in id order.
     #[cfg(feature = "serve")]
     durable_peers: Vec<ReplicaId>,
@@ -197,6 +203,8 @@ impl Replica {
             next_batch: 1,
             stability: Stability::default(),
             stability_dirty: false,
+            announce: Vec::new(),
+            answer: Vec::new(),
             #[cfg(feature = "serve")]
             durable_peers: Vec::new(),
             collector: Collector::default(),
@@ -845,9 +853,15 @@ impl Replica {
             // durable one) and never compared by content.
             match self.staged.docs.entry(key) {
                 Entry::Occupied(mut slot) => {
-                    if !held.is_empty() {
-                        state.read_against(slot.get(), held);
+                    let read = !held.is_empty() && state.read_against(slot.get(), held);
+                    #[cfg(feature = "serve")]
+                    if read {
+                        self.answer.push(slot.key().clone());
+                    } else if silent_drop(slot.get(), &state) {
+                        self.announce.push(slot.key().clone());
                     }
+                    #[cfg(not(feature = "serve"))]
+                    let _ = read;
                     if slot.get().join_changes(&state) {
                         // A staged state is in this layer only, so it is not shared: the
                         // match takes it without a copy.
@@ -864,9 +878,18 @@ impl Replica {
                 }
                 Entry::Vacant(slot) => {
                     let cur = unstaged_state(&self.inflight, &self.durable, slot.key())?;
-                    if let (Some(cur), false) = (&cur, held.is_empty()) {
-                        state.read_against(cur, held);
+                    let read = match (&cur, held.is_empty()) {
+                        (Some(cur), false) => state.read_against(cur, held),
+                        _ => false,
+                    };
+                    #[cfg(feature = "serve")]
+                    if read {
+                        self.answer.push(slot.key().clone());
+                    } else if cur.as_ref().is_some_and(|c| silent_drop(c, &state)) {
+                        self.announce.push(slot.key().clone());
                     }
+                    #[cfg(not(feature = "serve"))]
+                    let _ = read;
                     let joined = match cur {
                         Some(cur) if cur.join_changes(&state) => {
                             let mut cur = (*cur).clone();
@@ -893,6 +916,19 @@ impl Replica {
     }
 
     // ---- messages ------------------------------------------------------------------------
+
+    /// The documents whose state a push changed by a drop alone since the last call: no
+    /// delta carries such a change (it makes no write), so the engine sends these states to
+    /// its peers that may hold what was dropped.
+    /// The second list: documents a push dropped a sibling of by reading it against its
+    /// sender, which go back to the sender only (it may have taken the sibling again since
+    /// it cut the push; every other peer gets the drop with the push's new writes).
+    pub fn take_announced(&mut self) -> (Vec<DocKey>, Vec<DocKey>) {
+        (
+            std::mem::take(&mut self.announce),
+            std::mem::take(&mut self.answer),
+        )
+    }
 
     /// A message published here.
     pub fn publish(&mut self, now_ms: u64, channel: String, payload: Value) -> MessageId {
@@ -1150,6 +1186,22 @@ fn in_range(offset: u64, after: u64, upto: u64) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(feature = "serve")]
+/// Whether joining `incoming` into `cur` drops a sibling of `cur` while bringing none it
+/// lacked: a change no delta carries further (it makes no new write), so the replica
+/// announces its state to its peers ([`Replica::take_announced`]).
+fn silent_drop(cur: &DocState, incoming: &DocState) -> bool {
+    let drops = cur
+        .siblings
+        .iter()
+        .any(|s| !incoming.has_dot(s.dot) && incoming.context.contains(s.dot));
+    let brings = incoming
+        .siblings
+        .iter()
+        .any(|s| !cur.context.contains(s.dot) && !cur.has_dot(s.dot));
+    drops && !brings
 }
 
 /// The newest state of a document outside the staged layer: in flight, then durable.
