@@ -1131,6 +1131,11 @@ impl Engine {
         Ok(())
     }
 
+    /// The collections the peer on `session` replicates (`None`: all, or no such peer).
+    fn link_filter(&self, session: SessionId) -> Option<Vec<String>> {
+        self.sessions.get(&session)?.peer.as_ref()?.filter.clone()
+    }
+
     fn send(&mut self, session: SessionId, frame: Frame) {
         self.outbox.push_back(Transmit::Frame { session, frame });
     }

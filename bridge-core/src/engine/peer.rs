@@ -380,11 +380,7 @@ impl Engine {
                 crate::replica::meet(&h, &l.acked)
             })
             .unwrap_or_default();
-        let filter = self
-            .sessions
-            .get(&session)
-            .and_then(|s| s.peer.as_ref())
-            .and_then(|l| l.filter.clone());
+        let filter = self.link_filter(session);
         self.replica
             .apply_remote_held(now_ms, docs, &watermark, &held, filter.as_deref())?;
         self.events.push_back(Event::PushReceived {

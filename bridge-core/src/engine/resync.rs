@@ -349,11 +349,7 @@ impl Engine {
         let max_docs = self.cfg.batch_docs.max(1);
         let mut pushes: Vec<Vec<DocEntry>> = Vec::new();
         let mut bytes = 0usize;
-        let filter = self
-            .sessions
-            .get(&session)
-            .and_then(|s| s.peer.as_ref())
-            .and_then(|l| l.filter.clone());
+        let filter = self.link_filter(session);
         let dialed = self.sessions.get(&session).is_some_and(|s| s.dialed);
         for (key, dots) in gone {
             // A document outside a partial peer's collections is not sent: only that those

@@ -521,6 +521,21 @@ fn serve(host: &Host, n: usize, gets: usize, pages: usize) -> f64 {
     peak
 }
 
+/// A cloud-mode host in `dir` (secret and metrics token set) with the NDJSON `file`
+/// imported into space `big`: the host, an admin token for `big`, and the import's seconds.
+fn cloud_with(dir: &std::path::Path, file: &std::path::Path) -> (Host, String, f64) {
+    let cloud = Host::start(
+        dir,
+        "cloud",
+        &[("BRIDGE_SECRET", SECRET), ("METRICS_TOKEN", METRICS_TOKEN)],
+    );
+    let token = mint_token(dir, SECRET, "big", "admin", "1h");
+    let api = format!("http://127.0.0.1:{}", cloud.api_port);
+    let t = Instant::now();
+    tests::import(dir, file, "big", &api, Some(&token));
+    (cloud, token, t.elapsed().as_secs_f64())
+}
+
 /// Initial sync of `BENCH_DOCS` (1M) documents from a cloud-mode host to a fresh hybrid host,
 /// both on their defaults: time from the hybrid host's start until its space holds every
 /// document, bytes on the wire, and both hosts' peak RSS meanwhile. By hand only.
@@ -529,19 +544,10 @@ fn large_sync() {
     let cloud_dir = TempDir::new("bench-lsync-cloud");
     let local_dir = TempDir::new("bench-lsync-local");
     let (file, ndjson) = tests::large_ndjson(&cloud_dir.0, n);
-    let cloud = Host::start(
-        &cloud_dir.0,
-        "cloud",
-        &[("BRIDGE_SECRET", SECRET), ("METRICS_TOKEN", METRICS_TOKEN)],
-    );
-    let token = mint_token(&cloud_dir.0, SECRET, "big", "admin", "1h");
-    let api = format!("http://127.0.0.1:{}", cloud.api_port);
-    let t = Instant::now();
-    tests::import(&cloud_dir.0, &file, "big", &api, Some(&token));
+    let (cloud, token, took) = cloud_with(&cloud_dir.0, &file);
     println!(
-        "large sync: import of {n} documents ({:.1} MB NDJSON) into the cloud host took {:.1} s",
+        "large sync: import of {n} documents ({:.1} MB NDJSON) into the cloud host took {took:.1} s",
         ndjson as f64 / 1e6,
-        t.elapsed().as_secs_f64()
     );
     let mtok = Some(METRICS_TOKEN);
     let out0 = metric(cloud.api_port, mtok, "ws_bytes_out_total");
@@ -619,18 +625,9 @@ fn partial_sync() {
             writeln!(w, "{line}").expect("write");
         }
     }
-    let cloud = Host::start(
-        &cloud_dir.0,
-        "cloud",
-        &[("BRIDGE_SECRET", SECRET), ("METRICS_TOKEN", METRICS_TOKEN)],
-    );
-    let token = mint_token(&cloud_dir.0, SECRET, "big", "admin", "1h");
-    let api = format!("http://127.0.0.1:{}", cloud.api_port);
-    let t = Instant::now();
-    tests::import(&cloud_dir.0, &file, "big", &api, Some(&token));
+    let (cloud, token, took) = cloud_with(&cloud_dir.0, &file);
     println!(
-        "partial sync: import of {n} documents in 100 collections into the cloud host took {:.1} s",
-        t.elapsed().as_secs_f64()
+        "partial sync: import of {n} documents in 100 collections into the cloud host took {took:.1} s"
     );
     let mtok = Some(METRICS_TOKEN);
     let out0 = metric(cloud.api_port, mtok, "ws_bytes_out_total");
