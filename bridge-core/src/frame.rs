@@ -65,6 +65,11 @@ pub struct Hello {
     /// (docs/protocol.md, section 5, "Partial replication").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collections: Option<Vec<String>>,
+    /// Peers with `collections` only: `true` when the peer holds documents its `vector` does
+    /// not claim (an initial sync by key that did not finish). A server that has collected
+    /// resyncs it before anything else (docs/protocol.md, section 5, "Partial replication").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unclaimed: Option<bool>,
 }
 
 /// The server's answer to a good [`Hello`]: the handshake is done and the session is open.

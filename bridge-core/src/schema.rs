@@ -288,6 +288,12 @@ pub const SELECT_DOC: &str =
 pub const SELECT_DOC_IDS: &str = "SELECT id FROM docs
  WHERE sid = ?1 AND collection = ?2 AND id > ?3 ORDER BY id LIMIT ?4";
 
+/// ?1 space id, ?2 collection, ?3 id after which to start ('' for the first), ?4 limit →
+/// (id, state): a page of a collection's documents with their states (tombstones
+/// included), in id order: what an initial sync by key reads (`Replica::fill_page`).
+pub const SELECT_DOC_STATES: &str = "SELECT id, state FROM docs
+ WHERE sid = ?1 AND collection = ?2 AND id > ?3 ORDER BY id LIMIT ?4";
+
 /// ?1 space id, ?2 replica (hex), ?3 counter after which to start, ?4 last counter, ?5 limit
 /// → (counter, collection, id): a page of live dots of one replica, in counter order.
 pub const SELECT_DOTS: &str = "SELECT counter, collection, id FROM dots

@@ -222,9 +222,22 @@ fn hello() -> impl Strategy<Value = Frame> {
         option::of(vector()),
         option::of(vector()),
         option::of(proptest::collection::vec(text(), 0..3)),
+        option::of(any::<bool>()),
     )
         .prop_map(
-            |(space, kind, name, token, replica, tier, vector, messages, horizon, collections)| {
+            |(
+                space,
+                kind,
+                name,
+                token,
+                replica,
+                tier,
+                vector,
+                messages,
+                horizon,
+                collections,
+                unclaimed,
+            )| {
                 Frame::Hello(Hello {
                     space,
                     kind,
@@ -236,6 +249,7 @@ fn hello() -> impl Strategy<Value = Frame> {
                     messages,
                     horizon,
                     collections,
+                    unclaimed,
                 })
             },
         )

@@ -1554,3 +1554,129 @@ fn a_partial_replica_holds_its_collections_and_its_blind_writes_lose_nothing() {
     assert!(closes.contains(&ErrorCode::Protocol), "{closes:?}");
     assert!(!net.nodes[4].replica().vector().contains(root_write));
 }
+
+/// A new partial replica gets its collections **by key**: pages of their documents with an
+/// empty watermark, then a last page that claims the server's vector (docs/protocol.md,
+/// section 5, "Partial replication"); nothing of other collections travels, and deltas go
+/// on from the claim. A walk cut short leaves documents beyond an empty vector: the next
+/// `hello` says so (`unclaimed`), and a server that collected meanwhile resyncs the replica
+/// first, so a document deleted and collected since is dropped there, not kept for good.
+#[test]
+fn a_new_partial_replica_is_filled_by_key_and_a_walk_cut_short_is_resynced() {
+    let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
+    root_cfg.root = true;
+    root_cfg.collect = true;
+    root_cfg.heartbeat_ms = 0;
+    root_cfg.expiry_ms = Some(60_000);
+    root_cfg.batch_docs = 2;
+    root_cfg.window = 1;
+    // A browser's store: it seeds nothing, so its vector stays empty until the claim (a
+    // host's seed would be below the horizon, which resyncs it without `unclaimed`).
+    let mut part_cfg = EngineConfig::new(ReplicaId(3), Tier::Local, SPACE);
+    part_cfg.collections = Some(vec!["notes".into()]);
+    part_cfg.seed_default_policy = false;
+    let mut net = Net::new(vec![
+        Node::new(root_cfg),
+        engine(2, Tier::Local),
+        Node::new(part_cfg),
+    ]);
+    let note = |i: usize| DocKey::new("notes", format!("n{i}"));
+    for i in 0..6 {
+        net.nodes[0]
+            .write(0, note(i), WriteOp::Put(obj(json!({"i": i}))))
+            .expect("write");
+        net.nodes[0]
+            .write(
+                0,
+                DocKey::new("todo", format!("t{i}")),
+                WriteOp::Put(obj(json!({"i": i}))),
+            )
+            .expect("write");
+    }
+    net.at(1_000);
+    let stays = net.link(1, 0, None, Wire::Json);
+    net.pump();
+    // The partial replica: one round at a time (a window of one push), cut after its first
+    // page of notes.
+    let part = net.link(2, 0, None, Wire::Binary);
+    let held = |n: &Node| {
+        (0..6)
+            .filter(|&i| n.replica().state(&note(i)).is_ok_and(|s| s.is_some()))
+            .count()
+    };
+    for _ in 0..50 {
+        if held(&net.nodes[2]) > 0 {
+            break;
+        }
+        let _ = net.settle(1);
+    }
+    assert!(
+        (1..6).contains(&held(&net.nodes[2])),
+        "{} notes",
+        held(&net.nodes[2])
+    );
+    assert!(net.nodes[2].replica().vector().is_empty());
+    net.unlink(part);
+    // Meanwhile, n0 (which it holds) is deleted, and collected once the replica is past the
+    // expiry.
+    assert!(net.nodes[2]
+        .replica()
+        .get(&note(0))
+        .expect("read")
+        .is_some());
+    let delete = net.nodes[0]
+        .write(0, note(0), WriteOp::Delete)
+        .expect("delete");
+    assert!(net.advance(61_000).is_empty());
+    for t in 0..3 {
+        net.nodes[1]
+            .write(
+                0,
+                DocKey::new("c", format!("w{t}")),
+                WriteOp::Put(obj(json!({}))),
+            )
+            .expect("write");
+        net.pump();
+    }
+    assert!(net.nodes[0].replica().stability().horizon.contains(delete));
+    assert_eq!(net.nodes[0].replica().collected_total(), 1);
+    assert!(net.links[stays].is_open());
+    // Back: resynced (n0 dropped), then walked to the end, then claimed.
+    let frames = net.frames;
+    let back = net.link(2, 0, None, Wire::Binary);
+    assert!(net.pump().is_empty());
+    assert!(net.links[back].is_open());
+    let p = net.nodes[2].replica();
+    assert_eq!(p.get(&note(0)).expect("read"), None);
+    for i in 1..6 {
+        assert_eq!(
+            p.get(&note(i)).expect("read"),
+            Some(json!({"i": i})),
+            "n{i}"
+        );
+    }
+    for i in 0..6 {
+        let todo = DocKey::new("todo", format!("t{i}"));
+        assert!(p.state(&todo).expect("read").is_none());
+    }
+    assert_eq!(p.vector(), net.nodes[0].replica().vector());
+    // Five notes in pages of two, the rest of `_config`, a resync: a few dozen frames, not
+    // one per write of the space.
+    assert!(net.frames - frames < 40, "{} frames", net.frames - frames);
+    // Deltas go on from the claim: a new note comes, a new todo does not.
+    net.nodes[0]
+        .write(net.now_ms, note(9), WriteOp::Put(obj(json!({"i": 9}))))
+        .expect("write");
+    net.nodes[0]
+        .write(
+            net.now_ms,
+            DocKey::new("todo", "t9"),
+            WriteOp::Put(obj(json!({}))),
+        )
+        .expect("write");
+    assert!(net.pump().is_empty());
+    let p = net.nodes[2].replica();
+    assert_eq!(p.get(&note(9)).expect("read"), Some(json!({"i": 9})));
+    assert!(p.state(&DocKey::new("todo", "t9")).expect("read").is_none());
+    assert_eq!(p.vector(), net.nodes[0].replica().vector());
+}

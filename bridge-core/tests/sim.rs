@@ -41,6 +41,8 @@ fn simulation_converges_under_faults() {
                 total.resyncs += r.resyncs;
                 total.partial_docs += r.partial_docs;
                 total.blind_writes += r.blind_writes;
+                total.fill_pages += r.fill_pages;
+                total.unclaimed += r.unclaimed;
             }
             Err(f) => {
                 eprintln!("{f}");
@@ -67,6 +69,10 @@ fn simulation_converges_under_faults() {
     assert!(
         total.partial_docs > 0 && total.blind_writes > 0,
         "no partial replica held a document, or none wrote elsewhere: {total:?}"
+    );
+    assert!(
+        total.fill_pages > 0 && total.unclaimed > 0,
+        "no partial replica's initial sync by key took more than a page, or none was cut short: {total:?}"
     );
     assert!(
         total.acked_writes > seeds as usize,

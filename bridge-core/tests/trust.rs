@@ -245,6 +245,7 @@ fn every_attack_of_a_write_token_peer_is_refused_and_real_writes_still_arrive() 
                 messages: Some(VersionVector::new()),
                 horizon: None,
                 collections: None,
+                unclaimed: None,
             });
             server.handle_frame(NOW, attacker, wire(&hello, binary));
             server.handle_frame(NOW, attacker, wire(&Frame::Push(attack), binary));

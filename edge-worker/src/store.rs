@@ -668,6 +668,16 @@ impl DoDocs {
         Value::Integer(self.sid)
     }
 
+    /// The bindings of `SELECT_DOC_IDS` and `SELECT_DOC_STATES`.
+    fn page_args(&self, collection: &str, after: Option<&str>, n: usize) -> Vec<Value> {
+        vec![
+            self.sp(),
+            Value::String(collection.to_owned()),
+            Value::String(after.unwrap_or("").to_owned()),
+            limit(n),
+        ]
+    }
+
     /// The bindings of `SELECT_DOTS` and `SELECT_DOT_STATES`.
     fn dot_args(&self, replica: ReplicaId, from: u64, upto: u64, n: usize) -> Vec<Value> {
         vec![
@@ -731,21 +741,33 @@ impl DocStore for DoDocs {
         after: Option<&str>,
         n: usize,
     ) -> bridge_core::Result<Vec<DocKey>> {
-        let rows = self.rows(
-            schema::SELECT_DOC_IDS,
-            vec![
-                self.sp(),
-                Value::String(collection.to_owned()),
-                Value::String(after.unwrap_or("").to_owned()),
-                limit(n),
-            ],
-        )?;
+        let rows = self.rows(schema::SELECT_DOC_IDS, self.page_args(collection, after, n))?;
         rows.iter()
             .map(|r| {
                 Ok(DocKey::new(
                     collection,
                     text(r, 0, "docs.id").map_err(read_err)?,
                 ))
+            })
+            .collect()
+    }
+
+    fn key_states(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        n: usize,
+    ) -> bridge_core::Result<Vec<(DocKey, Option<DocState>)>> {
+        let rows = self.rows(
+            schema::SELECT_DOC_STATES,
+            self.page_args(collection, after, n),
+        )?;
+        rows.iter()
+            .map(|r| {
+                let key = DocKey::new(collection, text(r, 0, "docs.id").map_err(read_err)?);
+                let what = format!("docs.state of {}/{}", key.collection, key.id);
+                let state = state_of(r, 1, what).map_err(read_err)?;
+                Ok((key, Some(state)))
             })
             .collect()
     }

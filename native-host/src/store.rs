@@ -630,6 +630,34 @@ impl DocStore for SqlDocs {
         rows.collect::<Result<_, _>>().map_err(read_err)
     }
 
+    fn key_states(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> bridge_core::Result<Vec<(DocKey, Option<DocState>)>> {
+        let conn = lock(&self.conn);
+        let mut st = conn
+            .prepare_cached(schema::SELECT_DOC_STATES)
+            .map_err(read_err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = st
+            .query(params![self.sid, collection, after.unwrap_or(""), limit])
+            .map_err(read_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(read_err)? {
+            let key = DocKey::new(collection, r.get::<_, String>(0).map_err(read_err)?);
+            let column = r.get_ref(1).map_err(read_err)?;
+            let state = state_column(column)
+                .and_then(|c| c.decode().map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    read_err(format!("docs.state of {}/{}: {e}", key.collection, key.id))
+                })?;
+            out.push((key, Some(state)));
+        }
+        Ok(out)
+    }
+
     fn dots(
         &self,
         replica: ReplicaId,

@@ -104,6 +104,7 @@ async fn push_concurrent_write(host: &Host) {
         messages: Some(VersionVector::new()),
         horizon: None,
         collections: None,
+        unclaimed: None,
     });
     ws.send(send(&hello)).await.unwrap();
     let key = DocKey::new("items", "d000042");

@@ -52,6 +52,7 @@ impl Peer {
             messages: Some(VersionVector::new()),
             horizon: None,
             collections: None,
+            unclaimed: None,
         }))
         .await;
         match p.recv_until(|f| matches!(f, Frame::Welcome(_))).await {

@@ -10,7 +10,7 @@
 //!
 //! | tag | type | fields |
 //! | --- | --- | --- |
-//! | 1 | `hello` | space, kind, name?, token?, replica?, tier?, vector?, messages?, horizon?, collections? |
+//! | 1 | `hello` | space, kind, name?, token?, replica?, tier?, vector?, messages?, horizon?, collections?, unclaimed? |
 //! | 2 | `welcome` | space, replica, tier, vector, messages, session, rights?, resync? |
 //! | 3 | `push` | seq, docs: \[collection, id, state\], watermark, remaining |
 //! | 4 | `ack` | req?, seq?, dot? |
@@ -132,8 +132,8 @@ pub fn decode_binary(bytes: &[u8]) -> Result<Frame> {
 }
 
 /// The optional fields `hello` gained at its end since browser stores first kept one as a
-/// record (`horizon`, `collections`).
-const HELLO_ADDED_FIELDS: usize = 2;
+/// record (`horizon`, `collections`, `unclaimed`).
+const HELLO_ADDED_FIELDS: usize = 3;
 
 /// Decodes a `hello` a store wrote as a record (the browser keeps its messages-seen vector
 /// so): one written by an older build lacks the markers of the fields added since at its
@@ -711,7 +711,7 @@ wire_struct! {
     MessageId { origin, seq }
     Message { id, channel, payload, stamp }
     PresenceEntry { node, session, name, kind, tier, since }
-    Hello { space, kind, name, token, replica, tier, vector, messages, horizon, collections }
+    Hello { space, kind, name, token, replica, tier, vector, messages, horizon, collections, unclaimed }
     Welcome { space, replica, tier, vector, messages, session, rights, resync }
     DocEntry { collection, id, state }
     InventoryEntry { collection, id, dots }

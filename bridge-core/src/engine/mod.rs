@@ -91,6 +91,7 @@ use serde_json::{Map, Value};
 use std::collections::VecDeque;
 
 mod driver;
+mod fill;
 mod horizon;
 mod peer;
 mod presence;
@@ -371,6 +372,9 @@ struct PeerLink {
     filter: Option<Vec<String>>,
     /// On a link we dialed: the `inventory` walk a `resync` asked for.
     inventory: Option<resync::Inventory>,
+    /// On a link that dialed us: its initial sync by key, under way (`fill.rs`): no delta
+    /// goes until its last page has claimed what it carried.
+    fill: Option<fill::Fill>,
     /// On a link that dialed us: the horizon we last sent it.
     horizon_sent: VersionVector,
     /// On a link that dialed us: its last `report` as sent, before capping. Applied again
@@ -682,6 +686,13 @@ impl Engine {
             messages: Some(self.replica.message_seen().clone()),
             horizon: Some(self.replica.stability().horizon.clone()).filter(|h| !h.is_empty()),
             collections: self.cfg.collections.clone(),
+            // A partial replica whose vector claims nothing but its own writes, and that may
+            // have taken documents (its clock moved: a walk by key that did not finish, or
+            // only writes of its own; `fill.rs`).
+            unclaimed: (self.cfg.collections.is_some()
+                && fill::claims_only(self.replica.vector(), self.replica.id())
+                && self.replica.clock() != crate::Stamp::default())
+            .then_some(true),
         };
         self.send(session, Frame::Hello(hello));
         session
@@ -1134,6 +1145,19 @@ impl Engine {
     /// The collections the peer on `session` replicates (`None`: all, or no such peer).
     fn link_filter(&self, session: SessionId) -> Option<Vec<String>> {
         self.sessions.get(&session)?.peer.as_ref()?.filter.clone()
+    }
+
+    /// A walk of the store for `session` could not read: nothing yet when the host has not
+    /// fetched the read (it drains again once it has), else the session is closed.
+    fn read_failed(&self, session: SessionId, e: Error) -> Option<Transmit> {
+        if self.replica.store_missed() {
+            return None;
+        }
+        Some(Transmit::Close {
+            session,
+            code: e.code(),
+            reason: e.to_string(),
+        })
     }
 
     fn send(&mut self, session: SessionId, frame: Frame) {

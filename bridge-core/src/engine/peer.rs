@@ -3,7 +3,7 @@
 //! relayed messages (`broadcast`), and the trust checks every write and message from a peer
 //! passes before anything changes.
 
-use super::{Engine, Event, Fatal, Gated, PeerLink, Phase, Transmit, PUSH_BYTES};
+use super::{fill, Engine, Event, Fatal, Gated, PeerLink, Phase, Transmit, PUSH_BYTES};
 #[cfg(feature = "tokens")]
 use crate::auth;
 use crate::auth::{Grant, Rights};
@@ -94,11 +94,20 @@ impl Engine {
                 }
                 let mut link = PeerLink::new(replica, tier, known, h.messages.unwrap_or_default());
                 link.peer_horizon = h.horizon.unwrap_or_default();
+                if Self::fills(h.collections.as_deref(), &link.known, replica) {
+                    link.fill = Some(fill::Fill::default());
+                }
                 link.filter = h.collections;
                 #[cfg(feature = "serve")]
                 if self.replica.stability().resync.contains(&replica) {
                     link.resync = Some(self.replica.stability().resync_below());
-                } else if self.behind(&link.acked) {
+                } else if self.behind(&link.acked)
+                    // A walk by key that did not finish left documents beyond its vector
+                    // (`fill.rs`): one we collected since must go there too.
+                    || (h.unclaimed == Some(true)
+                        && fill::claims_only(&link.acked, replica)
+                        && !self.replica.stability().horizon.is_empty())
+                {
                     link.resync = Some(self.replica.stability().horizon.clone());
                 }
                 Some(link)
@@ -532,6 +541,14 @@ impl Engine {
             {
                 continue;
             }
+            if link.fill.is_some() {
+                // A walk by key goes first, and no delta until its last page.
+                if let Some(t) = self.next_fill(id) {
+                    self.push_cursor = id + 1;
+                    return Some(t);
+                }
+                continue;
+            }
             let me = self.replica.id();
             let ahead = if link.own_only {
                 let mine = self.replica.vector().get(me);
@@ -656,6 +673,7 @@ impl PeerLink {
             resync_again: false,
             filter: None,
             inventory: None,
+            fill: None,
             msg_known,
             next_seq: 1,
             unacked: VecDeque::new(),

@@ -190,14 +190,7 @@ impl Engine {
         }
         let (docs, at, last) = match self.inventory_page(&inv) {
             Ok(page) => page,
-            Err(_) if self.replica.store_missed() => return None,
-            Err(e) => {
-                return Some(Transmit::Close {
-                    session,
-                    code: e.code(),
-                    reason: e.to_string(),
-                })
-            }
+            Err(e) => return self.read_failed(session, e),
         };
         let link = self.sessions.get_mut(&session)?.peer.as_mut()?;
         let seq = link.take_seq(VersionVector::new());

@@ -100,6 +100,10 @@ struct PeerSnapshot {
     /// The collections the peer replicates (`None`: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     filter: Option<Vec<String>>,
+    /// Its initial sync by key, under way (an engine that does not know it resumes with
+    /// deltas from `known_partial`, which the walk left where it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fill: Option<super::fill::Fill>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -150,6 +154,7 @@ impl Engine {
                 resync_again: p.resync_again,
                 peer_horizon: p.peer_horizon.clone(),
                 filter: p.filter.clone(),
+                fill: p.fill.clone(),
             }),
             channels: s.channels.keys().cloned().collect(),
             collections: s.collections.keys().cloned().collect(),
@@ -203,6 +208,7 @@ impl Engine {
                 filter: p.filter,
                 // Only served links are snapshotted (the Durable Object's): none walks one.
                 inventory: None,
+                fill: p.fill,
                 horizon_sent: VersionVector::new(),
                 #[cfg(feature = "serve")]
                 report: None,

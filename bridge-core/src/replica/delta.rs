@@ -28,6 +28,15 @@ pub struct Delta {
     pub remaining: u64,
 }
 
+/// Result of [`Replica::fill_page`].
+#[derive(Debug, Default)]
+pub struct FillPage {
+    /// Full durable states of the documents walked, in key order.
+    pub docs: Vec<DocEntry>,
+    /// The last key walked, to continue after; `None` when the walk is over.
+    pub next: Option<DocKey>,
+}
+
 impl Replica {
     // ---- delta ---------------------------------------------------------------------------
 
@@ -124,6 +133,69 @@ impl Replica {
                 }
             }
             out.watermark.raise(r, if exhausted { upto } else { last });
+        }
+        Ok(out)
+    }
+
+    /// A page of an initial sync **by key** for a partial replica subscribed to `filter`:
+    /// the durable states of the documents it holds ([`crate::auth::subscribed`]) after
+    /// `after` (from the first with `None`), in key order, at most `max_docs` and about
+    /// `max_bytes`. Collections it does not hold are passed over by name, unread, so the
+    /// walk costs the subset, not the space (what [`Replica::delta_bounded`] walks is every
+    /// live dot). Tombstones go too, as a delta would send them; a state without a sibling
+    /// does not. The walk claims nothing: the caller claims the vector it began at once it
+    /// is over (docs/protocol.md, section 5, "Partial replication").
+    pub fn fill_page(
+        &self,
+        filter: &[String],
+        after: Option<&DocKey>,
+        max_docs: usize,
+        max_bytes: usize,
+    ) -> Result<FillPage> {
+        let mut out = FillPage::default();
+        let mut bytes = 0usize;
+        let mut walked = after.cloned();
+        let mut coll = match after {
+            Some(a) => Some(a.collection.clone()),
+            None => self.durable.next_collection("")?,
+        };
+        while let Some(c) = coll {
+            if c == CONFIG_COLLECTION || crate::auth::matches_any(filter, &c) {
+                loop {
+                    let from = walked
+                        .as_ref()
+                        .filter(|k| k.collection == c)
+                        .map(|k| k.id.clone());
+                    let page = self.durable.key_states(&c, from.as_deref(), PAGE)?;
+                    let last_page = page.len() < PAGE;
+                    for (key, state) in page {
+                        let held = state.filter(|s| {
+                            !s.siblings.is_empty() && crate::auth::subscribed(filter, &key)
+                        });
+                        if let Some(state) = held {
+                            let size = crate::codec::doc_state_size_bound(&key, &state);
+                            if !out.docs.is_empty()
+                                && (out.docs.len() >= max_docs
+                                    || bytes.saturating_add(size) > max_bytes)
+                            {
+                                out.next = walked;
+                                return Ok(out);
+                            }
+                            bytes = bytes.saturating_add(size);
+                            out.docs.push(DocEntry {
+                                collection: key.collection.clone(),
+                                id: key.id.clone(),
+                                state: Arc::unwrap_or_clone(state),
+                            });
+                        }
+                        walked = Some(key);
+                    }
+                    if last_page {
+                        break;
+                    }
+                }
+            }
+            coll = self.durable.next_collection(&c)?;
         }
         Ok(out)
     }

@@ -30,7 +30,7 @@ mod horizon;
 mod store;
 mod trust;
 
-pub use delta::{Delta, OwnDelta};
+pub use delta::{Delta, FillPage, OwnDelta};
 pub use horizon::{meet, Stability, Tracked};
 #[cfg(feature = "store")]
 pub use store::DocStore;

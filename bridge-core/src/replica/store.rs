@@ -59,6 +59,23 @@ pub trait DocStore: Send {
             })
             .collect()
     }
+    /// [`DocStore::keys`] with the durable state of each document, so an initial sync by
+    /// key reads a page of states at once. The default asks [`DocStore::load`] for each; a
+    /// SQL store reads them in one statement (`schema::SELECT_DOC_STATES`).
+    fn key_states(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(DocKey, Option<DocState>)>> {
+        self.keys(collection, after, limit)?
+            .into_iter()
+            .map(|key| {
+                let state = self.load(&key)?;
+                Ok((key, state))
+            })
+            .collect()
+    }
     /// Keys of documents with more than one sibling (in `collection`, or any), above
     /// `after`, in key order, at most `limit`.
     fn conflicted(
@@ -393,6 +410,45 @@ impl Durable {
                 .collect()),
             #[cfg(feature = "store")]
             Durable::Stored { store, .. } => store.keys(collection, after, limit),
+        }
+    }
+
+    /// A page of `collection`'s documents above `after` in id order, each with its durable
+    /// state: what an initial sync by key reads. Like [`Durable::dot_states`], what it reads
+    /// of the store is not put in the cache; a state the cache holds is taken from it.
+    pub(super) fn key_states(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(DocKey, Option<Arc<DocState>>)>> {
+        match self {
+            Durable::Memory { docs, .. } => Ok(docs
+                .range(DocKey::new(collection, after.unwrap_or(""))..)
+                .take_while(|(k, _)| k.collection == collection)
+                .filter(|(k, _)| after.is_none_or(|a| k.id.as_str() > a))
+                .take(limit)
+                .map(|(k, s)| (k.clone(), Some(s.clone())))
+                .collect()),
+            #[cfg(feature = "store")]
+            Durable::Stored { config, .. } if collection == CONFIG_COLLECTION => Ok(config
+                .iter()
+                .filter(|(k, _)| after.is_none_or(|a| k.id.as_str() > a))
+                .take(limit)
+                .map(|(k, s)| (k.clone(), Some(s.clone())))
+                .collect()),
+            #[cfg(feature = "store")]
+            Durable::Stored { store, cache, .. } => {
+                let page = store.key_states(collection, after, limit)?;
+                let cache = cache.borrow();
+                Ok(page
+                    .into_iter()
+                    .map(|(key, state)| {
+                        let state = cache.peek(&key).or_else(|| state.map(Arc::new));
+                        (key, state)
+                    })
+                    .collect())
+            }
         }
     }
 

@@ -200,6 +200,12 @@ pub struct Report {
     pub partial_docs: usize,
     /// Writes partial replicas made to documents of other collections (blind writes).
     pub blind_writes: usize,
+    /// Pages of initial syncs by key that were not the last (a push with no watermark
+    /// and documents still to come).
+    pub fill_pages: usize,
+    /// `hello`s of partial replicas holding documents their vector does not claim (a walk
+    /// by key cut short).
+    pub unclaimed: usize,
 }
 
 /// A run that broke an invariant (or hit an engine error): where, and what.
@@ -577,6 +583,7 @@ impl<'c, C: Choices> World<'c, C> {
                     messages: Some(VersionVector::new()),
                     horizon: None,
                     collections: None,
+                    unclaimed: None,
                 });
                 let link = &mut self.links[l];
                 let bytes = link.encode(&hello);
@@ -780,8 +787,13 @@ impl<'c, C: Choices> World<'c, C> {
         let frame = decode(&bytes, binary)
             .map_err(|e| format!("a frame the core encoded did not decode: {e}"))?;
         let handshake = matches!(frame, Frame::Hello(_) | Frame::Welcome(_));
-        if matches!(frame, Frame::Resync { .. }) {
-            self.report.resyncs += 1;
+        match &frame {
+            Frame::Resync { .. } => self.report.resyncs += 1,
+            Frame::Push(p) if p.watermark.is_empty() && p.remaining > 0 => {
+                self.report.fill_pages += 1
+            }
+            Frame::Hello(h) if h.unclaimed == Some(true) => self.report.unclaimed += 1,
+            _ => {}
         }
         if dup && !handshake {
             let q = if to_server {
