@@ -254,6 +254,19 @@ pub enum Frame {
         /// The last page: the peer holds nothing more below the horizon.
         last: bool,
     },
+    /// Peer, from a partial replica to the server it dialed: replicate `collections` from now
+    /// on (docs/protocol.md, section 5, "Changing what a replica holds"). The server sends
+    /// the documents of the collections it adds, then `replicated`.
+    Replicate {
+        /// Every collection pattern the replica replicates from now on.
+        collections: Vec<String>,
+    },
+    /// Peer, from a server to a partial replica that sent `replicate`: it is in effect, and
+    /// every document of the collections it added was sent before this frame.
+    Replicated {
+        /// The collections of the `replicate` it answers.
+        collections: Vec<String>,
+    },
     /// Peer, from a server to a peer that dialed it: the space's stable horizon as far as the
     /// server knows it. Sent after `welcome` and whenever it rises; never answered.
     Horizon {
@@ -482,6 +495,8 @@ impl Frame {
             Frame::Horizon { .. } => "horizon",
             Frame::Resync { .. } => "resync",
             Frame::Inventory { .. } => "inventory",
+            Frame::Replicate { .. } => "replicate",
+            Frame::Replicated { .. } => "replicated",
             Frame::Put { .. } => "put",
             Frame::Patch { .. } => "patch",
             Frame::Delete { .. } => "delete",

@@ -183,6 +183,14 @@ pub struct UpstreamLink {
     /// absent: the whole space.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collections: Option<Vec<String>>,
+    /// The collections a change under way will replicate (`SYNC_COLLECTIONS` changed since
+    /// the space was last synced; docs/protocol.md, section 5, "Changing what a replica
+    /// holds"); absent when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicating: Option<Vec<String>>,
+    /// Patterns no longer replicated whose documents are still being dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forgetting: Vec<String>,
 }
 
 /// The current (or last) push to the cloud.

@@ -1680,3 +1680,144 @@ fn a_new_partial_replica_is_filled_by_key_and_a_walk_cut_short_is_resynced() {
     assert!(p.state(&DocKey::new("todo", "t9")).expect("read").is_none());
     assert_eq!(p.vector(), net.nodes[0].replica().vector());
 }
+
+/// A partial replica widens and narrows what it holds while connected (`Engine::replicate`):
+/// widening forgets its blind write there (the server holds it) and gets the added
+/// collection whole, by key; narrowing forgets the dropped collection's documents; deltas
+/// follow the new collections; the stored collections change with each step.
+#[test]
+fn a_partial_replica_widens_and_narrows_what_it_holds() {
+    let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
+    root_cfg.root = true;
+    root_cfg.batch_docs = 2;
+    root_cfg.collect = true;
+    root_cfg.heartbeat_ms = 0;
+    let mut part_cfg = EngineConfig::new(ReplicaId(3), Tier::Local, SPACE);
+    part_cfg.collections = Some(vec!["a".into()]);
+    let mut net = Net::new(vec![Node::new(root_cfg), Node::new(part_cfg)]);
+    let key = |c: &str, i: usize| DocKey::new(c, format!("d{i}"));
+    for c in ["a", "b", "c"] {
+        for i in 0..5 {
+            net.nodes[0]
+                .write(0, key(c, i), WriteOp::Put(obj(json!({"c": c, "i": i}))))
+                .expect("write");
+        }
+    }
+    net.link(1, 0, None, Wire::Binary);
+    assert!(net.pump().is_empty());
+    let holds = |n: &Node, c: &str| {
+        (0..5)
+            .filter(|&i| n.replica().state(&key(c, i)).is_ok_and(|s| s.is_some()))
+            .count()
+    };
+    assert_eq!(holds(&net.nodes[1], "a"), 5);
+    assert_eq!(holds(&net.nodes[1], "b"), 0);
+    // A blind write to `b`, acknowledged.
+    let blind = DocKey::new("b", "mine");
+    net.nodes[1]
+        .write(0, blind.clone(), WriteOp::Put(obj(json!({"by": "part"}))))
+        .expect("write");
+    assert!(net.pump().is_empty());
+    // Another blind write, which the root deletes and collects: the replica never hears of
+    // it (it does not hold `b`), and widening must not keep it.
+    let gone = DocKey::new("b", "gone");
+    net.nodes[1]
+        .write(0, gone.clone(), WriteOp::Put(obj(json!({"by": "part"}))))
+        .expect("write");
+    assert!(net.pump().is_empty());
+    net.nodes[0]
+        .write(0, gone.clone(), WriteOp::Delete)
+        .expect("delete");
+    for t in 0..3 {
+        net.nodes[0]
+            .write(0, key("a", 10 + t), WriteOp::Put(obj(json!({}))))
+            .expect("write");
+        assert!(net.pump().is_empty());
+    }
+    assert_eq!(net.nodes[0].replica().collected_total(), 1);
+    assert!(net.nodes[1].replica().get(&gone).expect("read").is_some());
+    net.nodes[1].events();
+    // Widen to `a` and `b`.
+    net.nodes[1]
+        .engine_mut()
+        .replicate(vec!["b".into(), "a".into()])
+        .expect("replicate");
+    assert_eq!(
+        net.nodes[1].engine_mut().replicating(),
+        Some(&["a".to_string(), "b".to_string()][..])
+    );
+    assert!(net.pump().is_empty());
+    let done = |n: &mut Node| {
+        n.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Replicated { collections } => Some(collections),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        done(&mut net.nodes[1]),
+        vec![vec!["a".to_string(), "b".to_string()]]
+    );
+    assert_eq!(net.nodes[1].engine_mut().replicating(), None);
+    let p = &net.nodes[1];
+    assert_eq!(holds(p, "a"), 5);
+    assert_eq!(holds(p, "b"), 5);
+    assert_eq!(holds(p, "c"), 0);
+    assert_eq!(
+        p.replica().get(&blind).expect("read"),
+        Some(json!({"by": "part"}))
+    );
+    assert!(p.replica().state(&gone).expect("read").is_none());
+    assert_eq!(
+        p.config().collections.as_deref(),
+        Some(&["a".to_string(), "b".to_string()][..])
+    );
+    assert_eq!(
+        p.replica().stability().collections.as_deref(),
+        Some(&["a".to_string(), "b".to_string()][..])
+    );
+    assert_eq!(p.replica().vector(), net.nodes[0].replica().vector());
+    // Deltas follow: a write to `b` comes, one to `c` does not.
+    net.nodes[0]
+        .write(0, key("b", 9), WriteOp::Put(obj(json!({}))))
+        .expect("write");
+    net.nodes[0]
+        .write(0, key("c", 9), WriteOp::Put(obj(json!({}))))
+        .expect("write");
+    assert!(net.pump().is_empty());
+    let has = |n: &Node, k: &DocKey| n.replica().state(k).expect("read").is_some();
+    assert!(has(&net.nodes[1], &key("b", 9)));
+    assert!(!has(&net.nodes[1], &key("c", 9)));
+    // Narrow to `b`: `a` is forgotten, and no longer follows.
+    net.nodes[1]
+        .engine_mut()
+        .replicate(vec!["b".into()])
+        .expect("replicate");
+    assert!(net.pump().is_empty());
+    assert_eq!(done(&mut net.nodes[1]), vec![vec!["b".to_string()]]);
+    let p = &mut net.nodes[1];
+    assert_eq!(holds(p, "a"), 0);
+    assert_eq!(holds(p, "b"), 5);
+    assert!(p.engine_mut().forgetting().is_empty());
+    assert_eq!(
+        p.replica().stability().collections.as_deref(),
+        Some(&["b".to_string()][..])
+    );
+    net.nodes[0]
+        .write(0, key("a", 7), WriteOp::Put(obj(json!({}))))
+        .expect("write");
+    assert!(net.pump().is_empty());
+    assert!(!has(&net.nodes[1], &key("a", 7)));
+    // Asking for what it holds already answers at once.
+    net.nodes[1]
+        .engine_mut()
+        .replicate(vec!["b".into()])
+        .expect("replicate");
+    assert!(net.pump().is_empty());
+    assert_eq!(done(&mut net.nodes[1]), vec![vec!["b".to_string()]]);
+    // A whole replica takes no list.
+    let mut whole = engine(5, Tier::Local);
+    assert!(whole.engine_mut().replicate(vec!["a".into()]).is_err());
+}

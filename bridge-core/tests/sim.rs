@@ -43,6 +43,7 @@ fn simulation_converges_under_faults() {
                 total.blind_writes += r.blind_writes;
                 total.fill_pages += r.fill_pages;
                 total.unclaimed += r.unclaimed;
+                total.replicated += r.replicated;
             }
             Err(f) => {
                 eprintln!("{f}");
@@ -73,6 +74,10 @@ fn simulation_converges_under_faults() {
     assert!(
         total.fill_pages > 0 && total.unclaimed > 0,
         "no partial replica's initial sync by key took more than a page, or none was cut short: {total:?}"
+    );
+    assert!(
+        total.replicated > 0,
+        "no partial replica changed what it replicates: {total:?}"
     );
     assert!(
         total.acked_writes > seeds as usize,

@@ -39,7 +39,7 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("no randomness from the operating system: {0}")]
     Random(String),
-    #[error("space `{space}` of this database replicates {stored}, and SYNC_COLLECTIONS says {wanted}: a store keeps its collections for life (changing them is not built yet); unset or restore SYNC_COLLECTIONS, or use a new database (DB_PATH) for the new collections")]
+    #[error("space `{space}` of this database replicates {stored}, and SYNC_COLLECTIONS says {wanted}: a store of part of a space changes its collections, but stays a store of part of it, and a store of the whole space stays whole; restore SYNC_COLLECTIONS, or use a new database (DB_PATH)")]
     Collections {
         space: String,
         stored: String,
@@ -334,10 +334,18 @@ impl Store {
         Ok((id, true))
     }
 
-    /// Keeps the collections `space`'s replica replicates (`EngineConfig::collections`)
-    /// what they were when it was created: stores them for a new space, and refuses others
-    /// for an existing one (its vector is complete for those only).
-    fn keep_collections(&self, space: &str, new: bool, wanted: Option<&[String]>) -> Result<()> {
+    /// The collections `space`'s replica was created with (`EngineConfig::collections`):
+    /// stores `wanted` for a new space; for an existing one, returns what it was created
+    /// with, and refuses a change between part of the space and the whole of it (its
+    /// vector is complete for its collections only). The collections it replicates now
+    /// are in its stability record (`Stability::collections`), which the engine reads back;
+    /// the hub asks for `wanted` when they differ (`Engine::replicate`).
+    fn keep_collections(
+        &self,
+        space: &str,
+        new: bool,
+        wanted: Option<&[String]>,
+    ) -> Result<Option<Vec<String>>> {
         let text = |c: Option<&[String]>| match c {
             Some(c) => serde_json::to_string(c).unwrap_or_default(),
             None => "the whole space".into(),
@@ -350,7 +358,7 @@ impl Store {
                     params![space, text(Some(c))],
                 )?;
             }
-            return Ok(());
+            return Ok(wanted.map(<[String]>::to_vec));
         }
         let stored: Option<String> =
             conn.query_row(schema::SELECT_SPACE_COLLECTIONS, [space], |r| r.get(0))?;
@@ -361,14 +369,14 @@ impl Store {
             ),
             None => None,
         };
-        if stored.as_deref() != wanted {
+        if stored.is_some() != wanted.is_some() {
             return Err(StoreError::Collections {
                 space: space.to_owned(),
                 stored: text(stored.as_deref()),
                 wanted: text(wanted),
             });
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// The integer id of `space` (`spaces.sid`), which `docs` and `dots` are keyed by.
@@ -385,7 +393,8 @@ impl Store {
     pub fn load_engine(&mut self, mut cfg: EngineConfig) -> Result<Engine> {
         let (replica, new) = self.replica_or_new(&cfg.space)?;
         cfg.replica = replica;
-        self.keep_collections(&cfg.space, new, cfg.collections.as_deref())?;
+        let wanted = cfg.collections.clone();
+        cfg.collections = self.keep_collections(&cfg.space, new, wanted.as_deref())?;
         let space = cfg.space.clone();
         let sid = Self::space_id(&self.conn(), &space)?;
         let docs = SqlDocs {
@@ -433,6 +442,25 @@ impl Store {
         let last = u64::try_from(last).map_err(|e| corrupt("messages.offset", e))?;
         engine.restore_message_offset(last);
         drop(conn);
+        // Collections other than those it replicates now: a change, carried out with the
+        // cloud once the link is up (`status` shows it as `upstream.replicating`).
+        if let Some(w) = wanted {
+            let sorted = |mut c: Vec<String>| {
+                c.sort();
+                c.dedup();
+                c
+            };
+            let now = engine.config().collections.clone().unwrap_or_default();
+            if sorted(now.clone()) != sorted(w.clone()) {
+                engine
+                    .replicate(w.clone())
+                    .map_err(|e| StoreError::Collections {
+                        space: space.clone(),
+                        stored: format!("{now:?}"),
+                        wanted: format!("{w:?} ({e})"),
+                    })?;
+            }
+        }
         Ok(engine)
     }
 
@@ -1208,6 +1236,8 @@ mod tests {
             resync: Vec::new(),
             resync_horizon: VersionVector::new(),
             upstream: Some(ReplicaId(0xc1)),
+            collections: Some(vec!["notes".into()]),
+            forget: vec!["todo*".into()],
         };
         {
             let mut s = Store::open(&path).expect("open");

@@ -811,7 +811,52 @@ async fn a_hybrid_host_with_sync_collections_replicates_only_those() {
         json!(["notes", "todo"]),
         "{proj}"
     );
-    // The same database with other collections: refused at start, with why.
+    // The same database with other collections: the host changes what it replicates
+    // with the cloud (`users` added, `todo` dropped) and says so in `status`.
+    local.kill9();
+    let local = start_hybrid(
+        &local_dir.0,
+        &url,
+        &token,
+        &[("SYNC_COLLECTIONS", "users,notes")],
+    );
+    for path in ["users/u1", "users/u3"] {
+        eventually(
+            local.api_port,
+            &format!("/v1/spaces/proj/docs/{path}"),
+            None,
+            |s, _| s == 200,
+        );
+    }
+    let settled = |v: &serde_json::Value| {
+        v["spaces"].as_array().is_some_and(|a| {
+            a.iter().any(|s| {
+                s["space"] == "proj"
+                    && s["upstream"]["collections"] == json!(["notes", "users"])
+                    && s["upstream"].get("replicating").is_none()
+                    && s["upstream"].get("forgetting").is_none()
+            })
+        })
+    };
+    eventually(local.api_port, "/v1/status", None, |s, v| {
+        s == 200 && settled(v)
+    });
+    assert_eq!(doc(local.api_port, "todo/t1", None), 404);
+    assert_eq!(doc(local.api_port, "notes/n3", None), 200);
+    // What it wrote to `users` before is the cloud's document now, and a new write there
+    // still goes up; `todo` no longer comes down.
+    put(cloud.api_port, "todo/t2", tok);
+    put(cloud.api_port, "users/u4", tok);
+    eventually(
+        local.api_port,
+        "/v1/spaces/proj/docs/users/u4",
+        None,
+        |s, _| s == 200,
+    );
+    assert_eq!(doc(local.api_port, "todo/t2", None), 404);
+    assert_eq!(doc(local.api_port, "users/u2", None), 200);
+    // A store of part of the space stays one: started without SYNC_COLLECTIONS, it refuses.
+    let mut local = local;
     local.kill9();
     let out = bridge_cmd(&local_dir.0)
         .args([
@@ -828,10 +873,9 @@ async fn a_hybrid_host_with_sync_collections_replicates_only_those() {
         .env("CLOUD_WS_URL", &url)
         .env("CLOUD_PROJECT_ID", "proj")
         .env("BRIDGE_TOKEN", &token)
-        .env("SYNC_COLLECTIONS", "notes")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("keeps its collections for life"), "{err}");
+    assert!(err.contains("stays a store of part of it"), "{err}");
 }

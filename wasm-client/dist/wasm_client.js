@@ -286,6 +286,22 @@ export class Bridge {
         return takeFromExternrefTable0(ret[0]);
     }
     /**
+     * Replicates `collections` (patterns: a name, or a prefix ending in `*`) from now on, in
+     * place of those the store holds: a store opened with `collections` widens or narrows
+     * what it holds. Resolves once the change is in effect and stored (every document of
+     * the added collections is here; those of dropped collections are then dropped, a
+     * page at a time); it waits for a connection. Rejects with `bad_request` (a store of
+     * the whole space, an empty list, a call in a tab that follows the one holding the
+     * store), `malformed` (a bad pattern), or when a later call replaces it before it
+     * went to the server. `open({ collections })` with another list starts the same change.
+     * @param {string[]} collections
+     * @returns {Promise<void>}
+     */
+    subscribeCollections(collections) {
+        const ret = wasm.bridge_subscribeCollections(this.__wbg_ptr, collections);
+        return ret;
+    }
+    /**
      * Calls `callback(doc)` for every durable change of `collection` (`"*"`: all).
      * Returns an id for `unsubscribe`.
      * @param {string} collection
@@ -905,12 +921,12 @@ function __wbg_get_imports() {
             return ret;
         },
         __wbindgen_generic_0000000000000001: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 137, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 139, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__he27ee5fa1f0266c8);
             return ret;
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 141, ret: Externref, inner_ret: Some(Externref) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 143, ret: Externref, inner_ret: Some(Externref) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__ha088033662949123);
             return ret;
         },
@@ -920,18 +936,18 @@ function __wbg_get_imports() {
             return ret;
         },
         __wbindgen_generic_0000000000000004: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 111, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("Event")], shim_idx: 113, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h2ef341af7e9c2fff);
             return ret;
         },
         __wbindgen_generic_0000000000000005: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("IDBVersionChangeEvent")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_32);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_33);
             return ret;
         },
         __wbindgen_generic_0000000000000006: function(arg0, arg1) {
             // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [NamedExternref("MessageEvent")], shim_idx: 2, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_33);
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_34);
             return ret;
         },
         __wbindgen_generic_0000000000000007: function(arg0, arg1) {
@@ -976,12 +992,12 @@ function wasm_bindgen__convert__closures_____invoke__h2ef341af7e9c2fff(arg0, arg
     wasm.wasm_bindgen__convert__closures_____invoke__h2ef341af7e9c2fff(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_32(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_32(arg0, arg1, arg2);
-}
-
 function wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_33(arg0, arg1, arg2) {
     wasm.wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_33(arg0, arg1, arg2);
+}
+
+function wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_34(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h14bc578f0dfeac89_34(arg0, arg1, arg2);
 }
 
 function wasm_bindgen__convert__closures_____invoke__ha088033662949123(arg0, arg1, arg2) {

@@ -98,3 +98,35 @@ test("a manual conflict is shown in the inspector and resolved there", async () 
   await ctxI.close();
   await ctxB.close();
 });
+
+test("an inspector of part of a space shows what it holds and adds a collection", async () => {
+  const put = async (path) => {
+    const r = await fetch(`http://127.0.0.1:${host.apiPort}/v1/spaces/${SPACE}/docs/${path}`, {
+      method: "PUT",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ path }),
+    });
+    assert.equal(r.status, 200, await r.text());
+  };
+  for (const path of ["notes/n1", "notes/n2", "audit/a1"]) await put(path);
+  const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const inspector = await ctx.newPage();
+  inspector.on("pageerror", (e) => console.error("inspector error:", e));
+  const q = new URLSearchParams({ space: SPACE, name: "partial", collections: "notes" });
+  await inspector.goto(`http://127.0.0.1:${host.apiPort}/?${q}#token=${token}`);
+  await until("inspector online", async () =>
+    (await inspector.textContent("#status-text"))?.startsWith("online"));
+  const collections = () => inspector.$$eval("#collections li span:first-child", (s) => s.map((x) => x.textContent));
+  await until("notes shown", async () => (await collections()).includes("notes"));
+  assert.equal(await inspector.textContent("#holds"), "notes");
+  assert.ok(!(await collections()).includes("audit"), `${await collections()}`);
+  // Add `audit`: the store gets it, and says it holds both.
+  await inspector.fill("#replicate input", "audit");
+  await inspector.click("#replicate button");
+  await until("audit replicated", async () => (await inspector.textContent("#holds-msg")) === "replicating audit");
+  assert.equal(await inspector.textContent("#holds"), "audit, notes");
+  await until("audit shown", async () => (await collections()).includes("audit"));
+  assert.ok(inspector.url().includes("collections=audit"), inspector.url());
+  await inspector.screenshot({ path: join(ARTIFACTS, "inspector-partial.png"), fullPage: true });
+  await ctx.close();
+});

@@ -1,5 +1,6 @@
 // The web inspector: one more browser replica of a space, built only on the public package
-// API (open, list, subscribe, onMessage, presence, conflicts, resolve, status), and the
+// API (open, list, subscribe, onMessage, presence, conflicts, resolve, status,
+// subscribeCollections), and the
 // monitor view (monitor.js). Embedded in the native host's binary and served at its API
 // port's `/`: it dials the WebSocket port of the host that served it (`/inspector/host.json`)
 // and connects at once. `?url=&space=&name=&view=` override the form; a token is read from the
@@ -174,6 +175,18 @@ function renderStatus(s) {
   if (s.incoming) parts.push(`${s.incoming} incoming`);
   if (s.error) parts.push(`⚠ ${s.error}`);
   $("#status-text").textContent = parts.join(" · ");
+  renderHolds(s);
+}
+
+/** What this store replicates: the whole space, or its collection patterns (and a change
+ *  under way, and patterns still being dropped); a partial store can add one. */
+function renderHolds(s) {
+  const holds = s.collections ? s.collections.join(", ") || "nothing but _config" : "the whole space";
+  const parts = [holds];
+  if (s.replicating) parts.push(`changing to ${s.replicating.join(", ")}`);
+  if (s.forgetting?.length) parts.push(`dropping ${s.forgetting.join(", ")}`);
+  $("#holds").textContent = parts.join(" · ");
+  $("#replicate").hidden = !s.collections;
 }
 
 function addMessage(m, offset) {
@@ -206,6 +219,12 @@ function formOptions() {
   const f = $("#connect");
   const o = { url: f.url.value.trim(), space: f.space.value.trim(), name: f.name.value.trim() || "inspector" };
   if (f.token.value.trim()) o.token = f.token.value.trim();
+  const collections = f.collections.value.split(",").map((c) => c.trim()).filter(Boolean);
+  if (collections.length) {
+    o.collections = collections;
+    // A store of part of a space stays one: it gets its own IndexedDB database.
+    o.db = `sacred-bridge-inspector-part-${o.space}`;
+  }
   return o;
 }
 
@@ -217,6 +236,7 @@ function rememberInUrl() {
   const f = $("#connect");
   const q = new URLSearchParams({ url: f.url.value.trim(), space: f.space.value.trim(),
     name: f.name.value.trim(), view });
+  if (f.collections.value.trim()) q.set("collections", f.collections.value.trim());
   history.replaceState(null, "", `?${q}`);
 }
 
@@ -246,6 +266,27 @@ $("#new-collection").addEventListener("submit", (e) => {
   e.preventDefault();
   const c = e.target.collection.value.trim();
   if (c) { selected = c; e.target.reset(); scheduleRender(); }
+});
+
+$("#replicate").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const pattern = e.target.pattern.value.trim();
+  const held = db?.status().collections;
+  if (!pattern || !held) return;
+  const msg = $("#holds-msg");
+  msg.textContent = `adding ${pattern}…`;
+  msg.className = "msg";
+  try {
+    await db.subscribeCollections([...held, pattern]);
+    msg.textContent = `replicating ${pattern}`;
+    e.target.reset();
+    $("#connect").collections.value = db.status().collections.join(", ");
+    rememberInUrl();
+    scheduleRender();
+  } catch (err) {
+    msg.textContent = `${err.code}: ${err.message}`;
+    msg.className = "msg error";
+  }
 });
 
 $("#policy").addEventListener("change", async (e) => {
@@ -306,6 +347,7 @@ f.url.value = q.get("url") ?? `${scheme}://${location.hostname}:${host?.ws_port 
 f.space.value = q.get("space") ?? "default";
 f.token.value = fragment.get("token") ?? "";
 f.name.value = q.get("name") ?? "inspector";
+f.collections.value = q.get("collections") ?? "";
 // The token leaves the address bar (and the history) once it is in the form.
 if (fragment.has("token")) history.replaceState(null, "", location.pathname + location.search);
 document.title = "Sacred Bridge inspector";

@@ -29,6 +29,12 @@ pub struct SyncStatus {
     pub incoming: u64,
     /// The last error that stopped persistence or the link, if any.
     pub error: Option<String>,
+    /// The collection patterns the store holds (`None`: the whole space).
+    pub collections: Option<Vec<String>>,
+    /// The patterns a change under way will hold.
+    pub replicating: Option<Vec<String>>,
+    /// Patterns no longer held whose documents are still being dropped.
+    pub forgetting: Vec<String>,
 }
 
 /// The counters behind [`SyncStatus::pending`].

@@ -10,7 +10,8 @@
 //! | `meta` | `"replica"` | replica id (hex text) |
 //! | `meta` | `"space"` | `[pull frame with the vector, hello frame with messages seen, clock wall, clock counter]` |
 //! | `meta` | `"cloud"` | `[highest own counter a cloud acknowledged, when]` |
-//! | `meta` | `"collections"` | the collection patterns a partial store replicates (an array of strings; absent: the whole space), fixed when the store is created |
+//! | `meta` | `"collections"` | the collection patterns a partial store replicates (an array of strings; absent: the whole space), set when the store is created and with the batch that changes them (`Engine::replicate`) |
+//! | `meta` | `"forget"` | patterns a partial store no longer replicates whose documents it is still dropping (an array of strings), written with the batch that changes them |
 //! | `meta` | `"upstream"` | a partial store's server (replica id, hex text), fixed at its first `welcome`, written with the batch of its first pushes |
 //! | `meta` | `"layout"` | `2` while document records of schema 2 (a bare byte array) are still to be rewritten (schema 3's upgrade sets it; `open` rewrites them and deletes it) |
 //! | `meta` | `"requests"` | the newest done requests with an idempotency key (forwarded tab calls): `[[origin, id, dot replica hex or null, dot counter], …]` |
@@ -89,11 +90,11 @@ pub enum StoreError {
          (DevTools → Application → IndexedDB) and let it sync again"
     )]
     Corrupt { what: String, why: String },
-    /// `open({ collections })` names other collections than the store was created with.
+    /// `open({ collections })` on a store of the whole space, or none on a partial one.
     #[error(
-        "this store replicates {stored}, and open() asked for {wanted}: a store keeps its \
-         collections for life (changing them is not built yet); open it with the same \
-         `collections`, or open another `db` for the new ones"
+        "this store replicates {stored}, and open() asked for {wanted}: a store of part of \
+         a space changes its collections but stays one, and a store of the whole space \
+         stays whole; open it accordingly, or open another `db`"
     )]
     Collections { stored: String, wanted: String },
 }
@@ -109,6 +110,24 @@ fn corrupt(what: &str, why: impl std::fmt::Display) -> StoreError {
         what: what.to_owned(),
         why: why.to_string(),
     }
+}
+
+/// A list of strings as a JavaScript array (no JSON: the package links no JSON reader).
+fn array(list: &[String]) -> js_sys::Array {
+    list.iter().map(|p| JsValue::from_str(p)).collect()
+}
+
+/// A stored array of strings (`what` names it in an error), `None` when absent.
+fn strings(v: Option<JsValue>, what: &str) -> Result<Option<Vec<String>>> {
+    let Some(v) = v else { return Ok(None) };
+    let a = v
+        .dyn_ref::<js_sys::Array>()
+        .ok_or_else(|| corrupt(what, "not an array"))?;
+    a.iter()
+        .map(|p| p.as_string())
+        .collect::<Option<Vec<String>>>()
+        .map(Some)
+        .ok_or_else(|| corrupt(what, "not strings"))
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -242,14 +261,15 @@ impl IdbStore {
     /// This store's replica id: read back, or drawn with `random` and stored on first use
     /// (in one transaction, so two racing opens cannot both create one).
     /// The store's replica id, drawn with `random` and stored when the store is new, with
-    /// the `collections` it replicates (`None`: the whole space). An existing store keeps
-    /// the collections it was created with: others are refused (its vector is complete for
-    /// those only). A store from before collections replicates the whole space.
+    /// the `collections` it replicates (`None`: the whole space); and the collections it
+    /// replicates (for an existing store, the stored ones: changing them is
+    /// `Engine::replicate`'s work, and a change between part of the space and the whole of
+    /// it is refused). A store from before collections replicates the whole space.
     pub async fn replica_id(
         &self,
         random: impl Fn() -> Option<u64>,
         collections: Option<&[String]>,
-    ) -> Result<ReplicaId> {
+    ) -> Result<(ReplicaId, Option<Vec<String>>)> {
         let tx = self.db.transaction(&[META], TransactionMode::ReadWrite)?;
         let meta = tx.object_store(META)?;
         let found = meta.get(JsValue::from_str("replica"))?.await?;
@@ -264,27 +284,14 @@ impl IdbStore {
                     .map_err(|e| corrupt("replica id", e))?;
                 // An array of strings (no JSON: the package links no JSON reader for it).
                 let stored = meta.get(JsValue::from_str("collections"))?.await?;
-                let stored: Option<Vec<String>> = match stored {
-                    Some(v) => {
-                        let a = v
-                            .dyn_ref::<js_sys::Array>()
-                            .ok_or_else(|| corrupt("collections", "not an array"))?;
-                        let list = a
-                            .iter()
-                            .map(|p| p.as_string())
-                            .collect::<Option<Vec<String>>>()
-                            .ok_or_else(|| corrupt("collections", "not strings"))?;
-                        Some(list)
-                    }
-                    None => None,
-                };
-                if stored.as_deref() != collections {
+                let stored = strings(stored, "collections")?;
+                if stored.is_some() != collections.is_some() {
                     return Err(StoreError::Collections {
                         stored: shown(stored.as_deref()),
                         wanted: shown(collections),
                     });
                 }
-                id
+                (id, stored)
             }
             None => {
                 let r = random()
@@ -295,10 +302,9 @@ impl IdbStore {
                     Some(&JsValue::from_str("replica")),
                 )?;
                 if let Some(c) = collections {
-                    let a: js_sys::Array = c.iter().map(|p| JsValue::from_str(p)).collect();
-                    meta.put(&a, Some(&JsValue::from_str("collections")))?;
+                    meta.put(&array(c), Some(&JsValue::from_str("collections")))?;
                 }
-                id
+                (id, collections.map(<[String]>::to_vec))
             }
         };
         let done = tx.await?;
@@ -308,20 +314,22 @@ impl IdbStore {
         Ok(id)
     }
 
-    /// The server a partial store syncs with, once it had one (`EngineConfig::upstream`).
-    pub async fn upstream(&self) -> Result<Option<ReplicaId>> {
+    /// The server a partial store syncs with, once it had one (`EngineConfig::upstream`),
+    /// and the patterns it is still forgetting (`Stability::forget`).
+    pub async fn upstream(&self) -> Result<(Option<ReplicaId>, Vec<String>)> {
         let tx = self.db.transaction(&[META], TransactionMode::ReadOnly)?;
-        let found = tx
-            .object_store(META)?
-            .get(JsValue::from_str("upstream"))?
-            .await?;
+        let meta = tx.object_store(META)?;
+        let found = meta.get(JsValue::from_str("upstream"))?;
+        let forget = meta.get(JsValue::from_str("forget"))?;
+        let (found, forget) = (found.await?, forget.await?);
         tx.await?;
+        let forget = strings(forget, "forget")?.unwrap_or_default();
         match found.and_then(|v| v.as_string()) {
             Some(s) => s
                 .parse::<ReplicaId>()
-                .map(Some)
+                .map(|r| (Some(r), forget))
                 .map_err(|e| corrupt("upstream", e)),
-            None => Ok(None),
+            None => Ok((None, forget)),
         }
     }
 
@@ -810,12 +818,19 @@ impl IdbStore {
                 }
             }
             // A partial store's server, in the transaction of the batch that takes its
-            // first pushes (the rest of the stability record is not kept here).
-            if let Some(up) = b.stability.as_ref().and_then(|s| s.upstream) {
-                meta.put(
-                    &JsValue::from_str(&up.to_string()),
-                    Some(&JsValue::from_str("upstream")),
-                )?;
+            // first pushes, and its collections as they change (the rest of the stability
+            // record is not kept here).
+            if let Some(st) = &b.stability {
+                if let Some(up) = st.upstream {
+                    meta.put(
+                        &JsValue::from_str(&up.to_string()),
+                        Some(&JsValue::from_str("upstream")),
+                    )?;
+                }
+                if let Some(c) = &st.collections {
+                    meta.put(&array(c), Some(&JsValue::from_str("collections")))?;
+                }
+                meta.put(&array(&st.forget), Some(&JsValue::from_str("forget")))?;
             }
         }
         meta.put(

@@ -203,24 +203,26 @@ async fn fetch_missed(store: &IdbStore, scratch: &Prefetched) -> bool {
 }
 
 #[wasm_bindgen_test]
-async fn a_store_keeps_the_collections_it_was_created_with() {
+async fn a_partial_store_stays_partial_and_keeps_what_it_replicates_now() {
     let name = unique("collections");
     let notes = vec!["notes".to_string()];
     let store = IdbStore::open(&name).await.unwrap();
-    let id = store.replica_id(|| Some(5), Some(&notes)).await.unwrap();
+    let (id, now) = store.replica_id(|| Some(5), Some(&notes)).await.unwrap();
+    assert_eq!(now.as_deref(), Some(&notes[..]));
     store.close();
     let store = IdbStore::open(&name).await.unwrap();
+    // Opened for other collections: the stored ones are what it holds (the engine changes
+    // them with its server); opened for the whole space: refused.
+    let both = vec!["notes".to_string(), "todo".to_string()];
     assert_eq!(
-        store.replica_id(|| Some(6), Some(&notes)).await.unwrap(),
-        id
+        store.replica_id(|| Some(6), Some(&both)).await.unwrap(),
+        (id, Some(notes.clone()))
     );
-    for other in [None, Some(vec!["notes".to_string(), "todo".to_string()])] {
-        let err = store
-            .replica_id(|| Some(6), other.as_deref())
-            .await
-            .expect_err("other collections");
-        assert!(err.to_string().contains("keeps its"), "{err}");
-    }
+    let err = store
+        .replica_id(|| Some(6), None)
+        .await
+        .expect_err("the whole space");
+    assert!(err.to_string().contains("stays one"), "{err}");
     store.close();
     // A store created for the whole space stays so.
     let name = unique("whole");
@@ -234,7 +236,9 @@ async fn a_store_keeps_the_collections_it_was_created_with() {
 async fn a_partial_store_keeps_its_server_with_the_batch_of_its_welcome() {
     let name = unique("upstream");
     let mut store = IdbStore::open(&name).await.unwrap();
-    assert_eq!(store.upstream().await.unwrap(), None);
+    let notes = vec!["notes".to_string()];
+    store.replica_id(|| Some(3), Some(&notes)).await.unwrap();
+    assert_eq!(store.upstream().await.unwrap(), (None, Vec::new()));
     let mut cfg = EngineConfig::new(ReplicaId(3), Tier::Local, "s");
     cfg.collections = Some(vec!["notes".into()]);
     let mut e = Engine::new(cfg);
@@ -255,9 +259,24 @@ async fn a_partial_store_keeps_its_server_with_the_batch_of_its_welcome() {
     );
     let batch = e.poll_persist().expect("the pin is a batch");
     store.write(std::slice::from_ref(&batch)).await.unwrap();
+    e.persisted(batch.id).unwrap();
+    // A change of collections stores what it replicates and what it forgets with its batch.
+    e.replicate(vec!["todo".into()]).unwrap();
+    e.drain(|_, _| {});
+    let batch = e.poll_persist().expect("the change is a batch");
+    store.write(std::slice::from_ref(&batch)).await.unwrap();
     store.close();
     let store = IdbStore::open(&name).await.unwrap();
-    assert_eq!(store.upstream().await.unwrap(), Some(ReplicaId(9)));
+    assert_eq!(
+        store.upstream().await.unwrap(),
+        (
+            Some(ReplicaId(9)),
+            vec!["notes".to_string(), "todo".to_string()]
+        )
+    );
+    // Nothing is held of both lists until the server answers.
+    let (_, now) = store.replica_id(|| Some(3), Some(&notes)).await.unwrap();
+    assert_eq!(now, Some(Vec::new()));
     store.close();
 }
 
@@ -265,7 +284,7 @@ async fn a_partial_store_keeps_its_server_with_the_batch_of_its_welcome() {
 async fn store_restores_an_engine_batch_exactly() {
     let name = unique("store");
     let mut store = IdbStore::open(&name).await.unwrap();
-    let id = store.replica_id(|| Some(42), None).await.unwrap();
+    let (id, _) = store.replica_id(|| Some(42), None).await.unwrap();
     assert_eq!(id, ReplicaId(42));
     let mut cfg = EngineConfig::new(id, Tier::Local, "s");
     cfg.seed_default_policy = false;
@@ -289,7 +308,7 @@ async fn store_restores_an_engine_batch_exactly() {
 
     let mut store = IdbStore::open(&name).await.unwrap();
     assert_eq!(
-        store.replica_id(|| Some(7), None).await.unwrap(),
+        store.replica_id(|| Some(7), None).await.unwrap().0,
         id,
         "kept, not redrawn"
     );
@@ -335,7 +354,7 @@ async fn a_read_not_fetched_is_an_error_never_absent() {
     wait(b.put("notes".into(), "n1".into(), js(json!({"a": 1})))).await;
     wait(b.close()).await;
     let mut store = IdbStore::open(&name).await.unwrap();
-    let id = store.replica_id(|| None, None).await.unwrap();
+    let (id, _) = store.replica_id(|| None, None).await.unwrap();
     let (mut e, scratch) = engine_over(id, 0);
     store.load(&mut e).await.unwrap();
     let key = DocKey::new("notes", "n1");

@@ -40,6 +40,8 @@
 //! | 28 | `horizon` | horizon |
 //! | 29 | `resync` | horizon |
 //! | 30 | `inventory` | seq, docs \[collection, id, dots \[dot\]\], last (bool) |
+//! | 31 | `replicate` | collections: \[string\] |
+//! | 32 | `replicated` | collections: \[string\] |
 //!
 //! Field types:
 //!
@@ -792,6 +794,8 @@ frame_table! {
         28 => Horizon { horizon },
         29 => Resync { horizon },
         30 => Inventory { seq, docs, last },
+        31 => Replicate { collections },
+        32 => Replicated { collections },
     }
 }
 

@@ -207,6 +207,8 @@ fn check_decoded(frame: &Frame) -> Result<()> {
         | Frame::Horizon { .. }
         | Frame::Resync { .. }
         | Frame::Inventory { .. }
+        | Frame::Replicate { .. }
+        | Frame::Replicated { .. }
         | Frame::Delete { .. }
         | Frame::Get { .. }
         | Frame::List { .. }

@@ -17,7 +17,9 @@
 //! document it got and the server has since collected is dropped, not kept for good.
 
 use super::*;
+#[cfg(feature = "serve")]
 use crate::frame::Push;
+#[cfg(feature = "serve")]
 use crate::replica::FillPage;
 use serde::{Deserialize, Serialize};
 
@@ -33,8 +35,16 @@ pub(super) struct Fill {
     /// Documents sent so far.
     #[serde(default)]
     pub(super) sent: u64,
+    /// A walk for a `replicate` (`replicate.rs`): the collections it adds. It claims
+    /// nothing. `None`: an initial sync of the link's collections, which claims.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) adds: Option<Vec<String>>,
+    /// The `replicate` to answer with `replicated` once the walk is over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) answer: Option<Vec<String>>,
 }
 
+#[cfg(feature = "serve")]
 impl Engine {
     /// Whether a peer that dialed us with `hello` gets its initial sync by key: it holds part
     /// of the space, and its vector claims nothing but its own writes (a host seeds the
@@ -49,6 +59,7 @@ pub(super) fn claims_only(vector: &VersionVector, replica: ReplicaId) -> bool {
     vector.iter().all(|(r, _)| r == replica)
 }
 
+#[cfg(feature = "serve")]
 impl Engine {
     /// Cuts the next page of the walk by key of `session` (the link is open, may take a
     /// push, and its walk is under way): a push with an empty watermark, or the last one,
@@ -57,7 +68,11 @@ impl Engine {
     pub(super) fn next_fill(&mut self, session: SessionId) -> Option<Transmit> {
         let link = self.sessions.get(&session)?.peer.as_ref()?;
         let fill = link.fill.clone()?;
-        let filter = link.filter.clone().unwrap_or_default();
+        let filter = fill
+            .adds
+            .clone()
+            .or_else(|| link.filter.clone())
+            .unwrap_or_default();
         let claim = fill
             .claim
             .clone()
@@ -74,22 +89,47 @@ impl Engine {
         };
         let link = self.sessions.get_mut(&session)?.peer.as_mut()?;
         let sent = fill.sent + docs.len() as u64;
+        let claims = fill.adds.is_none();
+        if next.is_none() {
+            // The walk is over: `replicated` follows its last page (the outbox goes first
+            // at the next poll), or goes alone when that page would be empty.
+            if let Some(collections) = fill.answer.clone() {
+                link.fill = None;
+                let answer = Frame::Replicated { collections };
+                if docs.is_empty() && !claims {
+                    return Some(Transmit::Frame {
+                        session,
+                        frame: answer,
+                    });
+                }
+                self.outbox.push_back(Transmit::Frame {
+                    session,
+                    frame: answer,
+                });
+            }
+        }
+        let link = self.sessions.get_mut(&session)?.peer.as_mut()?;
         let (watermark, remaining) = match next {
             Some(after) => {
                 link.fill = Some(Fill {
                     claim: Some(claim.clone()),
                     after: Some(after),
                     sent,
+                    ..fill
                 });
                 // An upper bound, from the vector alone (as a delta's): every write below
                 // the claim not yet sent, at least one while the walk goes on.
                 let writes: u64 = claim.iter().map(|(_, c)| c).sum();
                 (VersionVector::new(), writes.saturating_sub(sent).max(1))
             }
-            None => {
+            None if claims => {
                 link.fill = None;
                 link.known.join(&claim);
                 (claim, 0)
+            }
+            None => {
+                link.fill = None;
+                (VersionVector::new(), 0)
             }
         };
         let seq = link.take_seq(watermark.clone());

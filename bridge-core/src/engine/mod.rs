@@ -95,6 +95,7 @@ mod fill;
 mod horizon;
 mod peer;
 mod presence;
+mod replicate;
 mod request;
 mod resync;
 mod snapshot;
@@ -326,6 +327,24 @@ pub enum Event {
     },
     /// The set of connected agents and peers changed.
     PresenceChanged,
+    /// A change of collections asked with [`Engine::replicate`] is in effect and durable:
+    /// this replica holds every document of `collections` (and forgets, a page at a time,
+    /// those of collections it dropped: [`Engine::forgetting`]).
+    Replicated {
+        /// What it replicates now.
+        collections: Vec<String>,
+    },
+    /// The server refused a change of collections ([`Engine::replicate`]): `forbidden` (the
+    /// token does not read them all), `malformed`, or `protocol` (a partial server that does
+    /// not hold them). The replica goes back to what it replicated before.
+    ReplicateRefused {
+        /// The list refused.
+        collections: Vec<String>,
+        /// Why, as the server said.
+        code: crate::ErrorCode,
+        /// The server's message.
+        message: String,
+    },
 }
 
 #[derive(Debug)]
@@ -437,6 +456,8 @@ enum Gated {
     /// ([`Engine::send_collected`]).
     #[cfg(feature = "serve")]
     States(SessionId, Vec<(DocKey, Vec<Dot>)>),
+    /// [`Event::Replicated`], once the stored collections are durable.
+    Replicated(Vec<String>),
 }
 
 /// The sync state machine of one space at one store: a [`Replica`] and every session
@@ -515,6 +536,10 @@ pub struct Engine {
     events: VecDeque<Event>,
     staged_gates: Vec<Gated>,
     inflight_gates: VecDeque<(u64, Vec<Gated>)>,
+    /// A change of collections under way ([`Engine::replicate`]).
+    change: Option<replicate::Change>,
+    /// Where forgetting the collections dropped stands (`Stability::forget`).
+    forget: replicate::Forgetting,
     msg_from: VecMap<MessageId, SessionId>,
     presence_dirty: bool,
     push_cursor: SessionId,
@@ -562,6 +587,8 @@ impl Engine {
             events: VecDeque::new(),
             staged_gates: Vec::new(),
             inflight_gates: VecDeque::new(),
+            change: None,
+            forget: Default::default(),
             msg_from: VecMap::new(),
             presence_dirty: false,
             push_cursor: 0,
@@ -622,6 +649,11 @@ impl Engine {
     /// Loads the space's stable horizon and table of peers as read back from the store
     /// (before any session; see [`crate::PersistBatch::stability`]).
     pub fn restore_stability(&mut self, s: crate::replica::Stability) {
+        // The collections a partial replica changed to since its creation replace the ones
+        // it was created with.
+        if let (Some(now), Some(_)) = (&s.collections, &self.cfg.collections) {
+            self.cfg.collections = Some(now.clone());
+        }
         self.replica.restore_stability(s);
     }
 
@@ -709,6 +741,7 @@ impl Engine {
 
     /// The connection is gone (either side closed it, or it broke).
     pub fn close(&mut self, session: SessionId) {
+        self.change_closed(session);
         if let Some(s) = self.sessions.remove(&session) {
             if matches!(s.phase, Phase::Open) {
                 self.presence_dirty = true;
@@ -1081,6 +1114,13 @@ impl Engine {
             Frame::Horizon { horizon } => self.on_horizon(session, horizon),
             Frame::Resync { horizon } => self.on_resync(session, horizon),
             Frame::Inventory { seq, docs, last } => self.on_inventory(session, seq, docs, last),
+            #[cfg(feature = "serve")]
+            Frame::Replicate { collections } => self.on_replicate(session, collections),
+            #[cfg(not(feature = "serve"))]
+            Frame::Replicate { .. } => Err(Fatal(Error::Protocol(
+                "this replica serves no replica of part of the space".into(),
+            ))),
+            Frame::Replicated { collections } => self.on_replicated(session, collections),
             Frame::Broadcast { message, .. } => self.on_broadcast(now_ms, session, message),
             Frame::Presence { entries } => self.on_presence(session, entries),
             // Either kind of session.
@@ -1088,7 +1128,11 @@ impl Engine {
                 self.send(session, Frame::Pong { nonce });
                 Ok(())
             }
-            Frame::Pong { .. } | Frame::Error { .. } => Ok(()),
+            Frame::Error { code, message, .. } => {
+                self.on_error(session, code, message);
+                Ok(())
+            }
+            Frame::Pong { .. } => Ok(()),
             // Agents: the verbs (request.rs).
             verb @ (Frame::Put { .. }
             | Frame::Patch { .. }
@@ -1136,6 +1180,9 @@ impl Engine {
         match g {
             Gated::Frame(s, f) => self.send(s, f),
             Gated::Local(req, dot) => self.events.push_back(Event::Acked { req, dot }),
+            Gated::Replicated(collections) => {
+                self.events.push_back(Event::Replicated { collections })
+            }
             #[cfg(feature = "serve")]
             Gated::States(s, docs) => self.send_collected(s, docs).map_err(|Fatal(e)| e)?,
         }

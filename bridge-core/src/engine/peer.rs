@@ -3,7 +3,9 @@
 //! relayed messages (`broadcast`), and the trust checks every write and message from a peer
 //! passes before anything changes.
 
-use super::{fill, Engine, Event, Fatal, Gated, PeerLink, Phase, Transmit, PUSH_BYTES};
+#[cfg(feature = "serve")]
+use super::fill;
+use super::{Engine, Event, Fatal, Gated, PeerLink, Phase, Transmit, PUSH_BYTES};
 #[cfg(feature = "tokens")]
 use crate::auth;
 use crate::auth::{Grant, Rights};
@@ -94,6 +96,7 @@ impl Engine {
                 }
                 let mut link = PeerLink::new(replica, tier, known, h.messages.unwrap_or_default());
                 link.peer_horizon = h.horizon.unwrap_or_default();
+                #[cfg(feature = "serve")]
                 if Self::fills(h.collections.as_deref(), &link.known, replica) {
                     link.fill = Some(fill::Fill::default());
                 }
@@ -304,7 +307,8 @@ impl Engine {
         &mut self,
         now_ms: u64,
         session: SessionId,
-        mut p: Push,
+        // Mutated by the server's drop of what it collected (feature `serve`).
+        #[cfg_attr(not(feature = "serve"), allow(unused_mut))] mut p: Push,
     ) -> Result<(), Fatal> {
         // A token scoped to collections writes per collection (checked below, document by
         // document); any other needs `write`.
@@ -521,6 +525,23 @@ impl Engine {
             let Some(link) = s.peer.as_ref() else {
                 continue;
             };
+            if matches!(s.phase, Phase::Open)
+                && s.dialed
+                && link.inventory.is_none()
+                && (self.change.is_some() || !self.replica.stability().forget.is_empty())
+            {
+                // A change of collections, or forgetting those dropped (`replicate.rs`).
+                if let Some(t) = self.step_change(id) {
+                    self.push_cursor = id + 1;
+                    return Some(t);
+                }
+            }
+            let Some(s) = self.sessions.get(&id) else {
+                continue;
+            };
+            let Some(link) = s.peer.as_ref() else {
+                continue;
+            };
             if matches!(s.phase, Phase::Open) && s.dialed && link.inventory.is_some() {
                 // Resyncing: the inventory goes first, whatever the push mode, and nothing
                 // else until the server has acknowledged its last page.
@@ -541,6 +562,7 @@ impl Engine {
             {
                 continue;
             }
+            #[cfg(feature = "serve")]
             if link.fill.is_some() {
                 // A walk by key goes first, and no delta until its last page.
                 if let Some(t) = self.next_fill(id) {

@@ -145,6 +145,7 @@ impl Replica {
     /// live dot). Tombstones go too, as a delta would send them; a state without a sibling
     /// does not. The walk claims nothing: the caller claims the vector it began at once it
     /// is over (docs/protocol.md, section 5, "Partial replication").
+    #[cfg(feature = "serve")]
     pub fn fill_page(
         &self,
         filter: &[String],
@@ -198,6 +199,101 @@ impl Replica {
             coll = self.durable.next_collection(&c)?;
         }
         Ok(out)
+    }
+
+    /// Keys of `collection` above `after` in the newest layer, tombstones included, in
+    /// order: a page of the durable layer's keys (at most `limit`) with the keys of the
+    /// newer layers in its range (or after it, on the last page).
+    fn keys_newest(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DocKey>> {
+        let durable = self.durable.keys(collection, after, limit)?;
+        let bound = (durable.len() >= limit)
+            .then(|| durable.last().cloned())
+            .flatten();
+        let mut keys: std::collections::BTreeSet<DocKey> = durable.into_iter().collect();
+        for k in self
+            .newer_keys(collection, after)
+            .filter(|k| bound.as_ref().is_none_or(|b| *k <= b))
+        {
+            keys.insert(k.clone());
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    /// A step of forgetting documents this partial replica no longer replicates or is about
+    /// to replicate anew ([`crate::Engine::replicate`]): of the collections matching
+    /// `patterns` and not `keep`, and their policies in `_config`, in key order after `after`, each
+    /// document whose every sibling `server` holds is dropped from this store (staged as an
+    /// empty state, which the next cut removes, as a resync's would be). A document with a
+    /// write of ours the server does not hold yet is kept: it goes up, and the server's
+    /// answer settles it. Walks pages until one forgets something (so the host's next
+    /// persist drives the next step) or the walk ends; returns the key to go on after, or
+    /// `None` when done. `kept` is set when a document was kept for a write of ours.
+    pub fn forget_step(
+        &mut self,
+        patterns: &[String],
+        keep: &[String],
+        after: Option<&DocKey>,
+        server: &VersionVector,
+        kept: &mut bool,
+    ) -> Result<Option<DocKey>> {
+        let mut walked = after.cloned();
+        let mut coll = match after {
+            Some(a) => Some(a.collection.clone()),
+            None => self.next_collection("")?,
+        };
+        // A collection it forgets, or `_config` (for those collections' policies).
+        let forgets =
+            |c: &str| crate::auth::matches_any(patterns, c) && !crate::auth::matches_any(keep, c);
+        while let Some(c) = coll {
+            if c == CONFIG_COLLECTION || forgets(&c) {
+                loop {
+                    let from = walked
+                        .as_ref()
+                        .filter(|k| k.collection == c)
+                        .map(|k| k.id.clone());
+                    let page = self.keys_newest(&c, from.as_deref(), PAGE)?;
+                    let last_page = page.len() < PAGE;
+                    let mut forgot = false;
+                    for key in page {
+                        let of = match key.collection == CONFIG_COLLECTION {
+                            true => key.id.strip_prefix("collection:"),
+                            false => Some(key.collection.as_str()),
+                        };
+                        if !of.is_some_and(forgets) {
+                            walked = Some(key);
+                            continue;
+                        }
+                        let (held, known) = self.state(&key)?.map_or((false, false), |s| {
+                            (
+                                !s.siblings.is_empty(),
+                                s.siblings.iter().all(|x| server.contains(x.dot)),
+                            )
+                        });
+                        *kept |= held && !known;
+                        if held && known {
+                            self.staged
+                                .docs
+                                .insert(key.clone(), Arc::new(DocState::default()));
+                            forgot = true;
+                        }
+                        walked = Some(key);
+                    }
+                    if last_page {
+                        break;
+                    }
+                    if forgot {
+                        return Ok(walked);
+                    }
+                }
+            }
+            coll = self.next_collection(&c)?;
+        }
+        Ok(None)
     }
 
     /// [`Replica::delta_bounded`] for a link that may introduce only this replica's own

@@ -66,6 +66,15 @@ pub struct Stability {
     /// first pushes (`EngineConfig::upstream`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<ReplicaId>,
+    /// A replica of part of the space whose collections changed since it was created
+    /// (`Engine::replicate`): the collections its vector is complete for now. `None`: the
+    /// ones it was created with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collections: Option<Vec<String>>,
+    /// Collection patterns it no longer replicates and whose documents it has not all
+    /// forgotten yet (`Engine::replicate`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forget: Vec<String>,
 }
 
 impl Stability {

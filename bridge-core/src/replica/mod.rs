@@ -631,6 +631,27 @@ impl Replica {
             .and_then(|s| s.visible(self.policy(&key.collection))))
     }
 
+    /// Keys of `collection` above `after` in the staged and in-flight layers, each layer in
+    /// key order (one after the other: a key may come more than once).
+    pub(super) fn newer_keys<'a>(
+        &'a self,
+        collection: &'a str,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a DocKey> + 'a {
+        let start = DocKey::new(collection, after.unwrap_or(""));
+        self.inflight
+            .iter()
+            .map(|f| &f.docs)
+            .chain([&self.staged.docs])
+            .flat_map(move |layer| {
+                layer
+                    .range(start.clone()..)
+                    .map(|(k, _)| k)
+                    .take_while(move |k| k.collection == collection)
+                    .filter(move |k| after.is_none_or(|a| k.id.as_str() > a))
+            })
+    }
+
     /// Visible (not deleted) documents of a collection, newest layer, in id order, after
     /// `after`, at most `limit`. The durable layer is read in pages, so deleted documents
     /// never eat into the page and a store is never read whole.
@@ -640,27 +661,12 @@ impl Replica {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DocView>> {
-        let start = DocKey::new(collection, after.unwrap_or(""));
-        let wanted =
-            |k: &DocKey| k.collection == collection && after.is_none_or(|a| k.id.as_str() > a);
         // Documents only in the newer layers are few: gather them, then merge with the
         // durable range.
         // Sorted and unique (a sorted Vec: see `delta_bounded`).
         let mut newer: VecMap<&DocKey, ()> = VecMap::new();
-        for layer in self
-            .inflight
-            .iter()
-            .map(|f| &f.docs)
-            .chain([&self.staged.docs])
-        {
-            for k in layer
-                .range(start.clone()..)
-                .map(|(k, _)| k)
-                .take_while(|k| k.collection == collection)
-                .filter(|k| wanted(k))
-            {
-                newer.insert(k, ());
-            }
+        for k in self.newer_keys(collection, after) {
+            newer.insert(k, ());
         }
         let mut newer = newer.keys().copied().peekable();
         let mut out = Vec::new();
@@ -1210,14 +1216,17 @@ fn unstaged_state<'a>(
     durable: &'a Durable,
     key: &DocKey,
 ) -> Result<Option<StateRef<'a>>> {
-    match inflight
-        .iter()
-        .rev()
-        .find_map(|f| f.docs.get(key).map(|s| &**s))
-    {
-        Some(s) => Ok(Some(StateRef::Borrowed(s))),
-        None => durable.get(key),
+    // A batch in flight that removes the document (collected, or left without a sibling)
+    // hides what the durable layer still holds of it.
+    for f in inflight.iter().rev() {
+        if let Some(s) = f.docs.get(key) {
+            return Ok(Some(StateRef::Borrowed(s)));
+        }
+        if f.collected.contains(key) {
+            return Ok(None);
+        }
     }
+    durable.get(key)
 }
 
 /// Validates a write to the space configuration, so a bad policy never replicates.

@@ -416,6 +416,7 @@ impl Durable {
     /// A page of `collection`'s documents above `after` in id order, each with its durable
     /// state: what an initial sync by key reads. Like [`Durable::dot_states`], what it reads
     /// of the store is not put in the cache; a state the cache holds is taken from it.
+    #[cfg(feature = "serve")]
     pub(super) fn key_states(
         &self,
         collection: &str,

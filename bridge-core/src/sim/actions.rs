@@ -49,7 +49,8 @@ impl<C: Choices> World<'_, C> {
         let op = self.random_op();
         let is_delete = op == WriteOp::Delete;
         if self.nodes[n]
-            .cfg
+            .engine
+            .config()
             .collections
             .as_deref()
             .is_some_and(|f| !crate::auth::subscribed(f, &key))

@@ -173,7 +173,9 @@ impl<C: Choices> World<'_, C> {
             let mut docs = node.disk.docs.snapshot();
             // A partial replica holds its collections, and nothing of the others but its
             // own writes (never sent back to it): those are all it is compared on.
-            let sub = node.cfg.collections.as_deref();
+            // What it replicates now (a change may have taken effect).
+            let sub = node.engine.config().collections.clone();
+            let sub = sub.as_deref();
             let held = |k: &DocKey| sub.is_none_or(|f| crate::auth::subscribed(f, k));
             let me = node.cfg.replica;
             for (k, st) in docs.iter().filter(|(k, _)| !held(k)) {

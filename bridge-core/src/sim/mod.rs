@@ -206,6 +206,8 @@ pub struct Report {
     /// `hello`s of partial replicas holding documents their vector does not claim (a walk
     /// by key cut short).
     pub unclaimed: usize,
+    /// Changes of collections that took effect ([`Event::Replicated`]).
+    pub replicated: usize,
 }
 
 /// A run that broke an invariant (or hit an engine error): where, and what.
@@ -294,6 +296,9 @@ struct Node {
     offset_ms: u64,
     /// Steps during which the node stays cut off.
     partitioned_until: usize,
+    /// A partial client's collections as last asked for ([`Engine::replicate`]): asked
+    /// again after a restart, as a host does with its setting.
+    want: Option<Vec<String>>,
 }
 
 impl Node {
@@ -314,7 +319,8 @@ impl Node {
             }
         }
         r.restore_meta(disk.vector.clone(), disk.clock, disk.msg_seen.clone());
-        r.restore_stability(disk.stability.clone());
+        engine.restore_stability(disk.stability.clone());
+        let r = engine.replica_mut();
         if stored {
             // A stored replica reads its retained messages from disk when it replays them.
             r.restore_message_offset(disk.docs.last_offset());
@@ -331,7 +337,28 @@ impl Node {
             writing: VecDeque::new(),
             offset_ms,
             partitioned_until: 0,
+            want: None,
         }
+    }
+
+    /// Asks for `want` (when the store replicates something else), as a host does at start.
+    fn ask(&mut self, want: Option<Vec<String>>) -> Result<(), String> {
+        if std::env::var("SIM_DEBUG").is_ok() {
+            eprintln!(
+                "replica {}: has {:?}, asks {want:?}",
+                self.cfg.replica,
+                self.engine.config().collections
+            );
+        }
+        if let Some(w) = &want {
+            if self.engine.config().collections.as_ref() != Some(w) {
+                self.engine
+                    .replicate(w.clone())
+                    .map_err(|e| format!("replicate {w:?} refused: {e}"))?;
+            }
+        }
+        self.want = want;
+        Ok(())
     }
 }
 
@@ -639,7 +666,7 @@ impl<'c, C: Choices> World<'c, C> {
             .collect()
     }
 
-    fn crash(&mut self, n: usize) {
+    fn crash(&mut self, n: usize) -> Result<(), String> {
         self.report.crashes += 1;
         for l in self.node_links(n) {
             self.break_link(l);
@@ -652,9 +679,11 @@ impl<'c, C: Choices> World<'c, C> {
         let node = &mut self.nodes[n];
         node.writing.clear();
         let disk = std::mem::take(&mut node.disk);
-        let (cfg, offset) = (node.cfg.clone(), node.offset_ms);
+        let (cfg, offset, want) = (node.cfg.clone(), node.offset_ms, node.want.clone());
         self.nodes[n] = Node::boot(cfg, disk, offset);
+        self.nodes[n].ask(want)?;
         self.local_reqs.retain(|(node, _), _| *node != n);
+        Ok(())
     }
 
     // ---- the host loop of every node ---------------------------------------------------------
@@ -678,6 +707,12 @@ impl<'c, C: Choices> World<'c, C> {
                             self.check_durable(n, &key, dot)?;
                             self.acked.push((key, dot));
                         }
+                    }
+                    Output::Event(Event::Replicated { collections }) => {
+                        if std::env::var("SIM_DEBUG").is_ok() {
+                            eprintln!("step {} node {n}: replicates {collections:?}", self.step);
+                        }
+                        self.report.replicated += 1
                     }
                     Output::Event(_) => {}
                 }
@@ -787,6 +822,31 @@ impl<'c, C: Choices> World<'c, C> {
         let frame = decode(&bytes, binary)
             .map_err(|e| format!("a frame the core encoded did not decode: {e}"))?;
         let handshake = matches!(frame, Frame::Hello(_) | Frame::Welcome(_));
+        if let (Ok(k), Frame::Push(p)) = (std::env::var("SIM_TRACE_KEY"), &frame) {
+            if p.docs
+                .iter()
+                .any(|d| format!("{}/{}", d.collection, d.id) == k)
+            {
+                eprintln!(
+                    "step {}: link {l} to_server {to_server} push seq {} watermark {:?}",
+                    self.step, p.seq, p.watermark
+                );
+            }
+        }
+        if std::env::var("SIM_TRACE_KEY").is_ok()
+            && matches!(
+                frame,
+                Frame::Replicate { .. }
+                    | Frame::Replicated { .. }
+                    | Frame::Hello(_)
+                    | Frame::Welcome(_)
+            )
+        {
+            eprintln!(
+                "step {}: link {l} to_server {to_server} {:?}",
+                self.step, frame
+            );
+        }
         match &frame {
             Frame::Resync { .. } => self.report.resyncs += 1,
             Frame::Push(p) if p.watermark.is_empty() && p.remaining > 0 => {
@@ -947,7 +1007,17 @@ impl<'c, C: Choices> World<'c, C> {
             }
             60..=69 => {
                 let n = 2 + self.c.below(n_nodes - 2);
-                if self.c.chance(150) {
+                // A partial client without a scoped token changes what it replicates now
+                // and then.
+                let unscoped = !self
+                    .links
+                    .iter()
+                    .any(|l| l.client == End::Node(n) && l.scope.is_some());
+                if self.nodes[n].cfg.collections.is_some() && unscoped && self.c.chance(40) {
+                    let sub = SUBSCRIPTIONS[self.c.below(SUBSCRIPTIONS.len())];
+                    let want = sub.iter().map(|p| p.to_string()).collect();
+                    self.nodes[n].ask(Some(want))?;
+                } else if self.c.chance(150) {
                     let now = self.now(n);
                     let ch = CHANNELS[self.c.below(2)];
                     self.publish(n, now, ch, json!({"from": n}))?;
@@ -992,7 +1062,7 @@ impl<'c, C: Choices> World<'c, C> {
             95..=97 => {
                 if self.c.chance(self.cfg.crash * 30) {
                     let n = self.c.below(n_nodes);
-                    self.crash(n);
+                    self.crash(n)?;
                 }
             }
             _ => {

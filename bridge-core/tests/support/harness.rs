@@ -134,6 +134,11 @@ impl Node {
         self.engine.config()
     }
 
+    /// The engine, for calls the node does not wrap.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
     pub fn has_staged(&self) -> bool {
         self.engine.has_staged()
     }

@@ -476,6 +476,19 @@ impl Hub {
                             }
                         }
                     }
+                    Event::Replicated { collections } => {
+                        tracing::info!(%space, ?collections, "replicating these collections now");
+                    }
+                    Event::ReplicateRefused {
+                        collections,
+                        code,
+                        message,
+                    } => {
+                        tracing::warn!(%space, ?collections, code = code.as_str(), %message, "the cloud refused SYNC_COLLECTIONS; replicating what was replicated before");
+                        if let Some(l) = link.as_deref_mut() {
+                            l.last_error = Some(format!("SYNC_COLLECTIONS refused: {message}"));
+                        }
+                    }
                     _ => {}
                 },
                 bridge_core::Output::Transmit(t) => {

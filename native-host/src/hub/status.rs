@@ -113,6 +113,8 @@ impl Hub {
                         },
                         event_pushes: l.event_pushes,
                         collections: s.engine.config().collections.clone(),
+                        replicating: s.engine.replicating().map(<[String]>::to_vec),
+                        forgetting: s.engine.forgetting().to_vec(),
                     }
                 });
                 let cache = r.cache_bytes();

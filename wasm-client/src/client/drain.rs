@@ -254,7 +254,7 @@ fn drain(rc: &Shared) {
         let i = &mut *guard;
         let me = i.engine.replica().id();
         let mut presence = false;
-        i.engine.drain(|_, out| match out {
+        i.engine.drain(|engine, out| match out {
             Output::Transmit(Transmit::Frame { session, frame }) if session == i.session => {
                 if let Some(link) = &i.link {
                     let bytes = codec::encode_binary(&frame);
@@ -364,6 +364,42 @@ fn drain(rc: &Shared) {
                     i.backoff.reset();
                 }
                 Event::PresenceChanged => presence = true,
+                Event::ReplicateRefused {
+                    collections,
+                    code,
+                    message,
+                } => {
+                    // The server refused the list: its calls reject with its reason.
+                    for (list, resolve, reject) in std::mem::take(&mut i.replicating) {
+                        if list == collections {
+                            calls.push((
+                                reject,
+                                coded(code.as_str(), &message),
+                                JsValue::UNDEFINED,
+                            ));
+                        } else {
+                            i.replicating.push((list, resolve, reject));
+                        }
+                    }
+                }
+                Event::Replicated { collections } => {
+                    // Calls for this list resolve; a call for another list that no change
+                    // carries any more was replaced by a later one.
+                    let under_way = engine.replicating().map(<[String]>::to_vec);
+                    for (list, resolve, reject) in std::mem::take(&mut i.replicating) {
+                        if list == collections {
+                            calls.push((resolve, JsValue::UNDEFINED, JsValue::UNDEFINED));
+                        } else if under_way.as_ref() != Some(&list) {
+                            let e = coded(
+                                "bad_request",
+                                "replaced by a later subscribeCollections before it took effect",
+                            );
+                            calls.push((reject, e, JsValue::UNDEFINED));
+                        } else {
+                            i.replicating.push((list, resolve, reject));
+                        }
+                    }
+                }
                 _ => {}
             },
         });

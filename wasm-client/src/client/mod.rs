@@ -201,6 +201,7 @@ pub async fn open(
                 closed: false,
                 next_call: 1,
                 waiting: Pending::default(),
+                replicating: Vec::new(),
                 next_sub: 1,
                 subs: Vec::new(),
                 cloud: CloudProgress { acked: cloud.acked },
@@ -258,7 +259,7 @@ async fn open_store(
     leader: bool,
 ) -> Result<(Engine, Prefetched, IdbStore, Loaded), JsValue> {
     let mut store = IdbStore::open(db_name).await.map_err(js_err)?;
-    let replica = store
+    let (replica, stored) = store
         .replica_id(|| js::random_u64().ok(), opts.collections.as_deref())
         .await
         .map_err(|e| match e {
@@ -270,16 +271,37 @@ async fn open_store(
     // A browser joins spaces; the hosts that serve them seed their default policy.
     cfg.seed_default_policy = false;
     cfg.cache_bytes = opts.cache_bytes.unwrap_or(CACHE_BYTES);
-    cfg.collections = opts.collections.clone();
+    // What the store replicates now; other `collections` asked for start a change.
+    cfg.collections = stored;
+    let mut forget = Vec::new();
     if cfg.collections.is_some() {
-        cfg.upstream = store.upstream().await.map_err(js_err)?;
+        (cfg.upstream, forget) = store.upstream().await.map_err(js_err)?;
     }
     let (mut engine, scratch) = new_engine(cfg);
     let loaded = store.load(&mut engine).await.map_err(js_err)?;
+    if !forget.is_empty() {
+        engine.restore_stability(bridge_core::replica::Stability {
+            forget,
+            ..Default::default()
+        });
+    }
+    if let Some(wanted) = &opts.collections {
+        let now = engine.config().collections.clone().unwrap_or_default();
+        if sorted(now) != sorted(wanted.clone()) {
+            engine.replicate(wanted.clone()).map_err(|e| core_err(&e))?;
+        }
+    }
     if leader {
         store.set_aside(&loaded.damaged).await.map_err(js_err)?;
     }
     Ok((engine, scratch, store, loaded))
+}
+
+/// A list of patterns in the order `Engine::replicate` keeps it.
+fn sorted(mut list: Vec<String>) -> Vec<String> {
+    list.sort();
+    list.dedup();
+    list
 }
 
 /// What `status().error` says after an open (or a read) that had to set records aside.
@@ -666,6 +688,51 @@ impl Bridge {
             .policy(&collection)
             .as_str()
             .to_owned())
+    }
+
+    /// Replicates `collections` (patterns: a name, or a prefix ending in `*`) from now on, in
+    /// place of those the store holds: a store opened with `collections` widens or narrows
+    /// what it holds. Resolves once the change is in effect and stored (every document of
+    /// the added collections is here; those of dropped collections are then dropped, a
+    /// page at a time); it waits for a connection. Rejects with `bad_request` (a store of
+    /// the whole space, an empty list, a call in a tab that follows the one holding the
+    /// store), `malformed` (a bad pattern), or when a later call replaces it before it
+    /// went to the server. `open({ collections })` with another list starts the same change.
+    #[wasm_bindgen(js_name = subscribeCollections, unchecked_return_type = "Promise<void>")]
+    pub fn subscribe_collections(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string[]")] collections: JsValue,
+    ) -> Promise {
+        let inner = self.inner.clone();
+        let promise = Promise::new(&mut |resolve, reject| {
+            let fail = |e: JsValue| {
+                let _ = reject.call1(&JsValue::NULL, &e);
+            };
+            let list = collections.dyn_ref::<js_sys::Array>().and_then(|a| {
+                a.iter()
+                    .map(|p| p.as_string())
+                    .collect::<Option<Vec<String>>>()
+            });
+            let Some(list) = list else {
+                return fail(coded(
+                    "bad_request",
+                    "collections must be an array of strings",
+                ));
+            };
+            let mut i = inner.borrow_mut();
+            if i.follower {
+                return fail(coded(
+                    "bad_request",
+                    "this tab follows the tab that holds the store: call subscribeCollections there",
+                ));
+            }
+            if let Err(e) = i.engine.replicate(list.clone()) {
+                return fail(core_err(&e));
+            }
+            i.replicating.push((sorted(list), resolve, reject));
+        });
+        schedule(&self.inner);
+        promise
     }
 
     /// Pushes and pulls now if connected; otherwise redials at once.

@@ -63,6 +63,9 @@ pub(super) struct Inner {
     pub(super) next_call: u64,
     /// Requests waiting for `Event::Acked`: our own promises, or a follower tab's call.
     pub(super) waiting: Pending<Waiter>,
+    /// `subscribeCollections` calls waiting for `Event::Replicated` of their list (sorted):
+    /// resolve and reject.
+    pub(super) replicating: Vec<(Vec<String>, Function, Function)>,
     pub(super) next_sub: u32,
     pub(super) subs: Vec<Sub>,
     /// What a cloud replica holds of our writes (persisted) and what the current peer does.
@@ -162,6 +165,9 @@ impl Inner {
             replica: r.id().to_string(),
             incoming: self.incoming,
             error: self.error.clone(),
+            collections: self.engine.config().collections.clone(),
+            replicating: self.engine.replicating().map(<[String]>::to_vec),
+            forgetting: self.engine.forgetting().to_vec(),
         }
     }
 

@@ -49,6 +49,12 @@ export interface Status {
   incoming: number;
   /** The last problem (`"forbidden: …"` when the host refuses our pushes, an unreachable host, records set aside); `null` once sync works again. */
   error: string | null;
+  /** The collection patterns this store holds (`null`: the whole space). */
+  collections: string[] | null;
+  /** The patterns a change under way (`subscribeCollections`) will hold, else `null`. */
+  replicating: string[] | null;
+  /** Patterns no longer held whose documents are still being dropped. */
+  forgetting: string[];
 }
 /** Stable error codes (docs/protocol.md), plus `closed` (the handle was closed) and, from `open()`, `busy`. */
 export type ErrorCode = "bad_request" | "malformed" | "too_large" | "bad_policy" | "not_found" | "forbidden" | "unauthorized" | "internal" | "closed" | "busy" | string;
