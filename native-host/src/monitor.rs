@@ -111,6 +111,16 @@ pub fn render(status: &HostStatus, api: &str) -> String {
                     up.event_pushes,
                 );
                 let _ = writeln!(o, "    cloud has of ours: {}", text(up.acked.as_deref()));
+                if let Some(c) = &up.collections {
+                    let _ = write!(o, "    replicates: {}", c.join(", "));
+                    if let Some(next) = &up.replicating {
+                        let _ = write!(o, " (changing to {})", next.join(", "));
+                    }
+                    if !up.forgetting.is_empty() {
+                        let _ = write!(o, " (dropping {})", up.forgetting.join(", "));
+                    }
+                    let _ = writeln!(o);
+                }
             }
             None => {}
         }

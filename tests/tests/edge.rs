@@ -542,7 +542,10 @@ async fn a_hybrid_native_host_syncs_with_the_worker_both_ways() {
 async fn a_hybrid_host_with_sync_collections_links_a_subset_with_the_worker() {
     let _one = serial().await;
     let Linked {
-        edge, local, token, ..
+        edge,
+        mut local,
+        token,
+        _dirs: dirs,
     } = linked(&[("SYNC_COLLECTIONS", "notes*")]);
     let tok = Some(token.as_str());
     for path in ["users/u1", "notes/n1"] {
@@ -568,6 +571,32 @@ async fn a_hybrid_host_with_sync_collections_links_a_subset_with_the_worker() {
     eventually(edge.port, "/v1/spaces/proj/docs/users/u2", tok, |s, v| {
         s == 200 && v["value"]["by"] == "local"
     });
+    // Restarted on the same database with `users` instead of `notes*`: the Durable Object
+    // walks `users` by key for it, and it drops `notes`.
+    local.kill9();
+    let local = start_hybrid(
+        &dirs.1 .0,
+        &edge.base_ws_url(),
+        &token,
+        &[("SYNC_COLLECTIONS", "users")],
+    );
+    eventually(
+        local.api_port,
+        "/v1/spaces/proj/docs/users/u1",
+        None,
+        |s, _| s == 200,
+    );
+    eventually(local.api_port, "/v1/status", None, |s, v| {
+        s == 200
+            && v["spaces"][0]["upstream"]["collections"] == json!(["users"])
+            && v["spaces"][0]["upstream"].get("forgetting").is_none()
+    });
+    let (s, _) = local.http("GET", "/v1/spaces/proj/docs/notes/n1", None);
+    assert_eq!(s, 404);
+    let url = "/v1/spaces/proj/docs/users/u3";
+    let (s, v) = http(edge.port, "PUT", url, Some("{}"), tok);
+    assert_eq!(s, 200, "{v}");
+    eventually(local.api_port, url, None, |s, _| s == 200);
 }
 
 /// Write → other client round trips on `url`: p50, p99, max over `runs` after a warm-up.
