@@ -1821,3 +1821,182 @@ fn a_partial_replica_widens_and_narrows_what_it_holds() {
     let mut whole = engine(5, Tier::Local);
     assert!(whole.engine_mut().replicate(vec!["a".into()]).is_err());
 }
+
+/// Once a partial replica's `replicate` adds a collection, a push of its that was cut before
+/// the walk brought a document of it is a blind write: the server does not read it against
+/// the replica's vector, which would drop the server's own sibling as seen (the replica's
+/// vector passes it; its copy never held it).
+#[test]
+fn a_push_cut_before_the_walk_reached_it_is_read_as_blind() {
+    let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
+    root_cfg.root = true;
+    root_cfg.heartbeat_ms = 0;
+    let mut part_cfg = EngineConfig::new(ReplicaId(3), Tier::Local, SPACE);
+    part_cfg.collections = Some(vec!["a".into()]);
+    part_cfg.seed_default_policy = false;
+    // The partial replica is node 0: in each round it sends before the root does.
+    let mut net = Net::new(vec![
+        Node::new(part_cfg),
+        Node::new(root_cfg),
+        engine(2, Tier::Local),
+    ]);
+    let x = DocKey::new("b", "x");
+    net.nodes[2]
+        .write(
+            0,
+            x.clone(),
+            WriteOp::Put(obj(json!({"by": "r", "keep": 1}))),
+        )
+        .expect("write");
+    let part = net.link(0, 1, None, Wire::Binary);
+    net.link(2, 1, None, Wire::Binary);
+    assert!(net.pump().is_empty());
+    // The horizon rises past R's write.
+    let s = net.nodes[1]
+        .replica()
+        .state(&x)
+        .expect("read")
+        .expect("state");
+    let dot = s.siblings[0].dot;
+    for t in 0..3 {
+        net.nodes[2]
+            .write(
+                0,
+                DocKey::new("c", format!("w{t}")),
+                WriteOp::Put(obj(json!({}))),
+            )
+            .expect("write");
+        assert!(net.pump().is_empty());
+    }
+    assert!(net.nodes[1].replica().stability().horizon.contains(dot));
+    assert!(net.nodes[0].replica().state(&x).expect("read").is_none());
+    // `replicate` reaches the root; then, before the walk's page of `b/x` reaches it, the
+    // partial replica patches `b/x` (its copy: its own write only).
+    net.nodes[0]
+        .engine_mut()
+        .replicate(vec!["a".into(), "b".into()])
+        .expect("replicate");
+    let root_session = net.links[part].acceptor_session;
+    let takes_b = |n: &Node| {
+        let snap = n.engine().session_snapshot(root_session).expect("session");
+        serde_json::to_value(snap).expect("json")["peer"]["filter"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|p| p == "b"))
+    };
+    // Only the partial replica's frames move, by hand: the root's wait in its engine.
+    let send_up = |net: &mut Net| {
+        let now = net.now_ms;
+        net.nodes[0].persist_all();
+        while let Some(t) = net.nodes[0].poll_transmit() {
+            if let bridge_core::Transmit::Frame { frame, .. } = t {
+                let (frame, _) = Wire::Binary.carry(&frame).expect("carry");
+                net.nodes[1].handle_frame(now, root_session, frame);
+            }
+        }
+    };
+    for _ in 0..5 {
+        send_up(&mut net);
+    }
+    assert!(takes_b(&net.nodes[1]));
+    assert!(net.nodes[0].replica().state(&x).expect("read").is_none());
+    net.nodes[0]
+        .write(0, x.clone(), WriteOp::Patch(obj(json!({"by": "part"}))))
+        .expect("write");
+    send_up(&mut net);
+    assert!(net.pump().is_empty());
+    // R's version is still there, beside the partial replica's, everywhere.
+    for n in [0, 1, 2] {
+        let st = net.nodes[n]
+            .replica()
+            .state(&x)
+            .expect("read")
+            .expect("state");
+        assert!(
+            st.siblings.iter().any(|s| s.dot == dot),
+            "node {n} lost R's write: {st:?}"
+        );
+    }
+}
+
+/// A change the server refuses (here a partial server asked for a collection it does not
+/// hold) is answered with `error`, then `replicated` with the list it goes on sending: the
+/// replica holds that list again, forgets nothing of it, and says why.
+#[test]
+fn a_refused_change_keeps_what_the_replica_held() {
+    let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
+    root_cfg.root = true;
+    let mut mid_cfg = EngineConfig::new(ReplicaId(2), Tier::Local, SPACE);
+    mid_cfg.collections = Some(vec!["a".into(), "b".into()]);
+    let mut part_cfg = EngineConfig::new(ReplicaId(3), Tier::Local, SPACE);
+    part_cfg.collections = Some(vec!["a".into(), "b".into()]);
+    part_cfg.seed_default_policy = false;
+    let mut net = Net::new(vec![
+        Node::new(root_cfg),
+        Node::new(mid_cfg),
+        Node::new(part_cfg),
+    ]);
+    for c in ["a", "b", "c"] {
+        for i in 0..3 {
+            net.nodes[0]
+                .write(
+                    0,
+                    DocKey::new(c, format!("d{i}")),
+                    WriteOp::Put(obj(json!({"i": i}))),
+                )
+                .expect("write");
+        }
+    }
+    net.link(1, 0, None, Wire::Binary);
+    net.link(2, 1, None, Wire::Json);
+    assert!(net.pump().is_empty());
+    let holds = |n: &Node, c: &str| {
+        (0..3)
+            .filter(|i| {
+                n.replica()
+                    .state(&DocKey::new(c, format!("d{i}")))
+                    .is_ok_and(|s| s.is_some())
+            })
+            .count()
+    };
+    assert_eq!(
+        (holds(&net.nodes[2], "a"), holds(&net.nodes[2], "b")),
+        (3, 3)
+    );
+    net.nodes[2].events();
+    net.nodes[2]
+        .engine_mut()
+        .replicate(vec!["a".into(), "c".into()])
+        .expect("replicate");
+    assert!(net.pump().is_empty());
+    let events = net.nodes[2].events();
+    let refused: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ReplicateRefused {
+                collections, code, ..
+            } => Some((collections.clone(), *code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        vec![(vec!["a".to_string(), "c".to_string()], ErrorCode::Protocol)]
+    );
+    let p = &mut net.nodes[2];
+    assert_eq!(p.engine_mut().replicating(), None);
+    assert_eq!(
+        p.config().collections.as_deref(),
+        Some(&["a".to_string(), "b".to_string()][..])
+    );
+    assert_eq!((holds(p, "a"), holds(p, "b"), holds(p, "c")), (3, 3, 0));
+    // It still follows `b`.
+    net.nodes[0]
+        .write(0, DocKey::new("b", "new"), WriteOp::Put(obj(json!({}))))
+        .expect("write");
+    assert!(net.pump().is_empty());
+    assert!(net.nodes[2]
+        .replica()
+        .state(&DocKey::new("b", "new"))
+        .expect("read")
+        .is_some());
+}

@@ -389,6 +389,18 @@ struct PeerLink {
     /// for the whole space. Only their documents go to it; its vector is complete for them
     /// only, so its pushes of others are not read against it.
     filter: Option<Vec<String>>,
+    /// On a link that dialed us: the collections the peer's vector is complete for, as far
+    /// as this session knows (its `hello`'s, narrowed by each `replicate`, never widened
+    /// within the session: a push of a document of an added collection may have been cut
+    /// before the walk brought it, so it is a blind write). Its pushes are read against its
+    /// vector for these only. `None`: the whole space.
+    held: Option<Vec<String>>,
+    /// On a link we dialed: the collections the server sends us on it (our `hello`'s, then
+    /// each `replicated`'s). `None`: the whole space.
+    served: Option<Vec<String>>,
+    /// On a link we dialed: the last `error` the server sent, which a `replicated` refusing
+    /// our list explains.
+    last_error: Option<(crate::ErrorCode, String)>,
     /// On a link we dialed: the `inventory` walk a `resync` asked for.
     inventory: Option<resync::Inventory>,
     /// On a link that dialed us: its initial sync by key, under way (`fill.rs`): no delta
@@ -1192,6 +1204,12 @@ impl Engine {
     /// The collections the peer on `session` replicates (`None`: all, or no such peer).
     fn link_filter(&self, session: SessionId) -> Option<Vec<String>> {
         self.sessions.get(&session)?.peer.as_ref()?.filter.clone()
+    }
+
+    /// The collections the peer on `session` holds completely as far as its vector goes
+    /// (`PeerLink::held`; `None`: all, or no such peer).
+    fn link_held(&self, session: SessionId) -> Option<Vec<String>> {
+        self.sessions.get(&session)?.peer.as_ref()?.held.clone()
     }
 
     /// A walk of the store for `session` could not read: nothing yet when the host has not

@@ -52,15 +52,15 @@ impl Engine {
             // A replica with a subscription holds part of the space: it serves a replica of
             // part of that part, and no other.
             SessionKind::Peer
-                if self.cfg.collections.as_ref().is_some_and(|mine| {
+                if self.serving().is_some_and(|mine| {
                     !h.collections
                         .as_ref()
-                        .is_some_and(|c| c.iter().all(|p| crate::auth::within_any(p, mine)))
+                        .is_some_and(|c| c.iter().all(|p| crate::auth::within_any(p, &mine)))
                 }) =>
             {
                 return Err(Fatal(Error::Protocol(format!(
                     "this replica holds only the collections {:?}: a replica it serves must name `collections` within them",
-                    self.cfg.collections.as_deref().unwrap_or_default()
+                    self.serving().unwrap_or_default()
                 ))))
             }
             // A token scoped to collections replicates within what it reads, and says so.
@@ -100,6 +100,7 @@ impl Engine {
                 if Self::fills(h.collections.as_deref(), &link.known, replica) {
                     link.fill = Some(fill::Fill::default());
                 }
+                link.held = h.collections.clone();
                 link.filter = h.collections;
                 #[cfg(feature = "serve")]
                 if self.replica.stability().resync.contains(&replica) {
@@ -204,6 +205,8 @@ impl Engine {
         let mut link = PeerLink::new(w.replica, w.tier, known, w.messages);
         link.own_only = w.rights.is_some_and(|r| r < Rights::Admin);
         link.inventory = w.resync.map(super::resync::Inventory::new);
+        // What the server sends us: what our `hello` said (only an open session changes it).
+        link.served = self.cfg.collections.clone();
         self.events.push_back(Event::Welcomed {
             session,
             replica: w.replica,
@@ -393,7 +396,7 @@ impl Engine {
                 crate::replica::meet(&h, &l.acked)
             })
             .unwrap_or_default();
-        let filter = self.link_filter(session);
+        let filter = self.link_held(session);
         self.replica
             .apply_remote_held(now_ms, docs, &watermark, &held, filter.as_deref())?;
         self.events.push_back(Event::PushReceived {
@@ -694,6 +697,9 @@ impl PeerLink {
             resync: None,
             resync_again: false,
             filter: None,
+            held: None,
+            served: None,
+            last_error: None,
             inventory: None,
             fill: None,
             msg_known,

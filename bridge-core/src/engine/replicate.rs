@@ -226,6 +226,9 @@ impl Engine {
             forget.extend(dropped);
             forget.extend(added);
             st.forget = normal(forget);
+            // A pass under way walked the old list: the new one starts from the beginning.
+            self.forget = Forgetting::default();
+            self.close_unserved();
             self.gate(Gated::Frame(
                 session,
                 Frame::Replicate {
@@ -236,57 +239,117 @@ impl Engine {
         None
     }
 
-    /// `replicated` from the server we dialed: the change is in effect.
+    /// `replicated` from the server we dialed: the list it sends us from now on. Our list:
+    /// the change is in effect. Another (the list it sent before): it refused ours, and an
+    /// `error` just before said why; the store then holds that list (it went on receiving
+    /// it, and forgot nothing of it), and goes back to what it replicated before the change
+    /// if that was more.
     pub(super) fn on_replicated(
         &mut self,
         session: SessionId,
         collections: Vec<String>,
     ) -> Result<(), Fatal> {
-        let ours = matches!(
-            &self.change,
-            Some(Change { step: Step::Sent(s), target, .. }) if *s == session && *target == collections
-        );
-        if !ours {
+        let ours =
+            matches!(&self.change, Some(Change { step: Step::Sent(s), .. }) if *s == session);
+        let Some(link) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.peer.as_mut())
+            .filter(|_| ours)
+        else {
             return Err(Fatal(Error::Protocol(
                 "`replicated` answers no `replicate` of ours on this session".into(),
             )));
-        }
-        let queued = self.change.take().and_then(|c| c.queued);
+        };
+        link.served = Some(collections.clone());
+        let why = link.last_error.take();
+        let Some(change) = self.change.take() else {
+            return Ok(());
+        };
         self.cfg.collections = Some(collections.clone());
         self.replica.stability_mut().collections = Some(collections.clone());
-        self.gate(Gated::Replicated(collections));
-        if let Some(next) = queued {
-            self.replicate(next).map_err(Fatal)?;
+        self.close_unserved();
+        if change.target == collections {
+            self.gate(Gated::Replicated(collections));
+            if let Some(next) = change.queued {
+                self.replicate(next).map_err(Fatal)?;
+            }
+            return Ok(());
         }
-        Ok(())
-    }
-
-    /// `error` from the server we dialed: when it answers our `replicate`, the server refused
-    /// the change (the session goes on, and the server's filter is what it was): the
-    /// replica says so ([`Event::ReplicateRefused`]) and goes back to what it replicated
-    /// before (a widening of what it had stopped claiming, if anything).
-    pub(super) fn on_error(&mut self, session: SessionId, code: crate::ErrorCode, message: String) {
-        let Some(c) = self
-            .change
-            .take_if(|c| matches!(c.step, Step::Sent(s) if s == session))
-        else {
-            return;
-        };
+        let (code, message) = why.unwrap_or((
+            crate::ErrorCode::Protocol,
+            "the server kept the collections it sent".into(),
+        ));
         self.events.push_back(Event::ReplicateRefused {
-            collections: c.target,
+            collections: change.target,
             code,
             message,
         });
-        // A list this replica held, or asked for since: `replicate`'s own checks pass it.
-        let _ = self.replicate(c.queued.unwrap_or(c.from));
+        // A list this replica held, or asked for since: `replicate`'s checks pass it.
+        self.replicate(change.queued.unwrap_or(change.from))
+            .map_err(Fatal)
     }
 
-    /// A session closed: a `replicate` it carried goes again on the next one.
+    /// `error` from the server we dialed, kept for a `replicated` that refuses our list.
+    pub(super) fn on_error(&mut self, session: SessionId, code: crate::ErrorCode, message: String) {
+        if let Some(link) = self
+            .sessions
+            .get_mut(&session)
+            .and_then(|s| s.peer.as_mut())
+            .filter(|_| self.change.is_some())
+        {
+            link.last_error = Some((code, message));
+        }
+    }
+
+    /// A session closed: a `replicate` it carried goes again on the next one, from its
+    /// first step (what a walk on it brought of the added collections is forgotten again:
+    /// the server may have collected some since).
     pub(super) fn change_closed(&mut self, session: SessionId) {
         if let Some(c) = self.change.as_mut() {
             if matches!(c.step, Step::Sent(s) if s == session) {
-                c.step = Step::Send;
+                c.step = Step::ForgetAdded(None);
             }
+        }
+    }
+
+    /// The collections this replica serves replicas of: its own, or while a change is under
+    /// way, what both its lists share. `None`: the whole space.
+    pub(super) fn serving(&self) -> Option<Vec<String>> {
+        let mine = self.cfg.collections.as_ref()?;
+        Some(match &self.change {
+            Some(c) => shared(mine, &c.target),
+            None => mine.clone(),
+        })
+    }
+
+    /// Closes the sessions of replicas that hold more than this one serves now: its
+    /// deltas would pass writes of collections it no longer receives.
+    fn close_unserved(&mut self) {
+        let Some(mine) = self.serving() else {
+            return;
+        };
+        let gone: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.dialed)
+            .filter(|(_, s)| {
+                s.peer.as_ref().is_some_and(|l| {
+                    !l.filter
+                        .as_ref()
+                        .is_some_and(|f| f.iter().all(|p| crate::auth::within_any(p, &mine)))
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for session in gone {
+            self.outbox.push_back(Transmit::Close {
+                session,
+                code: crate::ErrorCode::Protocol,
+                reason: format!(
+                    "this replica holds only the collections {mine:?} now: reconnect with `collections` within them"
+                ),
+            });
         }
     }
 
@@ -312,7 +375,9 @@ impl Engine {
                 ))),
             };
         if let Err(e) = self.check_replicate(session, &collections) {
+            // Refused: why, then the list it goes on sending.
             self.send(session, Frame::error(None, &e));
+            self.send(session, Frame::Replicated { collections: old });
             return Ok(());
         }
         let added = outside(&collections, &old);
@@ -324,6 +389,9 @@ impl Engine {
             return Ok(());
         };
         link.filter = Some(collections.clone());
+        // Its vector stays complete for what both lists share; an added collection's
+        // documents it pushes in this session are blind writes (`PeerLink::held`).
+        link.held = link.held.as_deref().map(|h| shared(h, &collections));
         link.fill = match link.fill.take() {
             // A walk under way starts again over everything it now replicates (an initial
             // one still claims at its end).

@@ -104,6 +104,10 @@ struct PeerSnapshot {
     /// deltas from `known_partial`, which the walk left where it was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fill: Option<super::fill::Fill>,
+    /// The collections its vector is complete for in this session (`None` with a `filter`:
+    /// a snapshot from before `replicate`, whose filter never changed: the filter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    held: Option<Vec<String>>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -155,6 +159,7 @@ impl Engine {
                 peer_horizon: p.peer_horizon.clone(),
                 filter: p.filter.clone(),
                 fill: p.fill.clone(),
+                held: p.held.clone(),
             }),
             channels: s.channels.keys().cloned().collect(),
             collections: s.collections.keys().cloned().collect(),
@@ -205,9 +210,12 @@ impl Engine {
                 peer_horizon: p.peer_horizon,
                 resync: p.resync,
                 resync_again: p.resync_again,
-                filter: p.filter,
+                filter: p.filter.clone(),
                 // Only served links are snapshotted (the Durable Object's): none walks one.
                 inventory: None,
+                held: p.held.or(p.filter.clone()),
+                served: None,
+                last_error: None,
                 fill: p.fill,
                 horizon_sent: VersionVector::new(),
                 #[cfg(feature = "serve")]

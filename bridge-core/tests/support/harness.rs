@@ -139,6 +139,11 @@ impl Node {
         &mut self.engine
     }
 
+    /// The engine, to read what the node does not wrap.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     pub fn has_staged(&self) -> bool {
         self.engine.has_staged()
     }
