@@ -103,8 +103,11 @@ pub struct Config {
     pub sync_mode: SyncMode,
     pub sync_interval_ms: u64,
     /// `SYNC_COLLECTIONS`: the collection patterns a hybrid host replicates from its cloud
-    /// (`None`: the whole space). Fixed for the life of the database's spaces.
+    /// (`None`: the whole space).
     pub sync_collections: Option<Vec<String>>,
+    /// `SYNC_COLLECTIONS_SPACES`: the patterns of named spaces, in place of
+    /// `SYNC_COLLECTIONS` for those.
+    pub sync_collections_by_space: BTreeMap<String, Vec<String>>,
     /// `SYNC_MODE=event` triggers: collections whose durable writes push upstream.
     pub event_collections: BTreeSet<String>,
     /// `SYNC_MODE=event` triggers: channels whose messages push upstream.
@@ -380,6 +383,39 @@ impl Config {
                 Some(patterns)
             }
         };
+        // Per space: `team=notes/*,todo; ops=audit`.
+        let mut sync_collections_by_space = BTreeMap::new();
+        if let Some((v, s)) = l.get("SYNC_COLLECTIONS_SPACES") {
+            let why = "expected `space=pattern,pattern; space=pattern`: a space name, `=`, then collection patterns (a name, or a prefix ending in `*`, not starting with `_`)";
+            for entry in v.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+                let Some((space, list)) = entry.split_once('=') else {
+                    return Err(bad("SYNC_COLLECTIONS_SPACES", &v, why));
+                };
+                let patterns: Vec<String> = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let space = space.trim();
+                if patterns.is_empty()
+                    || bridge_core::check_name("space", space, false).is_err()
+                    || bridge_core::auth::check_patterns(patterns.iter().map(String::as_str))
+                        .is_err()
+                {
+                    return Err(bad("SYNC_COLLECTIONS_SPACES", &v, why));
+                }
+                sync_collections_by_space.insert(space.to_owned(), patterns);
+            }
+            if mode != Mode::Hybrid {
+                return Err(bad(
+                    "SYNC_COLLECTIONS_SPACES",
+                    &v,
+                    "only a hybrid host replicates from a cloud: set BRIDGE_MODE=hybrid, or unset SYNC_COLLECTIONS_SPACES",
+                ));
+            }
+            report.push(("SYNC_COLLECTIONS_SPACES", v.clone(), s));
+        }
         let mut list = |key: &'static str,
                         what: &'static str|
          -> Result<BTreeSet<String>, ConfigError> {
@@ -565,6 +601,7 @@ impl Config {
             sync_mode,
             sync_interval_ms,
             sync_collections,
+            sync_collections_by_space,
             event_collections,
             event_channels,
             conflict_strategy,
@@ -692,6 +729,31 @@ mod tests {
                 .sync_collections,
             None
         );
+        // Per space.
+        std::fs::write(
+            dir.join(".env"),
+            "SYNC_COLLECTIONS_SPACES=\"team=notes/*, todo; ops=audit\"\n",
+        )
+        .expect("write");
+        let c = Config::resolve(&hybrid, &dir).expect("valid");
+        assert_eq!(
+            c.sync_collections_by_space.get("team"),
+            Some(&vec!["notes/*".to_string(), "todo".to_string()])
+        );
+        assert_eq!(
+            c.sync_collections_by_space.get("ops"),
+            Some(&vec!["audit".to_string()])
+        );
+        for bad in [
+            "SYNC_COLLECTIONS_SPACES=team\n",
+            "SYNC_COLLECTIONS_SPACES=team=\n",
+            "SYNC_COLLECTIONS_SPACES=team=_config\n",
+            "SYNC_COLLECTIONS_SPACES==notes\n",
+        ] {
+            std::fs::write(dir.join(".env"), bad).expect("write");
+            let e = Config::resolve(&hybrid, &dir).expect_err("bad entry");
+            assert_eq!(e.key, "SYNC_COLLECTIONS_SPACES", "{bad}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -100,6 +100,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             collect: cfg.collect_tombstones,
             expiry_ms: (cfg.replica_expiry_ms > 0).then_some(cfg.replica_expiry_ms),
             collections: cfg.sync_collections.clone(),
+            space_collections: cfg.sync_collections_by_space.clone(),
             out_queues: out_queues.clone(),
             in_queues: in_queues.clone(),
         },

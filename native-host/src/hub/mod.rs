@@ -153,6 +153,9 @@ pub struct HubConfig {
     pub expiry_ms: Option<u64>,
     /// The collections every space replicates from upstream (`SYNC_COLLECTIONS`).
     pub collections: Option<Vec<String>>,
+    /// The collections of named spaces, in place of `collections` for those
+    /// (`SYNC_COLLECTIONS_SPACES`).
+    pub space_collections: BTreeMap<String, Vec<String>>,
     /// The connections' outbound queues (`OUT_QUEUE_MB`, `OUT_QUEUE_TOTAL_MB`): `/metrics`
     /// shows the bytes queued.
     pub out_queues: Arc<Budget>,
@@ -305,6 +308,10 @@ fn engine_config(cfg: &HubConfig, space: &str) -> EngineConfig {
     c.root = cfg.link_spaces.is_none();
     c.collect = cfg.collect;
     c.expiry_ms = cfg.expiry_ms;
-    c.collections = cfg.collections.clone();
+    c.collections = cfg
+        .space_collections
+        .get(space)
+        .cloned()
+        .or_else(|| cfg.collections.clone());
     c
 }

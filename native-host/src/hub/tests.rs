@@ -29,6 +29,7 @@ fn config(db_path: &str) -> HubConfig {
         collect: false,
         expiry_ms: None,
         collections: None,
+        space_collections: Default::default(),
         out_queues: crate::out_queue::Budget::new(1 << 20, 1 << 24),
         in_queues: crate::in_queue::Budget::new(1 << 20, 1 << 24),
     }
@@ -179,4 +180,23 @@ fn what_the_hub_acknowledged_is_there_after_it_restarts() {
     assert_eq!(hub.api("s", put("after", json!({}))).0, 200);
     hub.stop();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `SYNC_COLLECTIONS_SPACES` names a space's collections in place of `SYNC_COLLECTIONS`.
+#[test]
+fn a_space_named_in_sync_collections_spaces_replicates_its_own_collections() {
+    let mut cfg = config("unused.db");
+    cfg.collections = Some(vec!["notes".into()]);
+    cfg.space_collections
+        .insert("ops".into(), vec!["audit".into(), "logs*".into()]);
+    assert_eq!(
+        super::engine_config(&cfg, "ops").collections,
+        Some(vec!["audit".to_string(), "logs*".to_string()])
+    );
+    assert_eq!(
+        super::engine_config(&cfg, "team").collections,
+        Some(vec!["notes".to_string()])
+    );
+    cfg.collections = None;
+    assert_eq!(super::engine_config(&cfg, "team").collections, None);
 }
