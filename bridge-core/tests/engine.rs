@@ -2000,3 +2000,55 @@ fn a_refused_change_keeps_what_the_replica_held() {
         .expect("read")
         .is_some());
 }
+
+/// A partial server that narrows serves only what both its lists share from the moment the
+/// change is asked for: a replica it serves that holds more is told why and closed, and
+/// refused if it comes back with that list; one within the new list goes on.
+#[test]
+fn a_partial_server_that_narrows_closes_replicas_holding_more() {
+    let mut root_cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
+    root_cfg.root = true;
+    let mut mid_cfg = EngineConfig::new(ReplicaId(2), Tier::Local, SPACE);
+    mid_cfg.collections = Some(vec!["a".into(), "b".into()]);
+    let sub = |id: u64, c: &str| {
+        let mut cfg = EngineConfig::new(ReplicaId(id), Tier::Local, SPACE);
+        cfg.collections = Some(vec![c.into()]);
+        cfg.seed_default_policy = false;
+        Node::new(cfg)
+    };
+    let mut net = Net::new(vec![
+        Node::new(root_cfg),
+        Node::new(mid_cfg),
+        sub(3, "b"),
+        sub(4, "a"),
+    ]);
+    net.nodes[0]
+        .write(0, DocKey::new("a", "x"), WriteOp::Put(obj(json!({}))))
+        .expect("write");
+    net.link(1, 0, None, Wire::Binary);
+    let on_b = net.link(2, 1, None, Wire::Json);
+    let on_a = net.link(3, 1, None, Wire::Json);
+    assert!(net.pump().is_empty());
+    net.nodes[1]
+        .engine_mut()
+        .replicate(vec!["a".into()])
+        .expect("replicate");
+    let closes = net.pump();
+    assert!(closes.contains(&ErrorCode::Protocol), "{closes:?}");
+    assert!(!net.links[on_b].is_open());
+    assert!(net.links[on_a].is_open());
+    let back = net.link(2, 1, None, Wire::Json);
+    let closes = net.pump();
+    assert!(closes.contains(&ErrorCode::Protocol), "{closes:?}");
+    assert!(!net.links[back].is_open());
+    // The replica of `a` goes on.
+    net.nodes[0]
+        .write(0, DocKey::new("a", "y"), WriteOp::Put(obj(json!({}))))
+        .expect("write");
+    assert!(net.pump().is_empty());
+    assert!(net.nodes[3]
+        .replica()
+        .state(&DocKey::new("a", "y"))
+        .expect("read")
+        .is_some());
+}

@@ -395,9 +395,6 @@ struct PeerLink {
     /// before the walk brought it, so it is a blind write). Its pushes are read against its
     /// vector for these only. `None`: the whole space.
     held: Option<Vec<String>>,
-    /// On a link we dialed: the collections the server sends us on it (our `hello`'s, then
-    /// each `replicated`'s). `None`: the whole space.
-    served: Option<Vec<String>>,
     /// On a link we dialed: the last `error` the server sent, which a `replicated` refusing
     /// our list explains.
     last_error: Option<(crate::ErrorCode, String)>,

@@ -205,8 +205,6 @@ impl Engine {
         let mut link = PeerLink::new(w.replica, w.tier, known, w.messages);
         link.own_only = w.rights.is_some_and(|r| r < Rights::Admin);
         link.inventory = w.resync.map(super::resync::Inventory::new);
-        // What the server sends us: what our `hello` said (only an open session changes it).
-        link.served = self.cfg.collections.clone();
         self.events.push_back(Event::Welcomed {
             session,
             replica: w.replica,
@@ -698,7 +696,6 @@ impl PeerLink {
             resync_again: false,
             filter: None,
             held: None,
-            served: None,
             last_error: None,
             inventory: None,
             fill: None,

@@ -228,6 +228,13 @@ impl Engine {
             st.forget = normal(forget);
             // A pass under way walked the old list: the new one starts from the beginning.
             self.forget = Forgetting::default();
+            if let Some(link) = self
+                .sessions
+                .get_mut(&session)
+                .and_then(|s| s.peer.as_mut())
+            {
+                link.last_error = None;
+            }
             self.close_unserved();
             self.gate(Gated::Frame(
                 session,
@@ -261,7 +268,6 @@ impl Engine {
                 "`replicated` answers no `replicate` of ours on this session".into(),
             )));
         };
-        link.served = Some(collections.clone());
         let why = link.last_error.take();
         let Some(change) = self.change.take() else {
             return Ok(());
@@ -343,12 +349,14 @@ impl Engine {
             .map(|(id, _)| *id)
             .collect();
         for session in gone {
+            let e = Error::Protocol(format!(
+                "this replica holds only the collections {mine:?} now: reconnect with `collections` within them"
+            ));
+            self.send(session, Frame::error(None, &e));
             self.outbox.push_back(Transmit::Close {
                 session,
-                code: crate::ErrorCode::Protocol,
-                reason: format!(
-                    "this replica holds only the collections {mine:?} now: reconnect with `collections` within them"
-                ),
+                code: e.code(),
+                reason: e.to_string(),
             });
         }
     }
@@ -374,6 +382,18 @@ impl Engine {
                         .into(),
                 ))),
             };
+        // One `replicate` at a time: a second before the first is answered would make the
+        // answers ambiguous (a refusal's `replicated` names the list the server sends).
+        let unanswered = s
+            .peer
+            .as_ref()
+            .and_then(|l| l.fill.as_ref())
+            .is_some_and(|f| f.answer.is_some());
+        if unanswered {
+            return Err(Fatal(Error::Protocol(
+                "a `replicate` came before the previous one was answered with `replicated`".into(),
+            )));
+        }
         if let Err(e) = self.check_replicate(session, &collections) {
             // Refused: why, then the list it goes on sending.
             self.send(session, Frame::error(None, &e));
@@ -428,8 +448,11 @@ impl Engine {
                 needs: "a `replicate` that names only collections the token reads",
             });
         }
-        if let Some(mine) = &self.cfg.collections {
-            if !collections.iter().all(|p| crate::auth::within_any(p, mine)) {
+        if let Some(mine) = self.serving() {
+            if !collections
+                .iter()
+                .all(|p| crate::auth::within_any(p, &mine))
+            {
                 return Err(Error::Protocol(format!(
                     "this replica holds only the collections {mine:?}: a replica it serves must replicate within them"
                 )));

@@ -214,7 +214,6 @@ impl Engine {
                 // Only served links are snapshotted (the Durable Object's): none walks one.
                 inventory: None,
                 held: p.held.or(p.filter.clone()),
-                served: None,
                 last_error: None,
                 fill: p.fill,
                 horizon_sent: VersionVector::new(),
