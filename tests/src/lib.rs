@@ -638,6 +638,29 @@ pub fn large_ndjson(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, u64
     (file, size)
 }
 
+/// `n` documents of the large shape spread over 100 collections `c00`..`c99` (document `i`
+/// in `c{i % 100}`), as an NDJSON file in `dir`: the partial-sync benchmarks. Returns the
+/// file, and the documents and NDJSON bytes of the one collection `c07`.
+pub fn spread_ndjson(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, u64, u64) {
+    use std::io::Write;
+    let file = dir.join("docs.ndjson");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    let (mut subset, mut subset_bytes) = (0u64, 0u64);
+    for i in 0..n {
+        let c = format!("c{:02}", i % 100);
+        let line = serde_json::json!({"collection": c, "id": format!("d{i:07}"),
+            "value": {"title": format!("Item number {i}"), "done": i % 2 == 0, "tags": ["a", "b"], "n": i}})
+        .to_string();
+        if c == "c07" {
+            subset += 1;
+            subset_bytes += line.len() as u64 + 1;
+        }
+        writeln!(w, "{line}").unwrap();
+    }
+    drop(w);
+    (file, subset, subset_bytes)
+}
+
 /// `BENCH_DOCS` from the environment (the size of the large benchmarks), 1M by default.
 pub fn bench_docs() -> usize {
     std::env::var("BENCH_DOCS")

@@ -13,6 +13,12 @@
 //! (until the object answers the last document), workerd's RSS idle / peak during the upload
 //! / after it, and after a restart of the dev server the time to the first answer from the
 //! object (a GET of one document), and workerd's RSS then.
+//!
+//! With `BENCH_PARTIAL=1` (issue 12's figure) the documents are spread over 100 collections
+//! (`c00`..`c99`), and after the upload a headless Chromium opens a browser store of one of
+//! them (`c07`, `BENCH_DOCS` / 100 documents) against the object and times it until the
+//! store holds them, counting the bytes its WebSocket received
+//! (`wasm-client/e2e/bench-partial.mjs`; needs `bash scripts/build-wasm-client.sh`).
 
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -28,7 +34,20 @@ fn main() {
     let state = TempDir::new("bench-edge-state");
 
     // The documents, into a local-mode host on the database the hybrid host will use.
-    let (file, ndjson) = tests::large_ndjson(&local_dir.0, n);
+    let partial = std::env::var("BENCH_PARTIAL").is_ok_and(|v| v == "1");
+    let (file, ndjson, subset) = if partial {
+        let (file, docs, bytes) = tests::spread_ndjson(&local_dir.0, n);
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        (file, size, Some((docs, bytes)))
+    } else {
+        let (file, size) = tests::large_ndjson(&local_dir.0, n);
+        (file, size, None)
+    };
+    // A document's path: the spread puts document `i` in collection `c{i % 100}`.
+    let path = |i: usize| match partial {
+        true => format!("/v1/spaces/big/docs/c{:02}/d{i:07}", i % 100),
+        false => format!("/v1/spaces/big/docs/items/d{i:07}"),
+    };
     {
         let local = Host::start(&local_dir.0, "local", &[]);
         let api = format!("http://127.0.0.1:{}", local.api_port);
@@ -67,7 +86,7 @@ fn main() {
             ("BRIDGE_TOKEN", tok.as_str()),
         ],
     );
-    let last = format!("/v1/spaces/big/docs/items/d{:07}", n - 1);
+    let last = path(n - 1);
     let mut peak = idle;
     loop {
         peak = peak.max(edge.workerd_rss_mb());
@@ -84,13 +103,7 @@ fn main() {
     drop(hybrid);
     // Every document arrived: spot checks over the space.
     for i in (0..n).step_by((n / 97).max(1)) {
-        let (s, v) = http(
-            edge.port,
-            "GET",
-            &format!("/v1/spaces/big/docs/items/d{i:07}"),
-            None,
-            Some(&tok),
-        );
+        let (s, v) = http(edge.port, "GET", &path(i), None, Some(&tok));
         assert_eq!((s, &v["value"]["n"]), (200, &json!(i)), "d{i}");
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -102,6 +115,23 @@ fn main() {
         after - idle
     );
 
+    if let Some((docs, bytes)) = subset {
+        let status = std::process::Command::new("node")
+            .arg("wasm-client/e2e/bench-partial.mjs")
+            .current_dir(tests::edge::repo_root())
+            .env("EDGE_URL", edge.base_ws_url())
+            .env("EDGE_TOKEN", &tok)
+            .env("EDGE_SPACE", "big")
+            .env("SUBSET", "c07")
+            .env("SUBSET_DOCS", docs.to_string())
+            .env("SUBSET_BYTES", bytes.to_string())
+            .env("TOTAL_DOCS", n.to_string())
+            .env("TMPDIR", &state.0)
+            .status()
+            .expect("node");
+        assert!(status.success(), "bench-partial.mjs failed:\n{}", edge.log());
+        return;
+    }
     edge.restart();
     let restarted_idle = edge.workerd_rss_mb();
     let t = Instant::now();

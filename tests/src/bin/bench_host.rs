@@ -604,27 +604,10 @@ fn large_sync() {
 /// / 100 documents): the time from its start until it holds them, and the bytes on the wire
 /// against the subset's NDJSON.
 fn partial_sync() {
-    use std::io::Write;
     let n = tests::bench_docs();
     let cloud_dir = TempDir::new("bench-psync-cloud");
     let local_dir = TempDir::new("bench-psync-local");
-    let file = cloud_dir.0.join("docs.ndjson");
-    let mut subset_bytes = 0u64;
-    let mut subset = 0u64;
-    {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&file).expect("create"));
-        for i in 0..n {
-            let c = format!("c{:02}", i % 100);
-            let line = serde_json::json!({"collection": c, "id": format!("d{i:07}"),
-                "value": {"title": format!("Item number {i}"), "done": i % 2 == 0, "tags": ["a", "b"], "n": i}})
-            .to_string();
-            if c == "c07" {
-                subset += 1;
-                subset_bytes += line.len() as u64 + 1;
-            }
-            writeln!(w, "{line}").expect("write");
-        }
-    }
+    let (file, subset, subset_bytes) = tests::spread_ndjson(&cloud_dir.0, n);
     let (cloud, token, took) = cloud_with(&cloud_dir.0, &file);
     println!(
         "partial sync: import of {n} documents in 100 collections into the cloud host took {took:.1} s"
