@@ -445,21 +445,14 @@ impl Store {
         // Collections other than those it replicates now: a change, carried out with the
         // cloud once the link is up (`status` shows it as `upstream.replicating`).
         if let Some(w) = wanted {
-            let sorted = |mut c: Vec<String>| {
-                c.sort();
-                c.dedup();
-                c
-            };
             let now = engine.config().collections.clone().unwrap_or_default();
-            if sorted(now.clone()) != sorted(w.clone()) {
-                engine
-                    .replicate(w.clone())
-                    .map_err(|e| StoreError::Collections {
-                        space: space.clone(),
-                        stored: format!("{now:?}"),
-                        wanted: format!("{w:?} ({e})"),
-                    })?;
-            }
+            engine
+                .ask_collections(w.clone())
+                .map_err(|e| StoreError::Collections {
+                    space: space.clone(),
+                    stored: format!("{now:?}"),
+                    wanted: format!("{w:?} ({e})"),
+                })?;
         }
         Ok(engine)
     }

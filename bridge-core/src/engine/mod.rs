@@ -1199,6 +1199,7 @@ impl Engine {
     }
 
     /// The collections the peer on `session` replicates (`None`: all, or no such peer).
+    #[cfg(feature = "serve")]
     fn link_filter(&self, session: SessionId) -> Option<Vec<String>> {
         self.sessions.get(&session)?.peer.as_ref()?.filter.clone()
     }

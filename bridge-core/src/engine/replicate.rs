@@ -136,6 +136,20 @@ impl Engine {
         Ok(())
     }
 
+    /// What a host does at start with the collections it is configured with (`open({
+    /// collections })`, `SYNC_COLLECTIONS`): a change to them ([`Engine::replicate`]) when
+    /// the store holds others, nothing (and no event) when it holds those.
+    ///
+    /// # Errors
+    /// As [`Engine::replicate`].
+    pub fn ask_collections(&mut self, collections: Vec<String>) -> Result<()> {
+        let now = self.cfg.collections.clone().unwrap_or_default();
+        if self.change.is_none() && normal(now) == normal(collections.clone()) {
+            return Ok(());
+        }
+        self.replicate(collections)
+    }
+
     /// The collections a change under way ([`Engine::replicate`]) will replicate.
     pub fn replicating(&self) -> Option<&[String]> {
         self.change.as_ref().map(|c| c.target.as_slice())

@@ -351,11 +351,9 @@ impl Node {
             );
         }
         if let Some(w) = &want {
-            if self.engine.config().collections.as_ref() != Some(w) {
-                self.engine
-                    .replicate(w.clone())
-                    .map_err(|e| format!("replicate {w:?} refused: {e}"))?;
-            }
+            self.engine
+                .ask_collections(w.clone())
+                .map_err(|e| format!("replicate {w:?} refused: {e}"))?;
         }
         self.want = want;
         Ok(())

@@ -129,7 +129,11 @@ fn main() {
             .env("TMPDIR", &state.0)
             .status()
             .expect("node");
-        assert!(status.success(), "bench-partial.mjs failed:\n{}", edge.log());
+        assert!(
+            status.success(),
+            "bench-partial.mjs failed:\n{}",
+            edge.log()
+        );
         return;
     }
     edge.restart();

@@ -286,10 +286,9 @@ async fn open_store(
         });
     }
     if let Some(wanted) = &opts.collections {
-        let now = engine.config().collections.clone().unwrap_or_default();
-        if sorted(now) != sorted(wanted.clone()) {
-            engine.replicate(wanted.clone()).map_err(|e| core_err(&e))?;
-        }
+        engine
+            .ask_collections(wanted.clone())
+            .map_err(|e| core_err(&e))?;
     }
     if leader {
         store.set_aside(&loaded.damaged).await.map_err(js_err)?;
