@@ -36,7 +36,7 @@ impl Engine {
     /// table: when it arrives, and again whenever what we know the peer holds rises.
     #[cfg(feature = "serve")]
     pub(super) fn apply_report(&mut self, session: SessionId) {
-        let Some(link) = self.sessions.get(&session).and_then(|s| s.peer.as_ref()) else {
+        let Some(link) = self.link(session) else {
             return;
         };
         let Some((floor, ceiling)) = &link.report else {
@@ -100,11 +100,7 @@ impl Engine {
             )));
         }
         self.horizon_heard.join(&horizon);
-        if let Some(link) = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.peer.as_mut())
-        {
+        if let Some(link) = self.link_mut(session) {
             link.peer_horizon.join(&horizon);
         }
         self.horizon_round();

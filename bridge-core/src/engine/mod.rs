@@ -780,11 +780,7 @@ impl Engine {
 
     /// Push everything the peer lacks now, even when automatic pushing is off.
     pub fn sync_now(&mut self, session: SessionId) {
-        if let Some(p) = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.peer.as_mut())
-        {
+        if let Some(p) = self.link_mut(session) {
             p.sync_requested = true;
         }
     }
@@ -1201,13 +1197,23 @@ impl Engine {
     /// The collections the peer on `session` replicates (`None`: all, or no such peer).
     #[cfg(feature = "serve")]
     fn link_filter(&self, session: SessionId) -> Option<Vec<String>> {
-        self.sessions.get(&session)?.peer.as_ref()?.filter.clone()
+        self.link(session)?.filter.clone()
+    }
+
+    /// The link of peer session `session` (`None`: no such session, or not a peer's).
+    fn link(&self, session: SessionId) -> Option<&PeerLink> {
+        self.sessions.get(&session)?.peer.as_ref()
+    }
+
+    /// [`Engine::link`], to change it.
+    fn link_mut(&mut self, session: SessionId) -> Option<&mut PeerLink> {
+        self.sessions.get_mut(&session)?.peer.as_mut()
     }
 
     /// The collections the peer on `session` holds completely as far as its vector goes
     /// (`PeerLink::held`; `None`: all, or no such peer).
     fn link_held(&self, session: SessionId) -> Option<Vec<String>> {
-        self.sessions.get(&session)?.peer.as_ref()?.held.clone()
+        self.link(session)?.held.clone()
     }
 
     /// A walk of the store for `session` could not read: nothing yet when the host has not

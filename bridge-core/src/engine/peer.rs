@@ -134,15 +134,11 @@ impl Engine {
             messages: self.replica.message_seen().clone(),
             session,
             rights: Some(rights),
-            resync: self
-                .sessions
-                .get(&session)
-                .and_then(|s| s.peer.as_ref())
-                .and_then(|l| l.resync.clone()),
+            resync: self.link(session).and_then(|l| l.resync.clone()),
         };
         self.send(session, Frame::Welcome(welcome));
         #[cfg(feature = "serve")]
-        if let Some(peer) = self.sessions.get(&session).and_then(|s| s.peer.as_ref()) {
+        if let Some(peer) = self.link(session) {
             // From now on the peer holds the horizon back until it reports.
             let (replica, held) = (peer.replica, peer.acked.clone());
             if !self.replica.stability().is_tracked(replica) {
@@ -290,11 +286,7 @@ impl Engine {
                 });
             }
         }
-        if let Some(p) = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.peer.as_mut())
-        {
+        if let Some(p) = self.link_mut(session) {
             p.msg_known = seen;
         }
         for f in frames {
@@ -385,9 +377,7 @@ impl Engine {
         // What the peer holds durably below our horizon (ARCHITECTURE.md, "Collection"): a
         // sibling it has seen and no longer holds is gone there, so it is gone here too.
         let held = self
-            .sessions
-            .get(&session)
-            .and_then(|s| s.peer.as_ref())
+            .link(session)
             .map(|l| {
                 let mut h = self.replica.stability().horizon.clone();
                 h.join(&l.peer_horizon);
@@ -402,11 +392,7 @@ impl Engine {
             docs: count,
             remaining,
         });
-        if let Some(link) = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.peer.as_mut())
-        {
+        if let Some(link) = self.link_mut(session) {
             link.known.join(&watermark);
             // A peer only sends what it has persisted: that counts as acknowledged, so
             // changes that came from the peer never show as lag towards it.
@@ -470,11 +456,7 @@ impl Engine {
         mut vector: VersionVector,
     ) -> Result<(), Fatal> {
         self.distrust_own_claim(&mut vector);
-        if let Some(link) = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.peer.as_mut())
-        {
+        if let Some(link) = self.link_mut(session) {
             link.known = vector;
             link.sync_requested = true;
         }
@@ -584,7 +566,7 @@ impl Engine {
                 self.replica.ahead_of(&link.known)
             };
             if !ahead {
-                if let Some(link) = self.sessions.get_mut(&id).and_then(|s| s.peer.as_mut()) {
+                if let Some(link) = self.link_mut(id) {
                     link.sync_requested = false;
                     link.run_sent = 0;
                 }

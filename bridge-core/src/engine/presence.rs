@@ -75,7 +75,7 @@ impl Engine {
             .collect();
         let me = self.replica.id();
         for id in peers {
-            let Some(link) = self.sessions.get_mut(&id).and_then(|s| s.peer.as_mut()) else {
+            let Some(link) = self.link_mut(id) else {
                 continue;
             };
             // What this peer does not already know: not what it told us, not its own link.

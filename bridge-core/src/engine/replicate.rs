@@ -242,11 +242,7 @@ impl Engine {
             st.forget = normal(forget);
             // A pass under way walked the old list: the new one starts from the beginning.
             self.forget = Forgetting::default();
-            if let Some(link) = self
-                .sessions
-                .get_mut(&session)
-                .and_then(|s| s.peer.as_mut())
-            {
+            if let Some(link) = self.link_mut(session) {
                 link.last_error = None;
             }
             self.close_unserved();
@@ -272,12 +268,7 @@ impl Engine {
     ) -> Result<(), Fatal> {
         let ours =
             matches!(&self.change, Some(Change { step: Step::Sent(s), .. }) if *s == session);
-        let Some(link) = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.peer.as_mut())
-            .filter(|_| ours)
-        else {
+        let Some(link) = self.link_mut(session).filter(|_| ours) else {
             return Err(Fatal(Error::Protocol(
                 "`replicated` answers no `replicate` of ours on this session".into(),
             )));
@@ -312,12 +303,10 @@ impl Engine {
 
     /// `error` from the server we dialed, kept for a `replicated` that refuses our list.
     pub(super) fn on_error(&mut self, session: SessionId, code: crate::ErrorCode, message: String) {
-        if let Some(link) = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.peer.as_mut())
-            .filter(|_| self.change.is_some())
-        {
+        if self.change.is_none() {
+            return;
+        }
+        if let Some(link) = self.link_mut(session) {
             link.last_error = Some((code, message));
         }
     }
@@ -415,11 +404,7 @@ impl Engine {
             return Ok(());
         }
         let added = outside(&collections, &old);
-        let Some(link) = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.peer.as_mut())
-        else {
+        let Some(link) = self.link_mut(session) else {
             return Ok(());
         };
         link.filter = Some(collections.clone());

@@ -69,11 +69,7 @@ impl Engine {
     /// us, so each of them resyncs with us in turn (at once if connected, else at its next
     /// `hello`).
     pub(super) fn inventory_acked(&mut self, session: SessionId, seq: u64) {
-        let Some(link) = self
-            .sessions
-            .get_mut(&session)
-            .and_then(|s| s.peer.as_mut())
-        else {
+        let Some(link) = self.link_mut(session) else {
             return;
         };
         if link
@@ -383,11 +379,7 @@ impl Engine {
             }
         }
         for docs in pushes {
-            let Some(link) = self
-                .sessions
-                .get_mut(&session)
-                .and_then(|s| s.peer.as_mut())
-            else {
+            let Some(link) = self.link_mut(session) else {
                 return Ok(());
             };
             let seq = link.take_seq(VersionVector::new());
