@@ -90,12 +90,14 @@ impl Engine {
     /// session to it is open; [`Event::Replicated`] says when it is in effect and durable.
     /// A change asked for while one is under way replaces it, or follows it once the server
     /// has it. The documents of collections it drops are forgotten after that, a page at a
-    /// time ([`Engine::forgetting`]).
+    /// time ([`Engine::forgetting`]). Returns the list as the change and its
+    /// [`Event::Replicated`] name it (sorted, without duplicates).
     ///
     /// # Errors
-    /// `bad_request` on a replica of the whole space (its `collections` are `None`), or for
-    /// an empty list; `malformed` for a bad pattern (as in `hello`).
-    pub fn replicate(&mut self, collections: Vec<String>) -> Result<()> {
+    /// `bad_request` on a replica of the whole space (its `collections` are `None`), for an
+    /// empty list, or for a bad pattern; `malformed` for more than 64 patterns (as in
+    /// `hello`).
+    pub fn replicate(&mut self, collections: Vec<String>) -> Result<Vec<String>> {
         let Some(current) = self.cfg.collections.clone() else {
             return Err(Error::BadName {
                 what: "collections",
@@ -112,6 +114,7 @@ impl Engine {
         }
         crate::auth::check_patterns(collections.iter().map(String::as_str))?;
         let target = normal(collections);
+        let named = target.clone();
         if let Some(c) = self
             .change
             .as_mut()
@@ -133,7 +136,7 @@ impl Engine {
                 from,
             });
         }
-        Ok(())
+        Ok(named)
     }
 
     /// What a host does at start with the collections it is configured with (`open({
@@ -147,7 +150,7 @@ impl Engine {
         if self.change.is_none() && normal(now) == normal(collections.clone()) {
             return Ok(());
         }
-        self.replicate(collections)
+        self.replicate(collections).map(drop)
     }
 
     /// The collections a change under way ([`Engine::replicate`]) will replicate.
@@ -298,6 +301,7 @@ impl Engine {
         });
         // A list this replica held, or asked for since: `replicate`'s checks pass it.
         self.replicate(change.queued.unwrap_or(change.from))
+            .map(drop)
             .map_err(Fatal)
     }
 

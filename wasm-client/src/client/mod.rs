@@ -296,13 +296,6 @@ async fn open_store(
     Ok((engine, scratch, store, loaded))
 }
 
-/// A list of patterns in the order `Engine::replicate` keeps it.
-fn sorted(mut list: Vec<String>) -> Vec<String> {
-    list.sort();
-    list.dedup();
-    list
-}
-
 /// What `status().error` says after an open (or a read) that had to set records aside.
 pub(super) fn damage_report(damaged: &[Damaged]) -> Option<String> {
     let first = damaged.first()?;
@@ -725,10 +718,10 @@ impl Bridge {
                     "this tab follows the tab that holds the store: call subscribeCollections there",
                 ));
             }
-            if let Err(e) = i.engine.replicate(list.clone()) {
-                return fail(core_err(&e));
+            match i.engine.replicate(list) {
+                Ok(named) => i.replicating.push((named, resolve, reject)),
+                Err(e) => fail(core_err(&e)),
             }
-            i.replicating.push((sorted(list), resolve, reject));
         });
         schedule(&self.inner);
         promise

@@ -63,7 +63,8 @@ pub(super) struct Inner {
     pub(super) next_call: u64,
     /// Requests waiting for `Event::Acked`: our own promises, or a follower tab's call.
     pub(super) waiting: Pending<Waiter>,
-    /// `subscribeCollections` calls waiting for `Event::Replicated` of their list (sorted):
+    /// `subscribeCollections` calls waiting for `Event::Replicated` of their list (as
+    /// `Engine::replicate` names it):
     /// resolve and reject.
     pub(super) replicating: Vec<(Vec<String>, Function, Function)>,
     pub(super) next_sub: u32,
