@@ -827,10 +827,12 @@ impl IdbStore {
                         Some(&JsValue::from_str("upstream")),
                     )?;
                 }
+                // Both change only with a change of collections, which sets the first: a
+                // store that never changed its list writes neither.
                 if let Some(c) = &st.collections {
                     meta.put(&array(c), Some(&JsValue::from_str("collections")))?;
+                    meta.put(&array(&st.forget), Some(&JsValue::from_str("forget")))?;
                 }
-                meta.put(&array(&st.forget), Some(&JsValue::from_str("forget")))?;
             }
         }
         meta.put(

@@ -229,8 +229,8 @@ impl Replica {
     /// `patterns` and not `keep`, and their policies in `_config`, in key order after `after`, each
     /// document whose every sibling `server` holds is dropped from this store (staged as an
     /// empty state, which the next cut removes, as a resync's would be). A document with a
-    /// write of ours the server does not hold yet is kept: it goes up, and the server's
-    /// answer settles it. Walks pages until one forgets something (so the host's next
+    /// write of ours the server does not hold yet is kept: it goes up as a blind write.
+    /// Walks pages until one forgets something (so the host's next
     /// persist drives the next step) or the walk ends; returns the key to go on after, or
     /// `None` when done. `kept` is set when a document was kept for a write of ours.
     pub fn forget_step(

@@ -280,8 +280,12 @@ async fn open_store(
     let (mut engine, scratch) = new_engine(cfg);
     let loaded = store.load(&mut engine).await.map_err(js_err)?;
     if !forget.is_empty() {
+        // With the list it holds: a stability record that names it is what the store writes
+        // the forget list back from once it is done.
+        let collections = engine.config().collections.clone();
         engine.restore_stability(bridge_core::replica::Stability {
             forget,
+            collections,
             ..Default::default()
         });
     }
