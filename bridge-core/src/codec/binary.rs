@@ -12,7 +12,7 @@
 //! | --- | --- | --- |
 //! | 1 | `hello` | space, kind, name?, token?, replica?, tier?, vector?, messages?, horizon?, collections?, unclaimed? |
 //! | 2 | `welcome` | space, replica, tier, vector, messages, session, rights?, resync? |
-//! | 3 | `push` | seq, docs: \[collection, id, state\], watermark, remaining |
+//! | 3 | `push`, expanded (read, no longer written) | seq, docs: \[collection, id, state\], watermark, remaining |
 //! | 4 | `ack` | req?, seq?, dot? |
 //! | 5 | `pull` | vector |
 //! | 6 | `put` | req?, collection, id, value |
@@ -42,6 +42,7 @@
 //! | 30 | `inventory` | seq, docs \[collection, id, dots \[dot\]\], last (bool) |
 //! | 31 | `replicate` | collections: \[string\] |
 //! | 32 | `replicated` | collections: \[string\] |
+//! | 33 | `push`, compact (written) | seq, watermark, remaining, replicas \[replica id\], collections \[string\], base wall (u64), docs: \[collection index, id, compact state\] |
 //!
 //! Field types:
 //!
@@ -66,6 +67,23 @@
 //! - doc state: siblings \[dot, stamp, tier, body?\] with strictly increasing dots, then the
 //!   context (a version vector) which must contain every sibling's dot; a body is a varint
 //!   count of (name, field) pairs with strictly increasing names, a field is (stamp, value?);
+//! - compact state (in a compact `push`): replicas are varint indices into the frame's
+//!   `replicas` (ids strictly increasing), collections varint indices into its `collections`
+//!   (the encoder writes each name once, in order of first use), and every wall is written as
+//!   its distance above the frame's base wall (the encoder's base is the least wall of the
+//!   frame). A state starts with a shape byte:
+//!   - bit 0 set: a *simple* state, one sibling whose dot is the context's only entry. Bit 1:
+//!     tier cloud (else local); bit 2: the sibling has a body; bit 3: the stamp's replica is
+//!     the dot's; no other bit may be set. Then: dot replica index, dot counter (≥ 1), stamp
+//!     wall, stamp counter (u32), the stamp's replica index unless bit 3, and the body if bit 2;
+//!   - 0: the general form: context \[replica index, counter ≥ 1\] with strictly increasing
+//!     indices; dots \[replica index, context counter − dot counter\]; then per dot: stamp
+//!     (wall, counter, replica index), tier, body?;
+//!   - a body is a varint count of (name, field stamp, value?) with strictly increasing names,
+//!     where the field stamp is 0 for the sibling's own stamp or 1 followed by a stamp.
+//!
+//!   The decoded state must meet every rule of the expanded form (the context contains every
+//!   sibling's dot; dots strictly increase);
 //! - doc view: collection, id, value?ⁿ, stamp?, conflict (bool);
 //! - message: id (origin replica, seq), channel, payload (value), stamp;
 //! - conflict: collection, id, shown (dot), sides \[dot, tier, stamp, value?ⁿ\], fields
@@ -113,6 +131,14 @@ const VERSION_BYTE: u8 = {
 /// A claimed item count reserves at most this many slots up front; the rest grow as items
 /// actually arrive, so a lying count cannot make the decoder allocate much.
 const MAX_PREALLOC: usize = 1024;
+
+/// The tag of `push` in its first form: every state whole, replica ids written out.
+/// Decoded (older peers, and browser stores' records), never written.
+const PUSH_EXPANDED: u8 = 3;
+
+/// The tag of `push` in its compact form (the frame's replica and collection tables, walls
+/// against a base, shaped states), the one this build writes.
+const PUSH_COMPACT: u8 = 33;
 
 /// Encodes a frame in the binary form.
 pub fn encode_binary(frame: &Frame) -> Vec<u8> {
@@ -741,6 +767,10 @@ macro_rules! frame_table {
                     w.push($tag);
                     $( put_field!(w, $field $(, $via)?); )*
                 } )*
+                Frame::Push(push) => {
+                    w.push(PUSH_COMPACT);
+                    compact::put_push(push, w);
+                }
             }
         }
 
@@ -753,6 +783,8 @@ macro_rules! frame_table {
             }
             Ok(match tag {
                 $( $wtag => Frame::$wvariant(Wire::get(r)?), )*
+                PUSH_EXPANDED => Frame::Push(Wire::get(r)?),
+                PUSH_COMPACT => Frame::Push(compact::get_push(r)?),
                 $( $tag => Frame::$variant { $( $field: get_field!(r $(, $via)?) ),* }, )*
                 other => return Err(Error::UnknownType(format!("binary tag {other}"))),
             })
@@ -764,7 +796,6 @@ frame_table! {
     wrapped {
         1 => Hello,
         2 => Welcome,
-        3 => Push,
         4 => Ack,
     }
     inline {
@@ -1034,6 +1065,8 @@ mod tests {
         assert!(malformed(&encode_binary(&push)).contains("context"));
     }
 }
+
+mod compact;
 
 // Last in the file, so the browser package (built without `sql`) keeps its exact bytes: the
 // panic locations it embeds carry line numbers of this file.

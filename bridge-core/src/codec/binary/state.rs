@@ -31,26 +31,21 @@
 //! depth, sorted keys, the state's invariants) and refuses trailing bytes; it has no size
 //! limit (a store's own state may outgrow one frame).
 
-use super::{put_len, put_str, put_varint, Reader, Wire, MAX_PREALLOC};
+use super::compact::{
+    checked, collect_replicas, get_context_and_dots, get_siblings, get_table, put_body, Refs,
+};
+use super::{put_len, Reader, Wire};
 use crate::codec::check_doc_state;
-use crate::doc::{DocState, Sibling};
-use crate::policy::{Field, Fields};
-use crate::{Dot, Error, ReplicaId, Result, Stamp, Tier, VersionVector};
-use serde_json::Value;
+use crate::doc::DocState;
+use crate::{Dot, Error, ReplicaId, Result, VersionVector};
 
 /// The first byte of every stored state in this form; another value is refused.
 pub const STATE_FORMAT: u8 = 1;
 
 /// The replica table of a state: every replica its context, dots and stamps name, sorted.
 fn replica_table(state: &DocState) -> Vec<ReplicaId> {
-    let mut table: Vec<ReplicaId> = state.context.iter().map(|(r, _)| r).collect();
-    for s in &state.siblings {
-        table.push(s.dot.replica);
-        table.push(s.stamp.replica);
-        for f in s.body.iter().flat_map(|b| b.values()) {
-            table.push(f.stamp.replica);
-        }
-    }
+    let mut table = Vec::new();
+    collect_replicas(state, &mut table);
     table.sort_unstable();
     table.dedup();
     table
@@ -59,53 +54,21 @@ fn replica_table(state: &DocState) -> Vec<ReplicaId> {
 /// Encodes `state` in the stored form (see the module documentation).
 pub fn encode_state(state: &DocState) -> Vec<u8> {
     let table = replica_table(state);
-    // Every id is in the table by construction; 0 is never reached.
-    let index = |r: ReplicaId| table.binary_search(&r).unwrap_or(0);
     let mut w = Vec::with_capacity(128);
     w.push(STATE_FORMAT);
     put_len(&mut w, table.len());
     for r in &table {
         r.put(&mut w);
     }
-    // The vector never holds zero entries; filtered anyway, as its frame form does.
-    let context: Vec<(ReplicaId, u64)> = state.context.iter().filter(|(_, c)| *c > 0).collect();
-    put_len(&mut w, context.len());
-    for (r, c) in &context {
-        put_len(&mut w, index(*r));
-        put_varint(&mut w, *c);
-    }
-    put_len(&mut w, state.siblings.len());
-    for s in &state.siblings {
-        put_len(&mut w, index(s.dot.replica));
-        let top = state.context.get(s.dot.replica);
-        put_varint(&mut w, top.wrapping_sub(s.dot.counter));
-    }
-    let put_stamp = |w: &mut Vec<u8>, st: &Stamp| {
-        put_varint(w, st.wall);
-        put_varint(w, u64::from(st.counter));
-        put_len(w, index(st.replica));
-    };
-    for s in &state.siblings {
-        put_stamp(&mut w, &s.stamp);
-        s.tier.put(&mut w);
-        match &s.body {
-            None => w.push(0),
-            Some(body) => {
-                w.push(1);
-                put_len(&mut w, body.len());
-                for (name, field) in body {
-                    put_str(&mut w, name);
-                    if field.stamp == s.stamp {
-                        w.push(0);
-                    } else {
-                        w.push(1);
-                        put_stamp(&mut w, &field.stamp);
-                    }
-                    field.value.put(&mut w);
-                }
-            }
-        }
-    }
+    put_body(
+        &mut w,
+        state,
+        &Refs {
+            table: &table,
+            base: 0,
+        },
+        false,
+    );
     w
 }
 
@@ -183,21 +146,6 @@ struct Head {
     dots: Vec<Dot>,
 }
 
-fn get_index(r: &mut Reader<'_>, table: &[ReplicaId]) -> Result<ReplicaId> {
-    let at = r.pos;
-    let i = r.varint()?;
-    usize::try_from(i)
-        .ok()
-        .and_then(|i| table.get(i).copied())
-        .ok_or_else(|| {
-            r.pos = at;
-            r.malformed(format_args!(
-                "replica index {i} is past the table of {}",
-                table.len()
-            ))
-        })
-}
-
 fn get_head(r: &mut Reader<'_>) -> Result<Head> {
     let format = r.byte("the state format byte")?;
     if format != STATE_FORMAT {
@@ -206,51 +154,13 @@ fn get_head(r: &mut Reader<'_>) -> Result<Head> {
             "unknown stored state format {format} (this build reads {STATE_FORMAT})"
         )));
     }
-    let n = r.count("a replica table", 8)?;
-    let mut table: Vec<ReplicaId> = Vec::with_capacity(n.min(MAX_PREALLOC));
-    for _ in 0..n {
-        let at = r.pos;
-        let id = ReplicaId::get(r)?;
-        if table.last().is_some_and(|prev| *prev >= id) {
-            r.pos = at;
-            return Err(r.malformed("the replica table must strictly increase"));
-        }
-        table.push(id);
-    }
-    let n = r.count("a context", 2)?;
-    let mut context: Vec<(ReplicaId, u64)> = Vec::with_capacity(n.min(MAX_PREALLOC));
-    for _ in 0..n {
-        let at = r.pos;
-        let replica = get_index(r, &table)?;
-        let counter = r.varint()?;
-        if counter == 0 || context.last().is_some_and(|(prev, _)| *prev >= replica) {
-            r.pos = at;
-            return Err(r.malformed(
-                "context entries must have strictly increasing replicas and counters of at least 1",
-            ));
-        }
-        context.push((replica, counter));
-    }
-    let context: VersionVector = context.into_iter().collect();
-    let n = r.count("a sibling list", 2)?;
-    let mut dots = Vec::with_capacity(n.min(MAX_PREALLOC));
-    for _ in 0..n {
-        let replica = get_index(r, &table)?;
-        let counter = context.get(replica).wrapping_sub(r.varint()?);
-        dots.push(Dot::new(replica, counter));
-    }
+    let table = get_table(r)?;
+    let (context, dots) = get_context_and_dots(r, &table)?;
     Ok(Head {
         table,
         context,
         dots,
     })
-}
-
-fn get_stamp(r: &mut Reader<'_>, table: &[ReplicaId]) -> Result<Stamp> {
-    let wall = r.varint()?;
-    let counter = u32::get(r)?;
-    let replica = get_index(r, table)?;
-    Ok(Stamp::new(wall, counter, replica))
 }
 
 fn get_state(r: &mut Reader<'_>) -> Result<DocState> {
@@ -259,67 +169,26 @@ fn get_state(r: &mut Reader<'_>) -> Result<DocState> {
         context,
         dots,
     } = get_head(r)?;
-    let mut siblings = Vec::with_capacity(dots.len());
-    for dot in dots {
-        let stamp = get_stamp(r, &table)?;
-        let tier = Tier::get(r)?;
-        let body = match r.byte("an option marker")? {
-            0 => None,
-            1 => Some(get_body(r, &table, stamp)?),
-            b => {
-                r.pos -= 1;
-                return Err(r.malformed(format_args!("an option marker must be 0 or 1, got {b}")));
-            }
-        };
-        siblings.push(Sibling {
-            dot,
-            stamp,
-            tier,
-            body,
-        });
-    }
+    let refs = Refs {
+        table: &table,
+        base: 0,
+    };
+    let state = get_siblings(r, &refs, context, dots)?;
     if r.pos != r.bytes.len() {
         return Err(r.malformed(format_args!(
             "the state ends here but {} more bytes follow",
             r.bytes.len() - r.pos
         )));
     }
-    let state = DocState { siblings, context };
-    check_doc_state(&state).map_err(|why| r.malformed(why))?;
-    Ok(state)
-}
-
-fn get_body(r: &mut Reader<'_>, table: &[ReplicaId], own: Stamp) -> Result<Fields> {
-    let n = r.count("document field names", 3)?;
-    let mut fields = Fields::new();
-    let mut last: Option<String> = None;
-    for _ in 0..n {
-        let at = r.pos;
-        let name = String::get(r)?;
-        if last.as_ref().is_some_and(|prev| *prev >= name) {
-            r.pos = at;
-            return Err(r.malformed("document field names must strictly increase"));
-        }
-        let stamp = match r.byte("a field stamp marker")? {
-            0 => own,
-            1 => get_stamp(r, table)?,
-            b => {
-                r.pos -= 1;
-                return Err(
-                    r.malformed(format_args!("a field stamp marker must be 0 or 1, got {b}"))
-                );
-            }
-        };
-        let value = Option::<Value>::get(r)?;
-        last = Some(name.clone());
-        fields.insert(name, Field { stamp, value });
-    }
-    Ok(fields)
+    checked(r, state)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doc::Sibling;
+    use crate::policy::{Field, Fields};
+    use crate::{Stamp, Tier};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
