@@ -62,7 +62,7 @@ pub mod vv;
 
 pub use clock::{Hlc, Stamp};
 pub use doc::{DocState, Sibling, WriteOp};
-pub use engine::{Engine, EngineConfig, Event, Output, SessionSnapshot, Transmit};
+pub use engine::{DocEvents, Engine, EngineConfig, Event, Output, SessionSnapshot, Transmit};
 pub use error::{check_name, Error, ErrorCode, Result};
 pub use frame::{Frame, PROTOCOL_VERSION};
 pub use ids::{DocKey, Dot, ReplicaId, SessionId, Tier};

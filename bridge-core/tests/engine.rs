@@ -2052,3 +2052,63 @@ fn a_partial_server_that_narrows_closes_replicas_holding_more() {
         .expect("read")
         .is_some());
 }
+
+/// `EngineConfig::doc_events`: the host hears of changes in the collections it asked for
+/// only, and a session subscribed to another collection still gets its `change` frames.
+#[test]
+fn doc_events_reach_the_host_for_its_collections_only() {
+    let mut cfg = EngineConfig::new(ReplicaId(1), Tier::Cloud, SPACE);
+    cfg.doc_events = bridge_core::DocEvents::Collections(["a".to_string()].into());
+    let mut e = Node::new(cfg);
+    agent(&mut e, 1, None);
+    e.handle_frame(
+        0,
+        1,
+        Frame::Subscribe {
+            req: Some(1),
+            channel: None,
+            collection: Some("b".into()),
+            from: None,
+        },
+    );
+    e.drain();
+    e.events();
+    for c in ["a", "b", "c"] {
+        e.write(0, DocKey::new(c, "1"), WriteOp::Put(obj(json!({"x": 1}))))
+            .expect("write");
+    }
+    e.persist_all();
+    let changes: Vec<String> = e
+        .drain()
+        .into_iter()
+        .filter_map(|(_, f)| match f {
+            Some(Frame::Change { doc }) => Some(doc.collection),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes, ["b"]);
+    let events: Vec<String> = e
+        .events()
+        .into_iter()
+        .filter_map(|ev| match ev {
+            Event::DocChanged(view) => Some(view.collection),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(events, ["a"]);
+    // The default: every change is an event (the seeded default policy's too).
+    let mut all = engine(2, Tier::Cloud);
+    all.write(0, DocKey::new("c", "1"), WriteOp::Put(obj(json!({"x": 1}))))
+        .expect("write");
+    all.persist_all();
+    all.drain();
+    let events: Vec<String> = all
+        .events()
+        .into_iter()
+        .filter_map(|ev| match ev {
+            Event::DocChanged(view) => Some(view.collection),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(events, ["_config", "c"]);
+}

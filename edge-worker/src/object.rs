@@ -273,6 +273,8 @@ impl SpaceObject {
         cfg.name = "edge".into();
         // The edge dials nobody: it is the root of the space's sync tree.
         cfg.root = true;
+        // The object reads no `DocChanged`: its sessions get their `change` frames anyway.
+        cfg.doc_events = bridge_core::DocEvents::Collections(Default::default());
         if let Ok(v) = self.env.var("CONFLICT_STRATEGY") {
             let v = v.to_string();
             if !v.is_empty() {

@@ -716,6 +716,12 @@ fn limit(n: usize) -> Value {
 }
 
 impl DocStore for DoDocs {
+    /// A document is read back in one statement: cache what is read, not every state a
+    /// catch-up writes.
+    fn cache_new_writes(&self) -> bool {
+        false
+    }
+
     fn load(&self, key: &DocKey) -> bridge_core::Result<Option<DocState>> {
         if let Some(state) = self.ahead.take(key) {
             return Ok(state);

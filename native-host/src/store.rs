@@ -617,6 +617,12 @@ impl SqlDocs {
 }
 
 impl DocStore for SqlDocs {
+    /// A document is read back in one statement: cache what is read, not every state a
+    /// catch-up writes.
+    fn cache_new_writes(&self) -> bool {
+        false
+    }
+
     fn load(&self, key: &DocKey) -> bridge_core::Result<Option<DocState>> {
         let conn = lock(&self.conn);
         let mut st = conn.prepare_cached(schema::SELECT_DOC).map_err(read_err)?;

@@ -180,6 +180,32 @@ pub struct EngineConfig {
     /// only the server it got them from holds: so it syncs with that server alone, and a
     /// `welcome` from another is refused (`protocol`, closed).
     pub upstream: Option<ReplicaId>,
+    /// Which durable changes reach the host as [`Event::DocChanged`] (and
+    /// [`Event::ConflictOpened`]). Each event is the document's view, built from its state:
+    /// a host that does not use them says so, and a change that no session and no event
+    /// wants costs nothing more than its write. Default [`DocEvents::All`].
+    pub doc_events: DocEvents,
+}
+
+/// The collections whose durable changes the host wants as events
+/// ([`EngineConfig::doc_events`]). Sessions subscribed to a collection get their `change`
+/// frames either way.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DocEvents {
+    /// Every collection's (the browser: its page subscribes in JavaScript).
+    #[default]
+    All,
+    /// Only these collections' (empty: none).
+    Collections(std::collections::BTreeSet<String>),
+}
+
+impl DocEvents {
+    fn wants(&self, collection: &str) -> bool {
+        match self {
+            DocEvents::All => true,
+            DocEvents::Collections(c) => c.contains(collection),
+        }
+    }
 }
 
 /// Pages of dead documents collection looks at per [`Engine::poll_persist`].
@@ -221,6 +247,7 @@ impl EngineConfig {
             expiry_ms: None,
             collections: None,
             upstream: None,
+            doc_events: DocEvents::All,
         }
     }
 }
@@ -1234,12 +1261,6 @@ impl Engine {
     }
 
     fn announce_doc(&mut self, key: &DocKey) -> Result<()> {
-        let view = self.replica.view(key)?;
-        let conflict = if view.conflict {
-            self.replica.conflict(key)?
-        } else {
-            None
-        };
         let targets: Vec<SessionId> = self
             .sessions
             .iter()
@@ -1249,6 +1270,16 @@ impl Engine {
             })
             .map(|(id, _)| *id)
             .collect();
+        let event = self.cfg.doc_events.wants(&key.collection);
+        if targets.is_empty() && !event {
+            return Ok(());
+        }
+        let view = self.replica.view(key)?;
+        let conflict = if view.conflict {
+            self.replica.conflict(key)?
+        } else {
+            None
+        };
         for t in targets {
             self.send(t, Frame::Change { doc: view.clone() });
             if let Some(c) = &conflict {
@@ -1260,9 +1291,11 @@ impl Engine {
                 );
             }
         }
-        self.events.push_back(Event::DocChanged(view));
-        if let Some(c) = conflict {
-            self.events.push_back(Event::ConflictOpened(c));
+        if event {
+            self.events.push_back(Event::DocChanged(view));
+            if let Some(c) = conflict {
+                self.events.push_back(Event::ConflictOpened(c));
+            }
         }
         Ok(())
     }

@@ -113,6 +113,14 @@ pub trait DocStore: Send {
     fn holds_messages(&self) -> bool {
         true
     }
+    /// Whether a persisted state enters the cache when its document is not cached already
+    /// (a cached one is always replaced). A SQL store reads a document back in
+    /// microseconds: its replica caches what is read, and a large catch-up does not churn
+    /// the cache, each new state evicting an older one (`false`). The default, `true`, suits
+    /// a store whose misses cost a round trip (the browser's IndexedDB).
+    fn cache_new_writes(&self) -> bool {
+        true
+    }
     /// Whether the last read refused failed only because the host has not fetched what it
     /// asked for yet: a host whose store is asynchronous (the browser's IndexedDB) answers
     /// from what it read ahead, and a read it did not foresee is refused
@@ -332,11 +340,16 @@ impl Durable {
                 }
             },
             #[cfg(feature = "store")]
-            Durable::Stored { config, cache, .. } => {
+            Durable::Stored {
+                store,
+                config,
+                cache,
+            } => {
+                let cache = cache.get_mut();
                 if key.collection == CONFIG_COLLECTION {
                     config.insert(key, state);
-                } else {
-                    cache.get_mut().put(key, state);
+                } else if store.cache_new_writes() || cache.states.contains_key(&key) {
+                    cache.put(key, state);
                 }
             }
         }

@@ -303,10 +303,12 @@ struct Node {
 
 impl Node {
     /// Odd nodes read their durable layer from their disk through a tiny cache (0, 512 or
-    /// 4096 bytes: evicting at nearly every step); even nodes hold it in memory.
+    /// 4096 bytes: evicting at nearly every step), half of them caching what they write too;
+    /// even nodes hold it in memory.
     fn boot(cfg: EngineConfig, disk: Disk, offset_ms: u64) -> Node {
         let stored = cfg.replica.0 % 2 == 1;
         let mut engine = if stored {
+            disk.docs.lock().cache_new_writes = cfg.replica.0 % 4 == 1;
             Engine::with_store(cfg.clone(), Box::new(disk.docs.clone()))
         } else {
             Engine::new(cfg.clone())

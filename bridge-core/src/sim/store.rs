@@ -15,6 +15,9 @@ pub(super) struct Docs {
     live: BTreeMap<Dot, DocKey>,
     /// Retained messages by offset.
     pub(super) messages: BTreeMap<u64, Retained>,
+    /// [`DocStore::cache_new_writes`]: half the stored nodes cache what they write, half
+    /// only what they read.
+    pub(super) cache_new_writes: bool,
 }
 
 /// A node's documents on disk (cloning shares them).
@@ -88,6 +91,10 @@ impl SimDocs {
 }
 
 impl DocStore for SimDocs {
+    fn cache_new_writes(&self) -> bool {
+        self.lock().cache_new_writes
+    }
+
     fn load(&self, key: &DocKey) -> Result<Option<DocState>> {
         Ok(self.lock().docs.get(key).cloned())
     }

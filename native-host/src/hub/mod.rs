@@ -308,6 +308,8 @@ fn engine_config(cfg: &HubConfig, space: &str) -> EngineConfig {
     c.root = cfg.link_spaces.is_none();
     c.collect = cfg.collect;
     c.expiry_ms = cfg.expiry_ms;
+    // The hub reads `DocChanged` only to push at once a change of an event collection.
+    c.doc_events = bridge_core::DocEvents::Collections(cfg.event_collections.clone());
     c.collections = cfg
         .space_collections
         .get(space)
