@@ -76,6 +76,7 @@ fn bridge_sync(from: &Replica, to: &mut Replica) -> usize {
             docs: d.docs,
             watermark: d.watermark,
             remaining: d.remaining,
+            expanded: false,
         }));
         bytes += wire.len();
         let Ok(Frame::Push(p)) = decode_binary(&wire) else {

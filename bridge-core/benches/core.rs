@@ -94,6 +94,7 @@ mod native {
             docs,
             watermark,
             remaining: 99_744,
+            expanded: false,
         });
         let put = Frame::Put {
             req: Some(42),

@@ -70,6 +70,12 @@ pub struct Hello {
     /// resyncs it before anything else (docs/protocol.md, section 5, "Partial replication").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unclaimed: Option<bool>,
+    /// Peers only: `true` when the peer reads the compact binary `push` (tag 33); absent: it
+    /// reads only the expanded one (tag 3), as builds before the compact form did
+    /// (docs/protocol.md, section 8). Last in the binary `hello`, where an older peer's
+    /// `hello` ends before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact: Option<bool>,
 }
 
 /// The server's answer to a good [`Hello`]: the handshake is done and the session is open.
@@ -99,6 +105,10 @@ pub struct Welcome {
     /// (`inventory`). Absent: no resync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resync: Option<VersionVector>,
+    /// Peers only: `true` when the server reads the compact binary `push` (tag 33), as
+    /// [`Hello::compact`]; last in the binary `welcome`, where an older server's ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact: Option<bool>,
 }
 
 /// One document of an `inventory`: its address and the live dots the sender holds of it
@@ -140,6 +150,11 @@ pub struct Push {
     /// Documents still to come in this catch-up run (progress of an initial sync).
     #[serde(default)]
     pub remaining: u64,
+    /// Written in the expanded binary form (tag 3), for a peer that does not read the
+    /// compact one ([`Hello::compact`]); a binary push read in that form says so. Not part
+    /// of the JSON form, and no part of what the push means.
+    #[serde(skip)]
+    pub expanded: bool,
 }
 
 /// Acknowledgement: of an agent's write (`req`, `dot`), sent only once the write is durable,

@@ -145,6 +145,7 @@ mod tests {
             }],
             watermark: crate::VersionVector::new(),
             remaining: 0,
+            expanded: false,
         });
         assert_eq!(decode_binary(&encode_binary(&record)), Ok(record));
     }

@@ -223,6 +223,7 @@ fn hello() -> impl Strategy<Value = Frame> {
         option::of(vector()),
         option::of(proptest::collection::vec(text(), 0..3)),
         option::of(any::<bool>()),
+        option::of(any::<bool>()),
     )
         .prop_map(
             |(
@@ -237,6 +238,7 @@ fn hello() -> impl Strategy<Value = Frame> {
                 horizon,
                 collections,
                 unclaimed,
+                compact,
             )| {
                 Frame::Hello(Hello {
                     space,
@@ -250,6 +252,7 @@ fn hello() -> impl Strategy<Value = Frame> {
                     horizon,
                     collections,
                     unclaimed,
+                    compact,
                 })
             },
         )
@@ -270,10 +273,11 @@ fn peer_frames() -> impl Strategy<Value = Frame> {
                 Just(Rights::Write),
                 Just(Rights::Admin)
             ]),
-            option::of(vector())
+            option::of(vector()),
+            option::of(any::<bool>())
         )
             .prop_map(
-                |((space, replica, tier, vector, messages, session), rights, resync)| {
+                |((space, replica, tier, vector, messages, session), rights, resync, compact)| {
                     Frame::Welcome(Welcome {
                         space,
                         replica,
@@ -283,6 +287,7 @@ fn peer_frames() -> impl Strategy<Value = Frame> {
                         session,
                         rights,
                         resync,
+                        compact,
                     })
                 }
             ),
@@ -292,6 +297,7 @@ fn peer_frames() -> impl Strategy<Value = Frame> {
                 docs,
                 watermark,
                 remaining,
+                expanded: false,
             })
         ),
         (req(), req(), option::of(dot())).prop_map(|(req, seq, dot)| Frame::Ack(Ack {

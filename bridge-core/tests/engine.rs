@@ -2112,3 +2112,45 @@ fn doc_events_reach_the_host_for_its_collections_only() {
         .collect();
     assert_eq!(events, ["_config", "c"]);
 }
+
+/// A replica sends compact pushes only to a server whose `welcome` says it reads them
+/// (`compact`); to an older server's (no `compact`) it sends expanded ones.
+#[test]
+fn pushes_to_a_server_are_compact_only_when_its_welcome_says_so() {
+    for compact in [None, Some(true)] {
+        let mut c = engine(3, Tier::Local);
+        c.write(
+            0,
+            DocKey::new("notes", "a"),
+            WriteOp::Put(obj(json!({"x": 1}))),
+        )
+        .expect("write");
+        c.persist_all();
+        let s = c.connect(0, None, "server");
+        c.drain();
+        c.handle_frame(
+            0,
+            s,
+            Frame::Welcome(bridge_core::frame::Welcome {
+                space: SPACE.into(),
+                replica: ReplicaId(9),
+                tier: Tier::Cloud,
+                vector: Default::default(),
+                messages: Default::default(),
+                session: 1,
+                rights: None,
+                resync: None,
+                compact,
+            }),
+        );
+        let pushes: Vec<bool> = c
+            .flush()
+            .into_iter()
+            .filter_map(|(_, f)| match f {
+                Some(Frame::Push(p)) if !p.docs.is_empty() => Some(p.expanded),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pushes, [compact.is_none()], "{compact:?}");
+    }
+}

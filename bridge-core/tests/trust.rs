@@ -152,6 +152,7 @@ fn attacks() -> Vec<(&'static str, Push, ErrorCode)> {
         docs,
         watermark,
         remaining: 0,
+        expanded: false,
     };
     vec![
         (
@@ -246,6 +247,7 @@ fn every_attack_of_a_write_token_peer_is_refused_and_real_writes_still_arrive() 
                 horizon: None,
                 collections: None,
                 unclaimed: None,
+                compact: None,
             });
             server.handle_frame(NOW, attacker, wire(&hello, binary));
             server.handle_frame(NOW, attacker, wire(&Frame::Push(attack), binary));

@@ -282,35 +282,21 @@ impl Edge {
     /// Resident memory of the workerd process(es) of this dev server (its process group),
     /// in MB: what the Durable Object's isolate, its SQLite and the runtime hold.
     pub fn workerd_rss_mb(&self) -> f64 {
-        let Some(group) = self.child.as_ref().map(|c| c.id()) else {
-            return 0.0;
-        };
-        let mut kb = 0u64;
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let path = entry.path();
-            let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
-                continue;
-            };
-            // `pid (comm) state ppid pgrp ...`: the name may hold spaces, so split after ')'.
-            let Some((head, rest)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let pgrp = rest
-                .split_whitespace()
-                .nth(2)
-                .and_then(|g| g.parse::<u32>().ok());
-            if pgrp != Some(group) || !head.contains("workerd") {
-                continue;
-            }
-            let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
-            kb += status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-        kb as f64 / 1024.0
+        self.workerd_memory().total
+    }
+
+    /// [`Edge::workerd_rss_mb`] split as the kernel counts it (`/proc/PID/status`): anonymous
+    /// memory (the V8 heap, the wasm memory, the runtime's allocations), file pages mapped in
+    /// (the binary, and SQLite's files if it maps them) and shared memory (SQLite's WAL index).
+    pub fn workerd_memory(&self) -> Resident {
+        self.child
+            .as_ref()
+            .map_or_else(Resident::default, |c| workerd_memory_of(c.id()))
+    }
+
+    /// The process group of the dev server's processes ([`workerd_memory_of`]).
+    pub fn group(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// What the dev server and the worker printed so far (requests, `console.*`).
@@ -347,4 +333,60 @@ fn health(port: u16) -> bool {
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     buf.starts_with(b"HTTP/1.1 200")
+}
+
+/// Resident memory in MB, as `/proc/PID/status` splits it ([`Edge::workerd_memory`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Resident {
+    pub total: f64,
+    pub anon: f64,
+    pub file: f64,
+    pub shmem: f64,
+}
+
+impl std::fmt::Display for Resident {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1} MB (anonymous {:.1}, file {:.1}, shared {:.1})",
+            self.total, self.anon, self.file, self.shmem
+        )
+    }
+}
+
+/// [`Edge::workerd_memory`] of the dev server whose process group is `group`: usable from a
+/// sampling thread.
+pub fn workerd_memory_of(group: u32) -> Resident {
+    let mut r = Resident::default();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let path = entry.path();
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`: the name may hold spaces, so split after ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let pgrp = rest
+            .split_whitespace()
+            .nth(2)
+            .and_then(|g| g.parse::<u32>().ok());
+        if pgrp != Some(group) || !head.contains("workerd") {
+            continue;
+        }
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<u64>().ok())
+                .map_or(0.0, |kb| kb as f64 / 1024.0)
+        };
+        r.total += field("VmRSS:");
+        r.anon += field("RssAnon:");
+        r.file += field("RssFile:");
+        r.shmem += field("RssShmem:");
+    }
+    r
 }

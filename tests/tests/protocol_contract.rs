@@ -347,3 +347,65 @@ fn watch_prints_each_change_once_from_its_cursor() {
         assert_eq!(w.ids_until("end"), ["end"]);
     }
 }
+
+/// docs/protocol.md section 8: a binary peer whose `hello` ends before `compact` (a build
+/// from before the compact `push`) is sent expanded pushes (tag 3); one whose `hello` says
+/// `compact` is sent compact ones (tag 33). Both carry the same document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_take_the_form_the_peer_reads() {
+    use bridge_core::codec::{decode_binary, encode_binary};
+    use bridge_core::frame::{Hello, SessionKind};
+    use bridge_core::{Frame, ReplicaId, Tier, VersionVector};
+    let dir = TempDir::new("push-forms");
+    let host = Host::start(&dir.0, "local", &[]);
+    let (s, v) = host.http(
+        "PUT",
+        "/v1/spaces/s/docs/notes/a",
+        Some(r#"{"title":"hi"}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    for (i, compact) in [None, Some(true)].into_iter().enumerate() {
+        let (mut ws, _) = tokio_tungstenite::connect_async(host.ws_url("s"))
+            .await
+            .unwrap();
+        let hello = Frame::Hello(Hello {
+            space: "s".into(),
+            kind: SessionKind::Peer,
+            name: Some(format!("peer-{i}")),
+            replica: Some(ReplicaId(0x70 + i as u64)),
+            tier: Some(Tier::Local),
+            vector: Some(VersionVector::new()),
+            messages: Some(VersionVector::new()),
+            compact,
+            ..Hello::default()
+        });
+        let mut bytes = encode_binary(&hello);
+        if compact.is_none() {
+            // An older build's `hello` ends where this one writes `compact` absent.
+            assert_eq!(bytes.pop(), Some(0));
+        }
+        ws.send(Message::Binary(bytes.into())).await.unwrap();
+        let push = loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .expect("no push within 10 s");
+            match m {
+                Some(Ok(Message::Binary(b))) => match decode_binary(&b).unwrap() {
+                    Frame::Push(p) if !p.docs.is_empty() => break (b[1], p),
+                    _ => {}
+                },
+                Some(Ok(_)) => {}
+                other => panic!("closed before a push: {other:?}"),
+            }
+        };
+        let (tag, p) = push;
+        assert_eq!(tag, if compact.is_some() { 33 } else { 3 }, "{compact:?}");
+        assert_eq!(p.expanded, compact.is_none());
+        assert!(
+            p.docs
+                .iter()
+                .any(|d| d.collection == "notes" && d.id == "a"),
+            "{p:?}"
+        );
+    }
+}

@@ -105,6 +105,7 @@ async fn push_concurrent_write(host: &Host) {
         horizon: None,
         collections: None,
         unclaimed: None,
+        compact: None,
     });
     ws.send(send(&hello)).await.unwrap();
     let key = DocKey::new("items", "d000042");
@@ -130,6 +131,7 @@ async fn push_concurrent_write(host: &Host) {
         }],
         watermark,
         remaining: 0,
+        expanded: false,
     });
     ws.send(send(&push)).await.unwrap();
     loop {

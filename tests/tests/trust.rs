@@ -53,6 +53,7 @@ impl Peer {
             horizon: None,
             collections: None,
             unclaimed: None,
+            compact: Some(true),
         }))
         .await;
         match p.recv_until(|f| matches!(f, Frame::Welcome(_))).await {
@@ -148,6 +149,7 @@ fn push(seq: u64, docs: Vec<DocEntry>, watermark: VersionVector) -> Frame {
         docs,
         watermark,
         remaining: 0,
+        expanded: false,
     })
 }
 

@@ -939,6 +939,7 @@ fn doc_record(key: &DocKey, state: &DocState) -> JsValue {
         }],
         watermark: VersionVector::new(),
         remaining: 0,
+        expanded: false,
     });
     let dots: Array = state
         .siblings

@@ -564,6 +564,7 @@ fn binary_codec_round_trips_in_the_browser() {
         docs,
         watermark: VersionVector::new(),
         remaining: 0,
+        expanded: false,
     });
     let bytes = encode_binary(&frame);
     assert_eq!(decode_binary(&bytes).unwrap(), frame);
@@ -597,6 +598,7 @@ async fn schema_2_store(db: &str, docs: &[DocEntry], vector: &VersionVector, clo
             docs: vec![d.clone()],
             watermark: VersionVector::new(),
             remaining: 0,
+            expanded: false,
         }));
         let key = js_sys::Array::of2(&d.collection.as_str().into(), &d.id.as_str().into());
         store

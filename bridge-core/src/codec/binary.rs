@@ -10,9 +10,9 @@
 //!
 //! | tag | type | fields |
 //! | --- | --- | --- |
-//! | 1 | `hello` | space, kind, name?, token?, replica?, tier?, vector?, messages?, horizon?, collections?, unclaimed? |
-//! | 2 | `welcome` | space, replica, tier, vector, messages, session, rights?, resync? |
-//! | 3 | `push`, expanded (read, no longer written) | seq, docs: \[collection, id, state\], watermark, remaining |
+//! | 1 | `hello` | space, kind, name?, token?, replica?, tier?, vector?, messages?, horizon?, collections?, unclaimed?, compact?ᵗ |
+//! | 2 | `welcome` | space, replica, tier, vector, messages, session, rights?, resync?, compact?ᵗ |
+//! | 3 | `push`, expanded (to and from peers without `compact`) | seq, docs: \[collection, id, state\], watermark, remaining |
 //! | 4 | `ack` | req?, seq?, dot? |
 //! | 5 | `pull` | vector |
 //! | 6 | `put` | req?, collection, id, value |
@@ -42,7 +42,7 @@
 //! | 30 | `inventory` | seq, docs \[collection, id, dots \[dot\]\], last (bool) |
 //! | 31 | `replicate` | collections: \[string\] |
 //! | 32 | `replicated` | collections: \[string\] |
-//! | 33 | `push`, compact (written) | seq, watermark, remaining, replicas \[replica id\], collections \[string\], base wall (u64), docs: \[collection index, id, compact state\] |
+//! | 33 | `push`, compact (between peers that said `compact`) | seq, watermark, remaining, replicas \[replica id\], collections \[string\], base wall (u64), docs: \[collection index, id, compact state\] |
 //!
 //! Field types:
 //!
@@ -51,6 +51,8 @@
 //! - `bool`: one byte, 0 or 1;
 //! - `x?` (optional): one byte, 0 = absent, 1 = present followed by `x`; `value?ⁿ` is an
 //!   optional value where `null` means absent (as in JSON): a present `null` is malformed;
+//!   `x?ᵗ` is an optional field last in its frame that the frame gained later: a frame that
+//!   ends before it (as older builds write it) reads it as absent;
 //! - string: varint byte length, then that many bytes of UTF-8;
 //! - `[x]` (list): varint count, then the items;
 //! - replica id: 8 bytes, little-endian (ids are random, so a varint would be longer);
@@ -133,7 +135,8 @@ const VERSION_BYTE: u8 = {
 const MAX_PREALLOC: usize = 1024;
 
 /// The tag of `push` in its first form: every state whole, replica ids written out.
-/// Decoded (older peers, and browser stores' records), never written.
+/// Written to peers that do not read the compact form ([`Push::expanded`]); read from older
+/// peers and from browser stores' records.
 const PUSH_EXPANDED: u8 = 3;
 
 /// The tag of `push` in its compact form (the frame's replica and collection tables, walls
@@ -702,6 +705,44 @@ macro_rules! wire_struct {
     )*};
 }
 
+/// The expanded `push` (tag 3): its fields in the order listed, every state whole. What it
+/// decodes is marked [`Push::expanded`], so it is written back the same way.
+impl Wire for Push {
+    fn put(&self, w: &mut Vec<u8>) {
+        self.seq.put(w);
+        self.docs.put(w);
+        self.watermark.put(w);
+        self.remaining.put(w);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self> {
+        Ok(Push {
+            seq: Wire::get(r)?,
+            docs: Wire::get(r)?,
+            watermark: Wire::get(r)?,
+            remaining: Wire::get(r)?,
+            expanded: true,
+        })
+    }
+}
+
+/// `x?` as the last field of a frame that gained it after peers already spoke the frame
+/// (`hello.compact`, `welcome.compact`): written as any option, and read as absent when
+/// the frame ends before it.
+mod trailing {
+    use super::{Reader, Result, Wire};
+
+    pub(super) fn put<T: Wire>(v: &Option<T>, w: &mut Vec<u8>) {
+        v.put(w);
+    }
+
+    pub(super) fn get<T: Wire>(r: &mut Reader<'_>) -> Result<Option<T>> {
+        if r.remaining() == 0 {
+            return Ok(None);
+        }
+        Option::<T>::get(r)
+    }
+}
+
 /// `value?` where the protocol reads `null` as absent (a doc view of a deleted document, a
 /// conflict side that deleted, a resolution that deletes): JSON cannot tell `Some(null)` from
 /// `None` there, so binary sends both as absent and refuses a present `null`, and the two
@@ -739,11 +780,10 @@ wire_struct! {
     MessageId { origin, seq }
     Message { id, channel, payload, stamp }
     PresenceEntry { node, session, name, kind, tier, since }
-    Hello { space, kind, name, token, replica, tier, vector, messages, horizon, collections, unclaimed }
-    Welcome { space, replica, tier, vector, messages, session, rights, resync }
+    Hello { space, kind, name, token, replica, tier, vector, messages, horizon, collections, unclaimed, compact as trailing }
+    Welcome { space, replica, tier, vector, messages, session, rights, resync, compact as trailing }
     DocEntry { collection, id, state }
     InventoryEntry { collection, id, dots }
-    Push { seq, docs, watermark, remaining }
     Ack { req, seq, dot }
     DocView { collection, id, value as nullable, stamp, conflict }
     ConflictSide { dot, tier, stamp, value as nullable }
@@ -767,6 +807,10 @@ macro_rules! frame_table {
                     w.push($tag);
                     $( put_field!(w, $field $(, $via)?); )*
                 } )*
+                Frame::Push(push) if push.expanded => {
+                    w.push(PUSH_EXPANDED);
+                    push.put(w);
+                }
                 Frame::Push(push) => {
                     w.push(PUSH_COMPACT);
                     compact::put_push(push, w);
@@ -941,11 +985,14 @@ mod tests {
             ..Default::default()
         });
         let bytes = encode_binary(&hello);
+        // `compact` may end any `hello`, on the wire too: a peer from before it stops short.
+        let before_compact = &bytes[..bytes.len() - 1];
+        assert_eq!(decode_binary(before_compact), Ok(hello.clone()));
         for cut in 0..=HELLO_ADDED_FIELDS {
-            let old = &bytes[..bytes.len() - cut];
+            let old = &before_compact[..before_compact.len() - cut];
             assert_eq!(decode_hello_record(old).ok(), Some(hello.clone()), "{cut}");
         }
-        assert!(decode_binary_record(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_binary_record(&before_compact[..before_compact.len() - 1]).is_err());
         let pull = encode_binary(&Frame::Pull {
             vector: crate::VersionVector::new(),
         });
@@ -1061,6 +1108,7 @@ mod tests {
             }],
             watermark: VersionVector::new(),
             remaining: 0,
+            expanded: false,
         });
         assert!(malformed(&encode_binary(&push)).contains("context"));
     }

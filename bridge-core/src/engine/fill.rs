@@ -146,6 +146,8 @@ impl Engine {
                 docs,
                 watermark,
                 remaining,
+                // Set for the session by `Engine::poll_transmit`.
+                expanded: false,
             }),
         })
     }

@@ -455,6 +455,9 @@ struct Session {
     auto_push: bool,
     /// We dialed this connection ([`Engine::connect`]): we keep it alive with `ping`.
     dialed: bool,
+    /// The peer reads the compact binary `push` (its `hello` or `welcome` said so); pushes
+    /// to one that does not are marked [`crate::frame::Push::expanded`].
+    compact: bool,
     /// When a frame last arrived on it.
     last_rx: u64,
     /// When we last sent it a `ping`.
@@ -761,6 +764,7 @@ impl Engine {
                 && fill::claims_only(self.replica.vector(), self.replica.id())
                 && self.replica.clock() != crate::Stamp::default())
             .then_some(true),
+            compact: Some(true),
         };
         self.send(session, Frame::Hello(hello));
         session
@@ -941,6 +945,18 @@ impl Engine {
     /// The next frame to send (or connection to close).
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let mut t = self.next_transmit()?;
+        if let Transmit::Frame {
+            session,
+            frame: Frame::Push(p),
+        } = &mut t
+        {
+            p.expanded = !self.sessions.get(session).is_some_and(|s| s.compact);
+        }
+        Some(t)
+    }
+
+    fn next_transmit(&mut self) -> Option<Transmit> {
         if self.presence_dirty {
             self.presence_dirty = false;
             self.broadcast_presence();
@@ -1379,6 +1395,7 @@ impl Session {
             collections: VecMap::new(),
             auto_push: true,
             dialed: false,
+            compact: false,
             last_rx: now_ms,
             last_ping: now_ms,
             closing: false,

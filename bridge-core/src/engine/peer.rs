@@ -124,6 +124,7 @@ impl Engine {
         s.kind = h.kind;
         let rights = grant.rights;
         s.grant = grant;
+        s.compact = h.compact == Some(true);
         s.name = h.name.unwrap_or_else(|| format!("{kind}-{session}"));
         s.peer = peer;
         let welcome = Welcome {
@@ -135,6 +136,7 @@ impl Engine {
             session,
             rights: Some(rights),
             resync: self.link(session).and_then(|l| l.resync.clone()),
+            compact: Some(true),
         };
         self.send(session, Frame::Welcome(welcome));
         #[cfg(feature = "serve")]
@@ -194,6 +196,7 @@ impl Engine {
             return Ok(());
         };
         s.phase = Phase::Open;
+        s.compact = w.compact == Some(true);
         // We chose this server: what it sends is taken as a relay's.
         s.grant = Grant::all(Rights::Admin);
         let mut known = w.vector;
@@ -371,6 +374,7 @@ impl Engine {
             docs,
             mut watermark,
             remaining,
+            expanded: _,
         } = p;
         self.distrust_own_claim(&mut watermark);
         let count = docs.len() as u64;
@@ -649,6 +653,8 @@ impl Engine {
                 docs: delta.docs,
                 watermark: delta.watermark,
                 remaining,
+                // Set for the session by `Engine::poll_transmit`.
+                expanded: false,
             });
             return Some(Transmit::Frame { session: id, frame });
         }

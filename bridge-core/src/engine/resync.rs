@@ -390,6 +390,8 @@ impl Engine {
                     docs,
                     watermark: VersionVector::new(),
                     remaining: 0,
+                    // Set for the session by `Engine::poll_transmit`.
+                    expanded: false,
                 }),
             );
         }

@@ -45,6 +45,10 @@ pub struct SessionSnapshot {
     auto_push: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     dialed: bool,
+    /// Absent in snapshots of builds before the compact `push`: the peer then gets expanded
+    /// pushes until it reconnects, which every peer reads.
+    #[serde(default, skip_serializing_if = "is_false")]
+    compact: bool,
     last_rx: u64,
     last_ping: u64,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -165,6 +169,7 @@ impl Engine {
             collections: s.collections.keys().cloned().collect(),
             auto_push: s.auto_push,
             dialed: s.dialed,
+            compact: s.compact,
             last_rx: s.last_rx,
             last_ping: s.last_ping,
             closing: s.closing,
@@ -224,6 +229,7 @@ impl Engine {
             collections: snap.collections.into_iter().map(|c| (c, ())).collect(),
             auto_push: snap.auto_push,
             dialed: snap.dialed,
+            compact: snap.compact,
             last_rx: snap.last_rx,
             last_ping: snap.last_ping,
             closing: snap.closing,

@@ -279,6 +279,8 @@ impl<C: Choices> World<'_, C> {
             docs,
             watermark: wm,
             remaining: 0,
+            // Both binary forms reach the server.
+            expanded: self.attacks % 2 == 1,
         }));
         self.attacks += 1;
         let link = &mut self.links[l];

@@ -611,6 +611,8 @@ impl<'c, C: Choices> World<'c, C> {
                     horizon: None,
                     collections: None,
                     unclaimed: None,
+                    // Half the attackers speak as builds before the compact `push`.
+                    compact: (x % 2 == 0).then_some(true),
                 });
                 let link = &mut self.links[l];
                 let bytes = link.encode(&hello);

@@ -72,8 +72,9 @@ fn main() {
     );
     assert_eq!(s, 404);
     std::thread::sleep(Duration::from_millis(500));
-    let idle = edge.workerd_rss_mb();
-    println!("bench edge: workerd RSS idle (empty space woken) {idle:.1} MB");
+    let idle_split = edge.workerd_memory();
+    let idle = idle_split.total;
+    println!("bench edge: workerd RSS idle (empty space woken) {idle_split}");
 
     let url = edge.base_ws_url();
     let t = Instant::now();
@@ -87,9 +88,27 @@ fn main() {
         ],
     );
     let last = path(n - 1);
-    let mut peak = idle;
+    // Sampled every 50 ms on a thread of its own: the polling GETs below wait behind the
+    // object's pushes, so sampling between them would miss the peak.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let group = edge.group();
+        std::thread::spawn(move || {
+            let mut peak = idle_split;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = group
+                    .map(tests::edge::workerd_memory_of)
+                    .unwrap_or_default();
+                if now.total > peak.total {
+                    peak = now;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        })
+    };
     loop {
-        peak = peak.max(edge.workerd_rss_mb());
         if http(edge.port, "GET", &last, None, Some(&tok)).0 == 200 {
             break;
         }
@@ -100,14 +119,24 @@ fn main() {
         std::thread::sleep(Duration::from_millis(250));
     }
     let secs = t.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak_split = sampler.join().unwrap_or(idle_split);
+    let peak = peak_split.total;
     drop(hybrid);
+    std::thread::sleep(Duration::from_millis(500));
+    println!(
+        "bench edge: workerd once the host left (before the spot checks) {}",
+        edge.workerd_memory()
+    );
     // Every document arrived: spot checks over the space.
     for i in (0..n).step_by((n / 97).max(1)) {
         let (s, v) = http(edge.port, "GET", &path(i), None, Some(&tok));
         assert_eq!((s, &v["value"]["n"]), (200, &json!(i)), "d{i}");
     }
     std::thread::sleep(Duration::from_millis(500));
-    let after = edge.workerd_rss_mb();
+    let after_split = edge.workerd_memory();
+    let after = after_split.total;
+    println!("bench edge: workerd at the peak {peak_split}; after the upload {after_split}");
     println!(
         "bench edge: hybrid host → Durable Object upload of {n} documents (host start included, polled every 250 ms): {secs:.1} s ({:.0} docs/s); workerd RSS peak {peak:.1} MB ({:.1} above idle), after {after:.1} MB ({:.1} above idle)",
         n as f64 / secs,

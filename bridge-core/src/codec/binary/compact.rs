@@ -251,6 +251,7 @@ pub(super) fn get_push(r: &mut Reader<'_>) -> Result<Push> {
         docs,
         watermark,
         remaining,
+        expanded: false,
     })
 }
 
@@ -501,6 +502,7 @@ mod tests {
                 .collect(),
             watermark,
             remaining: 12,
+            expanded: false,
         })
     }
 
@@ -566,12 +568,18 @@ mod tests {
 
     #[test]
     fn the_expanded_push_still_decodes() {
-        // What builds before the compact form wrote, and browser stores still hold.
+        // What builds before the compact form wrote, browser stores still hold, and a peer
+        // that does not read the compact form is sent (`Push::expanded`).
         let f = every_shape();
         let Frame::Push(p) = &f else { unreachable!() };
         let mut bytes = vec![VERSION_BYTE, PUSH_EXPANDED];
         p.put(&mut bytes);
-        assert_eq!(decode_binary(&bytes), Ok(f.clone()));
+        let expanded = Frame::Push(Push {
+            expanded: true,
+            ..p.clone()
+        });
+        assert_eq!(decode_binary(&bytes), Ok(expanded.clone()));
+        assert_eq!(encode_binary(&expanded), bytes);
         assert!(encode_binary(&f).len() * 2 < bytes.len());
     }
 
