@@ -255,6 +255,7 @@ async fn a_partial_store_keeps_its_server_with_the_batch_of_its_welcome() {
             session: 1,
             rights: None,
             resync: None,
+            compact: Some(true),
         }),
     );
     let batch = e.poll_persist().expect("the pin is a batch");
