@@ -136,8 +136,9 @@ pub struct DocEntry {
 }
 
 /// A batch of document states. After applying it (and every earlier push of the session),
-/// the receiver holds everything the sender had up to `watermark`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// the receiver holds everything the sender had up to `watermark`. Two pushes are equal
+/// when they say the same, whichever binary form they are written in (`expanded`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Push {
     /// The push's number in its session: 1 for the first, one more for each after. The receiver
     /// acknowledges it with [`Ack::seq`] once the push is durable.
@@ -155,6 +156,15 @@ pub struct Push {
     /// of the JSON form, and no part of what the push means.
     #[serde(skip)]
     pub expanded: bool,
+}
+
+impl PartialEq for Push {
+    fn eq(&self, other: &Push) -> bool {
+        self.seq == other.seq
+            && self.docs == other.docs
+            && self.watermark == other.watermark
+            && self.remaining == other.remaining
+    }
 }
 
 /// Acknowledgement: of an agent's write (`req`, `dot`), sent only once the write is durable,

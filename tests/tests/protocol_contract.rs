@@ -349,8 +349,9 @@ fn watch_prints_each_change_once_from_its_cursor() {
 }
 
 /// docs/protocol.md section 8: a binary peer whose `hello` ends before `compact` (a build
-/// from before the compact `push`) is sent expanded pushes (tag 3); one whose `hello` says
-/// `compact` is sent compact ones (tag 33). Both carry the same document.
+/// from before the compact `push`) gets a `welcome` that ends before it too (byte for byte
+/// what such a build reads) and expanded pushes (tag 3); one whose `hello` says `compact`
+/// gets `"compact":true` and compact pushes (tag 33). Both carry the same document.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_take_the_form_the_peer_reads() {
     use bridge_core::codec::{decode_binary, encode_binary};
@@ -379,18 +380,35 @@ async fn pushes_take_the_form_the_peer_reads() {
             compact,
             ..Hello::default()
         });
-        let mut bytes = encode_binary(&hello);
+        let bytes = encode_binary(&hello);
         if compact.is_none() {
-            // An older build's `hello` ends where this one writes `compact` absent.
-            assert_eq!(bytes.pop(), Some(0));
+            // Absent, `compact` takes no byte: the `hello` an older build writes.
+            let mut with = hello.clone();
+            if let Frame::Hello(h) = &mut with {
+                h.compact = Some(true);
+            }
+            assert_eq!(encode_binary(&with)[..bytes.len()], bytes[..]);
+            assert_eq!(encode_binary(&with).len(), bytes.len() + 2);
         }
         ws.send(Message::Binary(bytes.into())).await.unwrap();
+        let mut welcomed = false;
         let push = loop {
             let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
                 .await
                 .expect("no push within 10 s");
             match m {
                 Some(Ok(Message::Binary(b))) => match decode_binary(&b).unwrap() {
+                    Frame::Welcome(w) => {
+                        assert_eq!(w.compact, compact, "the welcome answers the hello");
+                        let mut old = Frame::Welcome(w);
+                        if let Frame::Welcome(w) = &mut old {
+                            w.compact = None;
+                        }
+                        // Without the field the welcome is exactly the older layout.
+                        let len = encode_binary(&old).len();
+                        assert_eq!(b.len(), len + if compact.is_some() { 2 } else { 0 });
+                        welcomed = true;
+                    }
                     Frame::Push(p) if !p.docs.is_empty() => break (b[1], p),
                     _ => {}
                 },
@@ -398,6 +416,7 @@ async fn pushes_take_the_form_the_peer_reads() {
                 other => panic!("closed before a push: {other:?}"),
             }
         };
+        assert!(welcomed, "a push before the welcome");
         let (tag, p) = push;
         assert_eq!(tag, if compact.is_some() { 33 } else { 3 }, "{compact:?}");
         assert_eq!(p.expanded, compact.is_none());

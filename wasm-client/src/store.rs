@@ -939,7 +939,9 @@ fn doc_record(key: &DocKey, state: &DocState) -> JsValue {
         }],
         watermark: VersionVector::new(),
         remaining: 0,
-        expanded: false,
+        // Expanded, as builds before the compact form wrote them: a tab of an older
+        // package, following this one, reads what it writes.
+        expanded: true,
     });
     let dots: Array = state
         .siblings

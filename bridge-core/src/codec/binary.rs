@@ -51,8 +51,9 @@
 //! - `bool`: one byte, 0 or 1;
 //! - `x?` (optional): one byte, 0 = absent, 1 = present followed by `x`; `value?ⁿ` is an
 //!   optional value where `null` means absent (as in JSON): a present `null` is malformed;
-//!   `x?ᵗ` is an optional field last in its frame that the frame gained later: a frame that
-//!   ends before it (as older builds write it) reads it as absent;
+//!   `x?ᵗ` is an optional field last in its frame that the frame gained later: absent, it is
+//!   not written at all (the frame is what older builds write); present, it is `1` and `x`;
+//!   a frame that ends before it, or a `0` marker there, reads as absent;
 //! - string: varint byte length, then that many bytes of UTF-8;
 //! - `[x]` (list): varint count, then the items;
 //! - replica id: 8 bytes, little-endian (ids are random, so a varint would be longer);
@@ -726,13 +727,16 @@ impl Wire for Push {
 }
 
 /// `x?` as the last field of a frame that gained it after peers already spoke the frame
-/// (`hello.compact`, `welcome.compact`): written as any option, and read as absent when
-/// the frame ends before it.
+/// (`hello.compact`, `welcome.compact`): absent is written as nothing, so the frame is byte
+/// for byte what an older build writes and reads; present as any option (1, then `x`). Read
+/// as absent when the frame ends before it (a 0 marker is read as absent too).
 mod trailing {
     use super::{Reader, Result, Wire};
 
     pub(super) fn put<T: Wire>(v: &Option<T>, w: &mut Vec<u8>) {
-        v.put(w);
+        if v.is_some() {
+            v.put(w);
+        }
     }
 
     pub(super) fn get<T: Wire>(r: &mut Reader<'_>) -> Result<Option<T>> {
@@ -984,15 +988,27 @@ mod tests {
             messages: Some(crate::VersionVector::new()),
             ..Default::default()
         });
+        // `compact` absent takes no byte: this is the layout of the builds before it.
         let bytes = encode_binary(&hello);
-        // `compact` may end any `hello`, on the wire too: a peer from before it stops short.
-        let before_compact = &bytes[..bytes.len() - 1];
-        assert_eq!(decode_binary(before_compact), Ok(hello.clone()));
+        let mut with = hello.clone();
+        if let Frame::Hello(h) = &mut with {
+            h.compact = Some(true);
+        }
+        let longer = encode_binary(&with);
+        assert_eq!(
+            (&longer[..bytes.len()], &longer[bytes.len()..]),
+            (&bytes[..], &[1, 1][..])
+        );
+        assert_eq!(decode_binary(&longer), Ok(with));
+        // A 0 marker there reads as absent too.
+        let mut zero = bytes.clone();
+        zero.push(0);
+        assert_eq!(decode_binary(&zero), Ok(hello.clone()));
         for cut in 0..=HELLO_ADDED_FIELDS {
-            let old = &before_compact[..before_compact.len() - cut];
+            let old = &bytes[..bytes.len() - cut];
             assert_eq!(decode_hello_record(old).ok(), Some(hello.clone()), "{cut}");
         }
-        assert!(decode_binary_record(&before_compact[..before_compact.len() - 1]).is_err());
+        assert!(decode_binary_record(&bytes[..bytes.len() - 1]).is_err());
         let pull = encode_binary(&Frame::Pull {
             vector: crate::VersionVector::new(),
         });

@@ -136,7 +136,13 @@ impl Engine {
             session,
             rights: Some(rights),
             resync: self.link(session).and_then(|l| l.resync.clone()),
-            compact: Some(true),
+            // Only to a peer whose `hello` carried the field: an older build refuses a
+            // `welcome` longer than it knows.
+            compact: self
+                .sessions
+                .get(&session)
+                .is_some_and(|s| s.compact)
+                .then_some(true),
         };
         self.send(session, Frame::Welcome(welcome));
         #[cfg(feature = "serve")]

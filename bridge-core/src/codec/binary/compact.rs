@@ -12,7 +12,7 @@
 use super::{put_len, put_str, put_varint, Reader, Wire, MAX_PREALLOC};
 use crate::codec::check_doc_state;
 use crate::doc::{DocState, Sibling};
-use crate::frame::{DocEntry, Push};
+use crate::frame::{DocEntry, Push, MAX_FRAME_BYTES};
 use crate::policy::{Field, Fields};
 use crate::{Dot, ReplicaId, Result, Stamp, Tier, VersionVector};
 use serde_json::Value;
@@ -224,6 +224,10 @@ pub(super) fn get_push(r: &mut Reader<'_>) -> Result<Push> {
     // counts.
     let n = r.count("a document list", 5)?;
     let mut docs = Vec::with_capacity(n.min(MAX_PREALLOC));
+    // Each document gets its own copy of its collection's name: bounded in all by what an
+    // expanded push of the largest frame could carry, so a small frame of many documents
+    // naming one long collection cannot make the decoder allocate gigabytes.
+    let mut named = 0usize;
     for _ in 0..n {
         let at = r.pos;
         let i = r.varint()?;
@@ -238,6 +242,13 @@ pub(super) fn get_push(r: &mut Reader<'_>) -> Result<Push> {
                     collections.len()
                 ))
             })?;
+        named = named.saturating_add(collection.len());
+        if named > MAX_FRAME_BYTES {
+            r.pos = at;
+            return Err(r.malformed(format_args!(
+                "the documents' collection names come to more than {MAX_FRAME_BYTES} bytes"
+            )));
+        }
         let id = String::get(r)?;
         let state = get_shaped(r, &refs)?;
         docs.push(DocEntry {
@@ -578,8 +589,15 @@ mod tests {
             expanded: true,
             ..p.clone()
         });
-        assert_eq!(decode_binary(&bytes), Ok(expanded.clone()));
+        let decoded = decode_binary(&bytes);
+        assert_eq!(decoded, Ok(expanded.clone()));
+        assert!(matches!(
+            decoded,
+            Ok(Frame::Push(Push { expanded: true, .. }))
+        ));
         assert_eq!(encode_binary(&expanded), bytes);
+        // The same push either way: the form is how it is written, not what it says.
+        assert_eq!(expanded, f);
         assert!(encode_binary(&f).len() * 2 < bytes.len());
     }
 
@@ -617,6 +635,38 @@ mod tests {
             expanded.len() / 256 >= 2 * per_doc,
             "{} expanded",
             expanded.len()
+        );
+    }
+
+    #[test]
+    fn many_documents_naming_one_long_collection_are_refused() {
+        // 200 documents of a 10 KB collection name: 2 MB of names from a 10 KB frame.
+        let mut b = vec![VERSION_BYTE, PUSH_COMPACT, 0, 0, 0, 1];
+        b.extend_from_slice(&5u64.to_le_bytes());
+        b.push(1);
+        put_str(&mut b, &"c".repeat(10_000));
+        b.push(0);
+        put_len(&mut b, 200);
+        for _ in 0..200 {
+            // collection 0, empty id, the general shape with no context and no siblings.
+            b.extend_from_slice(&[0, 0, 0, 0, 0]);
+        }
+        match decode_binary(&b) {
+            Err(crate::Error::Malformed(m)) => assert!(m.contains("collection names"), "{m}"),
+            other => panic!("expected malformed, got {other:?}"),
+        }
+        // 100 of them fit (1 MB of names).
+        let mut fits = b[..b.len() - 500].to_vec();
+        let at = fits.len() - 500 - 2;
+        fits.truncate(at);
+        put_len(&mut fits, 100);
+        for _ in 0..100 {
+            fits.extend_from_slice(&[0, 0, 0, 0, 0]);
+        }
+        assert!(
+            decode_binary(&fits).is_ok(),
+            "{:?}",
+            decode_binary(&fits).err()
         );
     }
 
