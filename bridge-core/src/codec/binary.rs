@@ -71,7 +71,8 @@
 //!   context (a version vector) which must contain every sibling's dot; a body is a varint
 //!   count of (name, field) pairs with strictly increasing names, a field is (stamp, value?);
 //! - compact state (in a compact `push`): replicas are varint indices into the frame's
-//!   `replicas` (ids strictly increasing), collections varint indices into its `collections`
+//!   `replicas` (ids strictly increasing as 64-bit unsigned numbers, not as their bytes),
+//!   collections varint indices into its `collections`
 //!   (the encoder writes each name once, in order of first use), and every wall is written as
 //!   its distance above the frame's base wall (the encoder's base is the least wall of the
 //!   frame). A state starts with a shape byte:
