@@ -124,7 +124,8 @@ impl Engine {
         s.kind = h.kind;
         let rights = grant.rights;
         s.grant = grant;
-        s.compact = h.compact == Some(true);
+        let compact = h.compact == Some(true);
+        s.compact = compact;
         s.name = h.name.unwrap_or_else(|| format!("{kind}-{session}"));
         s.peer = peer;
         let welcome = Welcome {
@@ -138,11 +139,7 @@ impl Engine {
             resync: self.link(session).and_then(|l| l.resync.clone()),
             // Only to a peer whose `hello` carried the field: an older build refuses a
             // `welcome` longer than it knows.
-            compact: self
-                .sessions
-                .get(&session)
-                .is_some_and(|s| s.compact)
-                .then_some(true),
+            compact: compact.then_some(true),
         };
         self.send(session, Frame::Welcome(welcome));
         #[cfg(feature = "serve")]

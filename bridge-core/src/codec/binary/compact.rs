@@ -230,18 +230,7 @@ pub(super) fn get_push(r: &mut Reader<'_>) -> Result<Push> {
     let mut named = 0usize;
     for _ in 0..n {
         let at = r.pos;
-        let i = r.varint()?;
-        let collection = usize::try_from(i)
-            .ok()
-            .and_then(|i| collections.get(i))
-            .cloned()
-            .ok_or_else(|| {
-                r.pos = at;
-                r.malformed(format_args!(
-                    "collection index {i} is past the table of {}",
-                    collections.len()
-                ))
-            })?;
+        let collection = get_indexed(r, &collections, "collection")?.clone();
         named = named.saturating_add(collection.len());
         if named > MAX_FRAME_BYTES {
             r.pos = at;
@@ -267,15 +256,20 @@ pub(super) fn get_push(r: &mut Reader<'_>) -> Result<Push> {
 }
 
 pub(super) fn get_index(r: &mut Reader<'_>, table: &[ReplicaId]) -> Result<ReplicaId> {
+    get_indexed(r, table, "replica").copied()
+}
+
+/// A varint index into `table` (a frame's or a state's), and the entry it names.
+fn get_indexed<'t, T>(r: &mut Reader<'_>, table: &'t [T], what: &str) -> Result<&'t T> {
     let at = r.pos;
     let i = r.varint()?;
     usize::try_from(i)
         .ok()
-        .and_then(|i| table.get(i).copied())
+        .and_then(|i| table.get(i))
         .ok_or_else(|| {
             r.pos = at;
             r.malformed(format_args!(
-                "replica index {i} is past the table of {}",
+                "{what} index {i} is past the table of {}",
                 table.len()
             ))
         })
@@ -461,6 +455,34 @@ fn get_body(r: &mut Reader<'_>, refs: &Refs<'_>, own: Stamp) -> Result<Fields> {
     Ok(fields)
 }
 
+/// One replica's write of `fields` as its `counter`th, stamped `wall`: the simple shape.
+#[cfg(test)]
+pub(super) fn one_write(
+    replica: u64,
+    counter: u64,
+    wall: u64,
+    fields: &[(&str, Value)],
+) -> DocState {
+    let dot = Dot::new(ReplicaId(replica), counter);
+    let stamp = Stamp::new(wall, 0, ReplicaId(replica));
+    let mut body = Fields::new();
+    for (k, v) in fields {
+        let value = Some(v.clone());
+        body.insert((*k).into(), Field { stamp, value });
+    }
+    let mut context = VersionVector::new();
+    context.add_dot(dot);
+    DocState {
+        siblings: vec![Sibling {
+            dot,
+            stamp,
+            tier: Tier::Local,
+            body: Some(body),
+        }],
+        context,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{decode_binary, encode_binary, PUSH_COMPACT, PUSH_EXPANDED, VERSION_BYTE};
@@ -472,30 +494,9 @@ mod tests {
 
     const WALL: u64 = 1_780_000_000_000;
 
-    fn body(stamp: Stamp, fields: &[(&str, Value)]) -> Fields {
-        let mut b = Fields::new();
-        for (k, v) in fields {
-            let value = Some(v.clone());
-            b.insert((*k).into(), Field { stamp, value });
-        }
-        b
-    }
-
-    /// One replica's write: the simple shape.
+    /// One replica's write of `{"v": value}`.
     fn written(replica: u64, counter: u64, wall: u64, value: Value) -> DocState {
-        let dot = Dot::new(ReplicaId(replica), counter);
-        let stamp = Stamp::new(wall, 0, ReplicaId(replica));
-        let mut context = VersionVector::new();
-        context.add_dot(dot);
-        DocState {
-            siblings: vec![Sibling {
-                dot,
-                stamp,
-                tier: Tier::Local,
-                body: Some(body(stamp, &[("v", value)])),
-            }],
-            context,
-        }
+        one_write(replica, counter, wall, &[("v", value)])
     }
 
     fn push(docs: Vec<(&str, &str, DocState)>) -> Frame {

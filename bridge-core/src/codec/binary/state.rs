@@ -186,41 +186,18 @@ fn get_state(r: &mut Reader<'_>) -> Result<DocState> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doc::Sibling;
-    use crate::policy::{Field, Fields};
-    use crate::{Stamp, Tier};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn put_state(replica: u64, counter: u64, wall: u64) -> DocState {
-        let stamp = Stamp::new(wall, 0, ReplicaId(replica));
-        let mut body = Fields::new();
-        for (k, v) in [
-            ("title", serde_json::json!("Item number 7")),
-            ("done", serde_json::json!(false)),
-            ("tags", serde_json::json!(["a", "b"])),
-            ("n", serde_json::json!(7)),
-        ] {
-            body.insert(
-                k.into(),
-                Field {
-                    stamp,
-                    value: Some(v),
-                },
-            );
-        }
-        let dot = Dot::new(ReplicaId(replica), counter);
-        let mut context = VersionVector::new();
-        context.add_dot(dot);
-        DocState {
-            siblings: vec![Sibling {
-                dot,
-                stamp,
-                tier: Tier::Local,
-                body: Some(body),
-            }],
-            context,
-        }
+        use serde_json::json;
+        let fields = [
+            ("title", json!("Item number 7")),
+            ("done", json!(false)),
+            ("tags", json!(["a", "b"])),
+            ("n", json!(7)),
+        ];
+        super::super::compact::one_write(replica, counter, wall, &fields)
     }
 
     #[test]
