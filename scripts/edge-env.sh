@@ -30,6 +30,15 @@ export WRANGLER_HIDE_BANNER=true
 export DO_NOT_TRACK=1
 export CLOUDFLARE_CF_FETCH_ENABLED=false
 export XDG_CONFIG_HOME="${XDG_CONFIG_HOME_EDGE:-$EDGE_ROOT/.wrangler/config}"
+# wrangler dev's local trace collector and data explorer are development tools that Cloudflare
+# does not run. Both are off here, so the dev server runs the Worker as production does.
+# - The trace collector records every invocation of the Worker and its Durable Object, with a
+#   span for each storage call, into a store of its own inside the same workerd process.
+#   Uploading a million documents grew workerd by some 190 MB with it, and by ~55 MB without
+#   it (BENCHMARKS.md, "The upload without wrangler's trace collector").
+# - The explorer wraps every Durable Object class, and adds ~38 MB to the idle process.
+export X_LOCAL_OBSERVABILITY="${X_LOCAL_OBSERVABILITY:-false}"
+export X_LOCAL_EXPLORER="${X_LOCAL_EXPLORER:-false}"
 
 # worker-build downloads wasm-bindgen, wasm-opt and esbuild unless told where they are.
 export WASM_BINDGEN_BIN="${WASM_BINDGEN_BIN:-$EDGE_TOOLS/bin/wasm-bindgen}"
