@@ -238,11 +238,18 @@ fn main() {
         sizes = vec![10_000, 100_000];
     }
     type Lib = (&'static str, fn(usize, usize) -> Run);
-    let libs: [Lib; 3] = [
+    let all: [Lib; 3] = [
         ("bridge-core", bridge_run),
         ("automerge", automerge_run),
         ("yrs", yrs_run),
     ];
+    // `BENCH_ONLY=bridge-core` (or another name) runs one library alone, for a profiler.
+    let only = std::env::var("BENCH_ONLY").ok();
+    let libs: Vec<Lib> = all
+        .into_iter()
+        .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
+        .collect();
+    assert!(!libs.is_empty(), "BENCH_ONLY names none of bridge-core, automerge, yrs");
     println!(
         "map workload: N keys written on A, N other keys on B, synced A->B and B->A; \
          median of {runs} interleaved runs"

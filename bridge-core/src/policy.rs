@@ -114,6 +114,27 @@ pub fn visible_fields(policy: Policy, state: &DocState) -> Option<Fields> {
     Some(out)
 }
 
+/// The value of one field as [`visible`] shows it, without building the object: `None`
+/// when the document is deleted or the field absent or removed.
+pub fn visible_field<'a>(policy: Policy, state: &'a DocState, field: &str) -> Option<&'a Value> {
+    let w = winner(policy, state)?;
+    let body = w.body.as_ref()?;
+    if policy != Policy::Merge {
+        return body.get(field)?.value.as_ref();
+    }
+    // As `visible_fields` merges: the field of the highest stamp, the first sibling's on a tie.
+    let mut best: Option<&Field> = None;
+    for s in &state.siblings {
+        let Some(f) = s.body.as_ref().and_then(|b| b.get(field)) else {
+            continue;
+        };
+        if best.is_none_or(|cur| cur.stamp < f.stamp) {
+            best = Some(f);
+        }
+    }
+    best?.value.as_ref()
+}
+
 /// The JSON object a policy shows, or `None` when deleted.
 pub fn visible(policy: Policy, state: &DocState) -> Option<Value> {
     visible_fields(policy, state).map(fields_to_object)

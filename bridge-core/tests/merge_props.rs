@@ -152,6 +152,26 @@ proptest! {
         }
     }
 
+    /// One field read alone (as a policy lookup reads `_config`) is that field of the
+    /// whole object the policy shows.
+    #[test]
+    fn one_field_reads_as_the_whole_object_shows_it((_policy, states) in history()) {
+        for s in &states {
+            for p in Policy::ALL {
+                let whole = s.visible(p);
+                for f in ["a", "b", "c", "d"] {
+                    prop_assert_eq!(
+                        bridge_core::policy::visible_field(p, s, f),
+                        whole.as_ref().and_then(|v| v.get(f)),
+                        "policy {}, field {}",
+                        p,
+                        f
+                    );
+                }
+            }
+        }
+    }
+
     /// Everything a history produced, joined in any order, shows the same document.
     #[test]
     fn joining_all_states_converges((_policy, states) in history(), rotate in any::<Index>()) {

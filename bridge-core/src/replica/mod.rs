@@ -604,8 +604,7 @@ impl Replica {
 
     fn config_field(&self, id: &str, field: &str) -> Option<Value> {
         let key = DocKey::new(CONFIG_COLLECTION, id);
-        let v = self.config_state(&key)?.visible(CONFIG_POLICY)?;
-        v.get(field).cloned()
+        crate::policy::visible_field(CONFIG_POLICY, self.config_state(&key)?, field).cloned()
     }
 
     /// How a document looks to readers under its collection's policy (newest layer):
@@ -796,10 +795,21 @@ impl Replica {
         let policy = self.policy(&key.collection);
         let dot = Dot::new(self.id, self.vv_latest.get(self.id) + 1);
         let stamp = self.clock.tick(now_ms);
-        let mut st = self.state(&key)?.map(|s| (*s).clone()).unwrap_or_default();
-        st.write(policy, dot, stamp, self.tier, op);
+        // One search of the staged layer: a staged state is written in place (copied first
+        // only if something else shares it), anything else is read from the layers below.
+        match self.staged.docs.entry(key) {
+            Entry::Occupied(mut slot) => {
+                Arc::make_mut(slot.get_mut()).write(policy, dot, stamp, self.tier, op);
+            }
+            Entry::Vacant(slot) => {
+                let mut st = unstaged_state(&self.inflight, &self.durable, slot.key())?
+                    .map(|s| (*s).clone())
+                    .unwrap_or_default();
+                st.write(policy, dot, stamp, self.tier, op);
+                slot.insert(Arc::new(st));
+            }
+        }
         self.vv_latest.add_dot(dot);
-        self.staged.docs.insert(key, Arc::new(st));
         Ok(dot)
     }
 
