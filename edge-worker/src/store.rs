@@ -1218,6 +1218,7 @@ mod tests {
                 .query_row("SELECT SUM(siblings) FROM docs", [], |r| r.get(0))
                 .expect("sum");
             assert_eq!(siblings, 3);
+            assert_eq!(kept_count(&c), 3);
 
             // The next states of `a` and `b` replace their dots: the old ones are dropped.
             let next = batch_of(&["a", "b"]);
@@ -1250,6 +1251,20 @@ mod tests {
                     (1, encode_state(&next.docs[1].1))
                 ]
             );
+            assert_eq!(kept_count(&c), 3, "rows replaced are not counted again");
+        }
+
+        /// The space's document count as the triggers keep it (`schema::COUNT_SPACE_DOCS`),
+        /// checked against the rows themselves.
+        fn kept_count(c: &rusqlite::Connection) -> i64 {
+            let kept: i64 = c
+                .query_row(schema::COUNT_SPACE_DOCS, [1], |r| r.get(0))
+                .expect("kept count");
+            let rows: i64 = c
+                .query_row("SELECT COUNT(*) FROM docs WHERE sid = 1", [], |r| r.get(0))
+                .expect("rows");
+            assert_eq!(kept, rows, "the kept count is the table's");
+            kept
         }
 
         /// Runs `q` with `args` and gives its rows as the Durable Object's SQL gives them.
@@ -1356,6 +1371,7 @@ mod tests {
                     row("k", "a", 1)
                 ]
             );
+            assert_eq!(kept_count(&c), 5);
 
             let state_of = |k: &DocKey| {
                 let Some((_, s)) = batch.docs.iter().find(|(d, _)| d == k) else {
@@ -1401,6 +1417,7 @@ mod tests {
                 doc_rows(&c),
                 [row("c", "a", 0), row("c", "d", 1), row("c", "m", 0)]
             );
+            assert_eq!(kept_count(&c), 3, "collected rows leave the count");
             let held = |c: &str, id: &str| (c.to_owned(), id.to_owned());
             assert_eq!(
                 dot_keys(&c),
