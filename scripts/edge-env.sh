@@ -34,8 +34,8 @@ export XDG_CONFIG_HOME="${XDG_CONFIG_HOME_EDGE:-$EDGE_ROOT/.wrangler/config}"
 # does not run. Both are off here, so the dev server runs the Worker as production does.
 # - The trace collector records every invocation of the Worker and its Durable Object, with a
 #   span for each storage call, into a store of its own inside the same workerd process.
-#   Uploading a million documents grew workerd by some 190 MB with it, and by ~55 MB without
-#   it (BENCHMARKS.md, "The upload without wrangler's trace collector").
+#   Uploading a million documents grew workerd by 191–270 MB with it, and by 52–57 MB
+#   without it (BENCHMARKS.md, "The upload without wrangler's trace collector").
 # - The explorer wraps every Durable Object class, and adds ~38 MB to the idle process.
 export X_LOCAL_OBSERVABILITY="${X_LOCAL_OBSERVABILITY:-false}"
 export X_LOCAL_EXPLORER="${X_LOCAL_EXPLORER:-false}"
