@@ -103,15 +103,18 @@ pub fn visible_fields(policy: Policy, state: &DocState) -> Option<Fields> {
     for s in &state.siblings {
         let Some(b) = &s.body else { continue };
         for (k, f) in b {
-            match out.get(k) {
-                Some(cur) if cur.stamp >= f.stamp => {}
-                _ => {
-                    out.insert(k.clone(), f.clone());
-                }
+            if merge_takes(out.get(k), f) {
+                out.insert(k.clone(), f.clone());
             }
         }
     }
     Some(out)
+}
+
+/// The merge rule for one field, siblings taken in order: `f` replaces what was found so
+/// far (`cur`) when its stamp is higher, so the first sibling's field wins a tie.
+fn merge_takes(cur: Option<&Field>, f: &Field) -> bool {
+    cur.is_none_or(|c| c.stamp < f.stamp)
 }
 
 /// The value of one field as [`visible`] shows it, without building the object: `None`
@@ -122,17 +125,15 @@ pub fn visible_field<'a>(policy: Policy, state: &'a DocState, field: &str) -> Op
     if policy != Policy::Merge {
         return body.get(field)?.value.as_ref();
     }
-    // As `visible_fields` merges: the field of the highest stamp, the first sibling's on a tie.
-    let mut best: Option<&Field> = None;
-    for s in &state.siblings {
-        let Some(f) = s.body.as_ref().and_then(|b| b.get(field)) else {
-            continue;
-        };
-        if best.is_none_or(|cur| cur.stamp < f.stamp) {
-            best = Some(f);
-        }
-    }
-    best?.value.as_ref()
+    let merged = state
+        .siblings
+        .iter()
+        .filter_map(|s| s.body.as_ref()?.get(field))
+        .fold(
+            None,
+            |best, f| if merge_takes(best, f) { Some(f) } else { best },
+        );
+    merged?.value.as_ref()
 }
 
 /// The JSON object a policy shows, or `None` when deleted.

@@ -250,7 +250,8 @@ pub const DELETE_DOC: &str = "DELETE FROM docs WHERE sid = ?1 AND collection = ?
 /// ?1 space id, ?2 collection, ?3 id after which to start (both '' for the first), ?4 limit
 /// → (collection, id, state): a page of the documents whose siblings are all tombstones
 /// (`docs_dead`), in key order: what collection looks at. `INDEXED BY`: SQLite 3.50.2 (the
-/// native host's) would otherwise walk the primary key, every document of the space, for a page of a few.
+/// native host's) would otherwise walk the primary key, every document of the space, for a
+/// page of a few.
 pub const SELECT_DEAD: &str = "SELECT collection, id, state FROM docs INDEXED BY docs_dead
  WHERE sid = ?1 AND dead = 1 AND (collection, id) > (?2, ?3)
  ORDER BY collection, id LIMIT ?4";
