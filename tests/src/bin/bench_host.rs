@@ -36,7 +36,8 @@ fn metric(port: u16, token: Option<&str>, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Documents the host's engine holds for `space` (the `/metrics` gauge: no table scan).
+/// Documents the host stores for `space`: the `/metrics` gauge, which reads the count schema 7
+/// keeps (one row, not a scan of the space).
 fn engine_docs(port: u16, token: Option<&str>, space: &str) -> u64 {
     let (_, v) = http(port, "GET", "/metrics", None, token);
     let prefix = format!("sacred_bridge_docs{{space=\"{space}\"}} ");
